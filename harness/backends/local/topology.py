@@ -1,0 +1,309 @@
+"""From the manifests' Kubernetes objects, derive the embedded mesh: replicas, addresses, ports,
+and the Istio objects that stand in for what Kubernetes would provide (pure, no I/O).
+
+Kubernetes gives istiod Services and Pods; outside Kubernetes we give it the same facts as Istio
+objects, the way Istio meshes VMs:
+- each Service becomes a MESH_INTERNAL ServiceEntry with a workloadSelector (same ports);
+- each replica of a Deployment becomes a WorkloadEntry on its own loopback address
+  (``127.B.1.k``) with the pod template's labels, its service account and tlsMode istio;
+- with no iptables (interception mode NONE), a Sidecar per replica binds the inbound listener
+  on the replica address at each target port, forwarding to the app on ``target+10000``, and
+  binds the outbound listeners on a second address of the replica (``127.B.2.k``) at every
+  service port; the app reaches its sidecar there (``MESH_OUTBOUND_HOST``);
+- the ingress gateway is a router proxy on ``127.B.3.1`` behind a ServiceEntry whose ports map
+  each Gateway server port to a free local port (Kubernetes' port -> targetPort mapping).
+Every Istio object of the user (VirtualService, DestinationRule, AuthorizationPolicy, ...) is
+passed to istiod unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import ConfigProblem, UnsupportedFeature
+
+SAMPLE_IMAGE = "meshproof/microservice-1"
+APP_PORT_OFFSET = 10000
+REPLICA_LABEL = "meshproof.dev/replica"
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+GATEWAY_SA = "istio-ingressgateway-service-account"
+GATEWAY_NAME = "istio-ingressgateway"
+KUBE_KINDS = {"Namespace", "ServiceAccount", "Service", "Deployment", "ConfigMap", "Secret"}
+# Istio kinds istiod reads from the config dir; anything else in the manifests is for the kube path
+ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/", "telemetry.istio.io/", "extensions.istio.io/")
+
+
+@dataclass(frozen=True)
+class ProxyPorts:
+    admin: int
+    agent_status: int
+    envoy_status: int
+    prometheus: int
+
+
+@dataclass(frozen=True)
+class Replica:
+    pod: str
+    namespace: str
+    deployment: str
+    labels: Mapping[str, str]
+    service_account: str
+    index: int  # 1-based, unique in the mesh
+    address: str  # workload (inbound) address
+    egress_address: str  # where the replica's sidecar listens for outbound calls
+    env: Mapping[str, str]  # literal env of the container
+    target_ports: tuple[int, ...]  # ports Services target on this replica
+    container_ports: Mapping[str, int]
+    role: str  # "app" (selected by a Service) or "client"
+    ports: ProxyPorts
+
+    @property
+    def app_port(self) -> int:
+        """Where the app itself listens (behind the inbound sidecar)."""
+        base = self.container_ports.get("http") or (self.target_ports[0] if self.target_ports else 3000)
+        return base + APP_PORT_OFFSET
+
+    @property
+    def admin_port(self) -> int:
+        return self.container_ports.get("admin", 3001)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    address: str
+    port_map: Mapping[int, int]  # Gateway server port -> local port the router listens on
+    ports: ProxyPorts
+    pod: str = f"{GATEWAY_NAME}-0"
+    namespace: str = GATEWAY_NAMESPACE
+    service_account: str = GATEWAY_SA
+    labels: Mapping[str, str] = field(default_factory=lambda: dict(GATEWAY_LABELS))
+
+
+@dataclass(frozen=True)
+class Topology:
+    block: int  # second octet of the 127.B.0.0/16 block this mesh uses
+    replicas: tuple[Replica, ...]
+    gateway: Gateway | None
+    service_ports: tuple[int, ...]  # every port any Service exposes (outbound listeners)
+    generated: tuple[dict[str, Any], ...]  # ServiceEntry/WorkloadEntry/Sidecar objects for istiod
+    user_istio: tuple[dict[str, Any], ...]  # the user's Istio objects, unchanged
+
+    def replica(self, pod: str) -> Replica:
+        for r in self.replicas:
+            if r.pod == pod or f"{r.namespace}/{r.pod}" == pod:
+                return r
+        raise KeyError(pod)
+
+
+def _meta(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    m = doc.get("metadata") or {}
+    return m if isinstance(m, Mapping) else {}
+
+
+def is_istio(doc: Mapping[str, Any]) -> bool:
+    return str(doc.get("apiVersion", "")).startswith(ISTIO_GROUPS)
+
+
+def _protocol(port: Mapping[str, Any]) -> str:
+    proto = str(port.get("appProtocol") or port.get("name") or "tcp").split("-")[0].lower()
+    return {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "https": "HTTPS", "tls": "TLS"}.get(proto, "TCP")
+
+
+def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def derive(
+    docs: Sequence[Mapping[str, Any]],
+    *,
+    block: int,
+    allocate: Any,  # Callable[[], int]: a free local TCP port
+    sources: Sequence[str] | None = None,
+) -> Topology:
+    """Derive the embedded mesh from the manifests' documents (``sources[i]`` names doc i's file)."""
+    services = [d for d in docs if d.get("kind") == "Service" and not is_istio(d)]
+    deployments = [d for d in docs if d.get("kind") == "Deployment"]
+    user_istio = tuple(dict(d) for d in docs if is_istio(d))
+    problems: list[ConfigProblem] = []
+
+    service_ports = sorted({int(p["port"]) for s in services for p in (s.get("spec") or {}).get("ports") or []})
+    replicas: list[Replica] = []
+    k = 0
+    for i, dep in enumerate(deployments):
+        meta, spec = _meta(dep), dep.get("spec") or {}
+        ns = str(meta.get("namespace") or "default")
+        tmpl = spec.get("template") or {}
+        labels = {str(a): str(b) for a, b in ((tmpl.get("metadata") or {}).get("labels") or {}).items()}
+        pod_spec = tmpl.get("spec") or {}
+        containers = pod_spec.get("containers") or []
+        if len(containers) != 1 or not str(containers[0].get("image", "")).startswith(SAMPLE_IMAGE):
+            src = sources[i] if sources else "manifests"
+            image = containers[0].get("image", "?") if containers else "(none)"
+            problems.append(
+                ConfigProblem(
+                    src, 0, "spec.template.spec.containers[0].image",
+                    f"the local backend runs only the sample service ({SAMPLE_IMAGE}), not image {image}",
+                    "use --backend kind/existing for other images, or remove this Deployment",
+                    "Deployment", str(meta.get("name", "")),
+                )
+            )
+            continue
+        c = containers[0]
+        env = {str(e["name"]): str(e["value"]) for e in c.get("env") or [] if "value" in e}
+        cports = {str(p.get("name") or p["containerPort"]): int(p["containerPort"]) for p in c.get("ports") or []}
+        targets: set[int] = set()
+        for s in services:
+            if str(_meta(s).get("namespace") or "default") != ns:
+                continue
+            sspec = s.get("spec") or {}
+            if not _selects(sspec.get("selector") or {}, labels):
+                continue
+            for p in sspec.get("ports") or []:
+                t = p.get("targetPort", p["port"])
+                targets.add(cports[t] if isinstance(t, str) else int(t))
+        for r in range(int(spec.get("replicas", 1))):
+            k += 1
+            if k > 250:
+                raise UnsupportedFeature("the local backend runs at most 250 replicas in all")
+            pod = f"{meta['name']}-{r}"
+            replicas.append(
+                Replica(
+                    pod=pod, namespace=ns, deployment=str(meta["name"]),
+                    labels={**labels, REPLICA_LABEL: pod},
+                    service_account=str(pod_spec.get("serviceAccountName") or "default"),
+                    index=k, address=f"127.{block}.1.{k}", egress_address=f"127.{block}.2.{k}",
+                    env=env, target_ports=tuple(sorted(targets)), container_ports=cports,
+                    role="app" if targets else "client",
+                    ports=ProxyPorts(allocate(), allocate(), allocate(), allocate()),
+                )
+            )
+    if problems:
+        from harness.errors import ConfigError
+
+        raise ConfigError(problems)
+
+    gateway_ports = sorted(
+        {
+            int(srv["port"]["number"])
+            for d in user_istio
+            if d.get("kind") == "Gateway"
+            for srv in (d.get("spec") or {}).get("servers") or []
+        }
+    )
+    gateway = (
+        Gateway(
+            address=f"127.{block}.3.1",
+            port_map={p: allocate() for p in gateway_ports},
+            ports=ProxyPorts(allocate(), allocate(), allocate(), allocate()),
+        )
+        if gateway_ports
+        else None
+    )
+    generated = _generate(services, replicas, gateway, service_ports)
+    return Topology(block, tuple(replicas), gateway, tuple(service_ports), tuple(generated), user_istio)
+
+
+def _generate(
+    services: Sequence[Mapping[str, Any]],
+    replicas: Sequence[Replica],
+    gateway: Gateway | None,
+    service_ports: Sequence[int],
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for s in services:
+        meta, spec = _meta(s), s.get("spec") or {}
+        ns = str(meta.get("namespace") or "default")
+        out.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": {"name": f"svc-{meta['name']}", "namespace": ns},
+                "spec": {
+                    "hosts": [f"{meta['name']}.{ns}.svc.cluster.local"],
+                    "location": "MESH_INTERNAL",
+                    "resolution": "STATIC",
+                    "ports": [
+                        {
+                            "number": int(p["port"]),
+                            "name": str(p.get("name") or f"port-{p['port']}"),
+                            "protocol": _protocol(p),
+                        }
+                        for p in spec.get("ports") or []
+                    ],
+                    "workloadSelector": {"labels": dict(spec.get("selector") or {})},
+                },
+            }
+        )
+    for r in replicas:
+        out.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "WorkloadEntry",
+                "metadata": {"name": r.pod, "namespace": r.namespace},
+                "spec": {
+                    "address": r.address,
+                    "labels": {**r.labels, "security.istio.io/tlsMode": "istio"},
+                    "serviceAccount": r.service_account,
+                },
+            }
+        )
+        out.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "Sidecar",
+                "metadata": {"name": r.pod, "namespace": r.namespace},
+                "spec": {
+                    "workloadSelector": {"labels": {REPLICA_LABEL: r.pod}},
+                    "ingress": [
+                        {
+                            "port": {"number": t, "protocol": "HTTP", "name": f"http-{t}"},
+                            "bind": r.address,
+                            "defaultEndpoint": f"0.0.0.0:{t + APP_PORT_OFFSET}",
+                        }
+                        for t in r.target_ports
+                    ],
+                    "egress": [
+                        {
+                            "port": {"number": p, "protocol": "HTTP", "name": f"http-{p}"},
+                            "bind": r.egress_address,
+                            "hosts": ["*/*"],
+                        }
+                        for p in service_ports
+                    ],
+                },
+            }
+        )
+    if gateway is not None:
+        out.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "ServiceEntry",
+                "metadata": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE},
+                "spec": {
+                    "hosts": [f"{GATEWAY_NAME}.{GATEWAY_NAMESPACE}.svc.cluster.local"],
+                    "location": "MESH_INTERNAL",
+                    "resolution": "STATIC",
+                    "ports": [
+                        {"number": p, "name": f"http-{p}", "protocol": "HTTP", "targetPort": local}
+                        for p, local in gateway.port_map.items()
+                    ],
+                    "workloadSelector": {"labels": {"istio": "ingressgateway"}},
+                },
+            }
+        )
+        out.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "WorkloadEntry",
+                "metadata": {"name": gateway.pod, "namespace": GATEWAY_NAMESPACE},
+                "spec": {
+                    "address": gateway.address,
+                    "labels": dict(gateway.labels),
+                    "serviceAccount": gateway.service_account,
+                },
+            }
+        )
+    return out

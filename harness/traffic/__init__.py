@@ -1,0 +1,1 @@
+"""Traffic generation and the statistics that turn observed traffic into verdicts."""

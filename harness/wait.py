@@ -1,0 +1,68 @@
+"""Wait on a condition with a deadline. No sleeps as synchronisation anywhere else.
+
+``until(check, ...)`` calls ``check`` until it returns a truthy value (returned) or the
+deadline passes (raises :class:`~harness.errors.WaitTimeout` naming what was awaited and the
+last value or exception seen). ``converge`` additionally requires several consecutive
+successes, for checks whose single success can be luck (Istio's ``retry.Converge``).
+The clock and sleep are injectable so tests run instantly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from harness.errors import WaitTimeout
+
+T = TypeVar("T")
+
+
+class _Clock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+REAL_CLOCK = _Clock()
+
+
+def until(
+    check: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float,
+    interval: float = 0.2,
+    hint: str = "",
+    clock: _Clock = REAL_CLOCK,
+    retry_on: tuple[type[BaseException], ...] = (),
+    converge: int = 1,
+) -> T:
+    """Poll ``check`` until it returns a truthy value ``converge`` times in a row.
+
+    Exceptions of the types in ``retry_on`` count as "not yet" and are reported as last seen.
+    """
+    if converge < 1:
+        raise ValueError("converge must be >= 1")
+    deadline = clock.now() + timeout
+    last: object = "(not called yet)"
+    streak = 0
+    while True:
+        try:
+            value = check()
+        except retry_on as e:  # noqa: PERF203 - polling loop
+            value, last = None, f"{type(e).__name__}: {e}"
+        else:
+            last = value
+        if value:
+            streak += 1
+            if streak >= converge:
+                return value
+        else:
+            streak = 0
+        if clock.now() >= deadline:
+            seen = f"{last!s} ({streak}/{converge} consecutive successes)" if converge > 1 else last
+            raise WaitTimeout(what, timeout, seen, hint)
+        clock.sleep(min(interval, max(0.0, deadline - clock.now())))

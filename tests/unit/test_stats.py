@@ -1,0 +1,421 @@
+"""Unit tests for harness.traffic.stats: exact values, monotonicity, and simulated error rates."""
+
+from __future__ import annotations
+
+import ast
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps  # type: ignore[import-untyped]
+
+# Repo root on sys.path, so plain `.venv/bin/pytest` works without an installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from harness.traffic import stats
+from harness.traffic.stats import (
+    Interval,
+    SequentialWeights,
+    batch_conforms,
+    check_proportion,
+    check_weights,
+    clopper_pearson,
+    false_failure_rate_of_tolerance_check,
+    latency_quantiles,
+    sample_size_for_proportion,
+    sample_size_for_weights,
+)
+
+FIFTY = {"v1": 50, "v2": 50}
+NINETY = {"v1": 90, "v2": 10}
+EIGHTY = {"v1": 80, "v2": 10, "v3": 10}
+
+
+def _counts(names: Mapping[str, float], row: np.ndarray) -> dict[str, int]:
+    return {name: int(c) for name, c in zip(names, row, strict=True)}
+
+
+def _rejection_rate(
+    expected: Mapping[str, float], true_shares: list[float], n: int, runs: int, seed: int
+) -> float:
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, true_shares, size=runs)
+    failures = sum(not check_weights(expected, _counts(expected, row)).passed for row in draws)
+    return failures / runs
+
+
+# --------------------------------------------------------------------------- Clopper-Pearson
+
+
+def test_clopper_pearson_known_values() -> None:
+    zero = clopper_pearson(0, 10, 0.95)
+    assert zero.low == 0.0
+    assert zero.high == pytest.approx(0.3085, abs=1e-4)
+    half = clopper_pearson(5, 10, 0.95)
+    assert half.low == pytest.approx(0.1871, abs=1e-4)
+    assert half.high == pytest.approx(0.8129, abs=1e-4)
+    full = clopper_pearson(10, 10, 0.95)
+    assert full.low == pytest.approx(1 - 0.3085, abs=1e-4)
+    assert full.high == 1.0
+    # Matches scipy's exact interval.
+    ci = sps.binomtest(37, 120).proportion_ci(confidence_level=0.99, method="exact")
+    mine = clopper_pearson(37, 120, 0.99)
+    assert (mine.low, mine.high) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+def test_clopper_pearson_edges_and_monotonic_in_confidence() -> None:
+    assert clopper_pearson(0, 0, 0.95) == Interval(0.0, 1.0)
+    narrow, wide = clopper_pearson(30, 100, 0.9), clopper_pearson(30, 100, 0.999)
+    assert wide.low < narrow.low < 0.3 < narrow.high < wide.high
+
+
+def test_interval_contains_and_validation() -> None:
+    iv = Interval(0.2, 0.4)
+    assert iv.contains(0.2) and iv.contains(0.3) and iv.contains(0.4)
+    assert not iv.contains(0.19) and not iv.contains(0.41)
+    with pytest.raises(ValueError):
+        Interval(0.5, 0.4)
+    with pytest.raises(ValueError):
+        Interval(-0.1, 0.4)
+
+
+# --------------------------------------------------------------------------- sample sizes
+
+
+def test_sample_sizes_at_defaults() -> None:
+    # Normal approximation for two categories: N = (z_{1-a/2} + z_power)^2 p(1-p) / d^2.
+    z = sps.norm.isf(0.0005) + sps.norm.ppf(0.99)
+    for weights, p in ((FIFTY, 0.5), (NINETY, 0.9)):
+        approx = z**2 * p * (1 - p) / 0.05**2
+        assert abs(sample_size_for_weights(weights) - approx) <= 2
+    assert sample_size_for_weights(FIFTY) == 3155
+    assert sample_size_for_weights(NINETY) == 1136
+    assert 2200 <= sample_size_for_weights(EIGHTY) <= 2320
+    assert sample_size_for_weights({"v1": 100, "v2": 0}) == 90  # 0.95**90 <= 0.01 < 0.95**89
+
+
+def test_sample_size_is_exactly_the_smallest_powered_n() -> None:
+    n = sample_size_for_weights(EIGHTY)
+    crit = sps.chi2.isf(0.001, 2)
+    effect = 0.05**2 / (0.8 * 0.2)  # least detectable: v1 off by 5pp, spread over v2/v3
+    assert sps.ncx2.sf(crit, 2, n * effect) >= 0.99 > sps.ncx2.sf(crit, 2, (n - 1) * effect)
+    # The worst case is at least as demanding as moving 5pp between any pair of categories.
+    pair_effect = 0.05**2 * (1 / 0.8 + 1 / 0.1)
+    assert sps.ncx2.sf(crit, 2, n * pair_effect) >= 0.99
+
+
+def test_sample_size_monotone() -> None:
+    base = sample_size_for_weights(NINETY)
+    assert sample_size_for_weights(NINETY, alpha=0.0001) > base > sample_size_for_weights(NINETY, alpha=0.01)
+    assert sample_size_for_weights(NINETY, power=0.999) > base > sample_size_for_weights(NINETY, power=0.9)
+    assert (
+        sample_size_for_weights(NINETY, min_deviation=0.02)
+        > base
+        > sample_size_for_weights(NINETY, min_deviation=0.1)
+    )
+    zero = sample_size_for_weights({"a": 1, "b": 0})
+    assert sample_size_for_weights({"a": 1, "b": 0}, power=0.999) > zero
+    assert sample_size_for_weights({"a": 1, "b": 0}, min_deviation=0.01) > zero
+
+
+def test_sample_size_normalises_and_handles_zero_categories() -> None:
+    assert sample_size_for_weights({"a": 0.9, "b": 0.1}) == sample_size_for_weights(NINETY)
+    assert sample_size_for_weights({"b": 10, "a": 90}) == sample_size_for_weights(NINETY)
+    assert sample_size_for_weights({**NINETY, "v3": 0}) == sample_size_for_weights(NINETY)
+    # A tiny-but-nonzero split needs few requests for the chi-square part; the zero rule still binds.
+    assert sample_size_for_weights({"a": 99.9, "b": 0.1, "c": 0}) >= 90
+
+
+def test_sample_size_for_proportion() -> None:
+    assert 3100 <= sample_size_for_proportion(0.5) <= 3200
+    assert sample_size_for_proportion(0.1) < sample_size_for_proportion(0.3) < sample_size_for_proportion(0.5)
+    assert sample_size_for_proportion(0.5, alpha=0.0001) > sample_size_for_proportion(0.5)
+    assert sample_size_for_proportion(0.5, power=0.999) > sample_size_for_proportion(0.5)
+    assert sample_size_for_proportion(0.5, min_deviation=0.02) > sample_size_for_proportion(0.5)
+    assert sample_size_for_proportion(0.0) == sample_size_for_proportion(1.0) == 90
+    assert sample_size_for_proportion(0.02) > 0
+
+
+def test_sample_size_for_proportion_has_power_in_simulation() -> None:
+    n = sample_size_for_proportion(0.2)
+    rng = np.random.default_rng(7)
+    for true in (0.15, 0.25):
+        draws = rng.binomial(n, true, size=200)
+        rate = np.mean([not check_proportion(int(x), n, 0.2).passed for x in draws])
+        assert rate >= 0.95
+
+
+# --------------------------------------------------------------------------- check_weights
+
+
+def test_exact_expected_counts_pass() -> None:
+    for weights in (FIFTY, NINETY, EIGHTY):
+        n = sample_size_for_weights(weights)
+        total = sum(weights.values())
+        counts = {k: round(n * w / total) for k, w in weights.items()}
+        verdict = check_weights(weights, counts)
+        assert verdict.passed, verdict.table()
+        assert verdict.test == "chi-square"
+        assert verdict.p_value > 0.5
+        assert not verdict.underpowered
+        for c in verdict.categories:
+            assert c.interval.contains(c.expected)
+
+
+def test_swapped_split_fails() -> None:
+    n = sample_size_for_weights(NINETY)
+    verdict = check_weights(NINETY, {"v1": n // 10, "v2": n - n // 10})
+    assert not verdict.passed
+    assert verdict.p_value < 1e-100
+    assert "FAIL" in verdict.summary()
+
+
+def test_minimal_deviation_detected_in_simulation() -> None:
+    n = sample_size_for_weights(FIFTY)
+    assert _rejection_rate(FIFTY, [0.55, 0.45], n, runs=200, seed=1) >= 0.95
+    n = sample_size_for_weights(NINETY)
+    assert _rejection_rate(NINETY, [0.85, 0.15], n, runs=200, seed=2) >= 0.95
+    n = sample_size_for_weights(EIGHTY)
+    # The least detectable 5pp alternative: v1 loses 5pp, shared proportionally by v2 and v3.
+    assert _rejection_rate(EIGHTY, [0.75, 0.125, 0.125], n, runs=200, seed=3) >= 0.95
+
+
+def test_false_failure_rate_consistent_with_alpha() -> None:
+    n = sample_size_for_weights(FIFTY)
+    # alpha = 0.001: expect ~2 failures in 2000; a rate above 1% would be wildly inconsistent.
+    assert _rejection_rate(FIFTY, [0.5, 0.5], n, runs=2000, seed=4) <= 0.01
+    # Small counts use the exact binomial fallback, which must not be anti-conservative either.
+    small = {"a": 97, "b": 2, "c": 1}
+    assert _rejection_rate(small, [0.97, 0.02, 0.01], 150, runs=500, seed=5) <= 0.01
+
+
+def test_zero_weight_category() -> None:
+    weights = {"v1": 100, "v2": 0}
+    ok = check_weights(weights, {"v1": 90})
+    assert ok.passed and ok.test == "exact-zero" and ok.p_value == 1.0
+    assert ok.required_n == 90 and not ok.underpowered
+    stray = check_weights(weights, {"v1": 5000, "v2": 1})
+    assert not stray.passed and stray.statistic == 1.0 and stray.p_value == 0.0
+    assert "v2=1" in stray.table()
+    # With a chi-square part as well: the fit is perfect, the stray request still fails it.
+    mixed = check_weights({**FIFTY, "old": 0}, {"v1": 2000, "v2": 2000, "old": 1})
+    assert mixed.test == "chi-square" and mixed.p_value > 0.5
+    assert not mixed.passed
+    assert any("zero-weight" in note for note in mixed.notes)
+
+
+def test_unexpected_category_fails() -> None:
+    verdict = check_weights(FIFTY, {"v1": 2000, "v2": 2000, "canary": 3})
+    assert not verdict.passed
+    assert dict(verdict.unexpected) == {"canary": 3}
+    assert verdict.n == 4003
+    assert "canary" in verdict.table() and "canary" in verdict.summary()
+    # A listed-but-empty unknown category is not traffic.
+    assert check_weights(FIFTY, {"v1": 2000, "v2": 2000, "canary": 0}).passed
+
+
+def test_no_observations_never_pass() -> None:
+    for weights in (FIFTY, {"v1": 1, "v2": 0}):
+        verdict = check_weights(weights, {})
+        assert not verdict.passed
+        assert any("no observations" in note for note in verdict.notes)
+
+
+def test_small_expected_counts_use_exact_test() -> None:
+    verdict = check_weights({"a": 99, "b": 1}, {"a": 99, "b": 1})
+    assert verdict.test == "binomial" and verdict.passed
+    assert verdict.underpowered and "UNDERPOWERED" in verdict.summary()
+    assert any("exact binomial" in note for note in verdict.notes)
+    # Far too many in the small category fails rather than slipping past an unreliable approximation.
+    bad = check_weights({"a": 99, "b": 1}, {"a": 80, "b": 20})
+    assert bad.test == "binomial" and not bad.passed
+    three = check_weights({"a": 97, "b": 2, "c": 1}, {"a": 90, "b": 0, "c": 10})
+    assert three.test == "binomial" and not three.passed
+
+
+def test_categories_and_intervals() -> None:
+    verdict = check_weights(EIGHTY, {"v1": 1600, "v2": 210, "v3": 190})
+    assert [c.name for c in verdict.categories] == ["v1", "v2", "v3"]
+    assert [c.expected for c in verdict.categories] == pytest.approx([0.8, 0.1, 0.1])
+    v1 = verdict.categories[0]
+    assert v1.observed == 1600 and v1.observed_share == pytest.approx(0.8)
+    assert v1.interval == clopper_pearson(1600, 2000, 1 - 0.001 / 3)
+
+
+def test_table_and_summary() -> None:
+    n = sample_size_for_weights(NINETY)
+    good = check_weights(NINETY, {"v1": round(0.9 * n), "v2": n - round(0.9 * n)})
+    summary = good.summary()
+    assert summary.startswith("PASS chi-square N=1136 ")
+    assert "alpha=0.001" in summary and "5.0pp" in summary and "0.99" in summary
+    assert "v1 90.0%" in summary and "v2 10.0%" in summary
+    assert "\n" not in summary
+    table = good.table()
+    lines = table.splitlines()
+    assert "PASS" in lines[0] and "chi-square" in lines[0] and "N=1136" in lines[0]
+    assert any(line.startswith("v1") and "90.0" in line for line in lines)
+    assert any(line.startswith("v2") and "10.0" in line for line in lines)
+    bad = check_weights(NINETY, {"v1": 10, "v2": 90})
+    assert bad.summary().startswith("FAIL") and "FAIL" in bad.table().splitlines()[0]
+
+
+def test_verdicts_are_frozen() -> None:
+    verdict = check_weights(FIFTY, {"v1": 10, "v2": 10})
+    with pytest.raises(AttributeError):
+        verdict.passed = False  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        verdict.unexpected["x"] = 1  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- sequential polling
+
+
+def test_batch_conforms() -> None:
+    assert batch_conforms(NINETY, {"v1": 180, "v2": 20})
+    assert not batch_conforms(NINETY, {"v1": 100, "v2": 100})
+    assert not batch_conforms(NINETY, {})
+
+
+def test_sequential_weights_converges_after_propagation() -> None:
+    rng = np.random.default_rng(11)
+    state = SequentialWeights(NINETY, alpha_batch=0.01, required_consecutive=3)
+    # Before propagation the mesh still splits 50/50; after it, 90/10.
+    for true in [[0.5, 0.5]] * 4 + [[0.9, 0.1]] * 3:
+        assert not state.converged
+        state = state.observe(_counts(NINETY, rng.multinomial(300, true)))
+    assert state.converged and state.batches == 7 and state.consecutive == 3
+    assert state.last is not None and state.last.passed
+    # A relapse resets the streak; the old state is untouched.
+    relapsed = state.observe({"v1": 150, "v2": 150})
+    assert relapsed.consecutive == 0 and not relapsed.converged
+    assert state.converged
+
+
+def test_sequential_weights_validation() -> None:
+    with pytest.raises(ValueError):
+        SequentialWeights(NINETY, required_consecutive=0)
+    with pytest.raises(ValueError):
+        SequentialWeights(NINETY, alpha_batch=1.5)
+    with pytest.raises(ValueError):
+        SequentialWeights({})
+
+
+# --------------------------------------------------------------------------- proportions
+
+
+def test_check_proportion() -> None:
+    ok = check_proportion(480, 1000, 0.5)
+    assert ok.passed and ok.p_value == pytest.approx(sps.binomtest(480, 1000, 0.5).pvalue)
+    assert ok.interval == clopper_pearson(480, 1000, 0.999)
+    assert ok.summary().startswith("PASS") and "480/1000" in ok.summary()
+    bad = check_proportion(400, 1000, 0.5)
+    assert not bad.passed and bad.summary().startswith("FAIL")
+
+
+def test_check_proportion_exact_ends() -> None:
+    assert check_proportion(0, 500, 0.0).passed
+    assert not check_proportion(1, 500, 0.0).passed
+    assert check_proportion(500, 500, 1.0).passed
+    assert not check_proportion(499, 500, 1.0).passed
+    assert not check_proportion(0, 0, 0.0).passed
+
+
+# --------------------------------------------------------------------------- comparison and latency
+
+
+def test_false_failure_rate_of_tolerance_check() -> None:
+    istio = false_failure_rate_of_tolerance_check(100, 0.5, 10)
+    assert istio == pytest.approx(0.035, abs=0.005)
+    assert istio == pytest.approx(2 * sps.binom.cdf(39, 100, 0.5))
+    assert false_failure_rate_of_tolerance_check(100, 0.5, 100) == 0.0
+    assert (
+        false_failure_rate_of_tolerance_check(100, 0.5, 20)
+        < istio
+        < false_failure_rate_of_tolerance_check(100, 0.5, 5)
+    )
+    assert false_failure_rate_of_tolerance_check(100, 0.9, 10) == pytest.approx(
+        sps.binom.cdf(79, 100, 0.9), abs=1e-12
+    )
+
+
+def test_latency_quantiles() -> None:
+    samples = np.random.default_rng(3).exponential(20.0, size=1000)
+    q = latency_quantiles(list(samples))
+    assert list(q) == ["p50", "p90", "p99"]
+    assert q["p50"] == pytest.approx(float(np.quantile(samples, 0.5)))
+    assert q["p50"] < q["p90"] < q["p99"]
+    assert latency_quantiles([]) == {"p50": 0.0, "p90": 0.0, "p99": 0.0}
+    assert list(latency_quantiles([1.0, 2.0], qs=(0.999, 0.25))) == ["p99.9", "p25"]
+    with pytest.raises(ValueError):
+        latency_quantiles([1.0], qs=(1.5,))
+
+
+# --------------------------------------------------------------------------- input validation
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"alpha": 0.0},
+        {"alpha": 1.0},
+        {"alpha": math.nan},
+        {"power": 0.0},
+        {"power": 1.0},
+        {"min_deviation": 0.0},
+        {"min_deviation": 1.0},
+        {"min_deviation": -0.1},
+    ],
+)
+def test_bad_design_raises(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        sample_size_for_weights(FIFTY, **kwargs)
+    with pytest.raises(ValueError):
+        check_weights(FIFTY, {"v1": 1, "v2": 1}, **kwargs)
+    with pytest.raises(ValueError):
+        sample_size_for_proportion(0.5, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [{}, {"a": -1, "b": 2}, {"a": 0, "b": 0}, {"a": math.inf, "b": 1}, {"a": math.nan}],
+)
+def test_bad_weights_raise(weights: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        sample_size_for_weights(weights)
+    with pytest.raises(ValueError):
+        check_weights(weights, {"a": 1})
+
+
+def test_other_bad_inputs_raise() -> None:
+    with pytest.raises(ValueError):
+        check_weights(FIFTY, {"v1": -1, "v2": 3})
+    with pytest.raises(ValueError):
+        check_weights(FIFTY, {"v1": 1.5, "v2": 3})  # type: ignore[dict-item]
+    with pytest.raises(ValueError):
+        sample_size_for_weights(FIFTY, min_deviation=0.6)  # no 50/50 category can be off by 60pp
+    with pytest.raises(ValueError):
+        clopper_pearson(11, 10, 0.95)
+    with pytest.raises(ValueError):
+        clopper_pearson(1, 10, 1.0)
+    with pytest.raises(ValueError):
+        check_proportion(5, 4, 0.5)
+    with pytest.raises(ValueError):
+        check_proportion(1, 4, 1.5)
+    with pytest.raises(ValueError):
+        sample_size_for_proportion(-0.1)
+    with pytest.raises(ValueError):
+        false_failure_rate_of_tolerance_check(100, 0.5, -1)
+
+
+def test_module_is_pure() -> None:
+    tree = ast.parse(Path(stats.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    }
+    assert not imported & {"os", "logging", "sys", "subprocess", "socket", "io", "pathlib"}
