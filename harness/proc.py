@@ -87,8 +87,14 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     new_session: bool = False,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running process whose stdout and stderr go to ``log_path`` (appended)."""
+    """Start a long-running process whose stdout and stderr go to ``log_path`` (appended).
+
+    ``die_with_parent`` makes the kernel SIGKILL the child when the spawning thread's process dies
+    (Linux PR_SET_PDEATHSIG), so not even a SIGKILLed parent can leak it. Spawn such children from
+    the main thread only: the signal follows the thread that forked.
+    """
     args = [os.fspath(a) for a in argv]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -101,6 +107,7 @@ def spawn(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=new_session,
+                preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
             )
         except FileNotFoundError as e:
             raise ToolMissing(args[0], "starting the mesh", "run ./scripts/setup") from e
@@ -113,3 +120,18 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)

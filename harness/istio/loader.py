@@ -123,6 +123,7 @@ class LoadResult:
 
     documents: tuple[Document, ...]
     problems: tuple[ConfigProblem, ...]
+    files: tuple[str, ...] = ()  # files read, in order
 
 
 def load_paths(paths: Sequence[str | Path]) -> tuple[Document, ...]:
@@ -150,7 +151,8 @@ def read_paths(paths: Sequence[str | Path]) -> LoadResult:
     """Like :func:`load_paths`, but return the problems instead of raising them."""
     documents: list[Document] = []
     problems: list[ConfigProblem] = []
-    for file in _expand(paths, problems):
+    files = _expand(paths, problems)
+    for file in files:
         try:
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
@@ -166,7 +168,7 @@ def read_paths(paths: Sequence[str | Path]) -> LoadResult:
         docs, file_problems = parse_text(text, str(file))
         documents.extend(docs)
         problems.extend(file_problems)
-    return LoadResult(tuple(documents), tuple(problems))
+    return LoadResult(tuple(documents), tuple(problems), tuple(str(f) for f in files))
 
 
 _PATH_FIX = "pass an existing YAML file or a directory holding *.yaml/*.yml files"
@@ -241,7 +243,11 @@ def _yaml_problem(file: str, index: int, exc: yaml.MarkedYAMLError) -> ConfigPro
     mark = exc.problem_mark or exc.context_mark
     what = exc.problem or "syntax error"
     if exc.context:
-        what = f"{what} ({exc.context})"
+        start = exc.context_mark
+        if start is not None and exc.problem_mark is not None and start.line != exc.problem_mark.line:
+            what = f"{what} ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
+        else:
+            what = f"{what} ({exc.context})"
     if mark is not None:
         message = f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}"
     else:
@@ -309,7 +315,7 @@ def _document(
     name = metadata.get("name") if isinstance(metadata, dict) else None
     namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
     shown_kind = kind if isinstance(kind, str) else ""
-    shown_name = name if isinstance(name, str) else ""
+    shown_name = name if isinstance(name, str) and name else "<no name>"
     found: list[ConfigProblem] = []
 
     def missing(path: str, value: Any, what: str, fix: str) -> None:
@@ -320,7 +326,9 @@ def _document(
         found.append(ConfigProblem(file, index, prefix + path, message, fix, shown_kind, shown_name))
 
     if not (isinstance(api_version, str) and api_version):
-        missing("apiVersion", api_version, "apiVersion", "add apiVersion, e.g. apiVersion: networking.istio.io/v1")
+        missing(
+            "apiVersion", api_version, "apiVersion", "add apiVersion, e.g. apiVersion: networking.istio.io/v1"
+        )
     if not (isinstance(kind, str) and kind):
         missing("kind", kind, "kind", "add kind, e.g. kind: VirtualService")
     if metadata is not None and not isinstance(metadata, dict):
@@ -338,7 +346,12 @@ def _document(
     elif not (isinstance(name, str) and name):
         missing("metadata.name", name, "metadata.name", "add metadata.name, e.g. metadata: {name: my-object}")
     if namespace is not None and not (isinstance(namespace, str) and namespace):
-        missing("metadata.namespace", namespace, "metadata.namespace", "set metadata.namespace to a namespace name")
+        missing(
+            "metadata.namespace",
+            namespace,
+            "metadata.namespace",
+            "set metadata.namespace to a namespace name",
+        )
     if found:
         problems.extend(found)
         return None

@@ -25,6 +25,8 @@ from typing import Any
 from harness.errors import ConfigProblem, UnsupportedFeature
 
 SAMPLE_IMAGE = "meshproof/microservice-1"
+# images the local backend provides as native processes instead (tracing: the Jaeger binary)
+NATIVE_IMAGES = ("jaegertracing/",)
 APP_PORT_OFFSET = 10000
 REPLICA_LABEL = "meshproof.dev/replica"
 GATEWAY_NAMESPACE = "istio-system"
@@ -103,6 +105,11 @@ def _meta(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     return m if isinstance(m, Mapping) else {}
 
 
+def _native(doc: Mapping[str, Any]) -> bool:
+    containers = ((doc.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    return any(str(c.get("image", "")).startswith(NATIVE_IMAGES) for c in containers)
+
+
 def is_istio(doc: Mapping[str, Any]) -> bool:
     return str(doc.get("apiVersion", "")).startswith(ISTIO_GROUPS)
 
@@ -122,17 +129,20 @@ def derive(
     block: int,
     allocate: Any,  # Callable[[], int]: a free local TCP port
     sources: Sequence[str] | None = None,
+    doc_index: Sequence[int] | None = None,
 ) -> Topology:
     """Derive the embedded mesh from the manifests' documents (``sources[i]`` names doc i's file)."""
     services = [d for d in docs if d.get("kind") == "Service" and not is_istio(d)]
-    deployments = [d for d in docs if d.get("kind") == "Deployment"]
+    deployments = [
+        (i, d) for i, d in enumerate(docs) if d.get("kind") == "Deployment" and not _native(d)
+    ]
     user_istio = tuple(dict(d) for d in docs if is_istio(d))
     problems: list[ConfigProblem] = []
 
     service_ports = sorted({int(p["port"]) for s in services for p in (s.get("spec") or {}).get("ports") or []})
     replicas: list[Replica] = []
     k = 0
-    for i, dep in enumerate(deployments):
+    for i, dep in deployments:
         meta, spec = _meta(dep), dep.get("spec") or {}
         ns = str(meta.get("namespace") or "default")
         tmpl = spec.get("template") or {}
@@ -144,7 +154,7 @@ def derive(
             image = containers[0].get("image", "?") if containers else "(none)"
             problems.append(
                 ConfigProblem(
-                    src, 0, "spec.template.spec.containers[0].image",
+                    src, doc_index[i] if doc_index else 0, "spec.template.spec.containers[0].image",
                     f"the local backend runs only the sample service ({SAMPLE_IMAGE}), not image {image}",
                     "use --backend kind/existing for other images, or remove this Deployment",
                     "Deployment", str(meta.get("name", "")),

@@ -1,0 +1,364 @@
+"""LocalBackend: the Backend protocol over the embedded mesh run by the supervisor process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import yaml
+
+from harness import proc, wait
+from harness.backends.base import Fault, State, Workload
+from harness.backends.local import xds
+from harness.backends.local.layout import Layout, object_filename
+from harness.errors import BackendError, StateError, WaitTimeout
+from harness.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.layout = Layout(settings.state_dir)
+        self.progress = progress or (lambda _m: None)
+        self.state = State.NEW
+        self.detached = False
+        self._plan: dict[str, Any] = {}
+        self._sup: subprocess.Popen[bytes] | None = None
+        self._http = httpx.Client(timeout=10.0, trust_env=False)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.detached:
+            self.down()
+
+    def up(self, *, detach: bool = False) -> Self:
+        if self.state is not State.NEW:
+            raise BackendError(f"this backend is {self.state.value}; create a new one")
+        if self.layout.marker.is_file():
+            info = json.loads(self.layout.marker.read_text())
+            if _alive(int(info.get("pid", 0))):
+                raise StateError(
+                    f"a mesh is already running with state dir {self.layout.root} (pid {info['pid']}). "
+                    "Fix: `meshproof down` first, or use another --state"
+                )
+        from harness.backends.local.install import load
+
+        load(self.settings)  # fail early, before spawning, when binaries are missing
+        self.state = State.STARTING
+        self.detached = detach
+        self.layout.status.unlink(missing_ok=True)
+        argv = [
+            sys.executable, "-m", "harness.backends.local.supervisor", "--state", str(self.layout.root),
+            "--manifests", str(self.settings.manifests.resolve()), "--istio-version", self.settings.istio_version,
+        ]
+        if not detach:
+            argv.append("--parent-death")
+        sup = proc.spawn(argv, log_path=self.layout.log("supervisor"), new_session=True,
+                         env={"PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+        self._sup = sup
+        self.layout.marker.write_text(json.dumps({"backend": "local", "pid": sup.pid, "pgid": sup.pid,
+                                                  "istio": self.settings.istio_version}))
+        seen = 0
+
+        def ready() -> bool:
+            nonlocal seen
+            if sup.poll() is not None and not self.layout.status.is_file():
+                raise BackendError(f"supervisor exited {sup.returncode}: {proc.tail(self.layout.log('supervisor'))}")
+            try:
+                st = json.loads(self.layout.status.read_text())
+            except (OSError, ValueError):
+                return False
+            for ev in st.get("events", [])[seen:]:
+                self.progress(f"[{ev['t']:6.1f}s] {ev['message']}")
+            seen = len(st.get("events", []))
+            if st.get("phase") in ("failed", "stopping", "stopped"):
+                raise BackendError(f"the local mesh failed to start: {st.get('error') or st['events'][-1]['message']}")
+            return bool(st.get("phase") == "ready")
+
+        try:
+            wait.until(ready, what="the local mesh to be ready", timeout=self.settings.ready_timeout,
+                       interval=0.1, hint=f"logs in {self.layout.logs}")
+        except BaseException as e:
+            if isinstance(e, BackendError | WaitTimeout):
+                e.add_note(f"logs: {self.layout.logs}")
+            self.down()
+            raise
+        self._plan = json.loads(self.layout.plan.read_text())
+        self.state = State.RUNNING
+        return self
+
+    def attach(self) -> Self:
+        if not self.layout.marker.is_file() or not self.layout.plan.is_file():
+            raise StateError(f"no local mesh is running with state dir {self.layout.root}. Fix: meshproof up --detach")
+        info = json.loads(self.layout.marker.read_text())
+        if not _alive(int(info.get("pid", 0))):
+            raise StateError(f"the mesh in {self.layout.root} is not running (supervisor gone). Fix: meshproof down")
+        self._plan = json.loads(self.layout.plan.read_text())
+        self.state = State.RUNNING
+        self.detached = True
+        return self
+
+    def down(self) -> None:
+        marker = self.layout.marker
+        if marker.is_file():
+            info = json.loads(marker.read_text())
+            pid, pgid = int(info.get("pid", 0)), int(info.get("pgid", 0))
+            if pid and _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    wait.until(lambda: not _alive(pid) or _zombie(pid), what=f"supervisor {pid} to exit", timeout=30,
+                               interval=0.05)
+                except WaitTimeout:
+                    pass
+            if pgid and group_members(pgid):
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                wait.until(lambda: not group_members(pgid), what=f"process group {pgid} to be gone", timeout=10,
+                           interval=0.05)
+        if self._sup is not None:
+            self._sup.wait(10)
+        self.layout.cleanup_runtime()
+        self._http.close()
+        self.state = State.STOPPED
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            try:
+                s.connect(str(self.layout.control_socket))
+            except OSError as e:
+                raise StateError(f"cannot reach the mesh supervisor at {self.layout.control_socket}: {e}") from e
+            s.sendall(json.dumps(req).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        reply: dict[str, Any] = json.loads(data or b"{}")
+        if not reply.get("ok"):
+            raise BackendError(f"supervisor refused {req}: {reply.get('error')}")
+        return reply
+
+    def _require_running(self) -> None:
+        if self.state is not State.RUNNING:
+            raise StateError("the mesh is not running. Fix: meshproof up --detach (or use the mesh fixture)")
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        self._require_running()
+        return self._plan
+
+    def _proxy_count(self) -> int:
+        return len(self.plan["replicas"]) + (1 if self.plan.get("gateway") else 0)
+
+    # ---- config -------------------------------------------------------------------------
+    def _load(self, paths: Sequence[Path]) -> list[dict[str, Any]]:
+        from harness.istio.loader import load_paths
+
+        from harness.backends.local.topology import is_istio
+
+        docs = [dict(d.body) for d in load_paths(list(paths))]
+        non_istio = [f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs if not is_istio(d)]
+        if non_istio:
+            from harness.errors import UnsupportedFeature
+
+            raise UnsupportedFeature(
+                f"the local backend applies Istio objects only, not {', '.join(non_istio)}. "
+                "Fix: change workloads in manifests/ and restart the mesh, or use --backend kind"
+            )
+        return docs
+
+    def _write_and_wait(self, change: Callable[[], None]) -> float:
+        istiod = self.plan["istiod"]
+        before = xds.push_mark(self._http, istiod["monitoring_url"])
+        change()
+        return xds.wait_propagated(self._http, istiod["url"], istiod["monitoring_url"], before, self._proxy_count(),
+                                   timeout=60)
+
+    def apply(self, paths: Sequence[Path]) -> float:
+        docs = self._load(paths)
+
+        def write() -> None:
+            for obj in docs:
+                meta = dict(obj.get("metadata") or {})
+                meta.setdefault("namespace", "default")
+                obj["metadata"] = meta
+                target = self.layout.config / object_filename(obj)
+                tmp = target.with_suffix(".tmp")
+                tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+                tmp.replace(target)
+
+        return self._write_and_wait(write)
+
+    def delete(self, paths: Sequence[Path]) -> float:
+        docs = self._load(paths)
+        targets = [self.layout.config / object_filename(o) for o in docs]
+        missing = [t.name for t in targets if not t.is_file()]
+        if missing:
+            raise StateError(f"not applied, cannot delete: {', '.join(missing)}")
+
+        def remove() -> None:
+            for t in targets:
+                t.unlink()
+
+        return self._write_and_wait(remove)
+
+    def config_dir(self) -> Path | None:
+        return self.layout.config
+
+    # ---- workloads ----------------------------------------------------------------------
+    def workloads(self) -> Sequence[Workload]:
+        out = []
+        for r in self.plan["replicas"]:
+            port = r["target_ports"][0] if r["target_ports"] else 0
+            out.append(
+                Workload(
+                    name=r["pod"], namespace=r["namespace"], deployment=r["deployment"], labels=r["labels"],
+                    address=r["address"], app_url=f"http://{r['address']}:{r['app_port']}",
+                    admin_url=f"http://{r['address']}:{r['admin_port']}",
+                    sidecar_url=f"http://{r['address']}:{port}" if port else "",
+                    proxy_admin_url=f"http://127.0.0.1:{r['ports']['admin']}",
+                    service_account=r["service_account"], role=r["role"],
+                )
+            )
+        gw = self.plan.get("gateway")
+        if gw:
+            out.append(
+                Workload(
+                    name=gw["pod"], namespace=gw["namespace"], deployment="istio-ingressgateway", labels=gw["labels"],
+                    address=gw["address"], app_url="", admin_url="", sidecar_url="",
+                    proxy_admin_url=f"http://127.0.0.1:{gw['ports']['admin']}",
+                    service_account=gw["service_account"], role="gateway",
+                )
+            )
+        return out
+
+    def workload(self, ref: str) -> Workload:
+        ws = self.workloads()
+        if ref == "ingress":
+            ws = [w for w in ws if w.role == "gateway"]
+        for w in ws:
+            if ref in ("ingress", w.name, w.ref, f"{w.namespace}/{w.deployment}"):
+                return w
+        names = ", ".join(w.ref for w in ws)
+        raise StateError(f"no workload {ref!r}. Fix: use one of: {names}, ingress, or NS/DEPLOYMENT")
+
+    def ingress_url(self) -> str:
+        gw = self.plan.get("gateway")
+        if not gw:
+            raise StateError("the manifests define no Gateway, so there is no ingress")
+        port = gw["port_map"].get("80") or next(iter(gw["port_map"].values()))
+        return f"http://127.0.0.1:{port}"
+
+    def service_url(self, service: str, namespace: str, port: int) -> str:
+        return f"http://{service}.{namespace}.svc.cluster.local:{port}"
+
+    def trace_query_url(self) -> str | None:
+        return None
+
+    # ---- faults and chaos ---------------------------------------------------------------
+    def inject_fault(self, pod: str, fault: Fault) -> None:
+        w = self.workload(pod)
+        body = {"status": fault.status, "rate": fault.rate, "delay_ms": fault.delay_ms}
+        r = self._http.post(f"{w.admin_url}/admin/fault", json=body)
+        if r.status_code != 200:
+            raise BackendError(f"fault on {w.ref} refused: {r.status_code} {r.text}")
+
+    def clear_fault(self, pod: str) -> None:
+        w = self.workload(pod)
+        self._http.delete(f"{w.admin_url}/admin/fault").raise_for_status()
+
+    def kill(self, pod: str) -> None:
+        w = self.workload(pod)
+        self._control({"op": "kill", "pod": w.ref})
+
+    def restart(self, pod: str) -> None:
+        w = self.workload(pod)
+        self._control({"op": "restart", "pod": w.ref})
+
+        def healthy() -> bool:
+            try:
+                return self._http.get(f"{w.admin_url}/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait.until(healthy, what=f"{w.ref} healthy after restart", timeout=30, interval=0.1)
+
+    # ---- evidence -----------------------------------------------------------------------
+    def ejections(self) -> dict[str, dict[str, list[str]]]:
+        """Per calling proxy, per upstream cluster, the hosts outlier detection has ejected."""
+        return {w.ref: xds.ejected_hosts(self._http, w.proxy_admin_url) for w in self.workloads()}
+
+    def diagnostics(self, dest: Path) -> list[Path]:
+        dest.mkdir(parents=True, exist_ok=True)
+        written = []
+        for w in self.workloads():
+            for what in ("config_dump", "clusters", "stats"):
+                try:
+                    text = self._http.get(f"{w.proxy_admin_url}/{what}").text
+                except httpx.HTTPError as e:
+                    text = f"unavailable: {e}"
+                p = dest / f"{w.name}.{what}.txt"
+                p.write_text(text)
+                written.append(p)
+        for log in sorted(self.layout.logs.glob("*.log")):
+            p = dest / log.name
+            p.write_text(proc.tail(log, 400))
+            written.append(p)
+        return written
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True

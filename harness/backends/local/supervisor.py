@@ -1,0 +1,369 @@
+"""The local mesh's supervisor: one process that starts and owns every mesh process.
+
+``python -m harness.backends.local.supervisor --state DIR ...`` is started by
+:class:`~harness.backends.local.backend.LocalBackend` in a session of its own, so the supervisor
+and all its children share one process group. It brings the mesh up step by step (recording
+progress in ``status.json``), then serves a control socket (kill / restart a replica, stop) and
+watches its children. On SIGTERM, SIGINT or a ``stop`` request it tears everything down.
+Children get PR_SET_PDEATHSIG(SIGKILL), so even a SIGKILLed supervisor leaks nothing; when
+not detached, the supervisor itself gets SIGTERM when the process that started it dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from harness import proc, wait
+from harness.backends.local import topology as topo
+from harness.backends.local.ca import MeshCA, spiffe_id
+from harness.backends.local.install import Installed, load
+from harness.backends.local.layout import Layout, object_filename, free_port
+from harness.errors import MeshproofError, WaitTimeout
+from harness.settings import Settings, from_env
+
+SAMPLE_SERVICE = Path(__file__).resolve().parents[3] / "sample-service"
+ISTIOD_ENV = {
+    # upstream Envoy lacks Istio's own filters (metadata exchange, ALPN override, stats)
+    "PILOT_ENABLE_METADATA_EXCHANGE": "false",
+    "PILOT_ENABLE_ALPN_FILTER": "false",
+    "PILOT_DEBOUNCE_AFTER": "50ms",
+    "PILOT_DEBOUNCE_MAX": "2s",
+    "PILOT_ENABLE_CROSS_CLUSTER_WORKLOAD_ENTRY": "false",
+    "PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION": "false",
+    "ENABLE_CA_SERVER": "true",
+}
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, layout: Layout) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+        self.events: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+        self.plan: dict[str, Any] = {}
+        self.error = ""
+        self.http = httpx.Client(timeout=5.0, trust_env=False)
+
+    # ---- status -------------------------------------------------------------------------
+    def status(self, phase: str, message: str = "", **extra: Any) -> None:
+        self.events.append({"t": round(time.monotonic() - self.t0, 3), "phase": phase, "message": message})
+        if "error" in extra:
+            self.error = str(extra["error"])
+        body = {"phase": phase, "pid": os.getpid(), "events": self.events, "error": self.error, **extra}
+        tmp = self.layout.status.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=1))
+        tmp.replace(self.layout.status)
+
+    def _spawn(self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+        p = proc.spawn(argv, log_path=self.layout.log(name), env=env, cwd=cwd, die_with_parent=True)
+        self.children[name] = p
+        return p
+
+    def _alive(self, name: str, what: str) -> None:
+        p = self.children.get(name)
+        if p is not None and p.poll() is not None:
+            raise WaitTimeout(what, 0, f"{name} exited with code {p.returncode}: {proc.tail(self.layout.log(name), 8)}")
+
+    def _get_ok(self, url: str, name: str) -> bool:
+        self._alive(name, url)
+        try:
+            return self.http.get(url).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # ---- bring-up -----------------------------------------------------------------------
+    def up(self) -> None:
+        s, lay = self.settings, self.layout
+        inst = load(s)
+        self.status("starting", f"Istio {inst.label}, Envoy {inst.envoy_version}")
+        ca = MeshCA.create()
+        ca.write_istiod_cacerts(lay.istiod / "cacerts")
+        lay.ca_root.write_bytes(ca.root_pem)
+
+        from harness.istio.loader import load_paths
+
+        docs = load_paths([s.manifests])
+        block = lay.pick_block()
+        taken: set[int] = set()
+        topology = topo.derive([d.body for d in docs], block=block, allocate=lambda: free_port(taken),
+                               sources=[d.file for d in docs])
+        istiod_ports = {k: free_port(taken) for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+        self.status("starting", f"derived {len(topology.replicas)} replicas on 127.{block}.0.0/16")
+
+        lay.config.mkdir(parents=True, exist_ok=True)
+        for obj in (*topology.generated, *topology.user_istio):
+            obj = dict(obj)
+            meta = dict(obj.get("metadata") or {})
+            meta.setdefault("namespace", "default")
+            obj["metadata"] = meta
+            (lay.config / object_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
+
+        mesh = {
+            "defaultConfig": {
+                "discoveryAddress": f"127.0.0.1:{istiod_ports['grpc']}",
+                "controlPlaneAuthPolicy": "NONE",
+            },
+            "enableTracing": False,
+            "trustDomain": "cluster.local",
+            "accessLogFile": "/dev/stdout",
+            "rootNamespace": "istio-system",
+        }
+        (lay.istiod / "mesh.yaml").write_text(yaml.safe_dump(mesh))
+        self._spawn(
+            "istiod",
+            [
+                inst.istiod, f"-configDir={lay.config}", f"-meshConfig={lay.istiod / 'mesh.yaml'}",
+                f"-grpcAddr=127.0.0.1:{istiod_ports['grpc']}", f"-httpAddr=127.0.0.1:{istiod_ports['http']}",
+                f"-httpsAddr=127.0.0.1:{istiod_ports['https']}",
+                f"-secureGRPCAddr=127.0.0.1:{istiod_ports['secure_grpc']}",
+                f"-monitoringAddr=127.0.0.1:{istiod_ports['monitoring']}",
+                "-logLevel=default:info,ads:warn,krt:warn",
+            ],
+            env={**ISTIOD_ENV, "ROOT_CA_DIR": str(lay.istiod / "cacerts"), "POD_NAMESPACE": "istio-system"},
+            cwd=lay.istiod,
+        )
+        istiod_http = f"http://127.0.0.1:{istiod_ports['http']}"
+        wait.until(lambda: self._get_ok(f"{istiod_http}/ready", "istiod"), what="istiod /ready", timeout=60,
+                   interval=0.1, hint=f"see {lay.log('istiod')}")
+        self.status("starting", "istiod ready")
+
+        self.plan = {
+            "block": block,
+            "istio": inst.label,
+            "envoy": inst.envoy_version,
+            "istiod": {**istiod_ports, "url": istiod_http,
+                       "monitoring_url": f"http://127.0.0.1:{istiod_ports['monitoring']}"},
+            "replicas": [self._replica_json(r) for r in topology.replicas],
+            "gateway": None,
+            "service_ports": list(topology.service_ports),
+        }
+        for r in topology.replicas:
+            self._start_app(r)
+        for r in topology.replicas:
+            url = f"http://{r.address}:{r.admin_port}/healthz"
+            key = f"{r.namespace}.{r.pod}"
+            wait.until(lambda url=url, key=key: self._get_ok(url, f"app-{key}"), what=f"app {key} {url}",
+                       timeout=30, interval=0.1, hint=f"see {lay.log('app-' + key)}")
+        self.status("starting", f"{len(topology.replicas)} app processes ready")
+
+        for r in topology.replicas:
+            self._start_proxy(inst, ca, r.pod, r.namespace, r.service_account, r.address, r.labels, r.ports,
+                              "sidecar", istiod_ports["grpc"])
+        gw = topology.gateway
+        if gw is not None:
+            self._start_proxy(inst, ca, gw.pod, gw.namespace, gw.service_account, gw.address, gw.labels, gw.ports,
+                              "router", istiod_ports["grpc"])
+            self.plan["gateway"] = {
+                "pod": gw.pod, "namespace": gw.namespace, "address": gw.address,
+                "service_account": gw.service_account, "labels": dict(gw.labels),
+                "port_map": {str(k): v for k, v in gw.port_map.items()}, "ports": asdict(gw.ports),
+            }
+        proxies = [(f"{r.namespace}.{r.pod}", r.ports) for r in topology.replicas] + (
+            [(f"{gw.namespace}.{gw.pod}", gw.ports)] if gw else []
+        )
+        for key, ports in proxies:
+            url = f"http://127.0.0.1:{ports.agent_status}/healthz/ready"
+            wait.until(lambda url=url, key=key: self._get_ok(url, f"proxy-{key}"), what=f"proxy {key} {url}",
+                       timeout=60, interval=0.1, hint=f"see {lay.log('proxy-' + key)}")
+        self.status("starting", f"{len(proxies)} proxies ready")
+        lay.plan.write_text(json.dumps(self.plan, indent=1))
+        from harness.backends.local.xds import wait_synced
+
+        wait_synced(self.http, istiod_http, len(proxies), timeout=60)
+        self.status("ready", f"mesh ready in {time.monotonic() - self.t0:.1f}s")
+
+    @staticmethod
+    def _replica_json(r: topo.Replica) -> dict[str, Any]:
+        d = asdict(r)
+        d["app_port"], d["admin_port"] = r.app_port, r.admin_port
+        return d
+
+    def _start_app(self, r: topo.Replica) -> None:
+        node = proc.which("node", needed_for="the sample service", how_to_get="install Node.js >= 20")
+        env = {
+            **r.env,
+            "HOST": r.address, "PORT": str(r.app_port),
+            "ADMIN_HOST": r.address, "ADMIN_PORT": str(r.admin_port),
+            "POD_NAME": r.pod, "POD_NAMESPACE": r.namespace,
+            "VERSION": r.env.get("VERSION", r.labels.get("version", "v1")),
+            "MESH_OUTBOUND_HOST": r.egress_address,
+        }
+        self._spawn(f"app-{r.namespace}.{r.pod}", [node, str(SAMPLE_SERVICE / "service.js")], env=env, cwd=SAMPLE_SERVICE)
+
+    def _start_proxy(
+        self, inst: Installed, ca: MeshCA, pod: str, ns: str, sa: str, address: str,
+        labels: Any, ports: topo.ProxyPorts, kind: str, grpc_port: int,
+    ) -> None:
+        work = self.layout.proxy_dir(f"{ns}.{pod}")
+        work.mkdir(parents=True, exist_ok=True)
+        ca.write_workload_credentials(work, spiffe_id(ns, sa))
+        proxy_config = {
+            "discoveryAddress": f"127.0.0.1:{grpc_port}",
+            "controlPlaneAuthPolicy": "NONE",
+            "binaryPath": inst.envoy,
+            "proxyAdminPort": ports.admin,
+            "statusPort": ports.agent_status,
+            "configPath": "./etc/istio/proxy",
+            "proxyBootstrapTemplatePath": inst.bootstrap_template,
+            "interceptionMode": "NONE",
+            "drainDuration": "1s",
+            "terminationDrainDuration": "1s",
+            "concurrency": 1,
+        }
+        env = {
+            "POD_NAME": pod, "POD_NAMESPACE": ns, "INSTANCE_IP": address, "SERVICE_ACCOUNT": sa,
+            "CLOUD_PLATFORM": "none", "ISTIO_META_CLUSTER_ID": "Kubernetes",
+            "ISTIO_META_INTERCEPTION_MODE": "NONE", "ISTIO_META_WORKLOAD_NAME": pod.rsplit("-", 1)[0],
+            "ISTIO_METAJSON_LABELS": json.dumps(dict(labels)),
+            "ENVOY_STATUS_PORT": str(ports.envoy_status), "ENVOY_PROMETHEUS_PORT": str(ports.prometheus),
+            "PROXY_CONFIG": json.dumps(proxy_config), "TRUST_DOMAIN": "cluster.local",
+        }
+        argv = [inst.pilot_agent, "proxy", kind, f"--domain={ns}.svc.cluster.local",
+                "--proxyLogLevel=warning", "--log_output_level=default:warn"]
+        self._spawn(f"proxy-{ns}.{pod}", argv, env=env, cwd=work)
+
+    # ---- control ------------------------------------------------------------------------
+    def _replica(self, pod: str) -> dict[str, Any]:
+        for r in self.plan.get("replicas", []):
+            if pod in (r["pod"], f"{r['namespace']}/{r['pod']}"):
+                return dict(r)
+        raise KeyError(pod)
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "stop":
+            self.stopping = True
+            return {"ok": True}
+        if op in ("kill", "restart"):
+            r = self._replica(str(req.get("pod")))
+            name = f"app-{r['namespace']}.{r['pod']}"
+            p = self.children.get(name)
+            if op == "kill":
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait(10)
+                return {"ok": True}
+            if p is not None and p.poll() is None:
+                return {"ok": True, "note": "already running"}
+            rep = topo.Replica(**{k: v for k, v in r.items() if k not in ("app_port", "admin_port")} |
+                               {"ports": topo.ProxyPorts(**r["ports"]), "target_ports": tuple(r["target_ports"])})
+            self._start_app(rep)
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def serve(self) -> None:
+        path = self.layout.control_socket
+        if path.exists():
+            path.unlink()
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(path))
+        srv.listen(8)
+        srv.settimeout(0.2)
+        try:
+            while not self.stopping:
+                for name, p in list(self.children.items()):
+                    if p.poll() is not None and name == "istiod":
+                        self.status("failed", f"istiod exited with code {p.returncode}")
+                        self.stopping = True
+                try:
+                    conn, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.settimeout(30)
+                    data = b""
+                    while not data.endswith(b"\n"):
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    try:
+                        reply = self.handle(json.loads(data or b"{}"))
+                    except Exception as e:  # noqa: BLE001 - reported to the caller
+                        reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+        finally:
+            srv.close()
+            path.unlink(missing_ok=True)
+
+    def teardown(self) -> None:
+        self.status("stopping", "tearing down")
+        order = [n for n in self.children if n.startswith("proxy-")] + \
+                [n for n in self.children if n.startswith("app-")] + ["istiod"]
+        for name in order:
+            p = self.children.get(name)
+            if p is not None and p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + 10
+        for name in order:
+            p = self.children.get(name)
+            if p is None:
+                continue
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.http.close()
+        self.layout.cleanup_runtime()
+        self.status("stopped", "all processes stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="meshproof-supervisor")
+    ap.add_argument("--state", required=True)
+    ap.add_argument("--manifests", required=True)
+    ap.add_argument("--istio-version", required=True)
+    ap.add_argument("--parent-death", action="store_true")
+    a = ap.parse_args(argv)
+    if a.parent_death:
+        proc.set_parent_death_signal(signal.SIGTERM)
+    settings = from_env().with_overrides(state_dir=Path(a.state), manifests=Path(a.manifests),
+                                         istio_version=a.istio_version, backend="local")
+    sup = Supervisor(settings, Layout(Path(a.state)))
+
+    def on_signal(signum: int, _frame: object) -> None:
+        sup.stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 0
+    try:
+        sup.up()
+        sup.serve()
+    except KeyboardInterrupt:
+        pass
+    except MeshproofError as e:
+        sup.status("failed", str(e), error=str(e))
+        code = 1
+    except Exception as e:  # noqa: BLE001 - the client shows this
+        sup.status("failed", f"{type(e).__name__}: {e}", error=traceback.format_exc())
+        code = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sup.teardown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

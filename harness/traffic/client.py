@@ -1,0 +1,604 @@
+"""The traffic sampler: send N requests into the mesh and record what each one saw.
+
+Two places traffic can start (:class:`Source`):
+
+``ingress``
+    From outside the mesh through the ingress gateway: ``backend.ingress_url() + path``.
+``ns/deployment`` or ``ns/pod``
+    From inside the mesh, as a client workload: the harness asks the workload's app (on its
+    app port, bypassing its inbound sidecar) to make the call through ``/api/call``, so the
+    request leaves through that workload's outbound sidecar with its identity. The status,
+    headers and body recorded are the *downstream* ones (what the client workload got back);
+    a 502 from ``/api/call`` itself means the outbound connection failed and is recorded as
+    status 0 with an ``error``.
+
+A failed request never raises: it becomes a :class:`Response` with ``status == 0`` and
+``error`` set, so a batch always has exactly ``n`` responses.
+
+:func:`converge_weights` polls batches until the observed split conforms to the configured
+one several batches in a row (configuration propagates asynchronously), measuring how long
+that took. It is a signal to start the real check, not the verdict; run
+:func:`harness.traffic.checks.weights_match` on fresh traffic afterwards.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Protocol, Self, TypedDict, Unpack
+
+import httpx
+
+from harness.backends.base import Workload
+from harness.errors import UserError, WaitTimeout
+from harness.traffic import stats
+from harness.wait import REAL_CLOCK, _Clock, until
+
+__all__ = [
+    "BODY_TEXT_LIMIT",
+    "RBAC_DENIED_BODY",
+    "ConvergeResult",
+    "Response",
+    "SampleOptions",
+    "SampleResult",
+    "Sampler",
+    "Source",
+    "TrafficTarget",
+    "converge_weights",
+]
+
+#: The body Envoy's RBAC filter answers a denied request with (status 403).
+RBAC_DENIED_BODY = "RBAC: access denied"
+#: How much of each response body is kept in :attr:`Response.body_text`.
+BODY_TEXT_LIMIT = 512
+#: The sample service's service, namespace and port: the default target of in-mesh calls.
+DEFAULT_TARGET: tuple[str, str, int] = ("microservice-1", "sample", 3000)
+#: Extra seconds the harness waits for ``/api/call`` beyond the outbound call's own timeout.
+CALL_MARGIN_S = 5.0
+
+_METHOD = re.compile(r"^[A-Za-z]+$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+
+
+class TrafficTarget(Protocol):
+    """The part of :class:`harness.backends.base.Backend` the sampler needs."""
+
+    def ingress_url(self) -> str: ...
+
+    def workload(self, ref: str) -> Workload: ...
+
+    def service_url(self, service: str, namespace: str, port: int) -> str: ...
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Response:
+    """What one request saw. ``status == 0`` means no HTTP response at all (see ``error``).
+
+    ``version``, ``pod`` and ``xfcc`` come from the sample service's JSON body ("" when the
+    body is not the app's, e.g. an Envoy 503 or an RBAC denial). ``overloaded`` is true when
+    Envoy set ``x-envoy-overloaded`` (circuit breaker or outlier ejection), ``server`` is the
+    ``server`` header (``istio-envoy`` from the gateway, ``envoy`` from a sidecar),
+    ``upstream_time_ms`` is ``x-envoy-upstream-service-time`` when present.
+    """
+
+    status: int
+    version: str = ""
+    pod: str = ""
+    latency_ms: float = 0.0
+    overloaded: bool = False
+    server: str = ""
+    body_text: str = ""
+    rbac_denied: bool = False
+    upstream_time_ms: float | None = None
+    xfcc: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx answered by the sample service itself (it reported its version)."""
+        return 200 <= self.status < 300 and bool(self.version)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where requests start: the ingress gateway, or a workload inside the mesh."""
+
+    kind: Literal["ingress", "workload"]
+    ref: str
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        """``"ingress"``, or ``"ns/deployment"`` / ``"ns/pod"`` for a workload."""
+        value = text.strip()
+        if value == "ingress":
+            return cls("ingress", "ingress")
+        ns, sep, name = value.partition("/")
+        if sep and ns and name and "/" not in name and not any(c.isspace() for c in value):
+            return cls("workload", value)
+        raise UserError(
+            f"traffic source {text!r} is neither 'ingress' nor 'namespace/deployment' or 'namespace/pod'. "
+            "Fix: pass e.g. --from ingress or --from sample/client (see `meshproof status` for workloads)"
+        )
+
+    def __str__(self) -> str:
+        return self.ref
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """The responses of one :meth:`Sampler.sample` call, in the order requests were issued."""
+
+    responses: tuple[Response, ...]
+    source: str
+    method: str
+    path: str
+    wall_s: float
+
+    @property
+    def total(self) -> int:
+        return len(self.responses)
+
+    def status_counts(self) -> dict[int, int]:
+        """Responses per status code (0 = no response), sorted by code."""
+        return dict(sorted(Counter(r.status for r in self.responses).items()))
+
+    def version_counts(self, only_status: int | None = 200) -> dict[str, int]:
+        """Responses per reporting app version, among responses with ``only_status`` (None: any).
+
+        Responses without a version (not answered by the app) are not counted.
+        """
+        return _count(r.version for r in self._with_status(only_status) if r.version)
+
+    def pod_counts(self, only_status: int | None = 200) -> dict[str, int]:
+        """Responses per reporting pod, among responses with ``only_status`` (None: any)."""
+        return _count(r.pod for r in self._with_status(only_status) if r.pod)
+
+    def latencies_ms(self) -> list[float]:
+        """Latencies of the requests that got an HTTP response (any status)."""
+        return [r.latency_ms for r in self.responses if not r.error]
+
+    def latency_quantiles(self) -> dict[str, float]:
+        """``{"p50", "p90", "p99"}`` in ms over requests that got a response (0.0 if none did)."""
+        return stats.latency_quantiles(self.latencies_ms())
+
+    def overloaded_count(self) -> int:
+        return sum(1 for r in self.responses if r.overloaded)
+
+    def rbac_denied_count(self) -> int:
+        return sum(1 for r in self.responses if r.rbac_denied)
+
+    def errors(self) -> dict[str, int]:
+        """Distinct request failures (status 0) and how often each occurred, most frequent first."""
+        return dict(Counter(r.error for r in self.responses if r.error).most_common())
+
+    def summary_json(self) -> dict[str, Any]:
+        """The stable ``meshproof send --json`` document.
+
+        ``{"total": n, "status": {"200": n, ...}, "versions": {...}, "pods": {...},
+        "latency_ms": {"p50", "p90", "p99"}}``; versions and pods count 200 responses only.
+        """
+        return {
+            "total": self.total,
+            "status": {str(code): count for code, count in self.status_counts().items()},
+            "versions": self.version_counts(),
+            "pods": self.pod_counts(),
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_quantiles().items()},
+        }
+
+    def _with_status(self, status: int | None) -> Iterable[Response]:
+        return (r for r in self.responses if status is None or r.status == status)
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))
+
+
+# --------------------------------------------------------------------------- sampler
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One sample() call, resolved: the request every worker sends."""
+
+    method: str
+    url: str
+    params: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]
+    timeout: httpx.Timeout
+    via_call: bool  # through a workload's /api/call
+    source: str
+
+
+class Sampler:
+    """Sends batches of requests into the mesh. Owns one thread-safe, pooled ``httpx.Client``.
+
+    ``timeout`` bounds each measured request (for in-mesh sources it is passed to ``/api/call``
+    as ``timeout_ms``, and the harness waits ``CALL_MARGIN_S`` longer). ``max_connections`` is
+    the pool size and the largest ``concurrency`` :meth:`sample` accepts. ``transport`` is for
+    tests (``httpx.MockTransport``). Proxy environment variables are ignored: the harness
+    always talks to the mesh directly.
+
+    Use as a context manager; a closed sampler refuses to sample.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        max_connections: int = 64,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if timeout <= 0 or connect_timeout <= 0:
+            raise ValueError(f"timeouts must be > 0, got timeout={timeout} connect_timeout={connect_timeout}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            trust_env=False,
+            follow_redirects=False,
+        )
+        self._state = _State.OPEN
+
+    def __enter__(self) -> Self:
+        if self._state is _State.CLOSED:
+            raise RuntimeError("this Sampler is closed; create a new one")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool (idempotent)."""
+        if self._state is not _State.CLOSED:
+            self._state = _State.CLOSED
+            self._client.close()
+
+    def sample(
+        self,
+        backend: TrafficTarget,
+        *,
+        source: str | Source = "ingress",
+        method: str = "GET",
+        path: str = "/api/greet",
+        n: int = 100,
+        concurrency: int = 8,
+        headers: Mapping[str, str] | None = None,
+        target: tuple[str, str, int] = DEFAULT_TARGET,
+        host_header: str | None = None,
+        fresh_connections: bool = False,
+    ) -> SampleResult:
+        """Send ``n`` requests, at most ``concurrency`` in flight, and record each response.
+
+        ``target`` (service, namespace, port) is what an in-mesh source calls; the ingress
+        source calls the gateway, which routes by ``host_header`` (the ``Host`` header) and path.
+        ``fresh_connections`` sends ``Connection: close`` so every request opens a new
+        connection (circuit-breaker connection limits count connections); ``/api/call``
+        always uses a fresh outbound connection anyway.
+        """
+        if self._state is _State.CLOSED:
+            raise RuntimeError("this Sampler is closed; create a new one")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if not 1 <= concurrency <= self.max_connections:
+            raise ValueError(
+                f"concurrency must be in 1..{self.max_connections} (the sampler's max_connections), "
+                f"got {concurrency}"
+            )
+        plan = self._plan(
+            backend,
+            Source.parse(source) if isinstance(source, str) else source,
+            method=method,
+            path=path,
+            headers=headers or {},
+            target=target,
+            host_header=host_header,
+            fresh_connections=fresh_connections,
+        )
+        started = time.perf_counter()
+        if n == 0:
+            responses: tuple[Response, ...] = ()
+        else:
+            with ThreadPoolExecutor(max_workers=min(concurrency, n), thread_name_prefix="sampler") as pool:
+                responses = tuple(pool.map(lambda _: self._one(plan), range(n)))
+        return SampleResult(
+            responses=responses,
+            source=plan.source,
+            method=plan.method,
+            path=path,
+            wall_s=time.perf_counter() - started,
+        )
+
+    def _plan(
+        self,
+        backend: TrafficTarget,
+        source: Source,
+        *,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        target: tuple[str, str, int],
+        host_header: str | None,
+        fresh_connections: bool,
+    ) -> _Plan:
+        if not _METHOD.match(method):
+            raise UserError(f"HTTP method {method!r} is not a method name. Fix: use e.g. GET or POST")
+        method = method.upper()
+        if not path.startswith("/"):
+            raise UserError(f"request path {path!r} must start with '/'. Fix: e.g. /api/greet")
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name) or "\n" in value or "\r" in value:
+                raise UserError(f"invalid request header {name!r}: {value!r}. Fix: use Name: value")
+        if source.kind == "ingress":
+            sent = dict(headers)
+            if host_header:
+                sent["Host"] = host_header
+            if fresh_connections:
+                sent["Connection"] = "close"
+            return _Plan(
+                method=method,
+                url=backend.ingress_url().rstrip("/") + path,
+                params=(),
+                headers=MappingProxyType(sent),
+                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                via_call=False,
+                source=source.ref,
+            )
+        workload = backend.workload(source.ref)
+        if not workload.app_url:
+            raise UserError(
+                f"workload {workload.ref} has no app port to send from (role {workload.role}). "
+                "Fix: send from an app or client deployment, or from 'ingress'"
+            )
+        url = backend.service_url(*target).rstrip("/") + path
+        params: list[tuple[str, str]] = [
+            ("url", url),
+            ("method", method),
+            ("timeout_ms", str(max(1, round(self.timeout * 1000)))),
+        ]
+        outbound = dict(headers)
+        if host_header:
+            outbound["Host"] = host_header
+        params += [("header", f"{name}:{value}") for name, value in outbound.items()]
+        return _Plan(
+            method=method,
+            url=workload.app_url.rstrip("/") + "/api/call",
+            params=tuple(params),
+            headers=MappingProxyType({"Connection": "close"} if fresh_connections else {}),
+            timeout=httpx.Timeout(self.timeout + CALL_MARGIN_S, connect=self.connect_timeout),
+            via_call=True,
+            source=source.ref,
+        )
+
+    def _one(self, plan: _Plan) -> Response:
+        start = time.perf_counter()
+        try:
+            if plan.via_call:
+                r = self._client.get(plan.url, params=plan.params, headers=plan.headers, timeout=plan.timeout)
+            else:
+                r = self._client.request(plan.method, plan.url, headers=plan.headers, timeout=plan.timeout)
+        except httpx.HTTPError as e:
+            latency = (time.perf_counter() - start) * 1000.0
+            return Response(status=0, latency_ms=latency, error=_describe(e))
+        latency = (time.perf_counter() - start) * 1000.0
+        if plan.via_call:
+            return _from_call(r, latency, plan.source)
+        return _from_direct(r, latency)
+
+
+def _describe(e: httpx.HTTPError) -> str:
+    kind = "timeout" if isinstance(e, httpx.TimeoutException) else "connection failed"
+    detail = str(e) or type(e).__name__
+    return f"{kind}: {type(e).__name__}: {detail}"
+
+
+def _from_direct(r: httpx.Response, latency_ms: float) -> Response:
+    text = r.text
+    return _response(r.status_code, dict(r.headers.items()), text, _json_object(text), latency_ms)
+
+
+def _from_call(r: httpx.Response, latency_ms: float, source: str) -> Response:
+    """Unwrap the downstream response that ``/api/call`` reports."""
+    doc = _json_object(r.text)
+    if r.status_code == 502 and doc is not None:
+        code = doc.get("code") or "error"
+        return Response(status=0, latency_ms=latency_ms, error=f"{code}: {doc.get('error', '')}")
+    if r.status_code != 200 or doc is None or not isinstance(doc.get("status"), int):
+        why = doc.get("error", "") if doc is not None else r.text[:200]
+        return Response(
+            status=0,
+            latency_ms=latency_ms,
+            error=f"/api/call on {source} answered {r.status_code}: {why}",
+            body_text=r.text[:BODY_TEXT_LIMIT],
+        )
+    raw_headers = doc.get("headers")
+    headers = {
+        str(k).lower(): ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+        for k, v in (raw_headers.items() if isinstance(raw_headers, dict) else ())
+    }
+    body = doc.get("body")
+    if isinstance(body, str):
+        text, obj = body, None
+    else:
+        text = json.dumps(body, separators=(",", ":"))
+        obj = body if isinstance(body, dict) else None
+    return _response(doc["status"], headers, text, obj, latency_ms)
+
+
+def _response(
+    status: int,
+    headers: Mapping[str, str],
+    text: str,
+    body: Mapping[str, Any] | None,
+    latency_ms: float,
+) -> Response:
+    """``headers`` keys are lower-case."""
+    body = body or {}
+    return Response(
+        status=status,
+        version=_str(body.get("version")),
+        pod=_str(body.get("pod")),
+        latency_ms=latency_ms,
+        overloaded="x-envoy-overloaded" in headers,
+        server=headers.get("server", ""),
+        body_text=text[:BODY_TEXT_LIMIT],
+        rbac_denied=status == 403 and text.strip() == RBAC_DENIED_BODY,
+        upstream_time_ms=_float(headers.get("x-envoy-upstream-service-time")),
+        xfcc=_str(body.get("xfcc")),
+    )
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- convergence
+
+
+class SampleOptions(TypedDict, total=False):
+    """Keyword arguments of :meth:`Sampler.sample` that :func:`converge_weights` passes through."""
+
+    source: str | Source
+    method: str
+    path: str
+    concurrency: int
+    headers: Mapping[str, str] | None
+    target: tuple[str, str, int]
+    host_header: str | None
+    fresh_connections: bool
+
+
+@dataclass(frozen=True)
+class ConvergeResult:
+    """How a split converged: batches sampled, seconds it took, and the last batch's counts."""
+
+    batches: int
+    seconds: float
+    last_counts: Mapping[str, int]
+    last_verdict: stats.WeightVerdict | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """One poll of :func:`converge_weights`; truthy once converged, printable as "last seen"."""
+
+    state: stats.SequentialWeights
+    counts: Mapping[str, int]
+    status: Mapping[int, int]
+
+    def __bool__(self) -> bool:
+        return self.state.converged
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items()) or "none"
+        status = ", ".join(f"{k}={v}" for k, v in self.status.items()) or "none"
+        return (
+            f"batch {self.state.batches}: 200s by version {{{counts}}}, status {{{status}}}; "
+            f"{self.state.consecutive}/{self.state.required_consecutive} conforming batches in a row"
+        )
+
+
+def converge_weights(
+    sampler: Sampler,
+    backend: TrafficTarget,
+    expected: Mapping[str, float],
+    *,
+    batch: int = 200,
+    consecutive: int = 3,
+    timeout: float = 60.0,
+    alpha_batch: float = 0.01,
+    clock: _Clock = REAL_CLOCK,
+    **sample_kwargs: Unpack[SampleOptions],
+) -> ConvergeResult:
+    """Sample batches until the version split conforms to ``expected`` ``consecutive`` times in a row.
+
+    Each batch of ``batch`` requests is judged by :class:`stats.SequentialWeights` at
+    ``alpha_batch`` (on 200 responses' versions); a non-conforming batch resets the streak.
+    Batches run back to back, with no sleep in between. Returns how many batches were sampled
+    and the seconds from the first request until convergence (the propagation time, plus up
+    to ``consecutive`` batches). Raises :class:`WaitTimeout` naming the expected split and the
+    last batch's counts when ``timeout`` passes first; its notes carry the last batch's
+    observed-versus-expected table.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    state = stats.SequentialWeights(expected, alpha_batch=alpha_batch, required_consecutive=consecutive)
+    last: list[_Progress] = []
+
+    def poll() -> _Progress:
+        nonlocal state
+        result = sampler.sample(backend, n=batch, **sample_kwargs)
+        counts = result.version_counts()
+        state = state.observe(counts)
+        progress = _Progress(state, MappingProxyType(counts), MappingProxyType(result.status_counts()))
+        last[:] = [progress]
+        return progress
+
+    split = "/".join(f"{name}={weight:g}" for name, weight in expected.items())
+    started = clock.now()
+    try:
+        until(
+            poll,
+            what=(
+                f"the traffic split to converge to {split} ({consecutive} batches of {batch} in a row "
+                f"conforming at alpha={alpha_batch:g})"
+            ),
+            timeout=timeout,
+            interval=0.0,
+            hint=(
+                "check that the VirtualService weights and DestinationRule subsets give this split "
+                "and that every proxy has ACKed the config (meshproof status)"
+            ),
+            clock=clock,
+        )
+    except WaitTimeout as e:
+        if last and last[0].state.last is not None:
+            e.add_note("last batch:\n" + last[0].state.last.table())
+        raise
+    seconds = clock.now() - started
+    final = last[0]
+    return ConvergeResult(
+        batches=final.state.batches,
+        seconds=seconds,
+        last_counts=final.counts,
+        last_verdict=final.state.last,
+    )

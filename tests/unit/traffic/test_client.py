@@ -1,0 +1,550 @@
+"""Unit tests for harness.traffic.client: the sampler against httpx.MockTransport fakes, no network."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from harness.backends.base import Workload
+from harness.errors import UserError, WaitTimeout
+from harness.traffic.client import (
+    RBAC_DENIED_BODY,
+    Response,
+    Sampler,
+    SampleResult,
+    Source,
+    converge_weights,
+)
+from harness.wait import _Clock
+
+INGRESS = "http://ingress.test:8080"
+CLIENT_APP = "http://client.test:3000"
+SERVICE = "http://microservice-1.sample.svc.cluster.local:3000"
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class FakeBackend:
+    """Just the three methods the sampler uses."""
+
+    def __init__(self, *, app_url: str = CLIENT_APP) -> None:
+        self.app_url = app_url
+        self.workload_refs: list[str] = []
+
+    def ingress_url(self) -> str:
+        return INGRESS + "/"
+
+    def workload(self, ref: str) -> Workload:
+        self.workload_refs.append(ref)
+        ns, _, name = ref.partition("/")
+        return Workload(
+            name=f"{name}-0",
+            namespace=ns,
+            deployment=name,
+            labels={"app": name, "version": "v1"},
+            address="10.0.0.9",
+            app_url=self.app_url,
+            admin_url="",
+            sidecar_url="",
+            proxy_admin_url="",
+            service_account=name,
+            role="client",
+        )
+
+    def service_url(self, service: str, namespace: str, port: int) -> str:
+        return f"http://{service}.{namespace}.svc.cluster.local:{port}"
+
+
+class FakeClock(_Clock):
+    """A clock that only moves when told to (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.t += seconds
+
+
+def greet(version: str = "v1", pod: str = "microservice-1-v1-0", method: str = "GET") -> dict[str, Any]:
+    return {
+        "message": "Hello from Microservice 1!",
+        "version": version,
+        "pod": pod,
+        "method": method,
+        "xfcc": None,
+    }
+
+
+def sampler(handler: Handler, **kwargs: Any) -> Sampler:
+    return Sampler(transport=httpx.MockTransport(handler), **kwargs)
+
+
+def call_answer(status: int, body: object, headers: dict[str, object] | None = None) -> httpx.Response:
+    """What the client workload's /api/call answers when the downstream call completed."""
+    return httpx.Response(
+        200,
+        json={
+            "status": status,
+            "headers": headers or {},
+            "body": body,
+            "pod": "client-0",
+            "version": "client",
+            "url": SERVICE + "/api/greet",
+            "method": "GET",
+            "elapsed_ms": 3,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- Source
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "ref"),
+    [
+        ("ingress", "ingress", "ingress"),
+        (" ingress ", "ingress", "ingress"),
+        ("sample/client", "workload", "sample/client"),
+        ("sample/microservice-1-v2-1", "workload", "sample/microservice-1-v2-1"),
+    ],
+)
+def test_source_parse(text: str, kind: str, ref: str) -> None:
+    assert Source.parse(text) == Source(kind, ref)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["", "client", "/client", "sample/", "a/b/c", "sample/cli ent"])
+def test_source_parse_rejects(text: str) -> None:
+    with pytest.raises(UserError, match="neither 'ingress'"):
+        Source.parse(text)
+
+
+# --------------------------------------------------------------------------- ingress
+
+
+def test_ingress_requests_and_parses_responses() -> None:
+    seen: list[httpx.Request] = []
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        with lock:
+            seen.append(request)
+        return httpx.Response(
+            200,
+            json=greet(method=request.method) | {"xfcc": "By=spiffe://x;URI=spiffe://y"},
+            headers={"server": "istio-envoy", "x-envoy-upstream-service-time": "7"},
+        )
+
+    with sampler(handler) as s:
+        result = s.sample(
+            FakeBackend(), method="post", n=10, headers={"x-user": "alice"}, host_header="greet.example.com"
+        )
+
+    assert len(seen) == 10
+    req = seen[0]
+    assert str(req.url) == INGRESS + "/api/greet"
+    assert req.method == "POST"
+    assert req.headers["host"] == "greet.example.com"
+    assert req.headers["x-user"] == "alice"
+    assert "close" not in req.headers.get("connection", "")
+    assert (result.source, result.method, result.path, result.total) == ("ingress", "POST", "/api/greet", 10)
+    r = result.responses[0]
+    assert r.status == 200
+    assert (r.version, r.pod, r.server) == ("v1", "microservice-1-v1-0", "istio-envoy")
+    assert r.upstream_time_ms == 7.0
+    assert r.xfcc == "By=spiffe://x;URI=spiffe://y"
+    assert not r.overloaded
+    assert not r.rbac_denied
+    assert r.error == ""
+    assert r.latency_ms >= 0.0
+    assert json.loads(r.body_text)["method"] == "POST"
+    assert result.wall_s >= 0.0
+
+
+def test_ingress_envoy_errors_and_overload() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            503,
+            text="upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            headers={"x-envoy-overloaded": "true", "server": "istio-envoy"},
+        )
+
+    with sampler(handler) as s:
+        result = s.sample(FakeBackend(), n=5)
+    r = result.responses[0]
+    assert (r.status, r.version, r.pod, r.overloaded, r.upstream_time_ms) == (503, "", "", True, None)
+    assert r.body_text.startswith("upstream connect error")
+    assert result.overloaded_count() == 5
+    assert result.version_counts() == {}
+    assert result.version_counts(only_status=None) == {}
+
+
+def test_fresh_connections_send_connection_close() -> None:
+    headers: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers.append(request.headers.get("connection", ""))
+        return httpx.Response(200, json=greet())
+
+    with sampler(handler) as s:
+        s.sample(FakeBackend(), n=3, fresh_connections=True)
+        s.sample(FakeBackend(), source="sample/client", n=2, fresh_connections=True)
+    assert headers == ["close"] * 5
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "denied"),
+    [
+        (403, RBAC_DENIED_BODY, True),
+        (403, "Forbidden by ext authz", False),
+        (401, RBAC_DENIED_BODY, False),
+        (200, RBAC_DENIED_BODY, False),
+    ],
+)
+def test_rbac_detection_from_ingress(status: int, body: str, denied: bool) -> None:
+    with sampler(lambda _: httpx.Response(status, text=body)) as s:
+        result = s.sample(FakeBackend(), n=2)
+    assert [r.rbac_denied for r in result.responses] == [denied, denied]
+    assert result.rbac_denied_count() == (2 if denied else 0)
+
+
+def test_body_text_is_truncated() -> None:
+    with sampler(lambda _: httpx.Response(200, text="x" * 2000)) as s:
+        result = s.sample(FakeBackend(), n=1)
+    assert result.responses[0].body_text == "x" * 512
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (httpx.ConnectError("[Errno 111] Connection refused"), "connection failed: ConnectError"),
+        (httpx.ReadTimeout("timed out"), "timeout: ReadTimeout"),
+        (httpx.RemoteProtocolError("Server disconnected"), "connection failed: RemoteProtocolError"),
+    ],
+)
+def test_transport_failure_is_status_zero(exc: httpx.HTTPError, kind: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    with sampler(handler) as s:
+        result = s.sample(FakeBackend(), n=4)
+    assert result.status_counts() == {0: 4}
+    r = result.responses[0]
+    assert r.error.startswith(kind)
+    assert r.version == ""
+    assert r.latency_ms >= 0.0
+    assert result.errors() == {r.error: 4}
+    assert result.latency_quantiles() == {"p50": 0.0, "p90": 0.0, "p99": 0.0}
+
+
+# --------------------------------------------------------------------------- from a workload
+
+
+def test_workload_source_calls_api_call_and_reads_downstream() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return call_answer(
+            200,
+            greet(version="v2", pod="microservice-1-v2-1", method="DELETE") | {"xfcc": "By=a;Hash=b"},
+            {"server": "envoy", "x-envoy-upstream-service-time": "4", "set-cookie": ["a=1", "b=2"]},
+        )
+
+    backend = FakeBackend()
+    with sampler(handler, timeout=2.5) as s:
+        result = s.sample(
+            backend,
+            source="sample/client",
+            method="DELETE",
+            path="/api/greet?x=1",
+            n=3,
+            concurrency=2,
+            headers={"x-user": "bob"},
+            target=("microservice-1", "sample", 3000),
+            host_header="alt.example.com",
+        )
+
+    assert backend.workload_refs == ["sample/client"]  # resolved once per batch
+    req = seen[0]
+    assert req.method == "GET"
+    assert str(req.url).startswith(CLIENT_APP + "/api/call?")
+    params = req.url.params
+    assert params["url"] == SERVICE + "/api/greet?x=1"
+    assert params["method"] == "DELETE"
+    assert params["timeout_ms"] == "2500"
+    assert params.get_list("header") == ["x-user:bob", "Host:alt.example.com"]
+    assert (result.source, result.method, result.total) == ("sample/client", "DELETE", 3)
+    r = result.responses[0]
+    # The downstream's identity, not the client workload's ("client-0"/"client").
+    assert (r.status, r.version, r.pod, r.server) == (200, "v2", "microservice-1-v2-1", "envoy")
+    assert r.upstream_time_ms == 4.0
+    assert r.xfcc == "By=a;Hash=b"
+    assert json.loads(r.body_text)["method"] == "DELETE"
+    assert result.version_counts() == {"v2": 3}
+    assert result.pod_counts() == {"microservice-1-v2-1": 3}
+
+
+def test_workload_downstream_rbac_and_overload() -> None:
+    answers = iter(
+        [
+            call_answer(403, RBAC_DENIED_BODY, {"server": "envoy"}),
+            call_answer(503, "upstream connect error", {"x-envoy-overloaded": "true"}),
+            call_answer(503, "", {}),
+        ]
+    )
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        with lock:
+            return next(answers)
+
+    with sampler(handler) as s:
+        result = s.sample(FakeBackend(), source="sample/client", n=3, concurrency=1)
+    denied, overloaded, empty = result.responses
+    assert (denied.status, denied.rbac_denied, denied.body_text) == (403, True, RBAC_DENIED_BODY)
+    assert (overloaded.status, overloaded.overloaded, overloaded.rbac_denied) == (503, True, False)
+    assert (empty.status, empty.body_text, empty.error) == (503, "", "")
+    assert result.status_counts() == {403: 1, 503: 2}
+
+
+def test_workload_connection_failure_is_status_zero() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            502, json={"error": "connect ECONNREFUSED 10.0.0.1:3000", "code": "ECONNREFUSED", "pod": "c"}
+        )
+
+    with sampler(handler) as s:
+        result = s.sample(FakeBackend(), source="sample/client", n=2)
+    assert result.status_counts() == {0: 2}
+    assert result.responses[0].error == "ECONNREFUSED: connect ECONNREFUSED 10.0.0.1:3000"
+    assert result.errors() == {"ECONNREFUSED: connect ECONNREFUSED 10.0.0.1:3000": 2}
+
+
+def test_workload_call_rejected_is_status_zero_with_reason() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": "timeout_ms must be an integer 1..600000"})
+
+    with sampler(handler) as s:
+        result = s.sample(FakeBackend(), source="sample/client", n=1)
+    r = result.responses[0]
+    assert r.status == 0
+    assert r.error == "/api/call on sample/client answered 400: timeout_ms must be an integer 1..600000"
+
+
+def test_workload_without_app_port_is_refused() -> None:
+    with sampler(lambda _: httpx.Response(200)) as s, pytest.raises(UserError, match="no app port"):
+        s.sample(FakeBackend(app_url=""), source="istio-system/istio-ingressgateway", n=1)
+
+
+# --------------------------------------------------------------------------- concurrency and lifecycle
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 8])
+def test_concurrency_bound_is_respected_and_reached(concurrency: int) -> None:
+    # A barrier of `concurrency` parties: it only trips when that many requests are in flight
+    # at once (so the bound is reached), and the in-flight counter proves it is never exceeded.
+    barrier = threading.Barrier(concurrency, timeout=10)
+    lock = threading.Lock()
+    in_flight = 0
+    peak = 0
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak, calls
+        with lock:
+            in_flight += 1
+            calls += 1
+            peak = max(peak, in_flight)
+        try:
+            barrier.wait()
+        finally:
+            with lock:
+                in_flight -= 1
+        return httpx.Response(200, json=greet())
+
+    with sampler(handler, max_connections=8) as s:
+        result = s.sample(FakeBackend(), n=concurrency * 5, concurrency=concurrency)
+    assert calls == concurrency * 5
+    assert result.status_counts() == {200: concurrency * 5}, result.errors()
+    assert peak == concurrency
+
+
+def test_sample_argument_validation() -> None:
+    with sampler(lambda _: httpx.Response(200, json=greet()), max_connections=4) as s:
+        with pytest.raises(ValueError, match=r"concurrency must be in 1\.\.4"):
+            s.sample(FakeBackend(), concurrency=5)
+        with pytest.raises(ValueError, match="n must be >= 0"):
+            s.sample(FakeBackend(), n=-1, concurrency=4)
+        with pytest.raises(UserError, match="must start with '/'"):
+            s.sample(FakeBackend(), path="api/greet", concurrency=4)
+        with pytest.raises(UserError, match="not a method name"):
+            s.sample(FakeBackend(), method="GET /x", concurrency=4)
+        with pytest.raises(UserError, match="invalid request header"):
+            s.sample(FakeBackend(), headers={"bad header": "x"}, concurrency=4)
+        empty = s.sample(FakeBackend(), n=0, concurrency=4)
+    assert empty.total == 0
+    assert empty.summary_json() == {
+        "total": 0,
+        "status": {},
+        "versions": {},
+        "pods": {},
+        "latency_ms": {"p50": 0.0, "p90": 0.0, "p99": 0.0},
+    }
+
+
+def test_closed_sampler_refuses_reuse() -> None:
+    s = sampler(lambda _: httpx.Response(200, json=greet()))
+    with s:
+        s.sample(FakeBackend(), n=1)
+    s.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        s.sample(FakeBackend(), n=1)
+    with pytest.raises(RuntimeError, match="closed"), s:
+        pass
+
+
+def test_sampler_ignores_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.invalid:3128")
+    with Sampler() as s:
+        assert not s._client._mounts  # no proxy transports mounted
+
+
+# --------------------------------------------------------------------------- SampleResult
+
+
+def _result(*responses: Response) -> SampleResult:
+    return SampleResult(responses=responses, source="ingress", method="GET", path="/api/greet", wall_s=0.5)
+
+
+def test_counts_quantiles_and_summary_json_schema() -> None:
+    result = _result(
+        *[Response(200, version="v1", pod="p1", latency_ms=float(i)) for i in range(1, 8)],
+        Response(200, version="v2", pod="p2", latency_ms=8.0),
+        Response(503, version="v2", pod="p2", latency_ms=9.0, overloaded=True),
+        Response(403, latency_ms=10.0, rbac_denied=True, body_text=RBAC_DENIED_BODY),
+        Response(0, latency_ms=5000.0, error="timeout: ReadTimeout: timed out"),
+    )
+    assert result.status_counts() == {0: 1, 200: 8, 403: 1, 503: 1}
+    assert list(result.status_counts()) == [0, 200, 403, 503]
+    assert result.version_counts() == {"v1": 7, "v2": 1}
+    assert result.version_counts(only_status=503) == {"v2": 1}
+    assert result.version_counts(only_status=None) == {"v1": 7, "v2": 2}
+    assert result.pod_counts() == {"p1": 7, "p2": 1}
+    assert result.overloaded_count() == 1
+    assert result.rbac_denied_count() == 1
+    assert result.errors() == {"timeout: ReadTimeout: timed out": 1}
+    q = result.latency_quantiles()  # failed request's 5000 ms excluded: 1..10
+    assert q == {"p50": pytest.approx(5.5), "p90": pytest.approx(9.1), "p99": pytest.approx(9.91)}
+
+    summary = result.summary_json()
+    assert summary == {
+        "total": 11,
+        "status": {"0": 1, "200": 8, "403": 1, "503": 1},
+        "versions": {"v1": 7, "v2": 1},
+        "pods": {"p1": 7, "p2": 1},
+        "latency_ms": {"p50": 5.5, "p90": 9.1, "p99": 9.91},
+    }
+    assert json.loads(json.dumps(summary)) == summary  # plain JSON types only
+
+
+# --------------------------------------------------------------------------- converge_weights
+
+
+class SwitchingSplit:
+    """An ingress whose v1/v2 split switches from 90/10 to 50/50 after `switch_after` batches.
+
+    Deterministic: a seeded generator, drawn under a lock; the clock moves 1 s per batch.
+    """
+
+    def __init__(self, batch: int, switch_after: int | None, clock: FakeClock, seed: int = 7) -> None:
+        self.batch, self.switch_after, self.clock = batch, switch_after, clock
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.hosts: set[str] = set()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            batch_no = self.requests // self.batch
+            self.requests += 1
+            self.hosts.add(request.headers["host"])
+            converged = self.switch_after is not None and batch_no >= self.switch_after
+            v2_share = 0.5 if converged else 0.1
+            version = "v2" if self.rng.random() < v2_share else "v1"
+            self.clock.advance(1.0 / self.batch)
+        return httpx.Response(200, json=greet(version=version, pod=f"microservice-1-{version}-0"))
+
+
+def test_converge_weights_returns_after_the_split_converges() -> None:
+    clock = FakeClock()
+    fake = SwitchingSplit(batch=200, switch_after=3, clock=clock)
+    with sampler(fake) as s:
+        result = converge_weights(
+            s,
+            FakeBackend(),
+            {"v1": 50, "v2": 50},
+            batch=200,
+            consecutive=3,
+            timeout=60,
+            clock=clock,
+            host_header="greet.example.com",
+            concurrency=4,
+        )
+    # 3 batches at 90/10 never conform; then at least 3 conforming 50/50 batches in a row.
+    assert 6 <= result.batches <= 12
+    assert fake.requests == 200 * result.batches
+    assert result.seconds == pytest.approx(result.batches * 1.0)
+    assert sum(result.last_counts.values()) == 200
+    assert set(result.last_counts) == {"v1", "v2"}
+    assert result.last_verdict is not None
+    assert result.last_verdict.passed
+    assert fake.hosts == {"greet.example.com"}  # sample kwargs are passed through
+
+
+def test_converge_weights_times_out_naming_expected_and_last_counts() -> None:
+    clock = FakeClock()
+    fake = SwitchingSplit(batch=128, switch_after=None, clock=clock)  # 1/128 s per request: exact
+    with sampler(fake) as s, pytest.raises(WaitTimeout) as info:
+        converge_weights(s, FakeBackend(), {"v1": 50, "v2": 50}, batch=128, timeout=5, clock=clock)
+    err = info.value
+    message = str(err)
+    assert "v1=50/v2=50" in message
+    assert "200s by version {v1=" in message
+    assert "v2=" in message
+    assert "0/3 conforming batches in a row" in message
+    assert fake.requests == 128 * 5  # one batch per fake second until the 5 s deadline
+    notes = "\n".join(getattr(err, "__notes__", []))
+    assert "last batch:" in notes
+    assert "category" in notes
+    assert "FAIL" in notes
+
+
+def test_converge_weights_tiny_real_timeout() -> None:
+    fake = SwitchingSplit(batch=50, switch_after=None, clock=FakeClock())
+    with sampler(fake) as s, pytest.raises(WaitTimeout, match=r"v1=50/v2=50"):
+        converge_weights(s, FakeBackend(), {"v1": 50, "v2": 50}, batch=50, timeout=1e-6)
+    assert fake.requests == 50  # exactly one batch, then the deadline
+
+
+def test_converge_weights_validates_arguments() -> None:
+    with sampler(lambda _: httpx.Response(200, json=greet())) as s:
+        with pytest.raises(ValueError, match="batch must be >= 1"):
+            converge_weights(s, FakeBackend(), {"v1": 1}, batch=0)
+        with pytest.raises(ValueError, match="required_consecutive"):
+            converge_weights(s, FakeBackend(), {"v1": 1}, consecutive=0)
