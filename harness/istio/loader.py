@@ -266,6 +266,17 @@ def _to_documents(
 ) -> None:
     if data is None:
         return  # empty document: skipped
+    if _is_recursive(data):
+        problems.append(
+            ConfigProblem(
+                file,
+                index,
+                "",
+                "document contains itself through a YAML alias (*name inside the &name it refers to)",
+                "replace the recursive alias with a copy of the data",
+            )
+        )
+        return
     if not isinstance(data, dict):
         problems.append(
             ConfigProblem(
@@ -367,6 +378,31 @@ def _document(
         line=line,
         item=item,
     )
+
+
+def _is_recursive(data: Any) -> bool:
+    """Whether a YAML alias made ``data`` contain itself (which nothing downstream can walk)."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        key = id(node)
+        if leaving:
+            on_path.discard(key)
+            done.add(key)
+            continue
+        if key in on_path:
+            return True
+        if key in done:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, False) for child in children)
+    return False
 
 
 def _a(value: Any) -> str:

@@ -32,7 +32,6 @@ import importlib.resources
 import json
 import os
 import re
-import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import jsonschema  # type: ignore[import-untyped]
 import yaml
 from referencing import Registry, Resource
 
+from harness import proc
 from harness.errors import CommandFailed, ConfigProblem, HarnessError, ToolMissing, UserError
 from harness.istio.loader import Document
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
@@ -222,26 +222,24 @@ def istio_module_dir(module_version: str, *, go: str = "go", timeout: float = 90
     needed_for = f"reading Istio's CRD schemas ({ISTIO_MODULE}@{module_version})"
     try:
         # Outside any module: a go.mod in the caller's directory must not change what Go does.
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir(), check=False
-        )
-    except FileNotFoundError as exc:
+        done = proc.run(argv, cwd=tempfile.gettempdir(), timeout=timeout, check=False)
+    except ToolMissing as exc:
         raise ToolMissing("go", needed_for, SETUP_HINT) from exc
-    except subprocess.TimeoutExpired as exc:
-        err = ToolMissing(f"{ISTIO_MODULE}@{module_version}", needed_for, SETUP_HINT)
+    except CommandFailed as exc:  # proc.run reports a timeout this way
+        err = ToolMissing(f"Go module {ISTIO_MODULE}@{module_version}", needed_for, SETUP_HINT)
         err.add_note(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s")
         raise err from exc
     info: dict[str, Any] = {}
     try:
-        parsed = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        parsed = json.loads(done.stdout) if done.stdout.strip() else {}
         info = parsed if isinstance(parsed, dict) else {}
     except json.JSONDecodeError:
         pass
     directory = info.get("Dir")
-    if proc.returncode != 0 or info.get("Error") or not isinstance(directory, str):
-        failure = CommandFailed(argv, proc.returncode, proc.stdout, proc.stderr)
-        err = ToolMissing(f"{ISTIO_MODULE}@{module_version}", needed_for, SETUP_HINT)
-        err.add_note(f"go mod download failed: {info.get('Error') or proc.stderr.strip() or proc.returncode}")
+    if done.returncode != 0 or info.get("Error") or not isinstance(directory, str):
+        failure = CommandFailed(argv, done.returncode, done.stdout, done.stderr)
+        err = ToolMissing(f"Go module {ISTIO_MODULE}@{module_version}", needed_for, SETUP_HINT)
+        err.add_note(f"go mod download failed: {info.get('Error') or done.stderr.strip() or done.returncode}")
         raise err from failure
     return Path(directory)
 
@@ -374,6 +372,7 @@ def _write_cache(path: Path, crds: IstioCrds) -> None:
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, separators=(",", ":"))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError:
         pass
@@ -459,7 +458,7 @@ class SchemaSet:
     def resolve(self, api_version: str, kind: str) -> KindSchema | tuple[str, str, str]:
         """The schema for ``api_version``/``kind``, or ``(field, message, fix)`` saying why none."""
         group, _, version = api_version.rpartition("/")
-        if group in self._istio_groups or (group == "" and kind in {c.kind for c in self.istio.crds}):
+        if group in self._istio_groups:
             return self._resolve_istio(api_version, group, version, kind)
         def_name = self.kubernetes.index.get((group, version, kind))
         if def_name is not None:
@@ -576,9 +575,9 @@ class SchemaSet:
         return validator
 
 
-@functools.lru_cache(maxsize=4)
-def _load_schemas_cached(module_version: str) -> SchemaSet:
-    return SchemaSet(read_istio_crds(module_version), load_kubernetes_schemas())
+@functools.lru_cache(maxsize=8)
+def _load_schemas_cached(module_version: str, cache_dir: Path | None, go: str) -> SchemaSet:
+    return SchemaSet(read_istio_crds(module_version, cache_dir=cache_dir, go=go), load_kubernetes_schemas())
 
 
 def load_schemas(
@@ -586,12 +585,10 @@ def load_schemas(
 ) -> SchemaSet:
     """The schema set for an Istio release (a key of ``ISTIO_RELEASES``; default ``DEFAULT_ISTIO``).
 
-    With the default cache directory and ``go`` the result is kept for the life of the process.
+    ``cache_dir`` holds the translated CRD schemas (default :func:`default_cache_dir`). The
+    result is kept for the life of the process.
     """
-    module_version = resolve_module_version(istio_version)
-    if cache_dir is None and go == "go":
-        return _load_schemas_cached(module_version)
-    return SchemaSet(read_istio_crds(module_version, cache_dir=cache_dir, go=go), load_kubernetes_schemas())
+    return _load_schemas_cached(resolve_module_version(istio_version), cache_dir, go)
 
 
 def prune_nulls(value: Any) -> Any:

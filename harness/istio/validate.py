@@ -21,18 +21,27 @@ from harness.istio.schemas import SchemaSet, load_schemas
 def validate_paths(
     paths: Sequence[str | Path],
     *,
+    bundle_context: Bundle | None = None,
     istio_version: str | None = None,
     schemas: SchemaSet | None = None,
+    cache_dir: Path | None = None,
 ) -> Bundle:
     """Load and validate every YAML file under ``paths``; return the :class:`Bundle`.
 
     ``istio_version`` is a key of ``harness.versions.ISTIO_RELEASES`` (default: the default
-    release); ``schemas`` injects a ready :class:`SchemaSet` instead. Raises
+    release); ``cache_dir`` is where translated schemas are cached (default
+    ``~/.cache/meshproof/schemas``); ``schemas`` injects a ready :class:`SchemaSet` instead. Raises
     :class:`ConfigError` with every problem found, or :class:`~harness.errors.ToolMissing` when
     Istio's schemas cannot be obtained.
+
+    With ``bundle_context`` (e.g. ``validate_paths([settings.manifests])``, or what is already
+    applied) the files are validated as :func:`validate_documents` does: references resolve
+    against the context too, and the merged bundle is returned. ``apply -f`` needs this: a
+    re-weighted VirtualService alone names subsets and a Gateway defined elsewhere.
     """
     loaded = read_paths(paths)
-    return _validate(loaded.documents, loaded.problems, None, istio_version, schemas, loaded.files)
+    schema_set = schemas or load_schemas(istio_version, cache_dir=cache_dir)
+    return _validate(loaded.documents, loaded.problems, bundle_context, schema_set, loaded.files)
 
 
 def validate_documents(
@@ -41,6 +50,7 @@ def validate_documents(
     *,
     istio_version: str | None = None,
     schemas: SchemaSet | None = None,
+    cache_dir: Path | None = None,
 ) -> Bundle:
     """Validate ``docs`` in the context of ``bundle_context`` (e.g. what is already applied).
 
@@ -49,7 +59,8 @@ def validate_documents(
     objects that ``docs`` would break (e.g. a VirtualService whose subset a new
     DestinationRule no longer defines).
     """
-    return _validate(tuple(docs), (), bundle_context, istio_version, schemas)
+    schema_set = schemas or load_schemas(istio_version, cache_dir=cache_dir)
+    return _validate(tuple(docs), (), bundle_context, schema_set)
 
 
 def validate_text(
@@ -59,21 +70,21 @@ def validate_text(
     *,
     istio_version: str | None = None,
     schemas: SchemaSet | None = None,
+    cache_dir: Path | None = None,
 ) -> Bundle:
     """:func:`validate_documents` for YAML text (``apply -f -``)."""
     docs, problems = parse_text(text, file)
-    return _validate(tuple(docs), tuple(problems), bundle_context, istio_version, schemas)
+    schema_set = schemas or load_schemas(istio_version, cache_dir=cache_dir)
+    return _validate(tuple(docs), tuple(problems), bundle_context, schema_set)
 
 
 def _validate(
     docs: Sequence[Document],
     load_problems: Sequence[ConfigProblem],
     context: Bundle | None,
-    istio_version: str | None,
-    schemas: SchemaSet | None,
+    schema_set: SchemaSet,
     files: Sequence[str] = (),
 ) -> Bundle:
-    schema_set = schemas if schemas is not None else load_schemas(istio_version)
     problems = list(load_problems)
     warnings: list[ConfigProblem] = list(context.warnings) if context is not None else []
     for doc in docs:

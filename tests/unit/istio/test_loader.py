@@ -165,3 +165,10 @@ def test_document_is_hashable_and_frozen() -> None:
     with pytest.raises(AttributeError):
         doc.name = "b"  # type: ignore[misc]
     assert isinstance(doc, Document)
+
+
+def test_recursive_alias_is_a_problem_and_shared_aliases_are_fine() -> None:
+    _, problems = parse_text("apiVersion: v1\nkind: ConfigMap\nmetadata: &m {name: a, x: *m}\n", "f")
+    assert "contains itself through a YAML alias" in problems[0].message
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: &l {x: y}, annotations: *l}\n"
+    assert parse_text(text, "f")[1] == []

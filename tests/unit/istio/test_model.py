@@ -58,7 +58,9 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert math.isclose(parse_duration(text), seconds, rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("text", ["five seconds", "5", "", "5 s", " 5s", "5S", "s", ".s", "1.5.s", "5d", "--1s"])
+@pytest.mark.parametrize(
+    "text", ["five seconds", "5", "", "5 s", " 5s", "5S", "s", ".s", "1.5.s", "5d", "--1s"]
+)
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
@@ -151,7 +153,13 @@ def test_security_and_gateway_views(bundle: Bundle) -> None:
     assert ap.rules[0]["from"][0]["source"]["notNamespaces"] == ["trusted-namespace"]
     assert ap.rules[0]["to"][0]["operation"]["methods"] == ["GET"]
     (pa,) = bundle.peer_authentications()
-    assert (pa.name, pa.namespace, pa.mode, pa.selector, pa.port_level) == ("default", "sample", "STRICT", {}, {})
+    assert (pa.name, pa.namespace, pa.mode, pa.selector, pa.port_level) == (
+        "default",
+        "sample",
+        "STRICT",
+        {},
+        {},
+    )
     (gw,) = bundle.gateways()
     assert gw.selector == {"istio": "ingressgateway"}
     assert (gw.servers[0].port, gw.servers[0].protocol, gw.servers[0].hosts) == (80, "HTTP", ("*",))

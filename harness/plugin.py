@@ -1,0 +1,203 @@
+"""meshproof's pytest plugin: the "mesh" options, markers, the ``settings`` and ``mesh`` fixtures,
+and a makereport hook that lets fixtures know whether their test failed.
+
+Registered exactly once, through the ``pytest11`` entry point ``meshproof`` in pyproject.toml (the
+root conftest.py does not list it again), so it is active wherever the package is installed.
+
+Fixtures:
+
+``settings`` (session)
+    :class:`~harness.settings.Settings` from ``MESHPROOF_*`` variables, then command-line options.
+``mesh`` (session)
+    A running :class:`~harness.backends.base.Backend`. If the state dir records a running mesh
+    (``meshproof up --detach``), the suites attach to it and leave it running; otherwise the
+    fixture brings one up and always takes it down at the end (``--keep-cluster`` keeps only the
+    kind cluster, see the backend).
+``mesh_diagnostics`` (function)
+    Request it (or make it autouse in a suite's conftest) to dump the mesh's diagnostics into
+    the test's tmp dir when the test failed.
+
+Marker ``backend(name, ...)`` skips a test on other backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from harness.errors import StateError, UserError
+from harness.settings import BACKENDS, Settings, from_env
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
+
+if TYPE_CHECKING:
+    from harness.backends.base import Backend
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+MARKERS = {
+    "e2e": "e2e: needs a running mesh (the `mesh` fixture brings one up or attaches to one)",
+    "slow": "slow: takes more than a few seconds (statistical sampling, load, chaos)",
+    "negative": "negative: negative control: proves the check fails when the configuration is broken",
+    "backend": "backend(name, ...): run only on the named backend(s): local, kind, existing",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mesh", "meshproof: the mesh under test")
+    group.addoption(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="where the mesh runs (default: $MESHPROOF_BACKEND or local)",
+    )
+    group.addoption(
+        "--state",
+        metavar="DIR",
+        default=None,
+        help="state dir; a mesh running there (meshproof up --detach) is reused (default: $MESHPROOF_STATE or .meshproof)",
+    )
+    group.addoption(
+        "--manifests",
+        metavar="DIR",
+        default=None,
+        help="workload and Istio YAML the mesh starts from (default: $MESHPROOF_MANIFESTS or manifests)",
+    )
+    group.addoption(
+        "--istio-version",
+        choices=sorted(ISTIO_RELEASES),
+        default=None,
+        help=f"pinned Istio release (default: $MESHPROOF_ISTIO or {DEFAULT_ISTIO})",
+    )
+    group.addoption(
+        "--keep-cluster",
+        action="store_true",
+        default=None,
+        help="do not delete the kind cluster at the end (faults and processes are still cleaned up)",
+    )
+    group.addoption(
+        "--alpha",
+        type=float,
+        default=None,
+        metavar="P",
+        help="false-failure rate of each statistical check (default: $MESHPROOF_ALPHA or 0.001)",
+    )
+    group.addoption(
+        "--power",
+        type=float,
+        default=None,
+        metavar="P",
+        help="probability of catching the minimum deviation (default: $MESHPROOF_POWER or 0.99)",
+    )
+    group.addoption(
+        "--min-deviation",
+        type=float,
+        default=None,
+        metavar="D",
+        help="smallest deviation of a share that must be caught (default: $MESHPROOF_MIN_DEVIATION or 0.05)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers that the ini file does not already declare (no duplicates either way)."""
+    declared = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
+    for name, line in MARKERS.items():
+        if name not in declared:
+            config.addinivalue_line("markers", line)
+
+
+def settings_for(config: pytest.Config) -> Settings:
+    """The run's settings (computed once): environment first, then command-line options."""
+    if SETTINGS_KEY not in config.stash:
+
+        def path(value: str | None) -> Path | None:
+            return Path(value) if value else None
+
+        opt = config.getoption
+        try:
+            config.stash[SETTINGS_KEY] = from_env().with_overrides(
+                backend=opt("backend"),
+                state_dir=path(opt("state")),
+                manifests=path(opt("manifests")),
+                istio_version=opt("istio_version"),
+                keep_cluster=opt("keep_cluster"),
+                alpha=opt("alpha"),
+                power=opt("power"),
+                min_deviation=opt("min_deviation"),
+            )
+        except UserError as e:
+            raise pytest.UsageError(str(e)) from e
+    return config.stash[SETTINGS_KEY]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("backend")
+    if marker is None:
+        return
+    wanted = {str(a) for a in marker.args}
+    unknown = wanted - set(BACKENDS)
+    if not wanted or unknown:
+        pytest.fail(
+            f"@pytest.mark.backend{tuple(marker.args)!r}: name one or more of {', '.join(BACKENDS)}",
+            pytrace=False,
+        )
+    current = settings_for(item.config).backend
+    if current not in wanted:
+        pytest.skip(f"runs only on backend {' or '.join(sorted(wanted))}; this run uses {current}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item, for fixtures that act on failure (see :func:`node_failed`)."""
+    report = yield
+    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    return report
+
+
+def node_failed(item: pytest.Item) -> bool:
+    """Whether setup or the test call of ``item`` has failed so far (for fixture teardown code)."""
+    return any(r.failed for r in item.stash.get(REPORTS_KEY, {}).values())
+
+
+@pytest.fixture(scope="session")
+def settings(request: pytest.FixtureRequest) -> Settings:
+    return settings_for(request.config)
+
+
+@pytest.fixture(scope="session")
+def mesh(settings: Settings) -> Iterator[Backend]:
+    from harness.backends import attach, create
+
+    if (settings.state_dir / "backend.json").is_file():
+        try:
+            running = attach(settings)
+        except StateError:
+            pass  # recorded but gone: bring a fresh mesh up below
+        else:
+            yield running  # someone else's mesh: leave it running
+            return
+    with create(settings) as backend:
+        backend.up()
+        yield backend
+
+
+@pytest.fixture
+def mesh_diagnostics(request: pytest.FixtureRequest, mesh: Backend, tmp_path: Path) -> Iterator[Path]:
+    """Yields the directory that receives config dumps, stats and logs if the test fails."""
+    dest = tmp_path / "diagnostics"
+    yield dest
+    if not node_failed(request.node):
+        return
+    try:
+        written = mesh.diagnostics(dest)
+    except Exception as e:  # diagnostics must never hide the test's own failure
+        text = f"could not collect diagnostics: {type(e).__name__}: {e}"
+    else:
+        text = f"{len(written)} files in {dest}"
+    request.node.user_properties.append(("diagnostics", text))
+    request.node.add_report_section("teardown", "meshproof diagnostics", text)

@@ -1,0 +1,273 @@
+"""The meshproof command, invoked in-process: exit codes, one-line errors, JSON that parses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+GOOD = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo2
+"""
+
+# Two broken documents: the CLI must report both, each on its own line.
+BAD = """\
+apiVersion: v1
+metadata:
+  name: no-kind
+---
+apiVersion: v1
+kind: Namespace
+metadata: {}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer environment leaks in: no debug re-raise, a private state dir."""
+    monkeypatch.delenv("MESHPROOF_DEBUG", raising=False)
+    monkeypatch.setenv("MESHPROOF_STATE", str(tmp_path / "state"))
+    for name in ("MESHPROOF_BACKEND", "MESHPROOF_MANIFESTS", "MESHPROOF_ISTIO"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def no_traceback(text: str) -> None:
+    assert "Traceback" not in text
+
+
+def test_validate_good_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "good.yaml"
+    f.write_text(GOOD)
+    assert main(["validate", "-f", str(f)]) == 0
+    out, err = capsys.readouterr()
+    assert "2 documents valid" in out
+    no_traceback(out + err)
+
+
+def test_validate_good_file_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "good.yaml"
+    f.write_text(GOOD)
+    assert main(["validate", "--json", "-f", str(f)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is True
+    assert doc["documents"] == 2
+    assert doc["problems"] == []
+
+
+def test_validate_bad_file_prints_every_problem_on_its_own_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD)
+    assert main(["validate", "-f", str(f)]) == 2
+    out, err = capsys.readouterr()
+    no_traceback(out + err)
+    lines = [line for line in err.splitlines() if line.startswith("meshproof: error: ")]
+    assert len(lines) >= 2, err
+    assert all("bad.yaml" in line for line in lines)
+    assert any("document 1" in line and "kind" in line for line in lines)
+    assert any("document 2" in line and "metadata.name" in line for line in lines)
+
+
+def test_validate_bad_file_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD)
+    assert main(["validate", "--json", "-f", str(f)]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is False
+    assert {p["document"] for p in doc["problems"]} == {1, 2}
+    assert all(p["fix"] for p in doc["problems"])
+
+
+def test_validate_missing_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-f", str(tmp_path / "absent.yaml")]) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("meshproof: error: ")
+    no_traceback(err)
+
+
+def test_unknown_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    _, err = capsys.readouterr()
+    assert "invalid choice" in err
+    no_traceback(err)
+
+
+def test_no_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    no_traceback(capsys.readouterr().err)
+
+
+def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--frobnicate"]) == 2
+    assert "unrecognized arguments: --frobnicate" in capsys.readouterr().err
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for verb in (
+        "up",
+        "apply",
+        "delete",
+        "send",
+        "fault",
+        "status",
+        "traces",
+        "test",
+        "down",
+        "doctor",
+        "validate",
+        "install",
+    ):
+        assert verb in out
+
+
+def test_doctor_json_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    names = {t["name"] for t in doc["tools"]}
+    assert {"python", "node", "npm", "go"} <= names
+    for t in doc["tools"]:
+        assert set(t) >= {"name", "backend", "needed_for", "found", "version", "path", "how_to_get"}
+    python = next(t for t in doc["tools"] if t["name"] == "python")
+    assert python["found"] is True and python["version"].startswith("3.")
+    assert set(doc["ready"]) == {"local", "kind", "existing"}
+    assert isinstance(doc["notes"], list)
+
+
+def test_doctor_human_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "python" in out and "backend local:" in out
+
+
+def test_down_with_an_empty_state_dir_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "empty"
+    state.mkdir()
+    assert main(["down", "--state", str(state)]) == 0
+    out, err = capsys.readouterr()
+    assert f"no mesh is running with state dir {state}" in out
+    no_traceback(out + err)
+
+
+def test_state_option_before_the_verb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--state", str(tmp_path / "s"), "down"]) == 0
+    assert f"state dir {tmp_path / 's'}" in capsys.readouterr().out
+
+
+def test_send_without_a_mesh_is_a_state_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "-n", "10", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("meshproof: error: no mesh is running with state dir")
+    assert len(err.strip().splitlines()) == 1
+    no_traceback(err)
+
+
+@pytest.mark.parametrize("verb", [["status"], ["status", "--json"], ["traces"], ["fault", "x", "--clear"]])
+def test_verbs_that_need_a_mesh_fail_cleanly_without_one(
+    verb: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(verb) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("meshproof: error: no mesh is running")
+
+
+def test_debug_re_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.errors import StateError
+
+    monkeypatch.setenv("MESHPROOF_DEBUG", "1")
+    with pytest.raises(StateError):
+        main(["send"])
+    monkeypatch.delenv("MESHPROOF_DEBUG")
+    with pytest.raises(StateError):
+        main(["send", "--debug"])
+
+
+def test_bad_header_is_rejected_before_looking_for_a_mesh(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "-H", "no-colon"]) == 2
+    assert "-H 'no-colon' is not a header" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fault", "p"], "say what to inject"),
+        (["fault", "p", "--status", "700"], "between 100 and 599"),
+        (["fault", "p", "--status", "503", "--rate", "1.5"], "(0, 1]"),
+        (["fault", "p", "--clear", "--status", "503"], "--clear removes the fault"),
+    ],
+)
+def test_fault_arguments_are_checked(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_settings_from_the_environment_are_a_user_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MESHPROOF_ALPHA", "often")
+    assert main(["down"]) == 2
+    assert "MESHPROOF_ALPHA='often' is not a number" in capsys.readouterr().err
+
+
+# --- meshproof test: runs pytest in a subprocess, passes backend/state, ends with a summary ---------
+
+
+def write_suite(root: Path, body: str) -> None:
+    (root / "suites").mkdir()
+    (root / "suites" / "test_demo.py").write_text(body)
+
+
+def test_test_verb_runs_the_suites_with_backend_and_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_suite(
+        tmp_path,
+        "import os\n"
+        "def test_env():\n"
+        "    assert os.environ['MESHPROOF_BACKEND'] == 'kind'\n"
+        "    assert os.environ['MESHPROOF_STATE'] == 'st'\n"
+        "def test_other():\n"
+        "    pass\n",
+    )
+    assert main(["test", "--backend", "kind", "--state", "st", "-k", "env", "-p", "no:cacheprovider"]) == 0
+    out = capfd.readouterr().out
+    assert "1 passed, 0 failed, 0 skipped, 0 errors" in out
+    assert "PASSED: every check held" in out
+    assert "test_other" not in out.split("meshproof test summary")[1]
+
+
+def test_test_verb_reports_failures_and_exits_with_pytests_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_suite(tmp_path, "def test_split():\n    assert 40 == 50, 'v2 got 40% of traffic, configured 50%'\n")
+    assert main(["test", "-p", "no:cacheprovider"]) == 1
+    summary = capfd.readouterr().out.split("meshproof test summary")[1]
+    assert "FAILED" in summary and "test_split" in summary
+    assert "v2 got 40% of traffic" in summary
+
+
+def test_test_verb_with_no_tests_is_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_suite(tmp_path, "")
+    assert main(["test", "-p", "no:cacheprovider"]) == 5
+    assert "no tests ran" in capfd.readouterr().out

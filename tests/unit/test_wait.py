@@ -1,0 +1,133 @@
+"""wait.until with an injected fake clock: no test here sleeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytest
+
+from harness import wait
+from harness.errors import WaitTimeout
+
+
+class FakeClock(wait._Clock):
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+
+def sequence(values: Iterable[object]) -> Callable[[], object]:
+    it = iter(values)
+
+    def check() -> object:
+        v = next(it)
+        if isinstance(v, BaseException):
+            raise v
+        return v
+
+    return check
+
+
+def test_returns_the_first_truthy_value() -> None:
+    clock = FakeClock()
+    assert (
+        wait.until(sequence([None, 0, "ready"]), what="x", timeout=10, interval=0.5, clock=clock) == "ready"
+    )
+    assert clock.sleeps == [0.5, 0.5]
+
+
+def test_does_not_sleep_when_the_first_call_succeeds() -> None:
+    clock = FakeClock()
+    assert wait.until(lambda: 42, what="x", timeout=1, clock=clock) == 42
+    assert clock.sleeps == []
+
+
+def test_timeout_names_what_and_the_last_value_seen() -> None:
+    clock = FakeClock()
+    calls = iter(range(100))
+    with pytest.raises(WaitTimeout) as info:
+        wait.until(
+            lambda: [] if next(calls) < 99 else None,
+            what="2 proxies synced",
+            timeout=1.0,
+            interval=0.4,
+            hint="check istiod",
+            clock=clock,
+        )
+    e = info.value
+    assert e.what == "2 proxies synced"
+    assert e.timeout == 1.0
+    assert e.last_seen == []
+    assert e.hint == "check istiod"
+    assert "waiting for 2 proxies synced" in str(e) and "Hint: check istiod" in str(e)
+
+
+def test_never_sleeps_past_the_deadline() -> None:
+    clock = FakeClock()
+    with pytest.raises(WaitTimeout):
+        wait.until(lambda: False, what="x", timeout=1.0, interval=0.4, clock=clock)
+    assert clock.sleeps == pytest.approx([0.4, 0.4, 0.2])
+    assert clock.t == pytest.approx(1.0)
+
+
+def test_converge_needs_consecutive_successes() -> None:
+    clock = FakeClock()
+    check = sequence([True, True, False, True, True, "third"])
+    assert wait.until(check, what="x", timeout=10, interval=0.1, converge=3, clock=clock) == "third"
+    assert len(clock.sleeps) == 5
+
+
+def test_converge_timeout_reports_the_streak() -> None:
+    clock = FakeClock()
+    with pytest.raises(WaitTimeout) as info:
+        wait.until(
+            sequence([True, False, True] + [False] * 100),
+            what="split converged",
+            timeout=0.25,
+            interval=0.1,
+            converge=2,
+            clock=clock,
+        )
+    assert "(0/2 consecutive successes)" in str(info.value.last_seen)
+
+
+def test_converge_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="converge"):
+        wait.until(lambda: True, what="x", timeout=1, converge=0, clock=FakeClock())
+
+
+def test_retry_on_treats_listed_exceptions_as_not_yet() -> None:
+    clock = FakeClock()
+    check = sequence([ConnectionError("refused"), ConnectionError("refused"), "up"])
+    assert (
+        wait.until(check, what="x", timeout=5, interval=1, retry_on=(ConnectionError,), clock=clock) == "up"
+    )
+
+
+def test_retry_on_exception_is_reported_as_last_seen() -> None:
+    def check() -> None:
+        raise ConnectionError("connection refused")
+
+    with pytest.raises(WaitTimeout) as info:
+        wait.until(
+            check, what="istiod /ready", timeout=1, interval=0.5, retry_on=(OSError,), clock=FakeClock()
+        )
+    assert info.value.last_seen == "ConnectionError: connection refused"
+
+
+def test_other_exceptions_propagate_at_once() -> None:
+    clock = FakeClock()
+    with pytest.raises(KeyError):
+        wait.until(sequence([None, KeyError("k")]), what="x", timeout=5, retry_on=(OSError,), clock=clock)
+    assert len(clock.sleeps) == 1
+
+
+def test_the_real_clock_works_for_an_immediate_success() -> None:
+    assert wait.until(lambda: "ok", what="x", timeout=0.1) == "ok"
