@@ -315,8 +315,8 @@ def _cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         own_junit = not any(a.startswith(("--junitxml", "--junit-xml")) for a in pytest_args)
         junit = Path(tmp) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", *pytest_args]
-        if own_junit:
-            argv.append(f"--junitxml={junit}")
+        if own_junit:  # xunit1 keeps each test's record_property values (shown in the summary)
+            argv += [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
         out.note(
             f"$ MESHPROOF_BACKEND={settings.backend} MESHPROOF_STATE={settings.state_dir} {' '.join(argv)}"
         )
@@ -692,6 +692,8 @@ def _read_junit(path: Path) -> list[_Case] | None:
         return None
     cases = []
     for case in root.iter("testcase"):
+        if not case.get("name"):  # e.g. the placeholder of an interrupted session
+            continue
         outcome, message = "passed", ""
         for tag in ("failure", "error", "skipped"):
             el = case.find(tag)

@@ -225,16 +225,22 @@ class LocalBackend:
                                    timeout=60)
 
     def apply(self, paths: Sequence[Path]) -> float:
-        docs = self._load(paths)
+        changes: list[tuple[Path, str]] = []
+        for obj in self._load(paths):
+            meta = dict(obj.get("metadata") or {})
+            meta.setdefault("namespace", "default")
+            obj["metadata"] = meta
+            target = self.layout.config / object_filename(obj)
+            text = yaml.safe_dump(obj, sort_keys=False)
+            if not target.is_file() or target.read_text() != text:
+                changes.append((target, text))
+        if not changes:
+            return 0.0  # nothing changed: istiod will push nothing, and every proxy already has it
 
         def write() -> None:
-            for obj in docs:
-                meta = dict(obj.get("metadata") or {})
-                meta.setdefault("namespace", "default")
-                obj["metadata"] = meta
-                target = self.layout.config / object_filename(obj)
+            for target, text in changes:
                 tmp = target.with_suffix(".tmp")
-                tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+                tmp.write_text(text)
                 tmp.replace(target)
 
         return self._write_and_wait(write)

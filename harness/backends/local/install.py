@@ -193,7 +193,7 @@ def doctor(settings: Settings) -> list[ToolStatus]:
             ("envoy", inst.envoy, ["--version"]),
         ):
             st = probe(name, "local", f"Istio {rel.label} embedded mesh", SETUP_HINT, argv, path=path,
-                       pattern=r"/(\d+\.\d+\.\d+)/" if name == "envoy" else r"(\S+)\s*$")
+                       pattern=r"/(\d+\.\d+\.\d+)/" if name == "envoy" else r"client version: (\S+)")
             if name == "meshproof-istiod":
                 st = ToolStatus(st.name, st.backend, st.needed_for, st.found, inst.label, st.path, st.how_to_get)
             out.append(st)

@@ -1,0 +1,860 @@
+"""KubeBackend: the Backend protocol on a real cluster (``kind``: created for the run; ``existing``).
+
+``up()``: preflight (tools) -> cluster (kind create/adopt, or the kubeconfig context) -> reachable
+API -> Istio (``istioctl install`` on kind; must already run on existing) -> sample image (build,
+and ``kind load`` when the cluster is a kind cluster) -> server-side apply of ``manifests/`` plus
+the sidecar relay -> Deployments ready -> every proxy connected and SYNCED -> ingress answers.
+
+Addresses: every pod port the harness uses (app 3000, admin 3001, Envoy admin 15000, istiod 15014,
+Jaeger 16686) is a :class:`PortForward` on 127.0.0.1, created when a workload listing first needs
+it; a stream to the pod is only opened per connection. The ingress is the kind NodePort mapping
+(127.0.0.1:<host port>) or, on existing clusters, a port-forward to an ingress gateway pod.
+``sidecar_url`` goes through the sidecar-less relay (see :mod:`relay`).
+
+Differences from the local backend, by nature of Kubernetes:
+- ``kill`` deletes the pod (sidecar included) and its Deployment starts a replacement with a new
+  name; ``restart`` waits for that replacement to be ready and in sync.
+- ``down`` on kind deletes the cluster (unless ``keep_cluster``); on existing it deletes only the
+  objects this backend created (unless ``keep_cluster``). Port-forwards are always closed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from harness import proc, wait
+from harness.backends.base import Fault, State, Workload
+from harness.backends.kube import istio_install, propagation
+from harness.backends.kube.api import Channel, ClusterApi, KubeApi, ObjectRef
+from harness.backends.kube.apply import (
+    ISTIO_GROUPS,
+    SAMPLE_IMAGE,
+    SAMPLE_SERVICE_DIR,
+    Applied,
+    apply_objects,
+    build_image,
+    delete_objects,
+    deployment_status,
+    read_objects,
+    ref_of,
+    wait_deployments_ready,
+    wait_gone,
+)
+from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCluster
+from harness.backends.kube.portforward import PortForward
+from harness.backends.kube.relay import RELAY_LABELS, RELAY_NAMESPACE, RELAY_PORT, preamble, relay_objects
+from harness.backends.kube.tools import Runner, ToolPaths, Which, default_which, minor, preflight, same_minor
+from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
+from harness.settings import Settings
+from harness.versions import ISTIO_RELEASES
+
+Progress = Callable[[str], None]
+ApiFactory = Callable[[str | None, str | None], KubeApi]  # (kubeconfig, context) -> api
+
+ENVOY_ADMIN_PORT = 15000
+ISTIOD_MONITORING_PORT = 15014
+JAEGER_QUERY_PORT = 16686
+SIDECAR = "istio-proxy"
+GATEWAY_SELECTOR = "istio=ingressgateway"
+INFRA_NAMESPACES = frozenset({istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE})
+
+
+# ---- pure helpers over pod/service dicts (unit-tested) --------------------------------------
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def deployment_of(pod: Mapping[str, Any]) -> str:
+    """The Deployment that owns a pod: its ReplicaSet's name without the pod-template-hash suffix."""
+    meta = pod.get("metadata") or {}
+    pth = str((meta.get("labels") or {}).get("pod-template-hash", ""))
+    for o in meta.get("ownerReferences") or []:
+        if o.get("kind") == "ReplicaSet":
+            name = str(o.get("name", ""))
+            return name[: -len(pth) - 1] if pth and name.endswith("-" + pth) else name
+    return str(meta.get("name", ""))
+
+
+def has_sidecar(pod: Mapping[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    return any(c.get("name") == SIDECAR for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or []))
+
+
+def container_ports(pod: Mapping[str, Any]) -> dict[str, int]:
+    """Ports of the app containers (not the sidecar): name (or the number as text) -> port."""
+    out: dict[str, int] = {}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == SIDECAR:
+            continue
+        for p in c.get("ports") or []:
+            if p.get("containerPort") is not None:
+                out.setdefault(str(p.get("name") or p["containerPort"]), int(p["containerPort"]))
+    return out
+
+
+def is_gateway(pod: Mapping[str, Any]) -> bool:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get("istio") == "ingressgateway"
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def live(pod: Mapping[str, Any]) -> bool:
+    """Running, with an IP, and not being deleted."""
+    meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+    return not meta.get("deletionTimestamp") and st.get("phase") == "Running" and bool(st.get("podIP"))
+
+
+def service_target_port(services: Iterable[Mapping[str, Any]], pod: Mapping[str, Any]) -> int:
+    """The first target port of a Service that selects the pod (0 when none does)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    ports = container_ports(pod)
+    for s in services:
+        if ((s.get("metadata") or {}).get("namespace") or "default") != meta.get("namespace"):
+            continue
+        spec = s.get("spec") or {}
+        if not selects(spec.get("selector") or {}, labels):
+            continue
+        for p in spec.get("ports") or []:
+            t = p.get("targetPort", p.get("port"))
+            if isinstance(t, int):
+                return t
+            if isinstance(t, str) and t.isdigit():
+                return int(t)
+            if isinstance(t, str) and t in ports:
+                return ports[t]
+    return 0
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _ns(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace", ""))
+
+
+# ---- the backend ------------------------------------------------------------------------------
+
+
+class KubeBackend:
+    """The kind / existing backend. ``name`` is the settings' backend name."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: Progress | None = None,
+        which: Which = default_which,
+        run: Runner = proc.run,
+        api_factory: ApiFactory | None = None,
+        http: httpx.Client | None = None,
+        sample_dir: Path = SAMPLE_SERVICE_DIR,
+    ) -> None:
+        if settings.backend not in ("kind", "existing"):
+            raise UserError(f"KubeBackend runs backends kind and existing, not {settings.backend!r}")
+        self.settings = settings
+        self.name = settings.backend
+        self.release = ISTIO_RELEASES[settings.istio_version]
+        self.progress = progress or (lambda _m: None)
+        self._which, self._run = which, run
+        self._api_factory = api_factory or self._default_api
+        self._http = http or httpx.Client(timeout=10.0, trust_env=False)
+        self._sample_dir = sample_dir
+        self.state = State.NEW
+        self.detached = False
+        self._api: KubeApi | None = None
+        self._cluster: KindCluster | None = None
+        self._info: dict[str, Any] = {}
+        self._objects: dict[ObjectRef, dict[str, Any]] = {}  # Deployments and Services the mesh runs
+        self._forwards: dict[tuple[str, str, int, bytes], PortForward] = {}
+        self._killed: dict[str, Workload] = {}
+        self._context = ""  # the kubeconfig context in use, once connected
+        self._lock = threading.RLock()
+
+    # ---- state file -------------------------------------------------------------------------
+    @property
+    def marker(self) -> Path:
+        return self.settings.state_dir / "backend.json"
+
+    def _save(self, **changes: Any) -> None:
+        self._info.update(changes)
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._info, indent=2, sort_keys=True))
+        tmp.replace(self.marker)
+
+    def _default_api(self, kubeconfig: str | None, context: str | None) -> KubeApi:
+        return ClusterApi(kubeconfig, context, discovery_cache=self.settings.state_dir / "discovery-cache.json")
+
+    @property
+    def api(self) -> KubeApi:
+        if self._api is None:
+            raise StateError("the mesh is not running. Fix: meshproof up --detach (or use the mesh fixture)")
+        return self._api
+
+    def _require_running(self) -> None:
+        if self.state is not State.RUNNING:
+            raise StateError("the mesh is not running. Fix: meshproof up --detach (or use the mesh fixture)")
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.detached:
+            self.down()
+
+    def up(self, *, detach: bool = False) -> Self:
+        if self.state is not State.NEW:
+            raise BackendError(f"this backend is {self.state.value}; create a new one")
+        if self.marker.is_file():
+            raise StateError(
+                f"a mesh is already recorded in state dir {self.settings.state_dir} ({self.marker}). "
+                "Fix: `meshproof down` first, or use another --state"
+            )
+        self.state = State.STARTING
+        self.detached = detach
+        try:
+            self._up()
+        except BaseException as e:
+            if self.settings.backend == "kind" and not self.settings.keep_cluster:
+                e.add_note("the kind cluster is deleted on failure; rerun with --keep-cluster to inspect it")
+            try:
+                self.down()
+            except Exception as cleanup:  # noqa: BLE001 - the original error matters more
+                e.add_note(f"cleanup after the failure also failed: {cleanup}")
+            raise
+        self.state = State.RUNNING
+        return self
+
+    def _up(self) -> None:
+        s = self.settings
+        self.progress("checking tools")
+        tools = preflight(s.backend, self.release, which=self._which, run=self._run)
+        if s.backend == "kind":
+            self.progress(f"kind cluster {s.kind_cluster}")
+            self._cluster = KindCluster(
+                s.kind_cluster, s.state_dir, kind=tools.kind, docker=tools.docker, keep=s.keep_cluster, run=self._run
+            )
+            self._save(backend=self.name, phase="starting", istio=self.release.label, kind_cluster=s.kind_cluster)
+            self._cluster.start()
+            kubeconfig, context = str(self._cluster.kubeconfig), self._cluster.context
+            self._save(kubeconfig=kubeconfig, context=context, ingress_port=self._cluster.ingress_port,
+                       created_cluster=self._cluster.created)
+        else:
+            kubeconfig, context = "", s.kube_context
+            self._save(backend=self.name, phase="starting", istio=self.release.label, kubeconfig="", context=context,
+                       created=[])
+        self._connect(kubeconfig or None, context or None)
+
+        self._install_istio(tools, kubeconfig, context)
+        self._save(tracing=istio_install.tracing_provider_configured(self.api))
+        self._image(tools, self._context)
+
+        self.progress("applying manifests")
+        objs = read_objects([s.manifests]) + relay_objects()
+        self._record_new(objs)
+        applied = apply_objects(self.api, objs)
+        self._remember(objs)
+        self.progress("waiting for Deployments")
+        wait_deployments_ready(self.api, [a.ref for a in applied], timeout=s.ready_timeout)
+        if not self._gateway_pods():
+            raise ToolMissing(
+                f"an ingress gateway (pods labelled {GATEWAY_SELECTOR})", f"backend {self.name}",
+                "install Istio with its default profile, which includes istio-ingressgateway",
+            )
+        self.progress("waiting for every proxy to be in sync")
+        self._wait_converged(_expectations(a for a in applied), None)
+        self._wait_ingress()
+        self._save(phase="running")
+
+    def _connect(self, kubeconfig: str | None, context: str | None) -> None:
+        self._api = self._api_factory(kubeconfig, context)
+        where = f"context {context!r}" if context else "the current kubeconfig context"
+        try:
+            version = self._api.server_version()
+        except BackendError as e:
+            raise ToolMissing(
+                f"a reachable Kubernetes cluster ({where})", f"backend {self.name}",
+                "start the cluster or fix the kubeconfig; `kubectl cluster-info"
+                + (f" --context {context}" if context else "") + "` must succeed",
+            ) from e
+        self._context = str(getattr(self._api, "context", "") or context or "")
+        self.progress(f"cluster {where}: Kubernetes {version}")
+
+    def _record_new(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        """On existing clusters, note the objects about to be created, *before* creating them, so that
+        ``down`` removes exactly those even when applying fails half-way."""
+        if self.name != "existing":
+            return
+        known = {tuple(k) for k in self._info.get("created") or []}
+        new = [_ref_key(ref_of(o)) for o in objs if self.api.get(ref_of(o)) is None]
+        self._save(created=[list(k) for k in sorted(known | set(new))])
+
+    def _install_istio(self, tools: ToolPaths, kubeconfig: str, context: str) -> None:
+        if self.settings.backend == "existing":
+            istiod = istio_install.require_installed(self.api, self.release)
+            if istiod.version and not same_minor(istiod.version, minor(self.release)):
+                self.progress(f"warning: istiod runs Istio {istiod.version}, meshproof pins {self.release.label}")
+            return
+        current = istio_install.find_istiod(self.api)
+        if current and current.ready and same_minor(current.version, minor(self.release)):
+            self.progress(f"Istio {current.version} already installed")
+            return
+        self.progress(f"installing Istio {tools.istioctl_version or self.release.label} with istioctl")
+        istio_install.install(
+            tools.istioctl, self.settings.state_dir, kubeconfig=kubeconfig, context=context,
+            ingress_node_port=INGRESS_NODE_PORT, run=self._run,
+            readiness_timeout=max(self.settings.ready_timeout, 300.0),
+        )
+        istio_install.wait_istiod_ready(self.api, timeout=self.settings.ready_timeout)
+
+    def _image(self, tools: ToolPaths, context: str) -> None:
+        cluster_name = ""
+        if self._cluster is not None:
+            cluster_name = self._cluster.name
+        elif context.startswith("kind-") and tools.docker and tools.kind:
+            cluster_name = context[len("kind-"):]
+        if not cluster_name or not tools.docker or not tools.kind:
+            self.progress(
+                f"not building {SAMPLE_IMAGE}: context {context or '(current)'} is not a kind cluster; "
+                "the cluster must be able to pull it"
+            )
+            return
+        self.progress(f"building {SAMPLE_IMAGE}")
+        build_image(tools.docker, context_dir=self._sample_dir, run=self._run)
+        self.progress(f"loading {SAMPLE_IMAGE} into kind cluster {cluster_name}")
+        if self._cluster is not None:
+            self._cluster.load_image(SAMPLE_IMAGE)
+        else:
+            self._run([tools.kind, "load", "docker-image", SAMPLE_IMAGE, "--name", cluster_name], timeout=600)
+
+    def _wait_ingress(self) -> None:
+        url = self.ingress_url()
+        answers = functools.partial(self._answers("/"), url)
+        wait.until(answers, what=f"the ingress gateway at {url} to answer", timeout=self.settings.ready_timeout,
+                   interval=0.5, retry_on=(httpx.HTTPError,), hint="check the istio-ingressgateway pods and Service")
+
+    def attach(self) -> Self:
+        if not self.marker.is_file():
+            raise StateError(f"no mesh is recorded in state dir {self.settings.state_dir}. Fix: meshproof up --detach")
+        info = json.loads(self.marker.read_text())
+        if info.get("backend") != self.name:
+            raise StateError(f"the mesh in {self.settings.state_dir} is a {info.get('backend')!r} mesh, not {self.name!r}")
+        if info.get("phase") != "running":
+            raise StateError(
+                f"the mesh in {self.settings.state_dir} did not finish starting. Fix: meshproof down, then up again"
+            )
+        self._info = info
+        self._connect(info.get("kubeconfig") or None, info.get("context") or None)
+        self._remember(read_objects([self.settings.manifests]) + relay_objects())
+        self.state = State.RUNNING
+        self.detached = True
+        return self
+
+    def down(self) -> None:
+        """Close every port-forward; delete the kind cluster / the objects created on existing
+        (unless keep_cluster); forget the state file. Idempotent."""
+        self._close_forwards()
+        info = self._info or (json.loads(self.marker.read_text()) if self.marker.is_file() else {})
+        errors: list[str] = []
+        if info and not self.settings.keep_cluster:
+            try:
+                self._teardown(info)
+            except Exception as e:  # noqa: BLE001 - keep going; report at the end
+                errors.append(str(e))
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+        if not errors:
+            self.marker.unlink(missing_ok=True)
+        self.state = State.STOPPED
+        if errors:
+            raise BackendError("tearing down the mesh failed: " + "; ".join(errors) + f" (state kept in {self.marker})")
+
+    def _teardown(self, info: Mapping[str, Any]) -> None:
+        if info.get("backend") == "kind":
+            if self._cluster is not None:
+                self._cluster.stop()
+                return
+            kind = self._which("kind")
+            if not kind:
+                raise ToolMissing("kind", f"deleting kind cluster {info.get('kind_cluster')}", "put kind on PATH")
+            argv = [kind, "delete", "cluster", "--name", str(info.get("kind_cluster") or self.settings.kind_cluster)]
+            if info.get("kubeconfig"):
+                argv += ["--kubeconfig", str(info["kubeconfig"])]
+            self._run(argv, timeout=300)
+            return
+        created = [ObjectRef(*k) for k in info.get("created") or []]
+        if not created:
+            return
+        if self._api is None:
+            self._connect(info.get("kubeconfig") or None, info.get("context") or None)
+        objs = [{"apiVersion": r.api_version, "kind": r.kind, "metadata": {"name": r.name, "namespace": r.namespace}}
+                for r in created]
+        self.progress(f"deleting {len(objs)} objects this backend created")
+        delete_objects(self.api, objs)
+
+    # ---- port-forwards ----------------------------------------------------------------------
+    def _forward(
+        self, namespace: str, pod: str, port: int, *, via: bytes = b"", ready_path: str = "/", ready_within: float = 0.0
+    ) -> PortForward:
+        """The port-forward to ``pod:port`` (made on first use). With ``ready_within`` a new forward is
+        first checked to answer HTTP at ``ready_path``; otherwise a stream opens only on first connection."""
+        key = (namespace, pod, port, via)
+        with self._lock:
+            pf = self._forwards.get(key)
+            if pf is None:
+                api = self.api
+                if via:
+                    what = f"{namespace}/{pod}:{port} via the sidecar relay"
+
+                    def opener() -> Channel:
+                        return api.open_port(RELAY_NAMESPACE, self._relay_pod(), RELAY_PORT)
+                else:
+                    what = f"{namespace}/{pod}:{port}"
+
+                    def opener() -> Channel:
+                        return api.open_port(namespace, pod, port)
+
+                pf = PortForward(opener, what=what, preamble=via, ready=self._answers(ready_path)).start()
+                if ready_within:
+                    try:
+                        pf.wait_ready(timeout=ready_within)
+                    except BaseException:
+                        pf.stop()
+                        raise
+                self._forwards[key] = pf
+            return pf
+
+    def _answers(self, path: str) -> Callable[[str], bool]:
+        """Readiness of a forward: any HTTP response at ``path`` (through the backend's HTTP client)."""
+
+        def check(base_url: str) -> bool:
+            self._http.get(base_url + path)
+            return True
+
+        return check
+
+    def _close_forwards(self, keep: Callable[[tuple[str, str, int, bytes]], bool] = lambda _k: False) -> None:
+        with self._lock:
+            doomed = {k: pf for k, pf in self._forwards.items() if not keep(k)}
+            for k in doomed:
+                del self._forwards[k]
+        for pf in doomed.values():
+            pf.stop()
+
+    def _relay_pod(self) -> str:
+        sel = ",".join(f"{k}={v}" for k, v in RELAY_LABELS.items())
+        pods = [p for p in self.api.list("v1", "Pod", RELAY_NAMESPACE, sel) if live(p) and pod_ready(p)]
+        if not pods:
+            raise BackendError(f"the sidecar relay ({RELAY_NAMESPACE}, {sel}) has no ready pod")
+        return _name(pods[0])
+
+    # ---- cluster reads ----------------------------------------------------------------------
+    def _remember(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        with self._lock:
+            for o in objs:
+                # Infrastructure (Jaeger in istio-system, the relay) is not a workload under test.
+                if o.get("kind") in ("Deployment", "Service") and _ns(o) not in INFRA_NAMESPACES:
+                    self._objects[ref_of(o)] = dict(o)
+
+    def _forget(self, refs: Iterable[ObjectRef]) -> None:
+        with self._lock:
+            for r in refs:
+                self._objects.pop(r, None)
+
+    def _kinds(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [o for r, o in self._objects.items() if r.kind == kind]
+
+    def _mesh_pods(self) -> list[dict[str, Any]]:
+        """Live pods of the mesh's Deployments, plus the ingress gateway pods (last)."""
+        deployments = {(_ns(d), _name(d)) for d in self._kinds("Deployment")}
+        pods: list[dict[str, Any]] = []
+        for ns in sorted({ns for ns, _ in deployments}):
+            pods += [p for p in self.api.list("v1", "Pod", ns) if live(p) and (ns, deployment_of(p)) in deployments]
+        pods.sort(key=lambda p: (_ns(p), deployment_of(p), _name(p)))
+        return pods + self._gateway_pods()
+
+    def _gateway_pods(self) -> list[dict[str, Any]]:
+        pods = [p for p in self.api.list("v1", "Pod", "", GATEWAY_SELECTOR) if live(p)]
+        return sorted(pods, key=lambda p: (_ns(p), _name(p)))
+
+    def _istiod_pods(self) -> list[str]:
+        pods = self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
+        names = sorted(_name(p) for p in pods if live(p))
+        self._close_forwards(
+            keep=lambda k: not (k[0] == istio_install.ISTIO_NAMESPACE and k[2] == ISTIOD_MONITORING_PORT)
+            or k[1] in names
+        )
+        return names
+
+    def _expected_proxies(self) -> set[str]:
+        return {f"{_name(p)}.{_ns(p)}" for p in self._mesh_pods() if has_sidecar(p) or is_gateway(p)}
+
+    # ---- workloads --------------------------------------------------------------------------
+    def _workload(self, pod: Mapping[str, Any], services: Sequence[Mapping[str, Any]]) -> Workload:
+        meta, spec, st = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+        ns, name, ip = _ns(pod), _name(pod), str(st.get("podIP", ""))
+        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        extra = {"node": str(spec.get("nodeName", "")), "pod_ip": ip}
+        proxied = has_sidecar(pod) or is_gateway(pod)
+        admin = self._forward(ns, name, ENVOY_ADMIN_PORT, ready_path="/ready").url if proxied else ""
+        if is_gateway(pod):
+            return Workload(
+                name=name, namespace=ns, deployment=deployment_of(pod), labels=labels, address=ip, app_url="",
+                admin_url="", sidecar_url="", proxy_admin_url=admin,
+                service_account=str(spec.get("serviceAccountName", "")), ready=pod_ready(pod), role="gateway",
+                extra=extra,
+            )
+        ports = container_ports(pod)
+        app_port = ports.get("http") or next(iter(ports.values()), 0)
+        admin_port = ports.get("admin", 0)
+        target = service_target_port(services, pod)
+        sidecar_url = ""
+        if target and has_sidecar(pod):
+            sidecar_url = self._forward(ns, name, target, via=preamble(ip, target)).url
+        return Workload(
+            name=name, namespace=ns, deployment=deployment_of(pod), labels=labels, address=ip,
+            app_url=self._forward(ns, name, app_port).url if app_port else "",
+            admin_url=self._forward(ns, name, admin_port, ready_path="/healthz").url if admin_port else "",
+            sidecar_url=sidecar_url, proxy_admin_url=admin,
+            service_account=str(spec.get("serviceAccountName", "")), ready=pod_ready(pod),
+            role="app" if target else "client", extra=extra,
+        )
+
+    def workloads(self) -> Sequence[Workload]:
+        self._require_running()
+        pods = self._mesh_pods()
+        services = self._kinds("Service")
+        out = [self._workload(p, services) for p in pods]
+        present = {(w.namespace, w.name) for w in out}
+        self._close_forwards(keep=lambda k: (k[0], k[1]) in present or k[0] == istio_install.ISTIO_NAMESPACE)
+        return out
+
+    def workload(self, ref: str) -> Workload:
+        ws = self.workloads()
+        if ref == "ingress":
+            ws = [w for w in ws if w.role == "gateway"]
+        for w in ws:
+            if ref in ("ingress", w.name, w.ref, f"{w.namespace}/{w.deployment}"):
+                return w
+        names = ", ".join(w.ref for w in ws)
+        raise StateError(f"no workload {ref!r}. Fix: use one of: {names}, ingress, or NS/DEPLOYMENT")
+
+    # ---- config -----------------------------------------------------------------------------
+    def _istiod_get(self, pod: str, path: str) -> httpx.Response:
+        pf = self._forward(istio_install.ISTIO_NAMESPACE, pod, ISTIOD_MONITORING_PORT, ready_path="/metrics")
+        r = self._http.get(pf.url + path)
+        r.raise_for_status()
+        return r
+
+    def _push_counters(self) -> dict[str, propagation.PushCounters]:
+        out = {}
+        for pod in self._istiod_pods():
+            try:
+                out[pod] = propagation.PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
+            except httpx.HTTPError:
+                continue  # no baseline for this replica: the push check is skipped for it
+        return out
+
+    def _sample(self, with_config: bool) -> list[propagation.IstiodSample]:
+        out = []
+        for pod in self._istiod_pods():
+            proxies = propagation.parse_syncz(self._istiod_get(pod, "/debug/syncz").json(), pod)
+            config = propagation.config_index(self._istiod_get(pod, "/debug/configz").json()) if with_config else {}
+            counters = propagation.PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
+            out.append(propagation.IstiodSample(pod, tuple(proxies), config, counters))
+        return out
+
+    def _wait_converged(
+        self,
+        expectations: Sequence[propagation.ConfigExpectation],
+        baseline: Mapping[str, propagation.PushCounters] | None,
+        *,
+        quiet_polls: int = 2,
+    ) -> float:
+        t0 = time.monotonic()
+        conv = propagation.Convergence(
+            lambda: self._sample(bool(expectations)),
+            expected_proxies=self._expected_proxies(),
+            expectations=expectations,
+            baseline=baseline,
+        )
+        try:
+            wait.until(conv, what="every proxy to ACK the current config", timeout=self.settings.ready_timeout,
+                       interval=0.25, converge=quiet_polls, retry_on=(httpx.HTTPError, ValueError),
+                       hint="`istioctl proxy-status` shows the same sync state")
+        except WaitTimeout as e:
+            e.add_note(f"last seen: {conv.describe()}")
+            raise
+        return time.monotonic() - t0
+
+    def apply(self, paths: Sequence[Path]) -> float:
+        self._require_running()
+        objs = read_objects(paths)
+        t0 = time.monotonic()
+        baseline = self._push_counters()
+        self._record_new(objs)
+        applied = apply_objects(self.api, objs)
+        changed = [a for a in applied if a.changed]
+        self._remember(objs)
+        wait_deployments_ready(self.api, [a.ref for a in changed], timeout=self.settings.ready_timeout)
+        if changed:
+            self._wait_converged(_expectations(changed), baseline)
+        return time.monotonic() - t0
+
+    def delete(self, paths: Sequence[Path]) -> float:
+        self._require_running()
+        objs = read_objects(paths)
+        missing = [str(ref_of(o)) for o in objs if self.api.get(ref_of(o)) is None]
+        if missing:
+            raise StateError(f"not applied, cannot delete: {', '.join(missing)}")
+        t0 = time.monotonic()
+        baseline = self._push_counters()
+        gone = delete_objects(self.api, objs)
+        wait_gone(self.api, gone, timeout=self.settings.ready_timeout)
+        self._forget(gone)
+        expectations = [
+            propagation.ConfigExpectation(r.group, r.kind, r.namespace, r.name, None) for r in gone
+            if r.group in ISTIO_GROUPS
+        ]
+        self._wait_converged(expectations, baseline)
+        return time.monotonic() - t0
+
+    def config_dir(self) -> Path | None:
+        return None
+
+    # ---- addresses --------------------------------------------------------------------------
+    def ingress_url(self) -> str:
+        port = self._info.get("ingress_port")
+        if self._info.get("backend") == "kind" and port:
+            return f"http://127.0.0.1:{int(port)}"
+        gws = self._gateway_pods()
+        if not gws:
+            raise StateError(f"no ingress gateway pod ({GATEWAY_SELECTOR}) is running")
+        gw = gws[0]
+        return self._forward(_ns(gw), _name(gw), self._gateway_target_port(gw), ready_within=60).url
+
+    def _gateway_target_port(self, gw: Mapping[str, Any]) -> int:
+        svc = self.api.get(ObjectRef("v1", "Service", _ns(gw), istio_install.GATEWAY_SERVICE))
+        for p in ((svc or {}).get("spec") or {}).get("ports") or []:
+            if p.get("port") == 80:
+                t = p.get("targetPort", 80)
+                if isinstance(t, int):
+                    return t
+                return container_ports_all(gw).get(str(t), 8080)
+        return 8080
+
+    def service_url(self, service: str, namespace: str, port: int) -> str:
+        return f"http://{service}.{namespace}.svc.cluster.local:{port}"
+
+    def trace_query_url(self) -> str | None:
+        self._require_running()
+        if not self._info.get("tracing"):
+            return None
+        pods = [p for p in self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=jaeger") if live(p)]
+        if not pods:
+            return None
+        return self._forward(_ns(pods[0]), _name(pods[0]), JAEGER_QUERY_PORT, ready_within=60).url
+
+    # ---- faults and chaos -------------------------------------------------------------------
+    def inject_fault(self, pod: str, fault: Fault) -> None:
+        w = self.workload(pod)
+        if not w.admin_url:
+            raise UserError(f"{w.ref} has no admin port: faults go to sample-service replicas only")
+        body = {"status": fault.status, "rate": fault.rate, "delay_ms": fault.delay_ms}
+        try:
+            r = self._http.post(f"{w.admin_url}/admin/fault", json=body)
+        except httpx.HTTPError as e:
+            raise BackendError(f"cannot reach the admin port of {w.ref}: {e}") from e
+        if r.status_code != 200:
+            raise BackendError(f"fault on {w.ref} refused: {r.status_code} {r.text}")
+
+    def clear_fault(self, pod: str) -> None:
+        w = self.workload(pod)
+        if not w.admin_url:
+            return
+        try:
+            self._http.delete(f"{w.admin_url}/admin/fault").raise_for_status()
+        except httpx.HTTPError as e:
+            raise BackendError(f"clearing the fault on {w.ref} failed: {e}") from e
+
+    def kill(self, pod: str) -> None:
+        """Delete the pod at once (grace 0); its Deployment starts a replacement under a new name."""
+        self._kill(pod)
+
+    def _kill(self, pod: str) -> Workload:
+        w = self.workload(pod)
+        if w.role == "gateway":
+            raise UserError("killing the ingress gateway is not supported; kill an app or client replica")
+        self.api.delete(ObjectRef("v1", "Pod", w.namespace, w.name), grace_seconds=0)
+        with self._lock:
+            self._killed[w.name] = w
+            self._killed[w.ref] = w
+        self._close_forwards(keep=lambda k: (k[0], k[1]) != (w.namespace, w.name))
+
+        def gone() -> bool:
+            p = self.api.get(ObjectRef("v1", "Pod", w.namespace, w.name))
+            return p is None or bool((p.get("metadata") or {}).get("deletionTimestamp"))
+
+        wait.until(gone, what=f"pod {w.ref} to be deleted", timeout=60, interval=0.25)
+        return w
+
+    def restart(self, pod: str) -> None:
+        """Wait until the killed replica's Deployment is back at full strength and every proxy is in sync."""
+        with self._lock:
+            w = self._killed.get(pod)
+        if w is None:
+            w = self._kill(pod)
+        dep = self.api.get(ObjectRef("apps/v1", "Deployment", w.namespace, w.deployment))
+        if dep is None:
+            raise BackendError(f"Deployment {w.namespace}/{w.deployment} of {w.ref} is gone")
+
+        def back() -> bool:
+            d = self.api.get(ObjectRef("apps/v1", "Deployment", w.namespace, w.deployment))
+            if d is None or not deployment_status(d)[0]:
+                return False
+            pods = [p for p in self._mesh_pods() if _ns(p) == w.namespace and deployment_of(p) == w.deployment]
+            return all(pod_ready(p) for p in pods) and w.name not in {_name(p) for p in pods}
+
+        wait.until(back, what=f"a ready replacement for {w.ref}", timeout=self.settings.ready_timeout, interval=0.5)
+        self._wait_converged((), None)
+        with self._lock:
+            self._killed.pop(w.name, None)
+            self._killed.pop(w.ref, None)
+
+    # ---- evidence ---------------------------------------------------------------------------
+    def ejections(self) -> dict[str, dict[str, list[str]]]:
+        """Per calling proxy, per upstream cluster, the hosts outlier detection has ejected."""
+        out = {}
+        for w in self.workloads():
+            if not w.proxy_admin_url:
+                continue
+            try:
+                r = self._http.get(f"{w.proxy_admin_url}/clusters")
+                r.raise_for_status()
+            except httpx.HTTPError as e:
+                raise BackendError(f"cannot read the Envoy admin of {w.ref}: {e}") from e
+            out[w.ref] = ejected_hosts(r.text)
+        return out
+
+    def diagnostics(self, dest: Path) -> list[Path]:
+        """Envoy config_dump/clusters/stats per proxy, container logs, events, istiod syncz. Never raises
+        for one missing piece: its file says why it is missing."""
+        dest.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+
+        def put(name: str, produce: Callable[[], str]) -> None:
+            try:
+                text = produce()
+            except Exception as e:  # noqa: BLE001 - diagnostics are best effort, per file
+                text = f"unavailable: {type(e).__name__}: {e}"
+            p = dest / name
+            p.write_text(text)
+            written.append(p)
+
+        if self._api is None:
+            put("kube-backend.txt", lambda: "the backend is not connected to a cluster")
+            return written
+        api = self._api
+        ws: list[Workload] = []
+        pods: list[dict[str, Any]] = []
+        try:
+            ws = list(self.workloads()) if self.state is State.RUNNING else []
+            pods = self._mesh_pods()
+        except Exception as e:  # noqa: BLE001
+            put("kube-backend.txt", functools.partial(str, f"listing workloads failed: {e}"))
+        for w in ws:
+            for what in ("config_dump", "clusters", "stats"):
+                if w.proxy_admin_url:
+                    put(f"{w.namespace}.{w.name}.{what}.txt", functools.partial(self._text, f"{w.proxy_admin_url}/{what}"))
+        try:
+            istiod = api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
+        except Exception:  # noqa: BLE001
+            istiod = []
+        for pod in pods + istiod:
+            ns, name = _ns(pod), _name(pod)
+            spec = pod.get("spec") or {}
+            for c in list(spec.get("initContainers") or []) + list(spec.get("containers") or []):
+                cname = str(c.get("name", ""))
+                if cname not in ("istio-init", "istio-validation"):
+                    put(f"{ns}.{name}.{cname}.log", functools.partial(api.pod_log, ns, name, cname, 400))
+        for pod in istiod:
+            put(f"istiod.{_name(pod)}.syncz.json", functools.partial(self._syncz_text, _name(pod)))
+        namespaces = sorted({_ns(p) for p in pods} | {istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE})
+        for ns in namespaces:
+            put(f"events.{ns}.txt", functools.partial(self._events_text, ns))
+        return written
+
+    def _text(self, url: str) -> str:
+        return self._http.get(url, timeout=30).text
+
+    def _syncz_text(self, pod: str) -> str:
+        return json.dumps(self._istiod_get(pod, "/debug/syncz").json(), indent=1)
+
+    def _events_text(self, namespace: str) -> str:
+        return format_events(self.api.list("v1", "Event", namespace))
+
+
+def _expectations(applied: Iterable[Applied]) -> list[propagation.ConfigExpectation]:
+    """istiod must hold these Istio objects at their applied resourceVersions."""
+    return [
+        propagation.ConfigExpectation(a.ref.group, a.ref.kind, a.ref.namespace, a.ref.name, a.after)
+        for a in applied if a.ref.group in ISTIO_GROUPS
+    ]
+
+
+def _ref_key(ref: ObjectRef) -> tuple[str, str, str, str]:
+    return (ref.api_version, ref.kind, ref.namespace, ref.name)
+
+
+def container_ports_all(pod: Mapping[str, Any]) -> dict[str, int]:
+    """Every container's named ports, the sidecar's included (gateways run only the proxy)."""
+    out: dict[str, int] = {}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("containerPort") is not None:
+                out.setdefault(str(p.get("name") or p["containerPort"]), int(p["containerPort"]))
+    return out
+
+
+def ejected_hosts(clusters_text: str) -> dict[str, list[str]]:
+    """From Envoy's ``/clusters`` text: per upstream cluster, hosts flagged by outlier detection."""
+    out: dict[str, list[str]] = {}
+    for line in clusters_text.splitlines():
+        parts = line.split("::")
+        if len(parts) >= 4 and parts[2] == "health_flags" and "failed_outlier_check" in parts[3]:
+            out.setdefault(parts[0], []).append(parts[1])
+    return out
+
+
+def format_events(events: Sequence[Mapping[str, Any]]) -> str:
+    """Kubernetes Events as lines, oldest first: time, type, object, reason, message."""
+
+    def when(e: Mapping[str, Any]) -> str:
+        return str(e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp") or "")
+
+    lines = []
+    for e in sorted(events, key=when):
+        obj = e.get("involvedObject") or {}
+        lines.append(
+            f"{when(e)} {e.get('type', '')} {obj.get('kind', '')}/{obj.get('name', '')} "
+            f"{e.get('reason', '')} x{e.get('count') or 1}: {e.get('message', '')}".rstrip()
+        )
+    return "\n".join(lines) + ("\n" if lines else "")

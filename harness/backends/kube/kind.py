@@ -1,0 +1,188 @@
+"""A kind cluster for one run: created with the ingress NodePort mapped to a 127.0.0.1 host port.
+
+The cluster's kubeconfig goes to ``<state_dir>/kubeconfig`` (``kind create --kubeconfig``), so the
+user's own kubeconfig and current context are never touched. An existing cluster of the same name
+is adopted (that is how ``--keep-cluster`` reruns are fast); ``stop()`` deletes the cluster unless
+``keep`` is set.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+
+from harness import proc
+from harness.backends.kube.tools import Runner
+from harness.errors import BackendError, CommandFailed, ToolMissing
+
+KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
+INGRESS_NODE_PORT = 30080  # the ingress gateway's HTTP NodePort (see istio_install.operator_overlay)
+
+
+class KindState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+def kind_config(host_port: int, *, node_port: int = INGRESS_NODE_PORT, listen_address: str = "127.0.0.1") -> dict[str, Any]:
+    """A one-node cluster whose ``node_port`` is published on ``listen_address:host_port``."""
+    if not 0 < host_port < 65536:
+        raise ValueError(f"host port {host_port} is out of range")
+    return {
+        "kind": "Cluster",
+        "apiVersion": KIND_API_VERSION,
+        "nodes": [
+            {
+                "role": "control-plane",
+                "extraPortMappings": [
+                    {
+                        "containerPort": node_port,
+                        "hostPort": host_port,
+                        "listenAddress": listen_address,
+                        "protocol": "TCP",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def render_kind_config(host_port: int, **kw: Any) -> str:
+    return yaml.safe_dump(kind_config(host_port, **kw), sort_keys=False)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (kind binds it moments later; a clash fails clearly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def parse_docker_port(text: str) -> int | None:
+    """Host port from ``docker port`` output (``127.0.0.1:41234`` / ``[::]:41234`` lines)."""
+    for line in text.splitlines():
+        _, sep, port = line.strip().rpartition(":")
+        if sep and port.isdigit():
+            return int(port)
+    return None
+
+
+def cluster_names(text: str) -> list[str]:
+    """Names from ``kind get clusters`` (which says "No kind clusters found." on stderr when none)."""
+    return [line.strip() for line in text.splitlines() if line.strip() and " " not in line.strip()]
+
+
+class KindCluster:
+    """``with KindCluster(...) as c:`` creates (or adopts) the cluster; leaving deletes it unless ``keep``."""
+
+    def __init__(
+        self,
+        name: str,
+        state_dir: Path,
+        *,
+        kind: str,
+        docker: str,
+        keep: bool = False,
+        run: Runner = proc.run,
+        pick_port: Any = free_port,
+        create_timeout: float = 600.0,
+    ) -> None:
+        self.name = name
+        self.state_dir = state_dir
+        self.kind, self.docker = kind, docker
+        self.keep = keep
+        self._run = run
+        self._pick_port = pick_port
+        self._create_timeout = create_timeout
+        self.kubeconfig = state_dir / "kubeconfig"
+        self.config_path = state_dir / "kind-config.yaml"
+        self.created = False
+        self.ingress_port: int | None = None
+        self.state = KindState.NEW
+
+    @property
+    def context(self) -> str:
+        return f"kind-{self.name}"
+
+    @property
+    def node_container(self) -> str:
+        return f"{self.name}-control-plane"
+
+    # ---- argv ---------------------------------------------------------------------------------
+    def create_argv(self) -> list[str]:
+        return [
+            self.kind, "create", "cluster", "--name", self.name, "--config", str(self.config_path),
+            "--kubeconfig", str(self.kubeconfig), "--wait", "180s",
+        ]
+
+    def delete_argv(self) -> list[str]:
+        return [self.kind, "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig)]
+
+    def load_argv(self, image: str) -> list[str]:
+        return [self.kind, "load", "docker-image", image, "--name", self.name]
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        out = self._run([self.kind, "get", "clusters"], timeout=60)
+        return self.name in cluster_names(out.stdout)
+
+    def start(self) -> Self:
+        if self.state is not KindState.NEW:
+            raise BackendError(f"kind cluster {self.name!r} handle is {self.state.value}; create a new one")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.exists():
+            self.created = False
+        else:
+            host_port = int(self._pick_port())
+            self.config_path.write_text(render_kind_config(host_port))
+            try:
+                self._run(self.create_argv(), timeout=self._create_timeout)
+            except CommandFailed as e:
+                e.add_note(
+                    f"kind could not create cluster {self.name!r} (config {self.config_path}). If a half-made "
+                    f"cluster is left, remove it with `kind delete cluster --name {self.name}`"
+                )
+                raise
+            self.created = True
+        self.state = KindState.RUNNING
+        # Adopted clusters were created by an earlier run: write their kubeconfig here too.
+        out = self._run([self.kind, "get", "kubeconfig", "--name", self.name], timeout=60)
+        self.kubeconfig.write_text(out.stdout)
+        self.kubeconfig.chmod(0o600)
+        self.ingress_port = self._published_port()
+        return self
+
+    def _published_port(self) -> int | None:
+        try:
+            out = self._run(
+                [self.docker, "port", self.node_container, f"{INGRESS_NODE_PORT}/tcp"], timeout=30, check=False
+            )
+        except ToolMissing:
+            return None
+        return parse_docker_port(out.stdout) if out.returncode == 0 else None
+
+    def load_image(self, image: str) -> None:
+        self._run(self.load_argv(image), timeout=600)
+
+    def stop(self) -> None:
+        if self.state is KindState.STOPPED:
+            return
+        was_running = self.state is KindState.RUNNING
+        self.state = KindState.STOPPED
+        if was_running and not self.keep:
+            self._run(self.delete_argv(), timeout=300)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

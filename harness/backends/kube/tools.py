@@ -1,0 +1,275 @@
+"""The tools the kind/existing backends need: where they are, their versions, and how to get them.
+
+:func:`preflight` runs before anything touches a cluster and raises one
+:class:`~harness.errors.ToolMissing` naming the first missing piece (with every other missing
+piece in a note). :func:`doctor` reports the same facts without raising, for ``meshproof doctor``.
+Lookups go through an injectable ``which`` and subprocesses through an injectable runner with
+:func:`harness.proc.run`'s signature, so both are testable offline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from harness import proc
+from harness.doctor import ToolStatus
+from harness.errors import CommandFailed, MeshproofError, ToolMissing
+from harness.versions import ISTIO_RELEASES, IstioRelease
+
+
+class Runner(Protocol):
+    """What the kube backend needs of :func:`harness.proc.run`."""
+
+    def __call__(self, argv: Sequence[str], *, timeout: float = ..., check: bool = ...) -> proc.Completed: ...
+
+
+Which = Callable[[str], str]  # tool name -> absolute path, or "" when absent
+
+
+def default_which(tool: str) -> str:
+    return proc.which(tool)
+
+
+_VERSION = re.compile(r"v?(\d+\.\d+(?:\.\d+)?(?:-[0-9A-Za-z.]+)?)")
+
+
+def parse_version(text: str) -> str:
+    """The first version number in a tool's output (``kind v0.27.0 go1.23`` -> ``0.27.0``)."""
+    m = _VERSION.search(text)
+    return m.group(1) if m else ""
+
+
+def minor(release: IstioRelease) -> str:
+    """``1.30`` for release labels ``1.30`` or ``1.31-dev``-style ``1.31``."""
+    m = re.match(r"\d+\.\d+", release.label)
+    return m.group(0) if m else release.label
+
+
+def same_minor(version: str, line: str) -> bool:
+    """Whether ``1.30.2`` (or a ``1.30-alpha.<sha>`` dev build) belongs to the ``1.30`` line."""
+    return version == line or version.startswith((line + ".", line + "-"))
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    needed_for: str
+    how_to_get: str
+    version_argv: tuple[str, ...]
+
+
+DOCKER = Tool(
+    "docker",
+    "the kind cluster's nodes and building the sample image",
+    "install Docker Engine (https://docs.docker.com/engine/install/) or Docker Desktop and put `docker` on PATH",
+    ("version", "--format", "{{.Client.Version}}"),
+)
+KIND = Tool(
+    "kind",
+    "creating the kind cluster",
+    "install kind (`go install sigs.k8s.io/kind@latest`, or a release binary from "
+    "https://kind.sigs.k8s.io/docs/user/quick-start/#installation) and put it on PATH",
+    ("version",),
+)
+KUBECTL = Tool(
+    "kubectl",
+    "looking at the cluster by hand (optional: meshproof itself talks to the Kubernetes API)",
+    "install kubectl (https://kubernetes.io/docs/tasks/tools/) and put it on PATH",
+    ("version", "--client"),
+)
+
+
+def istioctl_tool(release: IstioRelease) -> Tool:
+    m = minor(release)
+    return Tool(
+        "istioctl",
+        f"installing Istio {release.label} into the kind cluster",
+        f"download Istio {m}.x (`curl -L https://istio.io/downloadIstio | ISTIO_VERSION={m}.0 sh -`, or a "
+        f"{m} dev build) and put its bin/ on PATH; `istioctl version --remote=false` must say {m}.x",
+        ("version", "--remote=false"),
+    )
+
+
+def docker_engine_missing(detail: str) -> ToolMissing:
+    err = ToolMissing(
+        "a running Docker engine",
+        "the kind cluster's nodes",
+        "start Docker (e.g. `sudo systemctl start docker`, or open Docker Desktop) and check that "
+        "`docker info` succeeds for your user",
+    )
+    if detail:
+        err.add_note(f"`docker info` said: {detail}")
+    return err
+
+
+@dataclass(frozen=True)
+class ToolPaths:
+    """Absolute paths of the tools found ("" when absent and not needed)."""
+
+    docker: str = ""
+    kind: str = ""
+    istioctl: str = ""
+    kubectl: str = ""
+    istioctl_version: str = ""
+
+
+def _tail(c: proc.Completed | CommandFailed) -> str:
+    text = (c.stderr or c.stdout).strip().splitlines()
+    return text[-1] if text else ""
+
+
+def tool_version(path: str, tool: Tool, run: Runner) -> str:
+    try:
+        out = run([path, *tool.version_argv], timeout=30, check=False)
+    except MeshproofError:
+        return ""
+    return parse_version(out.stdout + "\n" + out.stderr)
+
+
+def check_docker_engine(docker: str, run: Runner) -> str:
+    """The Docker server version; raises ToolMissing when the engine is not reachable."""
+    try:
+        out = run([docker, "info", "--format", "{{.ServerVersion}}"], timeout=60, check=False)
+    except MeshproofError as e:
+        raise docker_engine_missing(str(e)) from e
+    version = out.stdout.strip()
+    if out.returncode != 0 or not version or "error" in version.lower():
+        raise docker_engine_missing(_tail(out))
+    return version
+
+
+def preflight(
+    backend: str,
+    release: IstioRelease,
+    *,
+    which: Which = default_which,
+    run: Runner = proc.run,
+) -> ToolPaths:
+    """Check the tools ``backend`` ("kind" or "existing") needs; raise ToolMissing for what is missing.
+
+    kind needs docker (with a running engine), kind and an istioctl of the pinned Istio release.
+    existing needs none of them (Istio is already installed; the cluster is checked over its API);
+    docker and kind are used when present, to build and load the sample image into a kind context.
+    """
+    istioctl = istioctl_tool(release)
+    wanted = (DOCKER, KIND, istioctl) if backend == "kind" else ()
+    paths = {t.name: which(t.name) for t in (DOCKER, KIND, istioctl, KUBECTL)}
+    missing = [t for t in wanted if not paths[t.name]]
+    if missing:
+        first = missing[0]
+        err = ToolMissing(first.name, first.needed_for, first.how_to_get)
+        for t in missing[1:]:
+            err.add_note(f"also missing: {t.name} (needed for {t.needed_for}). Fix: {t.how_to_get}")
+        raise err
+    version = ""
+    if backend == "kind":
+        check_docker_engine(paths["docker"], run)
+        version = tool_version(paths["istioctl"], istioctl, run)
+        if not same_minor(version, minor(release)):
+            raise ToolMissing(
+                f"istioctl {minor(release)}.x",
+                f"installing Istio {release.label} (found istioctl {version or 'of unknown version'} "
+                f"at {paths['istioctl']})",
+                istioctl.how_to_get,
+            )
+    return ToolPaths(paths["docker"], paths["kind"], paths["istioctl"], paths["kubectl"], version)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    server_version: str
+    istio_version: str  # "" when no istiod runs in istio-system
+
+
+ClusterProbe = Callable[[str], ClusterInfo]  # kubeconfig context ("" = current) -> info, raises when unreachable
+
+
+def _status(tool: Tool, backend: str, which: Which, run: Runner) -> ToolStatus:
+    path = which(tool.name)
+    if not path:
+        return ToolStatus(tool.name, backend, tool.needed_for, False, how_to_get=tool.how_to_get)
+    return ToolStatus(tool.name, backend, tool.needed_for, True, tool_version(path, tool, run), path, tool.how_to_get)
+
+
+def doctor(
+    *,
+    release: IstioRelease | None = None,
+    context: str = "",
+    which: Which = default_which,
+    run: Runner = proc.run,
+    probe: ClusterProbe | None = None,
+) -> list[ToolStatus]:
+    """What the kind and existing backends need, found or not, with versions and how to get each.
+
+    ``probe`` checks the existing cluster (context ``context``, "" = current); by default it asks the
+    Kubernetes API. Nothing here raises: failures become entries with ``found=False``.
+    """
+    from harness.versions import DEFAULT_ISTIO
+
+    release = release or ISTIO_RELEASES[DEFAULT_ISTIO]
+    istioctl = istioctl_tool(release)
+    out: list[ToolStatus] = []
+
+    # kind
+    docker = _status(DOCKER, "kind", which, run)
+    out.append(docker)
+    engine_how = "start Docker and check that `docker info` succeeds"
+    if docker.found:
+        try:
+            server = check_docker_engine(docker.path, run)
+            out.append(ToolStatus("docker engine", "kind", DOCKER.needed_for, True, server, docker.path, engine_how))
+        except ToolMissing as e:
+            notes = " ".join(getattr(e, "__notes__", []))
+            out.append(ToolStatus("docker engine", "kind", f"{DOCKER.needed_for} ({notes})".strip(), False,
+                                  how_to_get=engine_how))
+    else:
+        out.append(ToolStatus("docker engine", "kind", DOCKER.needed_for, False, how_to_get=DOCKER.how_to_get))
+    out.append(_status(KIND, "kind", which, run))
+    ictl = _status(istioctl, "kind", which, run)
+    if ictl.found and not same_minor(ictl.version, minor(release)):
+        ictl = ToolStatus(
+            ictl.name, "kind", f"{ictl.needed_for} (found {ictl.version or 'unknown version'}, "
+            f"need {minor(release)}.x)", False, ictl.version, ictl.path, ictl.how_to_get,
+        )
+    out.append(ictl)
+    out.append(_status(KUBECTL, "kind", which, run))
+
+    # existing
+    out.append(_status(KUBECTL, "existing", which, run))
+    where = f"context {context!r}" if context else "the current kubeconfig context"
+    cluster_how = (
+        "point KUBECONFIG / --kube-context at a reachable cluster (check with `kubectl cluster-info`)"
+    )
+    istio_how = (
+        f"install Istio {release.label} into the cluster (`istioctl install --set profile=default -y`), "
+        "or use --backend kind"
+    )
+    probe = probe or api_probe
+    try:
+        info = probe(context)
+    except Exception as e:  # noqa: BLE001 - doctor reports, never raises
+        out.append(ToolStatus("cluster", "existing", f"the cluster of {where} ({e})", False, how_to_get=cluster_how))
+        out.append(ToolStatus("istiod", "existing", "the mesh's control plane", False, how_to_get=istio_how))
+        return out
+    out.append(ToolStatus("cluster", "existing", f"the cluster of {where}", True, info.server_version,
+                          how_to_get=cluster_how))
+    out.append(ToolStatus("istiod", "existing", "the mesh's control plane", bool(info.istio_version),
+                          info.istio_version, how_to_get=istio_how))
+    return out
+
+
+def api_probe(context: str) -> ClusterInfo:
+    """ClusterInfo of a kubeconfig context, over the Kubernetes API."""
+    from harness.backends.kube.api import ClusterApi
+    from harness.backends.kube.istio_install import find_istiod
+
+    api = ClusterApi(None, context or None, request_timeout=10)
+    try:
+        server = api.server_version()
+        istiod = find_istiod(api)
+        return ClusterInfo(server, istiod.version if istiod else "")
+    finally:
+        api.close()

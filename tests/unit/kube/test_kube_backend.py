@@ -1,0 +1,369 @@
+"""KubeBackend end to end over fakes: a dict-backed cluster, an httpx.MockTransport istiod, a fake runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from harness.backends.base import Backend, Fault, State
+from harness.backends.kube.backend import (
+    KubeBackend,
+    container_ports,
+    deployment_of,
+    ejected_hosts,
+    format_events,
+    has_sidecar,
+    service_target_port,
+)
+from harness.backends.kube.relay import RELAY_NAMESPACE
+from harness.errors import StateError, ToolMissing
+from harness.settings import Settings
+from harness.versions import DEFAULT_ISTIO
+
+from .fakes import ALL_TOOLS, GOOD_REPLIES, FakeCluster, FakeRunner, which_from
+
+MANIFESTS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: sample, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: sample}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 3000, targetPort: http}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: sample}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web, version: v1}}
+  template:
+    metadata: {labels: {app: web, version: v1}}
+    spec:
+      serviceAccountName: web
+      containers:
+      - name: web
+        image: meshproof/microservice-1:dev
+        ports: [{name: http, containerPort: 3000}, {name: admin, containerPort: 3001}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client, namespace: other}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}}
+    spec:
+      serviceAccountName: client
+      containers:
+      - name: client
+        image: meshproof/microservice-1:dev
+        ports: [{name: http, containerPort: 3000}, {name: admin, containerPort: 3001}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: sample}
+spec:
+  hosts: [web]
+  http: [{route: [{destination: {host: web}}]}]
+"""
+
+VS_EDIT = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: sample}
+spec:
+  hosts: [web]
+  http: [{route: [{destination: {host: web, subset: v1}}]}]
+"""
+
+DR = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: sample}
+spec: {host: web}
+"""
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Path:
+    d = tmp_path / "manifests"
+    d.mkdir()
+    (d / "10-sample.yaml").write_text(MANIFESTS)
+    return d
+
+
+def settings(tmp_path: Path, manifests: Path, backend: str = "existing", **kw: Any) -> Settings:
+    return Settings(backend=backend, state_dir=tmp_path / "state", manifests=manifests, istio_version=DEFAULT_ISTIO,
+                    ready_timeout=10.0, **kw)
+
+
+def make(tmp_path: Path, manifests: Path, api: FakeCluster, backend: str = "existing", run: FakeRunner | None = None,
+         which: dict[str, str] | None = None, **kw: Any) -> tuple[KubeBackend, list[tuple[str | None, str | None]]]:
+    connects: list[tuple[str | None, str | None]] = []
+
+    def factory(kubeconfig: str | None, context: str | None) -> FakeCluster:
+        connects.append((kubeconfig, context))
+        return api
+
+    sample_dir = tmp_path / "sample-service"
+    sample_dir.mkdir(exist_ok=True)
+    (sample_dir / "Dockerfile").write_text("FROM scratch\n")
+    b = KubeBackend(settings(tmp_path, manifests, backend, **kw), which=which_from(which or {}),
+                    run=run or FakeRunner(), api_factory=factory,
+                    http=httpx.Client(transport=api.transport()), sample_dir=sample_dir)
+    return b, connects
+
+
+@pytest.fixture
+def running(tmp_path: Path, manifests: Path) -> Iterator[tuple[KubeBackend, FakeCluster]]:
+    api = FakeCluster()
+    b, _ = make(tmp_path, manifests, api)
+    with b.up():
+        yield b, api
+
+
+# ---- pure helpers -----------------------------------------------------------------------------
+
+POD = {
+    "metadata": {"name": "web-6f7d8-00001", "namespace": "sample", "labels": {"app": "web", "pod-template-hash": "6f7d8"},
+                 "ownerReferences": [{"kind": "ReplicaSet", "name": "web-6f7d8"}]},
+    "spec": {"containers": [{"name": "web", "ports": [{"name": "http", "containerPort": 3000},
+                                                      {"containerPort": 9090}]},
+                            {"name": "istio-proxy", "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]}]},
+}
+
+
+def test_pod_helpers() -> None:
+    assert deployment_of(POD) == "web"
+    assert deployment_of({"metadata": {"name": "bare"}}) == "bare"
+    assert has_sidecar(POD)
+    native = {"spec": {"initContainers": [{"name": "istio-proxy", "restartPolicy": "Always"}], "containers": []}}
+    assert has_sidecar(native)
+    assert container_ports(POD) == {"http": 3000, "9090": 9090}
+
+
+def test_service_target_port_resolves_names_and_namespaces() -> None:
+    svc = {"metadata": {"name": "web", "namespace": "sample"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}
+    assert service_target_port([svc], POD) == 3000
+    elsewhere = {**svc, "metadata": {"name": "web", "namespace": "other"}}
+    assert service_target_port([elsewhere], POD) == 0
+    numeric = {**svc, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    assert service_target_port([numeric], POD) == 80
+
+
+def test_ejected_hosts_and_events() -> None:
+    text = ("outbound|3000||web.sample.svc.cluster.local::10.0.0.1:3000::health_flags::/failed_outlier_check\n"
+            "outbound|3000||web.sample.svc.cluster.local::10.0.0.2:3000::health_flags::healthy\n")
+    assert ejected_hosts(text) == {"outbound|3000||web.sample.svc.cluster.local": ["10.0.0.1:3000"]}
+    ev = [{"lastTimestamp": "2026-11-25T17:00:02Z", "type": "Warning", "reason": "BackOff", "count": 3,
+           "involvedObject": {"kind": "Pod", "name": "web-1"}, "message": "Back-off pulling image"}]
+    assert format_events(ev) == "2026-11-25T17:00:02Z Warning Pod/web-1 BackOff x3: Back-off pulling image\n"
+
+
+# ---- lifecycle --------------------------------------------------------------------------------
+
+
+def test_is_a_backend(tmp_path: Path, manifests: Path) -> None:
+    b, _ = make(tmp_path, manifests, FakeCluster())
+    assert isinstance(b, Backend)
+    assert b.name == "existing"
+
+
+def test_preflight_failure_leaves_nothing_behind(tmp_path: Path, manifests: Path) -> None:
+    b, connects = make(tmp_path, manifests, FakeCluster(), backend="kind")
+    with pytest.raises(ToolMissing) as info:
+        b.up()
+    assert info.value.tool == "docker"
+    assert connects == [] and not b.marker.exists() and b.state is State.STOPPED
+
+
+def test_unreachable_cluster_is_a_tool_missing(tmp_path: Path, manifests: Path) -> None:
+    b, _ = make(tmp_path, manifests, FakeCluster(reachable=False), kube_context="prod")
+    with pytest.raises(ToolMissing) as info:
+        b.up()
+    assert info.value.tool == "a reachable Kubernetes cluster (context 'prod')"
+    assert "kubectl cluster-info --context prod" in info.value.how_to_get
+    assert not b.marker.exists()
+
+
+def test_existing_cluster_without_istio(tmp_path: Path, manifests: Path) -> None:
+    api = FakeCluster(istio=False)
+    b, _ = make(tmp_path, manifests, api)
+    with pytest.raises(ToolMissing, match="Istio"):
+        b.up()
+    assert not [k for k in api.objects if k[1] == "Namespace"]  # nothing applied
+
+
+def test_up_on_existing_then_down_removes_only_what_it_created(tmp_path: Path, manifests: Path) -> None:
+    api = FakeCluster()
+    api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})  # the user's own
+    b, connects = make(tmp_path, manifests, api)
+    messages: list[str] = []
+    b.progress = messages.append
+    with b.up():
+        assert b.state is State.RUNNING
+        assert connects == [(None, None)]
+        info = json.loads(b.marker.read_text())
+        assert info["backend"] == "existing" and info["phase"] == "running" and info["tracing"] is True
+        created = {tuple(k) for k in info["created"]}
+        assert ("v1", "Namespace", "", "sample") in created and ("v1", "Namespace", "", "other") not in created
+        assert ("apps/v1", "Deployment", RELAY_NAMESPACE, "sidecar-relay") in created
+        assert any("not a kind cluster" in m for m in messages)
+        assert any("warning: istiod runs Istio 1.30.1" in m for m in messages)
+    deleted = {str(r) for r in api.deleted}
+    assert {"Namespace/sample", "VirtualService/sample/web", f"Namespace/{RELAY_NAMESPACE}"} <= deleted
+    assert "Namespace/other" not in deleted
+    assert not b.marker.exists() and b.state is State.STOPPED and api.closed
+
+
+def test_up_refuses_a_recorded_mesh(tmp_path: Path, manifests: Path) -> None:
+    b, _ = make(tmp_path, manifests, FakeCluster())
+    b.marker.parent.mkdir(parents=True)
+    b.marker.write_text('{"backend": "existing", "phase": "running"}')
+    with pytest.raises(StateError, match="meshproof down"):
+        b.up()
+
+
+def test_workloads(running: tuple[KubeBackend, FakeCluster]) -> None:
+    b, _ = running
+    ws = b.workloads()
+    assert [(w.namespace, w.deployment, w.role) for w in ws] == [
+        ("other", "client", "client"), ("sample", "web", "app"), ("sample", "web", "app"),
+        ("istio-system", "istio-ingressgateway", "gateway"),
+    ]
+    web = ws[1]
+    assert web.version == "v1" and web.service_account == "web" and web.address.startswith("10.244.")
+    for url in (web.app_url, web.admin_url, web.sidecar_url, web.proxy_admin_url):
+        assert url.startswith("http://127.0.0.1:")
+    assert len({web.app_url, web.admin_url, web.sidecar_url, web.proxy_admin_url}) == 4
+    assert ws[0].sidecar_url == ""  # a client: no Service selects it
+    gw = ws[-1]
+    assert gw.app_url == "" and gw.proxy_admin_url.startswith("http://127.0.0.1:")
+    assert b.workloads()[1].app_url == web.app_url  # forwards are reused
+    assert b.workload("sample/web") == web and b.workload(web.name) == web and b.workload("ingress") == gw
+    with pytest.raises(StateError, match="no workload 'nope'"):
+        b.workload("nope")
+    assert b.service_url("web", "sample", 3000) == "http://web.sample.svc.cluster.local:3000"
+    assert b.trace_query_url() is None  # the fake runs no Jaeger pod
+    assert b.config_dir() is None
+
+
+def test_sidecar_url_goes_through_the_relay(running: tuple[KubeBackend, FakeCluster]) -> None:
+    b, api = running
+    web = b.workload("sample/web")
+    with pytest.raises(httpx.HTTPError):  # the fake stream closes at once; what matters is where it went
+        httpx.get(web.sidecar_url + "/", timeout=5)
+    assert api.opened[-1][0] == RELAY_NAMESPACE and api.opened[-1][2] == 15999
+
+
+def test_faults_go_to_the_admin_port(running: tuple[KubeBackend, FakeCluster]) -> None:
+    b, _ = running
+    b.inject_fault("sample/web", Fault(status=503, rate=0.5))
+    b.clear_fault("sample/web")
+
+
+def test_apply_and_delete_wait_for_propagation(running: tuple[KubeBackend, FakeCluster], tmp_path: Path) -> None:
+    b, api = running
+    (tmp_path / "vs.yaml").write_text(VS_EDIT)
+    (tmp_path / "dr.yaml").write_text(DR)
+    writes = api.istio_writes
+    assert b.apply([tmp_path / "vs.yaml", tmp_path / "dr.yaml"]) >= 0
+    assert api.istio_writes == writes + 2
+    assert b.apply([tmp_path / "vs.yaml"]) < 1.0  # unchanged: nothing to wait for
+    b.delete([tmp_path / "dr.yaml"])
+    assert ("networking.istio.io", "DestinationRule", "sample", "web") not in api.objects
+    with pytest.raises(StateError, match="not applied"):
+        b.delete([tmp_path / "dr.yaml"])
+
+
+def test_kill_and_restart(running: tuple[KubeBackend, FakeCluster]) -> None:
+    b, _ = running
+    victim = b.workload("sample/web")
+    b.kill(victim.ref)
+    names = [w.name for w in b.workloads() if w.deployment == "web"]
+    assert victim.name not in names and len(names) == 2
+    b.restart(victim.ref)
+    assert victim.name not in [w.name for w in b.workloads()]
+
+
+def test_diagnostics(running: tuple[KubeBackend, FakeCluster], tmp_path: Path) -> None:
+    b, _ = running
+    files = {p.name for p in b.diagnostics(tmp_path / "diag")}
+    web = b.workload("sample/web")
+    assert f"sample.{web.name}.config_dump.txt" in files
+    assert f"sample.{web.name}.web.log" in files
+    assert "istiod.istiod-5d4c-abcde.syncz.json" in files
+    assert "events.sample.txt" in files
+
+
+def test_attach_to_a_detached_mesh(tmp_path: Path, manifests: Path) -> None:
+    api = FakeCluster()
+    b, _ = make(tmp_path, manifests, api)
+    b.up(detach=True)
+    b.__exit__(None, None, None)  # detached: the mesh stays
+    assert b.marker.exists()
+    other, connects = make(tmp_path, manifests, api)
+    with other.attach():
+        assert connects == [(None, None)]
+        assert len(other.workloads()) == 4
+    assert not other.marker.exists()
+
+
+def test_kind_flow(tmp_path: Path, manifests: Path) -> None:
+    api = FakeCluster(istio_version="1.29.0")  # a different Istio: install the pinned one
+    replies = {
+        **GOOD_REPLIES,
+        "/opt/istio/bin/istioctl version": (0, "client version: 1.31.0\n", ""),
+        "/usr/bin/kind get clusters": (0, "", "No kind clusters found.\n"),
+        "/usr/bin/kind get kubeconfig": (0, "apiVersion: v1\nkind: Config\n", ""),
+        "/usr/bin/docker port": (0, "127.0.0.1:41234\n", ""),
+    }
+    run = FakeRunner(replies)
+    b, connects = make(tmp_path, manifests, api, backend="kind", run=run, which=ALL_TOOLS)
+    with b.up():
+        state = tmp_path / "state"
+        assert connects == [(str(state / "kubeconfig"), "kind-meshproof")]
+        assert b.ingress_url() == "http://127.0.0.1:41234"
+        verbs = [" ".join(a[:3]) for a in run.calls]
+        assert "/usr/bin/kind create cluster" in verbs
+        install = next(a for a in run.calls if a[1:2] == ["install"])
+        assert install[:5] == ["/opt/istio/bin/istioctl", "install", "--skip-confirmation", "--set", "profile=default"]
+        assert install[install.index("--context") + 1] == "kind-meshproof"
+        assert (state / "istio-operator.yaml").is_file()
+        assert ["/usr/bin/docker", "build", "-t", "meshproof/microservice-1:dev", str(tmp_path / "sample-service")] in run.calls
+        assert ["/usr/bin/kind", "load", "docker-image", "meshproof/microservice-1:dev", "--name", "meshproof"] in run.calls
+        assert verbs.index("/usr/bin/kind create cluster") < verbs.index("/opt/istio/bin/istioctl install --skip-confirmation")
+    assert run.calls[-1][:3] == ["/usr/bin/kind", "delete", "cluster"]
+    assert not b.marker.exists()
+
+
+def test_kind_keep_cluster(tmp_path: Path, manifests: Path) -> None:
+    api = FakeCluster(istio_version="1.31.0")  # already installed: no istioctl install
+    replies = {
+        **GOOD_REPLIES,
+        "/opt/istio/bin/istioctl version": (0, "client version: 1.31.0\n", ""),
+        "/usr/bin/kind get clusters": (0, "meshproof\n", ""),
+        "/usr/bin/kind get kubeconfig": (0, "apiVersion: v1\nkind: Config\n", ""),
+        "/usr/bin/docker port": (0, "127.0.0.1:41234\n", ""),
+    }
+    run = FakeRunner(replies)
+    b, _ = make(tmp_path, manifests, api, backend="kind", run=run, which=ALL_TOOLS, keep_cluster=True)
+    with b.up():
+        pass
+    assert not any(a[1:2] == ["install"] for a in run.calls)
+    assert not any(a[1:3] in (["create", "cluster"], ["delete", "cluster"]) for a in run.calls)
