@@ -73,7 +73,9 @@ class KubeApi(Protocol):
 
     def get(self, ref: ObjectRef) -> dict[str, Any] | None: ...
 
-    def list(self, api_version: str, kind: str, namespace: str = "", label_selector: str = "") -> list[dict[str, Any]]:
+    def list(
+        self, api_version: str, kind: str, namespace: str = "", label_selector: str = ""
+    ) -> list[dict[str, Any]]:
         """Objects of a kind; ``namespace`` "" lists every namespace."""
         ...
 
@@ -216,11 +218,15 @@ class ClusterApi:
         out: dict[str, Any] = obj.to_dict()
         return out
 
-    def list(self, api_version: str, kind: str, namespace: str = "", label_selector: str = "") -> list[dict[str, Any]]:
+    def list(
+        self, api_version: str, kind: str, namespace: str = "", label_selector: str = ""
+    ) -> list[dict[str, Any]]:
         res = self._resource(api_version, kind)
         try:
             obj = res.get(
-                namespace=namespace or None, label_selector=label_selector or None, _request_timeout=self._timeout
+                namespace=namespace or None,
+                label_selector=label_selector or None,
+                _request_timeout=self._timeout,
             )
         except Exception as e:
             raise self._error(f"list {kind} in {namespace or 'all namespaces'}", e) from e

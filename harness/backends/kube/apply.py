@@ -19,15 +19,28 @@ from harness.backends.kube.api import KubeApi, ObjectRef
 from harness.backends.kube.tools import Runner
 from harness.errors import BackendError, UserError
 
+Clock = wait._Clock  # now() and sleep(): injectable so tests run without waiting
+
 SAMPLE_IMAGE = "meshproof/microservice-1:dev"
 SAMPLE_SERVICE_DIR = Path(__file__).resolve().parents[3] / "sample-service"
 
 # Kinds that have no namespace; anything else without metadata.namespace lands in "default".
 CLUSTER_SCOPED = frozenset(
     {
-        "Namespace", "Node", "PersistentVolume", "StorageClass", "CustomResourceDefinition", "ClusterRole",
-        "ClusterRoleBinding", "PriorityClass", "IngressClass", "GatewayClass", "APIService",
-        "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "RuntimeClass",
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "StorageClass",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "PriorityClass",
+        "IngressClass",
+        "GatewayClass",
+        "APIService",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "RuntimeClass",
     }
 )
 
@@ -35,8 +48,20 @@ CLUSTER_SCOPED = frozenset(
 # Services and workloads it refers to (istiod accepts it either way, but the order keeps
 # "not found" warnings out of its logs).
 _ORDER = [
-    "Namespace", "CustomResourceDefinition", "ServiceAccount", "Secret", "ConfigMap", "ClusterRole",
-    "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment", "StatefulSet", "DaemonSet", "Job",
+    "Namespace",
+    "CustomResourceDefinition",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
     "Pod",
 ]
 _RANK = {k: i for i, k in enumerate(_ORDER)}
@@ -122,18 +147,26 @@ def delete_objects(api: KubeApi, objs: Iterable[Mapping[str, Any]]) -> list[Obje
     return gone
 
 
-def wait_gone(api: KubeApi, refs: Sequence[ObjectRef], *, timeout: float) -> None:
+def wait_gone(
+    api: KubeApi, refs: Sequence[ObjectRef], *, timeout: float, clock: Clock = wait.REAL_CLOCK
+) -> None:
+    left: list[ObjectRef] = []
+
     def check() -> bool:
-        left = [r for r in refs if api.get(r) is not None]
-        check_last[0] = ", ".join(str(r) for r in left[:5])
+        left[:] = [r for r in refs if api.get(r) is not None]
         return not left
 
-    check_last = [""]
     try:
-        wait.until(check, what=f"{len(refs)} deleted objects to disappear", timeout=timeout, interval=1.0,
-                   hint="objects with finalizers (e.g. Namespaces) can take a while")
+        wait.until(
+            check,
+            what=f"{len(refs)} deleted objects to disappear",
+            timeout=timeout,
+            interval=1.0,
+            hint="objects with finalizers (e.g. Namespaces) can take a while",
+            clock=clock,
+        )
     except BaseException as e:
-        e.add_note(f"still present: {check_last[0]}")
+        e.add_note("still present: " + ", ".join(str(r) for r in left[:5]))
         raise
 
 
@@ -192,8 +225,11 @@ def pod_problems(pod: Mapping[str, Any], *, local_image_prefix: str = "meshproof
             continue
         image = str(cs.get("image", ""))
         fatal = reason in FATAL_WAITING or (reason in PULL_WAITING and image.startswith(local_image_prefix))
-        out.append(PodProblem(name, str(cs.get("name", "")), reason, str(waiting.get("message") or "")[:200],
-                              image, fatal))
+        out.append(
+            PodProblem(
+                name, str(cs.get("name", "")), reason, str(waiting.get("message") or "")[:200], image, fatal
+            )
+        )
     return out
 
 
@@ -201,7 +237,9 @@ def selector_string(match_labels: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
 
 
-def wait_deployments_ready(api: KubeApi, refs: Sequence[ObjectRef], *, timeout: float) -> None:
+def wait_deployments_ready(
+    api: KubeApi, refs: Sequence[ObjectRef], *, timeout: float, clock: Clock = wait.REAL_CLOCK
+) -> None:
     """Block until every Deployment in ``refs`` has rolled out; fail fast on pods that cannot start."""
     deps = [r for r in refs if r.kind == "Deployment"]
     if not deps:
@@ -229,8 +267,14 @@ def wait_deployments_ready(api: KubeApi, refs: Sequence[ObjectRef], *, timeout: 
         return not pending
 
     try:
-        wait.until(check, what=f"{len(deps)} Deployments to be ready", timeout=timeout, interval=1.0,
-                   hint="`kubectl describe pod` on the pods named above")
+        wait.until(
+            check,
+            what=f"{len(deps)} Deployments to be ready",
+            timeout=timeout,
+            interval=1.0,
+            hint="`kubectl describe pod` on the pods named above",
+            clock=clock,
+        )
     except BaseException as e:
         if last:
             e.add_note("not ready:\n  " + "\n  ".join(last[:20]))
@@ -255,8 +299,9 @@ def build_argv(docker: str, context_dir: Path, tag: str = SAMPLE_IMAGE) -> list[
     return [docker, "build", "-t", tag, str(context_dir)]
 
 
-def build_image(docker: str, *, context_dir: Path = SAMPLE_SERVICE_DIR, tag: str = SAMPLE_IMAGE,
-                run: Runner = proc.run) -> None:
+def build_image(
+    docker: str, *, context_dir: Path = SAMPLE_SERVICE_DIR, tag: str = SAMPLE_IMAGE, run: Runner = proc.run
+) -> None:
     if not (context_dir / "Dockerfile").is_file():
         raise UserError(
             f"no Dockerfile in {context_dir}: cannot build {tag}. Fix: run meshproof from its source tree "

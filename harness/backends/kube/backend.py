@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import json
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -39,6 +38,7 @@ from harness.backends.kube.apply import (
     SAMPLE_IMAGE,
     SAMPLE_SERVICE_DIR,
     Applied,
+    Clock,
     apply_objects,
     build_image,
     delete_objects,
@@ -87,7 +87,10 @@ def deployment_of(pod: Mapping[str, Any]) -> str:
 
 def has_sidecar(pod: Mapping[str, Any]) -> bool:
     spec = pod.get("spec") or {}
-    return any(c.get("name") == SIDECAR for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or []))
+    return any(
+        c.get("name") == SIDECAR
+        for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    )
 
 
 def container_ports(pod: Mapping[str, Any]) -> dict[str, int]:
@@ -163,6 +166,7 @@ class KubeBackend:
         api_factory: ApiFactory | None = None,
         http: httpx.Client | None = None,
         sample_dir: Path = SAMPLE_SERVICE_DIR,
+        clock: Clock = wait.REAL_CLOCK,
     ) -> None:
         if settings.backend not in ("kind", "existing"):
             raise UserError(f"KubeBackend runs backends kind and existing, not {settings.backend!r}")
@@ -174,6 +178,7 @@ class KubeBackend:
         self._api_factory = api_factory or self._default_api
         self._http = http or httpx.Client(timeout=10.0, trust_env=False)
         self._sample_dir = sample_dir
+        self._clock = clock
         self.state = State.NEW
         self.detached = False
         self._api: KubeApi | None = None
@@ -198,7 +203,9 @@ class KubeBackend:
         tmp.replace(self.marker)
 
     def _default_api(self, kubeconfig: str | None, context: str | None) -> KubeApi:
-        return ClusterApi(kubeconfig, context, discovery_cache=self.settings.state_dir / "discovery-cache.json")
+        return ClusterApi(
+            kubeconfig, context, discovery_cache=self.settings.state_dir / "discovery-cache.json"
+        )
 
     @property
     def api(self) -> KubeApi:
@@ -217,6 +224,9 @@ class KubeBackend:
     def __exit__(self, *exc: object) -> None:
         if not self.detached:
             self.down()
+            return
+        # A detached mesh outlives this process; this process's port-forwards do not.
+        self._close_forwards()
 
     def up(self, *, detach: bool = False) -> Self:
         if self.state is not State.NEW:
@@ -248,17 +258,34 @@ class KubeBackend:
         if s.backend == "kind":
             self.progress(f"kind cluster {s.kind_cluster}")
             self._cluster = KindCluster(
-                s.kind_cluster, s.state_dir, kind=tools.kind, docker=tools.docker, keep=s.keep_cluster, run=self._run
+                s.kind_cluster,
+                s.state_dir,
+                kind=tools.kind,
+                docker=tools.docker,
+                keep=s.keep_cluster,
+                run=self._run,
             )
-            self._save(backend=self.name, phase="starting", istio=self.release.label, kind_cluster=s.kind_cluster)
+            self._save(
+                backend=self.name, phase="starting", istio=self.release.label, kind_cluster=s.kind_cluster
+            )
             self._cluster.start()
             kubeconfig, context = str(self._cluster.kubeconfig), self._cluster.context
-            self._save(kubeconfig=kubeconfig, context=context, ingress_port=self._cluster.ingress_port,
-                       created_cluster=self._cluster.created)
+            self._save(
+                kubeconfig=kubeconfig,
+                context=context,
+                ingress_port=self._cluster.ingress_port,
+                created_cluster=self._cluster.created,
+            )
         else:
             kubeconfig, context = "", s.kube_context
-            self._save(backend=self.name, phase="starting", istio=self.release.label, kubeconfig="", context=context,
-                       created=[])
+            self._save(
+                backend=self.name,
+                phase="starting",
+                istio=self.release.label,
+                kubeconfig="",
+                context=context,
+                created=[],
+            )
         self._connect(kubeconfig or None, context or None)
 
         self._install_istio(tools, kubeconfig, context)
@@ -271,10 +298,11 @@ class KubeBackend:
         applied = apply_objects(self.api, objs)
         self._remember(objs)
         self.progress("waiting for Deployments")
-        wait_deployments_ready(self.api, [a.ref for a in applied], timeout=s.ready_timeout)
+        wait_deployments_ready(self.api, [a.ref for a in applied], timeout=s.ready_timeout, clock=self._clock)
         if not self._gateway_pods():
             raise ToolMissing(
-                f"an ingress gateway (pods labelled {GATEWAY_SELECTOR})", f"backend {self.name}",
+                f"an ingress gateway (pods labelled {GATEWAY_SELECTOR})",
+                f"backend {self.name}",
                 "install Istio with its default profile, which includes istio-ingressgateway",
             )
         self.progress("waiting for every proxy to be in sync")
@@ -289,9 +317,11 @@ class KubeBackend:
             version = self._api.server_version()
         except BackendError as e:
             raise ToolMissing(
-                f"a reachable Kubernetes cluster ({where})", f"backend {self.name}",
+                f"a reachable Kubernetes cluster ({where})",
+                f"backend {self.name}",
                 "start the cluster or fix the kubeconfig; `kubectl cluster-info"
-                + (f" --context {context}" if context else "") + "` must succeed",
+                + (f" --context {context}" if context else "")
+                + "` must succeed",
             ) from e
         self._context = str(getattr(self._api, "context", "") or context or "")
         self.progress(f"cluster {where}: Kubernetes {version}")
@@ -309,7 +339,9 @@ class KubeBackend:
         if self.settings.backend == "existing":
             istiod = istio_install.require_installed(self.api, self.release)
             if istiod.version and not same_minor(istiod.version, minor(self.release)):
-                self.progress(f"warning: istiod runs Istio {istiod.version}, meshproof pins {self.release.label}")
+                self.progress(
+                    f"warning: istiod runs Istio {istiod.version}, meshproof pins {self.release.label}"
+                )
             return
         current = istio_install.find_istiod(self.api)
         if current and current.ready and same_minor(current.version, minor(self.release)):
@@ -317,18 +349,22 @@ class KubeBackend:
             return
         self.progress(f"installing Istio {tools.istioctl_version or self.release.label} with istioctl")
         istio_install.install(
-            tools.istioctl, self.settings.state_dir, kubeconfig=kubeconfig, context=context,
-            ingress_node_port=INGRESS_NODE_PORT, run=self._run,
+            tools.istioctl,
+            self.settings.state_dir,
+            kubeconfig=kubeconfig,
+            context=context,
+            ingress_node_port=INGRESS_NODE_PORT,
+            run=self._run,
             readiness_timeout=max(self.settings.ready_timeout, 300.0),
         )
-        istio_install.wait_istiod_ready(self.api, timeout=self.settings.ready_timeout)
+        istio_install.wait_istiod_ready(self.api, timeout=self.settings.ready_timeout, clock=self._clock)
 
     def _image(self, tools: ToolPaths, context: str) -> None:
         cluster_name = ""
         if self._cluster is not None:
             cluster_name = self._cluster.name
         elif context.startswith("kind-") and tools.docker and tools.kind:
-            cluster_name = context[len("kind-"):]
+            cluster_name = context[len("kind-") :]
         if not cluster_name or not tools.docker or not tools.kind:
             self.progress(
                 f"not building {SAMPLE_IMAGE}: context {context or '(current)'} is not a kind cluster; "
@@ -346,15 +382,26 @@ class KubeBackend:
     def _wait_ingress(self) -> None:
         url = self.ingress_url()
         answers = functools.partial(self._answers("/"), url)
-        wait.until(answers, what=f"the ingress gateway at {url} to answer", timeout=self.settings.ready_timeout,
-                   interval=0.5, retry_on=(httpx.HTTPError,), hint="check the istio-ingressgateway pods and Service")
+        wait.until(
+            answers,
+            what=f"the ingress gateway at {url} to answer",
+            timeout=self.settings.ready_timeout,
+            interval=0.5,
+            retry_on=(httpx.HTTPError,),
+            hint="check the istio-ingressgateway pods and Service",
+            clock=self._clock,
+        )
 
     def attach(self) -> Self:
         if not self.marker.is_file():
-            raise StateError(f"no mesh is recorded in state dir {self.settings.state_dir}. Fix: meshproof up --detach")
+            raise StateError(
+                f"no mesh is recorded in state dir {self.settings.state_dir}. Fix: meshproof up --detach"
+            )
         info = json.loads(self.marker.read_text())
         if info.get("backend") != self.name:
-            raise StateError(f"the mesh in {self.settings.state_dir} is a {info.get('backend')!r} mesh, not {self.name!r}")
+            raise StateError(
+                f"the mesh in {self.settings.state_dir} is a {info.get('backend')!r} mesh, not {self.name!r}"
+            )
         if info.get("phase") != "running":
             raise StateError(
                 f"the mesh in {self.settings.state_dir} did not finish starting. Fix: meshproof down, then up again"
@@ -384,7 +431,9 @@ class KubeBackend:
             self.marker.unlink(missing_ok=True)
         self.state = State.STOPPED
         if errors:
-            raise BackendError("tearing down the mesh failed: " + "; ".join(errors) + f" (state kept in {self.marker})")
+            raise BackendError(
+                "tearing down the mesh failed: " + "; ".join(errors) + f" (state kept in {self.marker})"
+            )
 
     def _teardown(self, info: Mapping[str, Any]) -> None:
         if info.get("backend") == "kind":
@@ -393,8 +442,16 @@ class KubeBackend:
                 return
             kind = self._which("kind")
             if not kind:
-                raise ToolMissing("kind", f"deleting kind cluster {info.get('kind_cluster')}", "put kind on PATH")
-            argv = [kind, "delete", "cluster", "--name", str(info.get("kind_cluster") or self.settings.kind_cluster)]
+                raise ToolMissing(
+                    "kind", f"deleting kind cluster {info.get('kind_cluster')}", "put kind on PATH"
+                )
+            argv = [
+                kind,
+                "delete",
+                "cluster",
+                "--name",
+                str(info.get("kind_cluster") or self.settings.kind_cluster),
+            ]
             if info.get("kubeconfig"):
                 argv += ["--kubeconfig", str(info["kubeconfig"])]
             self._run(argv, timeout=300)
@@ -404,14 +461,27 @@ class KubeBackend:
             return
         if self._api is None:
             self._connect(info.get("kubeconfig") or None, info.get("context") or None)
-        objs = [{"apiVersion": r.api_version, "kind": r.kind, "metadata": {"name": r.name, "namespace": r.namespace}}
-                for r in created]
+        objs = [
+            {
+                "apiVersion": r.api_version,
+                "kind": r.kind,
+                "metadata": {"name": r.name, "namespace": r.namespace},
+            }
+            for r in created
+        ]
         self.progress(f"deleting {len(objs)} objects this backend created")
         delete_objects(self.api, objs)
 
     # ---- port-forwards ----------------------------------------------------------------------
     def _forward(
-        self, namespace: str, pod: str, port: int, *, via: bytes = b"", ready_path: str = "/", ready_within: float = 0.0
+        self,
+        namespace: str,
+        pod: str,
+        port: int,
+        *,
+        via: bytes = b"",
+        ready_path: str = "/",
+        ready_within: float = 0.0,
     ) -> PortForward:
         """The port-forward to ``pod:port`` (made on first use). With ``ready_within`` a new forward is
         first checked to answer HTTP at ``ready_path``; otherwise a stream opens only on first connection."""
@@ -434,7 +504,7 @@ class KubeBackend:
                 pf = PortForward(opener, what=what, preamble=via, ready=self._answers(ready_path)).start()
                 if ready_within:
                     try:
-                        pf.wait_ready(timeout=ready_within)
+                        pf.wait_ready(timeout=ready_within, clock=self._clock)
                     except BaseException:
                         pf.stop()
                         raise
@@ -487,7 +557,9 @@ class KubeBackend:
         deployments = {(_ns(d), _name(d)) for d in self._kinds("Deployment")}
         pods: list[dict[str, Any]] = []
         for ns in sorted({ns for ns, _ in deployments}):
-            pods += [p for p in self.api.list("v1", "Pod", ns) if live(p) and (ns, deployment_of(p)) in deployments]
+            pods += [
+                p for p in self.api.list("v1", "Pod", ns) if live(p) and (ns, deployment_of(p)) in deployments
+            ]
         pods.sort(key=lambda p: (_ns(p), deployment_of(p), _name(p)))
         return pods + self._gateway_pods()
 
@@ -499,8 +571,10 @@ class KubeBackend:
         pods = self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
         names = sorted(_name(p) for p in pods if live(p))
         self._close_forwards(
-            keep=lambda k: not (k[0] == istio_install.ISTIO_NAMESPACE and k[2] == ISTIOD_MONITORING_PORT)
-            or k[1] in names
+            keep=lambda k: (
+                not (k[0] == istio_install.ISTIO_NAMESPACE and k[2] == ISTIOD_MONITORING_PORT)
+                or k[1] in names
+            )
         )
         return names
 
@@ -517,9 +591,18 @@ class KubeBackend:
         admin = self._forward(ns, name, ENVOY_ADMIN_PORT, ready_path="/ready").url if proxied else ""
         if is_gateway(pod):
             return Workload(
-                name=name, namespace=ns, deployment=deployment_of(pod), labels=labels, address=ip, app_url="",
-                admin_url="", sidecar_url="", proxy_admin_url=admin,
-                service_account=str(spec.get("serviceAccountName", "")), ready=pod_ready(pod), role="gateway",
+                name=name,
+                namespace=ns,
+                deployment=deployment_of(pod),
+                labels=labels,
+                address=ip,
+                app_url="",
+                admin_url="",
+                sidecar_url="",
+                proxy_admin_url=admin,
+                service_account=str(spec.get("serviceAccountName", "")),
+                ready=pod_ready(pod),
+                role="gateway",
                 extra=extra,
             )
         ports = container_ports(pod)
@@ -530,12 +613,19 @@ class KubeBackend:
         if target and has_sidecar(pod):
             sidecar_url = self._forward(ns, name, target, via=preamble(ip, target)).url
         return Workload(
-            name=name, namespace=ns, deployment=deployment_of(pod), labels=labels, address=ip,
+            name=name,
+            namespace=ns,
+            deployment=deployment_of(pod),
+            labels=labels,
+            address=ip,
             app_url=self._forward(ns, name, app_port).url if app_port else "",
             admin_url=self._forward(ns, name, admin_port, ready_path="/healthz").url if admin_port else "",
-            sidecar_url=sidecar_url, proxy_admin_url=admin,
-            service_account=str(spec.get("serviceAccountName", "")), ready=pod_ready(pod),
-            role="app" if target else "client", extra=extra,
+            sidecar_url=sidecar_url,
+            proxy_admin_url=admin,
+            service_account=str(spec.get("serviceAccountName", "")),
+            ready=pod_ready(pod),
+            role="app" if target else "client",
+            extra=extra,
         )
 
     def workloads(self) -> Sequence[Workload]:
@@ -577,7 +667,11 @@ class KubeBackend:
         out = []
         for pod in self._istiod_pods():
             proxies = propagation.parse_syncz(self._istiod_get(pod, "/debug/syncz").json(), pod)
-            config = propagation.config_index(self._istiod_get(pod, "/debug/configz").json()) if with_config else {}
+            config = (
+                propagation.config_index(self._istiod_get(pod, "/debug/configz").json())
+                if with_config
+                else {}
+            )
             counters = propagation.PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
             out.append(propagation.IstiodSample(pod, tuple(proxies), config, counters))
         return out
@@ -589,7 +683,7 @@ class KubeBackend:
         *,
         quiet_polls: int = 2,
     ) -> float:
-        t0 = time.monotonic()
+        t0 = self._clock.now()
         conv = propagation.Convergence(
             lambda: self._sample(bool(expectations)),
             expected_proxies=self._expected_proxies(),
@@ -597,27 +691,36 @@ class KubeBackend:
             baseline=baseline,
         )
         try:
-            wait.until(conv, what="every proxy to ACK the current config", timeout=self.settings.ready_timeout,
-                       interval=0.25, converge=quiet_polls, retry_on=(httpx.HTTPError, ValueError),
-                       hint="`istioctl proxy-status` shows the same sync state")
+            wait.until(
+                conv,
+                what="every proxy to ACK the current config",
+                timeout=self.settings.ready_timeout,
+                interval=0.25,
+                converge=quiet_polls,
+                retry_on=(httpx.HTTPError, ValueError),
+                hint="`istioctl proxy-status` shows the same sync state",
+                clock=self._clock,
+            )
         except WaitTimeout as e:
             e.add_note(f"last seen: {conv.describe()}")
             raise
-        return time.monotonic() - t0
+        return self._clock.now() - t0
 
     def apply(self, paths: Sequence[Path]) -> float:
         self._require_running()
         objs = read_objects(paths)
-        t0 = time.monotonic()
+        t0 = self._clock.now()
         baseline = self._push_counters()
         self._record_new(objs)
         applied = apply_objects(self.api, objs)
         changed = [a for a in applied if a.changed]
         self._remember(objs)
-        wait_deployments_ready(self.api, [a.ref for a in changed], timeout=self.settings.ready_timeout)
+        wait_deployments_ready(
+            self.api, [a.ref for a in changed], timeout=self.settings.ready_timeout, clock=self._clock
+        )
         if changed:
             self._wait_converged(_expectations(changed), baseline)
-        return time.monotonic() - t0
+        return self._clock.now() - t0
 
     def delete(self, paths: Sequence[Path]) -> float:
         self._require_running()
@@ -625,17 +728,18 @@ class KubeBackend:
         missing = [str(ref_of(o)) for o in objs if self.api.get(ref_of(o)) is None]
         if missing:
             raise StateError(f"not applied, cannot delete: {', '.join(missing)}")
-        t0 = time.monotonic()
+        t0 = self._clock.now()
         baseline = self._push_counters()
         gone = delete_objects(self.api, objs)
-        wait_gone(self.api, gone, timeout=self.settings.ready_timeout)
+        wait_gone(self.api, gone, timeout=self.settings.ready_timeout, clock=self._clock)
         self._forget(gone)
         expectations = [
-            propagation.ConfigExpectation(r.group, r.kind, r.namespace, r.name, None) for r in gone
+            propagation.ConfigExpectation(r.group, r.kind, r.namespace, r.name, None)
+            for r in gone
             if r.group in ISTIO_GROUPS
         ]
         self._wait_converged(expectations, baseline)
-        return time.monotonic() - t0
+        return self._clock.now() - t0
 
     def config_dir(self) -> Path | None:
         return None
@@ -713,7 +817,7 @@ class KubeBackend:
             p = self.api.get(ObjectRef("v1", "Pod", w.namespace, w.name))
             return p is None or bool((p.get("metadata") or {}).get("deletionTimestamp"))
 
-        wait.until(gone, what=f"pod {w.ref} to be deleted", timeout=60, interval=0.25)
+        wait.until(gone, what=f"pod {w.ref} to be deleted", timeout=60, interval=0.25, clock=self._clock)
         return w
 
     def restart(self, pod: str) -> None:
@@ -730,10 +834,18 @@ class KubeBackend:
             d = self.api.get(ObjectRef("apps/v1", "Deployment", w.namespace, w.deployment))
             if d is None or not deployment_status(d)[0]:
                 return False
-            pods = [p for p in self._mesh_pods() if _ns(p) == w.namespace and deployment_of(p) == w.deployment]
+            pods = [
+                p for p in self._mesh_pods() if _ns(p) == w.namespace and deployment_of(p) == w.deployment
+            ]
             return all(pod_ready(p) for p in pods) and w.name not in {_name(p) for p in pods}
 
-        wait.until(back, what=f"a ready replacement for {w.ref}", timeout=self.settings.ready_timeout, interval=0.5)
+        wait.until(
+            back,
+            what=f"a ready replacement for {w.ref}",
+            timeout=self.settings.ready_timeout,
+            interval=0.5,
+            clock=self._clock,
+        )
         self._wait_converged((), None)
         with self._lock:
             self._killed.pop(w.name, None)
@@ -783,7 +895,10 @@ class KubeBackend:
         for w in ws:
             for what in ("config_dump", "clusters", "stats"):
                 if w.proxy_admin_url:
-                    put(f"{w.namespace}.{w.name}.{what}.txt", functools.partial(self._text, f"{w.proxy_admin_url}/{what}"))
+                    put(
+                        f"{w.namespace}.{w.name}.{what}.txt",
+                        functools.partial(self._text, f"{w.proxy_admin_url}/{what}"),
+                    )
         try:
             istiod = api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
         except Exception:  # noqa: BLE001
@@ -816,7 +931,8 @@ def _expectations(applied: Iterable[Applied]) -> list[propagation.ConfigExpectat
     """istiod must hold these Istio objects at their applied resourceVersions."""
     return [
         propagation.ConfigExpectation(a.ref.group, a.ref.kind, a.ref.namespace, a.ref.name, a.after)
-        for a in applied if a.ref.group in ISTIO_GROUPS
+        for a in applied
+        if a.ref.group in ISTIO_GROUPS
     ]
 
 
@@ -848,7 +964,12 @@ def format_events(events: Sequence[Mapping[str, Any]]) -> str:
     """Kubernetes Events as lines, oldest first: time, type, object, reason, message."""
 
     def when(e: Mapping[str, Any]) -> str:
-        return str(e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp") or "")
+        return str(
+            e.get("lastTimestamp")
+            or e.get("eventTime")
+            or (e.get("metadata") or {}).get("creationTimestamp")
+            or ""
+        )
 
     lines = []
     for e in sorted(events, key=when):

@@ -22,7 +22,7 @@ import yaml
 
 from harness import proc, wait
 from harness.backends.kube.api import KubeApi
-from harness.backends.kube.apply import deployment_status
+from harness.backends.kube.apply import Clock, deployment_status
 from harness.backends.kube.tools import Runner
 from harness.errors import ToolMissing
 from harness.versions import IstioRelease
@@ -60,9 +60,19 @@ def operator_overlay(*, ingress_node_port: int | None = None) -> dict[str, Any]:
                         "service": {
                             "type": "NodePort",
                             "ports": [
-                                {"name": "status-port", "port": 15021, "targetPort": 15021, "protocol": "TCP"},
-                                {"name": "http2", "port": 80, "targetPort": 8080, "protocol": "TCP",
-                                 "nodePort": ingress_node_port},
+                                {
+                                    "name": "status-port",
+                                    "port": 15021,
+                                    "targetPort": 15021,
+                                    "protocol": "TCP",
+                                },
+                                {
+                                    "name": "http2",
+                                    "port": 80,
+                                    "targetPort": 8080,
+                                    "protocol": "TCP",
+                                    "nodePort": ingress_node_port,
+                                },
                                 {"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"},
                             ],
                         }
@@ -82,7 +92,15 @@ def install_argv(
     readiness_timeout: float = 300.0,
     profile: str = "default",
 ) -> list[str]:
-    argv = [istioctl, "install", "--skip-confirmation", "--set", f"profile={profile}", "--filename", str(overlay)]
+    argv = [
+        istioctl,
+        "install",
+        "--skip-confirmation",
+        "--set",
+        f"profile={profile}",
+        "--filename",
+        str(overlay),
+    ]
     if kubeconfig:
         argv += ["--kubeconfig", kubeconfig]
     if context:
@@ -104,7 +122,9 @@ def install(
     """Write the overlay to ``state_dir`` and run ``istioctl install``; returns the argv run."""
     overlay = state_dir / "istio-operator.yaml"
     overlay.write_text(yaml.safe_dump(operator_overlay(ingress_node_port=ingress_node_port), sort_keys=False))
-    argv = install_argv(istioctl, overlay, kubeconfig=kubeconfig, context=context, readiness_timeout=readiness_timeout)
+    argv = install_argv(
+        istioctl, overlay, kubeconfig=kubeconfig, context=context, readiness_timeout=readiness_timeout
+    )
     run(argv, timeout=readiness_timeout + 300)
     return argv
 
@@ -140,8 +160,10 @@ def find_istiod(api: KubeApi, namespace: str = ISTIO_NAMESPACE) -> Istiod | None
         return None
     dep = deps[0]
     containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
-    image = next((str(c.get("image", "")) for c in containers if c.get("name") == "discovery"),
-                 str(containers[0].get("image", "")) if containers else "")
+    image = next(
+        (str(c.get("image", "")) for c in containers if c.get("name") == "discovery"),
+        str(containers[0].get("image", "")) if containers else "",
+    )
     ready, why = deployment_status(dep)
     return Istiod(namespace, str(dep["metadata"]["name"]), image_version(image), ready, why)
 
@@ -166,14 +188,18 @@ def tracing_provider_configured(api: KubeApi, namespace: str = ISTIO_NAMESPACE) 
     return False
 
 
-def wait_istiod_ready(api: KubeApi, *, timeout: float) -> Istiod:
+def wait_istiod_ready(api: KubeApi, *, timeout: float, clock: Clock = wait.REAL_CLOCK) -> Istiod:
     def check() -> Istiod | None:
         d = find_istiod(api)
         return d if d and d.ready else None
 
     return wait.until(
-        check, what="istiod to be ready in istio-system", timeout=timeout, interval=1.0,
+        check,
+        what="istiod to be ready in istio-system",
+        timeout=timeout,
+        interval=1.0,
         hint="look at `kubectl -n istio-system get pods` and the istiod logs",
+        clock=clock,
     )
 
 
@@ -191,6 +217,9 @@ def require_installed(api: KubeApi, release: IstioRelease) -> Istiod:
     if istiod is None:
         raise ToolMissing("istiod (Deployment app=istiod in istio-system)", "backend existing", how)
     if not istiod.ready:
-        raise ToolMissing(f"a ready istiod ({istiod.namespace}/{istiod.deployment}: {istiod.status})",
-                          "backend existing", how)
+        raise ToolMissing(
+            f"a ready istiod ({istiod.namespace}/{istiod.deployment}: {istiod.status})",
+            "backend existing",
+            how,
+        )
     return istiod

@@ -29,7 +29,9 @@ class KindState(enum.Enum):
     STOPPED = "stopped"
 
 
-def kind_config(host_port: int, *, node_port: int = INGRESS_NODE_PORT, listen_address: str = "127.0.0.1") -> dict[str, Any]:
+def kind_config(
+    host_port: int, *, node_port: int = INGRESS_NODE_PORT, listen_address: str = "127.0.0.1"
+) -> dict[str, Any]:
     """A one-node cluster whose ``node_port`` is published on ``listen_address:host_port``."""
     if not 0 < host_port < 65536:
         raise ValueError(f"host port {host_port} is out of range")
@@ -116,8 +118,17 @@ class KindCluster:
     # ---- argv ---------------------------------------------------------------------------------
     def create_argv(self) -> list[str]:
         return [
-            self.kind, "create", "cluster", "--name", self.name, "--config", str(self.config_path),
-            "--kubeconfig", str(self.kubeconfig), "--wait", "180s",
+            self.kind,
+            "create",
+            "cluster",
+            "--name",
+            self.name,
+            "--config",
+            str(self.config_path),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--wait",
+            "180s",
         ]
 
     def delete_argv(self) -> list[str]:
@@ -160,7 +171,9 @@ class KindCluster:
     def _published_port(self) -> int | None:
         try:
             out = self._run(
-                [self.docker, "port", self.node_container, f"{INGRESS_NODE_PORT}/tcp"], timeout=30, check=False
+                [self.docker, "port", self.node_container, f"{INGRESS_NODE_PORT}/tcp"],
+                timeout=30,
+                check=False,
             )
         except ToolMissing:
             return None

@@ -51,6 +51,10 @@ def pipe(a: Channel, b: Channel, stop: threading.Event, *, bufsize: int = 65536,
 def _close(s: Channel | socket.socket | None) -> None:
     if s is None:
         return
+    shutdown = getattr(s, "shutdown", None)  # wakes a thread blocked in select() on this socket
+    if shutdown is not None:
+        with contextlib.suppress(OSError, ValueError):
+            shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError, ValueError):
         s.close()
 
@@ -109,7 +113,9 @@ class PortForward:
         try:
             listener.bind((self.host, 0))
             listener.listen(64)
-            listener.settimeout(0.5)  # lets the accept loop notice stop() on platforms where close doesn't wake it
+            listener.settimeout(
+                0.5
+            )  # lets the accept loop notice stop() on platforms where close doesn't wake it
         except OSError:
             listener.close()
             self.state = State.STOPPED
@@ -132,8 +138,12 @@ class PortForward:
             raise BackendError(f"port-forward to {self.what} is {self.state.value}, not running")
         try:
             wait.until(
-                self.probe, what=f"port-forward to {self.what} to answer", timeout=timeout, interval=0.25,
-                retry_on=(httpx.HTTPError, OSError, BackendError), clock=clock,
+                self.probe,
+                what=f"port-forward to {self.what} to answer",
+                timeout=timeout,
+                interval=0.25,
+                retry_on=(httpx.HTTPError, OSError, BackendError),
+                clock=clock,
                 hint="is the pod running and listening on that port?",
             )
         except BaseException as e:

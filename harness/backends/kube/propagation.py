@@ -108,10 +108,17 @@ def parse_syncz(data: Any, istiod: str = "") -> list[ProxySync]:
                 if not isinstance(r, dict):
                     continue
                 name = short_type(str(url))
-                types[name] = TypeSync(name, str(r.get("sent") or ""), str(r.get("acked") or ""),
-                                       str(r.get("lastError") or ""))
-        out.append(ProxySync(str(e["proxy"]), str(e.get("proxy_type") or ""),
-                             tuple(sorted(types.values(), key=lambda t: t.type)), istiod))
+                types[name] = TypeSync(
+                    name, str(r.get("sent") or ""), str(r.get("acked") or ""), str(r.get("lastError") or "")
+                )
+        out.append(
+            ProxySync(
+                str(e["proxy"]),
+                str(e.get("proxy_type") or ""),
+                tuple(sorted(types.values(), key=lambda t: t.type)),
+                istiod,
+            )
+        )
     return out
 
 
@@ -262,9 +269,13 @@ def evaluate(
             connected[p.proxy] = p
     missing = sorted(set(expected_proxies) - set(connected))
     if missing:
-        problems.append(f"not connected to istiod: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
+        problems.append(
+            f"not connected to istiod: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else "")
+        )
     for p in sorted(connected.values(), key=lambda p: p.proxy):
-        nacks += [f"{p.proxy} rejected {t.type} push {push_version(t.sent)}: {t.error}" for t in p.types if t.nacked]
+        nacks += [
+            f"{p.proxy} rejected {t.type} push {push_version(t.sent)}: {t.error}" for t in p.types if t.nacked
+        ]
         if not p.synced:
             problems.append(f"{p.proxy}: {p.status}")
     return Verdict(tuple(problems), tuple(nacks))
@@ -307,8 +318,9 @@ class Convergence:
 
     def __call__(self) -> str | None:
         samples = self._sample()
-        verdict = evaluate(samples, expected_proxies=self._expected, expectations=self._expectations,
-                           baseline=self._baseline)
+        verdict = evaluate(
+            samples, expected_proxies=self._expected, expectations=self._expectations, baseline=self._baseline
+        )
         self.last = verdict
         if verdict.nacks:
             raise BackendError("a proxy rejected the configuration (NACK): " + "; ".join(verdict.nacks))

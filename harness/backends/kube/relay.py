@@ -84,8 +84,10 @@ def relay_objects(image: str = SAMPLE_IMAGE) -> list[dict[str, Any]]:
                                 "env": [{"name": "RELAY_PORT", "value": str(RELAY_PORT)}],
                                 "ports": [{"name": "relay", "containerPort": RELAY_PORT}],
                                 "readinessProbe": {"tcpSocket": {"port": RELAY_PORT}, "periodSeconds": 2},
-                                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
-                                              "limits": {"memory": "64Mi"}},
+                                "resources": {
+                                    "requests": {"cpu": "10m", "memory": "32Mi"},
+                                    "limits": {"memory": "64Mi"},
+                                },
                                 "securityContext": {"allowPrivilegeEscalation": False},
                             }
                         ],

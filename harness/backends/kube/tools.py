@@ -184,14 +184,18 @@ class ClusterInfo:
     istio_version: str  # "" when no istiod runs in istio-system
 
 
-ClusterProbe = Callable[[str], ClusterInfo]  # kubeconfig context ("" = current) -> info, raises when unreachable
+ClusterProbe = Callable[
+    [str], ClusterInfo
+]  # kubeconfig context ("" = current) -> info, raises when unreachable
 
 
 def _status(tool: Tool, backend: str, which: Which, run: Runner) -> ToolStatus:
     path = which(tool.name)
     if not path:
         return ToolStatus(tool.name, backend, tool.needed_for, False, how_to_get=tool.how_to_get)
-    return ToolStatus(tool.name, backend, tool.needed_for, True, tool_version(path, tool, run), path, tool.how_to_get)
+    return ToolStatus(
+        tool.name, backend, tool.needed_for, True, tool_version(path, tool, run), path, tool.how_to_get
+    )
 
 
 def doctor(
@@ -206,6 +210,7 @@ def doctor(
 
     ``probe`` checks the existing cluster (context ``context``, "" = current); by default it asks the
     Kubernetes API. Nothing here raises: failures become entries with ``found=False``.
+    Optional tools (kubectl) appear only when found.
     """
     from harness.versions import DEFAULT_ISTIO
 
@@ -220,25 +225,44 @@ def doctor(
     if docker.found:
         try:
             server = check_docker_engine(docker.path, run)
-            out.append(ToolStatus("docker engine", "kind", DOCKER.needed_for, True, server, docker.path, engine_how))
+            out.append(
+                ToolStatus("docker engine", "kind", DOCKER.needed_for, True, server, docker.path, engine_how)
+            )
         except ToolMissing as e:
             notes = " ".join(getattr(e, "__notes__", []))
-            out.append(ToolStatus("docker engine", "kind", f"{DOCKER.needed_for} ({notes})".strip(), False,
-                                  how_to_get=engine_how))
+            out.append(
+                ToolStatus(
+                    "docker engine",
+                    "kind",
+                    f"{DOCKER.needed_for} ({notes})".strip(),
+                    False,
+                    how_to_get=engine_how,
+                )
+            )
     else:
-        out.append(ToolStatus("docker engine", "kind", DOCKER.needed_for, False, how_to_get=DOCKER.how_to_get))
+        out.append(
+            ToolStatus("docker engine", "kind", DOCKER.needed_for, False, how_to_get=DOCKER.how_to_get)
+        )
     out.append(_status(KIND, "kind", which, run))
     ictl = _status(istioctl, "kind", which, run)
     if ictl.found and not same_minor(ictl.version, minor(release)):
         ictl = ToolStatus(
-            ictl.name, "kind", f"{ictl.needed_for} (found {ictl.version or 'unknown version'}, "
-            f"need {minor(release)}.x)", False, ictl.version, ictl.path, ictl.how_to_get,
+            ictl.name,
+            "kind",
+            f"{ictl.needed_for} (found {ictl.version or 'unknown version'}, need {minor(release)}.x)",
+            False,
+            ictl.version,
+            ictl.path,
+            ictl.how_to_get,
         )
     out.append(ictl)
-    out.append(_status(KUBECTL, "kind", which, run))
+    # kubectl is optional (meshproof uses the API directly): listed when present, never "MISSING",
+    # because a backend counts as ready only when all of its entries are found.
+    kubectl = [_status(KUBECTL, b, which, run) for b in ("kind", "existing")]
+    out += [k for k in kubectl[:1] if k.found]
 
     # existing
-    out.append(_status(KUBECTL, "existing", which, run))
+    out += [k for k in kubectl[1:] if k.found]
     where = f"context {context!r}" if context else "the current kubeconfig context"
     cluster_how = (
         "point KUBECONFIG / --kube-context at a reachable cluster (check with `kubectl cluster-info`)"
@@ -251,13 +275,31 @@ def doctor(
     try:
         info = probe(context)
     except Exception as e:  # noqa: BLE001 - doctor reports, never raises
-        out.append(ToolStatus("cluster", "existing", f"the cluster of {where} ({e})", False, how_to_get=cluster_how))
+        out.append(
+            ToolStatus("cluster", "existing", f"the cluster of {where} ({e})", False, how_to_get=cluster_how)
+        )
         out.append(ToolStatus("istiod", "existing", "the mesh's control plane", False, how_to_get=istio_how))
         return out
-    out.append(ToolStatus("cluster", "existing", f"the cluster of {where}", True, info.server_version,
-                          how_to_get=cluster_how))
-    out.append(ToolStatus("istiod", "existing", "the mesh's control plane", bool(info.istio_version),
-                          info.istio_version, how_to_get=istio_how))
+    out.append(
+        ToolStatus(
+            "cluster",
+            "existing",
+            f"the cluster of {where}",
+            True,
+            info.server_version,
+            how_to_get=cluster_how,
+        )
+    )
+    out.append(
+        ToolStatus(
+            "istiod",
+            "existing",
+            "the mesh's control plane",
+            bool(info.istio_version),
+            info.istio_version,
+            how_to_get=istio_how,
+        )
+    )
     return out
 
 

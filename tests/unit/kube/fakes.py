@@ -46,8 +46,12 @@ def which_from(found: Mapping[str, str]) -> Callable[[str], str]:
     return lambda tool: found.get(tool, "")
 
 
-ALL_TOOLS = {"docker": "/usr/bin/docker", "kind": "/usr/bin/kind", "istioctl": "/opt/istio/bin/istioctl",
-             "kubectl": "/usr/bin/kubectl"}
+ALL_TOOLS = {
+    "docker": "/usr/bin/docker",
+    "kind": "/usr/bin/kind",
+    "istioctl": "/opt/istio/bin/istioctl",
+    "kubectl": "/usr/bin/kubectl",
+}
 GOOD_REPLIES = {
     "/usr/bin/docker info": (0, "27.3.1\n", ""),
     "/usr/bin/docker version": (0, "27.3.1\n", ""),
@@ -64,8 +68,14 @@ def _key(ref: ObjectRef) -> tuple[str, str, str, str]:
 class FakeCluster:
     """A KubeApi over dicts (see the module docstring)."""
 
-    def __init__(self, *, istio: bool = True, gateway: bool = True, reachable: bool = True,
-                 istio_version: str = "1.30.1") -> None:
+    def __init__(
+        self,
+        *,
+        istio: bool = True,
+        gateway: bool = True,
+        reachable: bool = True,
+        istio_version: str = "1.30.1",
+    ) -> None:
         self.istio_version = istio_version
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.rv = 100
@@ -74,7 +84,9 @@ class FakeCluster:
         self.deleted: list[ObjectRef] = []
         self.opened: list[tuple[str, str, int]] = []
         self.closed = False
-        self.kinds = {("v1", k) for k in ("Namespace", "Pod", "Service", "ServiceAccount", "ConfigMap", "Event")}
+        self.kinds = {
+            ("v1", k) for k in ("Namespace", "Pod", "Service", "ServiceAccount", "ConfigMap", "Event")
+        }
         self.kinds.add(("apps/v1", "Deployment"))
         if istio:
             for k in ("VirtualService", "DestinationRule", "Gateway"):
@@ -83,14 +95,25 @@ class FakeCluster:
                 self.kinds.add(("security.istio.io/v1", k))
             self.kinds.add(("telemetry.istio.io/v1", "Telemetry"))
             self._put(self._istiod())
-            self._put({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "istio", "namespace": "istio-system"},
-                       "data": {"mesh": "extensionProviders:\n- name: jaeger\n  opentelemetry: {port: 4317}\n"}})
-            self._pod("istio-system", "istiod-5d4c-abcde", {"app": "istiod"}, sidecar=False, owner="istiod-5d4c")
+            self._put(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "istio", "namespace": "istio-system"},
+                    "data": {"mesh": "extensionProviders:\n- name: jaeger\n  opentelemetry: {port: 4317}\n"},
+                }
+            )
+            self._pod(
+                "istio-system", "istiod-5d4c-abcde", {"app": "istiod"}, sidecar=False, owner="istiod-5d4c"
+            )
         if gateway:
-            self._pod("istio-system", "istio-ingressgateway-7f9-xyz12",
-                      {"app": "istio-ingressgateway", "istio": "ingressgateway"}, sidecar=True,
-                      owner="istio-ingressgateway-7f9")
+            self._pod(
+                "istio-system",
+                "istio-ingressgateway-7f9-xyz12",
+                {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+                sidecar=True,
+                owner="istio-ingressgateway-7f9",
+            )
 
     # ---- helpers ------------------------------------------------------------------------------
     def _next_rv(self) -> str:
@@ -105,28 +128,73 @@ class FakeCluster:
 
     def _istiod(self) -> dict[str, Any]:
         return {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "istiod", "namespace": "istio-system", "labels": {"app": "istiod"}, "generation": 1},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "istiod"}}, "template": {"spec": {
-                "containers": [{"name": "discovery", "image": f"docker.io/istio/pilot:{self.istio_version}-distroless"}]}}},
-            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
-                       "availableReplicas": 1},
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "istiod",
+                "namespace": "istio-system",
+                "labels": {"app": "istiod"},
+                "generation": 1,
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "istiod"}},
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "discovery",
+                                "image": f"docker.io/istio/pilot:{self.istio_version}-distroless",
+                            }
+                        ]
+                    }
+                },
+            },
+            "status": {
+                "observedGeneration": 1,
+                "replicas": 1,
+                "updatedReplicas": 1,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+            },
         }
 
-    def _pod(self, ns: str, name: str, labels: dict[str, str], *, sidecar: bool, owner: str,
-             ports: Sequence[dict[str, Any]] = (), sa: str = "default") -> None:
+    def _pod(
+        self,
+        ns: str,
+        name: str,
+        labels: dict[str, str],
+        *,
+        sidecar: bool,
+        owner: str,
+        ports: Sequence[dict[str, Any]] = (),
+        sa: str = "default",
+        container: str = "app",
+    ) -> None:
         pth = owner.rpartition("-")[2]
-        containers: list[dict[str, Any]] = [{"name": "app", "ports": list(ports)}]
+        containers: list[dict[str, Any]] = [{"name": container, "ports": list(ports)}]
         if sidecar:
-            containers.append({"name": "istio-proxy", "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]})
-        self._put({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": {**labels, "pod-template-hash": pth},
-                         "ownerReferences": [{"kind": "ReplicaSet", "name": owner}]},
-            "spec": {"containers": containers, "serviceAccountName": sa, "nodeName": "node-1"},
-            "status": {"phase": "Running", "podIP": f"10.244.0.{len(self.objects) + 10}",
-                       "conditions": [{"type": "Ready", "status": "True"}]},
-        })
+            containers.append(
+                {"name": "istio-proxy", "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]}
+            )
+        self._put(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": {**labels, "pod-template-hash": pth},
+                    "ownerReferences": [{"kind": "ReplicaSet", "name": owner}],
+                },
+                "spec": {"containers": containers, "serviceAccountName": sa, "nodeName": "node-1"},
+                "status": {
+                    "phase": "Running",
+                    "podIP": f"10.244.0.{len(self.objects) + 10}",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }
+        )
 
     def _injected(self, ns: str) -> bool:
         nsobj = self.objects.get(("", "Namespace", "", ns))
@@ -136,20 +204,38 @@ class FakeCluster:
         """The Deployment controller: replace the pods, mark the rollout complete."""
         meta, spec = dep["metadata"], dep["spec"]
         ns, name = meta["namespace"], meta["name"]
-        for k in [k for k, o in self.objects.items() if k[1] == "Pod" and k[2] == ns
-                  and (o["metadata"].get("ownerReferences") or [{}])[0].get("name", "").startswith(name + "-")]:
+        for k in [
+            k
+            for k, o in self.objects.items()
+            if k[1] == "Pod"
+            and k[2] == ns
+            and (o["metadata"].get("ownerReferences") or [{}])[0].get("name", "").startswith(name + "-")
+        ]:
             del self.objects[k]
         tmpl = spec["template"]
         labels = dict(tmpl["metadata"]["labels"])
         c = tmpl["spec"]["containers"][0]
         owner = f"{name}-6f7d8"
         for i in range(int(spec.get("replicas", 1))):
-            self._pod(ns, f"{owner}-{i:05d}", labels, sidecar=self._injected(ns), owner=owner,
-                      ports=c.get("ports") or [], sa=tmpl["spec"].get("serviceAccountName", "default"))
+            self._pod(
+                ns,
+                f"{owner}-{i:05d}",
+                labels,
+                sidecar=self._injected(ns),
+                owner=owner,
+                ports=c.get("ports") or [],
+                sa=tmpl["spec"].get("serviceAccountName", "default"),
+                container=c["name"],
+            )
         n = int(spec.get("replicas", 1))
         meta["generation"] = int(meta.get("generation") or 0) + 1
-        dep["status"] = {"observedGeneration": meta["generation"], "replicas": n, "updatedReplicas": n,
-                         "readyReplicas": n, "availableReplicas": n}
+        dep["status"] = {
+            "observedGeneration": meta["generation"],
+            "replicas": n,
+            "updatedReplicas": n,
+            "readyReplicas": n,
+            "availableReplicas": n,
+        }
 
     # ---- KubeApi ------------------------------------------------------------------------------
     def server_version(self) -> str:
@@ -164,12 +250,18 @@ class FakeCluster:
         obj = self.objects.get(_key(ref))
         return copy.deepcopy(obj) if obj else None
 
-    def list(self, api_version: str, kind: str, namespace: str = "", label_selector: str = "") -> list[dict[str, Any]]:
+    def list(
+        self, api_version: str, kind: str, namespace: str = "", label_selector: str = ""
+    ) -> list[dict[str, Any]]:
         want = dict(p.split("=", 1) for p in label_selector.split(",") if p)
         out = []
         for (_g, k, ns, _n), o in sorted(self.objects.items()):
             labels = o["metadata"].get("labels") or {}
-            if k == kind and (not namespace or ns == namespace) and all(labels.get(a) == b for a, b in want.items()):
+            if (
+                k == kind
+                and (not namespace or ns == namespace)
+                and all(labels.get(a) == b for a, b in want.items())
+            ):
                 out.append(copy.deepcopy(o))
         return out
 
@@ -199,13 +291,25 @@ class FakeCluster:
             self.istio_writes += 1
         if ref.kind == "Pod":  # the controller replaces a deleted replica
             owner = ref.name.rpartition("-")[0]
-            for dep in [o for o in self.objects.values() if o["kind"] == "Deployment" and owner.startswith(
-                    o["metadata"]["name"] + "-") and o["metadata"]["namespace"] == ref.namespace]:
+            for dep in [
+                o
+                for o in self.objects.values()
+                if o["kind"] == "Deployment"
+                and owner.startswith(o["metadata"]["name"] + "-")
+                and o["metadata"]["namespace"] == ref.namespace
+            ]:
                 tmpl = dep["spec"]["template"]
                 c = tmpl["spec"]["containers"][0]
-                self._pod(ref.namespace, f"{owner}-r{self.rv}", dict(tmpl["metadata"]["labels"]),
-                          sidecar=self._injected(ref.namespace), owner=owner, ports=c.get("ports") or [],
-                          sa=tmpl["spec"].get("serviceAccountName", "default"))
+                self._pod(
+                    ref.namespace,
+                    f"{owner}-r{self.rv}",
+                    dict(tmpl["metadata"]["labels"]),
+                    sidecar=self._injected(ref.namespace),
+                    owner=owner,
+                    ports=c.get("ports") or [],
+                    sa=tmpl["spec"].get("serviceAccountName", "default"),
+                    container=c["name"],
+                )
         return True
 
     def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
@@ -222,8 +326,11 @@ class FakeCluster:
 
     # ---- istiod, as an httpx transport ---------------------------------------------------------
     def proxies(self) -> list[str]:
-        return [f"{o['metadata']['name']}.{o['metadata']['namespace']}" for o in self.objects.values()
-                if o["kind"] == "Pod" and any(c["name"] == "istio-proxy" for c in o["spec"]["containers"])]
+        return [
+            f"{o['metadata']['name']}.{o['metadata']['namespace']}"
+            for o in self.objects.values()
+            if o["kind"] == "Pod" and any(c["name"] == "istio-proxy" for c in o["spec"]["containers"])
+        ]
 
     def configz(self) -> list[dict[str, Any]]:
         return [copy.deepcopy(o) for k, o in self.objects.items() if k[0].endswith("istio.io")]
@@ -236,7 +343,9 @@ class FakeCluster:
             f"pilot_debounce_time_count {self.istio_writes}\n"
         )
 
-    def transport(self, extra: Callable[[httpx.Request], httpx.Response | None] | None = None) -> httpx.MockTransport:
+    def transport(
+        self, extra: Callable[[httpx.Request], httpx.Response | None] | None = None
+    ) -> httpx.MockTransport:
         def handle(request: httpx.Request) -> httpx.Response:
             if extra is not None:
                 r = extra(request)
@@ -246,7 +355,9 @@ class FakeCluster:
             if path == "/debug/syncz":
                 n = f"2026-11-25T17:00:00Z/{self.istio_writes}" + "0" * 36
                 resources = {"type.googleapis.com/envoy.config.cluster.v3.Cluster": {"sent": n, "acked": n}}
-                return httpx.Response(200, json=[{"proxy": p, "resources": resources} for p in self.proxies()])
+                return httpx.Response(
+                    200, json=[{"proxy": p, "resources": resources} for p in self.proxies()]
+                )
             if path == "/debug/configz":
                 return httpx.Response(200, json=self.configz())
             if path == "/metrics":

@@ -25,18 +25,40 @@ from harness.errors import BackendError, UserError, WaitTimeout
 
 from .fakes import FakeCluster, FakeRunner
 
-NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sample", "labels": {"istio-injection": "enabled"}}}
-SVC = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "sample"},
-       "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 3000, "targetPort": 3000}]}}
-DEP = {
-    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "sample"},
-    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
-        "metadata": {"labels": {"app": "web", "version": "v1"}},
-        "spec": {"containers": [{"name": "web", "image": SAMPLE_IMAGE, "ports": [{"name": "http", "containerPort": 3000}]}]},
-    }},
+NS = {
+    "apiVersion": "v1",
+    "kind": "Namespace",
+    "metadata": {"name": "sample", "labels": {"istio-injection": "enabled"}},
 }
-VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "web", "namespace": "sample"},
-      "spec": {"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]}}
+SVC = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": "sample"},
+    "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 3000, "targetPort": 3000}]},
+}
+DEP = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "sample"},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web", "version": "v1"}},
+            "spec": {
+                "containers": [
+                    {"name": "web", "image": SAMPLE_IMAGE, "ports": [{"name": "http", "containerPort": 3000}]}
+                ]
+            },
+        },
+    },
+}
+VS = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "VirtualService",
+    "metadata": {"name": "web", "namespace": "sample"},
+    "spec": {"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]},
+}
 
 
 def test_apply_order_namespaces_first_istio_last_and_delete_reversed() -> None:
@@ -47,7 +69,9 @@ def test_apply_order_namespaces_first_istio_last_and_delete_reversed() -> None:
 
 
 def test_with_namespace_defaults_namespaced_kinds_only() -> None:
-    assert with_namespace({"kind": "ConfigMap", "metadata": {"name": "c"}})["metadata"]["namespace"] == "default"
+    assert (
+        with_namespace({"kind": "ConfigMap", "metadata": {"name": "c"}})["metadata"]["namespace"] == "default"
+    )
     assert "namespace" not in with_namespace({"kind": "Namespace", "metadata": {"name": "n"}})["metadata"]
     original: dict[str, Any] = {"kind": "Service", "metadata": {"name": "s"}}
     with_namespace(original)
@@ -64,8 +88,12 @@ def test_read_objects_reads_the_repository_manifests() -> None:
 def test_apply_objects_reports_what_changed() -> None:
     api = FakeCluster()
     first = apply_objects(api, [VS, DEP, SVC, NS])
-    assert [str(a.ref) for a in first] == ["Namespace/sample", "Service/sample/web", "Deployment/sample/web",
-                                           "VirtualService/sample/web"]
+    assert [str(a.ref) for a in first] == [
+        "Namespace/sample",
+        "Service/sample/web",
+        "Deployment/sample/web",
+        "VirtualService/sample/web",
+    ]
     assert all(a.before is None and a.changed for a in first)
     again = apply_objects(api, [NS, SVC, DEP, VS])
     assert not any(a.changed for a in again)
@@ -86,9 +114,21 @@ def test_delete_objects_reverse_order_and_reports_existing_only() -> None:
     [
         ({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}, True, "3/3"),
         ({"observedGeneration": 0}, False, "has not seen generation 1"),
-        ({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 3}, False, "1/3 replicas updated"),
-        ({"observedGeneration": 1, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3}, False, "1 old replicas"),
-        ({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2}, False, "2/3 replicas available"),
+        (
+            {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 3},
+            False,
+            "1/3 replicas updated",
+        ),
+        (
+            {"observedGeneration": 1, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3},
+            False,
+            "1 old replicas",
+        ),
+        (
+            {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2},
+            False,
+            "2/3 replicas available",
+        ),
     ],
 )
 def test_deployment_status(status: dict[str, int], ready: bool, why: str) -> None:
@@ -98,8 +138,18 @@ def test_deployment_status(status: dict[str, int], ready: bool, why: str) -> Non
 
 
 def _pod(reason: str, image: str) -> dict[str, Any]:
-    return {"metadata": {"name": "web-1"}, "status": {"containerStatuses": [
-        {"name": "web", "image": image, "state": {"waiting": {"reason": reason, "message": "pull failed"}}}]}}
+    return {
+        "metadata": {"name": "web-1"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "web",
+                    "image": image,
+                    "state": {"waiting": {"reason": reason, "message": "pull failed"}},
+                }
+            ]
+        },
+    }
 
 
 def test_pod_problems() -> None:
@@ -118,7 +168,9 @@ def test_wait_deployments_ready_fails_fast_on_an_unloaded_local_image() -> None:
     key = ("apps", "Deployment", "sample", "web")
     api.objects[key]["status"]["availableReplicas"] = 0
     pod_key = next(k for k in api.objects if k[1] == "Pod" and k[2] == "sample")
-    api.objects[pod_key]["status"]["containerStatuses"] = _pod("ErrImagePull", SAMPLE_IMAGE)["status"]["containerStatuses"]
+    api.objects[pod_key]["status"]["containerStatuses"] = _pod("ErrImagePull", SAMPLE_IMAGE)["status"][
+        "containerStatuses"
+    ]
     with pytest.raises(BackendError, match="kind load docker-image"):
         wait_deployments_ready(api, [ref], timeout=5)
 
@@ -134,7 +186,12 @@ def test_wait_deployments_ready_times_out_with_what_is_pending() -> None:
 
 def test_build_image(tmp_path: Path) -> None:
     assert build_argv("/bin/docker", Path("/src/sample-service")) == [
-        "/bin/docker", "build", "-t", "meshproof/microservice-1:dev", "/src/sample-service"]
+        "/bin/docker",
+        "build",
+        "-t",
+        "meshproof/microservice-1:dev",
+        "/src/sample-service",
+    ]
     with pytest.raises(UserError, match="no Dockerfile"):
         build_image("/bin/docker", context_dir=tmp_path, run=FakeRunner())
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")

@@ -98,6 +98,19 @@ spec: {host: web}
 """
 
 
+class FakeClock:
+    """wait.until's clock: sleeping advances time instantly."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
 @pytest.fixture
 def manifests(tmp_path: Path) -> Path:
     d = tmp_path / "manifests"
@@ -107,12 +120,25 @@ def manifests(tmp_path: Path) -> Path:
 
 
 def settings(tmp_path: Path, manifests: Path, backend: str = "existing", **kw: Any) -> Settings:
-    return Settings(backend=backend, state_dir=tmp_path / "state", manifests=manifests, istio_version=DEFAULT_ISTIO,
-                    ready_timeout=10.0, **kw)
+    return Settings(
+        backend=backend,
+        state_dir=tmp_path / "state",
+        manifests=manifests,
+        istio_version=DEFAULT_ISTIO,
+        ready_timeout=10.0,
+        **kw,
+    )
 
 
-def make(tmp_path: Path, manifests: Path, api: FakeCluster, backend: str = "existing", run: FakeRunner | None = None,
-         which: dict[str, str] | None = None, **kw: Any) -> tuple[KubeBackend, list[tuple[str | None, str | None]]]:
+def make(
+    tmp_path: Path,
+    manifests: Path,
+    api: FakeCluster,
+    backend: str = "existing",
+    run: FakeRunner | None = None,
+    which: dict[str, str] | None = None,
+    **kw: Any,
+) -> tuple[KubeBackend, list[tuple[str | None, str | None]]]:
     connects: list[tuple[str | None, str | None]] = []
 
     def factory(kubeconfig: str | None, context: str | None) -> FakeCluster:
@@ -122,9 +148,15 @@ def make(tmp_path: Path, manifests: Path, api: FakeCluster, backend: str = "exis
     sample_dir = tmp_path / "sample-service"
     sample_dir.mkdir(exist_ok=True)
     (sample_dir / "Dockerfile").write_text("FROM scratch\n")
-    b = KubeBackend(settings(tmp_path, manifests, backend, **kw), which=which_from(which or {}),
-                    run=run or FakeRunner(), api_factory=factory,
-                    http=httpx.Client(transport=api.transport()), sample_dir=sample_dir)
+    b = KubeBackend(
+        settings(tmp_path, manifests, backend, **kw),
+        which=which_from(which or {}),
+        run=run or FakeRunner(),
+        api_factory=factory,
+        http=httpx.Client(transport=api.transport()),
+        sample_dir=sample_dir,
+        clock=FakeClock(),
+    )
     return b, connects
 
 
@@ -139,11 +171,18 @@ def running(tmp_path: Path, manifests: Path) -> Iterator[tuple[KubeBackend, Fake
 # ---- pure helpers -----------------------------------------------------------------------------
 
 POD = {
-    "metadata": {"name": "web-6f7d8-00001", "namespace": "sample", "labels": {"app": "web", "pod-template-hash": "6f7d8"},
-                 "ownerReferences": [{"kind": "ReplicaSet", "name": "web-6f7d8"}]},
-    "spec": {"containers": [{"name": "web", "ports": [{"name": "http", "containerPort": 3000},
-                                                      {"containerPort": 9090}]},
-                            {"name": "istio-proxy", "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]}]},
+    "metadata": {
+        "name": "web-6f7d8-00001",
+        "namespace": "sample",
+        "labels": {"app": "web", "pod-template-hash": "6f7d8"},
+        "ownerReferences": [{"kind": "ReplicaSet", "name": "web-6f7d8"}],
+    },
+    "spec": {
+        "containers": [
+            {"name": "web", "ports": [{"name": "http", "containerPort": 3000}, {"containerPort": 9090}]},
+            {"name": "istio-proxy", "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]},
+        ]
+    },
 }
 
 
@@ -151,14 +190,18 @@ def test_pod_helpers() -> None:
     assert deployment_of(POD) == "web"
     assert deployment_of({"metadata": {"name": "bare"}}) == "bare"
     assert has_sidecar(POD)
-    native = {"spec": {"initContainers": [{"name": "istio-proxy", "restartPolicy": "Always"}], "containers": []}}
+    native = {
+        "spec": {"initContainers": [{"name": "istio-proxy", "restartPolicy": "Always"}], "containers": []}
+    }
     assert has_sidecar(native)
     assert container_ports(POD) == {"http": 3000, "9090": 9090}
 
 
 def test_service_target_port_resolves_names_and_namespaces() -> None:
-    svc = {"metadata": {"name": "web", "namespace": "sample"},
-           "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}
+    svc = {
+        "metadata": {"name": "web", "namespace": "sample"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
+    }
     assert service_target_port([svc], POD) == 3000
     elsewhere = {**svc, "metadata": {"name": "web", "namespace": "other"}}
     assert service_target_port([elsewhere], POD) == 0
@@ -167,11 +210,21 @@ def test_service_target_port_resolves_names_and_namespaces() -> None:
 
 
 def test_ejected_hosts_and_events() -> None:
-    text = ("outbound|3000||web.sample.svc.cluster.local::10.0.0.1:3000::health_flags::/failed_outlier_check\n"
-            "outbound|3000||web.sample.svc.cluster.local::10.0.0.2:3000::health_flags::healthy\n")
+    text = (
+        "outbound|3000||web.sample.svc.cluster.local::10.0.0.1:3000::health_flags::/failed_outlier_check\n"
+        "outbound|3000||web.sample.svc.cluster.local::10.0.0.2:3000::health_flags::healthy\n"
+    )
     assert ejected_hosts(text) == {"outbound|3000||web.sample.svc.cluster.local": ["10.0.0.1:3000"]}
-    ev = [{"lastTimestamp": "2026-11-25T17:00:02Z", "type": "Warning", "reason": "BackOff", "count": 3,
-           "involvedObject": {"kind": "Pod", "name": "web-1"}, "message": "Back-off pulling image"}]
+    ev = [
+        {
+            "lastTimestamp": "2026-11-25T17:00:02Z",
+            "type": "Warning",
+            "reason": "BackOff",
+            "count": 3,
+            "involvedObject": {"kind": "Pod", "name": "web-1"},
+            "message": "Back-off pulling image",
+        }
+    ]
     assert format_events(ev) == "2026-11-25T17:00:02Z Warning Pod/web-1 BackOff x3: Back-off pulling image\n"
 
 
@@ -221,7 +274,12 @@ def test_up_on_existing_then_down_removes_only_what_it_created(tmp_path: Path, m
         info = json.loads(b.marker.read_text())
         assert info["backend"] == "existing" and info["phase"] == "running" and info["tracing"] is True
         created = {tuple(k) for k in info["created"]}
-        assert ("v1", "Namespace", "", "sample") in created and ("v1", "Namespace", "", "other") not in created
+        assert ("v1", "Namespace", "", "sample") in created and (
+            "v1",
+            "Namespace",
+            "",
+            "other",
+        ) not in created
         assert ("apps/v1", "Deployment", RELAY_NAMESPACE, "sidecar-relay") in created
         assert any("not a kind cluster" in m for m in messages)
         assert any("warning: istiod runs Istio 1.30.1" in m for m in messages)
@@ -243,7 +301,9 @@ def test_workloads(running: tuple[KubeBackend, FakeCluster]) -> None:
     b, _ = running
     ws = b.workloads()
     assert [(w.namespace, w.deployment, w.role) for w in ws] == [
-        ("other", "client", "client"), ("sample", "web", "app"), ("sample", "web", "app"),
+        ("other", "client", "client"),
+        ("sample", "web", "app"),
+        ("sample", "web", "app"),
         ("istio-system", "istio-ingressgateway", "gateway"),
     ]
     web = ws[1]
@@ -277,14 +337,16 @@ def test_faults_go_to_the_admin_port(running: tuple[KubeBackend, FakeCluster]) -
     b.clear_fault("sample/web")
 
 
-def test_apply_and_delete_wait_for_propagation(running: tuple[KubeBackend, FakeCluster], tmp_path: Path) -> None:
+def test_apply_and_delete_wait_for_propagation(
+    running: tuple[KubeBackend, FakeCluster], tmp_path: Path
+) -> None:
     b, api = running
     (tmp_path / "vs.yaml").write_text(VS_EDIT)
     (tmp_path / "dr.yaml").write_text(DR)
     writes = api.istio_writes
     assert b.apply([tmp_path / "vs.yaml", tmp_path / "dr.yaml"]) >= 0
     assert api.istio_writes == writes + 2
-    assert b.apply([tmp_path / "vs.yaml"]) < 1.0  # unchanged: nothing to wait for
+    assert b.apply([tmp_path / "vs.yaml"]) == 0.0  # unchanged: nothing to wait for
     b.delete([tmp_path / "dr.yaml"])
     assert ("networking.istio.io", "DestinationRule", "sample", "web") not in api.objects
     with pytest.raises(StateError, match="not applied"):
@@ -321,7 +383,10 @@ def test_attach_to_a_detached_mesh(tmp_path: Path, manifests: Path) -> None:
     with other.attach():
         assert connects == [(None, None)]
         assert len(other.workloads()) == 4
-    assert not other.marker.exists()
+    assert other.marker.exists()  # attached means detached: leaving the block keeps the mesh
+    assert not other._forwards  # ... but closes this process's port-forwards
+    other.down()
+    assert not other.marker.exists() and api.deleted
 
 
 def test_kind_flow(tmp_path: Path, manifests: Path) -> None:
@@ -342,12 +407,33 @@ def test_kind_flow(tmp_path: Path, manifests: Path) -> None:
         verbs = [" ".join(a[:3]) for a in run.calls]
         assert "/usr/bin/kind create cluster" in verbs
         install = next(a for a in run.calls if a[1:2] == ["install"])
-        assert install[:5] == ["/opt/istio/bin/istioctl", "install", "--skip-confirmation", "--set", "profile=default"]
+        assert install[:5] == [
+            "/opt/istio/bin/istioctl",
+            "install",
+            "--skip-confirmation",
+            "--set",
+            "profile=default",
+        ]
         assert install[install.index("--context") + 1] == "kind-meshproof"
         assert (state / "istio-operator.yaml").is_file()
-        assert ["/usr/bin/docker", "build", "-t", "meshproof/microservice-1:dev", str(tmp_path / "sample-service")] in run.calls
-        assert ["/usr/bin/kind", "load", "docker-image", "meshproof/microservice-1:dev", "--name", "meshproof"] in run.calls
-        assert verbs.index("/usr/bin/kind create cluster") < verbs.index("/opt/istio/bin/istioctl install --skip-confirmation")
+        assert [
+            "/usr/bin/docker",
+            "build",
+            "-t",
+            "meshproof/microservice-1:dev",
+            str(tmp_path / "sample-service"),
+        ] in run.calls
+        assert [
+            "/usr/bin/kind",
+            "load",
+            "docker-image",
+            "meshproof/microservice-1:dev",
+            "--name",
+            "meshproof",
+        ] in run.calls
+        assert verbs.index("/usr/bin/kind create cluster") < verbs.index(
+            "/opt/istio/bin/istioctl install --skip-confirmation"
+        )
     assert run.calls[-1][:3] == ["/usr/bin/kind", "delete", "cluster"]
     assert not b.marker.exists()
 

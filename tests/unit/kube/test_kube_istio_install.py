@@ -25,12 +25,27 @@ RELEASE = IstioRelease(label="1.30", module_version="v0.0.0-test", envoy_version
 
 
 def test_install_argv() -> None:
-    argv = install_argv("/opt/istio/bin/istioctl", Path("/s/istio-operator.yaml"), kubeconfig="/s/kubeconfig",
-                        context="kind-meshproof", readiness_timeout=420)
+    argv = install_argv(
+        "/opt/istio/bin/istioctl",
+        Path("/s/istio-operator.yaml"),
+        kubeconfig="/s/kubeconfig",
+        context="kind-meshproof",
+        readiness_timeout=420,
+    )
     assert argv == [
-        "/opt/istio/bin/istioctl", "install", "--skip-confirmation", "--set", "profile=default",
-        "--filename", "/s/istio-operator.yaml", "--kubeconfig", "/s/kubeconfig", "--context", "kind-meshproof",
-        "--readiness-timeout", "420s",
+        "/opt/istio/bin/istioctl",
+        "install",
+        "--skip-confirmation",
+        "--set",
+        "profile=default",
+        "--filename",
+        "/s/istio-operator.yaml",
+        "--kubeconfig",
+        "/s/kubeconfig",
+        "--context",
+        "kind-meshproof",
+        "--readiness-timeout",
+        "420s",
     ]
 
 
@@ -58,12 +73,20 @@ def test_overlay_for_kind_makes_the_gateway_a_node_port_keeping_all_ports() -> N
     assert svc["type"] == "NodePort"
     ports = {p["name"]: p for p in svc["ports"]}
     assert set(ports) == {"status-port", "http2", "https"}
-    assert ports["http2"] == {"name": "http2", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": 30080}
+    assert ports["http2"] == {
+        "name": "http2",
+        "port": 80,
+        "targetPort": 8080,
+        "protocol": "TCP",
+        "nodePort": 30080,
+    }
 
 
 def test_install_writes_the_overlay_and_runs_istioctl(tmp_path: Path) -> None:
     run = FakeRunner()
-    argv = install("/bin/istioctl", tmp_path, kubeconfig="/k", context="kind-x", ingress_node_port=30080, run=run)
+    argv = install(
+        "/bin/istioctl", tmp_path, kubeconfig="/k", context="kind-x", ingress_node_port=30080, run=run
+    )
     assert run.calls == [argv]
     overlay = yaml.safe_load((tmp_path / "istio-operator.yaml").read_text())
     assert overlay == operator_overlay(ingress_node_port=30080)

@@ -29,7 +29,12 @@ def test_kind_config_maps_the_ingress_node_port_to_loopback() -> None:
     (node,) = cfg["nodes"]
     assert node["role"] == "control-plane"
     assert node["extraPortMappings"] == [
-        {"containerPort": INGRESS_NODE_PORT, "hostPort": 41234, "listenAddress": "127.0.0.1", "protocol": "TCP"}
+        {
+            "containerPort": INGRESS_NODE_PORT,
+            "hostPort": 41234,
+            "listenAddress": "127.0.0.1",
+            "protocol": "TCP",
+        }
     ]
 
 
@@ -56,16 +61,25 @@ def test_cluster_names_ignores_the_none_found_message() -> None:
 
 
 def _cluster(tmp_path: Path, run: FakeRunner, keep: bool = False) -> KindCluster:
-    return KindCluster("meshproof", tmp_path / "state", kind="/bin/kind", docker="/bin/docker", keep=keep, run=run,
-                       pick_port=lambda: 41234)
+    return KindCluster(
+        "meshproof",
+        tmp_path / "state",
+        kind="/bin/kind",
+        docker="/bin/docker",
+        keep=keep,
+        run=run,
+        pick_port=lambda: 41234,
+    )
 
 
 def test_creates_when_absent_then_deletes_on_stop(tmp_path: Path) -> None:
-    run = FakeRunner({
-        "/bin/kind get clusters": (0, "", "No kind clusters found.\n"),
-        "/bin/kind get kubeconfig": (0, KUBECONFIG, ""),
-        "/bin/docker port": (0, "127.0.0.1:41234\n", ""),
-    })
+    run = FakeRunner(
+        {
+            "/bin/kind get clusters": (0, "", "No kind clusters found.\n"),
+            "/bin/kind get kubeconfig": (0, KUBECONFIG, ""),
+            "/bin/docker port": (0, "127.0.0.1:41234\n", ""),
+        }
+    )
     c = _cluster(tmp_path, run)
     with c:
         assert c.created and c.state is KindState.RUNNING
@@ -74,22 +88,41 @@ def test_creates_when_absent_then_deletes_on_stop(tmp_path: Path) -> None:
         assert c.kubeconfig.read_text() == KUBECONFIG
         assert yaml.safe_load(c.config_path.read_text()) == kind_config(41234)
         assert run.calls[1] == [
-            "/bin/kind", "create", "cluster", "--name", "meshproof", "--config", str(c.config_path),
-            "--kubeconfig", str(c.kubeconfig), "--wait", "180s",
+            "/bin/kind",
+            "create",
+            "cluster",
+            "--name",
+            "meshproof",
+            "--config",
+            str(c.config_path),
+            "--kubeconfig",
+            str(c.kubeconfig),
+            "--wait",
+            "180s",
         ]
         assert ["/bin/docker", "port", "meshproof-control-plane", f"{INGRESS_NODE_PORT}/tcp"] in run.calls
-    assert run.calls[-1] == ["/bin/kind", "delete", "cluster", "--name", "meshproof", "--kubeconfig", str(c.kubeconfig)]
+    assert run.calls[-1] == [
+        "/bin/kind",
+        "delete",
+        "cluster",
+        "--name",
+        "meshproof",
+        "--kubeconfig",
+        str(c.kubeconfig),
+    ]
     assert c.state is KindState.STOPPED
     c.stop()  # idempotent
     assert sum(1 for a in run.calls if a[1:3] == ["delete", "cluster"]) == 1
 
 
 def test_adopts_an_existing_cluster_and_keeps_it(tmp_path: Path) -> None:
-    run = FakeRunner({
-        "/bin/kind get clusters": (0, "meshproof\n", ""),
-        "/bin/kind get kubeconfig": (0, KUBECONFIG, ""),
-        "/bin/docker port": (1, "", "no public port"),
-    })
+    run = FakeRunner(
+        {
+            "/bin/kind get clusters": (0, "meshproof\n", ""),
+            "/bin/kind get kubeconfig": (0, KUBECONFIG, ""),
+            "/bin/docker port": (1, "", "no public port"),
+        }
+    )
     with _cluster(tmp_path, run, keep=True) as c:
         assert not c.created
         assert c.ingress_port is None
@@ -98,10 +131,12 @@ def test_adopts_an_existing_cluster_and_keeps_it(tmp_path: Path) -> None:
 
 
 def test_failed_create_is_reported_and_not_deleted_twice(tmp_path: Path) -> None:
-    run = FakeRunner({
-        "/bin/kind get clusters": (0, "", ""),
-        "/bin/kind create cluster": (1, "", "ERROR: failed to create cluster: port is already allocated"),
-    })
+    run = FakeRunner(
+        {
+            "/bin/kind get clusters": (0, "", ""),
+            "/bin/kind create cluster": (1, "", "ERROR: failed to create cluster: port is already allocated"),
+        }
+    )
     c = _cluster(tmp_path, run)
     with pytest.raises(CommandFailed) as info:
         c.__enter__()
@@ -112,7 +147,9 @@ def test_failed_create_is_reported_and_not_deleted_twice(tmp_path: Path) -> None
 
 
 def test_refuses_reuse(tmp_path: Path) -> None:
-    run = FakeRunner({"/bin/kind get clusters": (0, "meshproof\n", ""), "/bin/kind get kubeconfig": (0, KUBECONFIG, "")})
+    run = FakeRunner(
+        {"/bin/kind get clusters": (0, "meshproof\n", ""), "/bin/kind get kubeconfig": (0, KUBECONFIG, "")}
+    )
     c = _cluster(tmp_path, run, keep=True)
     with c:
         pass
@@ -124,4 +161,6 @@ def test_load_image_argv(tmp_path: Path) -> None:
     run = FakeRunner()
     c = _cluster(tmp_path, run)
     c.load_image("meshproof/microservice-1:dev")
-    assert run.calls == [["/bin/kind", "load", "docker-image", "meshproof/microservice-1:dev", "--name", "meshproof"]]
+    assert run.calls == [
+        ["/bin/kind", "load", "docker-image", "meshproof/microservice-1:dev", "--name", "meshproof"]
+    ]

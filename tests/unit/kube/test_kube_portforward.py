@@ -113,7 +113,7 @@ def test_readiness_waits_for_the_stream_and_keeps_errors(pod: FakePod) -> None:
 
 def test_readiness_timeout_names_the_forward_and_the_stream_error() -> None:
     def opener() -> socket.socket:
-        raise BackendError("pods \"web-1\" not found")
+        raise BackendError('pods "web-1" not found')
 
     pf = PortForward(opener, what="sample/web-1:3001").start()
     with pytest.raises(WaitTimeout) as info:
@@ -142,8 +142,12 @@ def test_stop_closes_live_connections_and_refuses_reuse(pod: FakePod) -> None:
     client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     client.settimeout(5)
     # The fake pod holds the connection open: the forward has one live connection.
-    wait.until(lambda: pf.connections == 1 and bool(pod.received), what="the held connection", timeout=5,
-               interval=0.01)
+    wait.until(
+        lambda: pf.connections == 1 and bool(pod.received),
+        what="the held connection",
+        timeout=5,
+        interval=0.01,
+    )
     pf.stop()
     assert client.recv(1) == b""  # closed by stop()
     client.close()

@@ -17,31 +17,61 @@ N2 = "2026-11-25T17:00:05Z/12" + UUID
 # Current istiod: flat fields plus the per-type `resources` map.
 SYNCZ_SYNCED = [
     {
-        "cluster_id": "Kubernetes", "proxy": "microservice-1-v1-6f7d8-abcde.sample", "proxy_type": "sidecar",
-        "istio_version": "1.30.1", "cluster_sent": N1, "cluster_acked": N1, "listener_sent": N1, "listener_acked": N1,
-        "resources": {CDS: {"sent": N1, "acked": N1, "sentTime": "2026-11-25T17:00:00Z"},
-                      LDS: {"sent": N1, "acked": N1}},
+        "cluster_id": "Kubernetes",
+        "proxy": "microservice-1-v1-6f7d8-abcde.sample",
+        "proxy_type": "sidecar",
+        "istio_version": "1.30.1",
+        "cluster_sent": N1,
+        "cluster_acked": N1,
+        "listener_sent": N1,
+        "listener_acked": N1,
+        "resources": {
+            CDS: {"sent": N1, "acked": N1, "sentTime": "2026-11-25T17:00:00Z"},
+            LDS: {"sent": N1, "acked": N1},
+        },
     },
     {
-        "proxy": "istio-ingressgateway-7f9-xyz12.istio-system", "proxy_type": "router",
+        "proxy": "istio-ingressgateway-7f9-xyz12.istio-system",
+        "proxy_type": "router",
         "resources": {CDS: {"sent": N1, "acked": N1}, LDS: {"sent": N1, "acked": N1}},
     },
 ]
 # One proxy has been sent push 12 and has not ACKed it yet.
-SYNCZ_STALE = [SYNCZ_SYNCED[0] | {"resources": {CDS: {"sent": N2, "acked": N1}, LDS: {"sent": N1, "acked": N1}}},
-               SYNCZ_SYNCED[1]]
+SYNCZ_STALE = [
+    SYNCZ_SYNCED[0] | {"resources": {CDS: {"sent": N2, "acked": N1}, LDS: {"sent": N1, "acked": N1}}},
+    SYNCZ_SYNCED[1],
+]
 # ... and the same proxy rejected it.
-SYNCZ_NACK = [SYNCZ_SYNCED[0] | {"resources": {CDS: {"sent": N2, "acked": N1, "lastError": "cluster 'x': invalid"}}},
-              SYNCZ_SYNCED[1]]
+SYNCZ_NACK = [
+    SYNCZ_SYNCED[0] | {"resources": {CDS: {"sent": N2, "acked": N1, "lastError": "cluster 'x': invalid"}}},
+    SYNCZ_SYNCED[1],
+]
 # An older istiod: flat fields only.
-SYNCZ_OLD = [{"proxy": "client-5c9-q.other-namespace", "cluster_sent": N1, "cluster_acked": N1,
-              "route_sent": N2, "route_acked": N1, "endpoint_sent": "", "endpoint_acked": ""}]
+SYNCZ_OLD = [
+    {
+        "proxy": "client-5c9-q.other-namespace",
+        "cluster_sent": N1,
+        "cluster_acked": N1,
+        "route_sent": N2,
+        "route_acked": N1,
+        "endpoint_sent": "",
+        "endpoint_acked": "",
+    }
+]
 
 CONFIGZ = [
-    {"kind": "VirtualService", "apiVersion": "networking.istio.io/v1",
-     "metadata": {"name": "microservice-1", "namespace": "sample", "resourceVersion": "2041"}, "spec": {}},
-    {"kind": "DestinationRule", "apiVersion": "networking.istio.io/v1alpha3",
-     "metadata": {"name": "microservice-1", "namespace": "sample", "resourceVersion": "2000"}, "spec": {}},
+    {
+        "kind": "VirtualService",
+        "apiVersion": "networking.istio.io/v1",
+        "metadata": {"name": "microservice-1", "namespace": "sample", "resourceVersion": "2041"},
+        "spec": {},
+    },
+    {
+        "kind": "DestinationRule",
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "metadata": {"name": "microservice-1", "namespace": "sample", "resourceVersion": "2000"},
+        "spec": {},
+    },
 ]
 
 METRICS = """# HELP pilot_inbound_updates Total number of updates received by pilot.
@@ -59,16 +89,22 @@ VS = p.ConfigExpectation("networking.istio.io", "VirtualService", "sample", "mic
 PROXIES = {"microservice-1-v1-6f7d8-abcde.sample", "istio-ingressgateway-7f9-xyz12.istio-system"}
 
 
-def sample(syncz: list[dict], configz: list[dict] = CONFIGZ, metrics: str = METRICS,  # type: ignore[type-arg]
-           pod: str = "istiod-1") -> p.IstiodSample:
-    return p.IstiodSample(pod, tuple(p.parse_syncz(syncz, pod)), p.config_index(configz),
-                          p.PushCounters.from_metrics(metrics))
+def sample(
+    syncz: list[dict],
+    configz: list[dict] = CONFIGZ,
+    metrics: str = METRICS,  # type: ignore[type-arg]
+    pod: str = "istiod-1",
+) -> p.IstiodSample:
+    return p.IstiodSample(
+        pod, tuple(p.parse_syncz(syncz, pod)), p.config_index(configz), p.PushCounters.from_metrics(metrics)
+    )
 
 
 def test_parse_syncz_current_format() -> None:
     proxies = p.parse_syncz(SYNCZ_SYNCED, "istiod-1")
     assert [x.proxy for x in proxies] == [
-        "microservice-1-v1-6f7d8-abcde.sample", "istio-ingressgateway-7f9-xyz12.istio-system",
+        "microservice-1-v1-6f7d8-abcde.sample",
+        "istio-ingressgateway-7f9-xyz12.istio-system",
     ]
     first = proxies[0]
     assert first.proxy_type == "sidecar" and first.istiod == "istiod-1"
@@ -96,7 +132,9 @@ def test_config_index_and_lag() -> None:
     assert index[("networking.istio.io", "VirtualService", "sample", "microservice-1")] == "2041"
     assert p.config_lag(index, [VS]) == []
     newer = p.ConfigExpectation("networking.istio.io", "VirtualService", "sample", "microservice-1", "2050")
-    assert p.config_lag(index, [newer]) == ["VirtualService/sample/microservice-1 at resourceVersion 2041, want 2050"]
+    assert p.config_lag(index, [newer]) == [
+        "VirtualService/sample/microservice-1 at resourceVersion 2041, want 2050"
+    ]
     older = p.ConfigExpectation("networking.istio.io", "VirtualService", "sample", "microservice-1", "2000")
     assert p.config_lag(index, [older]) == []  # istiod already has something newer
     gone = p.ConfigExpectation("networking.istio.io", "DestinationRule", "sample", "microservice-1", None)
@@ -121,8 +159,9 @@ def test_evaluate_synced() -> None:
 
 def test_evaluate_stale_missing_and_lagging() -> None:
     lagging = p.ConfigExpectation("networking.istio.io", "VirtualService", "sample", "microservice-1", "2099")
-    v = p.evaluate([sample(SYNCZ_STALE)], expected_proxies=PROXIES | {"client-1.other-namespace"},
-                   expectations=[lagging])
+    v = p.evaluate(
+        [sample(SYNCZ_STALE)], expected_proxies=PROXIES | {"client-1.other-namespace"}, expectations=[lagging]
+    )
     assert not v.ok and not v.nacks
     text = "\n".join(v.problems)
     assert "istiod istiod-1: VirtualService/sample/microservice-1 at resourceVersion 2041, want 2099" in text
@@ -132,8 +171,10 @@ def test_evaluate_stale_missing_and_lagging() -> None:
 
 def test_evaluate_nack() -> None:
     v = p.evaluate([sample(SYNCZ_NACK)], expected_proxies=PROXIES)
-    assert v.nacks == ("microservice-1-v1-6f7d8-abcde.sample rejected CDS push 2026-11-25T17:00:05Z/12: "
-                       "cluster 'x': invalid",)
+    assert v.nacks == (
+        "microservice-1-v1-6f7d8-abcde.sample rejected CDS push 2026-11-25T17:00:05Z/12: "
+        "cluster 'x': invalid",
+    )
 
 
 def test_evaluate_requires_a_push_after_the_change() -> None:
@@ -141,10 +182,14 @@ def test_evaluate_requires_a_push_after_the_change() -> None:
     same = p.evaluate([sample(SYNCZ_SYNCED)], expectations=[VS], baseline={"istiod-1": before})
     assert same.problems == ("istiod istiod-1: no config event received since the change",)
     event_only = METRICS.replace('type="config"} 14', 'type="config"} 15')
-    v = p.evaluate([sample(SYNCZ_SYNCED, metrics=event_only)], expectations=[VS], baseline={"istiod-1": before})
+    v = p.evaluate(
+        [sample(SYNCZ_SYNCED, metrics=event_only)], expectations=[VS], baseline={"istiod-1": before}
+    )
     assert v.problems == ("istiod istiod-1: no push started since the change",)
     pushed = event_only.replace("pilot_debounce_time_count 12", "pilot_debounce_time_count 13")
-    assert p.evaluate([sample(SYNCZ_SYNCED, metrics=pushed)], expectations=[VS], baseline={"istiod-1": before}).ok
+    assert p.evaluate(
+        [sample(SYNCZ_SYNCED, metrics=pushed)], expectations=[VS], baseline={"istiod-1": before}
+    ).ok
     # Without Istio config changes, or for a replica without a baseline, counters are not consulted.
     assert p.evaluate([sample(SYNCZ_SYNCED)], baseline={"istiod-1": before}).ok
     assert p.evaluate([sample(SYNCZ_SYNCED)], expectations=[VS], baseline={"istiod-2": before}).ok

@@ -36,7 +36,10 @@ def test_preflight_kind_each_tool_is_required(absent: str) -> None:
 
 
 def test_preflight_kind_needs_a_running_docker_engine() -> None:
-    replies = {**GOOD_REPLIES, "/usr/bin/docker info": (1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock")}
+    replies = {
+        **GOOD_REPLIES,
+        "/usr/bin/docker info": (1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock"),
+    }
     with pytest.raises(ToolMissing) as info:
         preflight("kind", RELEASE, which=which_from(ALL_TOOLS), run=FakeRunner(replies))
     assert info.value.tool == "a running Docker engine"
@@ -85,8 +88,14 @@ def test_parse_version(text: str, version: str) -> None:
 
 
 def test_same_minor() -> None:
-    assert same_minor("1.30.2", "1.30") and same_minor("1.30", "1.30") and same_minor("1.30-alpha.9739e10", "1.30")
-    assert not same_minor("1.3.0", "1.30") and not same_minor("1.301.0", "1.30") and not same_minor("", "1.30")
+    assert (
+        same_minor("1.30.2", "1.30")
+        and same_minor("1.30", "1.30")
+        and same_minor("1.30-alpha.9739e10", "1.30")
+    )
+    assert (
+        not same_minor("1.3.0", "1.30") and not same_minor("1.301.0", "1.30") and not same_minor("", "1.30")
+    )
 
 
 def test_release_minor_of_dev_labels() -> None:
@@ -99,11 +108,21 @@ def _by(entries: list[ToolStatus], name: str, backend: str) -> ToolStatus:
 
 
 def test_doctor_all_present() -> None:
-    entries = doctor(release=RELEASE, which=which_from(ALL_TOOLS), run=FakeRunner(GOOD_REPLIES),
-                     probe=lambda ctx: ClusterInfo("v1.33.1", "1.30.1"))
+    entries = doctor(
+        release=RELEASE,
+        which=which_from(ALL_TOOLS),
+        run=FakeRunner(GOOD_REPLIES),
+        probe=lambda ctx: ClusterInfo("v1.33.1", "1.30.1"),
+    )
     assert {(e.name, e.backend) for e in entries} >= {
-        ("docker", "kind"), ("docker engine", "kind"), ("kind", "kind"), ("istioctl", "kind"), ("kubectl", "kind"),
-        ("kubectl", "existing"), ("cluster", "existing"), ("istiod", "existing"),
+        ("docker", "kind"),
+        ("docker engine", "kind"),
+        ("kind", "kind"),
+        ("istioctl", "kind"),
+        ("kubectl", "kind"),
+        ("kubectl", "existing"),
+        ("cluster", "existing"),
+        ("istiod", "existing"),
     }
     assert all(e.found for e in entries)
     assert _by(entries, "docker engine", "kind").version == "27.3.1"
@@ -118,8 +137,11 @@ def test_doctor_reports_missing_without_raising() -> None:
     def unreachable(ctx: str) -> ClusterInfo:
         raise RuntimeError("connection refused")
 
-    entries = doctor(release=RELEASE, context="prod", which=which_from({}), run=FakeRunner(), probe=unreachable)
+    entries = doctor(
+        release=RELEASE, context="prod", which=which_from({}), run=FakeRunner(), probe=unreachable
+    )
     assert not any(e.found for e in entries)
+    assert not any(e.name == "kubectl" for e in entries)  # optional: never reported missing
     cluster = _by(entries, "cluster", "existing")
     assert "'prod'" in cluster.needed_for and "connection refused" in cluster.needed_for
     assert all(e.how_to_get for e in entries)
@@ -131,8 +153,12 @@ def test_doctor_flags_wrong_istioctl_and_stopped_engine_and_missing_istiod() -> 
         "/opt/istio/bin/istioctl version": (0, "client version: 1.29.0\n", ""),
         "/usr/bin/docker info": (1, "", "Cannot connect to the Docker daemon"),
     }
-    entries = doctor(release=RELEASE, which=which_from(ALL_TOOLS), run=FakeRunner(replies),
-                     probe=lambda ctx: ClusterInfo("v1.33.1", ""))
+    entries = doctor(
+        release=RELEASE,
+        which=which_from(ALL_TOOLS),
+        run=FakeRunner(replies),
+        probe=lambda ctx: ClusterInfo("v1.33.1", ""),
+    )
     assert _by(entries, "docker", "kind").found
     engine = _by(entries, "docker engine", "kind")
     assert not engine.found and "Cannot connect" in engine.needed_for
