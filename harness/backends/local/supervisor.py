@@ -225,6 +225,13 @@ class Supervisor:
             "drainDuration": "1s",
             "terminationDrainDuration": "1s",
             "concurrency": 1,
+            # the counters the suites read as evidence (Istio trims Envoy's stats by default)
+            "proxyStatsMatcher": {
+                "inclusionRegexps": [
+                    ".*upstream_rq_pending_overflow", ".*upstream_rq_active_overflow", ".*upstream_cx_overflow",
+                    ".*outlier_detection\\..*", ".*upstream_rq_retry.*",
+                ]
+            },
         }
         env = {
             "POD_NAME": pod, "POD_NAMESPACE": ns, "INSTANCE_IP": address, "SERVICE_ACCOUNT": sa,

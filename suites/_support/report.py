@@ -1,0 +1,130 @@
+"""One record per check: what was sent, what was decided, with what confidence, how long it took.
+
+The suites' conftest keeps a :class:`Recorder` for the session, prints :meth:`Recorder.table`
+in the terminal summary and writes :meth:`Recorder.to_json` to ``suites-report.json``.
+A negative control's record expects ``FAIL``: the check failing *is* the control passing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.traffic.checks import CheckResult
+
+_ALPHA = re.compile(r"alpha=([0-9.eE+-]+)")
+
+
+@dataclass(frozen=True)
+class Record:
+    test: str  # pytest node id
+    check: str  # the check's name
+    requests: int  # requests sent for this check (including convergence/gating traffic)
+    verdict: str  # PASS or FAIL: what the check decided
+    expected: str  # PASS, or FAIL for a negative control
+    confidence: str  # the design behind the verdict
+    wall_s: float  # seconds spent on the check (traffic + waiting)
+    notes: str = ""  # measurements worth reading (propagation time, time to ejection, ...)
+    detail: str = field(default="", repr=False)  # observed-versus-expected table
+
+    @property
+    def as_expected(self) -> bool:
+        return self.verdict == self.expected
+
+
+class Recorder:
+    """Thread-safe list of :class:`Record` for one session."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[Record] = []
+
+    def add(self, record: Record) -> Record:
+        with self._lock:
+            self._records.append(record)
+        return record
+
+    def record(
+        self,
+        test: str,
+        check: CheckResult,
+        *,
+        requests: int,
+        confidence: str,
+        wall_s: float,
+        expect_pass: bool = True,
+        notes: str = "",
+    ) -> Record:
+        return self.add(
+            Record(
+                test=test,
+                check=check.name,
+                requests=requests,
+                verdict=check.verdict,
+                expected="PASS" if expect_pass else "FAIL",
+                confidence=confidence,
+                wall_s=round(wall_s, 3),
+                notes=notes,
+                detail=check.detail,
+            )
+        )
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        with self._lock:
+            return tuple(self._records)
+
+    def table(self) -> str:
+        rows = [("test", "check", "N", "verdict", "confidence", "wall s", "notes")]
+        for r in self.records:
+            verdict = r.verdict if r.as_expected else f"{r.verdict} (expected {r.expected})"
+            if r.expected == "FAIL" and r.as_expected:
+                verdict += " (negative control)"
+            rows.append(
+                (
+                    r.test.split("::", 1)[-1],
+                    _clip(r.check, 48),
+                    str(r.requests),
+                    verdict,
+                    r.confidence,
+                    f"{r.wall_s:.2f}",
+                    r.notes,
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        lines = []
+        for row in rows:
+            cells = [
+                row[i].ljust(widths[i]) if i != 2 else row[i].rjust(widths[i]) for i in range(len(widths))
+            ]
+            lines.append("  ".join(cells) + "  " + row[-1])
+        total_n = sum(r.requests for r in self.records)
+        total_s = sum(r.wall_s for r in self.records)
+        lines.append(f"{len(self.records)} checks, {total_n} requests, {total_s:.1f}s in checks")
+        alphas = [
+            float(m.group(1))
+            for r in self.records
+            if r.expected == "PASS" and (m := _ALPHA.match(r.confidence))
+        ]
+        if alphas:
+            lines.append(
+                f"{len(alphas)} statistical checks: a correct mesh fails at least one of them with probability "
+                f"<= {sum(alphas):.2g} (sum of their alphas); the others are exact counts or deterministic bounds"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checks": [asdict(r) for r in self.records]}
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,241 @@
+"""Routing expectations derived from the VirtualServices themselves, and the checks over them.
+
+* :func:`route_for` picks the HTTP route a request takes (Istio: the first whose ``match``
+  matches; no ``match`` matches everything).
+* :func:`expected_split` is that route's weights by destination (subset, or host without one).
+* :class:`Attribution` says which destination answered a response: the responding pod's labels
+  against the DestinationRule subset's labels. It refuses overlapping subsets (a pod selected
+  by two routed subsets cannot be attributed, so no exact expectation exists).
+* :func:`converge_split` waits until the split conforms several batches in a row (config
+  propagates asynchronously); :func:`split_check` is the verdict on fresh traffic.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Unpack
+
+from harness import wait
+from harness.backends.base import Workload
+from harness.errors import UnsupportedFeature, WaitTimeout
+from harness.istio import Bundle, HttpRoute, VirtualService
+from harness.istio.model import labels_match
+from harness.traffic import stats
+from harness.traffic.checks import CheckResult
+from harness.traffic.client import SampleOptions, Sampler, SampleResult, TrafficTarget
+from suites._support.design import Design
+
+# --------------------------------------------------------------------------- which route
+
+
+def _string_match(rule: Mapping[str, Any], value: str | None) -> bool:
+    """Istio's StringMatch: exact, prefix or regex (RE2, full match)."""
+    if value is None:
+        return False
+    if "exact" in rule:
+        return bool(value == rule["exact"])
+    if "prefix" in rule:
+        return value.startswith(str(rule["prefix"]))
+    if "regex" in rule:
+        return re.fullmatch(rule["regex"], value) is not None
+    return True  # empty match: presence
+
+
+_SUPPORTED = {"name", "uri", "method", "headers", "ignoreUriCase"}
+
+
+def _request_matches(m: Mapping[str, Any], path: str, method: str, headers: Mapping[str, str]) -> bool:
+    unsupported = set(m) - _SUPPORTED
+    if unsupported:
+        raise UnsupportedFeature(
+            f"HTTPMatchRequest fields {sorted(unsupported)} are not modelled by the suites' route matcher. "
+            "Fix: extend suites/_support/routing.py or test that route without it"
+        )
+    uri = path.split("?", 1)[0]
+    if "uri" in m:
+        rule = dict(m["uri"])
+        if m.get("ignoreUriCase"):
+            uri = uri.lower()
+            rule = {k: v.lower() if k != "regex" else v for k, v in rule.items()}
+        if not _string_match(rule, uri):
+            return False
+    if "method" in m and not _string_match(m["method"], method.upper()):
+        return False
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return all(
+        _string_match(rule, lowered.get(name.lower())) for name, rule in (m.get("headers") or {}).items()
+    )
+
+
+def route_for(
+    vs: VirtualService,
+    *,
+    path: str = "/api/greet",
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+) -> HttpRoute:
+    """The HTTP route Istio picks for this request: the first whose match list matches."""
+    for route in vs.http:
+        if not route.match or any(_request_matches(m, path, method, headers or {}) for m in route.match):
+            return route
+    raise LookupError(
+        f"no route of VirtualService {vs.namespace}/{vs.name} matches {method} {path} {headers}"
+    )
+
+
+def expected_split(route: HttpRoute) -> dict[str, float]:
+    """Configured weight per destination (subset name, or the host for a destination without one)."""
+    return {k: float(v) for k, v in route.weights_by_subset().items()}
+
+
+def fmt_split(expected: Mapping[str, float]) -> str:
+    return "/".join(f"{k}={v:g}" for k, v in expected.items())
+
+
+# --------------------------------------------------------------------------- who answered
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which routed destination each pod belongs to (only pods of the routed service)."""
+
+    categories: tuple[str, ...]
+    pod_category: Mapping[str, str]
+
+    def counts(self, result: SampleResult, only_status: int | None = 200) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for r in result.responses:
+            if only_status is not None and r.status != only_status:
+                continue
+            if not r.pod:
+                continue
+            out[self.pod_category.get(r.pod, f"{r.pod} (in no routed destination)")] += 1
+        return dict(out)
+
+    def pods(self, category: str) -> list[str]:
+        return sorted(p for p, c in self.pod_category.items() if c == category)
+
+
+def attribution(bundle: Bundle, route: HttpRoute, workloads: Sequence[Workload]) -> Attribution:
+    """Attribute pods to the route's destinations via the Service selector and subset labels."""
+    pod_category: dict[str, str] = {}
+    categories = []
+    for d in route.destinations:
+        category = d.subset or d.host
+        categories.append(category)
+        service = bundle.service_for(d.fqdn)
+        if service is None:
+            raise LookupError(f"no Service for route destination {d.fqdn}")
+        subset_labels: Mapping[str, str] = {}
+        if d.subset:
+            rules = [dr for dr in bundle.destination_rules_for(d.fqdn) if dr.subset(d.subset)]
+            if not rules:
+                raise LookupError(f"no DestinationRule defines subset {d.subset} of {d.fqdn}")
+            subset_labels = rules[0].subset(d.subset).labels  # type: ignore[union-attr]
+        for w in workloads:
+            if w.namespace != service.namespace or w.role != "app":
+                continue
+            if not (labels_match(service.selector, w.labels) and labels_match(subset_labels, w.labels)):
+                continue
+            other = pod_category.get(w.name)
+            if other is not None and other != category:
+                raise UnsupportedFeature(
+                    f"subsets {other} and {category} both select pod {w.name}: responses cannot be "
+                    "attributed to one destination. Fix: make the routed subsets' labels disjoint"
+                )
+            pod_category[w.name] = category
+    empty = [c for c in categories if c not in pod_category.values()]
+    if empty:
+        raise LookupError(f"routed destinations {empty} select no running pod: the split cannot be observed")
+    return Attribution(tuple(categories), pod_category)
+
+
+# --------------------------------------------------------------------------- converge and check
+
+
+@dataclass(frozen=True)
+class Convergence:
+    seconds: float
+    batches: int
+    requests: int
+
+
+def converge_split(
+    sampler: Sampler,
+    mesh: TrafficTarget,
+    who: Attribution,
+    expected: Mapping[str, float],
+    *,
+    batch: int = 200,
+    consecutive: int = 3,
+    timeout: float = 30.0,
+    alpha_batch: float = 0.01,
+    **sample_kwargs: Unpack[SampleOptions],
+) -> Convergence:
+    """Sample batches until ``consecutive`` in a row conform to ``expected`` (at ``alpha_batch``).
+
+    A signal to start the real check, not the verdict. Raises WaitTimeout with the last
+    batch's observed-versus-expected table.
+    """
+    state = stats.SequentialWeights(expected, alpha_batch=alpha_batch, required_consecutive=consecutive)
+    sent = 0
+    started = time.perf_counter()
+
+    def poll() -> bool:
+        nonlocal state, sent
+        result = sampler.sample(mesh, n=batch, **sample_kwargs)
+        sent += result.total
+        counts = who.counts(result)
+        non_200 = result.total - sum(counts.values())
+        if non_200:
+            counts = {**counts, "(not a 200 from the app)": non_200}
+        state = state.observe(counts)
+        return state.converged
+
+    try:
+        wait.until(
+            poll,
+            what=f"the split to converge to {fmt_split(expected)} ({consecutive} batches of {batch} in a row)",
+            timeout=timeout,
+            interval=0.0,
+            hint="check the VirtualService weights, the DestinationRule subsets and that every proxy ACKed",
+        )
+    except WaitTimeout as e:
+        if state.last is not None:
+            e.add_note("last batch:\n" + state.last.table())
+        raise
+    return Convergence(time.perf_counter() - started, state.batches, sent)
+
+
+def split_check(
+    result: SampleResult,
+    who: Attribution,
+    expected: Mapping[str, float],
+    design: Design,
+    *,
+    request: str = "",
+) -> CheckResult:
+    """The responses split over the routed destinations as configured, and every one was a 200."""
+    counts = who.counts(result)
+    verdict = stats.check_weights(
+        expected, counts, alpha=design.alpha, power=design.power, min_deviation=design.min_deviation
+    )
+    non_200 = result.total - sum(counts.values())
+    detail = verdict.table()
+    if non_200:
+        detail += f"\nnote: {non_200} of {result.total} responses were not a 200 from the app: {result.status_counts()}"
+    return CheckResult(
+        name=f"split({fmt_split(expected)}) {request or f'{result.method} {result.path}'} from {result.source}",
+        passed=verdict.passed and non_200 == 0,
+        detail=detail,
+        evidence={
+            "verdict": verdict,
+            "summary": verdict.summary(),
+            "counts": counts,
+            "status": result.status_counts(),
+        },
+    )

@@ -1,0 +1,260 @@
+"""Suite-level fixtures: the shared mesh, guards that always undo changes, and the evidence report.
+
+``mesh_backend`` (session)
+    The plugin's ``mesh`` fixture when meshproof's pytest plugin is loaded; otherwise a local
+    mesh in a temp state dir, always torn down at the end.
+``config`` / ``faults`` (function)
+    :class:`~suites._support.config.ConfigGuard` / :class:`~suites._support.faults.FaultGuard`:
+    every configuration variant and app fault a test makes is undone in teardown. On failure
+    the mesh's diagnostics are dumped into the test's tmp dir *before* anything is undone, so
+    they show the state the test failed in.
+``evidence`` (function)
+    ``evidence.require(check, ...)`` records the check and fails the test with its
+    observed-versus-expected table if it failed; ``evidence.require_failure(check, ...)`` is the
+    negative control's mirror image. Records are printed as a table at the end of the run and
+    written to ``suites-report.json`` (pytest's basetemp, and the state dir when there is one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.backends.base import Backend
+from harness.istio import Bundle, validate_paths
+from harness.settings import Settings, from_env
+from harness.traffic.checks import CheckResult
+from harness.traffic.client import Sampler
+from suites._support.config import ConfigGuard, observer, running_config
+from suites._support.design import Design
+from suites._support.faults import FaultGuard
+from suites._support.report import Recorder
+
+RECORDER = pytest.StashKey[Recorder]()
+REPORT_PATHS = pytest.StashKey[list[Path]]()
+FAILED = pytest.StashKey[bool]()
+DUMPED = pytest.StashKey[str]()
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    recorder = config.stash.get(RECORDER, None)
+    if recorder is None or not recorder.records:
+        return
+    terminalreporter.section("meshproof evidence: one line per check")
+    terminalreporter.write_line(recorder.table())
+    for path in config.stash.get(REPORT_PATHS, []):
+        try:
+            terminalreporter.write_line(f"report: {recorder.write(path)}")
+        except OSError as e:
+            terminalreporter.write_line(f"report: could not write {path}: {e}")
+
+
+# --------------------------------------------------------------------------- session
+
+
+@pytest.fixture(scope="session")
+def suite_settings(request: pytest.FixtureRequest) -> Settings:
+    """The plugin's ``settings`` when it is loaded, else settings from the environment."""
+    try:
+        return request.getfixturevalue("settings")  # type: ignore[no-any-return]
+    except pytest.FixtureLookupError:
+        return from_env()
+
+
+@pytest.fixture(scope="session")
+def mesh_backend(
+    request: pytest.FixtureRequest, suite_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    try:
+        mesh: Backend | None = request.getfixturevalue("mesh")
+    except pytest.FixtureLookupError:
+        mesh = None
+    if mesh is not None:
+        yield mesh
+        return
+    from harness.backends.local.backend import LocalBackend
+
+    state = tmp_path_factory.mktemp("mesh-state")
+    with LocalBackend(suite_settings.with_overrides(state_dir=state)) as backend:
+        backend.up()
+        yield backend
+
+
+@pytest.fixture(scope="session")
+def design(suite_settings: Settings) -> Design:
+    return Design(suite_settings.alpha, suite_settings.power, suite_settings.min_deviation)
+
+
+@pytest.fixture(scope="session")
+def manifests(request: pytest.FixtureRequest, suite_settings: Settings) -> Bundle:
+    path = suite_settings.manifests
+    if not path.is_absolute() and not path.exists():
+        path = request.config.rootpath / path
+    return validate_paths([path], istio_version=suite_settings.istio_version)
+
+
+@pytest.fixture(scope="session")
+def baseline(
+    mesh_backend: Backend,
+    manifests: Bundle,
+    suite_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Bundle:
+    """The mesh runs the manifests' Istio objects (re-applied if an interrupted run left variants)."""
+    guard = ConfigGuard(
+        mesh_backend,
+        manifests,
+        tmp_path_factory.mktemp("baseline"),
+        istio_version=suite_settings.istio_version,
+        current=running_config(mesh_backend, manifests),
+        observe=observer(mesh_backend, manifests),
+    )
+    repaired = guard.repair()
+    if repaired:
+        print(f"re-applied the manifests' version of: {', '.join(repaired)}")
+    return manifests
+
+
+@pytest.fixture(scope="session")
+def sampler() -> Iterator[Sampler]:
+    with Sampler(timeout=10.0, max_connections=64) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def admin_http() -> Iterator[httpx.Client]:
+    """A plain HTTP client for Envoy admin endpoints and plaintext probes."""
+    with httpx.Client(timeout=10.0, trust_env=False) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def recorder(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, suite_settings: Settings
+) -> Recorder:
+    config = request.config
+    if RECORDER not in config.stash:
+        config.stash[RECORDER] = Recorder()
+        paths = [tmp_path_factory.getbasetemp() / "suites-report.json"]
+        if suite_settings.state_dir.is_dir():
+            paths.append(suite_settings.state_dir / "suites-report.json")
+        config.stash[REPORT_PATHS] = paths
+    return config.stash[RECORDER]
+
+
+# --------------------------------------------------------------------------- per test
+
+
+def _dump_if_failed(request: pytest.FixtureRequest, mesh: Backend, tmp_path: Path) -> None:
+    """Once per failed test: the mesh's diagnostics into its tmp dir, named in the report."""
+    node = request.node
+    if not node.stash.get(FAILED, False) or DUMPED in node.stash:
+        return
+    dest = tmp_path / "diagnostics"
+    try:
+        written = mesh.diagnostics(dest)
+        text = f"{len(written)} files in {dest}"
+    except Exception as e:  # diagnostics must never hide the test's own failure
+        text = f"could not collect diagnostics: {type(e).__name__}: {e}"
+    node.stash[DUMPED] = text
+    node.user_properties.append(("diagnostics", text))
+    node.add_report_section("teardown", "meshproof diagnostics", text)
+
+
+@pytest.fixture(autouse=True)
+def _diagnostics_on_failure(
+    request: pytest.FixtureRequest, mesh_backend: Backend, tmp_path: Path
+) -> Iterator[None]:
+    yield
+    _dump_if_failed(request, mesh_backend, tmp_path)
+
+
+@pytest.fixture
+def config(
+    request: pytest.FixtureRequest,
+    mesh_backend: Backend,
+    baseline: Bundle,
+    suite_settings: Settings,
+    tmp_path: Path,
+) -> Iterator[ConfigGuard]:
+    guard = ConfigGuard(
+        mesh_backend,
+        baseline,
+        tmp_path / "config",
+        istio_version=suite_settings.istio_version,
+        current=running_config(mesh_backend, baseline),
+        observe=observer(mesh_backend, baseline),
+    )
+    guard.repair()  # an earlier test's restore failed: start from the manifests anyway
+    try:
+        yield guard
+    finally:
+        _dump_if_failed(request, mesh_backend, tmp_path)
+        guard.restore()
+
+
+@pytest.fixture
+def faults(request: pytest.FixtureRequest, mesh_backend: Backend, tmp_path: Path) -> Iterator[FaultGuard]:
+    guard = FaultGuard(mesh_backend)
+    try:
+        yield guard
+    finally:
+        _dump_if_failed(request, mesh_backend, tmp_path)
+        problems = guard.undo()
+        if problems:
+            pytest.fail("could not undo faults: " + "; ".join(problems), pytrace=False)
+
+
+class Evidence:
+    """Records checks for the report and turns a failed check into a test failure with its table."""
+
+    def __init__(self, recorder: Recorder, test: str) -> None:
+        self._recorder = recorder
+        self._test = test
+
+    def require(
+        self, check: CheckResult, *, requests: int, confidence: str, wall_s: float, notes: str = ""
+    ) -> CheckResult:
+        self._recorder.record(
+            self._test, check, requests=requests, confidence=confidence, wall_s=wall_s, notes=notes
+        )
+        assert check.passed, f"{check}\n{notes}".rstrip()
+        return check
+
+    def require_failure(
+        self, check: CheckResult, *, requests: int, confidence: str, wall_s: float, notes: str = ""
+    ) -> CheckResult:
+        """Negative control: the check must FAIL against the broken configuration."""
+        self._recorder.record(
+            self._test,
+            check,
+            requests=requests,
+            confidence=confidence,
+            wall_s=wall_s,
+            expect_pass=False,
+            notes=notes,
+        )
+        assert not check.passed, (
+            f"negative control: the check passed although the mesh runs a broken configuration, so it "
+            f"cannot tell broken from correct:\n{check}"
+        )
+        return check
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest, recorder: Recorder) -> Evidence:
+    return Evidence(recorder, request.node.nodeid)

@@ -1,0 +1,183 @@
+"""Mutual TLS: STRICT sidecars refuse plaintext, in-mesh callers get through with their SPIFFE identity.
+
+The expected mode of every replica comes from the PeerAuthentications the mesh runs
+(workload selector over namespace over root namespace; port-level overrides for the service
+port). A plaintext request straight to a replica's inbound sidecar listener
+(``Workload.sidecar_url``, bypassing every client sidecar) must be *refused after connecting*:
+the TCP connection is accepted and then reset because no TLS handshake follows. A refused
+*connection* (nothing listening) proves nothing and fails the check.
+
+What RBAC sees as the caller is the identity in the client certificate; the sidecar forwards
+it to the app as ``x-forwarded-client-cert``, which the app echoes as ``xfcc``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from harness import wait
+from harness.backends.base import Workload
+from harness.istio import Bundle
+from harness.istio.model import labels_match
+from harness.traffic.checks import CheckResult
+
+pytestmark = [pytest.mark.e2e]
+
+ROOT_NAMESPACE = "istio-system"
+PATH = "/api/greet"
+
+
+def effective_mode(bundle: Bundle, w: Workload, port: int) -> str:
+    """The mTLS mode Istio applies to ``w``'s inbound ``port`` (PERMISSIVE when nothing says)."""
+    pas = bundle.peer_authentications()
+    for candidates in (
+        [p for p in pas if p.namespace == w.namespace and p.selector and labels_match(p.selector, w.labels)],
+        [p for p in pas if p.namespace == w.namespace and not p.selector],
+        [p for p in pas if p.namespace == ROOT_NAMESPACE and not p.selector],
+    ):
+        for p in candidates:
+            mode = p.port_level.get(port, "UNSET")
+            if mode == "UNSET":
+                mode = p.mode
+            if mode != "UNSET":
+                return mode
+    return "PERMISSIVE"
+
+
+@dataclass(frozen=True)
+class Probe:
+    workload: str
+    outcome: str  # "refused-after-connect", "no-listener", "answered <status>", "other: ..."
+
+
+def probe(http: httpx.Client, w: Workload) -> Probe:
+    try:
+        r = http.get(f"{w.sidecar_url}{PATH}")
+    except (httpx.ConnectError, httpx.ConnectTimeout):
+        return Probe(w.name, "no-listener")
+    except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+        return Probe(w.name, "refused-after-connect")
+    except httpx.HTTPError as e:
+        return Probe(w.name, f"other: {type(e).__name__}")
+    return Probe(w.name, f"answered {r.status_code}")
+
+
+def plaintext_refused(probes: Sequence[Probe], expected: Mapping[str, str]) -> CheckResult:
+    """Every plaintext attempt at a STRICT replica was accepted at TCP and then refused."""
+    rows = []
+    bad = 0
+    for name in sorted(expected):
+        outcomes = Counter(p.outcome for p in probes if p.workload == name)
+        want_refused = expected[name] == "STRICT"
+        ok = (
+            set(outcomes) == {"refused-after-connect"}
+            if want_refused
+            else not outcomes.get("refused-after-connect")
+        )
+        bad += not ok
+        rows.append(f"{name}: mode {expected[name]}, {dict(outcomes)} {'ok' if ok else 'MISMATCH'}")
+    return CheckResult(
+        name="plaintext_refused_by_strict_sidecars",
+        passed=bool(probes) and bad == 0,
+        detail=f"plaintext GET {PATH} straight to each replica's inbound sidecar:\n" + "\n".join(rows),
+        evidence={"mismatches": bad},
+    )
+
+
+def replicas(mesh) -> list[Workload]:  # type: ignore[no-untyped-def]
+    return [w for w in mesh.workloads() if w.role == "app" and w.sidecar_url]
+
+
+def run_probes(http: httpx.Client, workloads: Sequence[Workload], n: int) -> list[Probe]:
+    return [probe(http, w) for w in workloads for _ in range(n)]
+
+
+def sidecar_port(w: Workload) -> int:
+    return int(w.sidecar_url.rsplit(":", 1)[1])
+
+
+def test_plaintext_to_strict_sidecars_is_refused(mesh_backend, config, design, evidence, admin_http) -> None:
+    """Plaintext straight to every STRICT replica's sidecar: connection accepted, then reset."""
+    started = time.perf_counter()
+    ws = replicas(mesh_backend)
+    modes = {w.name: effective_mode(config.applied, w, sidecar_port(w)) for w in ws}
+    assert set(modes.values()) == {"STRICT"}, f"the manifests should make every replica STRICT: {modes}"
+    n = design.n_exact()
+    probes = run_probes(admin_http, ws, n)
+    evidence.require(
+        plaintext_refused(probes, modes),
+        requests=len(probes),
+        confidence=f"{design.exact_confidence()} (per replica)",
+        wall_s=time.perf_counter() - started,
+    )
+
+
+@pytest.mark.parametrize("source", ["other-namespace/client", "ingress"])
+def test_in_mesh_callers_carry_their_spiffe_identity(mesh_backend, sampler, design, evidence, source) -> None:
+    """Mesh callers succeed over mTLS, and the server sees the caller's SPIFFE ID (xfcc URI=...)."""
+    started = time.perf_counter()
+    caller = mesh_backend.workload(source)
+    n = design.n_exact()
+    result = sampler.sample(mesh_backend, source=source, n=n, concurrency=16)
+    want = f"URI={caller.spiffe_id}"
+    servers = {w.name: w.spiffe_id for w in replicas(mesh_backend)}
+    bad = [
+        r
+        for r in result.responses
+        if not (r.ok and want in r.xfcc.split(";") and f"By={servers.get(r.pod, '?')}" in r.xfcc.split(";"))
+    ]
+    example = next((r.xfcc for r in result.responses if r.xfcc), "(none)")
+    evidence.require(
+        CheckResult(
+            name=f"mtls_identity({source} -> {caller.spiffe_id})",
+            passed=not bad and result.total == n,
+            detail=(
+                f"expected every response 200 with xfcc containing {want} and By=<the serving replica's "
+                f"SPIFFE ID>; {len(bad)} of {result.total} were not; status {result.status_counts()}; "
+                f"e.g. xfcc {example}"
+            ),
+        ),
+        requests=n,
+        confidence=design.exact_confidence(),
+        wall_s=time.perf_counter() - started,
+    )
+
+
+@pytest.mark.negative
+def test_negative_permissive_mode_fails_the_plaintext_check(
+    mesh_backend, config, design, evidence, admin_http
+) -> None:
+    """Negative control: PeerAuthentication PERMISSIVE lets plaintext in, so the STRICT check FAILS."""
+    started = time.perf_counter()
+    ws = replicas(mesh_backend)
+    asserted = {w.name: effective_mode(config.applied, w, sidecar_port(w)) for w in ws}
+    pa = next(p for p in config.applied.peer_authentications() if p.mode == "STRICT")
+
+    def permissive(body: dict) -> None:  # type: ignore[type-arg]
+        body["spec"]["mtls"]["mode"] = "PERMISSIVE"
+
+    apply_s = config.apply(
+        config.variant("PeerAuthentication", pa.name, pa.namespace, permissive), label="permissive"
+    )
+    assert {effective_mode(config.applied, w, sidecar_port(w)) for w in ws} == {"PERMISSIVE"}
+    wait.until(
+        lambda: all(probe(admin_http, w).outcome.startswith("answered") for w in ws),
+        what="every sidecar to accept plaintext under PERMISSIVE",
+        timeout=30,
+        interval=0.05,
+        converge=3,
+    )
+    probes = run_probes(admin_http, ws, design.n_exact())
+    evidence.require_failure(
+        plaintext_refused(probes, asserted),
+        requests=len(probes),
+        confidence=f"{design.exact_confidence()} (per replica)",
+        wall_s=time.perf_counter() - started,
+        notes=f"PERMISSIVE ACK {apply_s:.2f}s",
+    )
