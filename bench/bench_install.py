@@ -19,7 +19,9 @@ from pathlib import Path
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="meshproof-bench-install-"))
     env = dict(os.environ)
-    env.update(GOMODCACHE=str(root / "gomod"), GOCACHE=str(root / "gocache"), MESHPROOF_CACHE=str(root / "mp"))
+    env.update(
+        GOMODCACHE=str(root / "gomod"), GOCACHE=str(root / "gocache"), MESHPROOF_CACHE=str(root / "mp")
+    )
     exe = Path(sys.executable).with_name("meshproof")
     t0 = time.monotonic()
     p = subprocess.run([str(exe), "install"], env=env, capture_output=True, text=True)
@@ -29,8 +31,16 @@ def main() -> int:
     warm = time.monotonic() - t1
     subprocess.run(["go", "clean", "-modcache"], env=env, capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps({"cold_install_s": round(cold, 1), "warm_install_s": round(warm, 2), "exit": p.returncode,
-                      "tail": p.stderr[-300:] if p.returncode else ""}))
+    print(
+        json.dumps(
+            {
+                "cold_install_s": round(cold, 1),
+                "warm_install_s": round(warm, 2),
+                "exit": p.returncode,
+                "tail": p.stderr[-300:] if p.returncode else "",
+            }
+        )
+    )
     return p.returncode
 
 

@@ -64,16 +64,23 @@ def one_run(tmp: Path) -> dict[str, float]:
         with Sampler(max_connections=16) as sampler:
             t1 = time.monotonic()
             ack_s = backend.apply([reweighted(vs, 50, 50, tmp / "vs-50-50.yaml")])
-            conv = converge_weights(sampler, backend, {"v1": 50, "v2": 50}, batch=200, consecutive=3,
-                                    timeout=60, concurrency=8)
+            conv = converge_weights(
+                sampler, backend, {"v1": 50, "v2": 50}, batch=200, consecutive=3, timeout=60, concurrency=8
+            )
             effect_s = time.monotonic() - t1
             backend.apply([reweighted(vs, 90, 10, tmp / "vs-90-10.yaml")])
     finally:
         t2 = time.monotonic()
         backend.down()
         down_s = time.monotonic() - t2
-    return {"up_s": up_s, "apply_ack_s": ack_s, "apply_to_effect_s": effect_s,
-            "converge_batches": conv.batches, "rss_mib": rss / 1024, "down_s": down_s}
+    return {
+        "up_s": up_s,
+        "apply_ack_s": ack_s,
+        "apply_to_effect_s": effect_s,
+        "converge_batches": conv.batches,
+        "rss_mib": rss / 1024,
+        "down_s": down_s,
+    }
 
 
 def main() -> None:
@@ -84,7 +91,11 @@ def main() -> None:
         runs = [one_run(Path(tmp)) for _ in range(a.runs)]
     keys = runs[0].keys()
     out = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
         "runs": runs,
         "median": {k: round(statistics.median(r[k] for r in runs), 3) for k in keys},
     }

@@ -31,7 +31,9 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError as e:
-        raise UserError(f"environment variable {name}={raw!r} is not a number. Fix: set e.g. {name}={default}") from e
+        raise UserError(
+            f"environment variable {name}={raw!r} is not a number. Fix: set e.g. {name}={default}"
+        ) from e
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from functools import lru_cache
 from types import MappingProxyType
 
 import numpy as np
-from scipy import stats  # type: ignore[import-untyped]
+from scipy import stats
 
 __all__ = [
     "CategoryResult",
@@ -283,10 +283,8 @@ class WeightVerdict:
             f"verdict={self.verdict} ({self.power_claim()})"
         )
         rows: list[tuple[str, str, str, str, str]] = [
-            ("category", "expected %", "observed n", "observed %", ci_label)
-        ]
-        for c in self.categories:
-            rows.append(
+            ("category", "expected %", "observed n", "observed %", ci_label),
+            *(
                 (
                     c.name,
                     f"{c.expected * 100:.1f}",
@@ -294,7 +292,9 @@ class WeightVerdict:
                     f"{c.observed_share * 100:.1f}",
                     c.interval.percent(),
                 )
-            )
+                for c in self.categories
+            ),
+        ]
         for name, count in self.unexpected.items():
             share = count / self.n if self.n else 0.0
             rows.append((name, "unexpected", str(count), f"{share * 100:.1f}", "-"))

@@ -36,7 +36,9 @@ def backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Back
     except ToolMissing as e:
         pytest.skip(f"{name}: {e}")
     if settings.backend != name:
-        pytest.skip(f"{name}: tools present; run with --backend {name} (and a kube context with Istio) to check it")
+        pytest.skip(
+            f"{name}: tools present; run with --backend {name} (and a kube context with Istio) to check it"
+        )
     yield request.getfixturevalue("mesh")
 
 

@@ -49,8 +49,9 @@ def port_free(port: int) -> bool:
 
 
 def assert_gone(pgid: int, ports: list[int]) -> None:
-    wait.until(lambda: not group_members(pgid), what=f"every process of group {pgid} gone", timeout=30,
-               interval=0.1)
+    wait.until(
+        lambda: not group_members(pgid), what=f"every process of group {pgid} gone", timeout=30, interval=0.1
+    )
     busy = [p for p in ports if not port_free(p)]
     assert not busy, f"ports still bound after teardown: {busy}"
 
@@ -81,8 +82,9 @@ def test_up_detach_then_down_leaves_nothing(tmp_path: Path) -> None:
 
 def test_sigkill_of_the_foreground_cli_tears_the_mesh_down(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    cli = subprocess.Popen([*CLI, "up", "--state", str(state)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    cli = subprocess.Popen(
+        [*CLI, "up", "--state", str(state)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_ready(state)
         pgid = json.loads((state / "backend.json").read_text())["pgid"]

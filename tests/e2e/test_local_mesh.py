@@ -23,9 +23,8 @@ def test_ingress_routes_to_both_versions_and_denies_post(mesh: Backend) -> None:
 
 def test_strict_mtls_refuses_plaintext_but_serves_mesh_clients(mesh: Backend) -> None:
     app = next(w for w in mesh.workloads() if w.role == "app")
-    with httpx.Client(timeout=5, trust_env=False) as http:
-        with pytest.raises(httpx.TransportError):
-            http.get(f"{app.sidecar_url}/api/greet")
+    with httpx.Client(timeout=5, trust_env=False) as http, pytest.raises(httpx.TransportError):
+        http.get(f"{app.sidecar_url}/api/greet")
     with Sampler(max_connections=4) as s:
         other = s.sample(mesh, source="other-namespace/client", n=10, concurrency=2)
         trusted = s.sample(mesh, source="trusted-namespace/client", n=10, concurrency=2)

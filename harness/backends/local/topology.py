@@ -116,7 +116,9 @@ def is_istio(doc: Mapping[str, Any]) -> bool:
 
 def _protocol(port: Mapping[str, Any]) -> str:
     proto = str(port.get("appProtocol") or port.get("name") or "tcp").split("-")[0].lower()
-    return {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "https": "HTTPS", "tls": "TLS"}.get(proto, "TCP")
+    return {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "https": "HTTPS", "tls": "TLS"}.get(
+        proto, "TCP"
+    )
 
 
 def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -133,13 +135,13 @@ def derive(
 ) -> Topology:
     """Derive the embedded mesh from the manifests' documents (``sources[i]`` names doc i's file)."""
     services = [d for d in docs if d.get("kind") == "Service" and not is_istio(d)]
-    deployments = [
-        (i, d) for i, d in enumerate(docs) if d.get("kind") == "Deployment" and not _native(d)
-    ]
+    deployments = [(i, d) for i, d in enumerate(docs) if d.get("kind") == "Deployment" and not _native(d)]
     user_istio = tuple(dict(d) for d in docs if is_istio(d))
     problems: list[ConfigProblem] = []
 
-    service_ports = sorted({int(p["port"]) for s in services for p in (s.get("spec") or {}).get("ports") or []})
+    service_ports = sorted(
+        {int(p["port"]) for s in services for p in (s.get("spec") or {}).get("ports") or []}
+    )
     replicas: list[Replica] = []
     k = 0
     for i, dep in deployments:
@@ -154,16 +156,21 @@ def derive(
             image = containers[0].get("image", "?") if containers else "(none)"
             problems.append(
                 ConfigProblem(
-                    src, doc_index[i] if doc_index else 0, "spec.template.spec.containers[0].image",
+                    src,
+                    doc_index[i] if doc_index else 0,
+                    "spec.template.spec.containers[0].image",
                     f"the local backend runs only the sample service ({SAMPLE_IMAGE}), not image {image}",
                     "use --backend kind/existing for other images, or remove this Deployment",
-                    "Deployment", str(meta.get("name", "")),
+                    "Deployment",
+                    str(meta.get("name", "")),
                 )
             )
             continue
         c = containers[0]
         env = {str(e["name"]): str(e["value"]) for e in c.get("env") or [] if "value" in e}
-        cports = {str(p.get("name") or p["containerPort"]): int(p["containerPort"]) for p in c.get("ports") or []}
+        cports = {
+            str(p.get("name") or p["containerPort"]): int(p["containerPort"]) for p in c.get("ports") or []
+        }
         targets: set[int] = set()
         for s in services:
             if str(_meta(s).get("namespace") or "default") != ns:
@@ -181,11 +188,17 @@ def derive(
             pod = f"{meta['name']}-{r}"
             replicas.append(
                 Replica(
-                    pod=pod, namespace=ns, deployment=str(meta["name"]),
+                    pod=pod,
+                    namespace=ns,
+                    deployment=str(meta["name"]),
                     labels={**labels, REPLICA_LABEL: pod},
                     service_account=str(pod_spec.get("serviceAccountName") or "default"),
-                    index=k, address=f"127.{block}.1.{k}", egress_address=f"127.{block}.2.{k}",
-                    env=env, target_ports=tuple(sorted(targets)), container_ports=cports,
+                    index=k,
+                    address=f"127.{block}.1.{k}",
+                    egress_address=f"127.{block}.2.{k}",
+                    env=env,
+                    target_ports=tuple(sorted(targets)),
+                    container_ports=cports,
                     role="app" if targets else "client",
                     ports=ProxyPorts(allocate(), allocate(), allocate(), allocate()),
                 )

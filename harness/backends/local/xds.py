@@ -24,12 +24,12 @@ def syncz(http: httpx.Client, istiod_url: str) -> list[dict[str, Any]]:
 
 def unsynced(entries: list[dict[str, Any]]) -> list[str]:
     """Proxies whose last sent config (any type) is not ACKed yet, as 'proxy:type'."""
-    out = []
-    for e in entries:
-        for t in TYPES:
-            if e.get(f"{t}_sent", "") != e.get(f"{t}_acked", ""):
-                out.append(f"{e.get('proxy')}:{t}")
-    return out
+    return [
+        f"{e.get('proxy')}:{t}"
+        for e in entries
+        for t in TYPES
+        if e.get(f"{t}_sent", "") != e.get(f"{t}_acked", "")
+    ]
 
 
 def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, timeout: float) -> float:
@@ -43,8 +43,13 @@ def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, t
         return len(entries) >= expected_proxies and not pending
 
     try:
-        wait.until(check, what=f"{expected_proxies} proxies connected and in sync with istiod", timeout=timeout,
-                   interval=0.05, retry_on=(httpx.HTTPError,))
+        wait.until(
+            check,
+            what=f"{expected_proxies} proxies connected and in sync with istiod",
+            timeout=timeout,
+            interval=0.05,
+            retry_on=(httpx.HTTPError,),
+        )
     except Exception as e:
         e.add_note(getattr(check, "last", ""))
         raise
@@ -73,12 +78,19 @@ class PushMark:
 
 def push_mark(http: httpx.Client, monitoring_url: str) -> PushMark:
     m = metrics(http, monitoring_url)
-    return PushMark(m.get('pilot_inbound_updates{type="config"}', 0.0), m.get("pilot_debounce_time_count", 0.0))
+    return PushMark(
+        m.get('pilot_inbound_updates{type="config"}', 0.0), m.get("pilot_debounce_time_count", 0.0)
+    )
 
 
 def wait_propagated(
-    http: httpx.Client, istiod_url: str, monitoring_url: str, before: PushMark, expected_proxies: int,
-    *, timeout: float,
+    http: httpx.Client,
+    istiod_url: str,
+    monitoring_url: str,
+    before: PushMark,
+    expected_proxies: int,
+    *,
+    timeout: float,
 ) -> float:
     """After a config write: wait until istiod ingested it, pushed it, and every proxy ACKed."""
     t0 = time.monotonic()
@@ -100,8 +112,14 @@ def wait_propagated(
         check.last = f"{len(entries)}/{expected_proxies} connected, unacked: {pending[:6]}"  # type: ignore[attr-defined]
         return len(entries) >= expected_proxies and not pending
 
-    wait.until(check, what="config change pushed by istiod and ACKed by every proxy", timeout=timeout,
-               interval=0.05, retry_on=(httpx.HTTPError,), converge=2)
+    wait.until(
+        check,
+        what="config change pushed by istiod and ACKed by every proxy",
+        timeout=timeout,
+        interval=0.05,
+        retry_on=(httpx.HTTPError,),
+        converge=2,
+    )
     return time.monotonic() - t0
 
 
