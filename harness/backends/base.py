@@ -136,6 +136,22 @@ class Backend(Protocol):
         """Where the applied config lives (local backend), for diagnostics."""
         ...
 
+    def ejections(self) -> Mapping[str, Mapping[str, list[str]]]:
+        """Per calling proxy (``ns/pod``), per upstream cluster, the hosts outlier detection ejected."""
+        ...
+
     def diagnostics(self, dest: Path) -> list[Path]:
         """Write config dumps, stats and logs of every proxy/process into ``dest``."""
         ...
+
+
+def find_workload(workloads: Sequence[Workload], ref: str) -> Workload:
+    """A workload by pod name, ``ns/pod``, ``ns/deployment`` (first replica) or ``ingress``."""
+    from harness.errors import StateError
+
+    candidates = [w for w in workloads if w.role == "gateway"] if ref == "ingress" else list(workloads)
+    for w in candidates:
+        if ref in ("ingress", w.name, w.ref, f"{w.namespace}/{w.deployment}"):
+            return w
+    names = ", ".join(w.ref for w in candidates)
+    raise StateError(f"no workload {ref!r}. Fix: use one of: {names}, ingress, or NS/DEPLOYMENT")

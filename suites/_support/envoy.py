@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
+from harness import envoy
 from harness.backends.base import Workload
-from harness.backends.local import xds
 
 
 def outbound_cluster(port: int, subset: str | None, host_fqdn: str) -> str:
@@ -62,7 +62,7 @@ class EnvoyAdmin:
         }
 
     def ejected(self, cluster: str) -> list[str]:
-        return sorted(xds.ejected_hosts(self.http, self.url).get(cluster, []))
+        return sorted(envoy.ejected_hosts(self.http, self.url).get(cluster, []))
 
     def thresholds(self, cluster: str) -> dict[str, int]:
         """The cluster's default-priority circuit-breaker limits as Envoy runs them."""
@@ -95,7 +95,7 @@ class EnvoyAdmin:
         Istio's default ``proxyStatsMatcher`` keeps per-cluster counters of outbound clusters
         out of Envoy's stats; the mesh must include them (``inclusionRegexps``) for this.
         """
-        stats = xds.cluster_stats(self.http, self.url, cluster)
+        stats = envoy.cluster_stats(self.http, self.url, cluster)
         for key, value in stats.items():
             if key.endswith(f".{name}") and cluster in key:
                 return value

@@ -29,8 +29,8 @@ from typing import Any, Self
 
 import httpx
 
-from harness import proc, wait
-from harness.backends.base import Fault, State, Workload
+from harness import envoy, proc, wait
+from harness.backends.base import Fault, State, Workload, find_workload
 from harness.backends.kube import istio_install, propagation
 from harness.backends.kube.api import Channel, ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
@@ -638,14 +638,7 @@ class KubeBackend:
         return out
 
     def workload(self, ref: str) -> Workload:
-        ws = self.workloads()
-        if ref == "ingress":
-            ws = [w for w in ws if w.role == "gateway"]
-        for w in ws:
-            if ref in ("ingress", w.name, w.ref, f"{w.namespace}/{w.deployment}"):
-                return w
-        names = ", ".join(w.ref for w in ws)
-        raise StateError(f"no workload {ref!r}. Fix: use one of: {names}, ingress, or NS/DEPLOYMENT")
+        return find_workload(self.workloads(), ref)
 
     # ---- config -----------------------------------------------------------------------------
     def _istiod_get(self, pod: str, path: str) -> httpx.Response:
@@ -854,17 +847,7 @@ class KubeBackend:
     # ---- evidence ---------------------------------------------------------------------------
     def ejections(self) -> dict[str, dict[str, list[str]]]:
         """Per calling proxy, per upstream cluster, the hosts outlier detection has ejected."""
-        out = {}
-        for w in self.workloads():
-            if not w.proxy_admin_url:
-                continue
-            try:
-                r = self._http.get(f"{w.proxy_admin_url}/clusters")
-                r.raise_for_status()
-            except httpx.HTTPError as e:
-                raise BackendError(f"cannot read the Envoy admin of {w.ref}: {e}") from e
-            out[w.ref] = ejected_hosts(r.text)
-        return out
+        return envoy.ejections(self._http, self.workloads())
 
     def diagnostics(self, dest: Path) -> list[Path]:
         """Envoy config_dump/clusters/stats per proxy, container logs, events, istiod syncz. Never raises
@@ -947,16 +930,6 @@ def container_ports_all(pod: Mapping[str, Any]) -> dict[str, int]:
         for p in c.get("ports") or []:
             if p.get("containerPort") is not None:
                 out.setdefault(str(p.get("name") or p["containerPort"]), int(p["containerPort"]))
-    return out
-
-
-def ejected_hosts(clusters_text: str) -> dict[str, list[str]]:
-    """From Envoy's ``/clusters`` text: per upstream cluster, hosts flagged by outlier detection."""
-    out: dict[str, list[str]] = {}
-    for line in clusters_text.splitlines():
-        parts = line.split("::")
-        if len(parts) >= 4 and parts[2] == "health_flags" and "failed_outlier_check" in parts[3]:
-            out.setdefault(parts[0], []).append(parts[1])
     return out
 
 

@@ -16,8 +16,8 @@ from typing import Any, Self
 import httpx
 import yaml
 
-from harness import proc, wait
-from harness.backends.base import Fault, State, Workload
+from harness import envoy, proc, wait
+from harness.backends.base import Fault, State, Workload, find_workload
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
 from harness.errors import BackendError, StateError, WaitTimeout
@@ -334,14 +334,7 @@ class LocalBackend:
         return out
 
     def workload(self, ref: str) -> Workload:
-        ws = self.workloads()
-        if ref == "ingress":
-            ws = [w for w in ws if w.role == "gateway"]
-        for w in ws:
-            if ref in ("ingress", w.name, w.ref, f"{w.namespace}/{w.deployment}"):
-                return w
-        names = ", ".join(w.ref for w in ws)
-        raise StateError(f"no workload {ref!r}. Fix: use one of: {names}, ingress, or NS/DEPLOYMENT")
+        return find_workload(self.workloads(), ref)
 
     def ingress_url(self) -> str:
         gw = self.plan.get("gateway")
@@ -387,7 +380,7 @@ class LocalBackend:
     # ---- evidence -----------------------------------------------------------------------
     def ejections(self) -> dict[str, dict[str, list[str]]]:
         """Per calling proxy, per upstream cluster, the hosts outlier detection has ejected."""
-        return {w.ref: xds.ejected_hosts(self._http, w.proxy_admin_url) for w in self.workloads()}
+        return envoy.ejections(self._http, self.workloads())
 
     def diagnostics(self, dest: Path) -> list[Path]:
         dest.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,28 +120,3 @@ def wait_propagated(
         converge=2,
     )
     return time.monotonic() - t0
-
-
-def ejected_hosts(http: httpx.Client, admin_url: str) -> dict[str, list[str]]:
-    """Per upstream cluster, the hosts whose health flags say outlier detection ejected them."""
-    r = http.get(f"{admin_url}/clusters")
-    r.raise_for_status()
-    out: dict[str, list[str]] = {}
-    for line in r.text.splitlines():
-        parts = line.split("::")
-        if len(parts) >= 4 and parts[2] == "health_flags" and "failed_outlier_check" in parts[3]:
-            out.setdefault(parts[0], []).append(parts[1])
-    return out
-
-
-def cluster_stats(http: httpx.Client, admin_url: str, cluster_substring: str) -> Mapping[str, float]:
-    r = http.get(f"{admin_url}/stats", params={"filter": re.escape(cluster_substring)})
-    r.raise_for_status()
-    out: dict[str, float] = {}
-    for line in r.text.splitlines():
-        k, _, v = line.partition(": ")
-        try:
-            out[k] = float(v)
-        except ValueError:
-            continue
-    return out

@@ -15,12 +15,12 @@ from harness.backends.kube.backend import (
     KubeBackend,
     container_ports,
     deployment_of,
-    ejected_hosts,
     format_events,
     has_sidecar,
     service_target_port,
 )
 from harness.backends.kube.relay import RELAY_NAMESPACE
+from harness.envoy import parse_ejected
 from harness.errors import StateError, ToolMissing
 from harness.settings import Settings
 from harness.versions import DEFAULT_ISTIO
@@ -214,7 +214,7 @@ def test_ejected_hosts_and_events() -> None:
         "outbound|3000||web.sample.svc.cluster.local::10.0.0.1:3000::health_flags::/failed_outlier_check\n"
         "outbound|3000||web.sample.svc.cluster.local::10.0.0.2:3000::health_flags::healthy\n"
     )
-    assert ejected_hosts(text) == {"outbound|3000||web.sample.svc.cluster.local": ["10.0.0.1:3000"]}
+    assert parse_ejected(text) == {"outbound|3000||web.sample.svc.cluster.local": ["10.0.0.1:3000"]}
     ev = [
         {
             "lastTimestamp": "2026-11-25T17:00:02Z",
