@@ -18,7 +18,9 @@ from harness.errors import WaitTimeout
 T = TypeVar("T")
 
 
-class _Clock:
+class Clock:
+    """now() and sleep(): subclass it to inject a fake clock so tests run without waiting."""
+
     def now(self) -> float:
         return time.monotonic()
 
@@ -26,7 +28,7 @@ class _Clock:
         time.sleep(seconds)
 
 
-REAL_CLOCK = _Clock()
+REAL_CLOCK = Clock()
 
 
 def until(
@@ -36,7 +38,7 @@ def until(
     timeout: float,
     interval: float = 0.2,
     hint: str = "",
-    clock: _Clock = REAL_CLOCK,
+    clock: Clock = REAL_CLOCK,
     retry_on: tuple[type[BaseException], ...] = (),
     converge: int = 1,
 ) -> T:

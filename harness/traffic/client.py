@@ -39,7 +39,7 @@ import httpx
 from harness.backends.base import Workload
 from harness.errors import UserError, WaitTimeout
 from harness.traffic import stats
-from harness.wait import REAL_CLOCK, _Clock, until
+from harness.wait import REAL_CLOCK, Clock, until
 
 __all__ = [
     "BODY_TEXT_LIMIT",
@@ -546,7 +546,7 @@ def converge_weights(
     consecutive: int = 3,
     timeout: float = 60.0,
     alpha_batch: float = 0.01,
-    clock: _Clock = REAL_CLOCK,
+    clock: Clock = REAL_CLOCK,
     **sample_kwargs: Unpack[SampleOptions],
 ) -> ConvergeResult:
     """Sample batches until the version split conforms to ``expected`` ``consecutive`` times in a row.

@@ -10,7 +10,7 @@ from harness import wait
 from harness.errors import WaitTimeout
 
 
-class FakeClock(wait._Clock):
+class FakeClock(wait.Clock):
     def __init__(self) -> None:
         self.t = 0.0
         self.sleeps: list[float] = []

@@ -19,7 +19,7 @@ from harness.backends.kube.api import KubeApi, ObjectRef
 from harness.backends.kube.tools import Runner
 from harness.errors import BackendError, UserError
 
-Clock = wait._Clock  # now() and sleep(): injectable so tests run without waiting
+Clock = wait.Clock
 
 SAMPLE_IMAGE = "meshproof/microservice-1:dev"
 SAMPLE_SERVICE_DIR = Path(__file__).resolve().parents[3] / "sample-service"

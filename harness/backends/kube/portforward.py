@@ -132,7 +132,7 @@ class PortForward:
     def probe(self) -> bool:
         return self._ready(self.url)
 
-    def wait_ready(self, *, timeout: float | None = None, clock: wait._Clock = wait.REAL_CLOCK) -> Self:
+    def wait_ready(self, *, timeout: float | None = None, clock: wait.Clock = wait.REAL_CLOCK) -> Self:
         timeout = self.ready_timeout if timeout is None else timeout
         if self.state is not State.RUNNING:
             raise BackendError(f"port-forward to {self.what} is {self.state.value}, not running")

@@ -21,7 +21,7 @@ from harness.traffic.client import (
     Source,
     converge_weights,
 )
-from harness.wait import _Clock
+from harness.wait import Clock
 
 INGRESS = "http://ingress.test:8080"
 CLIENT_APP = "http://client.test:3000"
@@ -61,7 +61,7 @@ class FakeBackend:
         return f"http://{service}.{namespace}.svc.cluster.local:{port}"
 
 
-class FakeClock(_Clock):
+class FakeClock(Clock):
     """A clock that only moves when told to (thread-safe)."""
 
     def __init__(self) -> None:
