@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 
 import httpx
 
-from harness.backends.base import Workload
 from harness.errors import BackendError
+from harness.mesh import Workload
 
 
 def parse_ejected(clusters_text: str) -> dict[str, list[str]]:

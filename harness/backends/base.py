@@ -16,56 +16,14 @@ Addresses are URLs reachable from the harness process:
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
+# Re-exported: the shared types live in harness.mesh (suites import them from either place).
+from harness.mesh import Fault, State, Workload, find_workload
 
-class State(enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One replica (pod) of a Deployment, or the ingress gateway."""
-
-    name: str  # pod name, e.g. microservice-1-v1-0
-    namespace: str
-    deployment: str
-    labels: Mapping[str, str]
-    address: str  # the mesh endpoint address of the workload
-    app_url: str  # app port, bypassing the inbound sidecar ("" for the gateway)
-    admin_url: str  # the app's admin API (fault injection; "" for the gateway)
-    sidecar_url: str  # inbound sidecar listener on the service port ("" if none)
-    proxy_admin_url: str  # Envoy admin of this workload's proxy
-    service_account: str = ""
-    ready: bool = True
-    role: str = "app"  # "app", "client" or "gateway"
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def version(self) -> str:
-        return self.labels.get("version", "")
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def spiffe_id(self) -> str:
-        return f"spiffe://cluster.local/ns/{self.namespace}/sa/{self.service_account}"
-
-
-@dataclass(frozen=True)
-class Fault:
-    status: int | None = 503
-    rate: float = 1.0
-    delay_ms: int = 0
+__all__ = ["Backend", "Fault", "State", "Workload", "find_workload"]
 
 
 @runtime_checkable
@@ -143,15 +101,3 @@ class Backend(Protocol):
     def diagnostics(self, dest: Path) -> list[Path]:
         """Write config dumps, stats and logs of every proxy/process into ``dest``."""
         ...
-
-
-def find_workload(workloads: Sequence[Workload], ref: str) -> Workload:
-    """A workload by pod name, ``ns/pod``, ``ns/deployment`` (first replica) or ``ingress``."""
-    from harness.errors import StateError
-
-    candidates = [w for w in workloads if w.role == "gateway"] if ref == "ingress" else list(workloads)
-    for w in candidates:
-        if ref in ("ingress", w.name, w.ref, f"{w.namespace}/{w.deployment}"):
-            return w
-    names = ", ".join(w.ref for w in candidates)
-    raise StateError(f"no workload {ref!r}. Fix: use one of: {names}, ingress, or NS/DEPLOYMENT")

@@ -36,8 +36,8 @@ from typing import Any, Literal, Protocol, Self, TypedDict, Unpack
 
 import httpx
 
-from harness.backends.base import Workload
 from harness.errors import UserError, WaitTimeout
+from harness.mesh import Workload
 from harness.traffic import stats
 from harness.wait import REAL_CLOCK, Clock, until
 

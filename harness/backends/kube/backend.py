@@ -30,7 +30,6 @@ from typing import Any, Self
 import httpx
 
 from harness import envoy, proc, wait
-from harness.backends.base import Fault, State, Workload, find_workload
 from harness.backends.kube import istio_install, propagation
 from harness.backends.kube.api import Channel, ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
@@ -53,6 +52,7 @@ from harness.backends.kube.portforward import PortForward
 from harness.backends.kube.relay import RELAY_LABELS, RELAY_NAMESPACE, RELAY_PORT, preamble, relay_objects
 from harness.backends.kube.tools import Runner, ToolPaths, Which, default_which, minor, preflight, same_minor
 from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
+from harness.mesh import Fault, State, Workload, find_workload
 from harness.settings import Settings
 from harness.versions import ISTIO_RELEASES
 

@@ -24,9 +24,9 @@ from typing import Self
 import httpx
 
 from harness import wait
-from harness.backends.base import State
 from harness.backends.kube.api import Channel
 from harness.errors import BackendError
+from harness.mesh import State
 
 
 def pipe(a: Channel, b: Channel, stop: threading.Event, *, bufsize: int = 65536, poll: float = 0.5) -> None:

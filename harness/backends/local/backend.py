@@ -17,10 +17,10 @@ import httpx
 import yaml
 
 from harness import envoy, proc, wait
-from harness.backends.base import Fault, State, Workload, find_workload
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
 from harness.errors import BackendError, StateError, WaitTimeout
+from harness.mesh import Fault, State, Workload, find_workload
 from harness.settings import Settings
 
 Progress = Callable[[str], None]

@@ -1,0 +1,180 @@
+"""The ``meshproof`` argument parser: verbs, their options, and the handler each one dispatches to."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import __version__
+from harness.cli import config, lifecycle, testrun, tools, traffic
+from harness.cli.output import Output
+from harness.settings import BACKENDS, Settings
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
+
+Handler = Callable[[argparse.Namespace, Settings, Output], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Options every verb accepts, before or after the verb (SUPPRESS keeps a top-level value).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="state directory of the mesh (default: $MESHPROOF_STATE or .meshproof)",
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks instead of one-line errors (also MESHPROOF_DEBUG=1)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON (schema in docs/CLI.md)")
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument(
+        "--backend", choices=BACKENDS, help="where the mesh runs (default: $MESHPROOF_BACKEND or local)"
+    )
+    mesh = argparse.ArgumentParser(add_help=False)
+    mesh.add_argument(
+        "--manifests",
+        metavar="DIR",
+        help="workload and Istio YAML (default: $MESHPROOF_MANIFESTS or manifests)",
+    )
+    mesh.add_argument(
+        "--istio-version",
+        choices=sorted(ISTIO_RELEASES),
+        help=f"pinned Istio release (default: $MESHPROOF_ISTIO or {DEFAULT_ISTIO})",
+    )
+    files = argparse.ArgumentParser(add_help=False)
+    files.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        metavar="FILE",
+        type=Path,
+        action="extend",
+        nargs="+",
+        required=True,
+        help="YAML file or directory (repeatable)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="meshproof",
+        description="Prove that a service mesh does what its configuration says.",
+        epilog="Run `meshproof VERB --help` for a verb's options. JSON schemas: docs/CLI.md.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"meshproof {__version__}")
+    parser.add_argument("--state", metavar="DIR", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(
+        name: str, handler: Handler, summary: str, *parents: argparse.ArgumentParser
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, parents=[common, *parents], help=summary, description=summary, allow_abbrev=False
+        )
+        p.set_defaults(func=handler)
+        return p
+
+    p = verb(
+        "up",
+        lifecycle.cmd_up,
+        "bring the mesh up (until Ctrl-C, or in the background with --detach)",
+        backend,
+        mesh,
+    )
+    p.add_argument(
+        "--detach", action="store_true", help="leave the mesh running; stop it with `meshproof down`"
+    )
+
+    verb(
+        "apply",
+        config.cmd_apply,
+        "validate and apply YAML, wait until every proxy has it",
+        files,
+        mesh,
+        as_json,
+    )
+    verb(
+        "delete",
+        config.cmd_delete,
+        "validate and delete the objects in YAML files, wait for propagation",
+        files,
+        mesh,
+        as_json,
+    )
+
+    p = verb("send", traffic.cmd_send, "send requests into the mesh and count who answered", as_json)
+    p.add_argument(
+        "--from",
+        dest="source",
+        default="ingress",
+        metavar="SOURCE",
+        help="`ingress` (default) or NS/DEPLOYMENT or NS/POD of a client inside the mesh",
+    )
+    p.add_argument("--method", default="GET", help="HTTP method (default GET)")
+    p.add_argument("--path", default="/api/greet", help="request path (default /api/greet)")
+    p.add_argument(
+        "-H", "--header", action="append", default=[], metavar="'K: V'", help="request header (repeatable)"
+    )
+    p.add_argument("-n", type=int, default=100, help="number of requests (default 100)")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+
+    p = verb("fault", traffic.cmd_fault, "make a replica's app answer with an error status and/or a delay")
+    p.add_argument("pod", metavar="POD", help="pod name, NS/POD or NS/DEPLOYMENT (see `meshproof status`)")
+    p.add_argument("--status", type=int, metavar="CODE", help="HTTP status to answer with, e.g. 503")
+    p.add_argument(
+        "--rate", type=float, metavar="R", help="share of requests affected, in (0, 1] (default 1)"
+    )
+    p.add_argument("--delay-ms", type=int, metavar="D", help="delay each affected request by D ms")
+    p.add_argument("--clear", action="store_true", help="remove the fault")
+
+    verb(
+        "status",
+        lifecycle.cmd_status,
+        "workloads, proxies and outlier ejections of the running mesh",
+        as_json,
+    )
+
+    p = verb(
+        "traces",
+        traffic.cmd_traces,
+        "recent traces from Jaeger (lists traced services without --service)",
+        as_json,
+    )
+    p.add_argument("--service", metavar="S", help="service name as Jaeger knows it")
+    p.add_argument("--limit", type=int, default=20, help="at most this many traces (default 20)")
+
+    verb(
+        "test",
+        testrun.cmd_test,
+        "run the suites with pytest (other arguments go to pytest) and print a summary",
+        backend,
+        mesh,
+    )
+    verb("down", lifecycle.cmd_down, "take down the mesh recorded in the state dir")
+    verb(
+        "doctor",
+        tools.cmd_doctor,
+        "which tools each backend needs, which are present, how to get the rest",
+        as_json,
+    )
+    verb(
+        "validate",
+        config.cmd_validate,
+        "validate Istio/Kubernetes YAML (schemas and cross-references)",
+        files,
+        as_json,
+    )
+
+    p = verb(
+        "install", tools.cmd_install, "build/install the pinned istiod, pilot-agent and Envoy into the cache"
+    )
+    p.add_argument("--istio-version", choices=sorted(ISTIO_RELEASES), help="pinned Istio release")
+    p.add_argument("--force", action="store_true", help="rebuild even if the same pins are installed")
+    p.add_argument("--json", action="store_true", help="print what was installed as JSON")
+    return parser

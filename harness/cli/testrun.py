@@ -1,0 +1,150 @@
+"""``meshproof test``: run the suites with pytest as a child, then summarise its JUnit report."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+
+from harness import proc
+from harness.cli.output import Output, table
+from harness.settings import Settings
+
+SUITES_DIR = "suites"
+
+
+def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    pytest_args = list(args.pytest_args)
+    if not any(_is_test_path(a) for a in pytest_args):
+        pytest_args.insert(0, SUITES_DIR + "/")
+    env = {
+        "MESHPROOF_BACKEND": settings.backend,
+        "MESHPROOF_STATE": str(settings.state_dir),
+        "MESHPROOF_MANIFESTS": str(settings.manifests),
+        "MESHPROOF_ISTIO": settings.istio_version,
+    }
+    with tempfile.TemporaryDirectory(prefix="meshproof-test-") as tmp:
+        own_junit = not any(a.startswith(("--junitxml", "--junit-xml")) for a in pytest_args)
+        junit = Path(tmp) / "junit.xml"
+        argv = [sys.executable, "-m", "pytest", *pytest_args]
+        if own_junit:  # xunit1 keeps each test's record_property values (shown in the summary)
+            argv += [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+        out.note(
+            f"$ MESHPROOF_BACKEND={settings.backend} MESHPROOF_STATE={settings.state_dir} {' '.join(argv)}"
+        )
+        started = time.monotonic()
+        code, interrupted = _run_attached(argv, env, out)
+        elapsed = time.monotonic() - started
+        results = read_junit(junit) if own_junit and junit.is_file() else None
+    print_test_summary(out, settings, results, code, elapsed)
+    return 130 if interrupted else code
+
+
+def _run_attached(argv: Sequence[str], env: Mapping[str, str], out: Output) -> tuple[int, bool]:
+    """Run a child on this terminal; on Ctrl-C keep waiting so it can tear its mesh down.
+
+    TODO(proc): belongs in harness.proc (a foreground variant of run() that streams output);
+    subprocess.run would SIGKILL the child on KeyboardInterrupt and leak mesh processes.
+    """
+    interrupted = False
+    child = subprocess.Popen(argv, env=proc.merged_env(env))
+    while True:
+        try:
+            return child.wait(), interrupted
+        except KeyboardInterrupt:  # noqa: PERF203 - waiting loop
+            interrupted = True
+            out.warn("interrupted: waiting for pytest to tear the mesh down")
+
+
+def _is_test_path(arg: str) -> bool:
+    """Whether a pytest argument selects tests by path (then suites/ is not added)."""
+    if arg.startswith("-"):
+        return False
+    path = arg.split("::", 1)[0]
+    return ("::" in arg or path.endswith((".py", "/"))) and Path(path).exists()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test case of a JUnit report."""
+
+    name: str
+    outcome: str  # passed, failed, error, skipped
+    seconds: float
+    message: str
+    properties: tuple[tuple[str, str], ...]
+
+
+def read_junit(path: Path) -> list[Case] | None:
+    """The cases of a JUnit XML report (xunit1), or None when it cannot be read."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return None
+    cases = []
+    for case in root.iter("testcase"):
+        if not case.get("name"):  # e.g. the placeholder of an interrupted session
+            continue
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome = {"failure": "failed"}.get(tag, tag)
+                lines = (el.get("message") or el.text or "").strip().splitlines()
+                message = lines[0] if lines else ""
+                break
+        props = tuple((p.get("name", ""), p.get("value", "")) for p in case.iter("property") if p.get("name"))
+        cases.append(
+            Case(
+                f"{case.get('classname', '')}::{case.get('name', '')}",
+                outcome,
+                float(case.get("time") or 0.0),
+                message,
+                props,
+            )
+        )
+    return cases
+
+
+def print_test_summary(
+    out: Output, settings: Settings, cases: list[Case] | None, code: int, elapsed: float
+) -> None:
+    out.print("")
+    out.print(
+        f"meshproof test summary · backend {settings.backend} · state {settings.state_dir} · {elapsed:.1f} s",
+        style="bold",
+    )
+    if cases:
+        t = table("result", "test", "s")
+        styles = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+        for c in cases:
+            t.add_row(Text(c.outcome.upper(), style=styles[c.outcome]), Text(c.name), f"{c.seconds:.1f}")
+            detail = [c.message] if c.outcome != "passed" and c.message else []
+            detail += [f"{k}: {v}" for k, v in c.properties]
+            for line in detail:
+                t.add_row("", Text(f"  ↳ {line}", style="dim"), "")
+        out.print(t)
+        counts = {
+            k: sum(1 for c in cases if c.outcome == k) for k in ("passed", "failed", "skipped", "error")
+        }
+        out.print(
+            f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped, "
+            f"{counts['error']} errors"
+        )
+    verdict = {
+        0: "PASSED: every check held",
+        1: "FAILED: some checks did not hold (see above)",
+        2: "INTERRUPTED or aborted (pytest exit 2)",
+        3: "INTERNAL ERROR in pytest or the harness (pytest exit 3)",
+        4: "USAGE ERROR in the pytest arguments (pytest exit 4)",
+        5: "FAILED: no tests ran (pytest exit 5): check the paths and -k/-m selection",
+    }.get(code, f"FAILED: pytest exited {code}")
+    out.print(verdict, style="bold green" if code == 0 else "bold red")

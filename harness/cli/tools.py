@@ -1,0 +1,132 @@
+"""Verbs about the tools a mesh needs: ``doctor`` (what is present) and ``install`` (the local pins)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+
+from harness.cli.output import Output, row, table
+from harness.errors import MeshproofError
+from harness.settings import BACKENDS, Settings
+from harness.versions import ISTIO_RELEASES
+
+if TYPE_CHECKING:
+    from harness.doctor import ToolStatus
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    from harness.doctor import probe
+
+    tools: list[ToolStatus] = [
+        probe(
+            "python",
+            "all",
+            "the harness itself (Python >= 3.11)",
+            "install Python 3.11+",
+            ["--version"],
+            path=sys.executable,
+        ),
+        probe(
+            "node",
+            "all",
+            "the sample service and its tests (npm test)",
+            "install Node.js >= 20",
+            ["--version"],
+        ),
+        probe("npm", "all", "installing the sample service (npm ci)", "comes with Node.js", ["--version"]),
+        probe(
+            "go",
+            "local",
+            "building istiod and pilot-agent",
+            "install Go >= 1.26",
+            ["version"],
+            pattern=r"go(\d[\w.]*)",
+        ),
+    ]
+    notes: list[str] = []
+    checked: dict[str, bool] = {}
+    for backends, check in ((("local",), _local_doctor), (("kind", "existing"), _kube_doctor)):
+        try:
+            tools.extend(check(settings))
+        except ImportError as e:
+            notes.append(f"checks for backend {'/'.join(backends)} are not available: {e}")
+            continue
+        except MeshproofError as e:
+            notes.append(f"checks for backend {'/'.join(backends)} failed: {e}")
+            continue
+        checked.update(dict.fromkeys(backends, True))
+    # Our own probes come first; a backend's entry for a tool probed for "all" backends is a repeat.
+    general = {t.name for t in tools if t.backend == "all"}
+    unique: dict[tuple[str, str], ToolStatus] = {}
+    for t in tools:
+        if t.backend == "all" or t.name not in general:
+            unique.setdefault((t.name, t.backend), t)
+    tools = list(unique.values())
+    ready: dict[str, bool | None] = {
+        b: (all(t.found for t in tools if t.backend in (b, "all")) if checked.get(b) else None)
+        for b in BACKENDS
+    }
+    if args.json:
+        out.json({"tools": [t.as_json() for t in tools], "ready": ready, "notes": notes})
+        return 0
+    for b in ("all", *BACKENDS):
+        group = [t for t in tools if t.backend == b]
+        if not group:
+            continue
+        out.print("every backend" if b == "all" else f"backend {b}", style="bold")
+        for t in group:
+            if t.found:
+                found = " ".join(x for x in (t.name, t.version) if x)
+                out.print(f"  ok       {found}  {t.path}  (for {t.needed_for})")
+            else:
+                out.print(f"  MISSING  {t.name}  (for {t.needed_for}). Fix: {t.how_to_get}", style="red")
+    out.print("")
+    for b, ok in ready.items():
+        state = (
+            "unknown (no checks available)"
+            if ok is None
+            else ("ready" if ok else "missing tools (see above)")
+        )
+        out.print(f"backend {b}: {state}")
+    for n in notes:
+        out.warn(n)
+    return 0
+
+
+def cmd_install(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    from harness.backends.local import install as local_install
+
+    with out.err.status("installing the embedded mesh") as status:
+
+        def progress(message: str) -> None:
+            status.update(Text(message))
+            out.note(f"• {message}")
+
+        installed = local_install.install(settings, progress, force=args.force)
+    doc = asdict(installed) if is_dataclass(installed) and not isinstance(installed, type) else {}
+    if args.json:
+        out.json(doc)
+        return 0
+    out.print(f"Istio {settings.istio_version} for the local backend", style="bold")
+    t = table("what", "value")
+    for key, value in doc.items():
+        if key != "sha256":
+            row(t, key, value)
+    out.print(t)
+    return 0
+
+
+def _local_doctor(settings: Settings) -> list[ToolStatus]:
+    from harness.backends.local.install import doctor
+
+    return doctor(settings)
+
+
+def _kube_doctor(settings: Settings) -> list[ToolStatus]:
+    from harness.backends.kube.tools import doctor
+
+    return doctor(release=ISTIO_RELEASES[settings.istio_version], context=settings.kube_context)

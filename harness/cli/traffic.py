@@ -1,0 +1,135 @@
+"""Verbs that act on the running mesh's traffic: ``send``, ``fault``, ``traces``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from harness.cli.output import Output, print_counts, row, table
+from harness.errors import UserError
+from harness.settings import Settings
+
+
+def cmd_send(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    from harness.backends import attach
+
+    headers = _parse_headers(args.header)
+    if args.n < 1:
+        raise UserError(f"-n {args.n}: the number of requests must be at least 1")
+    if args.concurrency < 1:
+        raise UserError(f"--concurrency {args.concurrency}: must be at least 1")
+    backend = attach(settings)
+
+    from harness.traffic.client import Sampler
+
+    with Sampler(max_connections=max(64, args.concurrency)) as sampler:
+        result = sampler.sample(
+            backend,
+            source=args.source,
+            method=args.method,
+            path=args.path,
+            n=args.n,
+            concurrency=args.concurrency,
+            headers=headers,
+        )
+    summary = result.summary_json()
+    if args.json:
+        out.json(summary)
+        return 0
+    out.print(
+        f"{summary['total']} × {args.method} {args.path} from {args.source} in {result.wall_s:.2f} s",
+        style="bold",
+    )
+    print_counts(out, "status", summary["status"], summary["total"])
+    ok = summary["status"].get("200", 0)
+    print_counts(out, "version (200s)", summary["versions"], ok)
+    print_counts(out, "pod (200s)", summary["pods"], ok)
+    lat = summary["latency_ms"]
+    out.print(f"latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}")
+    errors = result.errors()
+    if errors:
+        out.print("failures", style="bold")
+        t = table("requests", "error (no HTTP response)")
+        for message, count in errors.items():
+            row(t, count, message)
+        out.print(t)
+    return 0
+
+
+def cmd_fault(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    from harness.backends import attach
+    from harness.mesh import Fault
+
+    if args.clear:
+        if args.status is not None or args.delay_ms is not None or args.rate is not None:
+            raise UserError("--clear removes the fault; it takes no --status, --rate or --delay-ms")
+        attach(settings).clear_fault(args.pod)
+        out.print(f"fault on {args.pod} cleared")
+        return 0
+    delay = args.delay_ms or 0
+    rate = 1.0 if args.rate is None else args.rate
+    if args.status is None and delay == 0:
+        raise UserError(
+            "say what to inject: --status CODE and/or --delay-ms D (or --clear to remove a fault)"
+        )
+    if args.status is not None and not 100 <= args.status <= 599:
+        raise UserError(f"--status {args.status}: an HTTP status code is between 100 and 599")
+    if not 0.0 < rate <= 1.0:
+        raise UserError(f"--rate {rate}: the share of requests to fail must be in (0, 1]")
+    if delay < 0:
+        raise UserError(f"--delay-ms {delay}: must not be negative")
+    attach(settings).inject_fault(args.pod, Fault(status=args.status, rate=rate, delay_ms=delay))
+    what = [f"status {args.status}"] if args.status is not None else []
+    if delay:
+        what.append(f"{delay} ms delay")
+    out.print(f"fault on {args.pod}: {' + '.join(what)} for {rate:.0%} of requests")
+    return 0
+
+
+def cmd_traces(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    from harness.backends import attach
+    from harness.tracing.jaeger import JaegerClient
+
+    base = attach(settings).trace_query_url()
+    if base is None:
+        raise UserError(
+            "tracing is not deployed in this mesh (the backend reports no Jaeger query URL). "
+            "Fix: use a backend/manifests that deploy Jaeger"
+        )
+    with JaegerClient(base) as jaeger:
+        if not args.service:
+            services = jaeger.services()
+            if args.json:
+                out.json({"services": services})
+            else:
+                out.print("services with traces: " + (", ".join(services) or "(none yet)"))
+                out.print("Show traces with `meshproof traces --service NAME`.")
+            return 0
+        traces = jaeger.traces(args.service, args.limit)
+    if args.json:
+        out.json({"service": args.service, "traces": traces})
+        return 0
+    out.print(f"traces of {args.service}", style="bold")
+    t = table("trace", "start", "ms", "spans", "root", "services")
+    for tr in traces:
+        row(
+            t,
+            tr["trace_id"],
+            tr["start"],
+            tr["duration_ms"],
+            tr["spans"],
+            tr["root"],
+            ", ".join(tr["services"]),
+        )
+    out.print(t if traces else f"no traces of {args.service} yet")
+    return 0
+
+
+def _parse_headers(raw: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for h in raw:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise UserError(f"-H {h!r} is not a header. Fix: write it as -H 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return headers

@@ -1,0 +1,67 @@
+"""The data types every layer shares: a workload of the mesh, a fault, a lifecycle state.
+
+Imported by backends, traffic, envoy and the suites; imports nothing of the harness above errors.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from harness.errors import StateError
+
+
+class State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One replica (pod) of a Deployment, or the ingress gateway."""
+
+    name: str  # pod name, e.g. microservice-1-v1-0
+    namespace: str
+    deployment: str
+    labels: Mapping[str, str]
+    address: str  # the mesh endpoint address of the workload
+    app_url: str  # app port, bypassing the inbound sidecar ("" for the gateway)
+    admin_url: str  # the app's admin API (fault injection; "" for the gateway)
+    sidecar_url: str  # inbound sidecar listener on the service port ("" if none)
+    proxy_admin_url: str  # Envoy admin of this workload's proxy
+    service_account: str = ""
+    ready: bool = True
+    role: str = "app"  # "app", "client" or "gateway"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return self.labels.get("version", "")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def spiffe_id(self) -> str:
+        return f"spiffe://cluster.local/ns/{self.namespace}/sa/{self.service_account}"
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int | None = 503
+    rate: float = 1.0
+    delay_ms: int = 0
+
+
+def find_workload(workloads: Sequence[Workload], ref: str) -> Workload:
+    """A workload by pod name, ``ns/pod``, ``ns/deployment`` (first replica) or ``ingress``."""
+    candidates = [w for w in workloads if w.role == "gateway"] if ref == "ingress" else list(workloads)
+    for w in candidates:
+        if ref in ("ingress", w.name, w.ref, f"{w.namespace}/{w.deployment}"):
+            return w
+    names = ", ".join(w.ref for w in candidates)
+    raise StateError(f"no workload {ref!r}. Fix: use one of: {names}, ingress, or NS/DEPLOYMENT")

@@ -1,0 +1,1 @@
+"""Tracing: the Jaeger query API client (``jaeger.py``)."""
