@@ -89,7 +89,8 @@ class Interval:
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float) -> Interval:
-    """Exact (Clopper-Pearson) two-sided confidence interval for a binomial proportion.
+    """Exact (Clopper-Pearson) two-sided confidence interval for a binomial proportion (scipy's
+    ``binomtest(...).proportion_ci(method="exact")``).
 
     Its coverage is at least ``confidence`` for every true proportion, unlike the normal
     (Wald) interval, which undercovers near 0 and 1, exactly where routing checks live.
@@ -101,12 +102,10 @@ def clopper_pearson(successes: int, trials: int, confidence: float) -> Interval:
     _require_open_unit("confidence", confidence)
     if trials < 0 or not 0 <= successes <= trials:
         raise ValueError(f"need 0 <= successes <= trials, got {successes}/{trials}")
-    tail = (1.0 - confidence) / 2.0
-    low = 0.0 if successes == 0 else float(stats.beta.ppf(tail, successes, trials - successes + 1))
-    high = (
-        1.0 if successes == trials else float(stats.beta.ppf(1.0 - tail, successes + 1, trials - successes))
-    )
-    return Interval(low, high)
+    if trials == 0:
+        return Interval(0.0, 1.0)
+    ci = stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
+    return Interval(float(ci.low), float(ci.high))
 
 
 # --------------------------------------------------------------------------- sample sizes
