@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from harness.errors import CommandFailed, ToolMissing
 
@@ -24,6 +25,15 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+
+
+class Runner(Protocol):
+    """What callers that take an injectable runner need of :func:`run` (fakes implement this)."""
+
+    def __call__(self, argv: Sequence[str], *, timeout: float = ..., check: bool = ...) -> Completed: ...
+
+
+Which = Callable[[str], str]  # tool name -> absolute path, or "" when absent (like :func:`which`)
 
 
 def merged_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -127,6 +127,6 @@ def _local_doctor(settings: Settings) -> list[ToolStatus]:
 
 
 def _kube_doctor(settings: Settings) -> list[ToolStatus]:
-    from harness.backends.kube.tools import doctor
+    from harness.backends.kube.doctor import doctor
 
     return doctor(release=ISTIO_RELEASES[settings.istio_version], context=settings.kube_context)

@@ -3,16 +3,18 @@
 Modules, top to bottom::
 
     backend.py        KubeBackend: the Backend protocol over everything below
-    tools.py          locate docker/kind/istioctl/kubectl, check versions, doctor() entries
+    doctor.py         doctor() entries: tools, Docker engine, the existing cluster and its istiod
     kind.py           KindCluster: create (ingress NodePort mapped to 127.0.0.1), load images, delete
     istio_install.py  istioctl install argv + IstioOperator overlay (tracing to Jaeger), istiod checks
-    apply.py          manifests -> server-side apply / delete, Deployment readiness, image build
+    apply.py          manifests -> server-side apply / delete, image build
+    readiness.py      Deployment rollout status, pods that cannot start, waiting for both
     propagation.py    pure: parse istiod syncz/configz/metrics, decide "every proxy ACKed the config"
     portforward.py    PortForward: 127.0.0.1 listener, one API port-forward stream per connection
     relay.py          a sidecar-less TCP relay pod, so a plaintext client can reach a sidecar's port
+    tools.py          locate docker/kind/istioctl/kubectl, check versions, preflight()
     api.py            KubeApi protocol + ClusterApi (the only importer of the kubernetes client)
 
 Everything that talks to a cluster goes through :class:`~harness.backends.kube.api.KubeApi`, and
-every subprocess through an injectable runner with :func:`harness.proc.run`'s signature, so the
+every subprocess through an injectable :class:`harness.proc.Runner`, so the
 logic is testable offline with fakes.
 """

@@ -37,20 +37,18 @@ from harness.backends.kube.apply import (
     SAMPLE_IMAGE,
     SAMPLE_SERVICE_DIR,
     Applied,
-    Clock,
     apply_objects,
     build_image,
     delete_objects,
-    deployment_status,
     read_objects,
     ref_of,
-    wait_deployments_ready,
     wait_gone,
 )
 from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCluster
 from harness.backends.kube.portforward import PortForward
+from harness.backends.kube.readiness import deployment_status, wait_deployments_ready
 from harness.backends.kube.relay import RELAY_LABELS, RELAY_NAMESPACE, RELAY_PORT, preamble, relay_objects
-from harness.backends.kube.tools import Runner, ToolPaths, Which, default_which, minor, preflight, same_minor
+from harness.backends.kube.tools import ToolPaths, default_which, minor, preflight, same_minor
 from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
 from harness.mesh import Fault, State, Workload, find_workload
 from harness.settings import Settings
@@ -161,12 +159,12 @@ class KubeBackend:
         settings: Settings,
         *,
         progress: Progress | None = None,
-        which: Which = default_which,
-        run: Runner = proc.run,
+        which: proc.Which = default_which,
+        run: proc.Runner = proc.run,
         api_factory: ApiFactory | None = None,
         http: httpx.Client | None = None,
         sample_dir: Path = SAMPLE_SERVICE_DIR,
-        clock: Clock = wait.REAL_CLOCK,
+        clock: wait.Clock = wait.REAL_CLOCK,
     ) -> None:
         if settings.backend not in ("kind", "existing"):
             raise UserError(f"KubeBackend runs backends kind and existing, not {settings.backend!r}")

@@ -22,8 +22,7 @@ import yaml
 
 from harness import proc, wait
 from harness.backends.kube.api import KubeApi
-from harness.backends.kube.apply import Clock, deployment_status
-from harness.backends.kube.tools import Runner
+from harness.backends.kube.readiness import deployment_status
 from harness.errors import ToolMissing
 from harness.versions import IstioRelease
 
@@ -116,7 +115,7 @@ def install(
     kubeconfig: str,
     context: str,
     ingress_node_port: int | None,
-    run: Runner = proc.run,
+    run: proc.Runner = proc.run,
     readiness_timeout: float = 300.0,
 ) -> list[str]:
     """Write the overlay to ``state_dir`` and run ``istioctl install``; returns the argv run."""
@@ -188,7 +187,7 @@ def tracing_provider_configured(api: KubeApi, namespace: str = ISTIO_NAMESPACE) 
     return False
 
 
-def wait_istiod_ready(api: KubeApi, *, timeout: float, clock: Clock = wait.REAL_CLOCK) -> Istiod:
+def wait_istiod_ready(api: KubeApi, *, timeout: float, clock: wait.Clock = wait.REAL_CLOCK) -> Istiod:
     def check() -> Istiod | None:
         d = find_istiod(api)
         return d if d and d.ready else None

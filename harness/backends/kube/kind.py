@@ -16,7 +16,6 @@ from typing import Any, Self
 import yaml
 
 from harness import proc
-from harness.backends.kube.tools import Runner
 from harness.errors import BackendError, CommandFailed, ToolMissing
 
 KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
@@ -90,7 +89,7 @@ class KindCluster:
         kind: str,
         docker: str,
         keep: bool = False,
-        run: Runner = proc.run,
+        run: proc.Runner = proc.run,
         pick_port: Any = free_port,
         create_timeout: float = 600.0,
     ) -> None:

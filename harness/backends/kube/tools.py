@@ -2,7 +2,8 @@
 
 :func:`preflight` runs before anything touches a cluster and raises one
 :class:`~harness.errors.ToolMissing` naming the first missing piece (with every other missing
-piece in a note). :func:`doctor` reports the same facts without raising, for ``meshproof doctor``.
+piece in a note). :func:`harness.backends.kube.doctor.doctor` reports the same facts without
+raising, for ``meshproof doctor``.
 Lookups go through an injectable ``which`` and subprocesses through an injectable runner with
 :func:`harness.proc.run`'s signature, so both are testable offline.
 """
@@ -10,23 +11,11 @@ Lookups go through an injectable ``which`` and subprocesses through an injectabl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from harness import proc
-from harness.doctor import ToolStatus
 from harness.errors import CommandFailed, MeshproofError, ToolMissing
-from harness.versions import ISTIO_RELEASES, IstioRelease
-
-
-class Runner(Protocol):
-    """What the kube backend needs of :func:`harness.proc.run`."""
-
-    def __call__(self, argv: Sequence[str], *, timeout: float = ..., check: bool = ...) -> proc.Completed: ...
-
-
-Which = Callable[[str], str]  # tool name -> absolute path, or "" when absent
+from harness.versions import IstioRelease
 
 
 def default_which(tool: str) -> str:
@@ -121,7 +110,7 @@ def _tail(c: proc.Completed | CommandFailed) -> str:
     return text[-1] if text else ""
 
 
-def tool_version(path: str, tool: Tool, run: Runner) -> str:
+def tool_version(path: str, tool: Tool, run: proc.Runner) -> str:
     try:
         out = run([path, *tool.version_argv], timeout=30, check=False)
     except MeshproofError:
@@ -129,7 +118,7 @@ def tool_version(path: str, tool: Tool, run: Runner) -> str:
     return parse_version(out.stdout + "\n" + out.stderr)
 
 
-def check_docker_engine(docker: str, run: Runner) -> str:
+def check_docker_engine(docker: str, run: proc.Runner) -> str:
     """The Docker server version; raises ToolMissing when the engine is not reachable."""
     try:
         out = run([docker, "info", "--format", "{{.ServerVersion}}"], timeout=60, check=False)
@@ -145,8 +134,8 @@ def preflight(
     backend: str,
     release: IstioRelease,
     *,
-    which: Which = default_which,
-    run: Runner = proc.run,
+    which: proc.Which = default_which,
+    run: proc.Runner = proc.run,
 ) -> ToolPaths:
     """Check the tools ``backend`` ("kind" or "existing") needs; raise ToolMissing for what is missing.
 
@@ -176,142 +165,3 @@ def preflight(
                 istioctl.how_to_get,
             )
     return ToolPaths(paths["docker"], paths["kind"], paths["istioctl"], paths["kubectl"], version)
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    server_version: str
-    istio_version: str  # "" when no istiod runs in istio-system
-
-
-ClusterProbe = Callable[
-    [str], ClusterInfo
-]  # kubeconfig context ("" = current) -> info, raises when unreachable
-
-
-def _status(tool: Tool, backend: str, which: Which, run: Runner) -> ToolStatus:
-    path = which(tool.name)
-    if not path:
-        return ToolStatus(tool.name, backend, tool.needed_for, False, how_to_get=tool.how_to_get)
-    return ToolStatus(
-        tool.name, backend, tool.needed_for, True, tool_version(path, tool, run), path, tool.how_to_get
-    )
-
-
-def doctor(
-    *,
-    release: IstioRelease | None = None,
-    context: str = "",
-    which: Which = default_which,
-    run: Runner = proc.run,
-    probe: ClusterProbe | None = None,
-) -> list[ToolStatus]:
-    """What the kind and existing backends need, found or not, with versions and how to get each.
-
-    ``probe`` checks the existing cluster (context ``context``, "" = current); by default it asks the
-    Kubernetes API. Nothing here raises: failures become entries with ``found=False``.
-    Optional tools (kubectl) appear only when found.
-    """
-    from harness.versions import DEFAULT_ISTIO
-
-    release = release or ISTIO_RELEASES[DEFAULT_ISTIO]
-    istioctl = istioctl_tool(release)
-    out: list[ToolStatus] = []
-
-    # kind
-    docker = _status(DOCKER, "kind", which, run)
-    out.append(docker)
-    engine_how = "start Docker and check that `docker info` succeeds"
-    if docker.found:
-        try:
-            server = check_docker_engine(docker.path, run)
-            out.append(
-                ToolStatus("docker engine", "kind", DOCKER.needed_for, True, server, docker.path, engine_how)
-            )
-        except ToolMissing as e:
-            notes = " ".join(getattr(e, "__notes__", []))
-            out.append(
-                ToolStatus(
-                    "docker engine",
-                    "kind",
-                    f"{DOCKER.needed_for} ({notes})".strip(),
-                    False,
-                    how_to_get=engine_how,
-                )
-            )
-    else:
-        out.append(
-            ToolStatus("docker engine", "kind", DOCKER.needed_for, False, how_to_get=DOCKER.how_to_get)
-        )
-    out.append(_status(KIND, "kind", which, run))
-    ictl = _status(istioctl, "kind", which, run)
-    if ictl.found and not same_minor(ictl.version, minor(release)):
-        ictl = ToolStatus(
-            ictl.name,
-            "kind",
-            f"{ictl.needed_for} (found {ictl.version or 'unknown version'}, need {minor(release)}.x)",
-            False,
-            ictl.version,
-            ictl.path,
-            ictl.how_to_get,
-        )
-    out.append(ictl)
-    # kubectl is optional (meshproof uses the API directly): listed when present, never "MISSING",
-    # because a backend counts as ready only when all of its entries are found.
-    kubectl = [_status(KUBECTL, b, which, run) for b in ("kind", "existing")]
-    out += [k for k in kubectl[:1] if k.found]
-
-    # existing
-    out += [k for k in kubectl[1:] if k.found]
-    where = f"context {context!r}" if context else "the current kubeconfig context"
-    cluster_how = (
-        "point KUBECONFIG / --kube-context at a reachable cluster (check with `kubectl cluster-info`)"
-    )
-    istio_how = (
-        f"install Istio {release.label} into the cluster (`istioctl install --set profile=default -y`), "
-        "or use --backend kind"
-    )
-    probe = probe or api_probe
-    try:
-        info = probe(context)
-    except Exception as e:  # noqa: BLE001 - doctor reports, never raises
-        out.append(
-            ToolStatus("cluster", "existing", f"the cluster of {where} ({e})", False, how_to_get=cluster_how)
-        )
-        out.append(ToolStatus("istiod", "existing", "the mesh's control plane", False, how_to_get=istio_how))
-        return out
-    out.append(
-        ToolStatus(
-            "cluster",
-            "existing",
-            f"the cluster of {where}",
-            True,
-            info.server_version,
-            how_to_get=cluster_how,
-        )
-    )
-    out.append(
-        ToolStatus(
-            "istiod",
-            "existing",
-            "the mesh's control plane",
-            bool(info.istio_version),
-            info.istio_version,
-            how_to_get=istio_how,
-        )
-    )
-    return out
-
-
-def api_probe(context: str) -> ClusterInfo:
-    """ClusterInfo of a kubeconfig context, over the Kubernetes API."""
-    from harness.backends.kube.api import ClusterApi
-    from harness.backends.kube.istio_install import find_istiod
-
-    api = ClusterApi(None, context or None, request_timeout=10)
-    try:
-        server = api.server_version()
-        istiod = find_istiod(api)
-        return ClusterInfo(server, istiod.version if istiod else "")
-    finally:
-        api.close()

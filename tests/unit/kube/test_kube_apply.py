@@ -15,12 +15,10 @@ from harness.backends.kube.apply import (
     build_argv,
     build_image,
     delete_objects,
-    deployment_status,
-    pod_problems,
     read_objects,
-    wait_deployments_ready,
     with_namespace,
 )
+from harness.backends.kube.readiness import deployment_status, pod_problems, wait_deployments_ready
 from harness.errors import BackendError, UserError, WaitTimeout
 
 from .fakes import FakeCluster, FakeRunner

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.backends.kube import tools
-from harness.backends.kube.tools import ClusterInfo, doctor, parse_version, preflight, same_minor
+from harness.backends.kube.doctor import ClusterInfo, doctor
+from harness.backends.kube.tools import parse_version, preflight, same_minor
 from harness.doctor import ToolStatus
 from harness.errors import ToolMissing
 from harness.versions import IstioRelease
