@@ -12,6 +12,7 @@
         ├── CommandFailed          a subprocess exited non-zero (argv, exit code, output tails)
         ├── WaitTimeout            a condition did not hold before its deadline (what, last seen)
         ├── BackendError           a backend could not do what was asked
+        ├── LoadError              Locust failed (exit 2, a traceback, no spawn): its own message
         └── CheckFailed            a mesh check produced evidence against the configuration
 
 Always ``raise NewError(...) from original``; diagnostics go on with ``add_note``.
@@ -109,6 +110,10 @@ class WaitTimeout(HarnessError):
 
 class BackendError(HarnessError):
     """A backend operation failed."""
+
+
+class LoadError(HarnessError):
+    """The Locust subprocess failed on its own (not the mesh under test): exit 2, a traceback, no spawn."""
 
 
 class CheckFailed(HarnessError, AssertionError):

@@ -1,0 +1,269 @@
+"""Locust users and load shapes for meshproof's sample service. The only place that imports locust.
+
+Run by :class:`harness.load.LocustRun` as a subprocess (``locust -f loadtests/locustfile.py
+--headless ...``), never imported into the pytest or CLI process: ``import locust`` monkey-patches
+the process with gevent.
+
+Users (``FastHttpUser``, geventhttpclient):
+
+``IngressUser``
+    ``GET /api/greet`` through the ingress gateway (``--mp-ingress``).
+``MeshUser``
+    The same call from inside the mesh: the client workload's app (``--mp-call``, its ``/api/call``)
+    calls the service URL (``--mp-service``) through its outbound sidecar; the downstream status is
+    what counts.
+
+Every request carries ``x-request-id: <run id>-<process>-<n>`` (``--mp-run-id``), so the harness
+can find load requests in traces. Each process appends one line per request to
+``<--mp-events>/events-<pid>.tsv``: start time (unix s), latency ms, status (0 = no response),
+name, answering pod and version, request id, error. The harness builds its report from these lines
+(exact per-phase counts and percentiles) and cross-checks the totals against Locust's own stats.
+
+The harness ends a run by creating ``--mp-stop-file``: the shape's next tick (within a second)
+returns None and Locust shuts down cleanly, writing its stats. (A signal is the fallback: Locust
+2.47 handles SIGTERM only after a shaped headless run has ended, and SIGINT can surface as a
+KeyboardInterrupt traceback inside a user greenlet.)
+
+Shape (``--mp-shape``): ``steady`` (``-u`` users at ``-r`` per second; until stopped, or for
+``--mp-duration`` seconds), ``ramp`` (linearly up to ``-u`` over the duration), ``spike`` (a quarter of
+``-u``, all of ``-u`` in the middle third, a quarter again), ``step`` (four equal steps up to ``-u``).
+
+Without ``--mp-ingress``/``--mp-call`` the targets come from the running mesh:
+``meshproof status --json`` (state dir from ``MESHPROOF_STATE``, default ``.meshproof``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from locust import FastHttpUser, LoadTestShape, events, task
+from locust.runners import WorkerRunner
+from shapes import SHAPES, users_at
+
+DEFAULT_SERVICE = ("microservice-1", "sample", 3000)
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--mp-shape", choices=SHAPES, default="steady", help="meshproof load shape")
+    parser.add_argument("--mp-duration", type=float, default=0.0, help="seconds of load (0: until stopped)")
+    parser.add_argument("--mp-ingress", default="", help="ingress base URL (default: meshproof status)")
+    parser.add_argument("--mp-call", default="", help="a client workload's /api/call URL (MeshUser)")
+    parser.add_argument("--mp-service", default="", help="in-mesh service base URL (MeshUser)")
+    parser.add_argument("--mp-path", default="/api/greet", help="request path")
+    parser.add_argument("--mp-header", default="", help='extra request headers as JSON: {"k": "v"}')
+    parser.add_argument("--mp-run-id", default="mp-load", help="prefix of every x-request-id")
+    parser.add_argument("--mp-events", default="", help="directory for the per-request event logs")
+    parser.add_argument("--mp-stop-file", default="", help="the run ends (cleanly) once this file exists")
+
+
+# --------------------------------------------------------------------------- per process setup
+
+_events_file: Any = None
+_ids = itertools.count(1)
+_flushed = [0.0]  # when the event log was last flushed: the harness reads it live
+
+
+def _die_with_parent() -> None:
+    """A --processes worker is forked by the Locust master: die with it (PR_SET_PDEATHSIG)."""
+    parent = os.getppid()
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    if os.getppid() != parent:  # the master died before the signal was armed
+        os._exit(1)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_kw: Any) -> None:
+    global _events_file
+    opts = environment.parsed_options
+    if isinstance(environment.runner, WorkerRunner):
+        _die_with_parent()
+    if opts is not None and opts.mp_events:
+        os.makedirs(opts.mp_events, exist_ok=True)
+        path = os.path.join(opts.mp_events, f"events-{os.getpid()}.tsv")
+        _events_file = open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
+
+
+@events.quit.add_listener
+def _on_quit(**_kw: Any) -> None:
+    if _events_file is not None:
+        _events_file.flush()
+
+
+@events.request.add_listener
+def _record(
+    request_type: str,
+    name: str,
+    response_time: float,
+    response: Any,
+    context: dict[str, Any],
+    exception: Any,
+    start_time: float = 0.0,
+    **_kw: Any,
+) -> None:
+    if _events_file is None:
+        return
+    status = context.get("status")
+    if status is None:
+        status = getattr(response, "status_code", 0) or 0
+    pod, version = context.get("pod", ""), context.get("version", "")
+    error = "" if exception is None else f"{type(exception).__name__}: {exception}"
+    error = error.replace("\t", " ").replace("\n", " ")[:200]
+    _events_file.write(
+        f"{start_time:.6f}\t{response_time:.3f}\t{int(status)}\t{name}\t{pod}\t{version}\t"
+        f"{context.get('request_id', '')}\t{error}\n"
+    )
+    now = time.monotonic()
+    if now - _flushed[0] >= 0.5:
+        _flushed[0] = now
+        _events_file.flush()
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _status_json() -> dict[str, Any]:
+    exe = shutil.which("meshproof") or os.path.join(os.path.dirname(sys.executable), "meshproof")
+    state = os.environ.get("MESHPROOF_STATE", ".meshproof")
+    out = subprocess.run(
+        [exe, "status", "--json", "--state", state], capture_output=True, text=True, timeout=60, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(
+            f"no running mesh for the load: meshproof status exited {out.returncode}: {out.stderr}"
+        )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _headers(opts: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in json.loads(opts.mp_header).items()} if opts.mp_header else {}
+
+
+def _request_id(opts: Any) -> str:
+    return f"{opts.mp_run_id}-{os.getpid()}-{next(_ids)}"
+
+
+def _identity(body: Any, context: dict[str, Any]) -> None:
+    if isinstance(body, dict):
+        context["pod"] = str(body.get("pod") or "")
+        context["version"] = str(body.get("version") or "")
+
+
+class IngressUser(FastHttpUser):
+    """GET /api/greet (or --mp-path) through the ingress gateway."""
+
+    weight = 1
+    host = "http://ingress.invalid"  # replaced in on_start
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        base = opts.mp_ingress or str(_status_json().get("ingress_url") or "")
+        if not base:
+            raise SystemExit("the running mesh has no ingress gateway")
+        self.client.base_url = base.rstrip("/")
+        self._path = opts.mp_path
+        self._headers = _headers(opts)
+        self._opts = opts
+
+    @task
+    def greet(self) -> None:
+        rid = _request_id(self._opts)
+        with self.client.get(
+            self._path,
+            headers={**self._headers, "x-request-id": rid},
+            name=f"ingress {self._path}",
+            catch_response=True,
+        ) as resp:
+            ctx = resp.request_meta["context"]
+            ctx["request_id"] = rid
+            if resp.status_code == 200:
+                with contextlib.suppress(ValueError):
+                    _identity(resp.json(), ctx)
+
+
+class MeshUser(FastHttpUser):
+    """The client workload's app calls the service through its outbound sidecar (/api/call)."""
+
+    weight = 1
+    host = "http://client.invalid"
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        call, service = opts.mp_call, opts.mp_service
+        if not call:
+            status = _status_json()
+            client = next(
+                (w for w in status.get("workloads", []) if w.get("role") == "client" and w.get("app_url")),
+                None,
+            )
+            if client is None:
+                raise SystemExit("the running mesh has no client workload to call from")
+            call = str(client["app_url"]).rstrip("/") + "/api/call"
+            name, ns, port = DEFAULT_SERVICE
+            service = service or f"http://{name}.{ns}.svc.cluster.local:{port}"
+        self._call, self._service = call, service.rstrip("/")
+        self._path = opts.mp_path
+        self._headers = _headers(opts)
+        self._opts = opts
+
+    @task
+    def call(self) -> None:
+        rid = _request_id(self._opts)
+        params = [("url", self._service + self._path), ("method", "GET"), ("timeout_ms", "10000")]
+        params += [("header", f"{k}:{v}") for k, v in {**self._headers, "x-request-id": rid}.items()]
+        with self.client.get(
+            f"{self._call}?{urlencode(params)}", name=f"mesh {self._path}", catch_response=True
+        ) as resp:
+            ctx = resp.request_meta["context"]
+            ctx["request_id"] = rid
+            if resp.status_code != 200:  # /api/call itself failed: the outbound connection broke
+                ctx["status"] = 0
+                resp.failure(f"/api/call answered {resp.status_code}")
+                return
+            try:
+                wrapped = resp.json()
+            except ValueError:
+                ctx["status"] = 0
+                resp.failure("/api/call answered no JSON")
+                return
+            status = int(wrapped.get("status") or 0)
+            ctx["status"] = status
+            if status == 200:
+                _identity(wrapped.get("body"), ctx)
+                resp.success()
+            else:
+                resp.failure(f"HTTP {status} from the mesh")
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+class MeshproofShape(LoadTestShape):
+    """Drives -u/-r users over time according to --mp-shape; stops after --mp-duration (if set)."""
+
+    use_common_options = True
+
+    def tick(self) -> tuple[int, float] | None:
+        opts = self.runner.environment.parsed_options  # type: ignore[union-attr]
+        t = self.get_run_time()
+        duration = float(opts.mp_duration or 0)
+        if duration > 0 and t >= duration:
+            return None
+        if opts.mp_stop_file and os.path.exists(opts.mp_stop_file):
+            return None  # the harness asked for the end: Locust stops its users and writes its stats
+        users = int(opts.num_users or 1)
+        rate = float(opts.spawn_rate or users)
+        if opts.mp_shape != "steady":
+            rate = max(rate, float(users))  # follow the shape within a second
+        return users_at(opts.mp_shape, users, duration, t), rate
