@@ -56,8 +56,8 @@ import numpy as np
 from scipy.stats import beta
 
 from harness import proc, wait
-from harness.backends.base import Workload
 from harness.errors import LoadError, StateError, ToolMissing, UserError, WaitTimeout
+from harness.mesh import Workload
 from harness.traffic.checks import CheckResult
 
 __all__ = [
@@ -640,6 +640,11 @@ class LocustRun:
         return self._state is _State.RUNNING
 
     @property
+    def exited(self) -> bool:
+        """Whether the Locust master has exited (a run with a duration ends by itself)."""
+        return self._popen is not None and self._popen.poll() is not None
+
+    @property
     def pid(self) -> int | None:
         return self._popen.pid if self._popen is not None else None
 
@@ -763,6 +768,7 @@ class LocustRun:
     def progress(self) -> Progress:
         """Figures so far (reads the new lines of the event logs)."""
         self._read_events()
+        self._sample_cpu()
         now = self._wall()
         recent = [r for r in self._records[-5000:] if r.start >= now - 3.0]
         return Progress(
@@ -777,8 +783,12 @@ class LocustRun:
         """Block until Locust exits on its own (a run with a duration); returns its exit code."""
         assert self._popen is not None
         popen = self._popen
+        def done() -> bool:
+            self._sample_cpu()
+            return popen.poll() is not None
+
         wait.until(
-            lambda: popen.poll() is not None,
+            done,
             what=f"Locust to finish its {self.config.duration_s:g} s run",
             timeout=timeout,
             interval=0.1,
@@ -795,7 +805,7 @@ class LocustRun:
         popen = self._popen
         finished_alone = popen.poll() is not None  # a run with a duration ended by itself
         if not finished_alone:
-            self._cpu_s = max(self._cpu_s, _group_cpu_seconds(self._pgid))
+            self._sample_cpu()
             self.stop_file.touch()
             if not self._exits_within(self.config.stop_timeout):
                 popen.send_signal(signal.SIGINT)
@@ -865,6 +875,11 @@ class LocustRun:
                 timeout=10,
                 interval=0.05,
             )
+
+    def _sample_cpu(self) -> None:
+        """CPU seconds of the live group (its processes vanish at exit: sample while it runs)."""
+        if self._pgid and self._popen is not None and self._popen.poll() is None:
+            self._cpu_s = max(self._cpu_s, _group_cpu_seconds(self._pgid))
 
     def _exits_within(self, seconds: float) -> bool:
         popen = self._popen

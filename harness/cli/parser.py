@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.cli import config, lifecycle, testrun, tools, traffic
+from harness.cli import load as load_verb
 from harness.cli.output import Output
 from harness.settings import BACKENDS, Settings
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
@@ -148,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--service", metavar="S", help="service name as Jaeger knows it")
     p.add_argument("--limit", type=int, default=20, help="at most this many traces (default 20)")
+
+    p = verb(
+        "load",
+        load_verb.cmd_load,
+        "drive load with Locust (a subprocess) against the running mesh; report, per phase, and chart",
+        as_json,
+    )
+    load_verb.add_arguments(p)
 
     verb(
         "test",

@@ -1,0 +1,1 @@
+"""Reports and plots (matplotlib, Agg backend: no display needed)."""
