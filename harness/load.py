@@ -783,6 +783,7 @@ class LocustRun:
         """Block until Locust exits on its own (a run with a duration); returns its exit code."""
         assert self._popen is not None
         popen = self._popen
+
         def done() -> bool:
             self._sample_cpu()
             return popen.poll() is not None

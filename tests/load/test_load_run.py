@@ -54,6 +54,7 @@ def _locust_pids(run_id: str) -> list[int]:
 
 def test_phases_report_and_cleanup(server: str, tmp_path: Path) -> None:
     run = LocustRun(LoadConfig(users=3, path="/ok"), LoadTarget(ingress_url=server), workdir=tmp_path)
+
     def more(n: int) -> None:
         have = run.progress().requests
         wait.until(lambda: run.progress().requests >= have + n, what=f"{n} more requests", timeout=30)
