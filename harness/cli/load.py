@@ -80,7 +80,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         raise LoadError("Locust stopped without a report")
     chart: Path | None = None
     if not args.no_chart:
-        from harness.report.load_chart import plot_load
+        from harness.load.chart import plot_load
 
         chart = plot_load(report, workdir / "load.png")
     if args.json:

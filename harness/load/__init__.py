@@ -58,7 +58,6 @@ from scipy.stats import beta
 from harness import proc, wait
 from harness.errors import LoadError, StateError, ToolMissing, UserError, WaitTimeout
 from harness.mesh import Workload
-from harness.traffic.checks import CheckResult
 
 __all__ = [
     "DEFAULT_CLIENT",
@@ -74,6 +73,7 @@ __all__ = [
     "PhaseStats",
     "Progress",
     "RequestRecord",
+    "SLOResult",
     "SecondStats",
     "error_ratio_below",
     "latency_at_least",
@@ -81,7 +81,7 @@ __all__ = [
 ]
 
 #: The locustfile shipped with meshproof (the only module that imports locust).
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
+LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 SHAPES = ("steady", "ramp", "spike", "step")
 #: LoadConfig.users_class -> the locustfile's user classes
 USER_CLASSES: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -511,7 +511,28 @@ def _phase_stats(name: str, start_s: float, end_s: float, recs: Sequence[Request
 # --------------------------------------------------------------------------- phase SLOs (pure)
 
 
-def error_ratio_below(stats: PhaseStats, bound: float, alpha: float = 0.001) -> CheckResult:
+@dataclass(frozen=True)
+class SLOResult:
+    """A phase SLO's verdict; the same fields as :class:`harness.traffic.checks.CheckResult`
+    (``suites/_support/load.py`` turns it into one for the evidence report). Truthy iff passed."""
+
+    name: str
+    passed: bool
+    detail: str
+    evidence: Mapping[str, object] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.verdict}\n{self.detail}"
+
+
+def error_ratio_below(stats: PhaseStats, bound: float, alpha: float = 0.001) -> SLOResult:
     """The phase's error ratio is not above ``bound``, one-sided at false-failure rate ``alpha``.
 
     Fails only when even the Clopper-Pearson lower confidence bound of the error ratio exceeds
@@ -521,7 +542,7 @@ def error_ratio_below(stats: PhaseStats, bound: float, alpha: float = 0.001) -> 
     n, k = stats.requests, stats.failures
     lower = float(beta.ppf(alpha, k, n - k + 1)) if k > 0 else 0.0
     passed = n > 0 and lower <= bound
-    return CheckResult(
+    return SLOResult(
         name=f"error_ratio_below({bound:g}, phase {stats.name})",
         passed=passed,
         detail=(
@@ -535,13 +556,13 @@ def error_ratio_below(stats: PhaseStats, bound: float, alpha: float = 0.001) -> 
 
 def latency_at_least(
     records: Sequence[RequestRecord], floor_ms: float, *, share: float = 0.5, what: str = "requests"
-) -> CheckResult:
+) -> SLOResult:
     """At least ``share`` of ``records`` took ``floor_ms`` or longer (e.g. p50 of delayed requests
     is above an injected delay). A lower bound on latency: slowness cannot make it fail."""
     n = len(records)
     slow = sum(1 for r in records if r.latency_ms >= floor_ms)
     lat = Latency.of([r.latency_ms for r in records])
-    return CheckResult(
+    return SLOResult(
         name=f"latency_at_least({floor_ms:g} ms for {share:.0%} of {what})",
         passed=n > 0 and slow >= share * n,
         detail=(

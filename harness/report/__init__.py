@@ -1,1 +1,0 @@
-"""Reports and plots (matplotlib, Agg backend: no display needed)."""
