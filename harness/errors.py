@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class MeshproofError(Exception):
@@ -41,7 +42,7 @@ class ConfigProblem:
     """One thing wrong in one document of one file."""
 
     file: str
-    document: int  # 1-based index of the YAML document in the file
+    document: int  # 1-based index of the YAML document in the file; 0: the file as a whole
     path: str  # field path, e.g. "spec.http[0].route[1].weight"
     message: str  # what was wrong
     fix: str  # how to fix it
@@ -50,7 +51,10 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         obj = f" {self.kind}/{self.name}" if self.kind else ""
-        where = f"{self.file} (document {self.document}{obj})"
+        if self.document == 0:  # about the file (or directory) as a whole, not one of its documents
+            where = f"{'directory' if Path(self.file).is_dir() else 'file'} {self.file}"
+        else:
+            where = f"{self.file} (document {self.document}{obj})"
         field = f" field {self.path}:" if self.path else ""
         return f"{where}:{field} {self.message}. Fix: {self.fix}"
 

@@ -73,6 +73,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"pinned Istio release (default: $MESHPROOF_ISTIO or {DEFAULT_ISTIO})",
     )
     group.addoption(
+        "--kube-context",
+        metavar="NAME",
+        default=None,
+        help="kubeconfig context of the cluster (backend existing; default: $MESHPROOF_KUBE_CONTEXT or current)",
+    )
+    group.addoption(
         "--keep-cluster",
         action="store_true",
         default=None,
@@ -123,6 +129,7 @@ def settings_for(config: pytest.Config) -> Settings:
                 state_dir=path(opt("state")),
                 manifests=path(opt("manifests")),
                 istio_version=opt("istio_version"),
+                kube_context=opt("kube_context"),
                 keep_cluster=opt("keep_cluster"),
                 alpha=opt("alpha"),
                 power=opt("power"),

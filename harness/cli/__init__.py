@@ -36,6 +36,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         backend=getattr(args, "backend", None),
         manifests=path(getattr(args, "manifests", None)),
         istio_version=getattr(args, "istio_version", None),
+        kube_context=getattr(args, "kube_context", None),
+        keep_cluster=getattr(args, "keep_cluster", None),
     )
 
 

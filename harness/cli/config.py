@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.cli.output import Output, plural
-from harness.errors import ConfigError
+from harness.errors import ConfigError, ConfigProblem
 from harness.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def _apply_or_delete(args: argparse.Namespace, settings: Settings, out: Output, 
     for w in bundle.warnings:
         out.warn(str(w))
     documents = len(load_paths(files))
+    require_documents(files, documents)
     seconds = backend.delete(files) if delete else backend.apply(files)
     verb = "deleted" if delete else "applied"
     if args.json:
@@ -63,6 +64,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: Output) -> i
 
     try:
         bundle = validate_paths(args.files, istio_version=settings.istio_version)
+        require_documents(args.files, len(bundle))
     except ConfigError as e:
         if not args.json:
             raise
@@ -82,6 +84,23 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: Output) -> i
         out.warn(str(w))
     out.print(f"{plural(len(bundle), 'document')} valid")
     return 0
+
+
+def require_documents(files: list[Path], documents: int) -> None:
+    """ConfigError (exit 2, one line per path) when the files hold no YAML document at all."""
+    if documents == 0:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    str(f),
+                    0,
+                    "",
+                    "holds no YAML documents (only empty documents or comments)",
+                    "pass the file or directory of the Istio/Kubernetes objects you meant",
+                )
+                for f in files
+            ]
+        )
 
 
 def _running_config(backend: Backend, settings: Settings) -> Bundle:

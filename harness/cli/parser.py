@@ -48,6 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(ISTIO_RELEASES),
         help=f"pinned Istio release (default: $MESHPROOF_ISTIO or {DEFAULT_ISTIO})",
     )
+    # Verbs that reach a cluster. A mesh brought up earlier is attached to on the context it recorded.
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument(
+        "--kube-context",
+        metavar="NAME",
+        help="kubeconfig context of the cluster (backend existing; default: $MESHPROOF_KUBE_CONTEXT or "
+        "the current context)",
+    )
+    keep = argparse.ArgumentParser(add_help=False)
+    keep.add_argument(
+        "--keep-cluster",
+        action="store_true",
+        default=None,
+        help="do not delete the kind cluster (or the objects created on an existing one) when the mesh "
+        "goes down; faults, port-forwards and processes are still cleaned up ($MESHPROOF_KEEP_CLUSTER)",
+    )
     files = argparse.ArgumentParser(add_help=False)
     files.add_argument(
         "-f",
@@ -87,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bring the mesh up (until Ctrl-C, or in the background with --detach)",
         backend,
         mesh,
+        cluster,
+        keep,
     )
     p.add_argument(
         "--detach", action="store_true", help="leave the mesh running; stop it with `meshproof down`"
@@ -98,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validate and apply YAML, wait until every proxy has it",
         files,
         mesh,
+        cluster,
         as_json,
     )
     verb(
@@ -106,10 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         "validate and delete the objects in YAML files, wait for propagation",
         files,
         mesh,
+        cluster,
         as_json,
     )
 
-    p = verb("send", traffic.cmd_send, "send requests into the mesh and count who answered", as_json)
+    p = verb("send", traffic.cmd_send, "send requests into the mesh and count who answered", cluster, as_json)
     p.add_argument(
         "--from",
         dest="source",
@@ -125,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=100, help="number of requests (default 100)")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
 
-    p = verb("fault", traffic.cmd_fault, "make a replica's app answer with an error status and/or a delay")
+    p = verb(
+        "fault", traffic.cmd_fault, "make a replica's app answer with an error status and/or a delay", cluster
+    )
     p.add_argument("pod", metavar="POD", help="pod name, NS/POD or NS/DEPLOYMENT (see `meshproof status`)")
     p.add_argument("--status", type=int, metavar="CODE", help="HTTP status to answer with, e.g. 503")
     p.add_argument(
@@ -138,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         lifecycle.cmd_status,
         "workloads, proxies and outlier ejections of the running mesh",
+        cluster,
         as_json,
     )
 
@@ -145,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "traces",
         traffic.cmd_traces,
         "recent traces from Jaeger (lists traced services without --service)",
+        cluster,
         as_json,
     )
     p.add_argument("--service", metavar="S", help="service name as Jaeger knows it")
@@ -164,12 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         "run the suites with pytest (other arguments go to pytest) and print a summary",
         backend,
         mesh,
+        cluster,
+        keep,
     )
-    verb("down", lifecycle.cmd_down, "take down the mesh recorded in the state dir")
+    verb("down", lifecycle.cmd_down, "take down the mesh recorded in the state dir", cluster, keep)
     verb(
         "doctor",
         tools.cmd_doctor,
         "which tools each backend needs, which are present, how to get the rest",
+        cluster,
         as_json,
     )
     verb(

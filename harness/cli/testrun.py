@@ -14,22 +14,30 @@ from pathlib import Path
 
 from rich.text import Text
 
+import harness
 from harness import proc
 from harness.cli.output import Output, table
+from harness.errors import UserError
 from harness.settings import Settings
 
-SUITES_DIR = "suites"
+# The checkout the harness package was loaded from: suites/ and manifests/ sit beside harness/.
+CHECKOUT = Path(harness.__file__).resolve().parents[1]
 
 
 def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     pytest_args = list(args.pytest_args)
     if not any(_is_test_path(a) for a in pytest_args):
-        pytest_args.insert(0, SUITES_DIR + "/")
+        pytest_args.insert(0, str(suites_dir()) + "/")
+    manifests = settings.manifests
+    if not manifests.exists() and not manifests.is_absolute() and (CHECKOUT / manifests).is_dir():
+        manifests = CHECKOUT / manifests  # run from a subdirectory of the checkout
     env = {
         "MESHPROOF_BACKEND": settings.backend,
         "MESHPROOF_STATE": str(settings.state_dir),
-        "MESHPROOF_MANIFESTS": str(settings.manifests),
+        "MESHPROOF_MANIFESTS": str(manifests),
         "MESHPROOF_ISTIO": settings.istio_version,
+        "MESHPROOF_KUBE_CONTEXT": settings.kube_context,
+        "MESHPROOF_KEEP_CLUSTER": "1" if settings.keep_cluster else "",
     }
     with tempfile.TemporaryDirectory(prefix="meshproof-test-") as tmp:
         own_junit = not any(a.startswith(("--junitxml", "--junit-xml")) for a in pytest_args)
@@ -46,6 +54,17 @@ def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         results = read_junit(junit) if own_junit and junit.is_file() else None
     print_test_summary(out, settings, results, code, elapsed)
     return 130 if interrupted else code
+
+
+def suites_dir() -> Path:
+    """The suites of the checkout this harness was loaded from, whatever the working directory."""
+    suites = CHECKOUT / "suites"
+    if not suites.is_dir():
+        raise UserError(
+            f"no suites/ beside the harness package (looked in {CHECKOUT}). Fix: run meshproof from its "
+            "source checkout, or name the test files or directories to run"
+        )
+    return suites
 
 
 def _run_attached(argv: Sequence[str], env: Mapping[str, str], out: Output) -> tuple[int, bool]:

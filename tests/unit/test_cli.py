@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.cli import main, testrun
 
 GOOD = """\
 apiVersion: v1
@@ -95,6 +95,79 @@ def test_validate_missing_file_is_a_user_error(tmp_path: Path, capsys: pytest.Ca
     _, err = capsys.readouterr()
     assert err.startswith("meshproof: error: ")
     no_traceback(err)
+
+
+CLUSTER_VERBS = ("up", "apply", "delete", "send", "fault", "status", "traces", "test", "down", "doctor")
+
+
+@pytest.mark.parametrize("verb", CLUSTER_VERBS)
+def test_every_verb_that_reaches_a_cluster_takes_kube_context(
+    verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([verb, "--help"]) == 0
+    assert "--kube-context" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["up", "--kube-context", "ctx-a", "--keep-cluster"],
+        ["down", "--keep-cluster", "--kube-context", "ctx-a"],
+        ["test", "--keep-cluster", "--kube-context", "ctx-a"],
+    ],
+)
+def test_kube_context_and_keep_cluster_reach_the_settings(argv: list[str]) -> None:
+    from harness.cli import _settings, build_parser
+
+    args, _ = build_parser().parse_known_args(argv)
+    settings = _settings(args)
+    assert (settings.kube_context, settings.keep_cluster) == ("ctx-a", True)
+    args, _ = build_parser().parse_known_args(argv[:1])
+    assert _settings(args).keep_cluster is False  # not given: the environment's default
+
+
+def test_doctor_probes_the_named_kube_context(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--json", "--kube-context", "no-such-context"]) == 0
+    cluster = next(t for t in json.loads(capsys.readouterr().out)["tools"] if t["name"] == "cluster")
+    assert "context 'no-such-context'" in cluster["needed_for"]
+
+
+def test_validate_missing_file_says_file_not_document_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", "-f", str(tmp_path / "absent.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"file {tmp_path / 'absent.yaml'}: no such file" in err
+    assert "document 0" not in err
+
+
+@pytest.mark.parametrize("layout", ["empty file", "comments only", "folder of empty files"])
+def test_validate_of_nothing_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str
+) -> None:
+    if layout == "folder of empty files":
+        target = tmp_path / "conf"
+        target.mkdir()
+        (target / "a.yaml").write_text("")
+        (target / "b.yml").write_text("---\n---\n")
+    else:
+        target = tmp_path / "x.yaml"
+        target.write_text("" if layout == "empty file" else "# nothing yet\n")
+    assert main(["validate", "-f", str(target)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"meshproof: error: {'directory' if target.is_dir() else 'file'} {target}: holds no YAML documents "
+        "(only empty documents or comments). Fix: pass the file or directory of the Istio/Kubernetes "
+        "objects you meant"
+    ]
+
+
+def test_validate_of_nothing_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x.yaml").write_text("")
+    assert main(["validate", "--json", "-f", str(tmp_path / "x.yaml")]) == 2
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is False and doc["problems"][0]["document"] == 0
 
 
 def test_unknown_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,9 +301,11 @@ def test_bad_settings_from_the_environment_are_a_user_error(
 # --- meshproof test: runs pytest in a subprocess, passes backend/state, ends with a summary ---------
 
 
-def write_suite(root: Path, body: str) -> None:
+def write_suite(root: Path, body: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout at ``root`` holding one suite file (meshproof test finds suites/ beside harness/)."""
     (root / "suites").mkdir()
     (root / "suites" / "test_demo.py").write_text(body)
+    monkeypatch.setattr(testrun, "CHECKOUT", root)
 
 
 def test_test_verb_runs_the_suites_with_backend_and_state(
@@ -245,6 +320,7 @@ def test_test_verb_runs_the_suites_with_backend_and_state(
         "    assert os.environ['MESHPROOF_STATE'] == 'st'\n"
         "def test_other():\n"
         "    pass\n",
+        monkeypatch,
     )
     assert main(["test", "--backend", "kind", "--state", "st", "-k", "env", "-p", "no:cacheprovider"]) == 0
     out = capfd.readouterr().out
@@ -257,7 +333,11 @@ def test_test_verb_reports_failures_and_exits_with_pytests_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    write_suite(tmp_path, "def test_split():\n    assert 40 == 50, 'v2 got 40% of traffic, configured 50%'\n")
+    write_suite(
+        tmp_path,
+        "def test_split():\n    assert 40 == 50, 'v2 got 40% of traffic, configured 50%'\n",
+        monkeypatch,
+    )
     assert main(["test", "-p", "no:cacheprovider"]) == 1
     summary = capfd.readouterr().out.split("meshproof test summary")[1]
     assert "FAILED" in summary and "test_split" in summary
@@ -268,6 +348,32 @@ def test_test_verb_with_no_tests_is_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    write_suite(tmp_path, "")
+    write_suite(tmp_path, "", monkeypatch)
     assert main(["test", "-p", "no:cacheprovider"]) == 5
     assert "no tests ran" in capfd.readouterr().out
+
+
+def test_test_verb_finds_the_suites_of_the_checkout_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the checkout: no suites/ here
+    assert main(["test", "--collect-only", "-q", "-p", "no:cacheprovider"]) == 0
+    out = capfd.readouterr().out
+    assert "suites/test_routing.py" in out
+    assert testrun.suites_dir() == testrun.CHECKOUT / "suites"
+
+
+def test_test_verb_passes_kube_context_and_keep_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_suite(
+        tmp_path,
+        "import os\n"
+        "def test_env():\n"
+        "    assert os.environ['MESHPROOF_KUBE_CONTEXT'] == 'ctx-a'\n"
+        "    assert os.environ['MESHPROOF_KEEP_CLUSTER'] == '1'\n",
+        monkeypatch,
+    )
+    code = main(["test", "--kube-context", "ctx-a", "--keep-cluster", "-p", "no:cacheprovider"])
+    assert code == 0, capfd.readouterr().out

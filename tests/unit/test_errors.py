@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.errors import (
@@ -63,6 +65,15 @@ def test_config_problem_names_file_document_object_field_and_fix() -> None:
 def test_config_problem_without_kind_or_path() -> None:
     assert str(ConfigProblem("a.yaml", 1, "", "not YAML", "fix the syntax")) == (
         "a.yaml (document 1): not YAML. Fix: fix the syntax"
+    )
+
+
+def test_file_level_problem_says_file_or_directory_not_document_0(tmp_path: Path) -> None:
+    assert str(ConfigProblem("gone.yaml", 0, "", "no such file or directory", "pass a file")) == (
+        "file gone.yaml: no such file or directory. Fix: pass a file"
+    )
+    assert str(ConfigProblem(str(tmp_path), 0, "", "holds no YAML", "pass one")) == (
+        f"directory {tmp_path}: holds no YAML. Fix: pass one"
     )
 
 

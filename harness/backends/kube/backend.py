@@ -404,6 +404,13 @@ class KubeBackend:
             raise StateError(
                 f"the mesh in {self.settings.state_dir} did not finish starting. Fix: meshproof down, then up again"
             )
+        recorded = str(info.get("context") or "")
+        if self.settings.kube_context and recorded and self.settings.kube_context != recorded:
+            raise StateError(
+                f"the mesh in {self.settings.state_dir} runs on kubeconfig context {recorded!r}, not "
+                f"{self.settings.kube_context!r}. Fix: drop --kube-context, or pass the --state of the mesh "
+                f"on {self.settings.kube_context!r}"
+            )
         self._info = info
         self._connect(info.get("kubeconfig") or None, info.get("context") or None)
         self._remember(read_objects([self.settings.manifests]) + relay_objects())

@@ -389,6 +389,22 @@ def test_attach_to_a_detached_mesh(tmp_path: Path, manifests: Path) -> None:
     assert not other.marker.exists() and api.deleted
 
 
+def test_attach_refuses_another_kube_context_than_the_mesh_runs_on(tmp_path: Path, manifests: Path) -> None:
+    api = FakeCluster()
+    b, connects = make(tmp_path, manifests, api, kube_context="ctx-a")
+    b.up(detach=True)
+    b.__exit__(None, None, None)
+    assert connects == [(None, "ctx-a")]
+    same, _ = make(tmp_path, manifests, api, kube_context="ctx-a")
+    with same.attach():
+        pass
+    other, connects = make(tmp_path, manifests, api, kube_context="ctx-b")
+    with pytest.raises(StateError, match="runs on kubeconfig context 'ctx-a', not 'ctx-b'"):
+        other.attach()
+    assert connects == []
+    same.down()
+
+
 def test_kind_flow(tmp_path: Path, manifests: Path) -> None:
     api = FakeCluster(istio_version="1.29.0")  # a different Istio: install the pinned one
     replies = {
