@@ -34,6 +34,7 @@ from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
+    from harness.load import LocustRun
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -43,6 +44,10 @@ MARKERS = {
     "slow": "slow: takes more than a few seconds (statistical sampling, load, chaos)",
     "negative": "negative: negative control: proves the check fails when the configuration is broken",
     "backend": "backend(name, ...): run only on the named backend(s): local, kind, existing",
+    "under_load": (
+        "under_load(users=N, shape=S, user_class=C, path=P, headers={...}): run the test while Locust "
+        "drives background load (the `load` fixture; defaults from --load-users/--load-shape)"
+    ),
 }
 
 
@@ -105,6 +110,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="D",
         help="smallest deviation of a share that must be caught (default: $MESHPROOF_MIN_DEVIATION or 0.05)",
     )
+    group.addoption(
+        "--load-users",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Locust users of the `load` fixture / under_load tests (default: $MESHPROOF_LOAD_USERS or 10)",
+    )
+    group.addoption(
+        "--load-shape",
+        default=None,
+        metavar="S",
+        help="steady, ramp, spike or step (default: $MESHPROOF_LOAD_SHAPE or steady)",
+    )
+    group.addoption(
+        "--load-duration",
+        default=None,
+        metavar="D",
+        help="how long a non-steady shape lasts, e.g. 60s (default: $MESHPROOF_LOAD_DURATION or 60)",
+    )
+    group.addoption(
+        "--load-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Locust processes (--processes) of the `load` fixture (default: $MESHPROOF_LOAD_PROCESSES or 1)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -134,10 +165,30 @@ def settings_for(config: pytest.Config) -> Settings:
                 alpha=opt("alpha"),
                 power=opt("power"),
                 min_deviation=opt("min_deviation"),
+                load_users=opt("load_users"),
+                load_shape=opt("load_shape"),
+                load_duration_s=_duration(opt("load_duration")),
+                load_processes=opt("load_processes"),
             )
         except UserError as e:
             raise pytest.UsageError(str(e)) from e
     return config.stash[SETTINGS_KEY]
+
+
+def _duration(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    from harness.load import parse_duration
+
+    return parse_duration(raw)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked ``under_load`` gets the ``load`` fixture even if it does not ask for it."""
+    for item in items:
+        names = getattr(item, "fixturenames", None)
+        if item.get_closest_marker("under_load") is not None and names is not None and "load" not in names:
+            names.append("load")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -208,3 +259,50 @@ def mesh_diagnostics(request: pytest.FixtureRequest, mesh: Backend, tmp_path: Pa
         text = f"{len(written)} files in {dest}"
     request.node.user_properties.append(("diagnostics", text))
     request.node.add_report_section("teardown", "meshproof diagnostics", text)
+
+
+@pytest.fixture
+def load(
+    request: pytest.FixtureRequest, mesh: Backend, settings: Settings, tmp_path: Path
+) -> Iterator[LocustRun]:
+    """Background load (Locust, a subprocess) for the duration of the test: a running
+    :class:`~harness.load.LocustRun`. Mark phases with ``load.phase(name)``; the report is
+    ``load.report`` after the test, and in the test's report sections and ``user_properties``.
+
+    Configured by the ``under_load(...)`` marker's keyword arguments (users, shape, user_class,
+    path, headers, spawn_rate, processes, duration_s), else by ``--load-users``/``--load-shape``/
+    ``--load-duration``/``--load-processes`` (and their MESHPROOF_LOAD_* variables).
+    """
+    from harness.load import LoadConfig, LoadTarget, LocustRun
+
+    marker = request.node.get_closest_marker("under_load")
+    kwargs = dict(marker.kwargs) if marker is not None else {}
+    shape = kwargs.pop("shape", settings.load_shape)
+    duration = kwargs.pop("duration_s", settings.load_duration_s if shape != "steady" else 0.0)
+    try:
+        config = LoadConfig(
+            users=kwargs.pop("users", settings.load_users),
+            shape=shape,
+            duration_s=duration,
+            processes=kwargs.pop("processes", settings.load_processes),
+            **kwargs,
+        )
+    except TypeError as e:
+        pytest.fail(f"@pytest.mark.under_load: {e}", pytrace=False)
+    run = LocustRun(config, LoadTarget.from_mesh(mesh), workdir=tmp_path / "load")
+    with run:
+        yield run
+    report = run.report
+    if report is None:  # stop() raised: the error is the test's
+        return
+    text = report.summary()
+    request.node.user_properties.append(("load", report.to_json()))
+    request.node.add_report_section("teardown", "meshproof load", text)
+    try:
+        from harness.load.chart import plot_load
+
+        chart = plot_load(report, tmp_path / "load" / "load.png")
+    except Exception as e:  # the chart must never hide the test's verdict
+        request.node.add_report_section("teardown", "meshproof load chart", f"not written: {e}")
+    else:
+        request.node.user_properties.append(("load_chart", str(chart)))

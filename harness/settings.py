@@ -50,6 +50,11 @@ class Settings:
     power: float = 0.99  # probability of catching min_deviation
     min_deviation: float = 0.05  # smallest deviation (absolute share) a check must catch
     ready_timeout: float = 180.0
+    # background load (pytest `load` fixture / `under_load` marker); see harness.load
+    load_users: int = 10
+    load_shape: str = "steady"
+    load_duration_s: float = 60.0  # only shapes other than steady follow a duration
+    load_processes: int = 1
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -83,4 +88,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         power=_float(env, "MESHPROOF_POWER", 0.99),
         min_deviation=_float(env, "MESHPROOF_MIN_DEVIATION", 0.05),
         ready_timeout=_float(env, "MESHPROOF_READY_TIMEOUT", 180.0),
+        load_users=int(_float(env, "MESHPROOF_LOAD_USERS", 10)),
+        load_shape=env.get("MESHPROOF_LOAD_SHAPE", "steady"),
+        load_duration_s=_float(env, "MESHPROOF_LOAD_DURATION", 60.0),
+        load_processes=int(_float(env, "MESHPROOF_LOAD_PROCESSES", 1)),
     )

@@ -16,7 +16,8 @@ Users (``FastHttpUser``, geventhttpclient):
 Every request carries ``x-request-id: <run id>-<process>-<n>`` (``--mp-run-id``), so the harness
 can find load requests in traces. Each process appends one line per request to
 ``<--mp-events>/events-<pid>.tsv``: start time (unix s), latency ms, status (0 = no response),
-name, answering pod and version, request id, error. The harness builds its report from these lines
+name, answering pod and version (of any JSON answer of the app), request id, error, flags
+(``overloaded``: Envoy's x-envoy-overloaded). The harness builds its report from these lines
 (exact per-phase counts and percentiles) and cross-checks the totals against Locust's own stats.
 
 The harness ends a run by creating ``--mp-stop-file``: the shape's next tick (within a second)
@@ -122,7 +123,7 @@ def _record(
     error = error.replace("\t", " ").replace("\n", " ")[:200]
     _events_file.write(
         f"{start_time:.6f}\t{response_time:.3f}\t{int(status)}\t{name}\t{pod}\t{version}\t"
-        f"{context.get('request_id', '')}\t{error}\n"
+        f"{context.get('request_id', '')}\t{error}\t{context.get('flags', '')}\n"
     )
     now = time.monotonic()
     if now - _flushed[0] >= 0.5:
@@ -160,6 +161,11 @@ def _identity(body: Any, context: dict[str, Any]) -> None:
         context["version"] = str(body.get("version") or "")
 
 
+def _flags(headers: Any, context: dict[str, Any]) -> None:
+    if headers and headers.get("x-envoy-overloaded"):
+        context["flags"] = "overloaded"  # Envoy shed it (circuit breaker)
+
+
 class IngressUser(FastHttpUser):
     """GET /api/greet (or --mp-path) through the ingress gateway."""
 
@@ -187,9 +193,12 @@ class IngressUser(FastHttpUser):
         ) as resp:
             ctx = resp.request_meta["context"]
             ctx["request_id"] = rid
-            if resp.status_code == 200:
+            _flags(resp.headers, ctx)
+            if resp.status_code and (resp.headers or {}).get("content-type", "").startswith(
+                "application/json"
+            ):
                 with contextlib.suppress(ValueError):
-                    _identity(resp.json(), ctx)
+                    _identity(resp.json(), ctx)  # the app's answers name their pod, faults included
 
 
 class MeshUser(FastHttpUser):
@@ -239,8 +248,9 @@ class MeshUser(FastHttpUser):
                 return
             status = int(wrapped.get("status") or 0)
             ctx["status"] = status
+            _flags(wrapped.get("headers") or {}, ctx)
+            _identity(wrapped.get("body"), ctx)
             if status == 200:
-                _identity(wrapped.get("body"), ctx)
                 resp.success()
             else:
                 resp.failure(f"HTTP {status} from the mesh")

@@ -246,6 +246,7 @@ class RequestRecord:
     version: str = ""
     request_id: str = ""
     error: str = ""
+    overloaded: bool = False  # Envoy shed it: x-envoy-overloaded (a circuit breaker's 503)
 
     @property
     def failed(self) -> bool:
@@ -254,12 +255,15 @@ class RequestRecord:
     @classmethod
     def parse(cls, line: str) -> RequestRecord | None:
         parts = line.rstrip("\n").split("\t")
-        if len(parts) != 8:
+        if len(parts) not in (8, 9):
             return None
         try:
-            return cls(float(parts[0]), float(parts[1]), int(parts[2]), *parts[3:])
+            start, latency, status = float(parts[0]), float(parts[1]), int(parts[2])
         except ValueError:
             return None
+        overloaded = len(parts) == 9 and "overloaded" in parts[8].split(",")
+        name, pod, version, request_id, error = parts[3:8]
+        return cls(start, latency, status, name, pod, version, request_id, error, overloaded)
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,7 @@ class PhaseStats:
     latency: Latency
     versions: Mapping[str, int]  # who answered the 200s, by version label
     pods: Mapping[str, int]
+    overloaded: int = 0  # 503s Envoy shed (x-envoy-overloaded)
 
     @property
     def seconds(self) -> float:
@@ -393,6 +398,7 @@ class LoadReport:
                 "latency_ms": _latency_json(p.latency),
                 "versions": dict(p.versions),
                 "pods": dict(p.pods),
+                "overloaded": p.overloaded,
             }
 
         return {
@@ -505,6 +511,7 @@ def _phase_stats(name: str, start_s: float, end_s: float, recs: Sequence[Request
         latency=Latency.of([r.latency_ms for r in recs]),
         versions=MappingProxyType(dict(sorted(Counter(r.version for r in ok if r.version).items()))),
         pods=MappingProxyType(dict(sorted(Counter(r.pod for r in ok if r.pod).items()))),
+        overloaded=sum(r.overloaded for r in recs),
     )
 
 
