@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
+import os
 import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +79,9 @@ class Layout:
             f.unlink(missing_ok=True)
         self.control_socket.unlink(missing_ok=True)
 
-    def pick_block(self) -> int:
-        """A second octet B such that nothing listens on 127.B.0.0/16 yet."""
-        busy = set()
+    def pick_block(self, reserved: Collection[int] = ()) -> int:
+        """A second octet B such that nothing listens on 127.B.0.0/16 yet and no mesh reserved it."""
+        busy = set(reserved)
         for table in ("/proc/net/tcp",):
             try:
                 lines = Path(table).read_text().splitlines()[1:]
@@ -93,6 +97,88 @@ class Layout:
             if b not in busy:
                 return b
         raise RuntimeError("no free 127.B.0.0/16 block")
+
+
+class Reservations:
+    """Machine-wide claims on 127.B blocks and TCP ports, one file per owning process.
+
+    Two meshes started at the same moment (parallel CI jobs, several checkouts) would otherwise both
+    see the same block and ports free, because a port is only tested by binding it and is bound for
+    real seconds later. Every claim happens under one ``flock`` and is written to
+    ``<tmp>/meshproof-reservations-<uid>/<pid>.json`` before the lock is released; claims of dead
+    processes are ignored (and removed), so a SIGKILLed supervisor frees its block and ports.
+    """
+
+    def __init__(self, owner: int, root: Path | None = None) -> None:
+        self.owner = owner
+        self.root = root or Path(tempfile.gettempdir()) / f"meshproof-reservations-{os.getuid()}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._mine: dict[str, Any] = {"block": None, "ports": []}
+
+    @property
+    def _file(self) -> Path:
+        return self.root / f"{self.owner}.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[int, dict[str, Any]]]:
+        with open(self.root / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self._others()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _others(self) -> dict[int, dict[str, Any]]:
+        live: dict[int, dict[str, Any]] = {}
+        for f in self.root.glob("*.json"):
+            try:
+                pid = int(f.stem)
+                claim = json.loads(f.read_text())
+            except (ValueError, OSError):
+                continue
+            if pid == self.owner:
+                continue
+            if not _pid_alive(pid):
+                f.unlink(missing_ok=True)
+                continue
+            live[pid] = claim
+        return live
+
+    def _write(self) -> None:
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._mine))
+        tmp.replace(self._file)
+
+    def block(self, layout: Layout) -> int:
+        """Pick and claim a free 127.B.0.0/16 block."""
+        with self._locked() as others:
+            b = layout.pick_block({int(c["block"]) for c in others.values() if c.get("block") is not None})
+            self._mine["block"] = b
+            self._write()
+            return b
+
+    def port(self) -> int:
+        """Pick and claim a TCP port that is free and that no other live mesh has claimed."""
+        with self._locked() as others:
+            taken = {int(p) for c in others.values() for p in c.get("ports", [])}
+            taken.update(self._mine["ports"])
+            port = free_port(taken)
+            self._mine["ports"].append(port)
+            self._write()
+            return port
+
+    def release(self) -> None:
+        self._file.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _ephemeral_range() -> tuple[int, int]:

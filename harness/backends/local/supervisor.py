@@ -31,7 +31,7 @@ from harness import proc, wait
 from harness.backends.local import topology as topo
 from harness.backends.local.ca import MeshCA, spiffe_id
 from harness.backends.local.install import Installed, load
-from harness.backends.local.layout import Layout, free_port, object_filename
+from harness.backends.local.layout import Layout, Reservations, object_filename
 from harness.errors import MeshproofError, WaitTimeout
 from harness.settings import Settings, from_env
 
@@ -59,6 +59,8 @@ class Supervisor:
         self.plan: dict[str, Any] = {}
         self.error = ""
         self.http = httpx.Client(timeout=5.0, trust_env=False)
+        # block and ports are claimed machine-wide, so concurrent meshes never pick the same ones
+        self.reservations = Reservations(os.getpid())
 
     # ---- status -------------------------------------------------------------------------
     def status(self, phase: str, message: str = "", **extra: Any) -> None:
@@ -113,15 +115,14 @@ class Supervisor:
         from harness.istio.loader import load_paths
 
         docs = load_paths([s.manifests])
-        block = lay.pick_block()
-        taken: set[int] = set()
+        block = self.reservations.block(lay)
         topology = topo.derive(
             [d.body for d in docs],
             block=block,
-            allocate=lambda: free_port(taken),
+            allocate=self.reservations.port,
             sources=[d.file for d in docs],
         )
-        istiod_ports = {k: free_port(taken) for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+        istiod_ports = {k: self.reservations.port() for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
         self.status("starting", f"derived {len(topology.replicas)} replicas on 127.{block}.0.0/16")
 
         lay.config.mkdir(parents=True, exist_ok=True)
@@ -413,6 +414,7 @@ class Supervisor:
                 p.wait(5)
         self.http.close()
         self.layout.cleanup_runtime()
+        self.reservations.release()
         self.status("stopped", "all processes stopped")
 
 
