@@ -23,7 +23,9 @@ def test_two_owners_get_distinct_blocks_and_ports(tmp_path: Path) -> None:
 
 def test_claims_of_dead_processes_are_ignored_and_removed(tmp_path: Path) -> None:
     root = tmp_path / "res"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_pid = int(dead.stdout)
     root.mkdir()
     (root / f"{dead_pid}.json").write_text(json.dumps({"block": 10, "ports": [20000]}))

