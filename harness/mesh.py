@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 
 from harness.errors import StateError
 
+# A backend that forwards connections (the kube port-forward) answers one it accepted but could not
+# carry to its target with HTTP 502 and this header (the reason). No target sends it, so a probe can
+# tell "never reached" (an error of the check) from the target's own answer or refusal.
+UNREACHED_HEADER = "x-meshproof-unreached"
+
 
 class State(enum.Enum):
     NEW = "new"

@@ -23,8 +23,10 @@ import pytest
 
 from harness import wait
 from harness.backends.base import Workload
+from harness.errors import BackendError
 from harness.istio import Bundle
 from harness.istio.model import labels_match
+from harness.mesh import UNREACHED_HEADER
 from harness.traffic.checks import CheckResult
 
 pytestmark = [pytest.mark.e2e]
@@ -57,6 +59,9 @@ class Probe:
 
 
 def probe(http: httpx.Client, w: Workload) -> Probe:
+    """One plaintext GET at ``w``'s inbound sidecar. A connection the backend's forwarding path
+    accepted but never carried to the sidecar (UNREACHED_HEADER) is an error of the check: it
+    raises instead of passing for a refusal."""
     try:
         r = http.get(f"{w.sidecar_url}{PATH}")
     except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -65,6 +70,11 @@ def probe(http: httpx.Client, w: Workload) -> Probe:
         return Probe(w.name, "refused-after-connect")
     except httpx.HTTPError as e:
         return Probe(w.name, f"other: {type(e).__name__}")
+    if UNREACHED_HEADER in r.headers:
+        raise BackendError(
+            f"the plaintext probe of {w.ref} never reached its sidecar ({r.headers[UNREACHED_HEADER]}); "
+            "this says nothing about mTLS. Fix: check the backend's forwarding (`meshproof status`)"
+        )
     return Probe(w.name, f"answered {r.status_code}")
 
 

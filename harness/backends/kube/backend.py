@@ -506,7 +506,16 @@ class KubeBackend:
                     def opener() -> Channel:
                         return api.open_port(namespace, pod, port)
 
-                pf = PortForward(opener, what=what, preamble=via, ready=self._answers(ready_path)).start()
+                # Through the relay (sidecar_url, the plaintext probe): the relay confirms it reached
+                # the target, and a connection that never did is answered as such, not closed.
+                pf = PortForward(
+                    opener,
+                    what=what,
+                    preamble=via,
+                    confirm=bool(via),
+                    answer_unreached=bool(via),
+                    ready=self._answers(ready_path),
+                ).start()
                 if ready_within:
                     try:
                         pf.wait_ready(timeout=ready_within, clock=self._clock)

@@ -4,7 +4,15 @@
 accepted connection gets its own stream from ``opener`` (``KubeApi.open_port``: one API
 port-forward websocket per connection, so connections never share a stream) and one thread
 pumping bytes both ways. An optional ``preamble`` is written to the stream before any client
-byte (the sidecar relay uses it to name its target).
+byte (the sidecar relay uses it to name its target); with ``confirm`` the forward then waits for
+the relay's ``OK`` line (it has connected to the target) before it copies a client byte.
+
+A client's connection is accepted locally before its stream opens, so a stream that fails to open
+(or a relay that cannot connect) would look to the client like a connection accepted and then
+closed: exactly what STRICT mTLS does to plaintext. With ``answer_unreached`` such a connection
+is answered instead with ``HTTP 502`` carrying the header :data:`harness.mesh.UNREACHED_HEADER`
+(the reason), which no target sends, so the caller can tell "never reached" from the target's
+own answer.
 
 Lifecycle: ``start()`` binds and accepts (no cluster traffic yet, so forwards are cheap to create
 eagerly and only cost a stream when used); ``wait_ready()`` polls an HTTP request through the
@@ -26,7 +34,11 @@ import httpx
 from harness import wait
 from harness.backends.kube.api import Channel
 from harness.errors import BackendError
-from harness.mesh import State
+from harness.mesh import UNREACHED_HEADER, State
+
+
+class Unreached(BackendError):
+    """The stream to the target did not open, or the relay could not connect to the target."""
 
 
 def pipe(a: Channel, b: Channel, stop: threading.Event, *, bufsize: int = 65536, poll: float = 0.5) -> None:
@@ -59,6 +71,56 @@ def _close(s: Channel | socket.socket | None) -> None:
         s.close()
 
 
+def unreached_response(reason: str) -> bytes:
+    """The HTTP answer to a connection whose target was never reached (see the module docstring)."""
+    why = " ".join(reason.split())[:300].encode("ascii", "replace")
+    body = b"meshproof port-forward: the target was not reached: " + why + b"\n"
+    return (
+        b"HTTP/1.1 502 Bad Gateway\r\n"
+        + UNREACHED_HEADER.encode()
+        + b": "
+        + why
+        + b"\r\nContent-Type: text/plain\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
+
+
+def await_confirmation(remote: Channel, timeout: float, *, limit: int = 512) -> bytes:
+    """Read the relay's first line: ``OK`` returns what followed it; ``ERR <why>`` or anything else,
+    end of stream or ``timeout`` seconds of silence raise :class:`Unreached`."""
+    head = b""
+    while b"\n" not in head:
+        readable, _, _ = select.select([remote], [], [], timeout)
+        if not readable:
+            raise Unreached(f"the relay did not confirm the connection within {timeout:g} s")
+        chunk = remote.recv(4096)
+        if not chunk:
+            raise Unreached("the relay closed the stream before confirming the connection")
+        head += chunk
+        if len(head) > limit:
+            raise Unreached("the relay answered something that is not a confirmation line")
+    line, _, rest = head.partition(b"\n")
+    text = line.decode("utf-8", "replace").strip()
+    if text == "OK":
+        return rest
+    raise Unreached(f"the relay could not connect: {text.removeprefix('ERR ').strip() or 'no reason'}")
+
+
+def _read_request_head(client: socket.socket, timeout: float) -> None:
+    """Consume the client's request head (bounded), so closing after an answer sends no RST over it."""
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < 65536:
+        readable, _, _ = select.select([client], [], [], timeout)
+        if not readable:
+            return
+        chunk = client.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+
+
 def http_ready(path: str = "/", timeout: float = 5.0) -> Callable[[str], bool]:
     """A readiness check: any HTTP response at ``path`` means the forward reaches the pod port."""
 
@@ -77,13 +139,20 @@ class PortForward:
         *,
         what: str,
         preamble: bytes = b"",
+        confirm: bool = False,
+        answer_unreached: bool = False,
         ready: Callable[[str], bool] | None = None,
         host: str = "127.0.0.1",
         ready_timeout: float = 30.0,
+        confirm_timeout: float = 15.0,
     ) -> None:
         self._opener = opener
         self.what = what
         self._preamble = preamble
+        self._confirm = confirm
+        self._answer_unreached = answer_unreached
+        self.confirm_timeout = confirm_timeout
+        self.unreached = 0  # connections whose target was never reached
         self._ready = ready or http_ready()
         self.host = host
         self.ready_timeout = ready_timeout
@@ -211,17 +280,21 @@ class PortForward:
     def _serve(self, client: socket.socket) -> None:
         remote: Channel | None = None
         try:
-            remote = self._opener()
-            with self._lock:
-                if self._stop.is_set():
-                    return
-                self._live.add(remote)
-            if self._preamble:
-                remote.sendall(self._preamble)
+            try:
+                remote, first = self._open()
+            except Exception as e:  # noqa: BLE001 - the client is told (or sees a close); keep the reason
+                self._record(e, unreached=True)
+                if self._answer_unreached and not self._stop.is_set():
+                    with contextlib.suppress(OSError, ValueError):
+                        _read_request_head(client, timeout=2.0)
+                        client.sendall(unreached_response(f"{self.what}: {type(e).__name__}: {e}"))
+                        client.shutdown(socket.SHUT_WR)
+                return
+            if first:
+                client.sendall(first)
             pipe(client, remote, self._stop)
         except Exception as e:  # noqa: BLE001 - the client sees a closed connection; keep the reason
-            with self._lock:
-                self.errors = [*self.errors[-9:], f"{type(e).__name__}: {e}"]
+            self._record(e)
         finally:
             with self._lock:
                 self._live.discard(client)
@@ -229,3 +302,31 @@ class PortForward:
                     self._live.discard(remote)
             _close(client)
             _close(remote)
+
+    def _open(self) -> tuple[Channel, bytes]:
+        """The stream for one connection (confirmed by the relay when ``confirm``), and any bytes the
+        stream sent after the confirmation line."""
+        remote = self._opener()
+        with self._lock:
+            if self._stop.is_set():
+                _close(remote)
+                raise Unreached("the port-forward is stopping")
+            self._live.add(remote)
+        rest = b""
+        try:
+            if self._preamble:
+                remote.sendall(self._preamble)
+            if self._confirm:
+                rest = await_confirmation(remote, self.confirm_timeout)
+        except BaseException:
+            with self._lock:
+                self._live.discard(remote)
+            _close(remote)
+            raise
+        return remote, rest
+
+    def _record(self, e: Exception, *, unreached: bool = False) -> None:
+        with self._lock:
+            self.errors = [*self.errors[-9:], f"{type(e).__name__}: {e}"]
+            if unreached:
+                self.unreached += 1

@@ -5,8 +5,11 @@ redirect: it reaches the app directly (that is ``Workload.app_url``). To hit the
 listener the way a plaintext, non-mesh client would (``Workload.sidecar_url``, used to show that
 STRICT mTLS refuses it), the connection has to arrive at the pod IP from another pod. The relay
 is that other pod: it runs outside the mesh (its namespace has injection disabled), reads one
-line ``TARGET <ip> <port>\\n`` that the harness's port-forward writes first, connects there, and
-then copies bytes both ways. It runs the sample image, which already has ``node``.
+line ``TARGET <ip> <port>\\n`` that the harness's port-forward writes first, connects there, answers
+``OK\\n`` (or ``ERR <why>\\n`` and closes, when it cannot connect), and then copies bytes both ways.
+The port-forward waits for that answer, so a target the relay cannot reach is never mistaken for
+one that accepted the connection and then closed it (what STRICT mTLS does to plaintext).
+It runs the sample image, which already has ``node``.
 """
 
 from __future__ import annotations
@@ -32,21 +35,27 @@ net.createServer((client) => {
     client.removeListener('data', onData);
     client.pause();
     const m = /^TARGET (\S+) (\d+)\r?$/.exec(head.subarray(0, nl).toString());
-    if (!m) { client.destroy(); return; }
+    if (!m) { client.end('ERR bad TARGET line\n'); return; }
     const rest = head.subarray(nl + 1);
+    let connected = false;
     const upstream = net.connect(Number(m[2]), m[1]);
     upstream.on('connect', () => {
+      connected = true;
+      client.write('OK\n');
       if (rest.length) upstream.write(rest);
       client.pipe(upstream);
       upstream.pipe(client);
     });
-    upstream.on('error', () => client.destroy());
-    upstream.on('close', () => client.destroy());
+    upstream.on('error', (e) => {
+      if (connected) client.destroy();
+      else client.end('ERR connect ' + m[1] + ':' + m[2] + ': ' + (e.code || e.message) + '\n');
+    });
+    upstream.on('close', () => { if (connected) client.destroy(); });
     client.on('close', () => upstream.destroy());
   };
   client.on('error', () => {});
   client.on('data', onData);
-}).listen(Number(process.env.RELAY_PORT || 15999), '0.0.0.0');
+}).listen(Number(process.env.RELAY_PORT || 15999), process.env.RELAY_HOST || '0.0.0.0');
 """
 
 

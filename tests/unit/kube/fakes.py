@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import socket
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -83,6 +84,10 @@ class FakeCluster:
         self.istio_writes = 0  # what istiod's config-event and push counters follow
         self.deleted: list[ObjectRef] = []
         self.opened: list[tuple[str, str, int]] = []
+        # Pod ports that answer HTTP through open_port: port -> (status, body); what each request
+        # carried is recorded in `served` as (namespace, pod, port, raw request bytes).
+        self.http_ports: dict[int, tuple[int, bytes]] = {}
+        self.served: list[tuple[str, str, int, bytes]] = []
         self.closed = False
         self.kinds = {
             ("v1", k) for k in ("Namespace", "Pod", "Service", "ServiceAccount", "ConfigMap", "Event")
@@ -318,8 +323,45 @@ class FakeCluster:
     def open_port(self, namespace: str, pod: str, port: int) -> Channel:
         self.opened.append((namespace, pod, port))
         a, b = socket.socketpair()
-        b.close()  # nothing listens in this fake: the stream closes at once
+        if port not in self.http_ports:
+            b.close()  # nothing listens on this port in this fake: the stream closes at once
+            return a
+        status, body = self.http_ports[port]
+        threading.Thread(
+            target=self._answer, args=(b, namespace, pod, port, status, body), daemon=True
+        ).start()
         return a
+
+    def _answer(
+        self, conn: socket.socket, namespace: str, pod: str, port: int, status: int, body: bytes
+    ) -> None:
+        """One HTTP/1.1 exchange: read the head and Content-Length body, record it, answer."""
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            while len(rest) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+            self.served.append((namespace, pod, port, head + b"\r\n\r\n" + rest))
+            conn.sendall(
+                b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (status, len(body), body)
+            )
 
     def close(self) -> None:
         self.closed = True

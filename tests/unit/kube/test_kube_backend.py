@@ -22,6 +22,7 @@ from harness.backends.kube.backend import (
 from harness.backends.kube.relay import RELAY_NAMESPACE
 from harness.envoy import parse_ejected
 from harness.errors import StateError, ToolMissing
+from harness.mesh import UNREACHED_HEADER
 from harness.settings import Settings
 from harness.versions import DEFAULT_ISTIO
 
@@ -137,6 +138,7 @@ def make(
     backend: str = "existing",
     run: FakeRunner | None = None,
     which: dict[str, str] | None = None,
+    http: httpx.Client | None = None,
     **kw: Any,
 ) -> tuple[KubeBackend, list[tuple[str | None, str | None]]]:
     connects: list[tuple[str | None, str | None]] = []
@@ -153,7 +155,7 @@ def make(
         which=which_from(which or {}),
         run=run or FakeRunner(),
         api_factory=factory,
-        http=httpx.Client(transport=api.transport()),
+        http=http or httpx.Client(transport=api.transport()),
         sample_dir=sample_dir,
         clock=FakeClock(),
     )
@@ -326,15 +328,41 @@ def test_workloads(running: tuple[KubeBackend, FakeCluster]) -> None:
 def test_sidecar_url_goes_through_the_relay(running: tuple[KubeBackend, FakeCluster]) -> None:
     b, api = running
     web = b.workload("sample/web")
-    with pytest.raises(httpx.HTTPError):  # the fake stream closes at once; what matters is where it went
-        httpx.get(web.sidecar_url + "/", timeout=5)
+    # The fake relay stream closes at once: the connection never reached the sidecar, and the
+    # forward says so instead of closing (which would look like STRICT mTLS refusing plaintext).
+    r = httpx.get(web.sidecar_url + "/", timeout=5)
+    assert r.status_code == 502 and web.ref.split("/")[1] in r.headers[UNREACHED_HEADER]
     assert api.opened[-1][0] == RELAY_NAMESPACE and api.opened[-1][2] == 15999
 
 
-def test_faults_go_to_the_admin_port(running: tuple[KubeBackend, FakeCluster]) -> None:
-    b, _ = running
-    b.inject_fault("sample/web", Fault(status=503, rate=0.5))
-    b.clear_fault("sample/web")
+def test_faults_go_to_the_admin_port(tmp_path: Path, manifests: Path) -> None:
+    """The fault request travels through the port-forward to the chosen pod's admin port (3001),
+    carrying the fault as JSON; clearing it sends DELETE to the same place."""
+    api = FakeCluster()
+    api.http_ports[3001] = (200, b'{"active": true}')
+    real = httpx.Client(timeout=5, trust_env=False)
+
+    def through_the_forward(request: httpx.Request) -> httpx.Response | None:
+        if not request.url.path.startswith("/admin/"):
+            return None  # istiod's endpoints: the fake transport answers
+        r = real.send(
+            httpx.Request(request.method, request.url, headers=request.headers, content=request.content)
+        )
+        return httpx.Response(r.status_code, content=r.content, headers=r.headers)
+
+    b, _ = make(tmp_path, manifests, api, http=httpx.Client(transport=api.transport(through_the_forward)))
+    with b.up(), real:
+        web = b.workload("sample/web")
+        other = next(w for w in b.workloads() if w.deployment == "web" and w.name != web.name)
+        b.inject_fault("sample/web", Fault(status=503, rate=0.5, delay_ms=20))
+        b.clear_fault("sample/web")
+    (ns, pod, port, posted), (_, pod2, port2, deleted) = api.served
+    assert (ns, pod, port) == ("sample", web.name, 3001) and (pod2, port2) == (web.name, 3001)
+    assert other.name not in (pod, pod2)
+    head, _, body = posted.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /admin/fault HTTP/1.1")
+    assert json.loads(body) == {"status": 503, "rate": 0.5, "delay_ms": 20}
+    assert deleted.startswith(b"DELETE /admin/fault HTTP/1.1")
 
 
 def test_apply_and_delete_wait_for_propagation(

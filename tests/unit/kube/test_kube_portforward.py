@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import socket
+import struct
+import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -12,7 +17,9 @@ import pytest
 from harness import wait
 from harness.backends.base import State
 from harness.backends.kube.portforward import PortForward
+from harness.backends.kube.relay import RELAY_JS, preamble
 from harness.errors import BackendError, WaitTimeout
+from harness.mesh import UNREACHED_HEADER, Workload
 
 
 class FakePod:
@@ -157,3 +164,154 @@ def test_stop_closes_live_connections_and_refuses_reuse(pod: FakePod) -> None:
     with pytest.raises(BackendError, match="stopped"):
         pf.start()
     pf.stop()  # idempotent
+
+
+# ---- a target that was never reached is not a refusal ------------------------------------------
+
+
+class ClosingPod(FakePod):
+    """Accepts, reads the request and closes without answering: what STRICT mTLS does to plaintext."""
+
+    def _handle(self, conn: socket.socket) -> None:
+        self.received.append(conn.recv(4096))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+        conn.close()
+
+
+@contextlib.contextmanager
+def started(pf: PortForward) -> Iterator[PortForward]:
+    """Started without the readiness wait (which would open a stream), always stopped."""
+    pf.start()
+    try:
+        yield pf
+    finally:
+        pf.stop()
+
+
+def failing_opener() -> socket.socket:
+    raise BackendError("port-forward to sample/web-1:15006 failed: Handshake status 500")
+
+
+def test_a_stream_that_fails_to_open_is_answered_as_unreached_not_closed() -> None:
+    with started(PortForward(failing_opener, what="sample/web-1:8080", answer_unreached=True)) as pf:
+        r = httpx.get(pf.url + "/api/greet", timeout=5)
+    assert r.status_code == 502
+    assert "Handshake status 500" in r.headers[UNREACHED_HEADER]
+    assert "sample/web-1:8080" in r.headers[UNREACHED_HEADER]
+    assert pf.unreached == 1
+
+
+def test_without_answer_unreached_a_failed_stream_looks_like_a_refusal() -> None:
+    """Why answer_unreached exists: otherwise the client cannot tell a failed stream from a refusal."""
+    pf = PortForward(failing_opener, what="sample/web-1:8080").start()
+    try:
+        with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+            httpx.get(pf.url + "/api/greet", timeout=5)
+    finally:
+        pf.stop()
+
+
+def test_a_relay_that_stays_silent_is_unreached() -> None:
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def opener() -> socket.socket:
+        c = socket.create_connection(silent.getsockname()[:2])
+        held.append(silent.accept()[0])
+        return c
+
+    pf = PortForward(
+        opener, what="via relay", preamble=b"TARGET 10.0.0.1 80\n", confirm=True, answer_unreached=True
+    )
+    pf.confirm_timeout = 0.2
+    with started(pf):
+        r = httpx.get(pf.url + "/", timeout=5)
+    silent.close()
+    for h in held:
+        h.close()
+    assert r.status_code == 502 and "did not confirm" in r.headers[UNREACHED_HEADER]
+
+
+@pytest.fixture(scope="module")
+def relay() -> Iterator[tuple[str, int]]:
+    """The relay pod's program (RELAY_JS) run by node on loopback."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (./scripts/setup installs it)")
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = int(s.getsockname()[1])
+    env = {**os.environ, "RELAY_PORT": str(port), "RELAY_HOST": "127.0.0.1"}
+    child = subprocess.Popen([node, "-e", RELAY_JS], env=env)
+    try:
+        wait.until(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+            what="the relay to listen",
+            timeout=20,
+            interval=0.05,
+            retry_on=(OSError,),
+        )
+        yield "127.0.0.1", port
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def via_relay(relay: tuple[str, int], target: tuple[str, int]) -> PortForward:
+    return PortForward(
+        lambda: socket.create_connection(relay),
+        what=f"{target[0]}:{target[1]} via the relay",
+        preamble=preamble(*target),
+        confirm=True,
+        answer_unreached=True,
+    )
+
+
+def test_relay_confirms_and_carries_the_request(relay: tuple[str, int], pod: FakePod) -> None:
+    with started(via_relay(relay, pod.address)) as pf:
+        r = httpx.get(pf.url + "/api/greet", timeout=5)
+    assert (r.status_code, r.text) == (200, "ok")
+    assert pod.received[-1].startswith(b"GET /api/greet HTTP/1.1")  # the TARGET line is the relay's
+
+
+def test_relay_that_cannot_connect_is_unreached_not_refused(relay: tuple[str, int]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        closed = s.getsockname()[:2]  # nothing listens here any more
+    with started(via_relay(relay, closed)) as pf:
+        r = httpx.get(pf.url + "/", timeout=5)
+    assert r.status_code == 502 and "ECONNREFUSED" in r.headers[UNREACHED_HEADER]
+
+
+def test_target_that_accepts_and_resets_still_looks_refused(relay: tuple[str, int]) -> None:
+    strict = ClosingPod()
+    try:
+        with (
+            started(via_relay(relay, strict.address)) as pf,
+            pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)),
+        ):
+            httpx.get(pf.url + "/api/greet", timeout=5)
+        assert strict.received and strict.received[0].startswith(b"GET /api/greet")
+    finally:
+        strict.close()
+
+
+def test_mtls_probe_errors_when_the_sidecar_was_never_reached() -> None:
+    from suites.test_mtls import probe
+
+    with started(PortForward(failing_opener, what="sample/web-1:8080", answer_unreached=True)) as pf:
+        w = Workload("web-1", "sample", "web", {}, "10.0.0.7", "", "", pf.url, "")
+        with httpx.Client(timeout=5, trust_env=False) as http, pytest.raises(BackendError) as info:
+            probe(http, w)
+    assert "never reached its sidecar" in str(info.value)
+
+
+def test_mtls_probe_counts_a_reset_after_connect_as_refused(relay: tuple[str, int]) -> None:
+    from suites.test_mtls import probe
+
+    strict = ClosingPod()
+    try:
+        with started(via_relay(relay, strict.address)) as pf:
+            w = Workload("web-1", "sample", "web", {}, "10.0.0.7", "", "", pf.url, "")
+            with httpx.Client(timeout=5, trust_env=False) as http:
+                assert probe(http, w).outcome == "refused-after-connect"
+    finally:
+        strict.close()
