@@ -29,6 +29,49 @@ How weights are tested (:func:`check_weights`):
   approximation is unreliable, an exact binomial test is used instead (Bonferroni-corrected
   over categories when there are more than two), and the verdict notes it.
 
+Sequential checks (:func:`sequential_plan`, :class:`SequentialCheck`)
+------------------------------------------------------------------------
+
+A fixed-n check sends :func:`sample_size_for_weights` requests whatever they show. The
+sequential checks keep the same two numbers, ``alpha`` and ``power`` at ``min_deviation``,
+and stop as soon as the evidence decides. The design is Wald's sequential probability ratio
+test (SPRT), one per way the split can be wrong:
+
+* For each configured category ``j`` with share ``p0`` (only the first one when there are
+  two non-zero categories, whose shares are complements) and each direction
+  ``p1 = p0 - d`` and ``p1 = p0 + d`` inside [0, 1], a one-sided SPRT of ``p0`` against
+  ``p1``. After ``n`` requests of which ``x`` went to ``j`` its log-likelihood ratio is
+  ``L = x log(p1/p0) + (n - x) log((1 - p1)/(1 - p0))``. The category's count is
+  Binomial(n, p_j) whatever the other categories do, so each SPRT sees exactly its model.
+* With ``m`` such tests, each rejects (FAIL) when ``L >= log(m / alpha)`` and accepts when
+  ``L <= log(1 - power)``; an accepted test stops for good. The check FAILS as soon as one
+  test rejects, and PASSES once every test has accepted (and, if some category must stay
+  empty, at least the zero-rule number of requests was seen). Traffic in a zero-weight or
+  unconfigured category fails the check at once, exactly as in :func:`check_weights`.
+
+Why the error rates hold, without any normal approximation: under the configured split
+``p0`` the likelihood ratio ``exp(L_n)`` of one test is a non-negative martingale with mean 1,
+so by Ville's inequality ``P(exp(L_n) >= m/alpha for some n) <= alpha/m``; the union over the
+``m`` tests bounds the false-failure rate by ``alpha``. Under an alternative in which category
+``j`` is off by ``d`` in one direction, ``exp(-L_n)`` of that test is a martingale with mean 1,
+so ``P(L_n <= log(1 - power) for some n) <= 1 - power``: the check cannot PASS without that
+test accepting, so it FAILS with probability at least ``power`` (for larger deviations the
+test's ratio drifts up faster still). Both bounds hold for any rule about *when* to look, so
+the sampler may look every few dozen responses, as long as it feeds responses in the order
+the requests were issued. (These are Wald's inequalities ``alpha' <= 1/A``,
+``beta' <= B`` with ``A = m/alpha`` and ``B = 1 - power``, the conservative choice; the
+overshoot at group looks makes the real rates lower still.) The guarantee for
+``min_deviation`` is per category and direction, so it covers the least favourable
+alternative of :func:`sample_size_for_weights` too.
+
+A run that has not decided after ``truncate_at`` (default 3) times the fixed-n size is
+decided by the fixed-n check on everything observed; under either hypothesis that point lies
+many standard deviations beyond the expected stopping time, because each test's ``L`` drifts
+linearly away from both boundaries (by the Kullback-Leibler divergence per request).
+Expected sample size under the configured split, measured by :func:`simulate_sequential`:
+about half the fixed-n (90/10: ~560 of 1,136; 50/50: ~1,450 of 3,155). The unit tests
+replay 10,000 runs per design to check both rates.
+
 The module is pure: no I/O, no logging, no environment. Nonsense inputs raise
 :class:`ValueError`.
 """
@@ -45,11 +88,18 @@ from types import MappingProxyType
 import numpy as np
 from scipy import stats
 
+from harness.traffic.latency import latency_quantiles
+
 __all__ = [
     "CategoryResult",
     "Interval",
+    "OneSidedSprt",
     "ProportionVerdict",
+    "SequentialCheck",
+    "SequentialPlan",
+    "SequentialVerdict",
     "SequentialWeights",
+    "SimulatedRuns",
     "WeightVerdict",
     "batch_conforms",
     "check_proportion",
@@ -59,6 +109,9 @@ __all__ = [
     "latency_quantiles",
     "sample_size_for_proportion",
     "sample_size_for_weights",
+    "sequential_plan",
+    "sequential_proportion_plan",
+    "simulate_sequential",
 ]
 
 #: Below this expected count in any category, the chi-square approximation is not trusted.
@@ -514,6 +567,418 @@ def check_proportion(successes: int, trials: int, expected: float, alpha: float 
     )
 
 
+# --------------------------------------------------------------------------- sequential tests
+
+
+@dataclass(frozen=True)
+class OneSidedSprt:
+    """One of a sequential plan's one-sided tests: category share ``p0`` against ``p1 = p0 ± d``.
+
+    After ``n`` observations of which ``x`` fell in the category, its log-likelihood ratio is
+    ``x * log(p1 / p0) + (n - x) * log((1 - p1) / (1 - p0))`` (``up`` and ``down`` below).
+    """
+
+    category: str
+    p0: float
+    p1: float
+
+    @property
+    def up(self) -> float:
+        """LLR increment of an observation in the category (``-inf`` when ``p1 == 0``)."""
+        return math.log(self.p1 / self.p0) if self.p1 > 0.0 else -math.inf
+
+    @property
+    def down(self) -> float:
+        """LLR increment of an observation elsewhere (``-inf`` when ``p1 == 1``)."""
+        return math.log((1.0 - self.p1) / (1.0 - self.p0)) if self.p1 < 1.0 else -math.inf
+
+    def describe(self) -> str:
+        side = ">=" if self.p1 > self.p0 else "<="
+        return f"{self.category} {side} {self.p1 * 100:.1f}%"
+
+
+@dataclass(frozen=True)
+class SequentialPlan:
+    """The boundaries of one sequential weight or proportion check (see the derivation above).
+
+    ``names``/``shares`` are the configured categories and their normalised shares;
+    ``tests`` the one-sided SPRTs, each with upper boundary ``log_a = log(m / alpha)`` and
+    lower boundary ``log_b = log(1 - power)``; ``min_n`` the observations a PASS needs at
+    least (the zero rule, when a category must stay empty); ``fixed_n`` the sample size of the
+    fixed-n check this plan replaces (:func:`sample_size_for_weights`); ``max_n`` where the
+    test is truncated and the fixed-n check decides on everything observed.
+    """
+
+    names: tuple[str, ...]
+    shares: tuple[float, ...]
+    alpha: float
+    power: float
+    min_deviation: float
+    tests: tuple[OneSidedSprt, ...]
+    log_a: float
+    log_b: float
+    min_n: int
+    fixed_n: int
+    max_n: int
+
+    def llr(self, counts: np.ndarray) -> np.ndarray:
+        """Log-likelihood ratios, shape ``(..., m)``, of counts shaped ``(..., len(names))``."""
+        counts = np.asarray(counts, dtype=float)
+        n = counts[..., [i for i, p in enumerate(self.shares) if p > 0.0]].sum(axis=-1)
+        out = np.zeros((*counts.shape[:-1], len(self.tests)))
+        for j, t in enumerate(self.tests):
+            x = counts[..., self.names.index(t.category)]
+            with np.errstate(invalid="ignore"):
+                out[..., j] = np.where(x > 0, x * t.up, 0.0) + np.where(n - x > 0, (n - x) * t.down, 0.0)
+        return out
+
+    def step(
+        self, counts: np.ndarray, accepted: np.ndarray, strays: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One look at cumulative ``counts`` ``(R, k)``: ``(accepted, rejected, passed)``.
+
+        ``accepted`` ``(R, m)`` marks tests that already crossed their lower boundary: they
+        have stopped and stay accepted. ``strays`` ``(R,)`` counts observations in
+        zero-weight or unconfigured categories; any stray rejects (exactly).
+        """
+        counts = np.asarray(counts)
+        llr = self.llr(counts)
+        still_open = ~accepted
+        rejected = (still_open & (llr >= self.log_a)).any(axis=-1) | (np.asarray(strays) > 0)
+        accepted = accepted | (still_open & (llr <= self.log_b))
+        n = counts.sum(axis=-1)
+        passed = ~rejected & accepted.all(axis=-1) & (n >= self.min_n)
+        return accepted, rejected, passed
+
+    def start(self, observed: Mapping[str, int] | None = None) -> SequentialCheck:
+        """A check with nothing (or ``observed``) seen yet."""
+        state = SequentialCheck(self, (0,) * len(self.names), MappingProxyType({}), (False,) * len(self.tests))
+        return state.observe(observed) if observed else state
+
+
+def sequential_plan(
+    expected: Mapping[str, float],
+    alpha: float = 0.001,
+    power: float = 0.99,
+    min_deviation: float = 0.05,
+    *,
+    truncate_at: float = 3.0,
+) -> SequentialPlan:
+    """The sequential counterpart of :func:`check_weights` at the same design.
+
+    ``truncate_at`` times the fixed-n sample size is where an undecided run stops and the
+    fixed-n check decides (under the design's own hypotheses that point is practically never
+    reached: the LLRs drift away from both boundaries linearly in ``n``).
+    """
+    _require_design(alpha, power, min_deviation)
+    if truncate_at < 1.0:
+        raise ValueError(f"truncate_at must be >= 1, got {truncate_at}")
+    shares = _normalise(expected)
+    names = tuple(shares)
+    nonzero = [name for name in names if shares[name] > 0.0]
+    d = min_deviation
+    # Two categories: the second's share is 1 - the first's, so its tests are the first's.
+    tested = nonzero[:1] if len(nonzero) == 2 else nonzero if len(nonzero) > 2 else []
+    tests = tuple(
+        OneSidedSprt(name, shares[name], p1)
+        for name in tested
+        for p1 in (shares[name] - d, shares[name] + d)
+        if 0.0 <= p1 <= 1.0
+    )
+    if len(nonzero) > 1 and not tests:
+        raise ValueError(f"no category can be off by {d}: min_deviation is too large for these weights")
+    fixed_n = _required_n(tuple(shares.values()), alpha, power, min_deviation)
+    zero_n = _zero_rule_n(power, min_deviation)
+    return SequentialPlan(
+        names=names,
+        shares=tuple(shares.values()),
+        alpha=alpha,
+        power=power,
+        min_deviation=min_deviation,
+        tests=tests,
+        log_a=math.log(len(tests) / alpha) if tests else math.inf,
+        log_b=math.log1p(-power),
+        min_n=zero_n if len(nonzero) < len(names) else 1,
+        fixed_n=fixed_n,
+        max_n=max(fixed_n, math.ceil(truncate_at * fixed_n)),
+    )
+
+
+def sequential_proportion_plan(
+    expected: float,
+    alpha: float = 0.001,
+    power: float = 0.99,
+    min_deviation: float = 0.05,
+    *,
+    truncate_at: float = 3.0,
+) -> SequentialPlan:
+    """The sequential counterpart of :func:`check_proportion`: categories ``"hit"`` and ``"miss"``.
+
+    ``fixed_n`` is :func:`sample_size_for_proportion` (the normal-approximation size the
+    fixed-n check was run at); the power claim of the sequential test is exact (Wald's bound).
+    """
+    if not 0.0 <= expected <= 1.0:
+        raise ValueError(f"expected proportion must be in [0, 1], got {expected}")
+    plan = sequential_plan(
+        {"hit": expected, "miss": 1.0 - expected}, alpha, power, min_deviation, truncate_at=truncate_at
+    )
+    fixed_n = sample_size_for_proportion(expected, alpha, power, min_deviation)
+    return replace(plan, fixed_n=fixed_n, max_n=max(fixed_n, math.ceil(truncate_at * fixed_n)))
+
+
+@dataclass(frozen=True)
+class SequentialCheck:
+    """Immutable state of a sequential check; :meth:`observe` returns the next state.
+
+    Feed it observations in the order the requests were *issued* (not completed): the
+    outcomes are then exchangeable and the boundaries hold. ``decided`` tells the caller to
+    stop sending; :meth:`verdict` is the signed outcome.
+    """
+
+    plan: SequentialPlan
+    counts: tuple[int, ...]
+    unexpected: Mapping[str, int]
+    accepted: tuple[bool, ...]
+    rejected: bool = False
+    passed: bool = False
+    looks: int = 0
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts) + sum(self.unexpected.values())
+
+    @property
+    def truncated(self) -> bool:
+        return not (self.rejected or self.passed) and self.n >= self.plan.max_n
+
+    @property
+    def decided(self) -> bool:
+        """True once the check passed, failed, or reached ``max_n``."""
+        return self.rejected or self.passed or self.truncated
+
+    def observe(self, observed: Mapping[str, int]) -> SequentialCheck:
+        """Add a batch of new observations (category -> count) and look once."""
+        add = _validate_counts(observed)
+        counts = tuple(c + add.get(name, 0) for name, c in zip(self.plan.names, self.counts, strict=True))
+        unexpected = dict(self.unexpected)
+        for name, count in add.items():
+            if name not in self.plan.names and count > 0:
+                unexpected[name] = unexpected.get(name, 0) + count
+        stray = sum(unexpected.values()) + sum(
+            c for c, p in zip(counts, self.plan.shares, strict=True) if p == 0.0
+        )
+        accepted, rejected, passed = self.plan.step(
+            np.array([counts]), np.array([self.accepted], dtype=bool), np.array([stray])
+        )
+        return replace(
+            self,
+            counts=counts,
+            unexpected=MappingProxyType(dict(sorted(unexpected.items()))),
+            accepted=tuple(bool(a) for a in accepted[0]),
+            rejected=self.rejected or bool(rejected[0]),
+            passed=not self.rejected and bool(passed[0]),
+            looks=self.looks + 1,
+        )
+
+    def verdict(self) -> SequentialVerdict:
+        """The outcome so far (call once :attr:`decided`; before, it is a FAIL: undecided)."""
+        plan = self.plan
+        observed = {**dict(zip(plan.names, self.counts, strict=True)), **self.unexpected}
+        fixed = check_weights(
+            dict(zip(plan.names, plan.shares, strict=True)),
+            observed,
+            alpha=plan.alpha,
+            power=plan.power,
+            min_deviation=plan.min_deviation,
+        )
+        llr = plan.llr(np.array(self.counts))
+        notes = list(n for n in fixed.notes if not n.startswith("only "))
+        if self.rejected:
+            crossed = [
+                t.describe()
+                for t, a, v in zip(plan.tests, self.accepted, llr, strict=True)
+                if not a and v >= plan.log_a
+            ]
+            reason = (
+                "evidence for " + " and ".join(crossed)
+                if crossed
+                else "traffic where none may go (exact)"
+            )
+            passed = False
+        elif self.passed:
+            reason = "evidence against every deviation of " + f"{plan.min_deviation * 100:g}pp"
+            passed = True
+        elif self.truncated:
+            reason = f"undecided at N={self.n}: the fixed-n {fixed.test} test decided"
+            passed = fixed.passed
+        else:
+            reason = f"undecided after N={self.n}: nothing was verified"
+            passed = False
+        return SequentialVerdict(
+            passed=passed,
+            n=self.n,
+            fixed_n=plan.fixed_n,
+            alpha=plan.alpha,
+            power=plan.power,
+            min_deviation=plan.min_deviation,
+            reason=reason,
+            categories=fixed.categories,
+            unexpected=fixed.unexpected,
+            llr=tuple(
+                (t.describe(), float(v), "accepted" if a else "open")
+                for t, v, a in zip(plan.tests, llr, self.accepted, strict=True)
+            ),
+            log_a=plan.log_a,
+            log_b=plan.log_b,
+            notes=tuple(notes),
+        )
+
+
+@dataclass(frozen=True)
+class SequentialVerdict:
+    """The outcome of a sequential check: decision, the N it used and the fixed-n it replaced.
+
+    ``categories`` are as in :class:`WeightVerdict` (Clopper-Pearson at ``1 - alpha/k``; after
+    an optional stop they describe the sample, their coverage is not claimed). ``llr`` holds
+    each one-sided test's final log-likelihood ratio and state against the boundaries
+    ``log_b < 0 < log_a``.
+    """
+
+    passed: bool
+    n: int
+    fixed_n: int
+    alpha: float
+    power: float
+    min_deviation: float
+    reason: str
+    categories: tuple[CategoryResult, ...]
+    unexpected: Mapping[str, int]
+    llr: tuple[tuple[str, float, str], ...]
+    log_a: float
+    log_b: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def power_claim(self) -> str:
+        return f"detects >={self.min_deviation * 100:.1f}pp deviation with power {self.power:g}"
+
+    def summary(self) -> str:
+        """One line: verdict, N used versus fixed-n, design and the observed split."""
+        parts = [
+            f"{self.verdict} sequential N={self.n} (fixed-n {self.fixed_n}) alpha={self.alpha:g}",
+            f"({self.power_claim()}): {self.reason}",
+        ]
+        parts += [f"{c.name} {c.observed_share * 100:.1f}% {c.interval.percent()}" for c in self.categories]
+        if self.unexpected:
+            parts.append("unexpected " + ",".join(f"{k}={v}" for k, v in self.unexpected.items()))
+        return " ".join(parts)
+
+    def table(self) -> str:
+        """Observed-versus-expected table, the one-sided tests' state, and notes."""
+        header = (
+            f"sequential test: N={self.n} (replaces fixed-n {self.fixed_n}) alpha={self.alpha:g} "
+            f"verdict={self.verdict} ({self.power_claim()}): {self.reason}"
+        )
+        k = max(1, len(self.categories))
+        rows: list[tuple[str, ...]] = [
+            ("category", "expected %", "observed n", "observed %", f"{(1.0 - self.alpha / k) * 100:.4g}% CI"),
+            *(
+                (
+                    c.name,
+                    f"{c.expected * 100:.1f}",
+                    str(c.observed),
+                    f"{c.observed_share * 100:.1f}",
+                    c.interval.percent(),
+                )
+                for c in self.categories
+            ),
+            *((name, "unexpected", str(count), "-", "-") for name, count in self.unexpected.items()),
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [header]
+        lines += [
+            "  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)]).rstrip()
+            for r in rows
+        ]
+        if self.llr:
+            lines.append(f"SPRT boundaries: accept <= {self.log_b:.2f}, reject >= {self.log_a:.2f}")
+            lines += [f"  H1 {name}: LLR {value:.2f} ({state})" for name, value, state in self.llr]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SimulatedRuns:
+    """What :func:`simulate_sequential` saw: failure rate, mean and largest N, truncations."""
+
+    runs: int
+    failures: int
+    mean_n: float
+    max_n: int
+    truncated: int
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.runs
+
+
+def simulate_sequential(
+    plan: SequentialPlan,
+    true_shares: Sequence[float],
+    *,
+    runs: int,
+    look_every: int,
+    rng: np.random.Generator,
+) -> SimulatedRuns:
+    """Run ``runs`` independent sequential checks on multinomial traffic, vectorised.
+
+    ``true_shares`` are the real shares of ``plan.names`` plus, optionally, one last share for
+    traffic to an unconfigured category. Looks happen every ``look_every`` observations, as
+    the sampler's do; truncated runs are decided by :func:`check_weights` as in production.
+    """
+    k = len(plan.names)
+    p = np.asarray(true_shares, dtype=float)
+    if p.shape not in ((k,), (k + 1,)) or not math.isclose(float(p.sum()), 1.0) or (p < 0).any():
+        raise ValueError(f"true_shares must be {k} or {k + 1} probabilities summing to 1, got {true_shares}")
+    if p.shape == (k,):
+        p = np.append(p, 0.0)
+    zero = np.append(np.asarray(plan.shares) == 0.0, True)
+    counts = np.zeros((runs, k + 1), dtype=np.int64)
+    accepted = np.zeros((runs, len(plan.tests)), dtype=bool)
+    open_ = np.ones(runs, dtype=bool)
+    failed = np.zeros(runs, dtype=bool)
+    used = np.zeros(runs, dtype=np.int64)
+    n = 0
+    while open_.any() and n < plan.max_n:
+        step = min(look_every, plan.max_n - n)
+        n += step
+        idx = np.flatnonzero(open_)
+        counts[idx] += rng.multinomial(step, p, size=idx.size)
+        acc, rej, ok = plan.step(counts[idx, :k], accepted[idx], counts[idx][:, zero].sum(axis=1))
+        accepted[idx] = acc
+        done = rej | ok
+        failed[idx[rej]] = True
+        used[idx[done]] = n
+        open_[idx[done]] = False
+    truncated = np.flatnonzero(open_)
+    for i in truncated:
+        observed = {name: int(c) for name, c in zip(plan.names, counts[i, :k], strict=True)}
+        observed["(unconfigured)"] = int(counts[i, k])
+        fixed = check_weights(dict(zip(plan.names, plan.shares, strict=True)), observed, alpha=plan.alpha)
+        failed[i] = not fixed.passed
+        used[i] = n
+    return SimulatedRuns(
+        runs=runs,
+        failures=int(failed.sum()),
+        mean_n=float(used.mean()),
+        max_n=int(used.max()),
+        truncated=int(truncated.size),
+    )
+
+
 # --------------------------------------------------------------------------- comparison and latency
 
 
@@ -538,23 +1003,6 @@ def false_failure_rate_of_tolerance_check(n: int, p: float, tolerance: int) -> f
     below = float(stats.binom.cdf(low - 1, n, p)) if low > 0 else 0.0
     above = float(stats.binom.sf(high, n, p))
     return min(1.0, below + above)
-
-
-def latency_quantiles(
-    samples_ms: Sequence[float], qs: Sequence[float] = (0.5, 0.9, 0.99)
-) -> dict[str, float]:
-    """Latency quantiles keyed ``"p50"``, ``"p90"``, ``"p99"`` (``0.999`` -> ``"p99.9"``).
-
-    Linear interpolation (``numpy.quantile`` default). No samples gives 0.0 for every key.
-    """
-    for q in qs:
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quantiles must be in [0, 1], got {q}")
-    keys = [f"p{q * 100:g}" for q in qs]
-    if len(samples_ms) == 0:
-        return dict.fromkeys(keys, 0.0)
-    values = np.quantile(np.asarray(samples_ms, dtype=float), np.asarray(qs, dtype=float))
-    return {key: float(v) for key, v in zip(keys, values, strict=True)}
 
 
 # --------------------------------------------------------------------------- internals

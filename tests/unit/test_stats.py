@@ -419,3 +419,143 @@ def test_module_is_pure() -> None:
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
     }
     assert not imported & {"os", "logging", "sys", "subprocess", "socket", "io", "pathlib"}
+
+
+# --------------------------------------------------------------------------- sequential checks
+
+SEQUENTIAL_DESIGNS = [
+    # (configured weights, true shares under the configuration, alpha)
+    (NINETY, [0.9, 0.1], 0.001),
+    (FIFTY, [0.5, 0.5], 0.001),
+    (EIGHTY, [0.8, 0.1, 0.1], 0.001),
+    ({"v1": 80, "v2": 20}, [0.8, 0.2], 0.01),
+    (NINETY, [0.9, 0.1], 0.05),
+    ({"v1": 100, "v2": 0}, [1.0, 0.0], 0.001),
+]
+
+
+def _shifted(true: list[float], j: int, delta: float) -> list[float] | None:
+    """``true`` with category ``j`` moved by ``delta``, the rest absorbing it proportionally."""
+    p = np.array(true, dtype=float)
+    if not 0.0 <= p[j] + delta <= 1.0:
+        return None
+    rest = np.delete(np.arange(len(p)), j)
+    if p[rest].sum() <= 0:
+        return None
+    p[rest] -= delta * p[rest] / p[rest].sum()
+    p[j] += delta
+    return list(p) if (p >= 0).all() else None
+
+
+@pytest.mark.parametrize(("expected", "true", "alpha"), SEQUENTIAL_DESIGNS)
+def test_sequential_false_failure_rate_within_alpha(
+    expected: Mapping[str, float], true: list[float], alpha: float
+) -> None:
+    # 10,000 simulated runs of a correct mesh, looking every 50 responses as the sampler does.
+    plan = stats.sequential_plan(expected, alpha=alpha)
+    sim = stats.simulate_sequential(plan, true, runs=10_000, look_every=50, rng=np.random.default_rng(7))
+    # The observed rate must be consistent with <= alpha: above the 99.9% quantile of
+    # Binomial(10,000, alpha) would refute it. (At alpha=0.001 the expected count is only 10.)
+    assert sim.failures <= sps.binom.ppf(0.999, sim.runs, alpha), sim
+    if alpha >= 0.01:
+        assert sim.failure_rate <= alpha, sim
+    # and at the strict alphas it is worth it: on average well under the fixed-n sample size
+    if alpha <= 0.01 and plan.tests:
+        assert sim.mean_n <= 0.65 * plan.fixed_n, (sim, plan.fixed_n)
+    assert sim.truncated <= 5
+
+
+@pytest.mark.parametrize(("expected", "true", "alpha"), SEQUENTIAL_DESIGNS)
+def test_sequential_power_at_the_stated_deviation(
+    expected: Mapping[str, float], true: list[float], alpha: float
+) -> None:
+    # Every category, in every direction it can move by min_deviation: fails w.p. >= power.
+    plan = stats.sequential_plan(expected, alpha=alpha)
+    rng = np.random.default_rng(11)
+    seen: set[tuple[float, ...]] = set()
+    for j in range(len(true)):
+        for delta in (-plan.min_deviation, plan.min_deviation):
+            alternative = _shifted(true, j, delta)
+            if alternative is None or tuple(np.round(alternative, 9)) in seen:
+                continue
+            seen.add(tuple(np.round(alternative, 9)))
+            sim = stats.simulate_sequential(plan, alternative, runs=10_000, look_every=50, rng=rng)
+            assert sim.failure_rate >= plan.power, (j, delta, alternative, sim)
+
+
+def test_sequential_proportion_rates() -> None:
+    plan = stats.sequential_proportion_plan(0.3, alpha=0.001)
+    assert plan.fixed_n == sample_size_for_proportion(0.3)
+    rng = np.random.default_rng(3)
+    null = stats.simulate_sequential(plan, [0.3, 0.7], runs=10_000, look_every=50, rng=rng)
+    assert null.failures <= sps.binom.ppf(0.999, null.runs, 0.001)
+    assert null.mean_n < 0.6 * plan.fixed_n
+    for p in (0.25, 0.35):
+        alt = stats.simulate_sequential(plan, [p, 1 - p], runs=10_000, look_every=50, rng=rng)
+        assert alt.failure_rate >= 0.99, (p, alt)
+
+
+def test_sequential_plan_boundaries() -> None:
+    plan = stats.sequential_plan(NINETY)
+    assert [t.describe() for t in plan.tests] == ["v1 <= 85.0%", "v1 >= 95.0%"]
+    assert plan.log_a == pytest.approx(math.log(2 / 0.001))
+    assert plan.log_b == pytest.approx(math.log(0.01))
+    assert (plan.fixed_n, plan.max_n, plan.min_n) == (1136, 3408, 1)
+    three = stats.sequential_plan(EIGHTY)
+    assert len(three.tests) == 6 and three.log_a == pytest.approx(math.log(6 / 0.001))
+    drained = stats.sequential_plan({"v1": 100, "v2": 0})
+    assert drained.tests == () and drained.min_n == drained.fixed_n == 90
+    with pytest.raises(ValueError, match="truncate_at"):
+        stats.sequential_plan(NINETY, truncate_at=0.5)
+
+
+def test_sequential_check_passes_a_clean_split_early() -> None:
+    state = stats.sequential_plan(NINETY).start()
+    for _ in range(40):
+        state = state.observe({"v1": 45, "v2": 5})
+        if state.decided:
+            break
+    verdict = state.verdict()
+    assert verdict.passed and verdict.n < verdict.fixed_n == 1136
+    assert f"N={verdict.n} (replaces fixed-n 1136)" in verdict.table()
+    assert "accepted" in verdict.table()
+    assert verdict.summary().startswith(f"PASS sequential N={verdict.n} (fixed-n 1136)")
+
+
+def test_sequential_check_fails_a_swapped_split_fast() -> None:
+    state = stats.sequential_plan(NINETY).start()
+    state = state.observe({"v1": 5, "v2": 45})
+    assert state.decided and not state.passed
+    verdict = state.verdict()
+    assert not verdict.passed and verdict.n == 50
+    assert "evidence for v1 <= 85.0%" in verdict.reason
+
+
+@pytest.mark.parametrize("stray", [{"v2": 1}, {"(not a 200 from the app)": 1}])
+def test_sequential_check_fails_on_stray_traffic_exactly(stray: dict[str, int]) -> None:
+    state = stats.sequential_plan({"v1": 100, "v2": 0}).start({"v1": 49, **stray})
+    assert state.decided and not state.verdict().passed
+    assert "none may go" in state.verdict().reason
+
+
+def test_sequential_zero_rule_needs_its_n() -> None:
+    state = stats.sequential_plan({"v1": 100, "v2": 0}).start({"v1": 50})
+    assert not state.decided and not state.verdict().passed  # undecided: nothing verified yet
+    state = state.observe({"v1": 40})
+    assert state.decided and state.verdict().passed and state.n == 90
+
+
+def test_sequential_truncation_falls_back_to_the_fixed_test() -> None:
+    plan = stats.sequential_plan(NINETY, truncate_at=1.0)
+    # exactly on the boundary between the hypotheses: neither test decides before max_n
+    state = plan.start({"v1": int(plan.max_n * 0.875), "v2": plan.max_n - int(plan.max_n * 0.875)})
+    assert state.truncated and state.decided
+    verdict = state.verdict()
+    assert "fixed-n" in verdict.reason
+    assert verdict.passed == check_weights(NINETY, {"v1": state.counts[0], "v2": state.counts[1]}).passed
+
+
+def test_simulate_sequential_validates_shares() -> None:
+    plan = stats.sequential_plan(NINETY)
+    with pytest.raises(ValueError, match="probabilities"):
+        stats.simulate_sequential(plan, [0.5, 0.6], runs=10, look_every=10, rng=np.random.default_rng(0))

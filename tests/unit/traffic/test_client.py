@@ -1,12 +1,16 @@
-"""Unit tests for harness.traffic.client: the sampler against httpx.MockTransport fakes, no network."""
+"""Unit tests for harness.traffic.client: the sampler against httpx.MockTransport fakes, and its
+real (aiohttp) path against a small HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import random
+import socket
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -33,12 +37,13 @@ Handler = Callable[[httpx.Request], httpx.Response]
 class FakeBackend:
     """Just the three methods the sampler uses."""
 
-    def __init__(self, *, app_url: str = CLIENT_APP) -> None:
+    def __init__(self, *, app_url: str = CLIENT_APP, ingress: str = INGRESS) -> None:
         self.app_url = app_url
+        self.ingress = ingress
         self.workload_refs: list[str] = []
 
     def ingress_url(self) -> str:
-        return INGRESS + "/"
+        return self.ingress + "/"
 
     def workload(self, ref: str) -> Workload:
         self.workload_refs.append(ref)
@@ -418,11 +423,138 @@ def test_closed_sampler_refuses_reuse() -> None:
         pass
 
 
-def test_sampler_ignores_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sampler_ignores_proxy_environment(monkeypatch: pytest.MonkeyPatch, local_server: str) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setenv("ALL_PROXY", "http://proxy.invalid:3128")
     with Sampler() as s:
-        assert not s._client._mounts  # no proxy transports mounted
+        result = s.sample(FakeBackend(ingress=local_server), n=4, concurrency=2)
+    assert result.status_counts() == {200: 4}, result.errors()
+
+
+# --------------------------------------------------------------------------- the real (aiohttp) path
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: ClassVar[set[tuple[str, int]]] = set()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def version_string(self) -> str:
+        return "envoy"
+
+    def do_GET(self) -> None:
+        type(self).connections.add(self.client_address)
+        if self.path.startswith("/slow"):
+            time.sleep(1.0)
+        if self.path.startswith("/overloaded"):
+            self._send(503, b"upstream connect error", {"x-envoy-overloaded": "true"})
+            return
+        body = json.dumps(greet(pod=f"pod-{self.headers.get('Host', '')}")).encode()
+        self._send(200, body, {"content-type": "application/json", "x-envoy-upstream-service-time": "7"})
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def local_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    _Handler.connections = set()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_aiohttp_path_parses_responses_and_reuses_connections(local_server: str) -> None:
+    with Sampler(timeout=5.0) as s:
+        result = s.sample(FakeBackend(ingress=local_server), n=40, concurrency=4, host_header="h.example")
+        again = s.sample(FakeBackend(ingress=local_server), path="/overloaded", n=3, concurrency=1)
+    assert result.status_counts() == {200: 40}, result.errors()
+    r = result.responses[0]
+    assert (r.version, r.pod, r.upstream_time_ms, r.overloaded) == ("v1", "pod-h.example", 7.0, False)
+    assert len(_Handler.connections) <= 4  # keep-alive: one connection per worker, reused across batches
+    assert again.status_counts() == {503: 3}
+    assert again.overloaded_count() == 3 and again.responses[0].server == "envoy"
+
+
+def test_aiohttp_path_fresh_connections(local_server: str) -> None:
+    with Sampler() as s:
+        result = s.sample(FakeBackend(ingress=local_server), n=6, concurrency=2, fresh_connections=True)
+    assert result.status_counts() == {200: 6}
+    assert len(_Handler.connections) == 6
+
+
+def test_aiohttp_path_failures_are_status_zero(local_server: str) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with Sampler(timeout=0.2) as s:
+        refused = s.sample(FakeBackend(ingress=closed), n=2, concurrency=2)
+        slow = s.sample(FakeBackend(ingress=local_server), path="/slow", n=1, concurrency=1)
+    assert refused.status_counts() == {0: 2}
+    assert next(iter(refused.errors())).startswith("connection failed: ")
+    assert slow.status_counts() == {0: 1}
+    assert next(iter(slow.errors())).startswith("timeout: ")
+
+
+# --------------------------------------------------------------------------- sample_until
+
+
+def test_sample_until_stops_on_the_issue_order_prefix() -> None:
+    # Even-numbered requests are slow, so completion order differs from issue order; decide
+    # must still see a gap-free prefix in issue order.
+    lock = threading.Lock()
+    issued = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal issued
+        with lock:
+            index = issued
+            issued += 1
+        if index % 2 == 0:
+            time.sleep(0.01)
+        return httpx.Response(200, json=greet(pod=f"p{index}"))
+
+    looks: list[list[str]] = []
+
+    def decide(prefix: Sequence[Response]) -> bool:
+        looks.append([r.pod for r in prefix])
+        return len(prefix) >= 30
+
+    with sampler(handler) as s:
+        result = s.sample_until(FakeBackend(), decide, max_n=200, look_every=10, concurrency=4)
+    assert all(len(seen) >= 10 * (i + 1) for i, seen in enumerate(looks))
+    assert result.total == len(looks[-1]) >= 30
+    assert [r.pod for r in result.responses] == looks[-1]
+    assert issued == result.total + result.discarded
+    assert result.discarded < 20  # what was in flight or completed past a gap when decide said stop
+
+
+def test_sample_until_runs_to_max_n_and_looks_at_the_end() -> None:
+    looks: list[int] = []
+
+    def decide(prefix: Sequence[Response]) -> bool:
+        looks.append(len(prefix))
+        return False
+
+    with sampler(lambda _: httpx.Response(200, json=greet())) as s:
+        result = s.sample_until(FakeBackend(), decide, max_n=25, look_every=10, concurrency=3)
+    assert result.total == 25 and result.discarded == 0
+    assert looks[-1] == 25 and looks == sorted(looks)
+    with sampler(lambda _: httpx.Response(200)) as s, pytest.raises(ValueError, match="look_every"):
+        s.sample_until(FakeBackend(), decide, max_n=5, look_every=0)
 
 
 # --------------------------------------------------------------------------- SampleResult
