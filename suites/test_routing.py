@@ -28,7 +28,8 @@ from suites._support.routing import (
     expected_split,
     fmt_split,
     route_for,
-    split_check,
+    sequential_split,
+    sequential_split_check,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -101,7 +102,7 @@ def prove_split(
     asserted: Mapping[str, float] | None = None,
     negative: bool = False,
     concurrency: int = INGRESS_CONCURRENCY,
-    batch: int = 200,
+    batch: int = 100,
     **request: Unpack[RequestShape],
 ) -> CheckResult:
     """Converge on the split the mesh runs, then check fresh traffic against ``asserted`` (default: it)."""
@@ -114,21 +115,23 @@ def prove_split(
     )
     applied = expected_split(route)
     who = attribution(config.applied, route, mesh.workloads())
-    conv = converge_split(sampler, mesh, who, applied, batch=batch, concurrency=concurrency, **request)
+    # apply() returned once every proxy ACKed; one conforming batch confirms the split is live
+    conv = converge_split(
+        sampler, mesh, who, applied, batch=batch, consecutive=1, concurrency=concurrency, **request
+    )
     expected = dict(asserted or applied)
-    n = design.n_weights(expected)
-    result = sampler.sample(mesh, n=n, concurrency=concurrency, **request)
+    run = sequential_split(sampler, mesh, who, expected, design, concurrency=concurrency, **request)
     headers = request.get("headers") or {}
-    label = f"{result.method} {result.path}" + "".join(f" [{k}: {v}]" for k, v in headers.items())
-    check = split_check(result, who, expected, design, request=label)
+    label = f"{run.result.method} {run.result.path}" + "".join(f" [{k}: {v}]" for k, v in headers.items())
+    check = sequential_split_check(run, expected, request=label)
     applied_note = f"ACK {apply_s:.2f}s" if apply_s else "no config change"
-    notes = f"{applied_note}, converged {conv.seconds:.2f}s ({conv.batches} batches); {n / result.wall_s:.0f} req/s"
+    notes = f"{applied_note}, converged {conv.seconds:.2f}s ({conv.batches} batches); {run.note()}"
     if asserted is not None:
         notes = f"applied {fmt_split(applied)}; " + notes
     record = evidence.require_failure if negative else evidence.require
     record(
         check,
-        requests=conv.requests + result.total,
+        requests=conv.requests + run.sent,
         confidence=design.weights_confidence(expected),
         wall_s=time.perf_counter() - started,
         notes=notes,
@@ -156,7 +159,6 @@ def test_in_mesh_split_matches_virtual_service(mesh_backend, sampler, config, de
         vs,
         source="other-namespace/client",
         concurrency=MESH_CONCURRENCY,
-        batch=100,
     )
 
 

@@ -37,7 +37,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict, Unpack
 
 import aiohttp
-import httpx
 
 from harness.errors import UserError, WaitTimeout
 from harness.mesh import Workload
@@ -45,6 +44,8 @@ from harness.traffic.latency import latency_quantiles
 from harness.wait import REAL_CLOCK, Clock, until
 
 if TYPE_CHECKING:
+    import httpx
+
     from harness.traffic import stats
 
 __all__ = [
@@ -232,6 +233,19 @@ class _Plan:
     source: str
 
 
+class SampleOptions(TypedDict, total=False):
+    """Keyword arguments of :meth:`Sampler.sample` that helpers driving the sampler pass through."""
+
+    source: str | Source
+    method: str
+    path: str
+    concurrency: int
+    headers: Mapping[str, str] | None
+    target: tuple[str, str, int]
+    host_header: str | None
+    fresh_connections: bool
+
+
 class Sampler:
     """Sends batches of requests into the mesh over keep-alive connections, on asyncio.
 
@@ -274,6 +288,8 @@ class Sampler:
         self._client: httpx.Client | None = None
         self._threads: ThreadPoolExecutor | None = None
         if transport is not None:
+            import httpx  # tests only: the production path never loads httpx
+
             self._client = httpx.Client(
                 transport=transport,
                 timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -393,7 +409,7 @@ class Sampler:
             fresh_connections=fresh_connections,
         )
         with self._lock:
-            if self._state is _State.CLOSED:
+            if self._closed():  # closed by another thread meanwhile
                 raise RuntimeError("this Sampler is closed; create a new one")
             started = time.perf_counter()
             responses, discarded = self._loop.run_until_complete(
@@ -408,6 +424,9 @@ class Sampler:
             wall_s=wall_s,
             discarded=discarded,
         )
+
+    def _closed(self) -> bool:
+        return self._state is _State.CLOSED
 
     async def _run(
         self,
@@ -523,7 +542,7 @@ class Sampler:
                 )
             else:
                 status, headers, text = await self._send_aiohttp(plan)
-        except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as e:
+        except (_TransportError, aiohttp.ClientError, TimeoutError) as e:
             latency = (time.perf_counter() - start) * 1000.0
             return Response(status=0, latency_ms=latency, error=_describe(e))
         latency = (time.perf_counter() - start) * 1000.0
@@ -545,19 +564,30 @@ class Sampler:
             return r.status, r.headers, body.decode(r.charset or "utf-8", errors="replace")
 
     def _send_httpx(self, plan: _Plan) -> tuple[int, Mapping[str, str], str]:
+        import httpx
+
         assert self._client is not None
-        r = self._client.request(
-            "GET" if plan.via_call else plan.method,
-            plan.url,
-            params=plan.params,
-            headers=plan.headers,
-            timeout=httpx.Timeout(plan.read_timeout, connect=self.connect_timeout),
-        )
+        try:
+            r = self._client.request(
+                "GET" if plan.via_call else plan.method,
+                plan.url,
+                params=plan.params,
+                headers=plan.headers,
+                timeout=httpx.Timeout(plan.read_timeout, connect=self.connect_timeout),
+            )
+        except httpx.HTTPError as e:
+            raise _TransportError(_describe(e, timeout=isinstance(e, httpx.TimeoutException))) from e
         return r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text
 
 
-def _describe(e: BaseException) -> str:
-    timeout = isinstance(e, httpx.TimeoutException | TimeoutError | aiohttp.ServerTimeoutError)
+class _TransportError(Exception):
+    """A test transport's failure, already described."""
+
+
+def _describe(e: BaseException, *, timeout: bool = False) -> str:
+    if isinstance(e, _TransportError):
+        return str(e)
+    timeout = timeout or isinstance(e, TimeoutError | aiohttp.ServerTimeoutError)
     kind = "timeout" if timeout else "connection failed"
     detail = str(e) or type(e).__name__
     return f"{kind}: {type(e).__name__}: {detail}"
@@ -638,19 +668,6 @@ def _float(value: str | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- convergence
-
-
-class SampleOptions(TypedDict, total=False):
-    """Keyword arguments of :meth:`Sampler.sample` that :func:`converge_weights` passes through."""
-
-    source: str | Source
-    method: str
-    path: str
-    concurrency: int
-    headers: Mapping[str, str] | None
-    target: tuple[str, str, int]
-    host_header: str | None
-    fresh_connections: bool
 
 
 @dataclass(frozen=True)

@@ -652,7 +652,9 @@ class SequentialPlan:
 
     def start(self, observed: Mapping[str, int] | None = None) -> SequentialCheck:
         """A check with nothing (or ``observed``) seen yet."""
-        state = SequentialCheck(self, (0,) * len(self.names), MappingProxyType({}), (False,) * len(self.tests))
+        state = SequentialCheck(
+            self, (0,) * len(self.names), MappingProxyType({}), (False,) * len(self.tests)
+        )
         return state.observe(observed) if observed else state
 
 
@@ -792,7 +794,7 @@ class SequentialCheck:
             min_deviation=plan.min_deviation,
         )
         llr = plan.llr(np.array(self.counts))
-        notes = list(n for n in fixed.notes if not n.startswith("only "))
+        notes = [n for n in fixed.notes if not n.startswith("only ")]
         if self.rejected:
             crossed = [
                 t.describe()
@@ -800,9 +802,7 @@ class SequentialCheck:
                 if not a and v >= plan.log_a
             ]
             reason = (
-                "evidence for " + " and ".join(crossed)
-                if crossed
-                else "traffic where none may go (exact)"
+                "evidence for " + " and ".join(crossed) if crossed else "traffic where none may go (exact)"
             )
             passed = False
         elif self.passed:

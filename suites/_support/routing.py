@@ -26,7 +26,8 @@ from harness.istio import Bundle, HttpRoute, VirtualService
 from harness.istio.model import labels_match
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
-from harness.traffic.client import SampleOptions, Sampler, SampleResult, TrafficTarget
+from harness.traffic.client import Response, SampleOptions, Sampler, SampleResult, TrafficTarget
+from harness.traffic.sequential import SequentialRun, run_sequential
 from suites._support.design import Design
 
 # --------------------------------------------------------------------------- which route
@@ -98,6 +99,9 @@ def fmt_split(expected: Mapping[str, float]) -> str:
 
 # --------------------------------------------------------------------------- who answered
 
+#: the category of a response that is not a 200 from an app pod (any such response fails a split)
+NOT_200 = "(not a 200 from the app)"
+
 
 @dataclass(frozen=True)
 class Attribution:
@@ -115,6 +119,12 @@ class Attribution:
                 continue
             out[self.pod_category.get(r.pod, f"{r.pod} (in no routed destination)")] += 1
         return dict(out)
+
+    def category(self, response: Response) -> str:
+        """The routed destination that answered ``response`` (a 200 from a routed pod), else a label."""
+        if response.status != 200 or not response.pod:
+            return NOT_200
+        return self.pod_category.get(response.pod, f"{response.pod} (in no routed destination)")
 
     def pods(self, category: str) -> list[str]:
         return sorted(p for p, c in self.pod_category.items() if c == category)
@@ -192,7 +202,7 @@ def converge_split(
         counts = who.counts(result)
         non_200 = result.total - sum(counts.values())
         if non_200:
-            counts = {**counts, "(not a 200 from the app)": non_200}
+            counts = {**counts, NOT_200: non_200}
         state = state.observe(counts)
         return state.converged
 
@@ -236,6 +246,41 @@ def split_check(
             "verdict": verdict,
             "summary": verdict.summary(),
             "counts": counts,
+            "status": result.status_counts(),
+        },
+    )
+
+
+def sequential_split(
+    sampler: Sampler,
+    mesh: TrafficTarget,
+    who: Attribution,
+    expected: Mapping[str, float],
+    design: Design,
+    **sample_kwargs: Unpack[SampleOptions],
+) -> SequentialRun:
+    """Send until the sequential check of ``expected`` decides (about half the fixed-n on a correct mesh)."""
+    plan = stats.sequential_plan(
+        expected, alpha=design.alpha, power=design.power, min_deviation=design.min_deviation
+    )
+    return run_sequential(sampler, mesh, plan, who.category, **sample_kwargs)
+
+
+def sequential_split_check(
+    run: SequentialRun, expected: Mapping[str, float], *, request: str = ""
+) -> CheckResult:
+    """The verdict of :func:`sequential_split`: the split as configured and every response a 200."""
+    result = run.result
+    verdict = run.verdict
+    return CheckResult(
+        name=f"split({fmt_split(expected)}) {request or f'{result.method} {result.path}'} from {result.source}",
+        passed=verdict.passed,
+        detail=verdict.table(),
+        evidence={
+            "verdict": verdict,
+            "summary": verdict.summary(),
+            "n": verdict.n,
+            "fixed_n": verdict.fixed_n,
             "status": result.status_counts(),
         },
     )
