@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 import re
 import threading
@@ -229,8 +230,13 @@ class _Plan:
     params: tuple[tuple[str, str], ...]
     headers: Mapping[str, str]
     read_timeout: float
+    connect_timeout: float
     via_call: bool  # through a workload's /api/call
     source: str
+
+    @functools.cached_property
+    def aiohttp_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout)
 
 
 class SampleOptions(TypedDict, total=False):
@@ -412,9 +418,12 @@ class Sampler:
             if self._closed():  # closed by another thread meanwhile
                 raise RuntimeError("this Sampler is closed; create a new one")
             started = time.perf_counter()
-            responses, discarded = self._loop.run_until_complete(
-                self._run(plan, max_n, min(concurrency, max(1, max_n)), decide, look_every)
-            )
+            try:
+                responses, discarded = self._loop.run_until_complete(
+                    self._run(plan, max_n, min(concurrency, max(1, max_n)), decide, look_every)
+                )
+            except BaseExceptionGroup as group:  # decide raised (in one worker or several): the first
+                raise group.exceptions[0] from None
             wall_s = time.perf_counter() - started
         return SampleResult(
             responses=responses,
@@ -425,7 +434,7 @@ class Sampler:
             discarded=discarded,
         )
 
-    def _closed(self) -> bool:
+    def _closed(self) -> bool:  # a method, so that type checkers do not narrow the state
         return self._state is _State.CLOSED
 
     async def _run(
@@ -466,7 +475,9 @@ class Sampler:
                     stop_at = prefix
                 next_look = min(prefix + look_every, n)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        async with asyncio.TaskGroup() as group:  # an exception (e.g. in decide) cancels the others
+            for _ in range(concurrency):
+                group.create_task(worker())
         used = n if stop_at is None else stop_at
         responses = tuple(r for r in slots[:used] if r is not None)
         discarded = sum(1 for r in slots[used:] if r is not None)
@@ -504,6 +515,7 @@ class Sampler:
                 params=(),
                 headers=MappingProxyType(sent),
                 read_timeout=self.timeout,
+                connect_timeout=self.connect_timeout,
                 via_call=False,
                 source=source.ref,
             )
@@ -529,6 +541,7 @@ class Sampler:
             params=tuple(params),
             headers=MappingProxyType({"Connection": "close"} if fresh_connections else {}),
             read_timeout=self.timeout + CALL_MARGIN_S,
+            connect_timeout=self.connect_timeout,
             via_call=True,
             source=source.ref,
         )
@@ -558,7 +571,7 @@ class Sampler:
             params=plan.params or None,
             headers=plan.headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=plan.read_timeout),
+            timeout=plan.aiohttp_timeout,
         ) as r:
             body = await r.read()
             return r.status, r.headers, body.decode(r.charset or "utf-8", errors="replace")

@@ -680,3 +680,13 @@ def test_converge_weights_validates_arguments() -> None:
             converge_weights(s, FakeBackend(), {"v1": 1}, batch=0)
         with pytest.raises(ValueError, match="required_consecutive"):
             converge_weights(s, FakeBackend(), {"v1": 1}, consecutive=0)
+
+
+def test_sample_until_decide_error_propagates_and_the_sampler_stays_usable() -> None:
+    def decide(prefix: Sequence[Response]) -> bool:
+        raise ZeroDivisionError("boom")
+
+    with sampler(lambda _: httpx.Response(200, json=greet())) as s:
+        with pytest.raises(ZeroDivisionError, match="boom"):
+            s.sample_until(FakeBackend(), decide, max_n=100, look_every=5, concurrency=4)
+        assert s.sample(FakeBackend(), n=7, concurrency=3).status_counts() == {200: 7}
