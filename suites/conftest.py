@@ -227,16 +227,39 @@ class Evidence:
         self._test = test
 
     def require(
-        self, check: CheckResult, *, requests: int, confidence: str, wall_s: float, notes: str = ""
+        self,
+        check: CheckResult,
+        *,
+        requests: int,
+        confidence: str,
+        wall_s: float,
+        notes: str = "",
+        used_n: int = 0,
+        fixed_n: int = 0,
     ) -> CheckResult:
         self._recorder.record(
-            self._test, check, requests=requests, confidence=confidence, wall_s=wall_s, notes=notes
+            self._test,
+            check,
+            requests=requests,
+            confidence=confidence,
+            wall_s=wall_s,
+            notes=notes,
+            used_n=used_n,
+            fixed_n=fixed_n,
         )
         assert check.passed, f"{check}\n{notes}".rstrip()
         return check
 
     def require_failure(
-        self, check: CheckResult, *, requests: int, confidence: str, wall_s: float, notes: str = ""
+        self,
+        check: CheckResult,
+        *,
+        requests: int,
+        confidence: str,
+        wall_s: float,
+        notes: str = "",
+        used_n: int = 0,
+        fixed_n: int = 0,
     ) -> CheckResult:
         """Negative control: the check must FAIL against the broken configuration."""
         self._recorder.record(
@@ -247,6 +270,8 @@ class Evidence:
             wall_s=wall_s,
             expect_pass=False,
             notes=notes,
+            used_n=used_n,
+            fixed_n=fixed_n,
         )
         assert not check.passed, (
             f"negative control: the check passed although the mesh runs a broken configuration, so it "

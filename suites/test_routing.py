@@ -135,6 +135,8 @@ def prove_split(
         confidence=design.weights_confidence(expected),
         wall_s=time.perf_counter() - started,
         notes=notes,
+        used_n=run.result.total,
+        fixed_n=run.state.plan.fixed_n,
     )
     return check
 

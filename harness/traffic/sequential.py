@@ -41,13 +41,9 @@ class SequentialRun:
         return self.result.total + self.result.discarded
 
     def note(self) -> str:
-        """E.g. ``"N=550 of fixed-n 1136 (48%), 1780 req/s"``."""
-        plan = self.state.plan
+        """E.g. ``"1780 req/s"``: the rate the check's traffic ran at (its N is in the verdict)."""
         rate = self.result.total / self.result.wall_s if self.result.wall_s > 0 else 0.0
-        return (
-            f"N={self.result.total} of fixed-n {plan.fixed_n} "
-            f"({self.result.total / plan.fixed_n:.0%}), {rate:.0f} req/s"
-        )
+        return f"{rate:.0f} req/s"
 
 
 def run_sequential(

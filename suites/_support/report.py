@@ -29,6 +29,8 @@ class Record:
     confidence: str  # the design behind the verdict
     wall_s: float  # seconds spent on the check (traffic + waiting)
     notes: str = ""  # measurements worth reading (propagation time, time to ejection, ...)
+    used_n: int = 0  # a sequential check: requests its verdict used (0: a fixed-n check)
+    fixed_n: int = 0  # a sequential check: the fixed-n sample size it replaced
     detail: str = field(default="", repr=False)  # observed-versus-expected table
 
     @property
@@ -58,6 +60,8 @@ class Recorder:
         wall_s: float,
         expect_pass: bool = True,
         notes: str = "",
+        used_n: int = 0,
+        fixed_n: int = 0,
     ) -> Record:
         return self.add(
             Record(
@@ -69,6 +73,8 @@ class Recorder:
                 confidence=confidence,
                 wall_s=round(wall_s, 3),
                 notes=notes,
+                used_n=used_n,
+                fixed_n=fixed_n,
                 detail=check.detail,
             )
         )
@@ -80,6 +86,7 @@ class Recorder:
 
     def table(self) -> str:
         rows = [("test", "check", "N", "verdict", "confidence", "wall s", "notes")]
+        sequential = [r for r in self.records if r.fixed_n]
         for r in self.records:
             verdict = r.verdict if r.as_expected else f"{r.verdict} (expected {r.expected})"
             if r.expected == "FAIL" and r.as_expected:
@@ -92,7 +99,8 @@ class Recorder:
                     verdict,
                     r.confidence,
                     f"{r.wall_s:.2f}",
-                    r.notes,
+                    (f"sequential: verdict on {r.used_n} of fixed-n {r.fixed_n}; " if r.fixed_n else "")
+                    + r.notes,
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -105,6 +113,13 @@ class Recorder:
         total_n = sum(r.requests for r in self.records)
         total_s = sum(r.wall_s for r in self.records)
         lines.append(f"{len(self.records)} checks, {total_n} requests, {total_s:.1f}s in checks")
+        if sequential:
+            used = sum(r.used_n for r in sequential)
+            fixed = sum(r.fixed_n for r in sequential)
+            lines.append(
+                f"{len(sequential)} sequential checks decided on {used} requests where fixed-n checks "
+                f"of the same alpha and power would have used {fixed} ({used / fixed:.0%})"
+            )
         alphas = [
             float(m.group(1))
             for r in self.records
