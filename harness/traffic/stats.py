@@ -700,7 +700,8 @@ def sequential_plan(
         tests=tests,
         log_a=math.log(len(tests) / alpha) if tests else math.inf,
         log_b=math.log1p(-power),
-        min_n=zero_n if len(nonzero) < len(names) else 1,
+        # traffic must stay out of some category (zero weight, or any other with one destination)
+        min_n=zero_n if len(nonzero) < len(names) or len(nonzero) == 1 else 1,
         fixed_n=fixed_n,
         max_n=max(fixed_n, math.ceil(truncate_at * fixed_n)),
     )

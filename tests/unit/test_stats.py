@@ -505,6 +505,8 @@ def test_sequential_plan_boundaries() -> None:
     assert len(three.tests) == 6 and three.log_a == pytest.approx(math.log(6 / 0.001))
     drained = stats.sequential_plan({"v1": 100, "v2": 0})
     assert drained.tests == () and drained.min_n == drained.fixed_n == 90
+    single = stats.sequential_plan({"v2": 100})
+    assert single.tests == () and single.min_n == single.fixed_n == 90
     with pytest.raises(ValueError, match="truncate_at"):
         stats.sequential_plan(NINETY, truncate_at=0.5)
 
