@@ -45,8 +45,8 @@ MARKERS = {
     "negative": "negative: negative control: proves the check fails when the configuration is broken",
     "backend": "backend(name, ...): run only on the named backend(s): local, kind, existing",
     "under_load": (
-        "under_load(users=N, shape=S, user_class=C, path=P, headers={...}): run the test while Locust "
-        "drives background load (the `load` fixture; defaults from --load-users/--load-shape)"
+        "under_load(users=N, shape=S, user_class=C, path=P, headers={...}, start=True): run the test while "
+        "Locust drives background load (the `load` fixture; defaults from --load-users/--load-shape)"
     ),
 }
 
@@ -270,13 +270,15 @@ def load(
     ``load.report`` after the test, and in the test's report sections and ``user_properties``.
 
     Configured by the ``under_load(...)`` marker's keyword arguments (users, shape, user_class,
-    path, headers, spawn_rate, processes, duration_s), else by ``--load-users``/``--load-shape``/
+    path, headers, spawn_rate, processes, duration_s; ``start=False`` yields it unstarted, for a
+    test that must set its scenario up first), else by ``--load-users``/``--load-shape``/
     ``--load-duration``/``--load-processes`` (and their MESHPROOF_LOAD_* variables).
     """
     from harness.load import LoadConfig, LoadTarget, LocustRun
 
     marker = request.node.get_closest_marker("under_load")
     kwargs = dict(marker.kwargs) if marker is not None else {}
+    autostart = bool(kwargs.pop("start", True))
     shape = kwargs.pop("shape", settings.load_shape)
     duration = kwargs.pop("duration_s", settings.load_duration_s if shape != "steady" else 0.0)
     try:
@@ -290,8 +292,15 @@ def load(
     except TypeError as e:
         pytest.fail(f"@pytest.mark.under_load: {e}", pytrace=False)
     run = LocustRun(config, LoadTarget.from_mesh(mesh), workdir=tmp_path / "load")
-    with run:
-        yield run
+    if autostart:
+        with run:
+            yield run
+    else:  # under_load(start=False): the test starts it (run.start()) once its scenario is set up
+        try:
+            yield run
+        finally:
+            if run.running:
+                run.stop()
     report = run.report
     if report is None:  # stop() raised: the error is the test's
         return

@@ -807,6 +807,44 @@ class LocustRun:
             phase=self.current_phase,
         )
 
+    def snapshot(self, *, settle_s: float = 1.0, timeout: float = 30.0) -> LoadReport:
+        """The report so far, while the load keeps running: every phase up to now, the current one
+        cut at this moment. Waits until each Locust process has logged requests that started
+        ``settle_s`` after the last phase boundary, so requests of the closed phases that answered
+        within ``settle_s`` are all in (the event logs are flushed every 0.5 s)."""
+        if self._state is not _State.RUNNING:
+            if self.report is None:
+                raise LoadError("snapshot() of a load that is not running")
+            return self.report
+        boundary = self._phases[-1].start
+
+        def settled() -> bool:
+            self._read_events()
+            newest: dict[str, float] = {}
+            for r in self._records[-20000:]:
+                key = r.request_id.rsplit("-", 1)[0]  # <run id>-<pid>: one Locust process
+                newest[key] = max(newest.get(key, 0.0), r.start)
+            return bool(newest) and min(newest.values()) >= boundary + settle_s
+
+        wait.until(
+            settled,
+            what=f"every Locust process to log requests started {settle_s:g} s after the phase boundary",
+            timeout=timeout,
+            interval=0.1,
+            hint="is the load still running? see the Locust log",
+        )
+        return build_report(
+            self.config,
+            self.target,
+            self._records,
+            self._phases,
+            started_at=self._started_at,
+            ended_at=self._wall(),
+            request_id_prefix=self.run_id,
+            locust_cpu_s=self._cpu_s,
+            workdir=self.workdir,
+        )
+
     def wait(self, timeout: float) -> int:
         """Block until Locust exits on its own (a run with a duration); returns its exit code."""
         assert self._popen is not None

@@ -1,0 +1,361 @@
+"""The suites' properties while Locust drives load (``under_load``): routing weights, outlier
+ejection, circuit breaking and fault injection, each with its negative control under the same load.
+
+The load is the evidence: the load's own requests in a phase are the sample (who answered, which
+status, how long), so each check judges what concurrent users saw, not a quiet side channel.
+Bounds are counts derived from the configuration the mesh runs (no timing verdicts):
+
+* routing: the 200s of the load split as the VirtualService says (the design's chi-square test);
+* outlier ejection: once the gateway's Envoy reports the faulted replica ejected, load requests
+  started in the next window (shorter than baseEjectionTime, and the host still ejected at its end)
+  fail at most once per user (a request already routed to the replica when it was ejected);
+* circuit breaking: with 1 active + 1 pending allowed and every request held HOLD_MS, Locust's
+  users are shed (503 x-envoy-overloaded) and at most the limits' share is served;
+* fault injection: the abort and delay shares of the load match the VirtualService's percentages
+  (exact binomial tests), and the delayed requests' median is above the fixed delay.
+
+Short by default (a few seconds of load each, 8-16 users); ``tox -e load-soak`` runs them with more
+users and Locust processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from harness import wait
+from harness.backends.base import Fault
+from harness.istio import ConnectionPool
+from harness.load import latency_at_least
+from harness.traffic.checks import CheckResult, all_of, proportion_match
+from suites._support.envoy import address_owner
+from suites._support.load import (
+    as_check,
+    collect,
+    errors_at_most,
+    load_notes,
+    split_of_load,
+    wait_while_loaded,
+)
+from suites._support.routing import attribution, expected_split, route_for
+from suites.test_circuit_breaking import HOLD_MS, LIMITS, RAISED, Limits, hold_one_subset
+from suites.test_fault_injection import (
+    ABORT_PERCENT,
+    ABORT_STATUS,
+    DELAY,
+    DELAY_PERCENT,
+    DELAY_SEEN,
+    configured,
+    fault_variant,
+    ingress_vs,
+)
+from suites.test_outlier import outlier_variant, setup_fast
+from suites.test_routing import split_variant
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+USERS = 8
+CB_USERS = 16
+FI_USERS = 24  # half the requests wait 200 ms: more users keep the phase short
+
+
+# --------------------------------------------------------------------------- routing weights
+
+
+def _prove_split_under_load(mesh, load, config, design, evidence, *, asserted=None, negative=False) -> None:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    route = route_for(ingress_vs(config))
+    running = expected_split(route)
+    expected = asserted or running
+    who = attribution(config.applied, route, mesh.workloads())
+    n = design.n_weights(expected)
+    snap = collect(load, "split", requests=n)
+    check = split_of_load(snap.in_phase("split"), who, expected, design, what="via the ingress")
+    record = evidence.require_failure if negative else evidence.require
+    record(
+        check,
+        requests=snap.phase("split").requests,
+        confidence=design.weights_confidence(expected),
+        wall_s=time.perf_counter() - started,
+        notes=load_notes(snap, "split") + (f"; running {running}" if negative else ""),
+    )
+
+
+@pytest.mark.under_load(users=USERS)
+def test_routing_weights_hold_under_load(mesh_backend, load, config, design, evidence) -> None:
+    """The ingress split (90/10 in the manifests) holds for the load's own requests."""
+    _prove_split_under_load(mesh_backend, load, config, design, evidence)
+
+
+@pytest.mark.negative
+@pytest.mark.under_load(users=USERS)
+def test_negative_swapped_split_fails_under_load(mesh_backend, load, config, design, evidence) -> None:
+    """Negative control: 10/90 applied while the load runs; asserting 90/10 on the load FAILS."""
+    original = expected_split(route_for(ingress_vs(config)))
+    swapped = dict(zip(original, reversed(list(original.values())), strict=True))
+    assert swapped != original, f"the manifests' split {original} is symmetric: swapping proves nothing"
+    config.apply(split_variant(config, {k: int(v) for k, v in swapped.items()}), label="swapped-under-load")
+    _prove_split_under_load(mesh_backend, load, config, design, evidence, asserted=original, negative=True)
+
+
+# --------------------------------------------------------------------------- outlier ejection
+
+
+def _ejection_window(mesh, load, config, faults, admin_http, evidence, *, detection: bool) -> None:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    if detection:
+        admin, cluster, od, pods, apply_s = setup_fast(config, mesh, admin_http)
+        base = od.base_ejection_time_s
+    else:  # the same fast variant first, then outlier detection removed
+        admin, cluster, od, pods, apply_s = setup_fast(config, mesh, admin_http)
+        base = od.base_ejection_time_s
+        apply_s += config.apply(
+            outlier_variant(config, lambda p: p.pop("outlierDetection", None)), label="no-od"
+        )
+        wait.until(
+            lambda: (admin.active_cluster(cluster) or {}).get("outlier_detection") is None,
+            what=f"{cluster} at the gateway without outlier detection",
+            timeout=30,
+            interval=0.05,
+        )
+    victim = pods[0]
+    address = next(a for a in admin.hosts(cluster) if address_owner(a, [victim]))
+    load.phase("fault")
+    faults.inject(victim.name, Fault(status=503, rate=1.0))
+    threshold = od.consecutive_5xx_errors or 5
+    users = load.config.users
+
+    def ejected_or_errors() -> bool:
+        if address in admin.ejected(cluster):
+            return True
+        if detection:
+            return False
+        p = load.progress()  # without detection: go on once the replica has failed well past the threshold
+        return p.failures >= 4 * threshold
+
+    wait.until(
+        ejected_or_errors,
+        what=f"{victim.name} ejected (or failing) at the gateway",
+        timeout=30,
+        interval=0.02,
+    )
+    window = base / 2  # shorter than the ejection: the host cannot come back inside it
+    load.phase("ejected")
+    wait_while_loaded(load, window)
+    still_out = address in admin.ejected(cluster)
+    load.phase("after ejected")
+    snap = load.snapshot()
+    fault_recs = snap.in_phase("fault")
+    victim_503 = sum(1 for r in fault_recs if r.status == 503 and r.pod == victim.name)
+    window_check = errors_at_most(
+        snap.in_phase("ejected"),
+        users,
+        why=(
+            f"{victim.name} ejected after consecutive5xxErrors={threshold}; for {window:g}s "
+            f"(baseEjectionTime {base:g}s / 2) no new request may reach it, so only requests already "
+            f"routed to it ({users} users, one request each) can fail; still ejected at the end: {still_out}"
+        ),
+        name=f"errors_while_ejected <= {users} users ({victim.name})",
+    )
+    if detection:
+        window_check = all_of(
+            window_check,
+            CheckResult(
+                name=f"ejected_after_threshold({threshold})",
+                passed=still_out and victim_503 >= threshold,
+                detail=f"{victim_503} 503s from {victim.name} in the load before ejection (threshold {threshold}); still ejected {still_out}",
+            ),
+        )
+    record = evidence.require if detection else evidence.require_failure
+    record(
+        window_check,
+        requests=snap.phase("fault").requests + snap.phase("ejected").requests,
+        confidence="count bound from the DestinationRule (deterministic)",
+        wall_s=time.perf_counter() - started,
+        notes=f"DR ACK {apply_s:.2f}s; " + load_notes(snap, "ejected"),
+    )
+
+
+@pytest.mark.under_load(users=USERS)
+def test_outlier_ejection_under_load(mesh_backend, load, config, faults, evidence, admin_http) -> None:
+    """A replica failing under load is ejected; while it is out, the load sees no new errors."""
+    _ejection_window(mesh_backend, load, config, faults, admin_http, evidence, detection=True)
+
+
+@pytest.mark.negative
+@pytest.mark.under_load(users=USERS)
+def test_negative_without_outlier_detection_errors_continue_under_load(
+    mesh_backend, load, config, faults, evidence, admin_http
+) -> None:
+    """Negative control: without outlierDetection the failing replica keeps its share: the bound FAILS."""
+    _ejection_window(mesh_backend, load, config, faults, admin_http, evidence, detection=False)
+
+
+# --------------------------------------------------------------------------- circuit breaking
+
+
+def _shed_under_load(
+    mesh, load, sampler, config, faults, admin_http, evidence, *, pool, asserted=None, negative=False
+) -> None:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    scenario = hold_one_subset(config, mesh, sampler, faults, admin_http, pool)  # converges before the load
+    limits: Limits = asserted or scenario.limits
+    load.start()
+    wait_while_loaded(load, 1.0)
+    t0 = time.perf_counter()
+    snap = collect(load, "overload", seconds=3.0)
+    wall = time.perf_counter() - t0
+    recs = snap.in_phase("overload")
+    over = sum(1 for r in recs if r.status == 503 and r.overloaded)
+    served = sum(1 for r in recs if r.status == 200)
+    other = len(recs) - over - served
+    hold = HOLD_MS / 1000
+    # requests that started in the phase are served during it or up to one hold (plus a pending wait) after
+    cap = limits.max_served(snap.phase("overload").seconds + 2 * hold, hold)
+    users = load.config.users
+    check = CheckResult(
+        name=f"shed_under_load({users} users vs {limits.active} active + {limits.pending} pending)",
+        passed=users > limits.in_flight and over > 0 and served <= cap and other == 0,
+        detail=(
+            f"{len(recs)} load requests in {snap.phase('overload').seconds:.2f}s, each served one held {HOLD_MS}ms: "
+            f"at most {cap} can be served; observed {served} served, {over} shed (503 x-envoy-overloaded), "
+            f"{other} other; status {dict(snap.phase('overload').by_status)}"
+        ),
+        evidence={"served": served, "overloaded": over, "other": other, "cap": cap},
+    )
+    (evidence.require_failure if negative else evidence.require)(
+        check,
+        requests=len(recs),
+        confidence="bound from the limits (deterministic)",
+        wall_s=time.perf_counter() - started,
+        notes=f"DR+VS ACK {scenario.apply_s:.2f}s; " + load_notes(snap, "overload") + f"; window {wall:.1f}s",
+    )
+
+
+@pytest.mark.under_load(users=CB_USERS, start=False)
+def test_circuit_breaker_sheds_under_load(
+    mesh_backend, load, sampler, config, faults, evidence, admin_http
+) -> None:
+    """16 Locust users against 1 active + 1 pending: Envoy sheds the excess, serves at most the limits."""
+    _shed_under_load(mesh_backend, load, sampler, config, faults, admin_http, evidence, pool=LIMITS)
+
+
+@pytest.mark.negative
+@pytest.mark.under_load(users=CB_USERS, start=False)
+def test_negative_raised_limits_fail_the_shed_check_under_load(
+    mesh_backend, load, sampler, config, faults, evidence, admin_http
+) -> None:
+    """Negative control: limits raised to 1000 while asserting 1 + 1: nothing is shed, the check FAILS."""
+    asserted = Limits.of(
+        ConnectionPool(max_connections=1, http1_max_pending_requests=1, http2_max_requests=1)
+    )
+    _shed_under_load(
+        mesh_backend,
+        load,
+        sampler,
+        config,
+        faults,
+        admin_http,
+        evidence,
+        pool=RAISED,
+        asserted=asserted,
+        negative=True,
+    )
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+def _fault_shares_under_load(
+    mesh, load, config, design, evidence, *, abort_percent: float, asserted: float, negative: bool
+) -> None:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    fault: dict[str, Any] = {"abort": {"httpStatus": ABORT_STATUS, "percentage": {"value": abort_percent}}}
+    if not negative:
+        fault["delay"] = {"fixedDelay": DELAY, "percentage": {"value": DELAY_PERCENT}}
+    apply_s = config.apply(fault_variant(config, fault), label="fault-under-load")
+    status, _, delay_s, delay_share = configured(route_for(ingress_vs(config)))
+    assert status is not None
+    wait.until(
+        lambda: any(r.status == status for r in load.snapshot(settle_s=0.5).records[-500:]),
+        what=f"the load to see aborts with {status} (the fault filter is live)",
+        timeout=30,
+        interval=0.2,
+    )
+    n = max(design.n_proportion(asserted), design.n_proportion(delay_share) if delay_s else 0)
+    snap = collect(load, "fault", requests=n)
+    recs = snap.in_phase("fault")
+    aborted = sum(1 for r in recs if r.status == status and not r.pod)
+    other = Counter(
+        r.status for r in recs if not (r.status == 200 and r.pod) and not (r.status == status and not r.pod)
+    )
+    abort = all_of(
+        proportion_match(
+            aborted, len(recs), asserted, design.alpha, what=f"abort {status} share of the load"
+        ),
+        CheckResult("only_aborts_or_app_200s", not other, f"other answers: {dict(other)}"),
+    )
+    record = evidence.require_failure if negative else evidence.require
+    record(
+        abort,
+        requests=len(recs),
+        confidence=design.proportion_confidence(),
+        wall_s=time.perf_counter() - started,
+        notes=f"ACK {apply_s:.2f}s; " + load_notes(snap, "fault"),
+    )
+    if delay_s is None:
+        return
+    floor_ms = DELAY_SEEN * delay_s * 1000
+    delayed = [r for r in recs if r.latency_ms >= floor_ms]
+    evidence.require(
+        all_of(
+            proportion_match(
+                len(delayed),
+                len(recs),
+                delay_share,
+                design.alpha,
+                what=f"delay >={floor_ms:.0f}ms share of the load",
+            ),
+            as_check(
+                latency_at_least(delayed, delay_s * 1000, share=0.5, what="delayed load requests (their p50)")
+            ),
+        ),
+        requests=0,
+        confidence=design.proportion_confidence(),
+        wall_s=0.0,
+        notes="same load phase as the abort check",
+    )
+
+
+@pytest.mark.under_load(users=FI_USERS)
+def test_fault_injection_shares_under_load(mesh_backend, load, config, design, evidence) -> None:
+    """abort 555 for 30% and a 200ms delay for 50% of the load's requests; delayed p50 >= 200ms."""
+    _fault_shares_under_load(
+        mesh_backend,
+        load,
+        config,
+        design,
+        evidence,
+        abort_percent=ABORT_PERCENT,
+        asserted=ABORT_PERCENT / 100,
+        negative=False,
+    )
+
+
+@pytest.mark.negative
+@pytest.mark.under_load(users=FI_USERS)
+def test_negative_abort_share_differs_under_load(mesh_backend, load, config, design, evidence) -> None:
+    """Negative control: 50% aborts applied while asserting 30% on the load: the abort check FAILS."""
+    _fault_shares_under_load(
+        mesh_backend,
+        load,
+        config,
+        design,
+        evidence,
+        abort_percent=50.0,
+        asserted=ABORT_PERCENT / 100,
+        negative=True,
+    )
