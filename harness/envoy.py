@@ -1,4 +1,4 @@
-"""Reading a proxy's Envoy admin API, whichever backend runs it: ejections and cluster counters.
+"""Reading a proxy's Envoy admin API, whichever backend runs it: ejections, cluster and fault counters.
 
 Pure parsers take the admin endpoint's text; the readers fetch it with an injected httpx client.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import httpx
 
@@ -53,3 +54,48 @@ def cluster_stats(http: httpx.Client, admin_url: str, cluster_substring: str) ->
         except ValueError:
             continue
     return out
+
+
+@dataclass(frozen=True)
+class FaultCounts:
+    """A proxy's fault filter counters, summed over its HTTP connection managers.
+
+    ``delays`` is ``http.<prefix>.fault.delays_injected``, ``aborts`` ``...aborts_injected``: Envoy
+    counts a request when its fault filter decides to delay or abort it, before the response
+    leaves, so a difference taken around a finished sample counts exactly that sample's faults.
+    """
+
+    delays: int
+    aborts: int
+
+    def __sub__(self, other: FaultCounts) -> FaultCounts:
+        return FaultCounts(self.delays - other.delays, self.aborts - other.aborts)
+
+
+FAULT_STATS_FILTER = r"\.fault\.(delays|aborts)_injected$"
+
+
+def parse_fault_counts(stats_text: str) -> FaultCounts | None:
+    """From Envoy's ``/stats`` text; None when the proxy exposes no fault counter at all.
+
+    Only the per-connection-manager totals count (``http.<prefix>.fault.delays_injected``), not
+    the per-downstream-cluster copies (``http.<prefix>.fault.<cluster>.delays_injected``).
+    """
+    totals = {"delays_injected": 0, "aborts_injected": 0}
+    seen = False
+    for line in stats_text.splitlines():
+        name, _, value = line.partition(": ")
+        head, sep, tail = name.partition(".fault.")
+        if not sep or not head.startswith("http.") or tail not in totals:
+            continue
+        try:
+            totals[tail] += int(float(value))
+        except ValueError:
+            continue
+        seen = True
+    return FaultCounts(totals["delays_injected"], totals["aborts_injected"]) if seen else None
+
+
+def fault_counts(http: httpx.Client, admin_url: str) -> FaultCounts | None:
+    """The proxy's fault filter counters (None: not exposed, see :mod:`harness.proxy_stats`)."""
+    return parse_fault_counts(_get(http, f"{admin_url}/stats", filter=FAULT_STATS_FILTER))

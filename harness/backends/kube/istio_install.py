@@ -24,6 +24,7 @@ from harness import proc, wait
 from harness.backends.kube.api import KubeApi
 from harness.backends.kube.readiness import deployment_status
 from harness.errors import ToolMissing
+from harness.proxy_stats import proxy_stats_matcher
 from harness.versions import IstioRelease
 
 ISTIO_NAMESPACE = "istio-system"
@@ -39,7 +40,11 @@ def operator_overlay(*, ingress_node_port: int | None = None) -> dict[str, Any]:
         "meshConfig": {
             "enableTracing": True,
             "accessLogFile": "/dev/stdout",
-            "defaultConfig": {"holdApplicationUntilProxyStarts": True},
+            "defaultConfig": {
+                "holdApplicationUntilProxyStarts": True,
+                # the counters the suites read as evidence (Istio trims Envoy's stats by default)
+                "proxyStatsMatcher": proxy_stats_matcher(),
+            },
             "extensionProviders": [
                 {
                     "name": JAEGER_PROVIDER,

@@ -33,6 +33,7 @@ from harness.backends.local.ca import MeshCA, spiffe_id
 from harness.backends.local.install import Installed, load
 from harness.backends.local.layout import Layout, Reservations, object_filename
 from harness.errors import MeshproofError, WaitTimeout
+from harness.proxy_stats import proxy_stats_matcher
 from harness.settings import Settings, from_env
 
 SAMPLE_SERVICE = Path(__file__).resolve().parents[3] / "sample-service"
@@ -288,15 +289,7 @@ class Supervisor:
             "terminationDrainDuration": "1s",
             "concurrency": 1,
             # the counters the suites read as evidence (Istio trims Envoy's stats by default)
-            "proxyStatsMatcher": {
-                "inclusionRegexps": [
-                    ".*upstream_rq_pending_overflow",
-                    ".*upstream_rq_active_overflow",
-                    ".*upstream_cx_overflow",
-                    ".*outlier_detection\\..*",
-                    ".*upstream_rq_retry.*",
-                ]
-            },
+            "proxyStatsMatcher": proxy_stats_matcher(),
         }
         env = {
             "POD_NAME": pod,

@@ -17,6 +17,7 @@ from harness.backends.kube.istio_install import (
     operator_overlay,
 )
 from harness.errors import ToolMissing
+from harness.proxy_stats import INCLUSION_REGEXPS
 from harness.versions import IstioRelease
 
 from .fakes import FakeCluster, FakeRunner
@@ -134,3 +135,11 @@ def test_require_installed_with_istiod_not_ready() -> None:
     with pytest.raises(ToolMissing) as info:
         istio_install.require_installed(api, RELEASE)
     assert "0/1 replicas available" in info.value.tool
+
+
+def test_overlay_exposes_the_counters_the_suites_read() -> None:
+    """Fault, outlier and overflow verdicts rest on Envoy's counters: kube proxies keep them too."""
+    matcher = operator_overlay()["spec"]["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]
+    assert matcher == {"inclusionRegexps": list(INCLUSION_REGEXPS)}
+    assert any("fault" in r for r in INCLUSION_REGEXPS)
+    assert any("outlier_detection" in r for r in INCLUSION_REGEXPS)

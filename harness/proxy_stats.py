@@ -1,0 +1,31 @@
+"""The Envoy statistics every proxy of a meshproof mesh must expose: the suites' evidence.
+
+Istio trims Envoy's stats by default (``proxyStatsMatcher``); the verdicts of the suites rest on
+counters Envoy keeps itself, so both backends include these in every proxy's config:
+
+* circuit breaking: ``cluster.<c>.upstream_rq_pending_overflow`` / ``upstream_rq_active_overflow``
+  / ``upstream_cx_overflow``;
+* outlier detection: ``cluster.<c>.outlier_detection.*`` (``ejections_enforced_total``,
+  ``ejections_detected_consecutive_5xx``, ``ejections_active``, ...);
+* fault injection: ``http.<prefix>.fault.delays_injected`` / ``aborts_injected`` of the proxy
+  whose fault filter applies the route's fault;
+* retries: ``cluster.<c>.upstream_rq_retry*``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INCLUSION_REGEXPS: tuple[str, ...] = (
+    ".*upstream_rq_pending_overflow",
+    ".*upstream_rq_active_overflow",
+    ".*upstream_cx_overflow",
+    ".*outlier_detection\\..*",
+    ".*upstream_rq_retry.*",
+    ".*\\.fault\\..*",
+)
+
+
+def proxy_stats_matcher() -> dict[str, Any]:
+    """The ``proxyStatsMatcher`` (ProxyConfig) that keeps :data:`INCLUSION_REGEXPS`."""
+    return {"inclusionRegexps": list(INCLUSION_REGEXPS)}
