@@ -28,6 +28,7 @@ class HostState:
     address: str  # ip:port as the proxy knows the endpoint
     ejected: bool
     rq_total: int
+    rq_error: int = 0  # 5xx answers from this host, as the calling proxy counted them
 
 
 class EnvoyAdmin:
@@ -45,9 +46,10 @@ class EnvoyAdmin:
         return r.text
 
     def hosts(self, cluster: str) -> dict[str, HostState]:
-        """The cluster's endpoints with their outlier flag and request count."""
+        """The cluster's endpoints with their outlier flag and request/error counts."""
         flags: dict[str, str] = {}
         totals: dict[str, int] = {}
+        errors: dict[str, int] = {}
         for line in self._clusters_text().splitlines():
             parts = line.split("::")
             if len(parts) < 4 or parts[0] != cluster or ":" not in parts[1]:
@@ -56,8 +58,10 @@ class EnvoyAdmin:
                 flags[parts[1]] = parts[3]
             elif parts[2] == "rq_total":
                 totals[parts[1]] = int(parts[3])
+            elif parts[2] == "rq_error":
+                errors[parts[1]] = int(parts[3])
         return {
-            a: HostState(a, "failed_outlier_check" in flags.get(a, ""), totals.get(a, 0))
+            a: HostState(a, "failed_outlier_check" in flags.get(a, ""), totals.get(a, 0), errors.get(a, 0))
             for a in sorted(set(flags) | set(totals))
         }
 
