@@ -30,6 +30,7 @@ from typing import Any, Self
 import httpx
 
 from harness import envoy, proc, wait
+from harness.backends.istiod import PushCounters, parse_syncz
 from harness.backends.kube import istio_install, propagation
 from harness.backends.kube.api import Channel, ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
@@ -661,11 +662,11 @@ class KubeBackend:
         r.raise_for_status()
         return r
 
-    def _push_counters(self) -> dict[str, propagation.PushCounters]:
+    def _push_counters(self) -> dict[str, PushCounters]:
         out = {}
         for pod in self._istiod_pods():
             try:
-                out[pod] = propagation.PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
+                out[pod] = PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
             except httpx.HTTPError:
                 continue  # no baseline for this replica: the push check is skipped for it
         return out
@@ -673,20 +674,20 @@ class KubeBackend:
     def _sample(self, with_config: bool) -> list[propagation.IstiodSample]:
         out = []
         for pod in self._istiod_pods():
-            proxies = propagation.parse_syncz(self._istiod_get(pod, "/debug/syncz").json(), pod)
+            proxies = parse_syncz(self._istiod_get(pod, "/debug/syncz").json(), pod)
             config = (
                 propagation.config_index(self._istiod_get(pod, "/debug/configz").json())
                 if with_config
                 else {}
             )
-            counters = propagation.PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
+            counters = PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
             out.append(propagation.IstiodSample(pod, tuple(proxies), config, counters))
         return out
 
     def _wait_converged(
         self,
         expectations: Sequence[propagation.ConfigExpectation],
-        baseline: Mapping[str, propagation.PushCounters] | None,
+        baseline: Mapping[str, PushCounters] | None,
         *,
         quiet_polls: int = 2,
     ) -> float:

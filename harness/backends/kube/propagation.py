@@ -1,4 +1,5 @@
-"""Has every proxy received and ACKed the current config? Pure logic over istiod's debug output.
+"""Has every proxy received and ACKed the current config? Pure logic over istiod's debug output
+(read with :mod:`harness.backends.istiod`, shared with the local backend).
 
 Inputs, per istiod replica (read through a port-forward to its monitoring port 15014, which
 serves the debug endpoints to localhost callers, and a port-forward arrives from localhost):
@@ -21,106 +22,12 @@ off by default and gone from current istiod, hence this composite check.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.backends.istiod import ProxySync, PushCounters, push_version
 from harness.errors import BackendError
-
-TYPE_NAMES = {
-    "type.googleapis.com/envoy.config.cluster.v3.Cluster": "CDS",
-    "type.googleapis.com/envoy.config.listener.v3.Listener": "LDS",
-    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration": "RDS",
-    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment": "EDS",
-    "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig": "ECDS",
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret": "SDS",
-}
-# Older istiod (and the top level of current syncz entries): per-type field prefixes.
-_LEGACY = {"cluster": "CDS", "listener": "LDS", "route": "RDS", "endpoint": "EDS", "extensionconfig": "ECDS"}
-
-
-def short_type(type_url: str) -> str:
-    return TYPE_NAMES.get(type_url, type_url.rpartition("/")[2] or type_url)
-
-
-def push_version(nonce: str) -> str:
-    """istiod nonces are ``<push version><uuid>``; the push version is ``<RFC3339 time>/<count>``."""
-    return nonce[:-36] if len(nonce) > 36 else nonce
-
-
-@dataclass(frozen=True)
-class TypeSync:
-    type: str  # short name, e.g. CDS
-    sent: str
-    acked: str
-    error: str = ""
-
-    @property
-    def synced(self) -> bool:
-        """Nothing sent (not watched) or the last sent nonce ACKed."""
-        return not self.sent or self.sent == self.acked
-
-    @property
-    def nacked(self) -> bool:
-        return not self.synced and bool(self.error)
-
-
-@dataclass(frozen=True)
-class ProxySync:
-    proxy: str  # "<pod>.<namespace>"
-    proxy_type: str
-    types: tuple[TypeSync, ...]
-    istiod: str = ""
-
-    @property
-    def pending(self) -> tuple[str, ...]:
-        return tuple(t.type for t in self.types if not t.synced)
-
-    @property
-    def synced(self) -> bool:
-        return not self.pending
-
-    @property
-    def status(self) -> str:
-        """Like the columns of ``istioctl proxy-status``: SYNCED, or the STALE/NACKED types."""
-        if self.synced:
-            return "SYNCED"
-        return ", ".join(f"{t.type} {'NACKED' if t.nacked else 'STALE'}" for t in self.types if not t.synced)
-
-
-def parse_syncz(data: Any, istiod: str = "") -> list[ProxySync]:
-    """Entries of ``/debug/syncz`` (both the per-type ``resources`` map and the older flat fields)."""
-    if not isinstance(data, list):
-        raise BackendError(f"istiod {istiod or ''} /debug/syncz did not return a list: {str(data)[:200]}")
-    out = []
-    for e in data:
-        if not isinstance(e, dict) or not e.get("proxy"):
-            continue
-        types: dict[str, TypeSync] = {}
-        for prefix, name in _LEGACY.items():
-            sent, acked = str(e.get(f"{prefix}_sent") or ""), str(e.get(f"{prefix}_acked") or "")
-            if sent or acked:
-                types[name] = TypeSync(name, sent, acked)
-        resources = e.get("resources")
-        if isinstance(resources, dict):
-            for url, r in resources.items():
-                if not isinstance(r, dict):
-                    continue
-                name = short_type(str(url))
-                types[name] = TypeSync(
-                    name, str(r.get("sent") or ""), str(r.get("acked") or ""), str(r.get("lastError") or "")
-                )
-        out.append(
-            ProxySync(
-                str(e["proxy"]),
-                str(e.get("proxy_type") or ""),
-                tuple(sorted(types.values(), key=lambda t: t.type)),
-                istiod,
-            )
-        )
-    return out
-
 
 ConfigKey = tuple[str, str, str, str]  # (group, kind, namespace, name)
 
@@ -175,47 +82,6 @@ def config_lag(index: Mapping[ConfigKey, str], expected: Iterable[ConfigExpectat
         elif not _rv_at_least(seen, x.resource_version):
             out.append(f"{x} at resourceVersion {seen}, want {x.resource_version}")
     return out
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def metric_sum(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-    """Sum of the Prometheus samples named ``name`` (or ``name_total``) whose labels include ``labels``.
-
-    None when no sample matches (the metric is absent in this istiod version).
-    """
-    want = labels or {}
-    total, found = 0.0, False
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line.strip())
-        if not m or m.group(1) not in (name, f"{name}_total"):
-            continue
-        have = dict(_LABEL.findall(m.group(2) or ""))
-        if any(have.get(k) != v for k, v in want.items()):
-            continue
-        try:
-            total += float(m.group(3))
-        except ValueError:
-            continue
-        found = True
-    return total if found else None
-
-
-@dataclass(frozen=True)
-class PushCounters:
-    config_updates: float | None  # pilot_inbound_updates{type="config"}
-    pushes: float | None  # pilot_debounce_time_count
-
-    @classmethod
-    def from_metrics(cls, text: str) -> PushCounters:
-        return cls(
-            metric_sum(text, "pilot_inbound_updates", {"type": "config"}),
-            metric_sum(text, "pilot_debounce_time_count"),
-        )
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,22 @@
-"""Reading istiod's and Envoy's debug endpoints: sync state, propagation, ejections."""
+"""Waiting for the embedded istiod: every proxy connected and in sync, a config change pushed and ACKed.
+
+Reads istiod through :mod:`harness.backends.istiod` (shared with the kube backend)."""
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 from harness import wait
-
-TYPES = ("cluster", "listener", "route", "endpoint")
-
-
-def syncz(http: httpx.Client, istiod_url: str) -> list[dict[str, Any]]:
-    r = http.get(f"{istiod_url}/debug/syncz")
-    r.raise_for_status()
-    data = r.json()
-    return data if isinstance(data, list) else []
+from harness.backends.istiod import ProxySync, read_push_counters, read_syncz
+from harness.errors import BackendError
 
 
-def unsynced(entries: list[dict[str, Any]]) -> list[str]:
+def unsynced(entries: list[ProxySync]) -> list[str]:
     """Proxies whose last sent config (any type) is not ACKed yet, as 'proxy:type'."""
-    return [
-        f"{e.get('proxy')}:{t}"
-        for e in entries
-        for t in TYPES
-        if e.get(f"{t}_sent", "") != e.get(f"{t}_acked", "")
-    ]
+    return [f"{e.proxy}:{t}" for e in entries for t in e.pending]
 
 
 def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, timeout: float) -> float:
@@ -36,7 +24,7 @@ def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, t
     t0 = time.monotonic()
 
     def check() -> bool | None:
-        entries = syncz(http, istiod_url)
+        entries = read_syncz(http, istiod_url)
         pending = unsynced(entries)
         check.last = f"{len(entries)}/{expected_proxies} proxies connected, unacked: {pending[:6]}"  # type: ignore[attr-defined]
         return len(entries) >= expected_proxies and not pending
@@ -47,26 +35,12 @@ def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, t
             what=f"{expected_proxies} proxies connected and in sync with istiod",
             timeout=timeout,
             interval=0.05,
-            retry_on=(httpx.HTTPError,),
+            retry_on=(httpx.HTTPError, BackendError),  # BackendError: syncz not a list yet
         )
     except Exception as e:
         e.add_note(getattr(check, "last", ""))
         raise
     return time.monotonic() - t0
-
-
-_METRIC = re.compile(r"^(\w+)(\{[^}]*\})?\s+([0-9.eE+-]+)$")
-
-
-def metrics(http: httpx.Client, monitoring_url: str) -> dict[str, float]:
-    r = http.get(f"{monitoring_url}/metrics")
-    r.raise_for_status()
-    out: dict[str, float] = {}
-    for line in r.text.splitlines():
-        m = _METRIC.match(line)
-        if m:
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
 
 
 @dataclass(frozen=True)
@@ -76,10 +50,8 @@ class PushMark:
 
 
 def push_mark(http: httpx.Client, monitoring_url: str) -> PushMark:
-    m = metrics(http, monitoring_url)
-    return PushMark(
-        m.get('pilot_inbound_updates{type="config"}', 0.0), m.get("pilot_debounce_time_count", 0.0)
-    )
+    c = read_push_counters(http, monitoring_url)
+    return PushMark(c.config_updates or 0.0, c.pushes or 0.0)
 
 
 def wait_propagated(
@@ -106,7 +78,7 @@ def wait_propagated(
         if m.debounces <= before.debounces:
             check.last = "istiod has not pushed since the change"  # type: ignore[attr-defined]
             return False
-        entries = syncz(http, istiod_url)
+        entries = read_syncz(http, istiod_url)
         pending = unsynced(entries)
         check.last = f"{len(entries)}/{expected_proxies} connected, unacked: {pending[:6]}"  # type: ignore[attr-defined]
         return len(entries) >= expected_proxies and not pending

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from harness import wait
+from harness.backends import istiod
 from harness.backends.kube import propagation as p
 from harness.errors import BackendError, WaitTimeout
+from harness.prometheus import metric_sum
 
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -96,12 +98,15 @@ def sample(
     pod: str = "istiod-1",
 ) -> p.IstiodSample:
     return p.IstiodSample(
-        pod, tuple(p.parse_syncz(syncz, pod)), p.config_index(configz), p.PushCounters.from_metrics(metrics)
+        pod,
+        tuple(istiod.parse_syncz(syncz, pod)),
+        p.config_index(configz),
+        istiod.PushCounters.from_metrics(metrics),
     )
 
 
 def test_parse_syncz_current_format() -> None:
-    proxies = p.parse_syncz(SYNCZ_SYNCED, "istiod-1")
+    proxies = istiod.parse_syncz(SYNCZ_SYNCED, "istiod-1")
     assert [x.proxy for x in proxies] == [
         "microservice-1-v1-6f7d8-abcde.sample",
         "istio-ingressgateway-7f9-xyz12.istio-system",
@@ -113,18 +118,18 @@ def test_parse_syncz_current_format() -> None:
 
 
 def test_parse_syncz_old_flat_format() -> None:
-    (proxy,) = p.parse_syncz(SYNCZ_OLD)
+    (proxy,) = istiod.parse_syncz(SYNCZ_OLD)
     assert {t.type for t in proxy.types} == {"CDS", "RDS"}  # EDS was never sent: not a type to wait for
     assert proxy.pending == ("RDS",) and proxy.status == "RDS STALE"
 
 
 def test_parse_syncz_rejects_non_lists() -> None:
     with pytest.raises(BackendError):
-        p.parse_syncz({"error": "unauthorized"}, "istiod-1")
+        istiod.parse_syncz({"error": "unauthorized"}, "istiod-1")
 
 
 def test_push_version_strips_the_uuid() -> None:
-    assert p.push_version(N2) == "2026-11-25T17:00:05Z/12"
+    assert istiod.push_version(N2) == "2026-11-25T17:00:05Z/12"
 
 
 def test_config_index_and_lag() -> None:
@@ -144,12 +149,12 @@ def test_config_index_and_lag() -> None:
 
 
 def test_metric_sum() -> None:
-    assert p.metric_sum(METRICS, "pilot_inbound_updates", {"type": "config"}) == 14
-    assert p.metric_sum(METRICS, "pilot_inbound_updates") == 57
-    assert p.metric_sum(METRICS, "pilot_debounce_time_count") == 12
-    assert p.metric_sum(METRICS, "pilot_xds_pushes") is None
+    assert metric_sum(METRICS, "pilot_inbound_updates", {"type": "config"}) == 14
+    assert metric_sum(METRICS, "pilot_inbound_updates") == 57
+    assert metric_sum(METRICS, "pilot_debounce_time_count") == 12
+    assert metric_sum(METRICS, "pilot_xds_pushes") is None
     otel = 'pilot_inbound_updates_total{otel_scope_name="pilot",type="config"} 3 1732550400000\n'
-    assert p.metric_sum(otel, "pilot_inbound_updates", {"type": "config"}) == 3
+    assert metric_sum(otel, "pilot_inbound_updates", {"type": "config"}) == 3
 
 
 def test_evaluate_synced() -> None:
@@ -178,7 +183,7 @@ def test_evaluate_nack() -> None:
 
 
 def test_evaluate_requires_a_push_after_the_change() -> None:
-    before = p.PushCounters.from_metrics(METRICS)
+    before = istiod.PushCounters.from_metrics(METRICS)
     same = p.evaluate([sample(SYNCZ_SYNCED)], expectations=[VS], baseline={"istiod-1": before})
     assert same.problems == ("istiod istiod-1: no config event received since the change",)
     event_only = METRICS.replace('type="config"} 14', 'type="config"} 15')
