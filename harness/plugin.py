@@ -48,6 +48,7 @@ MARKERS = {
         "under_load(users=N, shape=S, user_class=C, path=P, headers={...}, start=True): run the test while "
         "Locust drives background load (the `load` fixture; defaults from --load-users/--load-shape)"
     ),
+    "gameday": "gameday: a long chaos experiment; runs only with --gamedays (tox -e chaos, nightly)",
 }
 
 
@@ -136,6 +137,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help="Locust processes (--processes) of the `load` fixture (default: $MESHPROOF_LOAD_PROCESSES or 1)",
     )
+    group.addoption(
+        "--gamedays",
+        action="store_true",
+        default=False,
+        help="also run the long chaos experiments (tests marked gameday); the default run has the quick ones",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -192,6 +199,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gameday") is not None and not item.config.getoption("gamedays"):
+        pytest.skip("a long chaos game day: run with --gamedays (tox -e chaos)")
     marker = item.get_closest_marker("backend")
     if marker is None:
         return

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 # Re-exported: the shared types live in harness.mesh (suites import them from either place).
 from harness.mesh import Fault, State, Workload, find_workload
@@ -100,4 +100,20 @@ class Backend(Protocol):
 
     def diagnostics(self, dest: Path) -> list[Path]:
         """Write config dumps, stats and logs of every proxy/process into ``dest``."""
+        ...
+
+    def istio_objects(self) -> list[dict[str, Any]]:
+        """Every Istio object the mesh runs now (kube: as stored, with ``metadata.resourceVersion``)."""
+        ...
+
+    def wait_synced(self, timeout: float) -> float:
+        """Block until every proxy is connected and has ACKed what istiod sent; returns seconds waited."""
+        ...
+
+    def stop_control_plane(self) -> None:
+        """Stop istiod (the data plane keeps running on its last config)."""
+        ...
+
+    def start_control_plane(self) -> None:
+        """Start istiod again (idempotent); wait until every proxy has reconnected and ACKed."""
         ...

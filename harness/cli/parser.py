@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import __version__
-from harness.cli import config, lifecycle, testrun, tools, traffic
+from harness.cli import chaos, config, lifecycle, testrun, tools, traffic
 from harness.cli import load as load_verb
 from harness.cli.output import Output
 from harness.settings import BACKENDS, Settings
@@ -207,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
         as_json,
     )
 
+    p = verb("chaos", _chaos_usage, "chaos game days: `meshproof chaos run EXPERIMENT` (always rolled back)")
+    chaos_verbs = p.add_subparsers(dest="chaos_verb", metavar="CHAOS_VERB", required=True)
+    summary = "run a Chaos Toolkit experiment against the mesh, always rolled back, with a no-residue check"
+    p = chaos_verbs.add_parser(
+        "run", parents=[common, as_json], help=summary, description=summary, allow_abbrev=False
+    )
+    p.set_defaults(func=chaos.cmd_chaos_run)
+    p.add_argument(
+        "experiment",
+        metavar="EXPERIMENT",
+        help="experiment file (.yaml or .json), e.g. experiments/outlier-ejection.yaml",
+    )
+    p.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="override a configuration value of the experiment (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="do not show Chaos Toolkit's log while it runs")
+
     p = verb(
         "install", tools.cmd_install, "build/install the pinned istiod, pilot-agent and Envoy into the cache"
     )
@@ -214,3 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if the same pins are installed")
     p.add_argument("--json", action="store_true", help="print what was installed as JSON")
     return parser
+
+
+def _chaos_usage(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    out.print("usage: meshproof chaos run EXPERIMENT [--var K=V]")
+    return 2

@@ -75,3 +75,17 @@ def test_fault_round_trip_and_kill_restart(backend: Backend) -> None:
         wait.until(down, what=f"{app.ref} stopped after kill", timeout=10, interval=0.05)
         backend.restart(app.name)
         assert http.get(f"{app.admin_url}/healthz").status_code == 200
+
+
+def test_istio_objects_and_sync_state(backend: Backend) -> None:
+    """What chaos actions read and the no-residue check compares: the running Istio objects, and
+    whether every proxy has ACKed the current config."""
+    objects = backend.istio_objects()
+    named = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects}
+    assert {
+        ("VirtualService", "sample", "microservice-1-ingress"),
+        ("DestinationRule", "sample", "microservice-1"),
+        ("AuthorizationPolicy", "sample", "microservice-1"),
+    } <= named, sorted(named)
+    assert all("spec" in o for o in objects)
+    assert backend.wait_synced(timeout=60) >= 0.0

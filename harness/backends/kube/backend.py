@@ -859,6 +859,45 @@ class KubeBackend:
             self._killed.pop(w.name, None)
             self._killed.pop(w.ref, None)
 
+    # ---- control plane and config, for chaos experiments ------------------------------------
+    def istio_objects(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for api_version, kind in ISTIO_KINDS:
+            if self.api.has_kind(api_version, kind):
+                out.extend(self.api.list(api_version, kind))
+        return out
+
+    def wait_synced(self, timeout: float) -> float:
+        del timeout  # the cluster's own readiness timeout applies
+        return self._wait_converged((), None)
+
+    def stop_control_plane(self) -> None:
+        """Scale the istiod Deployment to 0 (its replica count is kept in the state dir)."""
+        istiod = istio_install.find_istiod(self.api)
+        if istiod is None:
+            raise BackendError("no istiod Deployment in istio-system")
+        dep = self.api.get(ObjectRef("apps/v1", "Deployment", istiod.namespace, istiod.deployment)) or {}
+        replicas = int((dep.get("spec") or {}).get("replicas") or 1)
+        if replicas:
+            self._save(istiod_replicas=replicas)
+        self.api.apply(_scaled(istiod.namespace, istiod.deployment, 0))
+        wait.until(
+            lambda: not self._istiod_pods(),
+            what="istiod pods gone",
+            timeout=self.settings.ready_timeout,
+            interval=0.5,
+            clock=self._clock,
+        )
+
+    def start_control_plane(self) -> None:
+        istiod = istio_install.find_istiod(self.api)
+        if istiod is None:
+            raise BackendError("no istiod Deployment in istio-system")
+        replicas = int(self._info.get("istiod_replicas") or 1)
+        self.api.apply(_scaled(istiod.namespace, istiod.deployment, replicas))
+        istio_install.wait_istiod_ready(self.api, timeout=self.settings.ready_timeout, clock=self._clock)
+        self._wait_converged((), None)
+
     # ---- evidence ---------------------------------------------------------------------------
     def ejections(self) -> dict[str, dict[str, list[str]]]:
         """Per calling proxy, per upstream cluster, the hosts outlier detection has ejected."""
@@ -923,6 +962,30 @@ class KubeBackend:
 
     def _events_text(self, namespace: str) -> str:
         return format_events(self.api.list("v1", "Event", namespace))
+
+
+ISTIO_KINDS = (
+    ("networking.istio.io/v1", "Gateway"),
+    ("networking.istio.io/v1", "VirtualService"),
+    ("networking.istio.io/v1", "DestinationRule"),
+    ("networking.istio.io/v1", "ServiceEntry"),
+    ("networking.istio.io/v1", "Sidecar"),
+    ("networking.istio.io/v1", "WorkloadEntry"),
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"),
+    ("security.istio.io/v1", "AuthorizationPolicy"),
+    ("security.istio.io/v1", "PeerAuthentication"),
+    ("security.istio.io/v1", "RequestAuthentication"),
+    ("telemetry.istio.io/v1", "Telemetry"),
+)
+
+
+def _scaled(namespace: str, name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": replicas},
+    }
 
 
 def _expectations(applied: Iterable[Applied]) -> list[propagation.ConfigExpectation]:

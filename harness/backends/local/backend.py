@@ -377,6 +377,37 @@ class LocalBackend:
 
         wait.until(healthy, what=f"{w.ref} healthy after restart", timeout=30, interval=0.1)
 
+    def stop_control_plane(self) -> None:
+        self._control({"op": "istiod-stop"})
+
+    def start_control_plane(self) -> None:
+        self._control({"op": "istiod-start"})
+        ready = f"{self.plan['istiod']['url']}/ready"
+
+        def up() -> bool:
+            try:
+                return self._http.get(ready).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait.until(
+            up, what=f"istiod ready again ({ready})", timeout=self.settings.ready_timeout, interval=0.1
+        )
+        self.wait_synced(timeout=self.settings.ready_timeout)
+
+    def wait_synced(self, timeout: float) -> float:
+        return xds.wait_synced(self._http, self.plan["istiod"]["url"], self._proxy_count(), timeout=timeout)
+
+    def istio_objects(self) -> list[dict[str, Any]]:
+        from harness.backends.local.topology import is_istio
+
+        out = []
+        for f in sorted(self.layout.config.glob("*.yaml")):
+            body = yaml.safe_load(f.read_text())
+            if isinstance(body, dict) and is_istio(body):
+                out.append(body)
+        return out
+
     # ---- evidence -----------------------------------------------------------------------
     def ejections(self) -> dict[str, dict[str, list[str]]]:
         """Per calling proxy, per upstream cluster, the hosts outlier detection has ejected."""

@@ -59,6 +59,8 @@ class Supervisor:
         self.t0 = time.monotonic()
         self.plan: dict[str, Any] = {}
         self.error = ""
+        self.istiod_stopped = False
+        self._istiod_start: tuple[list[str], dict[str, str]] = ([], {})
         self.http = httpx.Client(timeout=5.0, trust_env=False)
         # block and ports are claimed machine-wide, so concurrent meshes never pick the same ones
         self.reservations = Reservations(os.getpid())
@@ -145,8 +147,7 @@ class Supervisor:
             "rootNamespace": "istio-system",
         }
         (lay.istiod / "mesh.yaml").write_text(yaml.safe_dump(mesh))
-        self._spawn(
-            "istiod",
+        self._istiod_start = (
             [
                 inst.istiod,
                 f"-configDir={lay.config}",
@@ -158,11 +159,10 @@ class Supervisor:
                 f"-monitoringAddr=127.0.0.1:{istiod_ports['monitoring']}",
                 "-logLevel=default:info,ads:warn,krt:warn",
             ],
-            env={**ISTIOD_ENV, "ROOT_CA_DIR": str(lay.istiod / "cacerts"), "POD_NAMESPACE": "istio-system"},
-            cwd=lay.istiod,
+            {**ISTIOD_ENV, "ROOT_CA_DIR": str(lay.istiod / "cacerts"), "POD_NAMESPACE": "istio-system"},
         )
         istiod_http = f"http://127.0.0.1:{istiod_ports['http']}"
-        self._await_ok(f"{istiod_http}/ready", "istiod", timeout=60)
+        self._start_istiod(istiod_http)
         self.status("starting", "istiod ready")
 
         self.plan = {
@@ -233,6 +233,14 @@ class Supervisor:
 
         wait_synced(self.http, istiod_http, len(proxies), timeout=60)
         self.status("ready", f"mesh ready in {time.monotonic() - self.t0:.1f}s")
+
+    def _start_istiod(self, istiod_http: str | None) -> None:
+        """Spawn istiod; with ``istiod_http``, wait until it is ready (else the caller waits)."""
+        argv, env = self._istiod_start
+        self._spawn("istiod", argv, env=env, cwd=self.layout.istiod)
+        self.istiod_stopped = False
+        if istiod_http:
+            self._await_ok(f"{istiod_http}/ready", "istiod", timeout=60)
 
     @staticmethod
     def _replica_json(r: topo.Replica) -> dict[str, Any]:
@@ -330,6 +338,24 @@ class Supervisor:
         if op == "stop":
             self.stopping = True
             return {"ok": True}
+        if op == "istiod-stop":
+            p = self.children.get("istiod")
+            self.istiod_stopped = True  # before it exits: serve() must not take this for a crash
+            if p is not None and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+            self.status("ready", "istiod stopped on request")
+            return {"ok": True}
+        if op == "istiod-start":
+            p = self.children.get("istiod")
+            if p is None or p.poll() is not None:
+                self._start_istiod(None)  # the client waits for /ready: this socket has a short timeout
+                self.status("ready", "istiod started again on request")
+            return {"ok": True}
         if op in ("kill", "restart"):
             r = self._replica(str(req.get("pod")))
             name = f"app-{r['namespace']}.{r['pod']}"
@@ -360,7 +386,7 @@ class Supervisor:
         try:
             while not self.stopping:
                 for name, p in list(self.children.items()):
-                    if p.poll() is not None and name == "istiod":
+                    if p.poll() is not None and name == "istiod" and not self.istiod_stopped:
                         self.status("failed", f"istiod exited with code {p.returncode}")
                         self.stopping = True
                 try:

@@ -497,3 +497,13 @@ def test_kind_keep_cluster(tmp_path: Path, manifests: Path) -> None:
         pass
     assert not any(a[1:2] == ["install"] for a in run.calls)
     assert not any(a[1:3] in (["create", "cluster"], ["delete", "cluster"]) for a in run.calls)
+
+
+def test_istio_objects_come_from_the_cluster_with_resource_versions(
+    running: tuple[KubeBackend, FakeCluster],
+) -> None:
+    b, _ = running
+    objects = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]): o for o in b.istio_objects()}
+    assert ("VirtualService", "sample", "web") in objects
+    assert objects[("VirtualService", "sample", "web")]["metadata"]["resourceVersion"]
+    assert all(o["apiVersion"].rpartition("/")[0].endswith("istio.io") for o in objects.values())

@@ -1,0 +1,157 @@
+"""The meshproof Chaos Toolkit control: preflight before, no-residue verdict after.
+
+Declare it once at the top of an experiment::
+
+    controls:
+      - name: meshproof
+        provider: {type: python, module: harness.chaos.control}
+
+``before_experiment_control``
+    undoes what an earlier, killed run left in the ledger, checks every reference of the
+    experiment's meshproof activities against the running mesh (pods, VirtualService routes,
+    DestinationRules, YAML files: one clear line and the run is interrupted *before* the method
+    starts), and records the pre-experiment baseline for the no-residue check.
+``after_experiment_control``
+    (after the rollbacks) undoes anything still in the ledger, runs the no-residue check
+    (:mod:`harness.chaos.residue`) and fails the journal when it finds residue or when a
+    meshproof probe in the method did not hold. The findings go into ``journal["meshproof"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from harness.chaos.context import Configuration, mesh
+from harness.errors import MeshproofError, UserError
+
+logger = logging.getLogger("chaostoolkit")
+
+MODULES = ("harness.chaos.actions", "harness.chaos.probes")
+
+
+def activities(experiment: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(where, activity) for every activity of the experiment: hypothesis, method, rollbacks."""
+    ssh = experiment.get("steady-state-hypothesis") or {}
+    for i, a in enumerate(ssh.get("probes") or []):
+        yield f"steady-state-hypothesis.probes[{i}]", a
+    for part in ("method", "rollbacks"):
+        for i, a in enumerate(experiment.get(part) or []):
+            yield f"{part}[{i}]", a
+
+
+def _ours(activity: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    provider = activity.get("provider") or {}
+    if provider.get("type") != "python" or provider.get("module") not in MODULES:
+        return None
+    return str(provider.get("func")), dict(provider.get("arguments") or {})
+
+
+def preflight(experiment: Mapping[str, Any], configuration: Configuration = None) -> list[str]:
+    """Problems with the references of the experiment's meshproof activities, one line each.
+
+    ``configuration`` is the experiment's loaded configuration: ``${key}`` templates in the
+    arguments are substituted from it first, as Chaos Toolkit will."""
+    from chaoslib import substitute
+
+    from harness.chaos.actions import _file_objects, find_object, http_route
+
+    problems: list[str] = []
+    backend = mesh(configuration)
+    for where, activity in activities(experiment):
+        ours = _ours(activity)
+        if ours is None:
+            continue
+        func, args = ours
+        args = dict(substitute(args, dict(configuration or {}), None))
+        name = activity.get("name", func)
+        try:
+            pods = args.get("pods", args.get("pod"))
+            for pod in [pods] if isinstance(pods, str) else list(pods or []):
+                backend.workload(str(pod))
+            if "caller" in args:
+                backend.workload(str(args["caller"]))
+            if "virtual_service" in args:
+                vs = find_object("VirtualService", str(args["virtual_service"]), configuration)
+                if vs is None:
+                    raise UserError(f"no VirtualService {args['virtual_service']} runs in the mesh")
+                if "route" in args:
+                    http_route(vs, str(args["route"]))
+            dr = args.get("destination_rule")
+            if dr and find_object("DestinationRule", str(dr), configuration) is None:
+                raise UserError(f"no DestinationRule {dr} runs in the mesh")
+            if func in ("apply_resource", "remove_resource") or (
+                func == "restore_resources" and args.get("path")
+            ):
+                _file_objects(str(args["path"]))
+        except MeshproofError as e:
+            problems.append(f"{where} ({name}): {str(e).splitlines()[0]}")
+    return problems
+
+
+def configure_control(**kwargs: Any) -> None:
+    """Nothing to configure (Chaos Toolkit calls this when it loads the control)."""
+
+
+def before_experiment_control(
+    context: Mapping[str, Any], configuration: Configuration = None, secrets: Any = None, **kwargs: Any
+) -> None:
+    from chaoslib.exceptions import InterruptExecution
+
+    from harness.chaos import residue
+
+    try:
+        undone, failed = residue.undo_all(configuration)
+        for u in undone:
+            logger.warning(f"meshproof: undid what an earlier run left: {u}")
+        if failed:
+            raise InterruptExecution("meshproof: could not undo an earlier run: " + "; ".join(failed))
+        problems = preflight(context, configuration)
+        if problems:
+            raise InterruptExecution("meshproof: bad experiment: " + " | ".join(problems))
+        residue.snapshot(configuration)
+    except MeshproofError as e:
+        raise InterruptExecution(f"meshproof: {str(e).splitlines()[0]}") from e
+
+
+def after_experiment_control(
+    context: Mapping[str, Any],
+    state: dict[str, Any],
+    configuration: Configuration = None,
+    secrets: Any = None,
+    **kwargs: Any,
+) -> None:
+    from harness.chaos import residue
+
+    report: dict[str, Any] = {}
+    try:
+        undone, failed = residue.undo_all(configuration)
+        report["undone_after_rollbacks"] = undone
+        report["undo_failed"] = failed
+        found = residue.check(configuration)
+        report["residue"] = found.as_json()
+        # a probe cut off by an interruption failed for that reason: the run stays "interrupted"
+        report["during"] = [] if state.get("status") == "interrupted" else failed_probes(state)
+        if failed or not found.clean or report["during"]:
+            state["status"] = "failed"
+    except Exception as e:  # noqa: BLE001 - Chaos Toolkit would swallow it: fail the journal instead
+        report["error"] = f"{type(e).__name__}: {e}"
+        state["status"] = "failed"
+    state["meshproof"] = report
+
+
+def failed_probes(journal: Mapping[str, Any]) -> list[str]:
+    """Method probes of ours whose evidence says the property did not hold (or that failed)."""
+    out = []
+    for run in journal.get("run") or []:
+        activity = run.get("activity") or {}
+        ours = _ours(activity)
+        if ours is None or activity.get("type") != "probe":
+            continue
+        output = run.get("output")
+        if run.get("status") != "succeeded":
+            out.append(f"{activity.get('name')}: {run.get('status')}: {run.get('exception', '')!s:.200}")
+        elif isinstance(output, dict) and output.get("holds") is False:
+            out.append(f"{activity.get('name')}: did not hold")
+    return out

@@ -1,0 +1,449 @@
+"""Chaos Toolkit probes: what the mesh does now, as evidence with a verdict.
+
+Every probe returns a JSON object with ``holds`` (the verdict) and the values it is based on, so
+the journal keeps the numbers, not just a boolean. In a steady-state hypothesis use the
+tolerance probe :func:`holds`::
+
+    tolerance: {
+        type: probe,
+        name: holds,
+        provider: {type: python, module: harness.chaos.probes, func: holds, arguments: {}},
+    }
+
+In the method, a probe whose ``holds`` is false fails the run (the meshproof control marks the
+journal failed; see :mod:`harness.chaos.control`).
+
+Traffic-based probes read the running background load (:func:`harness.chaos.actions.start_load`)
+over the last ``window_s`` seconds when it runs, else they send a burst of ``n`` requests with
+the harness sampler. Verdicts rest on counts: a healthy mesh answers every request, so "at most
+``max_ratio`` errors" holds exactly (0 errors) on a busy machine; too few requests in a window is
+"no evidence" and fails instead of passing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from harness import wait
+from harness.chaos.context import Configuration, Ledger, mesh
+from harness.errors import MeshproofError, WaitTimeout
+
+__all__ = [
+    "authorization_matrix",
+    "ejected_hosts",
+    "error_ratio",
+    "errors_settle",
+    "holds",
+    "latency_percentiles",
+    "mesh_ready",
+    "status_share",
+    "trace_completeness",
+]
+
+#: statuses that count as errors: 5xx and "no HTTP response" (0)
+ERROR = "5xx or no response"
+FAULT_KINDS = ("app-fault", "kill", "route-fault", "control-plane", "object")
+
+
+def holds(value: Mapping[str, Any] | None = None) -> bool:
+    """Tolerance probe: the probe's verdict (``value["holds"]``)."""
+    return bool(value and value.get("holds"))
+
+
+# --------------------------------------------------------------------------- traffic windows
+
+
+def _load(load: str, configuration: Configuration) -> Mapping[str, Any] | None:
+    """The ledger data of the running background load ``load`` (None when none runs)."""
+    entry = Ledger.of(configuration).get(f"load:{load}")
+    return None if entry is None else entry.data
+
+
+def _traffic(
+    load: str,
+    window_s: float,
+    source: str,
+    n: int,
+    configuration: Configuration,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, int], dict[str, int], list[float], str]:
+    """(total, status counts, pod counts, latencies, where from) over the window or a burst.
+
+    With ``headers`` the probe always sends its own burst (the load sends none)."""
+    from harness.chaos.loadgen import window_of
+
+    running = None if headers else _load(load, configuration)
+    if running is not None:
+        now = time.time()
+        w = window_of(running, now - window_s, now)
+        return w.total, w.status, w.pods, list(w.latencies_ms), f"load {load!r}, last {window_s:g} s"
+    from harness.traffic.client import Sampler
+
+    with Sampler(timeout=5.0) as sampler:
+        r = sampler.sample(mesh(configuration), source=source, n=n, concurrency=8, headers=headers or {})
+    status = {str(k): v for k, v in r.status_counts().items()}
+    with_headers = f" with {dict(headers)}" if headers else ""
+    return r.total, status, r.pod_counts(None), r.latencies_ms(), f"{n} requests from {source}{with_headers}"
+
+
+def _errors(status: Mapping[str, int]) -> int:
+    return sum(v for k, v in status.items() if k == "0" or k.startswith("5"))
+
+
+def error_ratio(
+    max_ratio: float = 0.01,
+    window_s: float = 2.0,
+    load: str = "default",
+    source: str = "ingress",
+    n: int = 200,
+    min_requests: int = 20,
+    headers: Mapping[str, str] | None = None,
+    only_deployment: str | None = None,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Share of requests answered 5xx or not at all; holds when at most ``max_ratio`` (and there
+    were at least ``min_requests``; with ``only_deployment`` ``ns/name``, every answer came from
+    one of its replicas)."""
+    max_ratio = float(max_ratio)
+    total, status, pods, _lat, where = _traffic(load, float(window_s), source, int(n), configuration, headers)
+    errors = _errors(status)
+    ratio = errors / total if total else None
+    ok = total >= int(min_requests) and ratio is not None and ratio <= max_ratio
+    doc: dict[str, Any] = {
+        "holds": ok,
+        "errors": errors,
+        "requests": total,
+        "ratio": None if ratio is None else round(ratio, 5),
+        "max_ratio": max_ratio,
+        "status": status,
+        "measured": where,
+    }
+    if only_deployment:
+        prefix = only_deployment.rpartition("/")[2] + "-"
+        others = {p: c for p, c in pods.items() if not p.startswith(prefix)}
+        doc["pods"] = pods
+        doc["holds"] = ok and not others
+    return doc
+
+
+def latency_percentiles(
+    max_p99_ms: float | None = None,
+    window_s: float = 2.0,
+    load: str = "default",
+    source: str = "ingress",
+    n: int = 200,
+    min_requests: int = 20,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """p50/p90/p99 latency (ms) of answered requests; holds when p99 <= ``max_p99_ms`` (if given).
+
+    A latency bound is the one verdict a slow machine can flip: use it for observation, or with
+    a bound far above the configured delays."""
+    from harness.traffic import stats
+
+    total, _status, _pods, lat, where = _traffic(load, window_s, source, n, configuration)
+    q = stats.latency_quantiles(lat)
+    ok = total >= min_requests and (max_p99_ms is None or q["p99"] <= max_p99_ms)
+    return {"holds": ok, "requests": total, **{k: round(v, 2) for k, v in q.items()}, "measured": where}
+
+
+def errors_settle(
+    max_ratio: float = 0.01,
+    within_s: float = 10.0,
+    window_s: float = 1.0,
+    load: str = "default",
+    max_errors: int | None = None,
+    destination_rule: str | None = None,
+    min_requests: int = 5,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """After the latest fault in the ledger, under the background load: the errors stop within
+    ``within_s`` seconds of the fault (the last error is followed by ``window_s`` seconds of traffic
+    with at most ``max_ratio`` errors), and (count-based, immune to a slow machine) the errors since
+    the fault stay within a budget: ``max_errors``, or from ``destination_rule`` (``ns/name``) the
+    outlier detection's consecutive errors plus the load's concurrency (requests in flight when
+    the ejection lands). Returns as soon as that is seen, else at ``within_s`` after the fault."""
+    from harness.chaos.loadgen import last_error_of, window_of
+
+    max_ratio, within_s, window_s = float(max_ratio), float(within_s), float(window_s)
+    running = _load(load, configuration)
+    if running is None:
+        return {"holds": False, "error": f"no background load {load!r} runs: start_load first"}
+
+    faults = [e for e in Ledger.of(configuration).entries() if e.kind in FAULT_KINDS]
+    since = max((e.since for e in faults), default=time.time())
+    budget, derivation = (None if max_errors is None else int(max_errors)), "max_errors"
+    if budget is None and destination_rule:
+        budget, derivation = _outlier_budget(destination_rule, load, configuration)
+
+    def clean_after(t: float, now: float) -> bool:
+        w = window_of(running, t + 1e-6, now)
+        return now - t >= window_s and w.total >= int(min_requests) and w.errors <= max_ratio * w.total
+
+    def settled() -> bool:
+        now = time.time()
+        last = last_error_of(running, since, now)
+        return last is not None and clean_after(last, now)
+
+    with contextlib.suppress(WaitTimeout):  # no early settle: judged on the final window below
+        wait.until(
+            settled,
+            what=f"{window_s:g} s of at most {max_ratio:.1%} errors after the last error",
+            timeout=max(0.0, since + within_s - time.time()),
+            interval=0.1,
+        )
+    end = time.time()
+    last = last_error_of(running, since, end)
+    final = window_of(running, max(since, end - window_s), end)
+    settled_after = 0.0 if last is None else last - since
+    if last is None:
+        calm = final.total >= int(min_requests) and final.errors <= max_ratio * final.total
+    else:
+        calm = clean_after(last, end)
+    total = window_of(running, since, end)
+    ok = calm and settled_after <= within_s and (budget is None or total.errors <= budget)
+    return {
+        "holds": ok,
+        "last_error_after_s": None if last is None else round(settled_after, 3),
+        "within_s": within_s,
+        "max_ratio": max_ratio,
+        "final_window": {"requests": final.total, "errors": final.errors, "seconds": window_s},
+        "errors_since_fault": total.errors,
+        "requests_since_fault": total.total,
+        "error_budget": budget,
+        "budget_from": derivation,
+        "fault": [e.key for e in faults],
+    }
+
+
+def _outlier_budget(destination_rule: str, load: str, configuration: Configuration) -> tuple[int, str]:
+    from harness.chaos.actions import find_object
+    from harness.istio import OutlierDetection
+
+    dr = find_object("DestinationRule", destination_rule, configuration)
+    raw = ((dr or {}).get("spec") or {}).get("trafficPolicy", {}).get("outlierDetection")
+    if not isinstance(raw, dict):
+        raise MeshproofError(f"DestinationRule {destination_rule} has no outlierDetection to derive a budget")
+    od = OutlierDetection.from_raw(raw)
+    threshold = od.consecutive_5xx_errors or od.consecutive_gateway_errors or 0
+    entry = Ledger.of(configuration).get(f"load:{load}")
+    concurrency = int((entry.data if entry else {}).get("concurrency", 1))
+    return threshold + concurrency, (
+        f"DestinationRule {destination_rule}: {threshold} consecutive errors eject + {concurrency} in flight"
+    )
+
+
+def status_share(
+    status: int,
+    expected: float,
+    source: str = "ingress",
+    headers: Mapping[str, str] | None = None,
+    n: int | None = None,
+    alpha: float = 0.001,
+    power: float = 0.99,
+    min_deviation: float = 0.1,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Share of requests answered ``status``, by the exact binomial test against ``expected``
+    (false-failure rate ``alpha``; ``n`` from alpha, power and min_deviation when not given)."""
+    from harness.traffic import stats
+    from harness.traffic.client import Sampler
+
+    if n is None:
+        n = stats.sample_size_for_proportion(expected, alpha, power, min_deviation)
+    with Sampler(timeout=5.0) as sampler:
+        r = sampler.sample(mesh(configuration), source=source, n=n, concurrency=8, headers=headers or {})
+    hits = sum(1 for x in r.responses if x.status == status)
+    verdict = stats.check_proportion(hits, r.total, expected, alpha)
+    return {
+        "holds": verdict.passed,
+        "status": status,
+        "hits": hits,
+        "requests": r.total,
+        "expected": expected,
+        "verdict": verdict.summary(),
+        "all_status": {str(k): v for k, v in r.status_counts().items()},
+        "source": source,
+        "headers": dict(headers or {}),
+    }
+
+
+# --------------------------------------------------------------------------- mesh state
+
+
+def ejected_hosts(
+    caller: str = "ingress", pods: Sequence[str] | None = None, configuration: Configuration = None
+) -> dict[str, Any]:
+    """Hosts the calling proxy ``caller`` has ejected (outlier detection), per upstream cluster.
+    With ``pods``, holds when every one of them is ejected; without, when none is."""
+    backend = mesh(configuration)
+    proxy = backend.workload(caller).ref
+    by_cluster = dict(backend.ejections().get(proxy, {}))
+    ejected = sorted({h for hosts in by_cluster.values() for h in hosts})
+    wanted = [backend.workload(p) for p in pods or []]
+    missing = [w.ref for w in wanted if not any(h.split(":")[0] == w.address for h in ejected)]
+    return {
+        "holds": not missing if wanted else not ejected,
+        "caller": proxy,
+        "ejected": {c: sorted(h) for c, h in by_cluster.items() if h},
+        "expected_ejected": [w.ref for w in wanted],
+        "not_ejected": missing,
+    }
+
+
+def authorization_matrix(
+    expect: Mapping[str, int],
+    n: int = 20,
+    retries: int = 3,
+    converge_within_s: float = 0.0,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Send ``n`` requests per cell and compare every authorization decision with the expected one.
+
+    ``expect`` maps ``"SOURCE METHOD"`` (``ingress GET``, ``other-namespace/client POST``) to the
+    status every request must get: 200 (allowed) or 403 (denied; it must be Envoy's RBAC denial).
+    An answer that is neither (a 503 while a listener drains, no answer) is no decision: such
+    requests are sent again, up to ``retries`` rounds, and reported as ``undecided``.
+    Deterministic: one wrong decision fails the cell.
+
+    After a policy change every proxy has ACKed, connections opened before it still run the old
+    filter chain until Envoy drains them. With ``converge_within_s`` > 0 the matrix is sent in
+    rounds until two rounds in a row hold, for at most that long; ``converged_after_s`` and the
+    rounds it took are reported, the verdict is the last round's."""
+    from harness.traffic.client import Response, Sampler
+
+    def decision(r: Response) -> int | None:
+        if r.status == 200:
+            return 200
+        if r.status == 403 and r.rbac_denied:
+            return 403
+        return None
+
+    rounds: list[dict[str, Any]] = []
+    started = time.monotonic()
+
+    def one_round(sampler: Sampler) -> bool:
+        cells = []
+        for cell, want in expect.items():
+            source, _, method = cell.partition(" ")
+            want = int(want)
+            decided: list[int] = []
+            undecided: dict[str, int] = {}
+            todo = int(n)
+            for _round in range(1 + int(retries)):
+                if not todo:
+                    break
+                r = sampler.sample(
+                    mesh(configuration), source=source, method=method or "GET", n=todo, concurrency=4
+                )
+                todo = 0
+                for x in r.responses:
+                    d = decision(x)
+                    if d is None:
+                        undecided[str(x.status)] = undecided.get(str(x.status), 0) + 1
+                        todo += 1
+                    else:
+                        decided.append(d)
+            good = sum(1 for d in decided if d == want)
+            cells.append(
+                {
+                    "cell": cell,
+                    "expected": want,
+                    "matching": good,
+                    "requests": int(n),
+                    "decisions": {str(k): decided.count(k) for k in sorted(set(decided))},
+                    "undecided": undecided,
+                    "holds": good == int(n) and len(decided) == int(n),
+                }
+            )
+        ok = all(c["holds"] for c in cells)
+        rounds.append({"t": round(time.monotonic() - started, 3), "holds": ok, "cells": cells})
+        return ok
+
+    with Sampler(timeout=5.0) as sampler:
+        if float(converge_within_s) > 0:
+            with contextlib.suppress(WaitTimeout):  # the last round's verdict says it
+                wait.until(
+                    lambda: one_round(sampler),
+                    what="the authorization matrix to hold two rounds in a row",
+                    timeout=float(converge_within_s),
+                    interval=0.2,
+                    converge=2,
+                )
+        else:
+            one_round(sampler)
+    last = rounds[-1]
+    first_ok = next((i for i, r in enumerate(rounds) if r["holds"]), None)
+    doc: dict[str, Any] = {"holds": last["holds"], "cells": last["cells"]}
+    if float(converge_within_s) > 0:
+        doc["rounds"] = [{"t": r["t"], "holds": r["holds"]} for r in rounds]
+        doc["converged_after_s"] = None if first_ok is None or not last["holds"] else rounds[first_ok]["t"]
+    return doc
+
+
+def mesh_ready(timeout_s: float = 30.0, configuration: Configuration = None) -> dict[str, Any]:
+    """Every workload ready (and every app answering its health check), and every proxy
+    connected with the current config ACKed."""
+    backend = mesh(configuration)
+    workloads = list(backend.workloads())
+    unready = [w.ref for w in workloads if not w.ready]
+    with httpx.Client(timeout=5.0, trust_env=False) as http:
+        for w in workloads:
+            if not w.admin_url or w.ref in unready:
+                continue
+            try:
+                healthy = http.get(f"{w.admin_url}/healthz").status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+            if not healthy:
+                unready.append(w.ref)
+    try:
+        synced_s: float | None = backend.wait_synced(timeout=timeout_s)
+        sync_error = ""
+    except MeshproofError as e:
+        synced_s, sync_error = None, str(e).splitlines()[0]
+    return {
+        "holds": not unready and synced_s is not None,
+        "workloads": len(workloads),
+        "unready": unready,
+        "synced_after_s": None if synced_s is None else round(synced_s, 3),
+        "sync_error": sync_error,
+    }
+
+
+def trace_completeness(
+    service: str = "microservice-1.sample",
+    expect_services: Sequence[str] = (),
+    min_ratio: float = 1.0,
+    limit: int = 50,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Share of recent traces of ``service`` (Jaeger query API) that contain a span of every
+    service in ``expect_services``; holds when at least ``min_ratio``. Fails with a reason when
+    the mesh deploys no tracing."""
+    base = mesh(configuration).trace_query_url()
+    if base is None:
+        return {"holds": False, "error": "tracing is not deployed in this mesh"}
+    try:
+        with httpx.Client(timeout=10.0, trust_env=False) as http:
+            r = http.get(f"{base.rstrip('/')}/api/traces", params={"service": service, "limit": str(limit)})
+            r.raise_for_status()
+            traces = list(r.json().get("data") or [])
+    except (httpx.HTTPError, ValueError) as e:
+        return {"holds": False, "error": f"Jaeger query failed: {e}"}
+    complete = 0
+    for t in traces:
+        names = {str(p.get("serviceName")) for p in (t.get("processes") or {}).values()}
+        complete += all(s in names for s in expect_services)
+    ratio = complete / len(traces) if traces else 0.0
+    return {
+        "holds": bool(traces) and ratio >= min_ratio,
+        "traces": len(traces),
+        "complete": complete,
+        "ratio": round(ratio, 4),
+    }

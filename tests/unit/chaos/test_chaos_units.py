@@ -1,0 +1,413 @@
+"""The chaos extension without a mesh: a fake backend holding Istio objects and replica faults."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.chaos import actions, context, control, loadgen, probes, residue, runner
+from harness.chaos.context import STATE_KEY, Ledger
+from harness.errors import UserError
+from harness.mesh import Fault, Workload, find_workload
+
+VS = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "VirtualService",
+    "metadata": {"name": "web", "namespace": "sample"},
+    "spec": {
+        "hosts": ["web.sample.svc.cluster.local"],
+        "http": [
+            {
+                "name": "pinned",
+                "match": [{"headers": {"x": {"exact": "1"}}}],
+                "route": [{"destination": {"host": "web"}}],
+            },
+            {"name": "split", "route": [{"destination": {"host": "web"}}]},
+        ],
+    },
+}
+
+
+class FakeBackend:
+    """Istio objects in a dict, faults in a dict, apply/delete from YAML files."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {actions.object_key(VS): copy.deepcopy(VS)}
+        self.faults: dict[str, Fault] = {}
+        self.killed: set[str] = set()
+        self.applied: list[list[dict[str, Any]]] = []
+
+    def workloads(self) -> Sequence[Workload]:
+        return [
+            Workload(
+                name=f"web-v1-{i}",
+                namespace="sample",
+                deployment="web-v1",
+                labels={"version": "v1"},
+                address=f"127.9.1.{i}",
+                app_url="",
+                admin_url="",
+                sidecar_url="",
+                proxy_admin_url="",
+                ready=f"sample/web-v1-{i}" not in self.killed,
+            )
+            for i in range(2)
+        ]
+
+    def workload(self, ref: str) -> Workload:
+        return find_workload(self.workloads(), ref)
+
+    def istio_objects(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for o in self.objects.values()]
+
+    def apply(self, paths: Sequence[Path]) -> float:
+        docs = [d for p in paths for d in yaml.safe_load_all(p.read_text())]
+        self.applied.append(docs)
+        for d in docs:
+            self.objects[actions.object_key(d)] = d
+        return 0.01
+
+    def delete(self, paths: Sequence[Path]) -> float:
+        for p in paths:
+            for d in yaml.safe_load_all(p.read_text()):
+                self.objects.pop(actions.object_key(d))
+        return 0.01
+
+    def inject_fault(self, pod: str, fault: Fault) -> None:
+        self.faults[pod] = fault
+
+    def clear_fault(self, pod: str) -> None:
+        self.faults.pop(pod, None)
+
+    def kill(self, pod: str) -> None:
+        self.killed.add(pod)
+
+    def restart(self, pod: str) -> None:
+        self.killed.discard(pod)
+
+    def wait_synced(self, timeout: float) -> float:
+        return 0.0
+
+    def ejections(self) -> dict[str, dict[str, list[str]]]:
+        return {}
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[tuple[FakeBackend, dict[str, str]]]:
+    backend = FakeBackend()
+    context.use(tmp_path, backend)  # type: ignore[arg-type]
+    yield backend, {STATE_KEY: str(tmp_path)}
+    context.forget(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _no_istio_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Istio's validation is exercised by tests/unit/istio; here the objects are minimal on purpose.
+    monkeypatch.setattr(actions, "_validate", lambda bodies, configuration: None)
+
+
+def test_route_fault_patches_only_the_named_route_and_rolls_back(fake: Any) -> None:
+    backend, conf = fake
+    out = actions.inject_route_fault("sample/web", "split", abort_percent=50, configuration=conf)
+    vs = backend.objects["VirtualService/sample/web"]
+    assert out["fault"] == {"abort": {"percentage": {"value": 50.0}, "httpStatus": 503}}
+    assert vs["spec"]["http"][1]["fault"] == out["fault"]
+    assert "fault" not in vs["spec"]["http"][0]
+    assert Ledger.of(conf).get("route-fault:sample/web/split") is not None
+
+    # a concurrent edit of another route survives the rollback (route-scoped restore)
+    vs["spec"]["http"][0]["timeout"] = "3s"
+    actions.remove_route_fault("sample/web", "split", configuration=conf)
+    vs = backend.objects["VirtualService/sample/web"]
+    assert "fault" not in vs["spec"]["http"][1]
+    assert vs["spec"]["http"][0]["timeout"] == "3s"
+    assert Ledger.of(conf).entries() == []
+    # undoing again is a no-op
+    assert actions.remove_route_fault("sample/web", "split", configuration=conf)["restored"] is False
+
+
+def test_unknown_route_is_one_clear_line(fake: Any) -> None:
+    _, conf = fake
+    with pytest.raises(UserError, match=r"no http route named 'nope' \(named routes: pinned, split\)"):
+        actions.inject_route_fault("sample/web", "nope", abort_percent=50, configuration=conf)
+    assert Ledger.of(conf).entries() == []
+
+
+def test_nothing_to_inject_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="nothing to inject"):
+        actions.route_fault(0, 503, 0, 100)
+    assert actions.route_fault(0, 503, 200, 25) == {
+        "delay": {"percentage": {"value": 25.0}, "fixedDelay": "200ms"}
+    }
+
+
+def test_replica_faults_and_kills_are_ledgered_and_undone(fake: Any) -> None:
+    backend, conf = fake
+    actions.fail_replicas(["sample/web-v1-0"], status=500, configuration=conf)
+    actions.kill_replica("web-v1-1", configuration=conf)
+    assert set(backend.faults) == {"sample/web-v1-0"} and backend.killed == {"sample/web-v1-1"}
+    assert {e.kind for e in Ledger.of(conf).entries()} == {"app-fault", "kill"}
+    done, failed = residue.undo_all(conf)
+    assert not failed and len(done) == 2
+    assert not backend.faults and not backend.killed
+    assert Ledger.of(conf).entries() == []
+
+
+def test_unknown_pod_changes_nothing(fake: Any) -> None:
+    backend, conf = fake
+    with pytest.raises(UserError, match="no workload"):
+        actions.fail_replicas(["sample/web-v1-0", "sample/nope"], configuration=conf)
+    assert not backend.faults and Ledger.of(conf).entries() == []
+
+
+def test_apply_and_remove_resource_restore_predecessors(fake: Any, tmp_path: Path) -> None:
+    backend, conf = fake
+    changed = copy.deepcopy(VS)
+    changed["spec"]["http"] = changed["spec"]["http"][1:]
+    extra = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "deny", "namespace": "sample"},
+        "spec": {},
+    }
+    f = tmp_path / "change.yaml"
+    f.write_text(yaml.safe_dump_all([changed, extra]))
+    actions.apply_resource(str(f), configuration=conf)
+    assert "AuthorizationPolicy/sample/deny" in backend.objects
+    assert len(backend.objects["VirtualService/sample/web"]["spec"]["http"]) == 1
+    actions.restore_resources(str(f), configuration=conf)
+    assert "AuthorizationPolicy/sample/deny" not in backend.objects
+    assert backend.objects["VirtualService/sample/web"]["spec"] == VS["spec"]
+
+    actions.remove_resource(str(f), configuration=conf)
+    assert "VirtualService/sample/web" not in backend.objects
+    actions.restore_resources(configuration=conf)
+    assert backend.objects["VirtualService/sample/web"]["spec"] == VS["spec"]
+    assert Ledger.of(conf).entries() == []
+
+
+def test_ledger_keeps_the_first_pre_change_state(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    ledger.record("k", "object", {"before": 1})
+    ledger.record("k", "object", {"before": 2})
+    entry = ledger.get("k")
+    assert entry is not None and entry.data == {"before": 1}
+    ledger.done("k")
+    assert ledger.entries() == []
+
+
+def test_residue_check_finds_what_changed(fake: Any) -> None:
+    backend, conf = fake
+    residue.snapshot(conf)
+    assert residue.check(conf).clean
+    backend.objects["VirtualService/sample/web"]["spec"]["http"].pop()
+    backend.killed.add("sample/web-v1-0")
+    Ledger.of(conf).record("app-fault:sample/web-v1-1", "app-fault", {"pod": "sample/web-v1-1"})
+    found = residue.check(conf)
+    assert not found.clean
+    assert set(found.problems) == {
+        "not undone: app-fault:sample/web-v1-1",
+        "Istio object changed: VirtualService/sample/web",
+        "sample/web-v1-0 not ready",
+    }
+
+
+def test_preflight_names_the_activity_and_the_bad_reference(fake: Any, tmp_path: Path) -> None:
+    _, conf = fake
+    experiment = {
+        "method": [
+            {
+                "type": "action",
+                "name": "ok",
+                "provider": {
+                    "type": "python",
+                    "module": "harness.chaos.actions",
+                    "func": "fail_replicas",
+                    "arguments": {"pods": ["sample/web-v1-0"]},
+                },
+            },
+            {
+                "type": "action",
+                "name": "bad-pod",
+                "provider": {
+                    "type": "python",
+                    "module": "harness.chaos.actions",
+                    "func": "kill_replica",
+                    "arguments": {"pod": "sample/ghost"},
+                },
+            },
+            {
+                "type": "action",
+                "name": "bad-route",
+                "provider": {
+                    "type": "python",
+                    "module": "harness.chaos.actions",
+                    "func": "inject_route_fault",
+                    "arguments": {"virtual_service": "sample/web", "route": "nope"},
+                },
+            },
+            {
+                "type": "action",
+                "name": "no-file",
+                "provider": {
+                    "type": "python",
+                    "module": "harness.chaos.actions",
+                    "func": "apply_resource",
+                    "arguments": {"path": str(tmp_path / "missing.yaml")},
+                },
+            },
+            {
+                "type": "action",
+                "name": "other-extension",
+                "provider": {"type": "python", "module": "x.y", "func": "z", "arguments": {"pod": "ghost"}},
+            },
+        ]
+    }
+    problems = control.preflight(experiment, conf)
+    assert [p.split(":")[0] for p in problems] == [
+        "method[1] (bad-pod)",
+        "method[2] (bad-route)",
+        "method[3] (no-file)",
+    ]
+    assert "no workload 'sample/ghost'" in problems[0]
+
+
+def test_failed_method_probes_fail_the_journal() -> None:
+    journal = {
+        "run": [
+            {
+                "activity": {
+                    "type": "probe",
+                    "name": "p1",
+                    "provider": {"type": "python", "module": "harness.chaos.probes"},
+                },
+                "status": "succeeded",
+                "output": {"holds": False},
+            },
+            {
+                "activity": {
+                    "type": "probe",
+                    "name": "p2",
+                    "provider": {"type": "python", "module": "harness.chaos.probes"},
+                },
+                "status": "succeeded",
+                "output": {"holds": True},
+            },
+            {
+                "activity": {
+                    "type": "action",
+                    "name": "a",
+                    "provider": {"type": "python", "module": "harness.chaos.actions"},
+                },
+                "status": "succeeded",
+                "output": {},
+            },
+        ]
+    }
+    assert control.failed_probes(journal) == ["p1: did not hold"]
+
+
+def test_load_window_sums_batches_that_ended_inside(tmp_path: Path) -> None:
+    f = tmp_path / "load.jsonl"
+    batches = [
+        {"t0": 0.0, "t1": 1.0, "n": 4, "status": {"200": 4}, "pods": {"a": 4}, "lat": [1, 2, 3, 4]},
+        {
+            "t0": 1.0,
+            "t1": 2.0,
+            "n": 4,
+            "status": {"200": 2, "503": 1, "0": 1},
+            "pods": {"a": 3},
+            "lat": [5, 6, 7],
+        },
+    ]
+    f.write_text("\n".join(json.dumps(b) for b in batches) + "\n{partial")
+    w = loadgen.window(f, 1.5, 2.5)
+    assert (w.total, w.errors, w.status) == (4, 2, {"200": 2, "503": 1, "0": 1})
+    assert loadgen.window(f, 0, 3).total == 8
+
+
+def test_holds_tolerance() -> None:
+    assert probes.holds({"holds": True}) is True
+    assert probes.holds({"holds": False}) is False
+    assert probes.holds(None) is False
+
+
+def test_experiment_and_var_errors_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no experiment file"):
+        runner.load_experiment(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: [\n")
+    with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
+        runner.load_experiment(bad)
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        runner.parse_vars(["novalue"])
+    assert runner.parse_vars(["a=1", "b=x=y"]) == {"a": "1", "b": "x=y"}
+
+
+def test_summary_shows_before_during_after_rollbacks_and_verdict(tmp_path: Path) -> None:
+    def run(name: str, kind: str, output: Any, met: bool | None = None) -> dict[str, Any]:
+        return {
+            "activity": {"name": name, "type": kind},
+            "status": "succeeded",
+            "output": output,
+            "tolerance_met": met,
+            "duration": 0.5,
+        }
+
+    journal = {
+        "experiment": {"title": "t"},
+        "status": "completed",
+        "deviated": False,
+        "steady_states": {
+            "before": {"probes": [run("ratio", "probe", {"holds": True, "errors": 0}, True)]},
+            "after": {"probes": [run("ratio", "probe", {"holds": True, "errors": 0}, True)]},
+        },
+        "run": [run("fail", "action", {"pods": ["p"]}), run("settle", "probe", {"holds": False})],
+        "rollbacks": [run("clear", "action", {"cleared": ["p"]})],
+        "meshproof": {"during": ["settle: did not hold"]},
+    }
+    result = runner.ChaosRun(
+        experiment=Path("e.yaml"),
+        run_dir=tmp_path,
+        exit_code=1,
+        journal=journal,
+        residue={"clean": True, "problems": [], "checked": ["x"]},
+        wall_s=3.0,
+    )
+    text = "\n".join(runner.summary_lines(result))
+    assert "hypothesis before:\n  ok   probe  ratio" in text
+    assert "FAIL probe  settle" in text
+    assert "rollbacks:\n       action clear" in text
+    assert "during-probe failed: settle: did not hold" in text
+    assert text.endswith("FAILED: status completed, deviated False")
+
+
+def test_discovery_lists_every_exported_activity() -> None:
+    from harness import discover
+
+    found = {(a["type"], a["name"]) for a in discover(discover_system=False)["activities"]}  # type: ignore[index, union-attr]
+    assert {("action", n) for n in actions.__all__} | {("probe", n) for n in probes.__all__} == found
+
+
+def test_locust_window_counts_requests_by_completion_time(tmp_path: Path) -> None:
+    events = tmp_path / "load" / "events"
+    events.mkdir(parents=True)
+    (events / "events-1.tsv").write_text(
+        "100.0\t500.000\t200\tingress /api/greet\tweb-v1-0\tv1\tid-1\t\n"
+        "100.2\t100.000\t503\tingress /api/greet\t\t\tid-2\t\n"
+        "101.0\t10.000\t0\tingress /api/greet\t\t\tid-3\tConnectionRefusedError: x\n"
+        "garbage\n"
+    )
+    load = {"engine": "locust", "workdir": str(tmp_path / "load")}
+    w = loadgen.window_of(load, 100.25, 100.6)  # 100.3 (the 503) and 100.5 (the 200) completed here
+    assert (w.total, w.errors, w.status, w.pods) == (2, 1, {"200": 1, "503": 1}, {"web-v1-0": 1})
+    assert loadgen.last_error_of(load, 0, 200) == pytest.approx(101.01)
+    assert loadgen.last_error_of(load, 0, 100.9) == pytest.approx(100.3)
