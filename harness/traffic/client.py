@@ -56,6 +56,7 @@ __all__ = [
     "Response",
     "SampleOptions",
     "SampleResult",
+    "SampleSpec",
     "Sampler",
     "Source",
     "TrafficTarget",
@@ -252,6 +253,20 @@ class SampleOptions(TypedDict, total=False):
     fresh_connections: bool
 
 
+@dataclass(frozen=True)
+class SampleSpec:
+    """One batch of :meth:`Sampler.sample_many`: ``n`` requests of one shape (as :meth:`Sampler.sample`)."""
+
+    n: int
+    source: str | Source = "ingress"
+    method: str = "GET"
+    path: str = "/api/greet"
+    headers: Mapping[str, str] | None = None
+    target: tuple[str, str, int] = DEFAULT_TARGET
+    host_header: str | None = None
+    fresh_connections: bool = False
+
+
 class Sampler:
     """Sends batches of requests into the mesh over keep-alive connections, on asyncio.
 
@@ -434,6 +449,84 @@ class Sampler:
             discarded=discarded,
         )
 
+    def sample_many(
+        self, backend: TrafficTarget, specs: Sequence[SampleSpec], *, concurrency: int = 8
+    ) -> list[SampleResult]:
+        """Send several independent batches at once, sharing one window of ``concurrency`` in flight.
+
+        For read-only checks that each need their own request shape (an authorization matrix:
+        one batch per source x method x path): instead of one batch after another, each
+        waiting for its slowest request, all of them run interleaved. Returns one
+        :class:`SampleResult` per spec, in order; each one's ``wall_s`` is the whole run's.
+        """
+        if self._state is _State.CLOSED:
+            raise RuntimeError("this Sampler is closed; create a new one")
+        if not 1 <= concurrency <= self.max_connections:
+            raise ValueError(
+                f"concurrency must be in 1..{self.max_connections} (the sampler's max_connections), "
+                f"got {concurrency}"
+            )
+        plans = []
+        for spec in specs:
+            if spec.n < 0:
+                raise ValueError(f"n must be >= 0, got {spec.n}")
+            plans.append(
+                self._plan(
+                    backend,
+                    Source.parse(spec.source) if isinstance(spec.source, str) else spec.source,
+                    method=spec.method,
+                    path=spec.path,
+                    headers=spec.headers or {},
+                    target=spec.target,
+                    host_header=spec.host_header,
+                    fresh_connections=spec.fresh_connections,
+                )
+            )
+        with self._lock:
+            if self._closed():
+                raise RuntimeError("this Sampler is closed; create a new one")
+            started = time.perf_counter()
+            slots = self._loop.run_until_complete(
+                self._run_many(plans, [spec.n for spec in specs], concurrency)
+            )
+            wall_s = time.perf_counter() - started
+        return [
+            SampleResult(
+                responses=tuple(r), source=plan.source, method=plan.method, path=spec.path, wall_s=wall_s
+            )
+            for plan, spec, r in zip(plans, specs, slots, strict=True)
+        ]
+
+    async def _run_many(
+        self, plans: Sequence[_Plan], counts: Sequence[int], concurrency: int
+    ) -> list[list[Response]]:
+        self._ensure_session()
+        slots: list[list[Response | None]] = [[None] * n for n in counts]
+        # round-robin over the batches, so every batch is in flight from the start
+        jobs = [(k, i) for i in range(max(counts, default=0)) for k in range(len(plans)) if i < counts[k]]
+        position = 0
+
+        async def worker() -> None:
+            nonlocal position
+            while position < len(jobs):
+                k, i = jobs[position]
+                position += 1
+                slots[k][i] = await self._one(plans[k])
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(concurrency, len(jobs)))):
+                group.create_task(worker())
+        return [[r for r in batch if r is not None] for batch in slots]
+
+    def _ensure_session(self) -> None:
+        if self._client is None and self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections, use_dns_cache=True),
+                timeout=aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.timeout),
+                trust_env=False,
+                auto_decompress=False,
+            )
+
     def _closed(self) -> bool:  # a method, so that type checkers do not narrow the state
         return self._state is _State.CLOSED
 
@@ -447,13 +540,7 @@ class Sampler:
     ) -> tuple[tuple[Response, ...], int]:
         if n == 0:
             return (), 0
-        if self._client is None and self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, use_dns_cache=True),
-                timeout=aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.timeout),
-                trust_env=False,
-                auto_decompress=False,
-            )
+        self._ensure_session()
         slots: list[Response | None] = [None] * n
         issued = 0
         prefix = 0

@@ -22,6 +22,7 @@ from harness.traffic.client import (
     Response,
     Sampler,
     SampleResult,
+    SampleSpec,
     Source,
     converge_weights,
 )
@@ -690,3 +691,40 @@ def test_sample_until_decide_error_propagates_and_the_sampler_stays_usable() -> 
         with pytest.raises(ZeroDivisionError, match="boom"):
             s.sample_until(FakeBackend(), decide, max_n=100, look_every=5, concurrency=4)
         assert s.sample(FakeBackend(), n=7, concurrency=3).status_counts() == {200: 7}
+
+
+def test_sample_many_runs_batches_interleaved_in_one_window() -> None:
+    lock = threading.Lock()
+    in_flight = 0
+    peak = 0
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+            paths.append(request.url.path)
+        time.sleep(0.002)
+        with lock:
+            in_flight -= 1
+        if request.method == "POST":
+            return httpx.Response(403, text=RBAC_DENIED_BODY)
+        return httpx.Response(200, json=greet(method=request.method))
+
+    specs = [
+        SampleSpec(n=5, path="/a"),
+        SampleSpec(n=3, method="POST", path="/b"),
+        SampleSpec(n=0, path="/c"),
+        SampleSpec(n=4, source="sample/client", path="/d"),
+    ]
+    with sampler(handler, max_connections=8) as s:
+        results = s.sample_many(FakeBackend(), specs, concurrency=6)
+    assert [r.total for r in results] == [5, 3, 0, 4]
+    assert results[0].status_counts() == {200: 5} and results[0].path == "/a"
+    assert results[1].rbac_denied_count() == 3 and results[1].method == "POST"
+    assert results[3].source == "sample/client" and results[3].status_counts() == {0: 4}  # no /api/call fake
+    assert paths[:3] == ["/a", "/b", "/api/call"] or set(paths[:3]) == {"/a", "/b", "/api/call"}
+    assert 1 < peak <= 6
+    with sampler(handler, max_connections=4) as s, pytest.raises(ValueError, match="concurrency"):
+        s.sample_many(FakeBackend(), specs, concurrency=5)
