@@ -288,6 +288,10 @@ def load(
     marker = request.node.get_closest_marker("under_load")
     kwargs = dict(marker.kwargs) if marker is not None else {}
     autostart = bool(kwargs.pop("start", True))
+    for option, key in (("load_users", "users"), ("load_processes", "processes")):
+        given = request.config.getoption(option)
+        if given is not None:  # on the command line: it wins over the marker (heavier runs, tox -e load)
+            kwargs[key] = given
     shape = kwargs.pop("shape", settings.load_shape)
     duration = kwargs.pop("duration_s", settings.load_duration_s if shape != "steady" else 0.0)
     try:
