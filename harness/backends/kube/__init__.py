@@ -3,6 +3,7 @@
 Modules, top to bottom::
 
     backend.py        KubeBackend: the Backend protocol over everything below
+    pods.py           pure helpers over Pod/Service/Event dicts (owner Deployment, ports, readiness)
     doctor.py         doctor() entries: tools, Docker engine, the existing cluster and its istiod
     kind.py           KindCluster: create (ingress NodePort mapped to 127.0.0.1), load images, delete
     istio_install.py  istioctl install argv + IstioOperator overlay (tracing to Jaeger), istiod checks

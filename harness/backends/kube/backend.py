@@ -1,3 +1,4 @@
+# Over 500 lines: the whole Backend protocol over a cluster in one class; pure parts live in the sibling modules.
 """KubeBackend: the Backend protocol on a real cluster (``kind``: created for the run; ``existing``).
 
 ``up()``: preflight (tools) -> cluster (kind create/adopt, or the kubeconfig context) -> reachable
@@ -46,6 +47,19 @@ from harness.backends.kube.apply import (
     wait_gone,
 )
 from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCluster
+from harness.backends.kube.pods import (
+    container_ports,
+    container_ports_all,
+    deployment_of,
+    format_events,
+    has_sidecar,
+    is_gateway,
+    live,
+    name_of,
+    namespace_of,
+    pod_ready,
+    service_target_port,
+)
 from harness.backends.kube.portforward import PortForward
 from harness.backends.kube.readiness import deployment_status, wait_deployments_ready
 from harness.backends.kube.relay import RELAY_LABELS, RELAY_NAMESPACE, RELAY_PORT, preamble, relay_objects
@@ -61,92 +75,8 @@ ApiFactory = Callable[[str | None, str | None], KubeApi]  # (kubeconfig, context
 ENVOY_ADMIN_PORT = 15000
 ISTIOD_MONITORING_PORT = 15014
 JAEGER_QUERY_PORT = 16686
-SIDECAR = "istio-proxy"
 GATEWAY_SELECTOR = "istio=ingressgateway"
 INFRA_NAMESPACES = frozenset({istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE})
-
-
-# ---- pure helpers over pod/service dicts (unit-tested) --------------------------------------
-
-
-def selects(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-
-
-def deployment_of(pod: Mapping[str, Any]) -> str:
-    """The Deployment that owns a pod: its ReplicaSet's name without the pod-template-hash suffix."""
-    meta = pod.get("metadata") or {}
-    pth = str((meta.get("labels") or {}).get("pod-template-hash", ""))
-    for o in meta.get("ownerReferences") or []:
-        if o.get("kind") == "ReplicaSet":
-            name = str(o.get("name", ""))
-            return name[: -len(pth) - 1] if pth and name.endswith("-" + pth) else name
-    return str(meta.get("name", ""))
-
-
-def has_sidecar(pod: Mapping[str, Any]) -> bool:
-    spec = pod.get("spec") or {}
-    return any(
-        c.get("name") == SIDECAR
-        for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-    )
-
-
-def container_ports(pod: Mapping[str, Any]) -> dict[str, int]:
-    """Ports of the app containers (not the sidecar): name (or the number as text) -> port."""
-    out: dict[str, int] = {}
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        if c.get("name") == SIDECAR:
-            continue
-        for p in c.get("ports") or []:
-            if p.get("containerPort") is not None:
-                out.setdefault(str(p.get("name") or p["containerPort"]), int(p["containerPort"]))
-    return out
-
-
-def is_gateway(pod: Mapping[str, Any]) -> bool:
-    return ((pod.get("metadata") or {}).get("labels") or {}).get("istio") == "ingressgateway"
-
-
-def pod_ready(pod: Mapping[str, Any]) -> bool:
-    conds = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-
-
-def live(pod: Mapping[str, Any]) -> bool:
-    """Running, with an IP, and not being deleted."""
-    meta, st = pod.get("metadata") or {}, pod.get("status") or {}
-    return not meta.get("deletionTimestamp") and st.get("phase") == "Running" and bool(st.get("podIP"))
-
-
-def service_target_port(services: Iterable[Mapping[str, Any]], pod: Mapping[str, Any]) -> int:
-    """The first target port of a Service that selects the pod (0 when none does)."""
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    ports = container_ports(pod)
-    for s in services:
-        if ((s.get("metadata") or {}).get("namespace") or "default") != meta.get("namespace"):
-            continue
-        spec = s.get("spec") or {}
-        if not selects(spec.get("selector") or {}, labels):
-            continue
-        for p in spec.get("ports") or []:
-            t = p.get("targetPort", p.get("port"))
-            if isinstance(t, int):
-                return t
-            if isinstance(t, str) and t.isdigit():
-                return int(t)
-            if isinstance(t, str) and t in ports:
-                return ports[t]
-    return 0
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
-
-
-def _ns(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("namespace", ""))
 
 
 # ---- the backend ------------------------------------------------------------------------------
@@ -548,14 +478,14 @@ class KubeBackend:
         pods = [p for p in self.api.list("v1", "Pod", RELAY_NAMESPACE, sel) if live(p) and pod_ready(p)]
         if not pods:
             raise BackendError(f"the sidecar relay ({RELAY_NAMESPACE}, {sel}) has no ready pod")
-        return _name(pods[0])
+        return name_of(pods[0])
 
     # ---- cluster reads ----------------------------------------------------------------------
     def _remember(self, objs: Iterable[Mapping[str, Any]]) -> None:
         with self._lock:
             for o in objs:
                 # Infrastructure (Jaeger in istio-system, the relay) is not a workload under test.
-                if o.get("kind") in ("Deployment", "Service") and _ns(o) not in INFRA_NAMESPACES:
+                if o.get("kind") in ("Deployment", "Service") and namespace_of(o) not in INFRA_NAMESPACES:
                     self._objects[ref_of(o)] = dict(o)
 
     def _forget(self, refs: Iterable[ObjectRef]) -> None:
@@ -569,22 +499,22 @@ class KubeBackend:
 
     def _mesh_pods(self) -> list[dict[str, Any]]:
         """Live pods of the mesh's Deployments, plus the ingress gateway pods (last)."""
-        deployments = {(_ns(d), _name(d)) for d in self._kinds("Deployment")}
+        deployments = {(namespace_of(d), name_of(d)) for d in self._kinds("Deployment")}
         pods: list[dict[str, Any]] = []
         for ns in sorted({ns for ns, _ in deployments}):
             pods += [
                 p for p in self.api.list("v1", "Pod", ns) if live(p) and (ns, deployment_of(p)) in deployments
             ]
-        pods.sort(key=lambda p: (_ns(p), deployment_of(p), _name(p)))
+        pods.sort(key=lambda p: (namespace_of(p), deployment_of(p), name_of(p)))
         return pods + self._gateway_pods()
 
     def _gateway_pods(self) -> list[dict[str, Any]]:
         pods = [p for p in self.api.list("v1", "Pod", "", GATEWAY_SELECTOR) if live(p)]
-        return sorted(pods, key=lambda p: (_ns(p), _name(p)))
+        return sorted(pods, key=lambda p: (namespace_of(p), name_of(p)))
 
     def _istiod_pods(self) -> list[str]:
         pods = self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
-        names = sorted(_name(p) for p in pods if live(p))
+        names = sorted(name_of(p) for p in pods if live(p))
         self._close_forwards(
             keep=lambda k: (
                 not (k[0] == istio_install.ISTIO_NAMESPACE and k[2] == ISTIOD_MONITORING_PORT)
@@ -594,12 +524,14 @@ class KubeBackend:
         return names
 
     def _expected_proxies(self) -> set[str]:
-        return {f"{_name(p)}.{_ns(p)}" for p in self._mesh_pods() if has_sidecar(p) or is_gateway(p)}
+        return {
+            f"{name_of(p)}.{namespace_of(p)}" for p in self._mesh_pods() if has_sidecar(p) or is_gateway(p)
+        }
 
     # ---- workloads --------------------------------------------------------------------------
     def _workload(self, pod: Mapping[str, Any], services: Sequence[Mapping[str, Any]]) -> Workload:
         meta, spec, st = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
-        ns, name, ip = _ns(pod), _name(pod), str(st.get("podIP", ""))
+        ns, name, ip = namespace_of(pod), name_of(pod), str(st.get("podIP", ""))
         labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
         extra = {"node": str(spec.get("nodeName", "")), "pod_ip": ip}
         proxied = has_sidecar(pod) or is_gateway(pod)
@@ -761,10 +693,12 @@ class KubeBackend:
         if not gws:
             raise StateError(f"no ingress gateway pod ({GATEWAY_SELECTOR}) is running")
         gw = gws[0]
-        return self._forward(_ns(gw), _name(gw), self._gateway_target_port(gw), ready_within=60).url
+        return self._forward(
+            namespace_of(gw), name_of(gw), self._gateway_target_port(gw), ready_within=60
+        ).url
 
     def _gateway_target_port(self, gw: Mapping[str, Any]) -> int:
-        svc = self.api.get(ObjectRef("v1", "Service", _ns(gw), istio_install.GATEWAY_SERVICE))
+        svc = self.api.get(ObjectRef("v1", "Service", namespace_of(gw), istio_install.GATEWAY_SERVICE))
         for p in ((svc or {}).get("spec") or {}).get("ports") or []:
             if p.get("port") == 80:
                 t = p.get("targetPort", 80)
@@ -783,7 +717,7 @@ class KubeBackend:
         pods = [p for p in self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=jaeger") if live(p)]
         if not pods:
             return None
-        return self._forward(_ns(pods[0]), _name(pods[0]), JAEGER_QUERY_PORT, ready_within=60).url
+        return self._forward(namespace_of(pods[0]), name_of(pods[0]), JAEGER_QUERY_PORT, ready_within=60).url
 
     # ---- faults and chaos -------------------------------------------------------------------
     def inject_fault(self, pod: str, fault: Fault) -> None:
@@ -843,9 +777,11 @@ class KubeBackend:
             if d is None or not deployment_status(d)[0]:
                 return False
             pods = [
-                p for p in self._mesh_pods() if _ns(p) == w.namespace and deployment_of(p) == w.deployment
+                p
+                for p in self._mesh_pods()
+                if namespace_of(p) == w.namespace and deployment_of(p) == w.deployment
             ]
-            return all(pod_ready(p) for p in pods) and w.name not in {_name(p) for p in pods}
+            return all(pod_ready(p) for p in pods) and w.name not in {name_of(p) for p in pods}
 
         wait.until(
             back,
@@ -941,15 +877,17 @@ class KubeBackend:
         except Exception:  # noqa: BLE001
             istiod = []
         for pod in pods + istiod:
-            ns, name = _ns(pod), _name(pod)
+            ns, name = namespace_of(pod), name_of(pod)
             spec = pod.get("spec") or {}
             for c in list(spec.get("initContainers") or []) + list(spec.get("containers") or []):
                 cname = str(c.get("name", ""))
                 if cname not in ("istio-init", "istio-validation"):
                     put(f"{ns}.{name}.{cname}.log", functools.partial(api.pod_log, ns, name, cname, 400))
         for pod in istiod:
-            put(f"istiod.{_name(pod)}.syncz.json", functools.partial(self._syncz_text, _name(pod)))
-        namespaces = sorted({_ns(p) for p in pods} | {istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE})
+            put(f"istiod.{name_of(pod)}.syncz.json", functools.partial(self._syncz_text, name_of(pod)))
+        namespaces = sorted(
+            {namespace_of(p) for p in pods} | {istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE}
+        )
         for ns in namespaces:
             put(f"events.{ns}.txt", functools.partial(self._events_text, ns))
         return written
@@ -999,34 +937,3 @@ def _expectations(applied: Iterable[Applied]) -> list[propagation.ConfigExpectat
 
 def _ref_key(ref: ObjectRef) -> tuple[str, str, str, str]:
     return (ref.api_version, ref.kind, ref.namespace, ref.name)
-
-
-def container_ports_all(pod: Mapping[str, Any]) -> dict[str, int]:
-    """Every container's named ports, the sidecar's included (gateways run only the proxy)."""
-    out: dict[str, int] = {}
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        for p in c.get("ports") or []:
-            if p.get("containerPort") is not None:
-                out.setdefault(str(p.get("name") or p["containerPort"]), int(p["containerPort"]))
-    return out
-
-
-def format_events(events: Sequence[Mapping[str, Any]]) -> str:
-    """Kubernetes Events as lines, oldest first: time, type, object, reason, message."""
-
-    def when(e: Mapping[str, Any]) -> str:
-        return str(
-            e.get("lastTimestamp")
-            or e.get("eventTime")
-            or (e.get("metadata") or {}).get("creationTimestamp")
-            or ""
-        )
-
-    lines = []
-    for e in sorted(events, key=when):
-        obj = e.get("involvedObject") or {}
-        lines.append(
-            f"{when(e)} {e.get('type', '')} {obj.get('kind', '')}/{obj.get('name', '')} "
-            f"{e.get('reason', '')} x{e.get('count') or 1}: {e.get('message', '')}".rstrip()
-        )
-    return "\n".join(lines) + ("\n" if lines else "")

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from harness.backends.base import Backend, Fault, State
-from harness.backends.kube.backend import (
-    KubeBackend,
+from harness.backends.kube.backend import KubeBackend
+from harness.backends.kube.pods import (
     container_ports,
     deployment_of,
     format_events,
