@@ -125,7 +125,9 @@ class Supervisor:
             allocate=self.reservations.port,
             sources=[d.file for d in docs],
         )
-        istiod_ports = {k: self.reservations.port() for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+        istiod_ports = {
+            k: self.reservations.port() for k in ("grpc", "http", "https", "secure_grpc", "monitoring")
+        }
         self.status("starting", f"derived {len(topology.replicas)} replicas on 127.{block}.0.0/16")
 
         lay.config.mkdir(parents=True, exist_ok=True)
