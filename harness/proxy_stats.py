@@ -9,7 +9,9 @@ counters Envoy keeps itself, so both backends include these in every proxy's con
   ``ejections_detected_consecutive_5xx``, ``ejections_active``, ...);
 * fault injection: ``http.<prefix>.fault.delays_injected`` / ``aborts_injected`` of the proxy
   whose fault filter applies the route's fault;
-* retries: ``cluster.<c>.upstream_rq_retry*``.
+* retries: ``cluster.<c>.upstream_rq_retry*``;
+* tracing: ``http.<prefix>.tracing.random_sampling`` (requests the proxy chose to trace) and
+  ``tracing.opentelemetry.spans_sent`` (spans handed to the collector).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ INCLUSION_REGEXPS: tuple[str, ...] = (
     ".*outlier_detection\\..*",
     ".*upstream_rq_retry.*",
     ".*\\.fault\\..*",
+    "(.*\\.)?tracing\\..*",
 )
 
 

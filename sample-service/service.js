@@ -63,6 +63,15 @@ function parsePort(value, name) {
   return port;
 }
 
+// "false"/"0"/"no"/"off" (any case) or false turn a flag off; anything else leaves it on.
+function parseFlag(value, name) {
+  if (typeof value === 'boolean') return value;
+  const text = String(value).trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(text)) return true;
+  if (['false', '0', 'no', 'off'].includes(text)) return false;
+  throw new Error(`invalid ${name}: ${JSON.stringify(value)} (expected true or false)`);
+}
+
 function resolveConfig(options) {
   const host = String(setting(options, 'host', 'HOST', '0.0.0.0'));
   const meshOutboundHost = setting(options, 'meshOutboundHost', 'MESH_OUTBOUND_HOST', null);
@@ -75,6 +84,8 @@ function resolveConfig(options) {
     version: String(setting(options, 'version', 'VERSION', 'v1')),
     podName: String(setting(options, 'podName', 'POD_NAME', os.hostname())),
     meshOutboundHost: meshOutboundHost === null ? null : String(meshOutboundHost),
+    propagateTraceHeaders: parseFlag(
+      setting(options, 'propagateTraceHeaders', 'PROPAGATE_TRACE_HEADERS', true), 'PROPAGATE_TRACE_HEADERS'),
     log: typeof log === 'function' ? log : () => {},
   };
 }
@@ -148,7 +159,9 @@ function buildOutbound(req, cfg) {
   }
 
   const headers = { host: url.host };
-  for (const name of TRACE_HEADERS) {
+  // PROPAGATE_TRACE_HEADERS=false imitates an app that forgets to propagate: Envoy then starts
+  // a new trace for the outbound call (the tracing suite's negative control).
+  for (const name of cfg.propagateTraceHeaders ? TRACE_HEADERS : []) {
     const value = req.headers[name];
     if (value !== undefined) headers[name] = value;
   }

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -219,12 +219,36 @@ def faults(request: pytest.FixtureRequest, mesh_backend: Backend, tmp_path: Path
             pytest.fail("could not undo faults: " + "; ".join(problems), pytrace=False)
 
 
-class Evidence:
-    """Records checks for the report and turns a failed check into a test failure with its table."""
+def trace_pointers(mesh: Backend, since_us: int, limit: int = 3) -> str:
+    """Failure evidence: the Jaeger query URL and a few traces recorded since ``since_us``."""
+    url = mesh.trace_query_url()
+    if url is None:
+        return "traces: tracing is not deployed in this mesh"
+    from harness.tracing.jaeger import JaegerClient, now_us
 
-    def __init__(self, recorder: Recorder, test: str) -> None:
+    try:
+        with JaegerClient(url, timeout=3.0) as jaeger:
+            ids = [
+                t.trace_id
+                for service in ("microservice-1.sample", "istio-ingressgateway.istio-system")
+                for t in jaeger.find_traces(service, start_us=since_us, end_us=now_us(), limit=limit)
+            ][:limit]
+    except Exception as e:  # evidence must never hide the test's own failure
+        return f"traces: Jaeger at {url} (could not list traces: {type(e).__name__}: {e})"
+    shown = ", ".join(ids) if ids else "none recorded during this test"
+    return f"traces: Jaeger {url}; e.g. {shown} (`meshproof traces --trace-id ID`)"
+
+
+class Evidence:
+    """Records checks for the report and turns a failed check into a test failure with its table.
+
+    A failure's message ends with the Jaeger query URL and a few trace ids of the test's traffic.
+    """
+
+    def __init__(self, recorder: Recorder, test: str, traces: Callable[[], str] = lambda: "") -> None:
         self._recorder = recorder
         self._test = test
+        self._traces = traces
 
     def require(
         self,
@@ -237,6 +261,8 @@ class Evidence:
         used_n: int = 0,
         fixed_n: int = 0,
     ) -> CheckResult:
+        if not check.passed:
+            notes = f"{notes}\n{self._traces()}".strip()
         self._recorder.record(
             self._test,
             check,
@@ -281,5 +307,8 @@ class Evidence:
 
 
 @pytest.fixture
-def evidence(request: pytest.FixtureRequest, recorder: Recorder) -> Evidence:
-    return Evidence(recorder, request.node.nodeid)
+def evidence(request: pytest.FixtureRequest, recorder: Recorder, mesh_backend: Backend) -> Evidence:
+    from harness.tracing.jaeger import now_us
+
+    since = now_us()
+    return Evidence(recorder, request.node.nodeid, lambda: trace_pointers(mesh_backend, since))

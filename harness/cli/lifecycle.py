@@ -100,6 +100,7 @@ def status_doc(backend: Backend, settings: Settings) -> dict[str, Any]:
         "state_dir": str(settings.state_dir),
         "ingress_url": ingress,
         "trace_query_url": backend.trace_query_url(),
+        "tracing_note": getattr(backend, "trace_hint", lambda: "")(),
         "workloads": workloads,
         "ejections": None,
         "ejections_by_cluster": None,
@@ -136,7 +137,11 @@ def print_status(out: Output, doc: Mapping[str, Any]) -> None:
     out.print(f"backend {doc['backend']} · state dir {doc['state_dir']}", style="bold")
     out.print(t)
     out.print(f"ingress: {doc['ingress_url'] or '(no gateway)'}")
-    out.print(f"tracing: {doc['trace_query_url'] or 'not deployed'}")
+    note = doc.get("tracing_note") or ""
+    if doc["trace_query_url"]:
+        out.print(f"tracing: Jaeger query API {doc['trace_query_url']} (`meshproof traces`)")
+    else:
+        out.print(f"tracing: not deployed{f' ({note})' if note else ''}")
     ejections = doc.get("ejections")
     if ejections is None:
         out.print("ejections: not reported by this backend")

@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--service", metavar="S", help="service name as Jaeger knows it")
     p.add_argument("--limit", type=int, default=20, help="at most this many traces (default 20)")
+    p.add_argument("--trace-id", metavar="ID", help="show one trace's span tree (hex trace id)")
 
     p = verb(
         "load",

@@ -98,7 +98,10 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int
 
 
 def cmd_install(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from harness.backends.local import install as local_install
+    from harness.backends.local import jaeger as local_jaeger
 
     with out.err.status("installing the embedded mesh") as status:
 
@@ -106,24 +109,31 @@ def cmd_install(args: argparse.Namespace, settings: Settings, out: Output) -> in
             status.update(Text(message))
             out.note(f"• {message}")
 
-        installed = local_install.install(settings, progress, force=args.force)
+        # Istio and Jaeger build side by side: their downloads and links overlap the other's compiles.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="install") as pool:
+            jaeger_job = pool.submit(local_jaeger.install, settings, progress, force=args.force)
+            installed = local_install.install(settings, progress, force=args.force)
+            jaeger = jaeger_job.result()
     doc = asdict(installed) if is_dataclass(installed) and not isinstance(installed, type) else {}
+    doc["jaeger"] = asdict(jaeger)
     if args.json:
         out.json(doc)
         return 0
     out.print(f"Istio {settings.istio_version} for the local backend", style="bold")
     t = table("what", "value")
     for key, value in doc.items():
-        if key != "sha256":
+        if key not in ("sha256", "jaeger"):
             row(t, key, value)
+    row(t, "jaeger", f"{jaeger.version} {jaeger.binary}")
     out.print(t)
     return 0
 
 
 def _local_doctor(settings: Settings) -> list[ToolStatus]:
+    from harness.backends.local import jaeger
     from harness.backends.local.install import doctor
 
-    return doctor(settings)
+    return doctor(settings) + jaeger.doctor(settings)
 
 
 def _kube_doctor(settings: Settings) -> list[ToolStatus]:

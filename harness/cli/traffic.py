@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from harness.cli.output import Output, print_counts, row, table
 from harness.errors import UserError
@@ -90,24 +92,39 @@ def cmd_traces(args: argparse.Namespace, settings: Settings, out: Output) -> int
     from harness.backends import attach
     from harness.tracing.jaeger import JaegerClient
 
-    base = attach(settings).trace_query_url()
+    if args.limit < 1:
+        raise UserError(f"--limit {args.limit}: must be at least 1")
+    if args.trace_id is not None and not re.fullmatch(r"[0-9a-fA-F]{1,32}", args.trace_id):
+        raise UserError(f"--trace-id {args.trace_id!r} is not a trace id. Fix: up to 32 hex digits")
+    backend = attach(settings)
+    base = backend.trace_query_url()
+    hint = getattr(backend, "trace_hint", lambda: "")()
     if base is None:
         raise UserError(
             "tracing is not deployed in this mesh (the backend reports no Jaeger query URL). "
-            "Fix: use a backend/manifests that deploy Jaeger"
+            + (hint or "Fix: bring the mesh up with manifests that include manifests/40-jaeger.yaml")
         )
-    with JaegerClient(base) as jaeger:
+    with JaegerClient(base, hint=hint) as jaeger:
+        if args.trace_id:
+            trace = jaeger.trace(args.trace_id.lower())
+            if trace is None:
+                raise UserError(f"Jaeger at {base} has no trace {args.trace_id} (yet)")
+            if args.json:
+                out.json({**trace.summary(), "span_list": [asdict(s) for s in trace.spans]})
+            else:
+                out.print(trace.tree())
+            return 0
         if not args.service:
             services = jaeger.services()
             if args.json:
-                out.json({"services": services})
+                out.json({"services": services, "query_url": base})
             else:
                 out.print("services with traces: " + (", ".join(services) or "(none yet)"))
                 out.print("Show traces with `meshproof traces --service NAME`.")
             return 0
-        traces = jaeger.traces(args.service, args.limit)
+        traces = [t.summary() for t in jaeger.find_traces(args.service, limit=args.limit)]
     if args.json:
-        out.json({"service": args.service, "traces": traces})
+        out.json({"service": args.service, "query_url": base, "traces": traces})
         return 0
     out.print(f"traces of {args.service}", style="bold")
     t = table("trace", "start", "ms", "spans", "root", "services")
@@ -122,6 +139,8 @@ def cmd_traces(args: argparse.Namespace, settings: Settings, out: Output) -> int
             ", ".join(tr["services"]),
         )
     out.print(t if traces else f"no traces of {args.service} yet")
+    if traces:
+        out.print("One trace's spans: `meshproof traces --trace-id ID`.")
     return 0
 
 

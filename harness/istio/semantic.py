@@ -30,6 +30,7 @@ from harness.istio.model import (
     labels_match,
     parse_duration,
 )
+from harness.istio.providers import check_telemetry_providers
 
 Rule = Callable[[Document, Bundle], list[ConfigProblem]]
 
@@ -712,6 +713,7 @@ RULES: tuple[Rule, ...] = (
     check_traffic_policies,
     check_subsets,
     check_selectors,
+    check_telemetry_providers,
 )
 
 

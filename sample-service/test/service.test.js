@@ -292,6 +292,23 @@ describe('microservice-1', () => {
       assert.equal(seen.headers.connection, 'close', 'fresh connection per call');
     });
 
+    it('with PROPAGATE_TRACE_HEADERS=false copies no trace header', async () => {
+      const forgetful = await startLocal({ podName: 'pod-forgetful', propagateTraceHeaders: 'false' });
+      try {
+        const incoming = { 'x-request-id': 'req-9', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
+        const url = `http://${LOCAL}:${peer.port}/api/echo`;
+        const res = await request(forgetful.port, `/api/call?url=${encodeURIComponent(url)}`, { headers: incoming });
+        assert.equal(res.body.status, 200);
+        for (const name of TRACE_HEADERS) assert.equal(res.body.body.headers[name], undefined, name);
+      } finally {
+        await forgetful.close();
+      }
+    });
+
+    it('refuses a PROPAGATE_TRACE_HEADERS that is not a boolean', async () => {
+      await assert.rejects(startLocal({ propagateTraceHeaders: 'sometimes' }), /PROPAGATE_TRACE_HEADERS/);
+    });
+
     it('connects to MESH_OUTBOUND_HOST while keeping the URL host as Host', async () => {
       const host = `microservice-1.sample.svc.cluster.local:${peer.port}`;
       const res = await request(mesh.port, `/api/call?url=${encodeURIComponent(`http://${host}/api/echo`)}`,

@@ -377,3 +377,15 @@ def test_test_verb_passes_kube_context_and_keep_cluster(
     )
     code = main(["test", "--kube-context", "ctx-a", "--keep-cluster", "-p", "no:cacheprovider"])
     assert code == 0, capfd.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["traces", "--limit", "0"], "--limit 0"), (["traces", "--trace-id", "xyz"], "is not a trace id")],
+)
+def test_traces_rejects_bad_options_before_reaching_a_mesh(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    _, err = capsys.readouterr()
+    assert message in err

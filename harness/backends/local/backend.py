@@ -347,7 +347,14 @@ class LocalBackend:
         return f"http://{service}.{namespace}.svc.cluster.local:{port}"
 
     def trace_query_url(self) -> str | None:
-        return None
+        """Jaeger's query API when the manifests deploy Jaeger (the supervisor runs it)."""
+        jaeger = self.plan.get("jaeger")
+        return str(jaeger["query_url"]) if jaeger else None
+
+    def trace_hint(self) -> str:
+        """Where to look when Jaeger does not answer: its log file."""
+        jaeger = self.plan.get("jaeger")
+        return f"Jaeger's log {jaeger['log']}" if jaeger else str(self.plan.get("tracing_off") or "")
 
     # ---- faults and chaos ---------------------------------------------------------------
     def inject_fault(self, pod: str, fault: Fault) -> None:

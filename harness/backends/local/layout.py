@@ -73,7 +73,7 @@ class Layout:
 
     def cleanup_runtime(self) -> None:
         """Remove everything but the logs and status (certs, config, proxy work dirs, socket)."""
-        for d in (self.config, self.istiod, self.proxies):
+        for d in (self.config, self.istiod, self.proxies, self.root / "jaeger"):
             shutil.rmtree(d, ignore_errors=True)
         for f in (self.plan, self.ca_root, self.marker):
             f.unlink(missing_ok=True)

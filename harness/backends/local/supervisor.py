@@ -28,11 +28,12 @@ import httpx
 import yaml
 
 from harness import proc, wait
+from harness.backends.local import jaeger as jaeger_mod
 from harness.backends.local import topology as topo
 from harness.backends.local.ca import MeshCA, spiffe_id
 from harness.backends.local.install import Installed, load
 from harness.backends.local.layout import Layout, Reservations, object_filename
-from harness.errors import MeshproofError, WaitTimeout
+from harness.errors import MeshproofError, StateError, WaitTimeout
 from harness.proxy_stats import proxy_stats_matcher
 from harness.settings import Settings, from_env
 
@@ -47,6 +48,9 @@ ISTIOD_ENV = {
     "PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION": "false",
     "ENABLE_CA_SERVER": "true",
 }
+JAEGER = "jaeger"
+# Jaeger's own OpenTelemetry SDK would export Jaeger's traces to localhost:4317 (not ours)
+JAEGER_ENV = {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
 
 
 class Supervisor:
@@ -64,6 +68,9 @@ class Supervisor:
         self.http = httpx.Client(timeout=5.0, trust_env=False)
         # block and ports are claimed machine-wide, so concurrent meshes never pick the same ones
         self.reservations = Reservations(os.getpid())
+        self.jaeger_plan: dict[str, Any] | None = None
+        self.tracing_off = ""
+        self.jaeger_argv: list[str] = []
 
     # ---- status -------------------------------------------------------------------------
     def status(self, phase: str, message: str = "", **extra: Any) -> None:
@@ -130,8 +137,19 @@ class Supervisor:
         }
         self.status("starting", f"derived {len(topology.replicas)} replicas on 127.{block}.0.0/16")
 
+        tracing = [n for n in topology.native if n.image.startswith("jaegertracing/")]
+        native_entries: list[dict[str, Any]] = []
+        self.tracing_off = ""
+        if tracing:
+            try:
+                native_entries = self._start_jaeger(tracing[0], block)
+            except StateError as e:  # not installed: the mesh runs, without tracing, and says why
+                self.tracing_off = str(e)
+                tracing = []
+                self.status("starting", f"tracing is off: {e}")
+
         lay.config.mkdir(parents=True, exist_ok=True)
-        for obj in (*topology.generated, *topology.user_istio):
+        for obj in (*topology.generated, *native_entries, *topology.user_istio):
             obj = dict(obj)
             meta = dict(obj.get("metadata") or {})
             meta.setdefault("namespace", "default")
@@ -148,6 +166,8 @@ class Supervisor:
             "accessLogFile": "/dev/stdout",
             "rootNamespace": "istio-system",
         }
+        if tracing:  # the manifests' Telemetry selects this provider and decides the sampling
+            mesh["extensionProviders"] = jaeger_mod.mesh_providers()
         (lay.istiod / "mesh.yaml").write_text(yaml.safe_dump(mesh))
         self._istiod_start = (
             [
@@ -166,6 +186,8 @@ class Supervisor:
         istiod_http = f"http://127.0.0.1:{istiod_ports['http']}"
         self._start_istiod(istiod_http)
         self.status("starting", "istiod ready")
+        if tracing:
+            self._await_jaeger()
 
         self.plan = {
             "block": block,
@@ -179,6 +201,8 @@ class Supervisor:
             "replicas": [self._replica_json(r) for r in topology.replicas],
             "gateway": None,
             "service_ports": list(topology.service_ports),
+            "jaeger": self.jaeger_plan,
+            "tracing_off": self.tracing_off,
         }
         for r in topology.replicas:
             self._start_app(r)
@@ -244,6 +268,47 @@ class Supervisor:
         if istiod_http:
             self._await_ok(f"{istiod_http}/ready", "istiod", timeout=60)
 
+    # ---- Jaeger -------------------------------------------------------------------------
+    def _start_jaeger(self, native: topo.Native, block: int) -> list[dict[str, Any]]:
+        """Start Jaeger for the manifests' Jaeger Deployment; return its WorkloadEntry."""
+        inst = jaeger_mod.load(self.settings)
+        address = f"127.{block}.4.1"
+        ports = jaeger_mod.JaegerPorts(
+            address,
+            *(
+                self.reservations.port()
+                for _ in ("otlp_grpc", "otlp_http", "zipkin", "query_http", "query_grpc")
+            ),
+        )
+        work = self.layout.root / "jaeger"
+        work.mkdir(parents=True, exist_ok=True)
+        cfg = work / "config.yaml"
+        cfg.write_text(yaml.safe_dump(jaeger_mod.config(ports), sort_keys=False))
+        self.jaeger_argv = [inst.binary, f"--config={cfg}"]
+        self._spawn(JAEGER, self.jaeger_argv, env=JAEGER_ENV, cwd=work)
+        self.jaeger_plan = {
+            "query_url": ports.query_url,
+            "address": address,
+            "ports": asdict(ports),
+            "version": inst.version,
+            "log": str(self.layout.log(JAEGER)),
+            "namespace": native.namespace,
+            "deployment": native.name,
+        }
+        self.status("starting", f"Jaeger {inst.version} starting on {address}")
+        return [jaeger_mod.workload_entry(f"{native.name}-0", native.labels, ports, native.service_ports)]
+
+    def _await_jaeger(self) -> None:
+        url = str((self.jaeger_plan or {})["query_url"])
+        self._await_ok(f"{url}/api/services", JAEGER, timeout=60)
+        self.status("starting", f"Jaeger ready, query API {url}")
+
+    def _restart_jaeger(self) -> None:
+        """Jaeger died (it keeps traces in memory, so they are gone): start it again."""
+        code = self.children[JAEGER].returncode
+        self._spawn(JAEGER, self.jaeger_argv, env=JAEGER_ENV, cwd=self.layout.root / "jaeger")
+        self.status("ready", f"Jaeger exited with code {code}; restarted (earlier traces are lost)")
+
     @staticmethod
     def _replica_json(r: topo.Replica) -> dict[str, Any]:
         d = asdict(r)
@@ -298,6 +363,12 @@ class Supervisor:
             "drainDuration": "1s",
             "terminationDrainDuration": "1s",
             "concurrency": 1,
+            # Envoy sends buffered spans every 5 s unless 5 are waiting; flush at once so a
+            # trace is visible in Jaeger within a fraction of a second (the suites wait for it)
+            "runtimeValues": {
+                "tracing.opentelemetry.flush_interval_ms": "100",
+                "tracing.opentelemetry.min_flush_spans": "1",
+            },
             # the counters the suites read as evidence (Istio trims Envoy's stats by default)
             "proxyStatsMatcher": proxy_stats_matcher(),
         }
@@ -391,6 +462,8 @@ class Supervisor:
                     if p.poll() is not None and name == "istiod" and not self.istiod_stopped:
                         self.status("failed", f"istiod exited with code {p.returncode}")
                         self.stopping = True
+                    elif p.poll() is not None and name == JAEGER and not self.stopping:
+                        self._restart_jaeger()
                 try:
                     conn, _ = srv.accept()
                 except TimeoutError:
@@ -417,7 +490,7 @@ class Supervisor:
         order = (
             [n for n in self.children if n.startswith("proxy-")]
             + [n for n in self.children if n.startswith("app-")]
-            + ["istiod"]
+            + [JAEGER, "istiod"]
         )
         for name in order:
             p = self.children.get(name)

@@ -85,6 +85,18 @@ class Gateway:
 
 
 @dataclass(frozen=True)
+class Native:
+    """A Deployment whose image the local backend runs as a native process (Jaeger)."""
+
+    name: str
+    namespace: str
+    image: str
+    labels: Mapping[str, str]
+    # for each Service selecting it: port name -> the container port it targets
+    service_ports: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class Topology:
     block: int  # second octet of the 127.B.0.0/16 block this mesh uses
     replicas: tuple[Replica, ...]
@@ -92,6 +104,7 @@ class Topology:
     service_ports: tuple[int, ...]  # every port any Service exposes (outbound listeners)
     generated: tuple[dict[str, Any], ...]  # ServiceEntry/WorkloadEntry/Sidecar objects for istiod
     user_istio: tuple[dict[str, Any], ...]  # the user's Istio objects, unchanged
+    native: tuple[Native, ...] = ()  # run as processes; their WorkloadEntries come from the backend
 
     def replica(self, pod: str) -> Replica:
         for r in self.replicas:
@@ -226,7 +239,35 @@ def derive(
         else None
     )
     generated = _generate(services, replicas, gateway, service_ports)
-    return Topology(block, tuple(replicas), gateway, tuple(service_ports), tuple(generated), user_istio)
+    native = tuple(
+        _native_workload(d, services) for d in docs if d.get("kind") == "Deployment" and _native(d)
+    )
+    return Topology(
+        block, tuple(replicas), gateway, tuple(service_ports), tuple(generated), user_istio, native
+    )
+
+
+def _native_workload(dep: Mapping[str, Any], services: Sequence[Mapping[str, Any]]) -> Native:
+    meta, spec = _meta(dep), dep.get("spec") or {}
+    ns = str(meta.get("namespace") or "default")
+    tmpl = spec.get("template") or {}
+    labels = {str(a): str(b) for a, b in ((tmpl.get("metadata") or {}).get("labels") or {}).items()}
+    container = ((tmpl.get("spec") or {}).get("containers") or [{}])[0]
+    cports = {
+        str(p.get("name") or p["containerPort"]): int(p["containerPort"])
+        for p in container.get("ports") or []
+    }
+    ports: dict[str, int] = {}
+    for s in services:
+        sspec = s.get("spec") or {}
+        if str(_meta(s).get("namespace") or "default") != ns or not _selects(
+            sspec.get("selector") or {}, labels
+        ):
+            continue
+        for p in sspec.get("ports") or []:
+            t = p.get("targetPort", p["port"])
+            ports[str(p.get("name") or f"port-{p['port']}")] = cports[t] if isinstance(t, str) else int(t)
+    return Native(str(meta.get("name", "")), ns, str(container.get("image", "")), labels, ports)
 
 
 def _generate(

@@ -1,0 +1,424 @@
+"""Tracing: requests crossing the mesh arrive in Jaeger as complete traces, sampled as configured.
+
+Istio configures tracing (meshConfig ``extensionProviders`` names the Jaeger collector, the
+manifests' Telemetry ``mesh-default`` selects it and sets ``randomSamplingPercentage``); Envoy
+produces the spans; Jaeger stores them. The suite reads them back through Jaeger's query API:
+
+- shape: one request through the ingress, one in-mesh call (other-namespace/client ->
+  microservice-1) and one two-hop chain (client -> microservice-1 /api/call -> microservice-1)
+  each give exactly one trace whose span tree is the chain of proxies the request crossed
+  (service names ``<app>.<namespace>`` of the workloads that answered, server/client kinds, one
+  child per level, nothing extra). Negative control: the same chain through a relay that does
+  not propagate trace headers (``PROPAGATE_TRACE_HEADERS=false``) breaks into two roots.
+- completeness: at the manifests' sampling percentage, of N requests (the zero rule at the
+  design's power and minimum deviation) every one has its complete trace. Negative control: a
+  Telemetry sampling 1% fails the same check.
+- sampling: with a Telemetry sampling 10%, the share of N requests (N from the design for a
+  proportion of 0.10) that produced a trace agrees with 10% by the exact binomial test at the
+  design's alpha. Jaeger must hold exactly the traces Envoy's own counter says the gateway
+  sampled before the share is counted.
+- ingestion delay: seconds from sending a request to its complete trace being visible in the
+  query API, p50/p95, reported in the evidence (never asserted: a busy machine is slower).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.backends.base import Backend, Workload
+from harness.settings import Settings
+from harness.tracing.jaeger import JaegerClient, Trace
+from harness.traffic.checks import CheckResult, proportion_match
+from harness.traffic.client import Sampler
+from suites._support.config import ConfigGuard
+from suites._support.design import Design
+from suites._support.tracing import (
+    Hop,
+    Probe,
+    call_path,
+    first_seen_delays,
+    quantiles,
+    send_probes,
+    service_name,
+    shape_check,
+    traces_by_probe,
+)
+
+pytestmark = [pytest.mark.e2e]
+
+TELEMETRY = ("Telemetry", "mesh-default", "istio-system")
+SERVICE = ("microservice-1", "sample", 3000)
+CLIENT = "other-namespace/client"
+FORGETFUL_MANIFEST = Path(__file__).parent / "manifests" / "tracing-forgetful-relay.yaml"
+RELAY = ("relay", "tracing-lab", 3000)
+INGEST_TIMEOUT = 60.0
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _jaeger_for(mesh: Backend) -> JaegerClient:
+    url = mesh.trace_query_url()
+    hint = getattr(mesh, "trace_hint", lambda: "")()
+    if url is None:
+        pytest.fail(
+            f"backend {mesh.name} reports no Jaeger query URL: tracing is not deployed "
+            f"({hint or 'the manifests need manifests/40-jaeger.yaml'})",
+            pytrace=False,
+        )
+    return JaegerClient(url, hint=hint)
+
+
+@pytest.fixture(scope="module")
+def jaeger(mesh_backend: Backend) -> Iterator[JaegerClient]:
+    with _jaeger_for(mesh_backend) as j:
+        yield j
+
+
+def _sampling(config: ConfigGuard) -> float:
+    """The sampling share the applied Telemetry sets (Istio's default 1% when it sets none)."""
+    kind, name, namespace = TELEMETRY
+    doc = config.applied.find(kind, namespace, name)
+    assert doc is not None, f"the manifests define no {kind} {namespace}/{name}"
+    tracing = (doc.body.get("spec") or {}).get("tracing") or [{}]
+    return float(tracing[0].get("randomSamplingPercentage", 1.0)) / 100
+
+
+def _set_sampling(config: ConfigGuard, percent: float) -> None:
+    def edit(body: dict[str, Any]) -> None:
+        body["spec"]["tracing"][0]["randomSamplingPercentage"] = percent
+
+    config.apply(
+        config.variant(TELEMETRY[0], TELEMETRY[1], TELEMETRY[2], edit), label=f"sampling-{percent:g}"
+    )
+
+
+def _workload(mesh: Backend, pod: str, namespace: str) -> Workload:
+    return mesh.workload(f"{namespace}/{pod}")
+
+
+def _gateway(mesh: Backend) -> Workload:
+    return next(w for w in mesh.workloads() if w.role == "gateway")
+
+
+def _ingress_chain(mesh: Backend, probe: Probe) -> list[Hop]:
+    gw, answered = service_name(_gateway(mesh)), _workload(mesh, probe.response.pod, SERVICE[1])
+    return [Hop(gw, "server"), Hop(gw, "client"), Hop(service_name(answered), "server")]
+
+
+def _trace_sets(jaeger: JaegerClient, probe: Probe, found: list[Trace]) -> list[Trace]:
+    by_id = {t.trace_id: t for t in found}
+    if probe.trace_id and probe.trace_id not in by_id:
+        t = jaeger.trace(probe.trace_id)
+        if t is not None:
+            by_id[t.trace_id] = t
+    return list(by_id.values())
+
+
+def _spans_sent(mesh: Backend, admin: Any) -> int | None:
+    """Spans every proxy of the mesh has handed to the collector (Envoy's own counter,
+    ``tracing.opentelemetry.spans_sent``); None when a proxy does not expose it."""
+    total = 0
+    for w in mesh.workloads():
+        text = admin.get(
+            f"{w.proxy_admin_url}/stats", params={"filter": r"tracing\.opentelemetry\.spans_sent$"}
+        ).text
+        counts = [int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line]
+        if not counts:
+            return None
+        total += sum(counts)
+    return total
+
+
+def _await_shape(
+    jaeger: JaegerClient,
+    mesh: Backend,
+    admin: Any,
+    service: str,
+    probe: Probe,
+    sent_before: int | None,
+    spans: int,
+) -> list[Trace]:
+    """Wait until Jaeger holds every span the proxies sent since the probe started (Envoy's
+    ``spans_sent``; only the probe's traffic runs), and at least ``spans`` of the probe's.
+    A missing or an extra span then shows in the shape check, not as a timing accident."""
+
+    def look() -> tuple[list[Trace], int | None]:
+        sent = _spans_sent(mesh, admin)
+        traces = _trace_sets(jaeger, probe, traces_by_probe(jaeger, service, [probe])[probe.id])
+        return traces, None if sent is None or sent_before is None else sent - sent_before
+
+    def done(seen: tuple[list[Trace], int | None]) -> bool:
+        traces, sent = seen
+        held = sum(len(t.spans) for t in traces)
+        return held >= (spans if sent is None else max(1, sent)) and (sent is None or held >= sent)
+
+    def describe(seen: tuple[list[Trace], int | None]) -> str:
+        traces, sent = seen
+        trees = "; ".join(t.tree() for t in traces) or "no spans"
+        return f"proxies sent {sent if sent is not None else '?'} spans; Jaeger holds: {trees}"
+
+    traces, _sent = jaeger.wait_for(
+        look, done, what=f"the spans of probe {probe.id}", timeout=INGEST_TIMEOUT, describe=describe
+    )
+    return traces
+
+
+def _probe_shape(
+    mesh: Backend,
+    sampler: Sampler,
+    jaeger: JaegerClient,
+    admin: Any,
+    evidence: Any,
+    chain: Callable[[Probe], list[Hop]],
+    what: str,
+    *,
+    negative: bool = False,
+    **send: Any,
+) -> CheckResult:
+    """Send one probe (with a traceparent), wait for its spans, check their tree against ``chain``."""
+    started = time.monotonic()
+    before = _spans_sent(mesh, admin)
+    (probe,) = send_probes(sampler, mesh, n=1, traceparent=True, **send)
+    assert probe.response.ok, f"probe {probe.id} was not answered by the app: {probe.response}"
+    expected = chain(probe)
+    traces = _await_shape(jaeger, mesh, admin, expected[-1].service, probe, before, len(expected))
+    check = shape_check(probe, traces, expected, what)
+    record = evidence.require_failure if negative else evidence.require
+    return record(  # type: ignore[no-any-return]
+        check, requests=1, confidence="exact (one trace, span by span)", wall_s=time.monotonic() - started
+    )
+
+
+# --------------------------------------------------------------------------- shape
+
+
+def _mesh_call_chain(mesh: Backend, probe: Probe, via: str | None = None) -> list[Hop]:
+    """client's sidecar -> [via's sidecar in, via's sidecar out] -> the answering sidecar.
+
+    Without ``via`` the probe's response names the replica that answered; with ``via`` the
+    response is the relay's, and the last hop is a replica behind SERVICE."""
+    client = service_name(mesh.workload(CLIENT))
+    if via is None:
+        answered = service_name(_workload(mesh, probe.response.pod, SERVICE[1]))
+        return [Hop(client, "client"), Hop(answered, "server")]
+    relay = service_name(mesh.workload(via))
+    (backend,) = {
+        service_name(w)
+        for w in mesh.workloads()
+        if w.namespace == SERVICE[1] and w.labels.get("app") == SERVICE[0]
+    }
+    return [Hop(client, "client"), Hop(relay, "server"), Hop(relay, "client"), Hop(backend, "server")]
+
+
+def test_ingress_request_is_one_trace_gateway_to_sidecar(
+    mesh_backend, baseline, sampler, jaeger, evidence, admin_http
+) -> None:
+    _probe_shape(
+        mesh_backend,
+        sampler,
+        jaeger,
+        admin_http,
+        evidence,
+        lambda probe: _ingress_chain(mesh_backend, probe),
+        "ingress -> microservice-1",
+    )
+
+
+def test_in_mesh_call_is_one_trace_client_to_server(
+    mesh_backend, baseline, sampler, jaeger, evidence, admin_http
+) -> None:
+    _probe_shape(
+        mesh_backend,
+        sampler,
+        jaeger,
+        admin_http,
+        evidence,
+        lambda probe: _mesh_call_chain(mesh_backend, probe),
+        "other-namespace/client -> microservice-1",
+        source=CLIENT,
+    )
+
+
+def test_two_hop_chain_is_one_trace(mesh_backend, baseline, sampler, jaeger, evidence, admin_http) -> None:
+    """client -> microservice-1 (/api/call, propagating) -> microservice-1: one parent/child chain."""
+    via = f"{SERVICE[1]}/{SERVICE[0]}-v1"
+    _probe_shape(
+        mesh_backend,
+        sampler,
+        jaeger,
+        admin_http,
+        evidence,
+        lambda probe: _mesh_call_chain(mesh_backend, probe, via),
+        "client -> microservice-1 -> microservice-1",
+        source=CLIENT,
+        target=SERVICE,
+        path=call_path(*SERVICE),
+    )
+
+
+@pytest.fixture(scope="module")
+def forgetful_mesh(
+    mesh_backend: Backend, suite_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    """A mesh that also runs the relay of FORGETFUL_MANIFEST (it does not propagate trace headers).
+
+    Local backend: a second embedded mesh from the manifests plus that file (workloads are fixed
+    at start-up there). Kubernetes backends: the Deployment is applied to the running mesh and
+    deleted afterwards.
+    """
+    if mesh_backend.name != "local":
+        mesh_backend.apply([FORGETFUL_MANIFEST])
+        try:
+            yield mesh_backend
+        finally:
+            mesh_backend.delete([FORGETFUL_MANIFEST])
+        return
+    from harness.backends.local.backend import LocalBackend
+
+    manifests = tmp_path_factory.mktemp("forgetful-manifests")
+    source = suite_settings.manifests
+    for f in sorted(source.glob("*.y*ml")) if source.is_dir() else [source]:
+        shutil.copy(f, manifests / f.name)
+    shutil.copy(FORGETFUL_MANIFEST, manifests / f"90-{FORGETFUL_MANIFEST.name}")
+    state = tmp_path_factory.mktemp("forgetful-state")
+    with LocalBackend(suite_settings.with_overrides(state_dir=state, manifests=manifests)) as mesh:
+        mesh.up()
+        yield mesh
+
+
+@pytest.mark.negative
+def test_relay_without_header_propagation_breaks_the_trace(
+    forgetful_mesh, sampler, evidence, admin_http
+) -> None:
+    """The same chain through a relay with PROPAGATE_TRACE_HEADERS=false: two roots, not one link."""
+    via = f"{RELAY[1]}/{RELAY[0]}"
+    with _jaeger_for(forgetful_mesh) as jaeger:
+        check = _probe_shape(
+            forgetful_mesh,
+            sampler,
+            jaeger,
+            admin_http,
+            evidence,
+            lambda probe: _mesh_call_chain(forgetful_mesh, probe, via),
+            "client -> relay (no propagation) -> microservice-1",
+            negative=True,
+            source=CLIENT,
+            target=RELAY,
+            path=call_path(*SERVICE),
+        )
+    assert any("roots instead of one" in p for p in check.evidence["problems"]), check.detail
+
+
+# --------------------------------------------------------------------------- completeness and sampling
+
+
+def _gateway_sampled(mesh: Backend, admin: Any) -> int | None:
+    """Envoy's count of requests the gateway chose to trace (``tracing.random_sampling`` summed
+    over its HTTP connection managers); None when the proxy does not expose the counter."""
+    url = f"{_gateway(mesh).proxy_admin_url}/stats"
+    text = admin.get(url, params={"filter": r"tracing\.random_sampling$"}).text
+    counts = [int(line.rsplit(":", 1)[1]) for line in text.splitlines() if ":" in line]
+    return sum(counts) if counts else None
+
+
+def _await_sampled(
+    jaeger: JaegerClient, probes: list[Probe], sampled: int, complete: Any
+) -> tuple[dict[str, list[Trace]], dict[str, float]]:
+    """Poll Jaeger until as many probes are complete as Envoy says it sampled (bounded)."""
+    return first_seen_delays(
+        jaeger, f"{SERVICE[0]}.{SERVICE[1]}", probes, complete, timeout=INGEST_TIMEOUT, expect=sampled
+    )
+
+
+def _completeness(
+    mesh: Backend, sampler: Sampler, jaeger: JaegerClient, design: Design, admin: Any
+) -> tuple[CheckResult, dict[str, float], int, int]:
+    """N probes through the ingress; how many have their complete trace (3 spans, one root)."""
+    n = design.n_exact()
+    before = _gateway_sampled(mesh, admin)
+    probes = send_probes(sampler, mesh, n=n)
+    after = _gateway_sampled(mesh, admin)
+    answered = [p for p in probes if p.response.ok]
+    # Envoy counted how many it traced; wait for exactly those (all of them if it cannot say).
+    sampled = after - before if before is not None and after is not None else len(answered)
+
+    def complete(traces: list[Trace]) -> bool:
+        return len(traces) == 1 and len(traces[0].spans) == 3 and len(traces[0].roots()) == 1
+
+    found, seen = _await_sampled(jaeger, answered, sampled, complete)
+    ok = sum(1 for p in answered if complete(found.get(p.id, [])))
+    check = proportion_match(ok, len(answered), 1.0, design.alpha, what="requests with a complete trace")
+    missing = [p.id for p in answered if not complete(found.get(p.id, []))]
+    if missing:
+        check = CheckResult(
+            check.name,
+            check.passed,
+            check.detail
+            + f"\ngateway sampled {sampled} of {n} (Envoy tracing.random_sampling)"
+            + f"\nprobes without a complete trace ({len(missing)}): {', '.join(missing[:8])}",
+            check.evidence,
+        )
+    return check, quantiles(seen.values()), len(probes), sampled
+
+
+def test_every_request_has_a_complete_trace(
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+) -> None:
+    started = time.monotonic()
+    share = _sampling(config)
+    assert share == 1.0, f"the manifests' Telemetry samples {share:.0%}; this check needs 100%"
+    check, delay, n, _sampled = _completeness(mesh_backend, sampler, jaeger, design, admin_http)
+    evidence.require(
+        check,
+        requests=n,
+        confidence=design.exact_confidence(),
+        wall_s=time.monotonic() - started,
+        notes=f"ingestion delay send->visible p50 {delay.get('p50', 0):.2f} s p95 {delay.get('p95', 0):.2f} s",
+    )
+
+
+@pytest.mark.negative
+def test_sampling_one_percent_fails_completeness(
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+) -> None:
+    started = time.monotonic()
+    _set_sampling(config, 1)
+    check, _delay, n, _sampled = _completeness(mesh_backend, sampler, jaeger, design, admin_http)
+    evidence.require_failure(
+        check, requests=n, confidence=design.exact_confidence(), wall_s=time.monotonic() - started
+    )
+
+
+def test_sampling_share_matches_telemetry(
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+) -> None:
+    """randomSamplingPercentage 10: the share of requests with a trace is 10% (exact binomial)."""
+    started = time.monotonic()
+    _set_sampling(config, 10)
+    expected = _sampling(config)
+    n = design.n_proportion(expected)
+    before = _gateway_sampled(mesh_backend, admin_http)
+    probes = send_probes(sampler, mesh_backend, n=n, concurrency=32)
+    after = _gateway_sampled(mesh_backend, admin_http)
+    assert before is not None and after is not None, "the gateway exposes no tracing.random_sampling counter"
+    sampled = after - before
+    answered = [p for p in probes if p.response.ok]
+
+    # Envoy counted its sampling decisions; wait until Jaeger holds that many traces of ours.
+    found, _seen = _await_sampled(jaeger, answered, sampled, lambda traces: bool(traces))
+    got = sum(1 for p in answered if found.get(p.id))
+    check = proportion_match(got, len(answered), expected, design.alpha, what="requests with a trace")
+    evidence.require(
+        check,
+        requests=n,
+        confidence=design.proportion_confidence(),
+        wall_s=time.monotonic() - started,
+        notes=f"gateway sampled {sampled} (Envoy stat); Jaeger holds {got}",
+    )
