@@ -21,41 +21,17 @@ class Layout:
 
     def __init__(self, state_dir: Path) -> None:
         self.root = state_dir.resolve()
+        self.marker = self.root / "backend.json"
+        self.status = self.root / "status.json"
+        self.plan = self.root / "plan.json"
+        self.config = self.root / "config"
+        self.istiod = self.root / "istiod"
+        self.proxies = self.root / "proxies"
+        self.logs = self.root / "logs"
+        self.ca_root = self.root / "root-cert.pem"
         self.root.mkdir(parents=True, exist_ok=True)
         for d in (self.logs, self.istiod, self.proxies):
             d.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def marker(self) -> Path:
-        return self.root / "backend.json"
-
-    @property
-    def status(self) -> Path:
-        return self.root / "status.json"
-
-    @property
-    def plan(self) -> Path:
-        return self.root / "plan.json"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config"
-
-    @property
-    def istiod(self) -> Path:
-        return self.root / "istiod"
-
-    @property
-    def proxies(self) -> Path:
-        return self.root / "proxies"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def ca_root(self) -> Path:
-        return self.root / "root-cert.pem"
 
     def proxy_dir(self, pod: str) -> Path:
         return self.proxies / pod
