@@ -1,6 +1,7 @@
 """Tracing benchmark: Jaeger's build time, resident memory, ingestion delay, the sampling check's N.
 
-Usage: .venv/bin/python bench/bench_tracing.py [--probes 200] [--rebuild]
+Usage: PYTHONPATH=. .venv/bin/python bench/bench_tracing.py [--probes 200] [--rebuild]
+(PYTHONPATH: it reuses the suites' probe helpers from suites/_support.)
 Brings up the local mesh from manifests/ in a temp state dir, sends probes through the ingress
 one by one at a steady pace and, per probe, measures the seconds from sending it to its
 complete trace (3 spans) being visible in Jaeger's query API. Prints JSON; copy the numbers into
