@@ -44,6 +44,11 @@ def operator_overlay(*, ingress_node_port: int | None = None) -> dict[str, Any]:
                 "holdApplicationUntilProxyStarts": True,
                 # the counters the suites read as evidence (Istio trims Envoy's stats by default)
                 "proxyStatsMatcher": proxy_stats_matcher(),
+                # flush spans at once instead of every 5 s (the tracing suite waits for them)
+                "runtimeValues": {
+                    "tracing.opentelemetry.flush_interval_ms": "100",
+                    "tracing.opentelemetry.min_flush_spans": "1",
+                },
             },
             "extensionProviders": [
                 {
