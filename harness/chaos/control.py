@@ -32,13 +32,13 @@ MODULES = ("harness.chaos.actions", "harness.chaos.probes")
 
 
 def activities(experiment: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(where, activity) for every activity of the experiment: hypothesis, method, rollbacks."""
+    """(where, activity) for the hypothesis and the method, in the order they run. (Rollbacks are
+    not checked: undoing what was never done is a no-op.)"""
     ssh = experiment.get("steady-state-hypothesis") or {}
     for i, a in enumerate(ssh.get("probes") or []):
         yield f"steady-state-hypothesis.probes[{i}]", a
-    for part in ("method", "rollbacks"):
-        for i, a in enumerate(experiment.get(part) or []):
-            yield f"{part}[{i}]", a
+    for i, a in enumerate(experiment.get("method") or []):
+        yield f"method[{i}]", a
 
 
 def _ours(activity: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -55,10 +55,16 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
     arguments are substituted from it first, as Chaos Toolkit will."""
     from chaoslib import substitute
 
-    from harness.chaos.actions import _file_objects, find_object, http_route
+    from harness.chaos.actions import _file_objects, find_object, http_route, object_key
 
     problems: list[str] = []
     backend = mesh(configuration)
+    applied: dict[str, dict[str, Any]] = {}  # objects an earlier apply_resource of the method puts in place
+
+    def lookup(kind: str, ref: str) -> dict[str, Any] | None:
+        ns, _, name = ref.rpartition("/")
+        return applied.get(f"{kind}/{ns or 'default'}/{name}") or find_object(kind, ref, configuration)
+
     for where, activity in activities(experiment):
         ours = _ours(activity)
         if ours is None:
@@ -73,18 +79,20 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
             if "caller" in args:
                 backend.workload(str(args["caller"]))
             if "virtual_service" in args:
-                vs = find_object("VirtualService", str(args["virtual_service"]), configuration)
+                vs = lookup("VirtualService", str(args["virtual_service"]))
                 if vs is None:
                     raise UserError(f"no VirtualService {args['virtual_service']} runs in the mesh")
                 if "route" in args:
                     http_route(vs, str(args["route"]))
             dr = args.get("destination_rule")
-            if dr and find_object("DestinationRule", str(dr), configuration) is None:
+            if dr and lookup("DestinationRule", str(dr)) is None:
                 raise UserError(f"no DestinationRule {dr} runs in the mesh")
             if func in ("apply_resource", "remove_resource") or (
                 func == "restore_resources" and args.get("path")
             ):
-                _file_objects(str(args["path"]))
+                objs = _file_objects(str(args["path"]))
+                if func == "apply_resource":
+                    applied.update({object_key(o): o for o in objs})
         except MeshproofError as e:
             problems.append(f"{where} ({name}): {str(e).splitlines()[0]}")
     return problems

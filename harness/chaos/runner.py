@@ -69,8 +69,14 @@ def load_experiment(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
         doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        where = (
+            f"line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}: " if e.problem_mark else ""
+        )
+        raise UserError(f"{path}: not valid YAML: {where}{e.problem or e.context}") from e
     except (ValueError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from e
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from e
     if not isinstance(doc, dict) or "method" not in doc:
         raise UserError(f"{path}: not a Chaos Toolkit experiment (no top-level `method`)")
     return doc

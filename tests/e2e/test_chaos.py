@@ -150,3 +150,82 @@ def test_unknown_pod_fails_before_anything_runs(mesh: Backend, settings: Setting
     assert "method[1] (fail-one-v1-replica): no workload 'sample/no-such-pod'" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
     assert not Ledger.of({STATE_KEY: str(settings.state_dir.resolve())}).entries()
+
+
+# --------------------------------------------------------------------------- negative controls
+
+
+def _failed_during(result: runner.ChaosRun) -> list[str]:
+    return list(((result.journal or {}).get("meshproof") or {}).get("during") or [])
+
+
+@pytest.mark.negative
+@pytest.mark.gameday
+def test_negative_fault_on_the_pinned_route_fails_the_route_scope_check(
+    mesh: Backend, settings: Settings
+) -> None:
+    """Negative control: put the abort on the route that must stay unaffected; that check FAILS."""
+    result = runner.run(
+        ROOT / "experiments/fault-injection-resilience.yaml", settings, ["faulted_route=v2-pinned"]
+    )
+    assert result.exit_code == 1, runner.summary_lines(result)
+    assert any(d.startswith("route-v2-pinned-unaffected:") for d in _failed_during(result)), _failed_during(
+        result
+    )
+    assert result.residue["clean"], result.residue
+
+
+@pytest.mark.negative
+@pytest.mark.gameday
+def test_negative_allow_nothing_policy_is_no_lockdown(
+    mesh: Backend, settings: Settings, tmp_path: Path
+) -> None:
+    """Negative control: an ALLOW policy without rules does not deny what another ALLOW policy
+    allows (Istio's semantics), so the lockdown check FAILS."""
+    weak = tmp_path / "allow-nothing.yaml"
+    weak.write_text(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: chaos-allow-nothing, namespace: sample}\nspec: {}\n"
+    )
+    result = runner.run(
+        ROOT / "experiments/authorization-lockdown.yaml",
+        settings,
+        [f"lockdown={weak}", "converge_within_s=8"],
+    )
+    assert result.exit_code == 1, runner.summary_lines(result)
+    assert any(d.startswith("everyone-denied:") for d in _failed_during(result)), _failed_during(result)
+    assert result.residue["clean"], result.residue
+
+
+@pytest.mark.negative
+@pytest.mark.gameday
+def test_negative_without_outlier_detection_the_ejection_checks_fail(
+    mesh: Backend, settings: Settings, tmp_path: Path
+) -> None:
+    """Negative control: with outlierDetection removed from the DestinationRule, the failing
+    replica is never ejected and its errors exceed the budget: both checks FAIL."""
+    import yaml
+
+    original = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests/30-istio.yaml").read_text())
+        if d and d["kind"] == "DestinationRule" and d["metadata"]["name"] == "microservice-1"
+    )
+    variant = json.loads(json.dumps(original))
+    del variant["spec"]["trafficPolicy"]["outlierDetection"]
+    variant["spec"]["trafficPolicy"]["connectionPool"] = original["spec"]["trafficPolicy"]["connectionPool"]
+    (tmp_path / "no-od.yaml").write_text(yaml.safe_dump(variant))
+    (tmp_path / "original.yaml").write_text(yaml.safe_dump(original))
+    mesh.apply([tmp_path / "no-od.yaml"])
+    try:
+        result = runner.run(
+            ROOT / "experiments/outlier-ejection.yaml",
+            settings,
+            ["settle_within_s=5"],
+        )
+    finally:
+        mesh.apply([tmp_path / "original.yaml"])
+    assert result.exit_code == 1, runner.summary_lines(result)
+    failed = _failed_during(result)
+    assert any(d.startswith("gateway-ejected-the-failing-replica:") for d in failed), failed
+    assert result.residue["clean"], result.residue
