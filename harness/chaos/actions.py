@@ -1,3 +1,4 @@
+# Over 500 lines: every Chaos Toolkit action with the action that undoes it, side by side.
 """Chaos Toolkit actions over the Backend protocol, each paired with the action that undoes it.
 
 Use them as python providers (``module: harness.chaos.actions``). Every function takes the

@@ -1,3 +1,4 @@
+# Over 500 lines: one frozen view per Kubernetes/Istio kind the harness reads, kept together.
 """Typed, frozen views of the Kubernetes and Istio objects the rest of meshproof needs.
 
 Views are built from :class:`~harness.istio.loader.Document` objects and never fail: a field
@@ -8,7 +9,7 @@ typed as ``Mapping``: treat them as read-only.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -704,7 +705,3 @@ def _key(doc: Document) -> tuple[str, str, str, str]:
 def document_key(doc: Document) -> tuple[str, str, str, str]:
     """``(group, kind, namespace, name)``: what makes two documents the same object."""
     return _key(doc)
-
-
-def bundle_of(docs: Sequence[Document]) -> Bundle:
-    return Bundle(tuple(docs))

@@ -1,3 +1,4 @@
+# Over 500 lines: fetching, caching and applying the real schemas of every accepted kind, one pipeline.
 """Real schemas for every kind meshproof accepts, and validation of documents against them.
 
 Nothing here is hand-typed:

@@ -1,3 +1,4 @@
+# Over 500 lines: one function per Istio semantic rule, a flat list best read in one place.
 """Istio's semantic rules: what a schema cannot say.
 
 Each rule is a function ``rule(doc, bundle) -> list[ConfigProblem]``: it looks at one document

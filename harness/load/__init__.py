@@ -1,3 +1,4 @@
+# Over 500 lines: LocustRun, its typed LoadReport and the SLO helpers around one subprocess lifecycle.
 """Background load with Locust, run as a subprocess: :class:`LocustRun` and its typed :class:`LoadReport`.
 
 Locust is never imported here (``import locust`` monkey-patches the process with gevent); the

@@ -1,3 +1,4 @@
+# Over 500 lines: the sampler with its sources, request records and results (owner: traffic).
 """The traffic sampler: send N requests into the mesh and record what each one saw.
 
 Two places traffic can start (:class:`Source`):

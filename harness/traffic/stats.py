@@ -1,3 +1,4 @@
+# Over 500 lines: every statistical check with its derivation in the docstrings; pure functions, no I/O.
 """Routing-weight and proportion checks with stated error rates, fit to be signed off.
 
 The usual mesh test ("send 100 requests, expect 50/50 within ±10") has no stated error

@@ -1,3 +1,4 @@
+# Over 500 lines: the one process that owns every local mesh process, its control socket and teardown.
 """The local mesh's supervisor: one process that starts and owns every mesh process.
 
 ``python -m harness.backends.local.supervisor --state DIR ...`` is started by

@@ -33,7 +33,6 @@ GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 GATEWAY_SA = "istio-ingressgateway-service-account"
 GATEWAY_NAME = "istio-ingressgateway"
-KUBE_KINDS = {"Namespace", "ServiceAccount", "Service", "Deployment", "ConfigMap", "Secret"}
 # Istio kinds istiod reads from the config dir; anything else in the manifests is for the kube path
 ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/", "telemetry.istio.io/", "extensions.istio.io/")
 
@@ -105,12 +104,6 @@ class Topology:
     generated: tuple[dict[str, Any], ...]  # ServiceEntry/WorkloadEntry/Sidecar objects for istiod
     user_istio: tuple[dict[str, Any], ...]  # the user's Istio objects, unchanged
     native: tuple[Native, ...] = ()  # run as processes; their WorkloadEntries come from the backend
-
-    def replica(self, pod: str) -> Replica:
-        for r in self.replicas:
-            if r.pod == pod or f"{r.namespace}/{r.pod}" == pod:
-                return r
-        raise KeyError(pod)
 
 
 def _meta(doc: Mapping[str, Any]) -> Mapping[str, Any]:
