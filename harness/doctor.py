@@ -19,6 +19,7 @@ class ToolStatus:
     version: str = ""
     path: str = ""
     how_to_get: str = ""
+    optional: bool = False  # missing does not make the backend unready (e.g. a second Istio release)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,7 +7,8 @@
     │   ├── ConfigError            invalid YAML / schema / semantic rule; carries ConfigProblem list
     │   ├── ToolMissing            a required binary or package is absent; names how to get it
     │   ├── UnsupportedFeature     valid Istio, but this backend cannot do it
-    │   └── StateError             no mesh in the state dir, or one already running there
+    │   ├── StateError             no mesh in the state dir, or one already running there
+    │   └── SkewError              an upgrade (or a step of one) outside Istio's version-skew rule
     └── HarnessError               something failed at run time (exit 1)
         ├── CommandFailed          a subprocess exited non-zero (argv, exit code, output tails)
         ├── WaitTimeout            a condition did not hold before its deadline (what, last seen)
@@ -82,6 +83,10 @@ class UnsupportedFeature(UserError):
 
 class StateError(UserError):
     """The state directory does not hold what the command needs."""
+
+
+class SkewError(UserError):
+    """An upgrade, or one of its steps, that Istio's version-skew rule does not support."""
 
 
 class HarnessError(MeshproofError):

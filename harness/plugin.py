@@ -85,6 +85,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="kubeconfig context of the cluster (backend existing; default: $MESHPROOF_KUBE_CONTEXT or current)",
     )
     group.addoption(
+        "--upgrade-from",
+        choices=sorted(ISTIO_RELEASES),
+        default=None,
+        metavar="VERSION",
+        help="run the full upgrade check (tests/e2e/test_upgrade.py) from VERSION to --istio-version",
+    )
+    group.addoption(
+        "--upgrade-mode",
+        choices=("in-place", "canary", "both"),
+        default="both",
+        help="which upgrade flows the full upgrade check runs (default: both)",
+    )
+    group.addoption(
         "--keep-cluster",
         action="store_true",
         default=None,

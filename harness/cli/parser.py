@@ -11,6 +11,7 @@ from harness.cli import chaos, config, lifecycle, testrun, tools, traffic
 from harness.cli import load as load_verb
 from harness.cli.output import Output
 from harness.settings import BACKENDS, Settings
+from harness.upgrade import command as upgrade_command
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 Handler = Callable[[argparse.Namespace, Settings, Output], int]
@@ -44,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="workload and Istio YAML (default: $MESHPROOF_MANIFESTS or manifests)",
     )
     mesh.add_argument(
+        "--istio",
         "--istio-version",
+        dest="istio_version",
         choices=sorted(ISTIO_RELEASES),
         help=f"pinned Istio release (default: $MESHPROOF_ISTIO or {DEFAULT_ISTIO})",
     )
@@ -232,9 +235,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb(
         "install", tools.cmd_install, "build/install the pinned istiod, pilot-agent and Envoy into the cache"
     )
-    p.add_argument("--istio-version", choices=sorted(ISTIO_RELEASES), help="pinned Istio release")
+    p.add_argument(
+        "--istio",
+        "--istio-version",
+        dest="istio_version",
+        choices=sorted(ISTIO_RELEASES),
+        help=f"pinned Istio release (default: $MESHPROOF_ISTIO or {DEFAULT_ISTIO}); others install side by side",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if the same pins are installed")
     p.add_argument("--json", action="store_true", help="print what was installed as JSON")
+
+    p = verb("upgrade-check", upgrade_command.run, upgrade_command.SUMMARY, backend, as_json)
+    upgrade_command.add_arguments(p)
+    p.add_argument(
+        "--manifests",
+        metavar="DIR",
+        help="workload and Istio YAML (default: $MESHPROOF_MANIFESTS or manifests)",
+    )
     return parser
 
 

@@ -67,7 +67,11 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int
             unique.setdefault((t.name, t.backend), t)
     tools = list(unique.values())
     ready: dict[str, bool | None] = {
-        b: (all(t.found for t in tools if t.backend in (b, "all")) if checked.get(b) else None)
+        b: (
+            all(t.found for t in tools if t.backend in (b, "all") and not t.optional)
+            if checked.get(b)
+            else None
+        )
         for b in BACKENDS
     }
     if args.json:
@@ -83,7 +87,9 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int
                 found = " ".join(x for x in (t.name, t.version) if x)
                 out.print(f"  ok       {found}  {t.path}  (for {t.needed_for})")
             else:
-                out.print(f"  MISSING  {t.name}  (for {t.needed_for}). Fix: {t.how_to_get}", style="red")
+                style = "yellow" if t.optional else "red"
+                tag = "optional" if t.optional else "MISSING "
+                out.print(f"  {tag}  {t.name}  (for {t.needed_for}). Fix: {t.how_to_get}", style=style)
     out.print("")
     for b, ok in ready.items():
         state = (

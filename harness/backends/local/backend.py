@@ -198,9 +198,9 @@ class LocalBackend:
         self.state = State.STOPPED
 
     # ---- helpers ------------------------------------------------------------------------
-    def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+    def _control(self, req: dict[str, Any], *, timeout: float = 30) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(30)
+            s.settimeout(timeout)
             try:
                 s.connect(str(self.layout.control_socket))
             except OSError as e:
@@ -230,6 +230,24 @@ class LocalBackend:
 
     def _proxy_count(self) -> int:
         return len(self.plan["replicas"]) + (1 if self.plan.get("gateway") else 0)
+
+    # ---- upgrades -----------------------------------------------------------------------
+    def upgrade_step(self, op: str, *, timeout: float = 300, **args: Any) -> dict[str, Any]:
+        """One supervisor upgrade step (``istiod-replace``, ``istiod-add``, ``istiod-remove``,
+        ``proxy-upgrade``); returns what it measured and refreshes the plan (ports move)."""
+        self._require_running()
+        reply = self._control({"op": op, **args}, timeout=timeout)
+        self._plan = reply["plan"]
+        return {k: v for k, v in reply.items() if k not in ("ok", "plan")}
+
+    def control_planes(self) -> dict[str, dict[str, Any]]:
+        """Revision -> {istio, url, ports...} of every running istiod."""
+        planes = self.plan.get("control_planes")
+        return dict(planes) if planes else {"default": {**self.plan["istiod"], "istio": self.plan["istio"]}}
+
+    def proxy_versions(self) -> dict[str, dict[str, Any]]:
+        """``ns.pod`` -> {istio, revision, generation, admin} of every proxy."""
+        return dict(self.plan.get("proxies") or {})
 
     # ---- config -------------------------------------------------------------------------
     def _load(self, paths: Sequence[Path]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -27,13 +27,15 @@ from harness import proc
 from harness.doctor import ToolStatus, probe
 from harness.errors import CommandFailed, StateError, ToolMissing
 from harness.settings import Settings
-from harness.versions import ISTIO_RELEASES, IstioRelease
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, IstioRelease
 
 LAUNCHER_SRC = Path(__file__).parent / "go" / "istiod" / "main.go"
 SETUP_HINT = "run ./scripts/setup (or `meshproof install`)"
+ERROR_FILE = "install-error.txt"
 Progress = Callable[[str], None]
-# a cold build on a busy 2-core machine has taken 30 min; the bound only catches a hung toolchain
-BUILD_TIMEOUT = 3600
+# a cold build on a busy 2-core machine has taken 30 min (1.30-dev's istiod alone ~55 min with four
+# Go builds at once); the bound only catches a hung toolchain
+BUILD_TIMEOUT = 5400
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,24 @@ def _go_directive(gomod: Path) -> str:
     return m.group(1) if m else "1.26"
 
 
+def launcher_gomod(rel: IstioRelease, go_directive: str) -> str:
+    """The launcher's go.mod: Istio at the pinned pseudo-version, plus the release's replaces."""
+    text = (
+        f"module meshproof.local/istiod\n\ngo {go_directive}\n\nrequire istio.io/istio {rel.module_version}\n"
+    )
+    if rel.replaces:
+        text += "\n" + "".join(f"replace {m} => {m} {v}\n" for m, v in rel.replaces)
+    return text
+
+
 def load(settings: Settings) -> Installed:
     """The installed binaries for the configured Istio release; StateError if not installed."""
     stamp = install_dir(settings) / "install.json"
     if not stamp.is_file():
         raise StateError(
-            f"Istio {settings.istio_version} is not installed in {stamp.parent}. Fix: {SETUP_HINT}"
+            f"Istio {settings.istio_version} is not installed in {stamp.parent}. "
+            f"Fix: meshproof install --istio {settings.istio_version}"
+            + (f" (or {SETUP_HINT.removeprefix('run ')})" if settings.istio_version == DEFAULT_ISTIO else "")
         )
     inst = Installed(**json.loads(stamp.read_text()))
     rel = release(settings)
@@ -97,9 +111,28 @@ def load(settings: Settings) -> Installed:
     return inst
 
 
+def install_error(settings: Settings) -> str:
+    """The last failed build's error for this release ("" if none): shown by ``doctor``."""
+    f = install_dir(settings) / ERROR_FILE
+    return f.read_text().strip() if f.is_file() else ""
+
+
 def install(settings: Settings, progress: Progress | None = None, *, force: bool = False) -> Installed:
     """Build and install the release, once: concurrent installs of the same release (parallel
-    checkouts, CI jobs) wait on one lock, and whoever comes second finds the stamp and returns."""
+    checkouts, CI jobs) wait on one lock, and whoever comes second finds the stamp and returns.
+    A failed build is recorded for ``doctor`` (which shows its error)."""
+    err = install_dir(settings) / ERROR_FILE
+    try:
+        inst = _install(settings, progress, force=force)
+    except (CommandFailed, ToolMissing) as e:
+        err.parent.mkdir(parents=True, exist_ok=True)
+        err.write_text(str(e))
+        raise
+    err.unlink(missing_ok=True)
+    return inst
+
+
+def _install(settings: Settings, progress: Progress | None, *, force: bool) -> Installed:
     say = progress or (lambda _msg: None)
     rel = release(settings)
     if not force:
@@ -150,10 +183,7 @@ def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
         shutil.rmtree(build)
     build.mkdir(parents=True)
     shutil.copy(LAUNCHER_SRC, build / "main.go")
-    (build / "go.mod").write_text(
-        f"module meshproof.local/istiod\n\ngo {_go_directive(mod / 'go.mod')}\n\n"
-        f"require istio.io/istio {rel.module_version}\n"
-    )
+    (build / "go.mod").write_text(launcher_gomod(rel, _go_directive(mod / "go.mod")))
     ldflags = f"-X istio.io/istio/pkg/version.buildVersion={rel.label}"
     proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=BUILD_TIMEOUT)
     istiod = bin_dir / "meshproof-istiod"
@@ -230,7 +260,11 @@ def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
 
 
 def doctor(settings: Settings) -> list[ToolStatus]:
-    rel = release(settings)
+    """Go/Node/npm, then the binaries of every pinned release (``name (label)``).
+
+    The default release is required; the others are optional (installed lazily by
+    ``meshproof install --istio LABEL`` or an upgrade check). A failed build shows its error.
+    """
     out = [
         probe(
             "go",
@@ -245,13 +279,27 @@ def doctor(settings: Settings) -> list[ToolStatus]:
             "npm", "local", "installing the sample service", "install npm (comes with Node.js)", ["--version"]
         ),
     ]
+    for label in ISTIO_RELEASES:
+        out += _release_doctor(settings.with_overrides(istio_version=label), settings.istio_version)
+    return out
+
+
+def _release_doctor(settings: Settings, default: str) -> list[ToolStatus]:
+    rel = release(settings)
+    optional = rel.label != default
+    needed_for = f"Istio {rel.label} embedded mesh" + (" (optional: upgrades)" if optional else "")
+    hint = f"meshproof install --istio {rel.label}" if optional else SETUP_HINT
+    names = ("meshproof-istiod", "pilot-agent", "envoy")
     try:
         inst = load(settings)
     except StateError:
-        return out + [
-            ToolStatus(name, "local", f"Istio {rel.label} embedded mesh", False, how_to_get=SETUP_HINT)
-            for name in ("meshproof-istiod", "pilot-agent", "envoy")
+        error = install_error(settings)
+        how = f"{hint}; the last build failed: {error}" if error else hint
+        return [
+            ToolStatus(f"{name} ({rel.label})", "local", needed_for, False, how_to_get=how, optional=optional)
+            for name in names
         ]
+    out = []
     try:
         for name, path, argv in (
             ("meshproof-istiod", inst.istiod, None),
@@ -261,17 +309,14 @@ def doctor(settings: Settings) -> list[ToolStatus]:
             st = probe(
                 name,
                 "local",
-                f"Istio {rel.label} embedded mesh",
-                SETUP_HINT,
+                needed_for,
+                hint,
                 argv,
                 path=path,
                 pattern=r"/(\d+\.\d+\.\d+)/" if name == "envoy" else r"client version: (\S+)",
             )
-            if name == "meshproof-istiod":
-                st = ToolStatus(
-                    st.name, st.backend, st.needed_for, st.found, inst.label, st.path, st.how_to_get
-                )
-            out.append(st)
+            version = inst.label if name == "meshproof-istiod" else st.version
+            out.append(replace(st, name=f"{name} ({rel.label})", version=version, optional=optional))
     except CommandFailed:
         pass
     return out

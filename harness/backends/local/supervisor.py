@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,43 @@ ISTIOD_ENV = {
 JAEGER = "jaeger"
 # Jaeger's own OpenTelemetry SDK would export Jaeger's traces to localhost:4317 (not ours)
 JAEGER_ENV = {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
+PRIMARY_REVISION = "default"  # the control plane the mesh starts with
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """Everything needed to start (or restart, on another release) one pilot-agent + Envoy."""
+
+    pod: str
+    namespace: str
+    service_account: str
+    address: str
+    labels: dict[str, str]
+    ports: topo.ProxyPorts
+    kind: str  # "sidecar" or "router"
+    istio: str  # release label of its pilot-agent + Envoy
+    revision: str  # control plane it is connected to (a key of plan["control_planes"])
+    generation: int = 0  # restarts so far: the work dir and log of generation g > 0 get ".g<g>"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}.{self.pod}"
+
+    @property
+    def child(self) -> str:
+        return f"proxy-{self.key}"
+
+    @property
+    def log_name(self) -> str:
+        return self.child + (f".g{self.generation}" if self.generation else "")
+
+
+UPGRADE_OPS = {
+    "istiod-replace": "op_istiod_replace",
+    "istiod-add": "op_istiod_add",
+    "istiod-remove": "op_istiod_remove",
+    "proxy-upgrade": "op_proxy_upgrade",
+}
 
 
 class Supervisor:
@@ -64,14 +101,15 @@ class Supervisor:
         self.t0 = time.monotonic()
         self.plan: dict[str, Any] = {}
         self.error = ""
-        self.istiod_stopped = False
-        self._istiod_start: tuple[list[str], dict[str, str]] = ([], {})
+        self.istiod_stopped = False  # the primary istiod was stopped on request (chaos)
         self.http = httpx.Client(timeout=5.0, trust_env=False)
         # block and ports are claimed machine-wide, so concurrent meshes never pick the same ones
         self.reservations = Reservations(os.getpid())
         self.jaeger_plan: dict[str, Any] | None = None
         self.tracing_off = ""
         self.jaeger_argv: list[str] = []
+        self.ca: MeshCA | None = None
+        self.proxy_specs: dict[str, ProxySpec] = {}  # "ns.pod" -> how to (re)start its proxy
 
     # ---- status -------------------------------------------------------------------------
     def status(self, phase: str, message: str = "", **extra: Any) -> None:
@@ -84,9 +122,9 @@ class Supervisor:
         tmp.replace(self.layout.status)
 
     def _spawn(
-        self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path
+        self, name: str, argv: list[str], *, env: dict[str, str], cwd: Path, log: str = ""
     ) -> subprocess.Popen[bytes]:
-        p = proc.spawn(argv, log_path=self.layout.log(name), env=env, cwd=cwd, die_with_parent=True)
+        p = proc.spawn(argv, log_path=self.layout.log(log or name), env=env, cwd=cwd, die_with_parent=True)
         self.children[name] = p
         return p
 
@@ -115,11 +153,18 @@ class Supervisor:
         )
 
     # ---- bring-up -----------------------------------------------------------------------
+    def _port(self) -> int:
+        """A free TCP port for this mesh (the one allocator of every port the mesh uses)."""
+        return self.reservations.port()
+
+    def _install_of(self, label: str) -> Installed:
+        return load(self.settings.with_overrides(istio_version=label))
+
     def up(self) -> None:
         s, lay = self.settings, self.layout
         inst = load(s)
         self.status("starting", f"Istio {inst.label}, Envoy {inst.envoy_version}")
-        ca = MeshCA.create()
+        ca = self.ca = MeshCA.create()
         ca.write_istiod_cacerts(lay.istiod / "cacerts")
         lay.ca_root.write_bytes(ca.root_pem)
 
@@ -130,12 +175,9 @@ class Supervisor:
         topology = topo.derive(
             [d.body for d in docs],
             block=block,
-            allocate=self.reservations.port,
+            allocate=self._port,
             sources=[d.file for d in docs],
         )
-        istiod_ports = {
-            k: self.reservations.port() for k in ("grpc", "http", "https", "secure_grpc", "monitoring")
-        }
         self.status("starting", f"derived {len(topology.replicas)} replicas on 127.{block}.0.0/16")
 
         tracing = [n for n in topology.native if n.image.startswith("jaegertracing/")]
@@ -157,35 +199,7 @@ class Supervisor:
             obj["metadata"] = meta
             (lay.config / object_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
 
-        mesh = {
-            "defaultConfig": {
-                "discoveryAddress": f"127.0.0.1:{istiod_ports['grpc']}",
-                "controlPlaneAuthPolicy": "NONE",
-            },
-            "enableTracing": False,
-            "trustDomain": "cluster.local",
-            "accessLogFile": "/dev/stdout",
-            "rootNamespace": "istio-system",
-        }
-        if tracing:  # the manifests' Telemetry selects this provider and decides the sampling
-            mesh["extensionProviders"] = jaeger_mod.mesh_providers()
-        (lay.istiod / "mesh.yaml").write_text(yaml.safe_dump(mesh))
-        self._istiod_start = (
-            [
-                inst.istiod,
-                f"-configDir={lay.config}",
-                f"-meshConfig={lay.istiod / 'mesh.yaml'}",
-                f"-grpcAddr=127.0.0.1:{istiod_ports['grpc']}",
-                f"-httpAddr=127.0.0.1:{istiod_ports['http']}",
-                f"-httpsAddr=127.0.0.1:{istiod_ports['https']}",
-                f"-secureGRPCAddr=127.0.0.1:{istiod_ports['secure_grpc']}",
-                f"-monitoringAddr=127.0.0.1:{istiod_ports['monitoring']}",
-                "-logLevel=default:info,ads:warn,krt:warn",
-            ],
-            {**ISTIOD_ENV, "ROOT_CA_DIR": str(lay.istiod / "cacerts"), "POD_NAMESPACE": "istio-system"},
-        )
-        istiod_http = f"http://127.0.0.1:{istiod_ports['http']}"
-        self._start_istiod(istiod_http)
+        istiod = self._start_istiod(inst, PRIMARY_REVISION)
         self.status("starting", "istiod ready")
         if tracing:
             self._await_jaeger()
@@ -194,11 +208,9 @@ class Supervisor:
             "block": block,
             "istio": inst.label,
             "envoy": inst.envoy_version,
-            "istiod": {
-                **istiod_ports,
-                "url": istiod_http,
-                "monitoring_url": f"http://127.0.0.1:{istiod_ports['monitoring']}",
-            },
+            "istiod": istiod,
+            "control_planes": {PRIMARY_REVISION: istiod},
+            "proxies": {},
             "replicas": [self._replica_json(r) for r in topology.replicas],
             "gateway": None,
             "service_ports": list(topology.service_ports),
@@ -213,32 +225,34 @@ class Supervisor:
             )
         self.status("starting", f"{len(topology.replicas)} app processes ready")
 
-        for r in topology.replicas:
-            self._start_proxy(
-                inst,
-                ca,
+        specs = [
+            ProxySpec(
                 r.pod,
                 r.namespace,
                 r.service_account,
                 r.address,
-                r.labels,
+                dict(r.labels),
                 r.ports,
                 "sidecar",
-                istiod_ports["grpc"],
+                inst.label,
+                PRIMARY_REVISION,
             )
+            for r in topology.replicas
+        ]
         gw = topology.gateway
         if gw is not None:
-            self._start_proxy(
-                inst,
-                ca,
-                gw.pod,
-                gw.namespace,
-                gw.service_account,
-                gw.address,
-                gw.labels,
-                gw.ports,
-                "router",
-                istiod_ports["grpc"],
+            specs.append(
+                ProxySpec(
+                    gw.pod,
+                    gw.namespace,
+                    gw.service_account,
+                    gw.address,
+                    dict(gw.labels),
+                    gw.ports,
+                    "router",
+                    inst.label,
+                    PRIMARY_REVISION,
+                )
             )
             self.plan["gateway"] = {
                 "pod": gw.pod,
@@ -249,25 +263,100 @@ class Supervisor:
                 "port_map": {str(k): v for k, v in gw.port_map.items()},
                 "ports": asdict(gw.ports),
             }
-        proxies = [(f"{r.namespace}.{r.pod}", r.ports) for r in topology.replicas] + (
-            [(f"{gw.namespace}.{gw.pod}", gw.ports)] if gw else []
-        )
-        for key, ports in proxies:
-            self._await_ok(f"http://127.0.0.1:{ports.agent_status}/healthz/ready", f"proxy-{key}", timeout=60)
-        self.status("starting", f"{len(proxies)} proxies ready")
-        lay.plan.write_text(json.dumps(self.plan, indent=1))
+        for spec in specs:
+            self._start_proxy(spec)
+        for spec in specs:
+            self._await_proxy_ready(spec)
+        self.status("starting", f"{len(specs)} proxies ready")
+        self._write_plan()
         from harness.backends.local.xds import wait_synced
 
-        wait_synced(self.http, istiod_http, len(proxies), timeout=60)
+        wait_synced(self.http, istiod["url"], len(specs), timeout=60)
         self.status("ready", f"mesh ready in {time.monotonic() - self.t0:.1f}s")
 
-    def _start_istiod(self, istiod_http: str | None) -> None:
-        """Spawn istiod; with ``istiod_http``, wait until it is ready (else the caller waits)."""
-        argv, env = self._istiod_start
-        self._spawn("istiod", argv, env=env, cwd=self.layout.istiod)
-        self.istiod_stopped = False
-        if istiod_http:
-            self._await_ok(f"{istiod_http}/ready", "istiod", timeout=60)
+    def _write_plan(self) -> None:
+        self.plan["proxies"] = {
+            k: {"istio": p.istio, "revision": p.revision, "generation": p.generation, "admin": p.ports.admin}
+            for k, p in self.proxy_specs.items()
+        }
+        tmp = self.layout.plan.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.plan, indent=1))
+        tmp.replace(self.layout.plan)
+
+    def _istiod_child(self, revision: str) -> str:
+        return "istiod" if revision == PRIMARY_REVISION else f"istiod-{revision}"
+
+    def _start_istiod(
+        self,
+        inst: Installed,
+        revision: str,
+        ports: dict[str, int] | None = None,
+        *,
+        log: str = "",
+        wait_ready: bool = True,
+    ) -> dict[str, Any]:
+        """Start an istiod of ``inst`` for ``revision`` (on ``ports``, or fresh ones); wait until
+        ready unless ``wait_ready`` is false (then the caller waits)."""
+        lay = self.layout
+        ports = ports or {k: self._port() for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+        work = lay.istiod if revision == PRIMARY_REVISION else lay.istiod / f"rev-{revision}"
+        work.mkdir(parents=True, exist_ok=True)
+        mesh = {
+            "defaultConfig": {
+                "discoveryAddress": f"127.0.0.1:{ports['grpc']}",
+                "controlPlaneAuthPolicy": "NONE",
+            },
+            "enableTracing": False,
+            "trustDomain": "cluster.local",
+            "accessLogFile": "/dev/stdout",
+            "rootNamespace": "istio-system",
+        }
+        if self.jaeger_plan:  # the manifests' Telemetry selects this provider and decides the sampling
+            mesh["extensionProviders"] = jaeger_mod.mesh_providers()
+        (work / "mesh.yaml").write_text(yaml.safe_dump(mesh))
+        name = self._istiod_child(revision)
+        self._spawn(
+            name,
+            [
+                inst.istiod,
+                f"-configDir={lay.config}",
+                f"-meshConfig={work / 'mesh.yaml'}",
+                f"-grpcAddr=127.0.0.1:{ports['grpc']}",
+                f"-httpAddr=127.0.0.1:{ports['http']}",
+                f"-httpsAddr=127.0.0.1:{ports['https']}",
+                f"-secureGRPCAddr=127.0.0.1:{ports['secure_grpc']}",
+                f"-monitoringAddr=127.0.0.1:{ports['monitoring']}",
+                "-logLevel=default:info,ads:warn,krt:warn",
+            ],
+            env={**ISTIOD_ENV, "ROOT_CA_DIR": str(lay.istiod / "cacerts"), "POD_NAMESPACE": "istio-system"},
+            cwd=work,
+            log=log,
+        )
+        url = f"http://127.0.0.1:{ports['http']}"
+        if revision == PRIMARY_REVISION:
+            self.istiod_stopped = False
+        if wait_ready:
+            self._await_ok(f"{url}/ready", name, timeout=90)
+        return {
+            **ports,
+            "url": url,
+            "monitoring_url": f"http://127.0.0.1:{ports['monitoring']}",
+            "istio": inst.label,
+            "revision": revision,
+        }
+
+    def _stop_child(self, name: str, *, grace: float = 15.0) -> int | None:
+        p = self.children.pop(name, None)
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        return p.returncode
 
     # ---- Jaeger -------------------------------------------------------------------------
     def _start_jaeger(self, native: topo.Native, block: int) -> list[dict[str, Any]]:
@@ -336,22 +425,25 @@ class Supervisor:
             cwd=SAMPLE_SERVICE,
         )
 
-    def _start_proxy(
-        self,
-        inst: Installed,
-        ca: MeshCA,
-        pod: str,
-        ns: str,
-        sa: str,
-        address: str,
-        labels: Any,
-        ports: topo.ProxyPorts,
-        kind: str,
-        grpc_port: int,
-    ) -> None:
-        work = self.layout.proxy_dir(f"{ns}.{pod}")
+    def _await_proxy_ready(self, spec: ProxySpec, timeout: float = 60) -> None:
+        url = f"http://127.0.0.1:{spec.ports.agent_status}/healthz/ready"
+        log = self.layout.log(spec.log_name)
+
+        def ready() -> bool:
+            if _port_taken(log):
+                raise PortTaken(f"{spec.child}: Envoy could not bind one of its ports (see {log})")
+            return self._get_ok(url, spec.child)
+
+        wait.until(ready, what=f"{spec.child} {url}", timeout=timeout, interval=0.1, hint=f"see {log}")
+
+    def _start_proxy(self, spec: ProxySpec) -> None:
+        assert self.ca is not None
+        inst = self._install_of(spec.istio)
+        grpc_port = self.plan["control_planes"][spec.revision]["grpc"]
+        ports, ns, pod, sa = spec.ports, spec.namespace, spec.pod, spec.service_account
+        work = self.layout.proxy_dir(spec.key + (f".g{spec.generation}" if spec.generation else ""))
         work.mkdir(parents=True, exist_ok=True)
-        ca.write_workload_credentials(work, spiffe_id(ns, sa))
+        self.ca.write_workload_credentials(work, spiffe_id(ns, sa))
         proxy_config = {
             "discoveryAddress": f"127.0.0.1:{grpc_port}",
             "controlPlaneAuthPolicy": "NONE",
@@ -376,13 +468,13 @@ class Supervisor:
         env = {
             "POD_NAME": pod,
             "POD_NAMESPACE": ns,
-            "INSTANCE_IP": address,
+            "INSTANCE_IP": spec.address,
             "SERVICE_ACCOUNT": sa,
             "CLOUD_PLATFORM": "none",
             "ISTIO_META_CLUSTER_ID": "Kubernetes",
             "ISTIO_META_INTERCEPTION_MODE": "NONE",
             "ISTIO_META_WORKLOAD_NAME": pod.rsplit("-", 1)[0],
-            "ISTIO_METAJSON_LABELS": json.dumps(dict(labels)),
+            "ISTIO_METAJSON_LABELS": json.dumps(dict(spec.labels)),
             "ENVOY_STATUS_PORT": str(ports.envoy_status),
             "ENVOY_PROMETHEUS_PORT": str(ports.prometheus),
             "PROXY_CONFIG": json.dumps(proxy_config),
@@ -391,12 +483,13 @@ class Supervisor:
         argv = [
             inst.pilot_agent,
             "proxy",
-            kind,
+            spec.kind,
             f"--domain={ns}.svc.cluster.local",
             "--proxyLogLevel=warning",
             "--log_output_level=default:warn",
         ]
-        self._spawn(f"proxy-{ns}.{pod}", argv, env=env, cwd=work)
+        self._spawn(spec.child, argv, env=env, cwd=work, log=spec.log_name)
+        self.proxy_specs[spec.key] = spec
 
     # ---- control ------------------------------------------------------------------------
     def _replica(self, pod: str) -> dict[str, Any]:
@@ -427,7 +520,10 @@ class Supervisor:
         if op == "istiod-start":
             p = self.children.get("istiod")
             if p is None or p.poll() is not None:
-                self._start_istiod(None)  # the client waits for /ready: this socket has a short timeout
+                cp = self.plan["control_planes"][PRIMARY_REVISION]
+                ports = {k: cp[k] for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+                # the client waits for /ready: this socket has a short timeout
+                self._start_istiod(self._install_of(cp["istio"]), PRIMARY_REVISION, ports, wait_ready=False)
                 self.status("ready", "istiod started again on request")
             return {"ok": True}
         if op in ("kill", "restart"):
@@ -447,7 +543,174 @@ class Supervisor:
             )
             self._start_app(rep)
             return {"ok": True}
+        if op == "plan":
+            return {"ok": True, "plan": self.plan}
+        if op in UPGRADE_OPS:
+            result = getattr(self, UPGRADE_OPS[op])(req)
+            self._write_plan()
+            return {"ok": True, "plan": self.plan, **result}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    # ---- upgrade steps (each answers with the new plan and what it measured) ----------------
+    def _synced(self, revision: str, expected: int, timeout: float = 90) -> float:
+        from harness.backends.local.xds import wait_synced
+
+        url = self.plan["control_planes"][revision]["url"]
+        return wait_synced(self.http, url, expected, timeout=timeout)
+
+    def _proxies_on(self, revision: str) -> int:
+        return sum(1 for p in self.proxy_specs.values() if p.revision == revision)
+
+    def op_istiod_replace(self, req: dict[str, Any]) -> dict[str, Any]:
+        """In place: stop the revision's istiod, start the ``istio`` build on the same ports."""
+        revision = str(req.get("revision") or PRIMARY_REVISION)
+        old = self.plan["control_planes"][revision]
+        inst = self._install_of(str(req["istio"]))
+        t0 = time.monotonic()
+        name = self._istiod_child(revision)
+        code = self._stop_child(name)
+        t_stopped = time.monotonic()
+        ports = {k: old[k] for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+        new = self._start_istiod(inst, revision, ports, log=f"{name}.{inst.label}")
+        self.plan["control_planes"][revision] = new
+        if revision == PRIMARY_REVISION:
+            self.plan["istiod"], self.plan["istio"] = new, inst.label
+        t_ready = time.monotonic()
+        sync_s = self._synced(revision, self._proxies_on(revision))
+        self.status("ready", f"istiod {revision} replaced by Istio {inst.label}")
+        return {
+            "old_exit_code": code,
+            "stop_s": round(t_stopped - t0, 3),
+            "ready_s": round(t_ready - t_stopped, 3),
+            "resync_s": round(sync_s, 3),
+        }
+
+    def op_istiod_add(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Canary: a second istiod of the ``istio`` build, with its own revision and ports."""
+        revision = str(req["revision"])
+        if revision in self.plan["control_planes"]:
+            raise ValueError(f"revision {revision} already has a control plane")
+        inst = self._install_of(str(req["istio"]))
+        t0 = time.monotonic()
+        cp = self._start_istiod(inst, revision, log=f"{self._istiod_child(revision)}.{inst.label}")
+        self.plan["control_planes"][revision] = cp
+        self.status("ready", f"istiod {revision} (Istio {inst.label}) started")
+        return {"ready_s": round(time.monotonic() - t0, 3)}
+
+    def op_istiod_remove(self, req: dict[str, Any]) -> dict[str, Any]:
+        revision = str(req["revision"])
+        users = [k for k, p in self.proxy_specs.items() if p.revision == revision]
+        if users:
+            raise ValueError(f"proxies still connected to revision {revision}: {', '.join(users)}")
+        if revision not in self.plan["control_planes"]:
+            raise ValueError(f"no control plane of revision {revision}")
+        code = self._stop_child(self._istiod_child(revision))
+        del self.plan["control_planes"][revision]
+        if self.plan["istiod"].get("revision") == revision:  # the remaining one becomes primary
+            self.plan["istiod"] = next(iter(self.plan["control_planes"].values()))
+            self.plan["istio"] = self.plan["istiod"]["istio"]
+        self.status("ready", f"istiod {revision} removed")
+        return {"old_exit_code": code}
+
+    def op_proxy_upgrade(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Restart one proxy on the ``istio`` build, connected to ``revision``, without a gap.
+
+        The new pilot-agent + Envoy starts beside the old one (its own admin/status ports and
+        work dir; Envoy listeners bind with SO_REUSEPORT, so both serve the same addresses),
+        and must be ready and have ACKed its config before the old one drains gracefully
+        (``/drain_listeners?graceful``: HTTP/1 responses say ``Connection: close``, then its
+        listen sockets close) and stops.
+        """
+        old = self.proxy_specs[str(req["proxy"])]
+        label = str(req.get("istio") or old.istio)
+        revision = str(req.get("revision") or old.revision)
+        if revision not in self.plan["control_planes"]:
+            raise ValueError(f"no control plane of revision {revision}")
+        t0 = time.monotonic()
+        old_proc = self.children.pop(old.child)
+        collisions = 0
+        while True:
+            ports = topo.ProxyPorts(*(self._port() for _ in range(4)))
+            new = replace(
+                old, ports=ports, istio=label, revision=revision, generation=old.generation + 1 + collisions
+            )
+            self._start_proxy(new)
+            try:
+                self._await_proxy_ready(new, timeout=90)
+                t_ready = time.monotonic()
+                # the old generation is still connected too when it uses the same revision
+                self._synced(revision, self._proxies_on(revision) + (1 if old.revision == revision else 0))
+                break
+            except BaseException as e:
+                self._stop_child(new.child)
+                self.children[old.child] = old_proc
+                self.proxy_specs[old.key] = old
+                # another process on the machine took one of the new ports between allocation
+                # and Envoy's bind: try again with fresh ports (the old proxy still serves)
+                if isinstance(e, PortTaken) and collisions < 2:
+                    collisions += 1
+                    self.children.pop(old.child)
+                    continue
+                raise
+        t_acked = time.monotonic()
+        old_admin = f"http://127.0.0.1:{old.ports.admin}"
+        drained = self._drain(old_admin)
+        t_drained = time.monotonic()
+        old_proc.terminate()
+        try:
+            old_proc.wait(15)
+        except subprocess.TimeoutExpired:
+            old_proc.kill()
+            old_proc.wait(5)
+        t_stopped = time.monotonic()
+        for r in self.plan["replicas"]:
+            if f"{r['namespace']}.{r['pod']}" == old.key:
+                r["ports"] = asdict(ports)
+        gw = self.plan.get("gateway")
+        if gw and f"{gw['namespace']}.{gw['pod']}" == old.key:
+            gw["ports"] = asdict(ports)
+        self._synced(revision, self._proxies_on(revision))
+        self.status("ready", f"proxy {old.key} on Istio {label} ({revision})")
+        return {
+            "proxy": old.key,
+            "istio": label,
+            "revision": revision,
+            "ready_s": round(t_ready - t0, 3),
+            "acked_s": round(t_acked - t_ready, 3),
+            "drain_s": round(t_drained - t_acked, 3),
+            "stop_s": round(t_stopped - t_drained, 3),
+            "old_exit_code": old_proc.returncode,
+            "port_collisions": collisions,
+            **drained,
+        }
+
+    def _drain(self, admin: str) -> dict[str, Any]:
+        """Gracefully drain an Envoy and wait (bounded) until it holds no downstream connection."""
+        self.http.post(f"{admin}/drain_listeners", params={"graceful": ""})
+
+        def stat(name: str) -> float:
+            r = self.http.get(f"{admin}/stats", params={"filter": f"^{name}$"})
+            for line in r.text.splitlines():
+                k, _, v = line.partition(": ")
+                if k == name:
+                    return float(v)
+            return 0.0
+
+        last: dict[str, float] = {}
+
+        def idle() -> bool:
+            # every listener stopped (its socket closed after the drain period), no connection left
+            last["connections"] = stat("server.total_connections")
+            last["listeners_stopped"] = stat("listener_manager.listener_stopped")
+            listeners = stat("listener_manager.total_listeners_active")
+            return last["listeners_stopped"] >= listeners and last["connections"] == 0
+
+        try:
+            wait.until(idle, what=f"{admin} drained", timeout=10, interval=0.05, retry_on=(httpx.HTTPError,))
+            clean = True
+        except WaitTimeout:
+            clean = False  # stopped anyway: callers retry on the connections still open
+        return {"drained_clean": clean, "open_connections_at_stop": last.get("connections", -1.0)}
 
     def serve(self) -> None:
         path = self.layout.control_socket
@@ -459,9 +722,11 @@ class Supervisor:
         srv.settimeout(0.2)
         try:
             while not self.stopping:
+                istiods = {self._istiod_child(rev) for rev in self.plan.get("control_planes", {})}
                 for name, p in list(self.children.items()):
-                    if p.poll() is not None and name == "istiod" and not self.istiod_stopped:
-                        self.status("failed", f"istiod exited with code {p.returncode}")
+                    stopped = name == "istiod" and self.istiod_stopped  # on request, not a crash
+                    if p.poll() is not None and name in istiods and not stopped:
+                        self.status("failed", f"{name} exited with code {p.returncode}")
                         self.stopping = True
                     elif p.poll() is not None and name == JAEGER and not self.stopping:
                         self._restart_jaeger()
@@ -491,7 +756,8 @@ class Supervisor:
         order = (
             [n for n in self.children if n.startswith("proxy-")]
             + [n for n in self.children if n.startswith("app-")]
-            + [JAEGER, "istiod"]
+            + [JAEGER]
+            + [n for n in self.children if n.startswith("istiod")]
         )
         for name in order:
             p = self.children.get(name)
@@ -511,6 +777,18 @@ class Supervisor:
         self.layout.cleanup_runtime()
         self.reservations.release()
         self.status("stopped", "all processes stopped")
+
+
+class PortTaken(MeshproofError):
+    """Envoy failed to bind a port allocated to it: another process took it meanwhile."""
+
+
+def _port_taken(log: Path) -> bool:
+    """Did Envoy fail to bind one of its own ports (EADDRINUSE) in this proxy log?"""
+    try:
+        return "errno=98" in log.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

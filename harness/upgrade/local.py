@@ -1,0 +1,360 @@
+"""The upgrade check on the embedded local mesh: in-place and canary, under Locust load.
+
+Flow (each step's wall time and the load's request/failure counts are kept per phase):
+
+1. the skew rule on FROM -> TO (exit 2 before anything starts); both releases installed
+   (TO lazily: ``meshproof install --istio TO`` is what runs);
+2. the mesh up on FROM; the suites run against it (``suites-report.json`` = the figures before);
+   every proxy's config_dump is recorded;
+3. Locust starts (the load issue's :class:`~harness.load.LocustRun`, a subprocess); phase
+   ``baseline`` lasts until the load completed ``--phase-requests`` requests;
+4. control plane: *in-place* replaces istiod by the TO build on the same ports; *canary* starts
+   a TO istiod of its own revision beside it;
+5. data plane: each proxy (replicas, then the ingress gateway; in canary one namespace at a
+   time) restarts on the TO build: the new pilot-agent + Envoy starts beside the old one, is
+   ready and has ACKed its config, then the old one drains and stops. The skew rule is checked
+   before each step, and each step is its own phase;
+6. canary: the old istiod is removed; phase ``after``; Locust stops;
+7. every proxy's config_dump is compared with its baseline; the suites run again on TO.
+
+A phase ends only after the load completed ``phase_requests`` further requests, so every phase
+holds evidence (counts), whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from harness import proc, wait
+from harness.errors import BackendError, HarnessError
+from harness.settings import Settings
+from harness.upgrade import compare, configdiff, skew
+from harness.upgrade.report import Phase, Point, UpgradeReport, chart
+
+MODES = ("in-place", "canary")
+ALLOWANCES = Path(__file__).with_name("allowed_diffs.yaml")
+REPO = Path(__file__).resolve().parents[2]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UpgradeConfig:
+    from_label: str
+    to_label: str
+    mode: str = "in-place"
+    users: int = 10
+    phase_requests: int = 300  # requests the load must complete in each phase before it ends
+    max_failures: int = 0  # the bound per phase
+    run_suites: bool = True
+    suites: tuple[str, ...] = ("suites/",)  # pytest arguments for the before/after suites
+    to_config: tuple[Path, ...] = ()  # extra Istio YAML applied with the TO control plane
+    out_dir: Path | None = None  # report, chart, suite reports (default: <state>/upgrade)
+    step_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        from harness.errors import UserError
+
+        if self.mode not in MODES:
+            raise UserError(f"unknown --mode {self.mode!r}. Fix: use one of {', '.join(MODES)}")
+        if self.users < 1:
+            raise UserError(f"--users {self.users}: at least 1 user. Fix: --users 10")
+        if self.phase_requests < 1:
+            raise UserError(f"--phase-requests {self.phase_requests}: at least 1")
+        if self.max_failures < 0:
+            raise UserError(f"--max-failures {self.max_failures} must not be negative")
+        skew.check_upgrade(self.from_label, self.to_label)
+
+
+def load_allowances(
+    from_label: str, to_label: str, path: Path = ALLOWANCES
+) -> tuple[configdiff.Allowance, ...]:
+    table = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return configdiff.allowances_for(table or {}, from_label, to_label)
+
+
+def config_dumps(http: httpx.Client, admin_urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``ns/pod`` -> normalised config_dump of its proxy."""
+    out = {}
+    for ref, url in admin_urls.items():
+        try:
+            r = http.get(f"{url}/config_dump")
+            r.raise_for_status()
+        except httpx.HTTPError as e:
+            raise BackendError(f"cannot read the config_dump of {ref} at {url}: {e}") from e
+        out[ref] = configdiff.normalise(r.json())
+    return out
+
+
+def diff_all(
+    before: dict[str, dict[str, Any]],
+    after: dict[str, dict[str, Any]],
+    allowances: Sequence[configdiff.Allowance],
+) -> configdiff.Classified:
+    diffs: list[configdiff.Difference] = []
+    for ref in sorted(set(before) | set(after)):
+        if ref not in after:
+            diffs.append(configdiff.Difference(ref, "proxy", "removed"))
+        elif ref not in before:
+            diffs.append(configdiff.Difference(ref, "proxy", "added"))
+        else:
+            diffs += configdiff.diff(ref, before[ref], after[ref])
+    allowed, unexpected = configdiff.classify(diffs, allowances)
+    return configdiff.Classified(
+        tuple(allowed), tuple(unexpected), len(before), sum(len(v) for v in before.values())
+    )
+
+
+def proxy_order(proxies: dict[str, dict[str, Any]], gateway_key: str, mode: str) -> list[list[str]]:
+    """Groups of proxy keys (``ns.pod``) restarted one at a time: workloads first, the ingress
+    gateway last (its clients are outside the mesh); canary: one group per namespace."""
+    keys = sorted(k for k in proxies if k != gateway_key)
+    if mode == "canary":
+        groups: dict[str, list[str]] = {}
+        for k in keys:
+            groups.setdefault(k.split(".", 1)[0], []).append(k)
+        out = [groups[ns] for ns in sorted(groups)]
+    else:
+        out = [keys] if keys else []
+    if gateway_key in proxies:
+        out.append([gateway_key])
+    return out
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping of one upgrade run (the report is frozen at the end)."""
+
+    marks: list[tuple[str, str, float, dict[str, Any]]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class LocalUpgrade:
+    """Runs one upgrade check on the local backend; :meth:`run` returns the report."""
+
+    def __init__(self, settings: Settings, config: UpgradeConfig, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.config = config
+        self.say = progress or (lambda _m: None)
+        self.out_dir = (config.out_dir or settings.state_dir / "upgrade").resolve()
+        self.http = httpx.Client(timeout=15.0, trust_env=False)
+
+    # ---- pieces ------------------------------------------------------------------------
+    def install(self) -> float:
+        from harness.backends.local import install
+
+        t0 = time.monotonic()
+        for label in dict.fromkeys((self.config.from_label, self.config.to_label)):
+            install.install(self.settings.with_overrides(istio_version=label), self.say)
+        return time.monotonic() - t0
+
+    def run_suites(self, label: str, name: str) -> dict[str, Any]:
+        """pytest on the running mesh (it attaches through the state dir); the suites' report."""
+        report = self.settings.state_dir / "suites-report.json"
+        report.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "pytest", *self.config.suites, "-q", "-p", "no:cacheprovider"]
+        env = {
+            "MESHPROOF_BACKEND": "local",
+            "MESHPROOF_STATE": str(self.settings.state_dir.resolve()),
+            "MESHPROOF_MANIFESTS": str(self.settings.manifests.resolve()),
+            "MESHPROOF_ISTIO": label,
+        }
+        self.say(f"suites on Istio {label}: {' '.join(argv[1:])}")
+        done = proc.run(argv, env=env, cwd=REPO, timeout=3600, check=False)
+        log = self.out_dir / f"suites-{name}.log"
+        log.write_text(done.stdout + done.stderr)
+        if not report.is_file():
+            raise HarnessError(
+                f"the suites on Istio {label} wrote no suites-report.json (pytest exit {done.returncode}); "
+                f"see {log}"
+            )
+        shutil.copy(report, self.out_dir / f"suites-{name}.json")
+        doc: dict[str, Any] = json.loads(report.read_text())
+        return doc
+
+    def _admin_urls(self, mesh: Any) -> dict[str, str]:
+        return {w.ref: w.proxy_admin_url for w in mesh.workloads() if w.proxy_admin_url}
+
+    def _check_skew(self, mesh: Any, cp_label: str, proxy_label: str, what: str) -> None:
+        skew.check_step(cp_label, proxy_label, what)
+        for key, p in mesh.proxy_versions().items():  # and every proxy left on its control plane
+            cp = mesh.control_planes().get(p["revision"], {}).get("istio", cp_label)
+            skew.check_step(cp, p["istio"], f"{what} (proxy {key})")
+
+    # ---- the flow ----------------------------------------------------------------------
+    def run(self) -> UpgradeReport:
+        from harness.backends.local.backend import LocalBackend
+
+        cfg = self.config
+        t_start = time.monotonic()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        book = _Run()
+        book.timings["install_s"] = self.install()
+        allowances = load_allowances(cfg.from_label, cfg.to_label)
+        s_from = self.settings.with_overrides(istio_version=cfg.from_label, backend="local")
+        t0 = time.monotonic()
+        self.say(f"mesh up on Istio {cfg.from_label}")
+        with LocalBackend(s_from, self.say) as mesh:
+            mesh.up()
+            book.timings["up_s"] = time.monotonic() - t0
+            before_suites: dict[str, Any] = {}
+            if cfg.run_suites:
+                t0 = time.monotonic()
+                before_suites = self.run_suites(cfg.from_label, "before")
+                book.timings["suites_before_s"] = time.monotonic() - t0
+            dumps_before = config_dumps(self.http, self._admin_urls(mesh))
+            load_report = self._upgrade_under_load(mesh, book)
+            dumps_after = config_dumps(self.http, self._admin_urls(mesh))
+            after_suites: dict[str, Any] = {}
+            if cfg.run_suites:
+                t0 = time.monotonic()
+                after_suites = self.run_suites(cfg.to_label, "after")
+                book.timings["suites_after_s"] = time.monotonic() - t0
+        classified = diff_all(dumps_before, dumps_after, allowances)
+        phases, timeline = self._phases(load_report, book)
+        rep = UpgradeReport(
+            from_label=cfg.from_label,
+            to_label=cfg.to_label,
+            mode=cfg.mode,
+            backend="local",
+            users=cfg.users,
+            max_failures=cfg.max_failures,
+            phases=tuple(phases),
+            suites=tuple(compare.compare(before_suites, after_suites)) if cfg.run_suites else (),
+            suites_ran=cfg.run_suites,
+            config=classified,
+            timeline=tuple(timeline),
+            wall_s=time.monotonic() - t_start,
+            timings=book.timings,
+            load_tool="Locust (harness.load.LocustRun)",
+        )
+        png = chart(
+            rep.phases,
+            rep.timeline,
+            self.out_dir / "upgrade.png",
+            f"Istio {cfg.from_label} -> {cfg.to_label} ({cfg.mode}), {cfg.users} Locust users",
+        )
+        rep = UpgradeReport(**{**rep.__dict__, "chart": str(png)})
+        (self.out_dir / "upgrade-report.json").write_text(json.dumps(rep.as_json(), indent=2) + "\n")
+        return rep
+
+    def _upgrade_under_load(self, mesh: Any, book: _Run) -> Any:
+        from harness.load import LoadConfig, LoadTarget, LocustRun
+
+        cfg = self.config
+        # Through the ingress: every hop after Locust is Envoy to Envoy, as in Kubernetes. Not the
+        # in-mesh client path: locally a client's app outlives its sidecar's restart and its
+        # connections to the old sidecar can race the socket's close, a hop Kubernetes does not
+        # have (there the app restarts with its pod).
+        target = LoadTarget.from_mesh(mesh)
+        load = LocustRun(
+            LoadConfig(users=cfg.users, user_class="ingress"), target, workdir=self.out_dir / "load"
+        )
+        with load:
+
+            def phase(name: str, kind: str, step: Callable[[], dict[str, Any]] | None = None) -> None:
+                load.phase(name)
+                t0 = time.monotonic()
+                detail = step() if step is not None else {}
+                detail["step_s"] = round(time.monotonic() - t0, 3)
+                self.say(f"{name}: {detail}")
+                start = load.progress().requests  # then N more requests: late failures show here
+                wait.until(
+                    lambda: load.progress().requests >= start + cfg.phase_requests,
+                    what=f"{cfg.phase_requests} load requests during phase {name!r}",
+                    timeout=cfg.step_timeout,
+                    interval=0.1,
+                    hint="Locust is not completing requests: see its log in " + str(self.out_dir / "load"),
+                )
+                book.marks.append((name, kind, time.monotonic() - t0, detail))
+
+            phase("baseline", "baseline")
+            to, rev = cfg.to_label, skew.revision_of(cfg.to_label)
+            if cfg.mode == "in-place":
+                for key, p in mesh.proxy_versions().items():
+                    skew.check_step(to, p["istio"], f"replacing istiod by {to} in place (proxy {key})")
+                phase(
+                    f"control-plane {cfg.from_label}->{to}", "control-plane", lambda: self._cp_replace(mesh)
+                )
+                target_rev = "default"
+            else:
+                phase(
+                    f"control-plane canary {rev}",
+                    "control-plane",
+                    lambda: mesh.upgrade_step("istiod-add", istio=to, revision=rev, timeout=cfg.step_timeout),
+                )
+                target_rev = rev
+            if cfg.to_config:
+                phase(
+                    "apply --to-config",
+                    "control-plane",
+                    lambda: {"ack_s": round(mesh.apply(list(cfg.to_config)), 3)},
+                )
+            gw = mesh.plan.get("gateway") or {}
+            gw_key = f"{gw['namespace']}.{gw['pod']}" if gw else ""
+            for group in proxy_order(mesh.proxy_versions(), gw_key, cfg.mode):
+                for key in group:
+                    cp = mesh.control_planes()[target_rev]["istio"]
+                    self._check_skew(mesh, cp, to, f"restarting proxy {key} on {to}")
+                    ns, pod = key.split(".", 1)
+                    phase(
+                        f"proxy {ns}/{pod}",
+                        "data-plane",
+                        functools.partial(
+                            mesh.upgrade_step,
+                            "proxy-upgrade",
+                            proxy=key,
+                            istio=to,
+                            revision=target_rev,
+                            timeout=cfg.step_timeout,
+                        ),
+                    )
+            if cfg.mode == "canary":
+                phase(
+                    "remove old control plane",
+                    "cleanup",
+                    lambda: mesh.upgrade_step("istiod-remove", revision="default", timeout=cfg.step_timeout),
+                )
+            phase("after", "after")
+        return load.report
+
+    def _cp_replace(self, mesh: Any) -> dict[str, Any]:
+        return dict(
+            mesh.upgrade_step("istiod-replace", istio=self.config.to_label, timeout=self.config.step_timeout)
+        )
+
+    def _phases(self, load_report: Any, book: _Run) -> tuple[list[Phase], list[Point]]:
+        details = {name: (kind, detail) for name, kind, _, detail in book.marks}
+        phases = []
+        for p in load_report.phases:
+            if p.name not in details:
+                continue  # Locust's own spawn / first phase before the upgrade began
+            kind, detail = details[p.name]
+            phases.append(
+                Phase(
+                    p.name,
+                    kind,
+                    p.start_s,
+                    p.end_s,
+                    p.requests,
+                    p.failures,
+                    {
+                        **detail,
+                        "rps": round(p.rps, 1),
+                        "p99_ms": p.latency.p99_ms,
+                        "by_status": {str(k): v for k, v in p.by_status.items()},
+                    },
+                )
+            )
+        timeline = [Point(float(s.t), s.requests, s.failures) for s in load_report.series]
+        return phases, timeline

@@ -1,0 +1,183 @@
+"""The upgrade check's report: phases with request/failure counts, suite figures before vs after,
+config differences per proxy, the verdict with its reasons; JSON, text and a chart."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.upgrade.compare import CheckComparison
+from harness.upgrade.configdiff import Classified
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "baseline", "control-plane", "proxy sample/microservice-1-v1-0", "after", ...
+    kind: str  # baseline | control-plane | data-plane | cleanup | after
+    start_s: float  # seconds since the load started
+    end_s: float
+    requests: int  # requests the load generator completed in the phase
+    failures: int  # of which failed (any non-2xx, connection error or timeout)
+    detail: dict[str, Any] = field(default_factory=dict)  # what the step measured
+
+    @property
+    def wall_s(self) -> float:
+        return round(self.end_s - self.start_s, 3)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "phase": self.name,
+            "kind": self.kind,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "wall_s": self.wall_s,
+            "requests": self.requests,
+            "failures": self.failures,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Point:
+    t: float  # seconds since the load started
+    requests: int  # completed in the second ending at t
+    failures: int
+
+
+@dataclass(frozen=True)
+class UpgradeReport:
+    from_label: str
+    to_label: str
+    mode: str
+    backend: str
+    users: int
+    max_failures: int  # the bound: a phase may lose at most this many requests
+    phases: tuple[Phase, ...]
+    suites: tuple[CheckComparison, ...]
+    suites_ran: bool
+    config: Classified
+    timeline: tuple[Point, ...] = ()
+    chart: str = ""
+    wall_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # install, up, suites before/after ...
+    load_tool: str = ""
+
+    @property
+    def reasons(self) -> list[str]:
+        out = [
+            f"phase {p.name}: {p.failures} of {p.requests} requests failed (bound {self.max_failures})"
+            for p in self.phases
+            if p.failures > self.max_failures
+        ]
+        if not self.phases or sum(p.requests for p in self.phases) == 0:
+            out.append("no load ran: nothing shows that no request failed")
+        for c in self.suites:
+            out += c.reasons
+        out += [f"config difference not allowed: {d.summary}" for d in self.config.unexpected]
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "from": self.from_label,
+            "to": self.to_label,
+            "mode": self.mode,
+            "backend": self.backend,
+            "users": self.users,
+            "load_tool": self.load_tool,
+            "verdict": "PASS" if self.passed else "FAIL",
+            "reasons": self.reasons,
+            "bound": {
+                "max_failures_per_phase": self.max_failures,
+                "config": "every difference covered by a reviewed allowance of this release pair",
+                "suites": "every check reaches its expected verdict after the upgrade",
+            },
+            "phases": [p.as_json() for p in self.phases],
+            "totals": {
+                "requests": sum(p.requests for p in self.phases),
+                "failures": sum(p.failures for p in self.phases),
+            },
+            "suites": {"ran": self.suites_ran, "checks": [c.as_json() for c in self.suites]},
+            "config_diff": self.config.as_json(),
+            "timeline": [[p.t, p.requests, p.failures] for p in self.timeline],
+            "chart": self.chart,
+            "wall_s": round(self.wall_s, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def text(self) -> str:
+        lines = [
+            f"upgrade {self.from_label} -> {self.to_label} ({self.mode}, {self.backend} backend, "
+            f"{self.users} users, {self.load_tool})",
+            "",
+            f"{'phase':<44} {'wall s':>7} {'requests':>9} {'failed':>7}",
+        ]
+        lines += [f"{p.name:<44} {p.wall_s:>7.2f} {p.requests:>9} {p.failures:>7}" for p in self.phases]
+        lines.append("")
+        if self.suites_ran:
+            ok = sum(1 for c in self.suites if c.ok)
+            lines.append(f"suites: {ok}/{len(self.suites)} checks as expected after the upgrade")
+            for c in self.suites:
+                if not c.ok:
+                    lines += [f"  {r}" for r in c.reasons]
+        else:
+            lines.append("suites: not run (--no-suites)")
+        cfg = self.config
+        lines.append(
+            f"config: {cfg.proxies} proxies, {cfg.resources} resources compared; "
+            f"{len(cfg.allowed)} allowed differences, {len(cfg.unexpected)} unexpected"
+        )
+        lines += [f"  {d.summary}" for d in cfg.unexpected[:20]]
+        if self.chart:
+            lines.append(f"chart: {self.chart}")
+        lines.append("")
+        verdict = "PASS" if self.passed else "FAIL"
+        lines.append(f"{verdict} in {self.wall_s:.1f}s")
+        lines += [f"  {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+def chart(phases: Sequence[Phase], timeline: Sequence[Point], path: Path, title: str) -> Path:
+    """RPS and failures per second over the upgrade, each phase shaded and named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    colors = {
+        "baseline": "#dddddd",
+        "control-plane": "#f4c27a",
+        "data-plane": "#9ecae1",
+        "cleanup": "#c7b3e5",
+        "after": "#c7e9c0",
+    }
+    for i, p in enumerate(phases):
+        ax.axvspan(p.start_s, p.end_s, color=colors.get(p.kind, "#eeeeee"), alpha=0.6 if i % 2 else 0.4, lw=0)
+        ax.text(
+            (p.start_s + p.end_s) / 2,
+            1.0,
+            p.name.replace("proxy ", "").split("/")[-1],
+            rotation=90,
+            va="top",
+            ha="center",
+            fontsize=7,
+            transform=ax.get_xaxis_transform(),
+        )
+    ts = [p.t for p in timeline]
+    ax.plot(ts, [p.requests for p in timeline], color="#08519c", lw=1.2, label="requests/s")
+    ax.plot(ts, [p.failures for p in timeline], color="#cb181d", lw=1.2, label="failures/s")
+    ax.set_xlabel("seconds since load start")
+    ax.set_ylabel("per second")
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

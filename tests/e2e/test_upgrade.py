@@ -1,0 +1,98 @@
+"""The upgrade check end to end on the local backend, under Locust load.
+
+Default test command (short form, no second build needed): an "upgrade" from the default release
+to itself, in place: istiod is replaced on its address and every proxy restarts beside its old
+self, under load, with zero failed requests and no config difference; and the same with a broken
+TO (a DestinationRule change applied with the new control plane), which must fail naming it.
+
+Nightly (``tox -e upgrade`` = ``pytest tests/e2e/test_upgrade.py --upgrade-from 1.30-dev``): the
+full check from the older release, in place and canary, with the suites before and after.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.settings import Settings
+from harness.upgrade.local import LocalUpgrade, UpgradeConfig
+from harness.versions import DEFAULT_ISTIO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.backend("local")]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    from harness.settings import from_env
+
+    return from_env().with_overrides(
+        backend="local", state_dir=tmp_path / "state", manifests=ROOT / "manifests"
+    )
+
+
+def short(settings: Settings, tmp_path: Path, **kw: object) -> UpgradeConfig:
+    return UpgradeConfig(
+        from_label=DEFAULT_ISTIO,
+        to_label=DEFAULT_ISTIO,
+        mode="in-place",
+        users=4,
+        phase_requests=60,
+        run_suites=False,
+        out_dir=tmp_path / "report",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_restart_in_place_under_load_loses_no_request(settings: Settings, tmp_path: Path) -> None:
+    report = LocalUpgrade(settings, short(settings, tmp_path)).run()
+    assert report.passed, report.text()
+    names = [p.name for p in report.phases]
+    assert names[0] == "baseline" and names[-1] == "after"
+    assert any(n.startswith("control-plane") for n in names)
+    assert sum(1 for p in report.phases if p.kind == "data-plane") >= 5  # every proxy restarted
+    assert all(p.requests >= 60 and p.failures == 0 for p in report.phases)
+    assert report.config.proxies >= 5 and not report.config.unexpected
+    assert Path(report.chart).is_file()
+
+
+@pytest.mark.negative
+def test_a_config_difference_with_the_new_control_plane_fails_naming_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    dr = next(
+        d
+        for f in sorted((ROOT / "manifests").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if isinstance(d, dict) and d.get("kind") == "DestinationRule"
+    )
+    pool = dr["spec"].setdefault("trafficPolicy", {}).setdefault("connectionPool", {})
+    pool.setdefault("tcp", {})["connectTimeout"] = "7s"  # a change a "new release" might bring
+    broken = tmp_path / "broken-dr.yaml"
+    broken.write_text(yaml.safe_dump(dr))
+    report = LocalUpgrade(settings, short(settings, tmp_path, to_config=(broken,))).run()
+    assert not report.passed
+    assert report.config.unexpected, report.text()
+    named = " ".join(d.summary for d in report.config.unexpected)
+    assert "connect_timeout" in named and "7s" in named, named
+
+
+def _modes(config: pytest.Config) -> list[str]:
+    mode = config.getoption("upgrade_mode")
+    return ["in-place", "canary"] if mode == "both" else [mode]
+
+
+@pytest.mark.parametrize("mode", ["in-place", "canary"])
+def test_full_upgrade(mode: str, settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    start = request.config.getoption("upgrade_from")
+    if not start:
+        pytest.skip("the full upgrade check is nightly: pass --upgrade-from VERSION (tox -e upgrade)")
+    if mode not in _modes(request.config):
+        pytest.skip(f"--upgrade-mode {request.config.getoption('upgrade_mode')}")
+    target = request.config.getoption("istio_version") or DEFAULT_ISTIO
+    config = UpgradeConfig(start, target, mode=mode, users=10, out_dir=tmp_path / "report")
+    report = LocalUpgrade(settings, config).run()
+    (tmp_path / "report" / "upgrade.txt").write_text(report.text())
+    assert report.passed, report.text()
