@@ -53,6 +53,9 @@ def ref_checkout(ref: str | None) -> Iterator[Path | None]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-ref-"))
     tree = tmp / "tree"
     proc.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), ref])
+    modules = REPO / "sample-service" / "node_modules"  # the sample app's npm packages (not in git)
+    if modules.is_dir():
+        (tree / "sample-service" / "node_modules").symlink_to(modules)
     try:
         yield tree
     finally:

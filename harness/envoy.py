@@ -8,11 +8,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from harness.errors import BackendError
 from harness.mesh import Workload
+
+if TYPE_CHECKING:  # httpx is loaded by whoever passes a client (keeps `meshproof send` light)
+    import httpx
 
 
 def parse_ejected(clusters_text: str) -> dict[str, list[str]]:
@@ -26,6 +28,8 @@ def parse_ejected(clusters_text: str) -> dict[str, list[str]]:
 
 
 def _get(http: httpx.Client, url: str, **params: str) -> str:
+    import httpx  # already loaded: the caller made the client
+
     try:
         r = http.get(url, params=params or None)
         r.raise_for_status()

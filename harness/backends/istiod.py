@@ -12,12 +12,13 @@ injected httpx client (the local backend reaches istiod directly, the kube one v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import BackendError
 from harness.prometheus import metric_sum
+
+if TYPE_CHECKING:  # loaded lazily: attaching to a mesh (`meshproof send`) needs no HTTP client
+    import httpx
 
 TYPE_NAMES = {
     "type.googleapis.com/envoy.config.cluster.v3.Cluster": "CDS",

@@ -11,9 +11,8 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-import httpx
 import yaml
 
 from harness import envoy, proc, wait
@@ -22,6 +21,9 @@ from harness.backends.local.layout import Layout, object_filename
 from harness.errors import BackendError, StateError, WaitTimeout
 from harness.mesh import Fault, State, Workload, find_workload
 from harness.settings import Settings
+
+if TYPE_CHECKING:  # loaded lazily: attaching to a mesh (`meshproof send`) needs no HTTP client
+    import httpx
 
 Progress = Callable[[str], None]
 
@@ -63,7 +65,16 @@ class LocalBackend:
         self.detached = False
         self._plan: dict[str, Any] = {}
         self._sup: subprocess.Popen[bytes] | None = None
-        self._http = httpx.Client(timeout=10.0, trust_env=False)
+        self._http_client: httpx.Client | None = None
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The admin/istiod HTTP client, made on first use (attaching to send traffic needs none)."""
+        if self._http_client is None:
+            import httpx
+
+            self._http_client = httpx.Client(timeout=10.0, trust_env=False)
+        return self._http_client
 
     # ---- lifecycle ----------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -194,7 +205,9 @@ class LocalBackend:
         if self._sup is not None:
             self._sup.wait(10)
         self.layout.cleanup_runtime()
-        self._http.close()
+        if self._http_client is not None:
+            self._http_client.close()
+            self._http_client = None
         self.state = State.STOPPED
 
     # ---- helpers ------------------------------------------------------------------------
@@ -394,6 +407,8 @@ class LocalBackend:
         w = self.workload(pod)
         self._control({"op": "restart", "pod": w.ref})
 
+        import httpx
+
         def healthy() -> bool:
             try:
                 return self._http.get(f"{w.admin_url}/healthz").status_code == 200
@@ -408,6 +423,7 @@ class LocalBackend:
     def start_control_plane(self) -> None:
         self._control({"op": "istiod-start"})
         ready = f"{self.plan['istiod']['url']}/ready"
+        import httpx
 
         def up() -> bool:
             try:
@@ -440,6 +456,8 @@ class LocalBackend:
 
     def diagnostics(self, dest: Path) -> list[Path]:
         dest.mkdir(parents=True, exist_ok=True)
+        import httpx
+
         written = []
         for w in self.workloads():
             for what in ("config_dump", "clusters", "stats"):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from harness import wait
 from harness.backends.istiod import ProxySync, read_push_counters, read_syncz
 from harness.errors import BackendError
+
+if TYPE_CHECKING:  # loaded lazily: attaching to a mesh (`meshproof send`) needs no HTTP client
+    import httpx
 
 
 def unsynced(entries: list[ProxySync]) -> list[str]:
@@ -21,6 +23,8 @@ def unsynced(entries: list[ProxySync]) -> list[str]:
 
 def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, timeout: float) -> float:
     """Block until ``expected_proxies`` are connected and every one has ACKed what istiod sent."""
+    import httpx  # the caller's client has loaded it
+
     t0 = time.monotonic()
 
     def check() -> bool | None:
@@ -64,6 +68,8 @@ def wait_propagated(
     timeout: float,
 ) -> float:
     """After a config write: wait until istiod ingested it, pushed it, and every proxy ACKed."""
+    import httpx  # the caller's client has loaded it
+
     t0 = time.monotonic()
     ingested: dict[str, float] = {}
 
