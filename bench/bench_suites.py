@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from harness import proc
 
@@ -63,7 +64,7 @@ def ref_checkout(ref: str | None) -> Iterator[Path | None]:
         proc.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
 
 
-def one_run(tree: Path, pytest_args: list[str]) -> dict[str, float]:
+def one_run(tree: Path, pytest_args: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-suites-") as tmp:
         state = Path(tmp) / "state"
         state.mkdir()
@@ -88,8 +89,9 @@ def one_run(tree: Path, pytest_args: list[str]) -> dict[str, float]:
         p = proc.run(argv, cwd=tree, env={"PYTHONPATH": str(tree)}, timeout=1800, check=False)
         wall = time.monotonic() - t0
         m = _SUMMARY.search(p.stdout)
-        if p.returncode != 0 or not m:
+        if not m:
             raise SystemExit(f"meshproof test in {tree} exited {p.returncode}:\n{p.stdout[-3000:]}")
+        failed = re.findall(r"^(?:FAILED|ERROR)\s+(\S+)", p.stdout, re.M)
         report_path = base / "suites-report.json"
         records = json.loads(report_path.read_text())["checks"] if report_path.is_file() else []
     phases = [(float(s), phase, node) for s, phase, node in _DURATION.findall(p.stdout)]
@@ -102,7 +104,7 @@ def one_run(tree: Path, pytest_args: list[str]) -> dict[str, float]:
     checks = sum(float(r["wall_s"]) for r in records)
     in_tests = sum(s for s, _, _ in phases)
     summary_s = float(m.group(1))
-    out = {
+    out: dict[str, Any] = {
         "summary_s": summary_s,
         "process_s": wall,
         "startup_s": first_setup,
@@ -110,6 +112,8 @@ def one_run(tree: Path, pytest_args: list[str]) -> dict[str, float]:
         "traffic_s": checks - acks,
         "teardown_s": last_teardown,
         "pytest_overhead_s": summary_s - in_tests,
+        "exit": p.returncode,
+        "failed": failed,
         "checks": len(records),
         "requests": sum(int(r["requests"]) for r in records),
     }
@@ -125,8 +129,8 @@ def main() -> None:
     ap.add_argument("--ref", help="also run the suites of this git ref, alternating")
     ap.add_argument("pytest_args", nargs="*")
     a = ap.parse_args()
-    current: list[dict[str, float]] = []
-    before: list[dict[str, float]] = []
+    current: list[dict[str, Any]] = []
+    before: list[dict[str, Any]] = []
     with ref_checkout(a.ref) as ref_tree:
         for i in range(a.runs):
             if ref_tree is not None:
@@ -135,8 +139,9 @@ def main() -> None:
             current.append(one_run(REPO, a.pytest_args))
             print(f"run {i + 1} current: {json.dumps(current[-1])}", file=sys.stderr)
 
-    def median(rows: list[dict[str, float]]) -> dict[str, float]:
-        return {k: round(statistics.median(float(r[k]) for r in rows), 2) for k in rows[0]}
+    def median(rows: list[dict[str, Any]]) -> dict[str, float]:
+        numeric = [k for k, v in rows[0].items() if isinstance(v, int | float)]
+        return {k: round(statistics.median(float(r[k]) for r in rows), 2) for k in numeric}
 
     out: dict[str, object] = {
         "machine": {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]},
