@@ -6,8 +6,11 @@ Runs ``meshproof test`` (the suites on the embedded local mesh, exactly what ``.
 runs after setup) and splits its wall time using pytest's own per-phase durations and the
 suites' evidence report (``suites-report.json``):
 
+``session``
+    what pytest spends outside the tests' own phases: start-up, collection, and the session-scoped
+    mesh's start and stop where the plugin brings it up around the session.
 ``startup``
-    pytest start until the first test's setup is done (mesh up, manifests validated).
+    the first test's setup (session fixtures the plugin did not already start).
 ``propagation``
     seconds every ``apply`` waited for all proxies to ACK (the ``ACK x s`` of each check's
     notes) plus the config restores in the tests' teardowns.
@@ -111,14 +114,14 @@ def one_run(tree: Path, pytest_args: list[str]) -> dict[str, Any]:
         "propagation_s": acks + restores,
         "traffic_s": checks - acks,
         "teardown_s": last_teardown,
-        "pytest_overhead_s": summary_s - in_tests,
+        "session_s": summary_s - in_tests,
         "exit": p.returncode,
         "failed": failed,
         "checks": len(records),
         "requests": sum(int(r["requests"]) for r in records),
     }
     out["other_s"] = summary_s - sum(
-        out[k] for k in ("startup_s", "propagation_s", "traffic_s", "teardown_s", "pytest_overhead_s")
+        out[k] for k in ("startup_s", "propagation_s", "traffic_s", "teardown_s", "session_s")
     )
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
 
