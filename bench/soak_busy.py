@@ -224,6 +224,23 @@ def markdown(runs: Sequence[RunResult], hog: int, select: str) -> str:
     return "\n".join(lines)
 
 
+def write_report(out: Path | None, runs: Sequence[RunResult], hog_n: int, select: str) -> dict[str, object]:
+    """The aggregate report; written after every run, so an interrupted soak keeps its figures."""
+    report = {
+        "hog_processes": hog_n,
+        "cores": os.cpu_count(),
+        "select": select,
+        "runs": [{k: v for k, v in asdict(r).items() if k != "records"} for r in runs],
+        "green": sum(r.green for r in runs),
+        "longest_green_streak": longest_green_streak(runs),
+        "checks": [{**asdict(t), "false": t.false, "upper95": t.upper95()} for t in tally(runs)],
+        "tests": test_tally(runs),
+    }
+    if out:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -250,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(1, args.runs + 1):
                 run = run_suites(i, work, args.select, args.timeout, args.pytest_args)
                 runs.append(run)
+                write_report(args.out, runs, hog_n, args.select)
                 streak = streak + 1 if run.green else 0
                 bad = {k: v for k, v in run.tests.items() if v in ("failed", "error")}
                 print(
@@ -263,18 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(Path(run.log).read_text()[-6000:], file=sys.stderr, flush=True)
                 if args.until_green and streak >= args.until_green:
                     break
-    report = {
-        "hog_processes": hog_n,
-        "cores": os.cpu_count(),
-        "select": args.select,
-        "runs": [{k: v for k, v in asdict(r).items() if k != "records"} for r in runs],
-        "green": sum(r.green for r in runs),
-        "longest_green_streak": longest_green_streak(runs),
-        "checks": [{**asdict(t), "false": t.false, "upper95": t.upper95()} for t in tally(runs)],
-        "tests": test_tally(runs),
-    }
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    report = write_report(args.out, runs, hog_n, args.select)
     print(markdown(runs, hog_n, args.select) if args.markdown else json.dumps(report, indent=2))
     want = args.until_green or args.runs
     return 0 if longest_green_streak(runs) >= want else 1
