@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from scipy.stats import binomtest
 
 from harness import wait
 from harness.backends.base import Fault
@@ -277,12 +278,21 @@ def test_negative_raised_limits_fail_the_shed_check_under_load(
 
 
 def _fault_shares_under_load(
-    mesh, load, config, design, evidence, *, abort_percent: float, asserted: float, negative: bool
+    mesh,
+    load,
+    config,
+    design,
+    evidence,
+    *,
+    abort_percent: float,
+    asserted: float,
+    negative: bool,
+    delay_percent: float = DELAY_PERCENT,
 ) -> None:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     fault: dict[str, Any] = {"abort": {"httpStatus": ABORT_STATUS, "percentage": {"value": abort_percent}}}
     if not negative:
-        fault["delay"] = {"fixedDelay": DELAY, "percentage": {"value": DELAY_PERCENT}}
+        fault["delay"] = {"fixedDelay": DELAY, "percentage": {"value": delay_percent}}
     apply_s = config.apply(fault_variant(config, fault), label="fault-under-load")
     status, _, delay_s, delay_share = configured(route_for(ingress_vs(config)))
     assert status is not None
@@ -315,16 +325,23 @@ def _fault_shares_under_load(
     )
     if delay_s is None:
         return
+    # Timing-proof: a request answered faster than DELAY_SEEN x the fixed delay cannot have been
+    # delayed, so the fast requests are a lower bound on the undelayed ones. The share check is
+    # one-sided on that bound (too many fast requests = too few delays); slowness only lowers the fast
+    # count, so a busy machine cannot fail a correct mesh. The delayed p50 is judged on the slow set,
+    # which slowness can only make slower.
     floor_ms = DELAY_SEEN * delay_s * 1000
+    fast = sum(1 for r in recs if r.latency_ms < floor_ms)
     delayed = [r for r in recs if r.latency_ms >= floor_ms]
-    evidence.require(
+    asserted_delay = DELAY_PERCENT / 100  # the negative control applies another share than it asserts
+    (evidence.require if delay_percent == DELAY_PERCENT else evidence.require_failure)(
         all_of(
-            proportion_match(
-                len(delayed),
+            not_more_than(
+                fast,
                 len(recs),
-                delay_share,
+                1.0 - asserted_delay,
                 design.alpha,
-                what=f"delay >={floor_ms:.0f}ms share of the load",
+                what=f"answered in <{floor_ms:.0f}ms (cannot have been delayed) share of the load",
             ),
             as_check(
                 latency_at_least(delayed, delay_s * 1000, share=0.5, what="delayed load requests (their p50)")
@@ -333,7 +350,18 @@ def _fault_shares_under_load(
         requests=0,
         confidence=design.proportion_confidence(),
         wall_s=0.0,
-        notes="same load phase as the abort check",
+        notes="same load phase as the abort check; one-sided, slowness cannot fail it",
+    )
+
+
+def not_more_than(successes: int, trials: int, bound: float, alpha: float, *, what: str) -> CheckResult:
+    """One-sided exact binomial test: ``successes / trials`` is not significantly above ``bound``."""
+    p = binomtest(successes, trials, bound, alternative="greater").pvalue if trials else 1.0
+    return CheckResult(
+        name=f"share_at_most({what}<={bound:g})",
+        passed=trials > 0 and p >= alpha,
+        detail=f"{what}: {successes}/{trials} = {successes / max(trials, 1):.3f} against at most {bound:g}: "
+        f"one-sided p = {p:.3g} (fails below alpha {alpha:g})",
     )
 
 
@@ -349,6 +377,23 @@ def test_fault_injection_shares_under_load(mesh_backend, load, config, design, e
         abort_percent=ABORT_PERCENT,
         asserted=ABORT_PERCENT / 100,
         negative=False,
+    )
+
+
+@pytest.mark.negative
+@pytest.mark.under_load(users=FI_USERS)
+def test_negative_delay_share_too_low_under_load(mesh_backend, load, config, design, evidence) -> None:
+    """Negative control: a 20% delay applied while asserting 50%: the one-sided delay check FAILS."""
+    _fault_shares_under_load(
+        mesh_backend,
+        load,
+        config,
+        design,
+        evidence,
+        abort_percent=ABORT_PERCENT,
+        asserted=ABORT_PERCENT / 100,
+        negative=False,
+        delay_percent=20.0,
     )
 
 
