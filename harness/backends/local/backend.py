@@ -203,7 +203,11 @@ class LocalBackend:
                     interval=0.05,
                 )
         if self._sup is not None:
-            self._sup.wait(10)
+            try:
+                self._sup.wait(10)
+            except subprocess.TimeoutExpired:  # seen once on a starved machine: make sure, then reap
+                self._sup.kill()
+                self._sup.wait(10)
         self.layout.cleanup_runtime()
         if self._http_client is not None:
             self._http_client.close()
