@@ -5,6 +5,7 @@ Pure parsers take the admin endpoint's text; the readers fetch it with an inject
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -103,3 +104,15 @@ def parse_fault_counts(stats_text: str) -> FaultCounts | None:
 def fault_counts(http: httpx.Client, admin_url: str) -> FaultCounts | None:
     """The proxy's fault filter counters (None: not exposed, see :mod:`harness.proxy_stats`)."""
     return parse_fault_counts(_get(http, f"{admin_url}/stats", filter=FAULT_STATS_FILTER))
+
+
+def active_cluster(http: httpx.Client, admin_url: str, name: str) -> Mapping[str, object] | None:
+    """Cluster ``name`` as the proxy runs it (``/config_dump`` dynamic_active_clusters), or None."""
+    text = _get(
+        http, f"{admin_url}/config_dump", resource="dynamic_active_clusters", name_regex=re.escape(name)
+    )
+    for entry in json.loads(text).get("configs", []):
+        cluster = entry.get("cluster", {})
+        if cluster.get("name") == name:
+            return cluster  # type: ignore[no-any-return]
+    return None

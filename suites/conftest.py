@@ -286,8 +286,13 @@ class Evidence:
         notes: str = "",
         used_n: int = 0,
         fixed_n: int = 0,
+        because: tuple[str, Callable[[CheckResult], bool]] | None = None,
     ) -> CheckResult:
-        """Negative control: the check must FAIL against the broken configuration."""
+        """Negative control: the check must FAIL against the broken configuration.
+
+        ``because`` is ``(reason, predicate)``: the failure must be the intended one (the
+        predicate holds on the failed check), not any failure.
+        """
         self._recorder.record(
             self._test,
             check,
@@ -303,6 +308,9 @@ class Evidence:
             f"negative control: the check passed although the mesh runs a broken configuration, so it "
             f"cannot tell broken from correct:\n{check}"
         )
+        if because is not None:
+            reason, holds = because
+            assert holds(check), f"negative control: the check failed, but not because {reason}:\n{check}"
         return check
 
 

@@ -13,6 +13,8 @@ it to the app as ``x-forwarded-client-cert``, which the app echoes as ``xfcc``.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,7 +27,7 @@ from harness import wait
 from harness.backends.base import Workload
 from harness.errors import BackendError
 from harness.istio import Bundle
-from harness.istio.model import labels_match
+from harness.istio.oracles import identity, mtls
 from harness.mesh import UNREACHED_HEADER
 from harness.traffic.checks import CheckResult
 
@@ -36,20 +38,16 @@ PATH = "/api/greet"
 
 
 def effective_mode(bundle: Bundle, w: Workload, port: int) -> str:
-    """The mTLS mode Istio applies to ``w``'s inbound ``port`` (PERMISSIVE when nothing says)."""
-    pas = bundle.peer_authentications()
-    for candidates in (
-        [p for p in pas if p.namespace == w.namespace and p.selector and labels_match(p.selector, w.labels)],
-        [p for p in pas if p.namespace == w.namespace and not p.selector],
-        [p for p in pas if p.namespace == ROOT_NAMESPACE and not p.selector],
-    ):
-        for p in candidates:
-            mode = p.port_level.get(port, "UNSET")
-            if mode == "UNSET":
-                mode = p.mode
-            if mode != "UNSET":
-                return mode
-    return "PERMISSIVE"
+    """The mTLS mode Istio applies to ``w``'s inbound ``port`` (the mtls oracle)."""
+    return mtls.effective_mode(bundle.peer_authentications(), w.namespace, w.labels, port)
+
+
+def expected_identity(bundle: Bundle, source: str) -> str:
+    """The caller's SPIFFE ID as the manifests define it (ServiceAccount and namespace)."""
+    if source == "ingress":
+        return identity.gateway_spiffe_id()
+    namespace, _, deployment = source.partition("/")
+    return identity.workload_spiffe_id(bundle.documents, namespace, deployment)
 
 
 @dataclass(frozen=True)
@@ -128,14 +126,14 @@ def test_plaintext_to_strict_sidecars_is_refused(mesh_backend, config, design, e
     )
 
 
-@pytest.mark.parametrize("source", ["other-namespace/client", "ingress"])
-def test_in_mesh_callers_carry_their_spiffe_identity(mesh_backend, sampler, design, evidence, source) -> None:
-    """Mesh callers succeed over mTLS, and the server sees the caller's SPIFFE ID (xfcc URI=...)."""
+def identity_check(
+    mesh_backend, sampler, design, source: str, expected: str
+) -> tuple[CheckResult, int, float]:  # type: ignore[no-untyped-def]
+    """Every response 200, and the server's xfcc names ``expected`` as the caller (URI=...)."""
     started = time.perf_counter()
-    caller = mesh_backend.workload(source)
     n = design.n_exact()
     result = sampler.sample(mesh_backend, source=source, n=n, concurrency=16)
-    want = f"URI={caller.spiffe_id}"
+    want = f"URI={expected}"
     servers = {w.name: w.spiffe_id for w in replicas(mesh_backend)}
     bad = [
         r
@@ -143,19 +141,62 @@ def test_in_mesh_callers_carry_their_spiffe_identity(mesh_backend, sampler, desi
         if not (r.ok and want in r.xfcc.split(";") and f"By={servers.get(r.pod, '?')}" in r.xfcc.split(";"))
     ]
     example = next((r.xfcc for r in result.responses if r.xfcc), "(none)")
-    evidence.require(
-        CheckResult(
-            name=f"mtls_identity({source} -> {caller.spiffe_id})",
-            passed=not bad and result.total == n,
-            detail=(
-                f"expected every response 200 with xfcc containing {want} and By=<the serving replica's "
-                f"SPIFFE ID>; {len(bad)} of {result.total} were not; status {result.status_counts()}; "
-                f"e.g. xfcc {example}"
-            ),
+    other_identity = sum(1 for r in bad if r.ok and r.xfcc and want not in r.xfcc.split(";"))
+    check = CheckResult(
+        name=f"mtls_identity({source} -> {expected})",
+        passed=not bad and result.total == n,
+        detail=(
+            f"expected every response 200 with xfcc containing {want} and By=<the serving replica's "
+            f"SPIFFE ID>; {len(bad)} of {result.total} were not; status {result.status_counts()}; "
+            f"e.g. xfcc {example}"
         ),
+        evidence={"bad": len(bad), "other_identity": other_identity, "total": result.total},
+    )
+    return check, n, time.perf_counter() - started
+
+
+@pytest.mark.parametrize("source", ["other-namespace/client", "ingress"])
+def test_in_mesh_callers_carry_their_spiffe_identity(
+    mesh_backend, sampler, design, evidence, source, manifests
+) -> None:
+    """Mesh callers succeed over mTLS, and the server sees the caller's SPIFFE ID (xfcc URI=...).
+
+    The expected ID comes from the manifests (the identity oracle: ServiceAccount and namespace),
+    never from the record the certificate was written from.
+    """
+    check, n, wall = identity_check(
+        mesh_backend, sampler, design, source, expected_identity(manifests, source)
+    )
+    evidence.require(check, requests=n, confidence=design.exact_confidence(), wall_s=wall)
+
+
+@pytest.mark.negative
+def test_negative_other_service_account_fails_the_identity_check(
+    mesh_backend, sampler, design, evidence, manifests
+) -> None:
+    """Negative control: manifests that give the client another ServiceAccount predict another
+    SPIFFE ID than the one the running client carries, so the identity check FAILS."""
+    source = "other-namespace/client"
+    namespace, _, name = source.partition("/")
+    doc = next(
+        d
+        for d in manifests.documents
+        if d.kind == "Deployment" and d.name == name and d.namespace == namespace
+    )
+    body = copy.deepcopy(doc.body)
+    body["spec"]["template"]["spec"]["serviceAccountName"] = "impostor"
+    wrong = identity.spiffe_id(dataclasses.replace(doc, body=body))
+    assert wrong != expected_identity(manifests, source)
+    check, n, wall = identity_check(mesh_backend, sampler, design, source, wrong)
+    evidence.require_failure(
+        check,
         requests=n,
         confidence=design.exact_confidence(),
-        wall_s=time.perf_counter() - started,
+        wall_s=wall,
+        because=(
+            "every response was a 200 carrying another caller identity than predicted",
+            lambda c: c.evidence["other_identity"] == c.evidence["total"] > 0,
+        ),
     )
 
 

@@ -101,6 +101,7 @@ def prove_split(
     apply_s: float = 0.0,
     asserted: Mapping[str, float] | None = None,
     negative: bool = False,
+    because: tuple[str, Any] | None = None,
     concurrency: int = INGRESS_CONCURRENCY,
     batch: int = 100,
     **request: Unpack[RequestShape],
@@ -128,17 +129,32 @@ def prove_split(
     notes = f"{applied_note}, converged {conv.seconds:.2f}s ({conv.batches} batches); {run.note()}"
     if asserted is not None:
         notes = f"applied {fmt_split(applied)}; " + notes
-    record = evidence.require_failure if negative else evidence.require
-    record(
-        check,
-        requests=conv.requests + run.sent,
-        confidence=design.weights_confidence(expected),
-        wall_s=time.perf_counter() - started,
-        notes=notes,
-        used_n=run.result.total,
-        fixed_n=run.state.plan.fixed_n,
-    )
+    common = {
+        "requests": conv.requests + run.sent,
+        "confidence": design.weights_confidence(expected),
+        "wall_s": time.perf_counter() - started,
+        "notes": notes,
+        "used_n": run.result.total,
+        "fixed_n": run.state.plan.fixed_n,
+    }
+    if negative:
+        evidence.require_failure(check, because=because, **common)
+    else:
+        evidence.require(check, **common)
     return check
+
+
+def answered_outside(allowed: set[str]) -> tuple[str, Any]:
+    """Failure reason of a match negative: 200s came from destinations the match should not reach."""
+
+    def holds(check: CheckResult) -> bool:
+        verdict = check.evidence.get("verdict")
+        unexpected = getattr(verdict, "unexpected", {}) or {}
+        status = check.evidence.get("status", {})
+        outside = any(n > 0 for k, n in unexpected.items() if k not in allowed and not k.startswith("("))
+        return outside and set(status) <= {200, "200"}
+
+    return (f"requests were answered by destinations other than {sorted(allowed)} (all 200)", holds)
 
 
 # --------------------------------------------------------------------------- the configured splits
@@ -251,7 +267,24 @@ def test_uri_prefix_match_routes_by_path(mesh_backend, sampler, config, design, 
     prove_split(mesh_backend, sampler, config, design, evidence, live, path="/api/greet")
 
 
-# --------------------------------------------------------------------------- negative control
+def test_weights_not_summing_to_100_route_by_proportion(
+    mesh_backend, sampler, config, design, evidence
+) -> None:
+    """A 90/20 route is valid Istio and splits 81.8% / 18.2%: each weight's share of the total."""
+    apply_s = config.apply(split_variant(config, {"v1": 90, "v2": 20}), label="weights-90-20")
+    prove_split(
+        mesh_backend,
+        sampler,
+        config,
+        design,
+        evidence,
+        ingress_vs(config),
+        apply_s=apply_s,
+        asserted={"v1": 100 * 90 / 110, "v2": 100 * 20 / 110},
+    )
+
+
+# --------------------------------------------------------------------------- negative controls
 
 
 @pytest.mark.negative
@@ -271,4 +304,67 @@ def test_negative_swapped_split_fails_the_check(mesh_backend, sampler, config, d
         apply_s=apply_s,
         asserted=original,
         negative=True,
+    )
+
+
+def _canary_variant(config: ConfigGuard, match: dict[str, Any], rest: str | None) -> dict[str, Any]:
+    """The ingress VirtualService with a first route ``match`` -> v2 (and, if ``rest``, all else -> rest)."""
+    vs = ingress_vs(config)
+    template = vs.http[0]
+
+    def edit(body: dict[str, Any]) -> None:
+        first = {"name": "matched", "match": [match], "route": [destination(template, "v2")]}
+        if rest is None:
+            body["spec"]["http"].insert(0, first)
+        else:
+            body["spec"]["http"] = [first, {"name": "rest", "route": [destination(template, rest)]}]
+
+    return config.variant("VirtualService", vs.name, vs.namespace, edit)
+
+
+@pytest.mark.negative
+def test_negative_misspelt_header_match_fails_the_header_check(
+    mesh_backend, sampler, config, design, evidence
+) -> None:
+    """Negative control: the canary route matches ``x-canry`` (typo), so ``x-canary: true`` requests
+    fall through to the weighted split and the header-match check (all to v2) FAILS."""
+    apply_s = config.apply(
+        _canary_variant(config, {"headers": {"x-canry": {"exact": "true"}}}, None), label="header-typo"
+    )
+    prove_split(
+        mesh_backend,
+        sampler,
+        config,
+        design,
+        evidence,
+        ingress_vs(config),
+        apply_s=apply_s,
+        asserted={"v2": 100.0},
+        negative=True,
+        because=answered_outside({"v2"}),
+        headers={"x-canary": "true"},
+    )
+
+
+@pytest.mark.negative
+def test_negative_wrong_uri_prefix_fails_the_prefix_check(
+    mesh_backend, sampler, config, design, evidence
+) -> None:
+    """Negative control: the route matches prefix ``/api/echoo``, so ``/api/echo`` falls through to v1
+    and the URI-prefix check (all to v2) FAILS."""
+    apply_s = config.apply(
+        _canary_variant(config, {"uri": {"prefix": "/api/echoo"}}, "v1"), label="prefix-typo"
+    )
+    prove_split(
+        mesh_backend,
+        sampler,
+        config,
+        design,
+        evidence,
+        ingress_vs(config),
+        apply_s=apply_s,
+        asserted={"v2": 100.0},
+        negative=True,
+        because=answered_outside({"v2"}),
+        path="/api/echo",
     )

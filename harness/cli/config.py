@@ -59,12 +59,28 @@ def _apply_or_delete(args: argparse.Namespace, settings: Settings, out: Output, 
     return 0
 
 
+def _manifests_context(args: argparse.Namespace, settings: Settings) -> Bundle | None:
+    """``--manifests DIR`` given: its objects are the context cross-references resolve in."""
+    from harness.istio.loader import load_paths
+    from harness.istio.model import Bundle
+
+    if getattr(args, "manifests", None) is None:
+        return None
+    return Bundle(load_paths([settings.manifests]))
+
+
 def cmd_validate(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     from harness.istio.validate import validate_paths
 
     try:
-        bundle = validate_paths(args.files, istio_version=settings.istio_version)
-        require_documents(args.files, len(bundle))
+        context = _manifests_context(args, settings)
+        bundle = validate_paths(args.files, bundle_context=context, istio_version=settings.istio_version)
+        documents = len(bundle)
+        if context is not None:
+            from harness.istio.loader import load_paths
+
+            documents = len(load_paths(args.files))
+        require_documents(args.files, documents)
     except ConfigError as e:
         if not args.json:
             raise
@@ -74,15 +90,16 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, out: Output) -> i
         out.json(
             {
                 "valid": True,
-                "documents": len(bundle),
+                "documents": documents,
                 "problems": [],
                 "warnings": [asdict(w) for w in bundle.warnings],
+                "infos": [asdict(i) for i in bundle.infos],
             }
         )
         return 0
     for w in bundle.warnings:
         out.warn(str(w))
-    out.print(f"{plural(len(bundle), 'document')} valid")
+    out.print(f"{plural(documents, 'document')} valid")
     return 0
 
 
@@ -101,6 +118,57 @@ def require_documents(files: list[Path], documents: int) -> None:
                 for f in files
             ]
         )
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    """Per object of the files: what the mesh will do (route proportions, authz decisions, mTLS
+    modes; outlier detection and pool limits as the running mesh's Envoy runs them)."""
+    import httpx
+
+    from harness import envoy
+    from harness.backends import attach
+    from harness.errors import StateError
+    from harness.istio.explain import explain
+    from harness.istio.loader import load_paths
+    from harness.istio.validate import validate_paths
+
+    backend: Backend | None
+    try:
+        backend = attach(settings)
+    except StateError:
+        backend = None
+    context = _running_config(backend, settings) if backend is not None else _manifests_or_none(settings)
+    bundle = validate_paths(args.files, bundle_context=context, istio_version=settings.istio_version)
+    for w in bundle.warnings:
+        out.warn(str(w))
+    docs = load_paths(args.files)
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        lookup = None
+        if backend is not None:
+            proxy = next((w for w in backend.workloads() if w.role == "gateway" and w.proxy_admin_url), None)
+            if proxy is not None:
+
+                def lookup(name: str) -> dict[str, object] | None:
+                    got = envoy.active_cluster(http, proxy.proxy_admin_url, name)
+                    return dict(got) if got is not None else None
+
+        lines = explain(docs, bundle, lookup)
+    if args.json:
+        out.json({"explain": lines})
+    else:
+        for line in lines or [
+            "nothing to explain (no VirtualService, DestinationRule, AuthorizationPolicy "
+            "or PeerAuthentication)"
+        ]:
+            out.print(line)
+    return 0
+
+
+def _manifests_or_none(settings: Settings) -> Bundle | None:
+    from harness.istio.loader import load_paths
+    from harness.istio.model import Bundle
+
+    return Bundle(load_paths([settings.manifests])) if settings.manifests.exists() else None
 
 
 def _running_config(backend: Backend, settings: Settings) -> Bundle:

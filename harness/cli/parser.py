@@ -206,8 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     verb(
         "validate",
         config.cmd_validate,
-        "validate Istio/Kubernetes YAML (schemas and cross-references)",
+        "validate Istio/Kubernetes YAML with Istio's own validation and analyzers",
         files,
+        mesh,
+        as_json,
+    )
+    verb(
+        "explain",
+        config.cmd_explain,
+        "per object, what the mesh will do: route proportions, authz decisions, mTLS modes, "
+        "effective outlier detection and pool limits",
+        files,
+        mesh,
         as_json,
     )
 

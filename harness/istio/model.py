@@ -605,6 +605,7 @@ class Bundle:
 
     documents: tuple[Document, ...]
     warnings: tuple[ConfigProblem, ...] = ()
+    infos: tuple[ConfigProblem, ...] = ()  # Istio's Info-level messages (shown with --json)
 
     def __iter__(self) -> Iterator[Document]:
         return iter(self.documents)

@@ -498,7 +498,8 @@ class SchemaSet:
             warning = (note, f"use apiVersion: {wanted}")
         elif version != crd.preferred:
             warning = (
-                f"{api_version} is an older API version of {kind}, superseded by {wanted}",
+                f"meshproof's own check (Istio accepts this): {api_version} is an older API version "
+                f"of {kind}, superseded by {wanted}",
                 f"use apiVersion: {wanted}",
             )
         return KindSchema(

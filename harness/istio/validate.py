@@ -1,9 +1,18 @@
-"""Validate Kubernetes/Istio YAML: load, check against real schemas, apply Istio's semantic rules.
+"""Validate Kubernetes/Istio YAML: load, check the schemas, then ask Istio.
+
+1. load (:mod:`~harness.istio.loader`): YAML syntax, apiVersion/kind/metadata.name;
+2. schemas (:mod:`~harness.istio.schemas`): the Kubernetes schemas and Istio's CRD schemas (what
+   the API server would check), plus the Kubernetes API-server rules kept in
+   :mod:`~harness.istio.semantic`;
+3. Istio (:mod:`~harness.istio.analyzer`): Istio's own validation and analyzers, over the
+   documents plus the context (what is applied, or the manifests) for cross-references. Istio's
+   errors are problems, its warnings are warnings;
+4. meshproof's own warnings (:func:`harness.istio.semantic.warn`), labelled as such.
 
 ``validate_paths`` is what ``meshproof validate -f`` runs; ``validate_documents`` is what
-``apply -f`` runs, with the already-applied bundle as context so that references (subsets,
-gateways, selectors) resolve against both. Every problem of every file is collected and raised
-once as a :class:`~harness.errors.ConfigError`; nothing a user writes produces a traceback.
+``apply -f`` runs, with the already-applied bundle as context. Every problem of every file is
+collected and raised once as a :class:`~harness.errors.ConfigError`; nothing a user writes
+produces a traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import ConfigError, ConfigProblem
-from harness.istio import semantic
+from harness.istio import analyzer, semantic
 from harness.istio.loader import Document, parse_text, read_paths
 from harness.istio.model import Bundle
 from harness.istio.schemas import SchemaSet, load_schemas
+from harness.settings import from_env
 
 
 def validate_paths(
@@ -25,6 +35,7 @@ def validate_paths(
     istio_version: str | None = None,
     schemas: SchemaSet | None = None,
     cache_dir: Path | None = None,
+    istio: analyzer.Runner | None = None,
 ) -> Bundle:
     """Load and validate every YAML file under ``paths``; return the :class:`Bundle`.
 
@@ -41,7 +52,8 @@ def validate_paths(
     """
     loaded = read_paths(paths)
     schema_set = schemas or load_schemas(istio_version, cache_dir=cache_dir)
-    return _validate(loaded.documents, loaded.problems, bundle_context, schema_set, loaded.files)
+    runner = istio or default_runner(istio_version)
+    return _validate(loaded.documents, loaded.problems, bundle_context, schema_set, runner, loaded.files)
 
 
 def validate_documents(
@@ -51,6 +63,7 @@ def validate_documents(
     istio_version: str | None = None,
     schemas: SchemaSet | None = None,
     cache_dir: Path | None = None,
+    istio: analyzer.Runner | None = None,
 ) -> Bundle:
     """Validate ``docs`` in the context of ``bundle_context`` (e.g. what is already applied).
 
@@ -60,7 +73,7 @@ def validate_documents(
     DestinationRule no longer defines).
     """
     schema_set = schemas or load_schemas(istio_version, cache_dir=cache_dir)
-    return _validate(tuple(docs), (), bundle_context, schema_set)
+    return _validate(tuple(docs), (), bundle_context, schema_set, istio or default_runner(istio_version))
 
 
 def validate_text(
@@ -71,11 +84,20 @@ def validate_text(
     istio_version: str | None = None,
     schemas: SchemaSet | None = None,
     cache_dir: Path | None = None,
+    istio: analyzer.Runner | None = None,
 ) -> Bundle:
     """:func:`validate_documents` for YAML text (``apply -f -``)."""
     docs, problems = parse_text(text, file)
     schema_set = schemas or load_schemas(istio_version, cache_dir=cache_dir)
-    return _validate(tuple(docs), tuple(problems), bundle_context, schema_set)
+    runner = istio or default_runner(istio_version)
+    return _validate(tuple(docs), tuple(problems), bundle_context, schema_set, runner)
+
+
+def default_runner(istio_version: str | None) -> analyzer.Runner:
+    """Istio's analyzer for ``istio_version`` from the meshproof cache (built on first use)."""
+    settings = from_env()
+    version = istio_version or settings.istio_version
+    return analyzer.run_binary(analyzer.ensure(settings.cache_dir, version))
 
 
 def _validate(
@@ -83,26 +105,38 @@ def _validate(
     load_problems: Sequence[ConfigProblem],
     context: Bundle | None,
     schema_set: SchemaSet,
+    istio: analyzer.Runner,
     files: Sequence[str] = (),
 ) -> Bundle:
     problems = list(load_problems)
     warnings: list[ConfigProblem] = list(context.warnings) if context is not None else []
+    clean: list[Document] = []
     for doc in docs:
         result = schema_set.check(doc)
         problems.extend(result.problems)
         warnings.extend(result.warnings)
+        if not result.problems:
+            clean.append(doc)
     base = context if context is not None else Bundle(())
     bundle = base.merged(docs)
     problems.extend(semantic.check(docs, bundle))
-    if context is not None:
-        # Context objects that were fine before but are broken by the new documents.
-        replaced = {id(d) for d in context.documents} - {id(d) for d in bundle.documents}
-        still = [d for d in context.documents if id(d) not in replaced]
-        before = {str(p) for p in semantic.check(still, context)}
-        problems.extend(p for p in semantic.check(still, bundle) if str(p) not in before)
+    infos: list[ConfigProblem] = []
+    if clean:
+        # Istio reads what passed the schemas. Its messages about context objects are reported
+        # only when the new documents caused them; while some documents are broken, a missing
+        # reference (IST0101) may be one of them, so those wait until the rest is fixed.
+        replaced = {id(d) for d in base.documents} - {id(d) for d in bundle.documents}
+        still = [d for d in base.documents if id(d) not in replaced]
+        gone = [d for d in base.documents if id(d) in replaced]
+        verdict = analyzer.verdict(istio, clean, still, replaced=gone)
+        partial = len(clean) < len(docs) or bool(load_problems)
+        problems.extend(p for p in verdict.errors if not (partial and "IST0101" in p.message))
+        warnings.extend(verdict.warnings)
+        infos.extend(verdict.infos)
     if problems:
         raise ConfigError(_ordered(problems, [*files, *(d.file for d in docs)]))
-    return Bundle(bundle.documents, tuple(warnings))
+    warnings.extend(semantic.warn(docs, bundle))
+    return Bundle(bundle.documents, tuple(warnings), tuple(infos))
 
 
 def _ordered(problems: Sequence[ConfigProblem], files: Sequence[str]) -> list[ConfigProblem]:

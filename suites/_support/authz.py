@@ -1,138 +1,19 @@
-"""AuthorizationPolicy evaluation with Istio's semantics, and the request-matrix check.
+"""The request-matrix check over the authorization oracle.
 
-:func:`decide` answers "does Istio allow this request at this workload?" from the policies
-alone: CUSTOM is not modelled; a matching DENY policy denies; if any ALLOW policy selects
-the workload, one of them must match; otherwise the request is allowed. A policy matches when
-any of its rules matches; a rule matches when each of ``from``, ``to`` and ``when`` that is
-present matches (entries of ``from``/``to`` are alternatives, fields inside one are all
-required). Source namespaces and principals come from the peer's mTLS identity: a plaintext
-peer has none, so ``namespaces`` never matches it and ``notNamespaces`` always does.
-
-Strings match as Istio matches them: exact, ``prefix*``, ``*suffix`` or ``*`` (any non-empty).
+What Istio decides for a (peer, request) comes from :mod:`harness.istio.oracles.authz`
+(re-exported here); this module turns decisions and sampled responses into a check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from harness.errors import UnsupportedFeature
-from harness.istio import AuthorizationPolicy
-from harness.istio.model import labels_match
+from harness.istio.oracles.authz import Peer, Request, decide, decision, selecting
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import SampleResult
 
-ROOT_NAMESPACE = "istio-system"
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who calls: the traffic source's name and its mTLS identity ("" when plaintext)."""
-
-    source: str  # sampler source: "ingress" or "ns/deployment"
-    namespace: str
-    principal: str  # cluster.local/ns/<ns>/sa/<sa>, "" for plaintext
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-
-
-def _match(pattern: str, value: str) -> bool:
-    if pattern == "*":
-        return value != ""
-    if pattern.startswith("*"):
-        return value.endswith(pattern[1:])
-    if pattern.endswith("*"):
-        return value.startswith(pattern[:-1])
-    return value == pattern
-
-
-def _any(patterns: Sequence[str], value: str) -> bool:
-    return any(_match(p, value) for p in patterns)
-
-
-_SOURCE_FIELDS = {"principals", "notPrincipals", "namespaces", "notNamespaces"}
-_OPERATION_FIELDS = {"methods", "notMethods", "paths", "notPaths"}
-
-
-def _field_ok(spec: Mapping[str, Any], name: str, value: str, *, identity: bool) -> bool:
-    """``name`` (one must match) and ``notName`` (none may match) of a source or operation.
-
-    Identity fields (principals, namespaces) come from the mTLS peer: without one (plaintext,
-    ``value == ""``) a positive list never matches and a negative list never excludes.
-    """
-    negative = "not" + name[0].upper() + name[1:]
-
-    def hit(patterns: Sequence[str]) -> bool:
-        if identity and not value:
-            return False
-        return _any(patterns, value)
-
-    if name in spec and not hit(spec[name]):
-        return False
-    return not (negative in spec and hit(spec[negative]))
-
-
-def _source_matches(src: Mapping[str, Any], peer: Peer) -> bool:
-    unknown = set(src) - _SOURCE_FIELDS
-    if unknown:
-        raise UnsupportedFeature(
-            f"source fields {sorted(unknown)} are not modelled. Fix: extend suites/_support/authz.py"
-        )
-    namespace = peer.namespace if peer.principal else ""
-    return _field_ok(src, "principals", peer.principal, identity=True) and _field_ok(
-        src, "namespaces", namespace, identity=True
-    )
-
-
-def _operation_matches(op: Mapping[str, Any], req: Request) -> bool:
-    unknown = set(op) - _OPERATION_FIELDS
-    if unknown:
-        raise UnsupportedFeature(
-            f"operation fields {sorted(unknown)} are not modelled. Fix: extend suites/_support/authz.py"
-        )
-    path = req.path.split("?", 1)[0]
-    return _field_ok(op, "methods", req.method, identity=False) and _field_ok(
-        op, "paths", path, identity=False
-    )
-
-
-def _rule_matches(rule: Mapping[str, Any], peer: Peer, req: Request) -> bool:
-    if rule.get("when"):
-        raise UnsupportedFeature(
-            "AuthorizationPolicy `when` conditions are not modelled. Fix: extend suites/_support/authz.py"
-        )
-    froms = rule.get("from")
-    tos = rule.get("to")
-    if froms and not any(_source_matches(f.get("source") or {}, peer) for f in froms):
-        return False
-    return not (tos and not any(_operation_matches(t.get("operation") or {}, req) for t in tos))
-
-
-def selecting(
-    policies: Sequence[AuthorizationPolicy], namespace: str, labels: Mapping[str, str]
-) -> list[AuthorizationPolicy]:
-    """Policies that apply to a workload: its namespace's (selector matching) and the root namespace's."""
-    return [
-        p for p in policies if p.namespace in (namespace, ROOT_NAMESPACE) and labels_match(p.selector, labels)
-    ]
-
-
-def decide(policies: Sequence[AuthorizationPolicy], peer: Peer, req: Request) -> bool:
-    """True if Istio allows ``req`` from ``peer`` under ``policies`` (already selected for the workload)."""
-    if any(p.action == "CUSTOM" for p in policies):
-        raise UnsupportedFeature("CUSTOM AuthorizationPolicies are not modelled")
-    for p in policies:
-        if p.action == "DENY" and any(_rule_matches(r, peer, req) for r in p.rules):
-            return False
-    allows = [p for p in policies if p.action == "ALLOW"]
-    if not allows:
-        return True
-    return any(_rule_matches(r, peer, req) for p in allows for r in p.rules)
+__all__ = ["Cell", "Outcome", "Peer", "Request", "decide", "decision", "matrix_check", "outcome", "selecting"]
 
 
 # --------------------------------------------------------------------------- the matrix

@@ -1,8 +1,8 @@
 """Routing expectations derived from the VirtualServices themselves, and the checks over them.
 
-* :func:`route_for` picks the HTTP route a request takes (Istio: the first whose ``match``
-  matches; no ``match`` matches everything).
-* :func:`expected_split` is that route's weights by destination (subset, or host without one).
+* :func:`route_for` (the route oracle) picks the HTTP route a request takes.
+* :func:`expected_split` is that route's traffic proportions by destination (subset, or host
+  without one), in percent: Envoy routes by each weight's share of the total.
 * :class:`Attribution` says which destination answered a response: the responding pod's labels
   against the DestinationRule subset's labels. It refuses overlapping subsets (a pod selected
   by two routed subsets cannot be attributed, so no exact expectation exists).
@@ -12,18 +12,18 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Unpack
+from typing import Unpack
 
 from harness import wait
 from harness.backends.base import Workload
 from harness.errors import UnsupportedFeature, WaitTimeout
-from harness.istio import Bundle, HttpRoute, VirtualService
+from harness.istio import Bundle, HttpRoute
 from harness.istio.model import labels_match
+from harness.istio.oracles import routing
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Response, SampleOptions, Sampler, SampleResult, TrafficTarget
@@ -31,66 +31,13 @@ from harness.traffic.sequential import SequentialRun, run_sequential
 from suites._support.design import Design
 
 # --------------------------------------------------------------------------- which route
-
-
-def _string_match(rule: Mapping[str, Any], value: str | None) -> bool:
-    """Istio's StringMatch: exact, prefix or regex (RE2, full match)."""
-    if value is None:
-        return False
-    if "exact" in rule:
-        return bool(value == rule["exact"])
-    if "prefix" in rule:
-        return value.startswith(str(rule["prefix"]))
-    if "regex" in rule:
-        return re.fullmatch(rule["regex"], value) is not None
-    return True  # empty match: presence
-
-
-_SUPPORTED = {"name", "uri", "method", "headers", "ignoreUriCase"}
-
-
-def _request_matches(m: Mapping[str, Any], path: str, method: str, headers: Mapping[str, str]) -> bool:
-    unsupported = set(m) - _SUPPORTED
-    if unsupported:
-        raise UnsupportedFeature(
-            f"HTTPMatchRequest fields {sorted(unsupported)} are not modelled by the suites' route matcher. "
-            "Fix: extend suites/_support/routing.py or test that route without it"
-        )
-    uri = path.split("?", 1)[0]
-    if "uri" in m:
-        rule = dict(m["uri"])
-        if m.get("ignoreUriCase"):
-            uri = uri.lower()
-            rule = {k: v.lower() if k != "regex" else v for k, v in rule.items()}
-        if not _string_match(rule, uri):
-            return False
-    if "method" in m and not _string_match(m["method"], method.upper()):
-        return False
-    lowered = {k.lower(): v for k, v in headers.items()}
-    return all(
-        _string_match(rule, lowered.get(name.lower())) for name, rule in (m.get("headers") or {}).items()
-    )
-
-
-def route_for(
-    vs: VirtualService,
-    *,
-    path: str = "/api/greet",
-    method: str = "GET",
-    headers: Mapping[str, str] | None = None,
-) -> HttpRoute:
-    """The HTTP route Istio picks for this request: the first whose match list matches."""
-    for route in vs.http:
-        if not route.match or any(_request_matches(m, path, method, headers or {}) for m in route.match):
-            return route
-    raise LookupError(
-        f"no route of VirtualService {vs.namespace}/{vs.name} matches {method} {path} {headers}"
-    )
+# The route oracle decides (harness/istio/oracles/routing.py); re-exported for the suites.
+route_for = routing.route_for
 
 
 def expected_split(route: HttpRoute) -> dict[str, float]:
-    """Configured weight per destination (subset name, or the host for a destination without one)."""
-    return {k: float(v) for k, v in route.weights_by_subset().items()}
+    """Each destination's expected share in percent: its weight over the route's total weight."""
+    return {k: round(v * 100, 4) for k, v in routing.proportions(route).items()}
 
 
 def fmt_split(expected: Mapping[str, float]) -> str:

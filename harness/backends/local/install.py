@@ -26,6 +26,7 @@ from typing import IO
 from harness import proc
 from harness.doctor import ToolStatus, probe
 from harness.errors import CommandFailed, StateError, ToolMissing
+from harness.istio import analyzer
 from harness.settings import Settings
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, IstioRelease
 
@@ -134,6 +135,14 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
 
 def _install(settings: Settings, progress: Progress | None, *, force: bool) -> Installed:
     say = progress or (lambda _msg: None)
+    inst = _install_mesh(settings, say, force=force)
+    # Istio's validation and analyzers (validate, apply): built from the same module, sharing
+    # the compiled packages with istiod; its own stamp, so it is (re)built only when it changes.
+    analyzer.ensure(settings.cache_dir, settings.istio_version, say)
+    return inst
+
+
+def _install_mesh(settings: Settings, say: Progress, *, force: bool) -> Installed:
     rel = release(settings)
     if not force:
         try:

@@ -1,0 +1,180 @@
+"""harness.istio.analyzer: documents to Istio and Istio's messages back onto the user's files.
+
+Istio's own analyzer is faked here (the mapping is what is tested); test_validate runs the real
+binary built from the pinned module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.istio import analyzer
+from harness.istio.analyzer import Analysis, IstioMessage
+from harness.istio.loader import load_text
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
+
+DR = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dr, namespace: sample}
+spec:
+  host: microservice-1
+  trafficPolicy:
+    outlierDetection: {consecutiveErrors: 5}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: sample}
+spec:
+  hosts: [microservice-1]
+  http:
+  - route:
+    - destination: {host: microservice-1, subset: v3}
+"""
+
+
+class FakeIstio:
+    def __init__(self, messages: list[dict[str, Any]], source_errors: tuple[str, ...] = ()) -> None:
+        self.messages = messages
+        self.source_errors = source_errors
+        self.requests: list[Mapping[str, Any]] = []
+
+    def __call__(self, request: Mapping[str, Any]) -> Analysis:
+        self.requests.append(request)
+        return Analysis(tuple(IstioMessage.from_json(m) for m in self.messages), self.source_errors)
+
+
+def test_each_document_is_its_own_source_and_context_is_marked() -> None:
+    docs = load_text(DR, "f.yaml")
+    req = analyzer.request_for(docs[:1], docs[1:], namespace="sample")
+    assert [(s["name"], s["context"]) for s in req["sources"]] == [
+        ("doc-0.yaml", False),
+        ("ctx-0.yaml", True),
+    ]
+    assert "consecutiveErrors: 5" in req["sources"][0]["text"]
+    assert req["namespace"] == "" and req["istioNamespace"] == "istio-system"  # every namespace
+
+
+def test_messages_map_to_file_document_field_and_level() -> None:
+    docs = load_text(DR, "f.yaml")
+    fake = FakeIstio(
+        [
+            {
+                "code": "IST0133",
+                "level": "Warning",
+                "message": "Schema validation warning: outlier detection consecutive errors is deprecated",
+                "kind": "DestinationRule",
+                "file": "doc-0.yaml",
+                "line": 1,
+            },
+            {
+                "code": "IST0101",
+                "level": "Error",
+                "message": 'Referenced host+subset in destinationrule not found: "microservice-1+v3"',
+                "file": "doc-1.yaml",
+                "line": 9,
+                "fieldLines": {
+                    "{.spec.http[0].route[0].destination}": 9,
+                    "{.spec.http[0].route[0].destination.host}": 9,
+                },
+            },
+            {
+                "code": "IST0102",
+                "level": "Info",
+                "message": "namespace not injected",
+                "file": "doc-1.yaml",
+                "line": 1,
+            },
+            {"code": "IST0102", "level": "Warning", "message": "about Istio's default objects", "file": ""},
+            {"code": "IST0000", "level": "Error", "message": "internal", "file": ""},
+        ]
+    )
+    v = analyzer.verdict(fake, docs)
+    (warning,) = v.warnings
+    assert (warning.file, warning.document, warning.path) == (
+        "f.yaml",
+        1,
+        "spec.trafficPolicy.outlierDetection.consecutiveErrors",
+    )
+    assert warning.message.startswith("Istio IST0133 warning: Schema validation warning: outlier detection")
+    assert "Envoy's default applies" in warning.fix
+    first, second = v.errors
+    assert (first.file, first.document, first.path) == (
+        "f.yaml",
+        2,
+        "spec.http[0].route[0].destination.subset",
+    )
+    assert first.fix.startswith("define that subset in a DestinationRule")
+    assert second.file == "<istio>" and "internal" in second.message
+    assert [i.path for i in v.infos] == [""]
+
+
+def test_context_messages_map_onto_context_documents() -> None:
+    docs = load_text(DR, "f.yaml")
+    fake = FakeIstio(
+        [{"code": "IST0101", "level": "Error", "message": "subset", "file": "ctx-0.yaml", "line": 1}]
+    )
+    (err,) = analyzer.verdict(fake, docs[:1], docs[1:]).errors
+    assert (err.file, err.document) == ("f.yaml", 2)
+
+
+def test_source_errors_are_errors_on_their_document() -> None:
+    docs = load_text(DR, "f.yaml")
+    fake = FakeIstio(
+        [],
+        (
+            '1 error occurred:\n\t* errors parsing content "doc-1.yaml": 1 error occurred:\n'
+            '\t* error processing doc-1.yaml[0]: unknown field "x"\n\t* something else\n\n',
+        ),
+    )
+    first, second = analyzer.verdict(fake, docs).errors
+    assert (first.file, first.document) == ("f.yaml", 2)
+    assert first.message == 'Istio cannot read it: unknown field "x"'
+    assert second.message == "Istio: something else"
+    assert second.file == "<istio>"
+
+
+@pytest.mark.parametrize(
+    ("message", "fix"),
+    [
+        ("weight -20 < 0", "use a weight of 0 or more"),
+        ("total destination weight = 0", "give at least one destination a weight above 0"),
+        ("percentage 200 is not in range", "percentage from 0.0 to 100.0"),
+        ("invalid duration", "write a duration"),
+    ],
+)
+def test_fix_hints(message: str, fix: str) -> None:
+    m = IstioMessage("IST0106", "Error", message)
+    assert fix in analyzer._fix(m, "")
+
+
+def test_installed_follows_the_stamp(tmp_path: Path) -> None:
+    assert analyzer.installed(tmp_path, DEFAULT_ISTIO) is None
+    binary = analyzer.binary_path(tmp_path, DEFAULT_ISTIO)
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    stamp = tmp_path / f"istio-{DEFAULT_ISTIO}" / "analyze.json"
+    stamp.write_text("not json")
+    assert analyzer.installed(tmp_path, DEFAULT_ISTIO) is None
+    module = ISTIO_RELEASES[DEFAULT_ISTIO].module_version
+    stamp.write_text(json.dumps({"module_version": module, "source_sha256": "stale"}))
+    assert analyzer.installed(tmp_path, DEFAULT_ISTIO) is None
+    stamp.write_text(json.dumps({"module_version": module, "source_sha256": analyzer._source_digest()}))
+    assert analyzer.installed(tmp_path, DEFAULT_ISTIO) == binary
+    assert analyzer.ensure(tmp_path, DEFAULT_ISTIO) == binary  # no build when current
+
+
+def test_run_binary_speaks_json(tmp_path: Path) -> None:
+    script = tmp_path / "fake-analyze"
+    script.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        'echo \'{"messages": [{"code": "IST0133", "level": "Warning", "message": "m", "file": "doc-0.yaml", '
+        '"line": 3}], "sourceErrors": []}\'\n'
+    )
+    script.chmod(0o755)
+    got = analyzer.run_binary(script)({"sources": []})
+    assert got.messages[0].code == "IST0133" and got.messages[0].line == 3
