@@ -22,6 +22,14 @@ class IstioRelease:
     # serve every dependency pseudo-version a release pins, so a served release stands in for it
     replaces: tuple[tuple[str, str], ...] = ()
 
+    def go_mod(self, module: str, go_directive: str) -> str:
+        """A wrapper module's go.mod that builds against this release: Istio at the pinned
+        pseudo-version plus the release's replace directives (every Go build of it needs both)."""
+        text = f"module {module}\n\ngo {go_directive}\n\nrequire istio.io/istio {self.module_version}\n"
+        if self.replaces:
+            text += "\n" + "".join(f"replace {m} => {m} {v}\n" for m, v in self.replaces)
+        return text
+
     @property
     def minor(self) -> tuple[int, int]:
         """(major, minor) of the release line, from the label: "1.30-dev" -> (1, 30)."""

@@ -144,9 +144,7 @@ def _build(cache_dir: Path, istio_version: str, rel: IstioRelease, say: Progress
         build = Path(tmp)
         for src in SOURCE_DIR.glob("*.go"):
             shutil.copy(src, build / src.name)
-        (build / "go.mod").write_text(
-            f"module meshproof.local/analyze\n\ngo 1.26\n\nrequire istio.io/istio {rel.module_version}\n"
-        )
+        (build / "go.mod").write_text(rel.go_mod("meshproof.local/analyze", "1.26"))
         try:
             proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=1800)
             out = build / BINARY

@@ -85,12 +85,7 @@ def _go_directive(gomod: Path) -> str:
 
 def launcher_gomod(rel: IstioRelease, go_directive: str) -> str:
     """The launcher's go.mod: Istio at the pinned pseudo-version, plus the release's replaces."""
-    text = (
-        f"module meshproof.local/istiod\n\ngo {go_directive}\n\nrequire istio.io/istio {rel.module_version}\n"
-    )
-    if rel.replaces:
-        text += "\n" + "".join(f"replace {m} => {m} {v}\n" for m, v in rel.replaces)
-    return text
+    return rel.go_mod("meshproof.local/istiod", go_directive)
 
 
 def load(settings: Settings) -> Installed:

@@ -58,3 +58,10 @@ def test_step_rule_control_plane_ahead_by_at_most_one_minor(monkeypatch: pytest.
 
 def test_revision_names() -> None:
     assert skew.revision_of("1.31-dev") == "1-31-dev"
+
+
+def test_analyzer_build_carries_the_replace_directives_too() -> None:
+    text = ISTIO_RELEASES["1.30-dev"].go_mod("meshproof.local/analyze", "1.26")
+    assert text.startswith("module meshproof.local/analyze\n")
+    for module, version in ISTIO_RELEASES["1.30-dev"].replaces:
+        assert f"replace {module} => {module} {version}\n" in text
