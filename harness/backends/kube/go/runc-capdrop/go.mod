@@ -1,0 +1,3 @@
+module meshproof.local/runc-capdrop
+
+go 1.22
