@@ -1,12 +1,15 @@
 """Outlier detection: a failing replica is ejected after exactly the configured errors, stays out,
 and comes back after the base ejection time; maxEjectionPercent caps ejections; only gateway
-errors count under consecutiveGatewayErrors.
+errors count under consecutiveGatewayErrors. Negative controls: no outlier detection (ejection
+check), a shorter baseEjectionTime (return check), a higher maxEjectionPercent (cap check).
 
 The manifests' DestinationRule sweeps every 5 s and ejects for 30 s; the tests apply a variant
 with ``interval: 1s`` and ``baseEjectionTime: 3s`` (thresholds and maxEjectionPercent as in the
 manifests) so that a full eject-and-return cycle fits in seconds. Every expectation (threshold,
-times, cap) is read from the DestinationRule the mesh runs. The calling proxy's own view comes
-from its Envoy admin: ``/clusters`` health flags (which hosts outlier detection ejected) and per
+times, cap) comes from the effective outlier detection of the gateway's cluster: the oracle
+``harness.istio.oracles.outlier`` over the cluster's ``/config_dump`` as istiod generated it,
+with Envoy's defaults where Istio left a field unset (never the DestinationRule's field names);
+the evidence shows it. The calling proxy's own view comes from its Envoy admin: ``/clusters`` health flags (which hosts outlier detection ejected) and per
 host ``rq_error``/``rq_total`` counters, and the cluster's ``outlier_detection.*`` statistics.
 
 Traffic enters through the ingress gateway, whose outbound cluster is where ejection happens.
@@ -32,7 +35,7 @@ No verdict depends on how fast this machine is:
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +46,8 @@ import pytest
 from harness import wait
 from harness.backends.base import Backend, Fault, Workload
 from harness.errors import WaitTimeout
-from harness.istio import DestinationRule, OutlierDetection, parse_duration
+from harness.istio import DestinationRule, parse_duration
+from harness.istio.oracles.outlier import EffectiveOutlier
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler, SampleResult
 from suites._support.config import ConfigGuard
@@ -97,43 +101,38 @@ def fast(policy: dict[str, Any], **overrides: Any) -> None:
     policy["outlierDetection"] = {k: v for k, v in od.items() if v is not None}
 
 
-def running_outlier(config: ConfigGuard) -> OutlierDetection | None:
-    return destination_rule(config).outlier_detection
+def apply_outlier(
+    config: ConfigGuard, admin: EnvoyAdmin, cluster: str, *bodies: dict[str, Any], label: str
+) -> tuple[EffectiveOutlier | None, float]:
+    """Apply ``bodies``; once the gateway runs the changed ``cluster``, its effective outlier
+    detection: the oracle over the cluster's ``/config_dump`` (Envoy's defaults where Istio left a
+    field unset), never the DestinationRule's field names. Returns it with the ACK seconds."""
+    before = admin.active_cluster(cluster)
+    apply_s = config.apply(*bodies, label=label)
 
+    def changed() -> Mapping[str, Any] | None:
+        now = admin.active_cluster(cluster)
+        return now if now is not None and (apply_s == 0.0 or now != before) else None
 
-def wait_cluster(
-    admin: EnvoyAdmin, cluster: str, want: Callable[[Mapping[str, Any] | None], bool], what: str
-) -> float:
-    """Block until the calling proxy runs ``cluster`` with the config ``want`` accepts; seconds waited."""
-    t0 = time.perf_counter()
-    wait.until(
-        lambda: want(admin.active_cluster(cluster)),
-        what=f"{admin.proxy.ref} to run {cluster} with {what}",
+    running = wait.until(
+        changed,
+        what=f"{admin.proxy.ref} to run {cluster} as changed by the {label} variant",
         timeout=30,
         interval=0.05,
     )
-    return time.perf_counter() - t0
+    return EffectiveOutlier.from_cluster(running), apply_s
 
 
-def outlier_is(od: OutlierDetection | None) -> Callable[[Mapping[str, Any] | None], bool]:
-    """Predicate: the Envoy cluster's outlier_detection matches the Istio model's (or is absent)."""
+def effective_outlier(admin: EnvoyAdmin, cluster: str) -> EffectiveOutlier | None:
+    """The effective outlier detection of ``cluster`` as the proxy runs it now."""
+    running = admin.active_cluster(cluster)
+    assert running is not None, f"{admin.proxy.ref} runs no cluster {cluster}"
+    return EffectiveOutlier.from_cluster(running)
 
-    def ok(cluster: Mapping[str, Any] | None) -> bool:
-        if cluster is None:
-            return False
-        got = cluster.get("outlier_detection")
-        if od is None:
-            return got is None
-        if got is None:
-            return False
-        return (
-            got.get("interval") == f"{od.interval_s:g}s"
-            and got.get("base_ejection_time") == f"{od.base_ejection_time_s:g}s"
-            and int(got.get("consecutive_5xx", 5)) == (od.consecutive_5xx_errors or 0)
-            and int(got.get("max_ejection_percent", 10)) == od.max_ejection_percent
-        )
 
-    return ok
+def predicted(od: EffectiveOutlier | None, what: str) -> EffectiveOutlier:
+    assert od is not None, f"the gateway's cluster runs no outlier detection, so {what} cannot be predicted"
+    return od
 
 
 # --------------------------------------------------------------------------- driving traffic
@@ -431,18 +430,101 @@ def inside_check(name: str, inside: InsideEjection, victims: Sequence[str], what
     )
 
 
-def setup_fast(config: ConfigGuard, mesh: Backend, admin_http, **overrides: Any):  # type: ignore[no-untyped-def]
-    """Apply the fast variant; return (admin, cluster, outlier model, v1 pods, ACK seconds)."""
-    apply_s = config.apply(outlier_variant(config, lambda p: fast(p, **overrides)), label="outlier-fast")
+@dataclass(frozen=True)
+class Fast:
+    """The fast variant as the gateway runs it."""
+
+    admin: EnvoyAdmin
+    cluster: str
+    od: EffectiveOutlier | None  # the oracle over the gateway's cluster (None: no outlier detection)
+    pods: list[Workload]  # the replicas behind ``cluster``
+    apply_s: float
+
+
+def setup_fast(
+    config: ConfigGuard, mesh: Backend, admin_http: Any, edit: Callable[[dict[str, Any]], None] | None = None
+) -> Fast:
+    """Apply the fast variant (``edit`` changes its traffic policy further) to the ingress route's
+    first cluster; read what the gateway runs."""
     _, route = ingress_route(config)
     d = next(d for d in route.destinations if d.weight != 0)
     cluster = outbound_cluster(d.port or 3000, d.subset, d.fqdn)
     admin = EnvoyAdmin(admin_http, mesh.workload("ingress"))
-    od = running_outlier(config)
-    wait_cluster(admin, cluster, outlier_is(od), "the fast outlier detection")
+    od, apply_s = apply_outlier(
+        config, admin, cluster, outlier_variant(config, edit or fast), label="outlier-fast"
+    )
     who = attribution(config.applied, route, mesh.workloads())
     pods = [mesh.workload(p) for p in who.pods(d.subset or d.host)]
-    return admin, cluster, od, pods, apply_s
+    return Fast(admin, cluster, od, pods, apply_s)
+
+
+def await_return(
+    mesh: Backend,
+    sampler: Sampler,
+    admin: EnvoyAdmin,
+    cluster: str,
+    victim: Workload,
+    address: str,
+    *,
+    od: EffectiveOutlier,
+    not_before: float,
+    ejections: int,
+    n: int,
+) -> CheckResult:
+    """The victim (healthy again) is back no earlier than ``od``'s baseEjectionTime after the
+    request that caused its ejection was sent (one-sided), back within Envoy's re-admission time
+    (baseEjectionTime x ejections, at a sweep) + slack, and then serves."""
+    base, interval = od.base_ejection_time_s, od.interval_s
+    limit = od.readmitted_after_s(ejections) + interval + SLACK_S
+    seen_back: float | None = None
+
+    def back_yet() -> bool:
+        nonlocal seen_back
+        out = address in admin.ejected(cluster)
+        if not out:
+            seen_back = time.perf_counter()
+        return not out
+
+    with contextlib.suppress(WaitTimeout):  # not back in time: the check below says so
+        wait.until(back_yet, what=f"{victim.name} back in {cluster}", timeout=limit, interval=POLL_S)
+    out_at_most = None if seen_back is None else seen_back - not_before
+    hosts_before = admin.hosts(cluster)
+    back = sampler.sample(mesh, n=n, concurrency=4)
+    hosts_after = admin.hosts(cluster)
+    served = back.pod_counts().get(victim.name, 0)
+    envoy_sent = hosts_after[address].rq_total - hosts_before[address].rq_total
+    early = out_at_most is not None and out_at_most < base - 0.01
+    return CheckResult(
+        name=f"returns_after_base_ejection({base:g}s, {victim.name})",
+        passed=(
+            seen_back is not None
+            and not early
+            and served > 0
+            and envoy_sent > 0
+            and back.status_counts() == {200: n}
+        ),
+        detail=(
+            f"expected: out for at least {base:g}s (baseEjectionTime), back within {limit:g}s = "
+            f"{od.readmitted_after_s(ejections):g}s (baseEjectionTime x {ejections} ejection(s)) + one "
+            f"{interval:g}s sweep + {SLACK_S:g}s slack.\n"
+            + (
+                f"observed: back; the ejection lasted at most {out_at_most:.2f}s (from before the "
+                "request that caused it to the read that saw it back: one-sided, slowness only "
+                "lengthens it)" + (f": EARLY, less than baseEjectionTime {base:g}s" if early else "")
+                if out_at_most is not None
+                else f"observed: still ejected after {limit:g}s"
+            )
+            + f"; then {served} of {n} requests served by {victim.name} (Envoy sent it {envoy_sent}), "
+            f"status {back.status_counts()}"
+        ),
+        evidence={
+            "out_at_most": out_at_most,
+            "early": early,
+            "back": seen_back is not None,
+            "ejections": ejections,
+            "served": served,
+        },
+    )
 
 
 # --------------------------------------------------------------------------- tests
@@ -451,11 +533,14 @@ def setup_fast(config: ConfigGuard, mesh: Backend, admin_http, **overrides: Any)
 def test_faulted_replica_is_ejected_then_returns(
     mesh_backend, sampler, config, faults, design, evidence, admin_http
 ) -> None:
-    """503s from one replica: ejected after consecutive5xxErrors, no client 5xx while it is out, back
-    after baseEjectionTime once healthy."""
-    admin, cluster, od, pods, apply_s = setup_fast(config, mesh_backend, admin_http)
-    threshold, base, interval = od.consecutive_5xx_errors, od.base_ejection_time_s, od.interval_s
-    victim = pods[0]
+    """503s from one replica: ejected after the effective consecutive-5xx threshold, no client 5xx
+    while it is out, back after the effective baseEjectionTime once healthy."""
+    f = setup_fast(config, mesh_backend, admin_http)
+    admin, cluster = f.admin, f.cluster
+    od = predicted(f.od, "an ejection")
+    threshold, interval = od.ejects_after_5xx, od.interval_s
+    assert threshold is not None, f"the gateway's cluster does not eject on 5xx: {od.describe()}"
+    victim = f.pods[0]
     faults.inject(victim.name, Fault(status=503, rate=1.0))
     deadline = interval + SLACK_S
 
@@ -467,7 +552,7 @@ def test_faulted_replica_is_ejected_then_returns(
         requests=run.requests,
         confidence="exact count (Envoy rq_error), one request at a time",
         wall_s=time.perf_counter() - run.started,
-        notes=f"time to ejection {run.seconds:.2f}s; DR ACK {apply_s:.2f}s",
+        notes=f"time to ejection {run.seconds:.2f}s; DR ACK {f.apply_s:.2f}s; the gateway runs: {od.describe()}",
     )
 
     # While ejected, clients see no 5xx and the replica gets no traffic.
@@ -493,51 +578,21 @@ def test_faulted_replica_is_ejected_then_returns(
         assert again.ejected and not again.early, ejection_check(again, interval_s=interval)
         not_before, ejections = again.not_before, ejections + 1
     faults.clear(victim.name)
-    # Envoy ejects for baseEjectionTime x (the host's ejections so far), undone at a sweep.
-    limit = base * ejections + interval + SLACK_S
-    seen_back: float | None = None
-
-    def back_yet() -> bool:
-        nonlocal seen_back
-        out = run.address in admin.ejected(cluster)
-        if not out:
-            seen_back = time.perf_counter()
-        return not out
-
-    with contextlib.suppress(WaitTimeout):  # not back in time: the check below says so
-        wait.until(back_yet, what=f"{victim.name} back in {cluster}", timeout=limit, interval=POLL_S)
-    out_at_most = None if seen_back is None else seen_back - not_before
-    hosts_before = admin.hosts(cluster)
-    back = sampler.sample(mesh_backend, n=n, concurrency=4)
-    hosts_after = admin.hosts(cluster)
-    served = back.pod_counts().get(victim.name, 0)
-    envoy_sent = hosts_after[run.address].rq_total - hosts_before[run.address].rq_total
-    early = out_at_most is not None and out_at_most < base - 0.01
+    check = await_return(
+        mesh_backend,
+        sampler,
+        admin,
+        cluster,
+        victim,
+        run.address,
+        od=od,
+        not_before=not_before,
+        ejections=ejections,
+        n=n,
+    )
+    out_at_most = check.evidence["out_at_most"]
     evidence.require(
-        CheckResult(
-            name=f"returns_after_base_ejection({base:g}s, {victim.name})",
-            passed=(
-                seen_back is not None
-                and not early
-                and served > 0
-                and envoy_sent > 0
-                and back.status_counts() == {200: n}
-            ),
-            detail=(
-                f"expected: out for at least {base:g}s (baseEjectionTime), back within {limit:g}s = "
-                f"{base:g}s x {ejections} ejection(s) + one {interval:g}s sweep + {SLACK_S:g}s slack.\n"
-                + (
-                    f"observed: back; the ejection lasted at most {out_at_most:.2f}s (from before the "
-                    "request that caused it to the read that saw it back: one-sided, slowness only "
-                    "lengthens it)"
-                    if out_at_most is not None
-                    else f"observed: still ejected after {limit:g}s"
-                )
-                + f"; then {served} of {n} requests served by {victim.name} (Envoy sent it {envoy_sent}), "
-                f"status {back.status_counts()}"
-            ),
-            evidence={"out_at_most": out_at_most, "ejections": ejections, "served": served},
-        ),
+        check,
         requests=n,
         confidence="one-sided bound (>= baseEjectionTime); liveness deadline from the config",
         wall_s=time.perf_counter() - t0,
@@ -545,104 +600,182 @@ def test_faulted_replica_is_ejected_then_returns(
     )
 
 
-def test_max_ejection_percent_caps_ejections(
-    mesh_backend, sampler, config, faults, design, evidence, admin_http
-) -> None:
-    """Three of four replicas fail: at most maxEjectionPercent of the hosts are ejected (Envoy counts
-    the refused ejections), the rest keep failing in rotation."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class CapRun:
+    """Three of four replicas failing under one outlier-detection config: what the gateway did."""
+
+    hosts: int
+    max_seen: int  # the most hosts flagged ejected at any read
+    refused: int | None  # ejections_overflow moved (None: not exposed)
+    to_ejected: int  # requests Envoy sent to a host while it was ejected for the whole chunk
+    errors_in: int  # 503s Envoy counted from failing hosts left in rotation, inside the chunks
+    inside: InsideEjection
+    ejected_names: list[str]
+    failing: list[str]
+    requests: int  # all requests sent
+
+
+@dataclass(frozen=True)
+class CapScenario:
+    admin: EnvoyAdmin
+    cluster: str
+    manifests_od: EffectiveOutlier | None  # what the manifests' DestinationRule gave the cluster
+    od: EffectiveOutlier | None  # what the cluster runs now
+    pods: list[str]  # the replicas behind the cluster, sorted
+    requests: int  # sent to converge the route
+    apply_s: float
+
+
+def cap_scenario(
+    config: ConfigGuard, mesh: Backend, sampler: Sampler, admin_http: Any, **overrides: Any
+) -> CapScenario:
+    """Route the ingress to the whole host (all 4 replicas: one cluster) and apply the fast variant
+    (baseEjectionTime 10s, and ``overrides``); the cluster's effective outlier detection before
+    (the manifests') and after, both read from the gateway."""
     vs, route = ingress_route(config)
     template = route.destinations[0]
+    cluster = outbound_cluster(template.port or 3000, None, template.fqdn)
+    admin = EnvoyAdmin(admin_http, mesh.workload("ingress"))
+    manifests_od = effective_outlier(admin, cluster)
 
     def one_cluster(body: dict[str, Any]) -> None:  # route to the host, not a subset: all 4 replicas
         body["spec"]["http"][0]["route"] = [
             {"destination": {"host": template.host, "port": {"number": template.port or 3000}}}
         ]
 
-    apply_s = config.apply(
-        outlier_variant(config, lambda p: fast(p, baseEjectionTime="10s")),
+    od, apply_s = apply_outlier(
+        config,
+        admin,
+        cluster,
+        outlier_variant(config, lambda p: fast(p, baseEjectionTime="10s", **overrides)),
         config.variant("VirtualService", vs.name, vs.namespace, one_cluster),
         label="outlier-cap",
     )
     _, route = ingress_route(config)
-    who = attribution(config.applied, route, mesh_backend.workloads())
-    gate = converge_split(sampler, mesh_backend, who, expected_split(route), batch=50, consecutive=2)
-    od = running_outlier(config)
-    assert od is not None
-    cluster = outbound_cluster(template.port or 3000, None, template.fqdn)
-    admin = EnvoyAdmin(admin_http, mesh_backend.workload("ingress"))
-    wait_cluster(admin, cluster, outlier_is(od), "the fast outlier detection")
-    hosts = admin.hosts(cluster)
-    cap = math.floor(len(hosts) * od.max_ejection_percent / 100)  # Envoy: ejected/hosts <= max%
+    who = attribution(config.applied, route, mesh.workloads())
+    gate = converge_split(sampler, mesh, who, expected_split(route), batch=50, consecutive=2)
     pods = sorted(who.pods(template.host))
-    failing = pods[: len(pods) - 1]
+    return CapScenario(admin, cluster, manifests_od, od, pods, gate.requests, apply_s)
+
+
+def cap_run(
+    mesh: Backend,
+    sampler: Sampler,
+    faults: Any,
+    scenario: CapScenario,
+    *,
+    cap: int,
+    n: int,
+    started: float,
+    drive_to: int | None = None,
+) -> CapRun:
+    """Fail all replicas but one; drive traffic until ``drive_to`` hosts (default ``cap``) are
+    ejected, then sample ``n`` requests inside continuous ejections."""
+    admin, cluster = scenario.admin, scenario.cluster
+    hosts = admin.hosts(cluster)
+    failing = scenario.pods[: len(scenario.pods) - 1]
     assert cap < len(failing), (
         f"the cap {cap} of {len(hosts)} hosts does not bind with {len(failing)} failing"
     )
     overflow0 = admin.counter(cluster, OVERFLOW)
     faults.inject(failing, Fault(status=503, rate=1.0))
-    workloads = list(mesh_backend.workloads())
+    workloads = list(mesh.workloads())
     owner = {a: address_owner(a, workloads) for a in hosts}
     failing_addrs = {a for a, w in owner.items() if w and w.name in failing}
-
-    max_seen = 0
-    sent = 0
+    max_seen = sent = 0
+    want = cap if drive_to is None else drive_to
 
     def capped() -> bool:
         nonlocal max_seen, sent
-        sent += sampler.sample(mesh_backend, n=20, concurrency=1).total
+        sent += sampler.sample(mesh, n=20, concurrency=1).total
         now = len(admin.ejected(cluster))
         max_seen = max(max_seen, now)
-        return now >= cap
+        return now >= want
 
-    wait.until(capped, what=f"{cap} hosts ejected at {admin.proxy.ref}", timeout=60, interval=0.0)
-    n = design.n_exact()
-    inside = sample_inside_ejection(
-        mesh_backend, sampler, admin, cluster, n=n, not_before=started, concurrency=1
-    )
+    wait.until(capped, what=f"{want} hosts ejected at {admin.proxy.ref}", timeout=60, interval=0.0)
+    inside = sample_inside_ejection(mesh, sampler, admin, cluster, n=n, not_before=started, concurrency=1)
     overflow1 = admin.counter(cluster, OVERFLOW)
-    refused = None if overflow0 is None or overflow1 is None else int(overflow1 - overflow0)
-    max_seen = max(max_seen, inside.most_ejected)
     errors_in = sum(  # 503s Envoy counted from failing hosts that were in rotation for the chunk
         after[a].rq_error - before[a].rq_error
         for _, out, before, after in inside.kept
         for a in failing_addrs - out
         if a in before and a in after
     )
-    ejected_names = sorted({w.name for k in inside.kept for a in k[1] if (w := owner.get(a))})
-    to_ejected = inside.to_ejected()
-    passed = (
-        max_seen <= cap
-        and to_ejected == 0
-        and errors_in > 0
-        and (refused is None or refused > 0)
-        and inside.requests > 0
+    return CapRun(
+        hosts=len(hosts),
+        max_seen=max(max_seen, inside.most_ejected),
+        refused=None if overflow0 is None or overflow1 is None else int(overflow1 - overflow0),
+        to_ejected=inside.to_ejected(),
+        errors_in=errors_in,
+        inside=inside,
+        ejected_names=sorted({w.name for k in inside.kept for a in k[1] if (w := owner.get(a))}),
+        failing=failing,
+        requests=scenario.requests + sent + inside.requests + inside.discarded,
+    )
+
+
+def cap_check(run: CapRun, od: EffectiveOutlier) -> CheckResult:
+    """At most ``od``'s cap ejected at any read, Envoy refused ejections for it, the failing hosts
+    left in rotation kept failing and nothing was sent to an ejected host."""
+    cap = od.max_ejected(run.hosts)
+    inside = run.inside
+    return CheckResult(
+        name=f"max_ejection_percent({od.max_ejection_percent}% of {run.hosts} hosts = {cap})",
+        passed=(
+            run.max_seen <= cap
+            and run.to_ejected == 0
+            and run.errors_in > 0
+            and (run.refused is None or run.refused > 0)
+            and inside.requests > 0
+        ),
+        detail=(
+            f"{len(run.failing)} of {run.hosts} replicas answer 503; expected at most {cap} ejected "
+            f"(effective max_ejection_percent {od.max_ejection_percent}), the others still in rotation.\n"
+            f"observed: most ejected at any read {run.max_seen}; Envoy refused {run.refused} ejections for "
+            f"the cap (ejections_overflow); in {inside.requests} requests sampled inside continuous "
+            f"ejections of {run.ejected_names}, Envoy sent {run.to_ejected} to an ejected host and counted "
+            f"{run.errors_in} 503s from the failing host(s) left in rotation (rq_error); "
+            f"{inside.discarded} requests discarded\n"
+            + "\n".join(
+                f"chunk: out {sorted(out)}; Envoy rq_total moved "
+                f"{ {a: after[a].rq_total - before[a].rq_total for a in after if a in before} }; "
+                f"clients: pods {r.pod_counts(None)} status {r.status_counts()}"
+                for r, out, before, after in inside.kept
+            )
+        ),
+        evidence={
+            "cap": cap,
+            "max_seen": run.max_seen,
+            "refused": run.refused,
+            "to_ejected": run.to_ejected,
+            "errors_in": run.errors_in,
+        },
+    )
+
+
+def test_max_ejection_percent_caps_ejections(
+    mesh_backend, sampler, config, faults, design, evidence, admin_http
+) -> None:
+    """Three of four replicas fail: at most the effective max_ejection_percent of the hosts are
+    ejected (Envoy counts the refused ejections), the rest keep failing in rotation."""
+    started = time.perf_counter()
+    scenario = cap_scenario(config, mesh_backend, sampler, admin_http)
+    od = predicted(scenario.od, "the ejection cap")
+    run = cap_run(
+        mesh_backend,
+        sampler,
+        faults,
+        scenario,
+        cap=od.max_ejected(len(scenario.admin.hosts(scenario.cluster))),
+        n=design.n_exact(),
+        started=started,
     )
     evidence.require(
-        CheckResult(
-            name=f"max_ejection_percent({od.max_ejection_percent}% of {len(hosts)} hosts = {cap})",
-            passed=passed,
-            detail=(
-                f"{len(failing)} of {len(hosts)} replicas answer 503; expected at most {cap} ejected "
-                f"(maxEjectionPercent {od.max_ejection_percent}), the others still in rotation.\n"
-                f"observed: most ejected at any read {max_seen}; Envoy refused {refused} ejections for the "
-                f"cap (ejections_overflow); in {inside.requests} requests sampled inside continuous "
-                f"ejections of {ejected_names}, Envoy sent {to_ejected} to an ejected host and counted "
-                f"{errors_in} 503s from the failing host(s) left in rotation (rq_error); "
-                f"{inside.discarded} requests discarded\n"
-                + "\n".join(
-                    f"chunk: out {sorted(out)}; Envoy rq_total moved "
-                    f"{ {a: after[a].rq_total - before[a].rq_total for a in after if a in before} }; "
-                    f"clients: pods {r.pod_counts(None)} status {r.status_counts()}"
-                    for r, out, before, after in inside.kept
-                )
-            ),
-            evidence={"max_seen": max_seen, "refused": refused, "to_ejected": to_ejected},
-        ),
-        requests=gate.requests + sent + inside.requests + inside.discarded,
+        cap_check(run, od),
+        requests=run.requests,
         confidence="exact counts (Envoy), chunks inside continuous ejections",
         wall_s=time.perf_counter() - started,
-        notes=f"DR+VS ACK {apply_s:.2f}s",
+        notes=f"DR+VS ACK {scenario.apply_s:.2f}s; the gateway runs: {od.describe()}",
     )
 
 
@@ -650,15 +783,19 @@ def test_gateway_errors_only_count_502_503_504(
     mesh_backend, sampler, config, faults, design, evidence, admin_http
 ) -> None:
     """Under consecutiveGatewayErrors (consecutive5xxErrors 0), 500s never eject; 503s do."""
-    admin, cluster, od, pods, apply_s = setup_fast(
-        config, mesh_backend, admin_http, consecutive5xxErrors=0, consecutiveGatewayErrors=5
+    f = setup_fast(
+        config,
+        mesh_backend,
+        admin_http,
+        lambda p: fast(p, consecutive5xxErrors=0, consecutiveGatewayErrors=5),
     )
-    dr = destination_rule(config)
-    assert od is not None and od.consecutive_gateway_errors, dr
-    gateway_threshold = od.consecutive_gateway_errors
-    running = admin.active_cluster(cluster) or {}
-    envoy_od = running.get("outlier_detection", {})
-    victim = pods[0]
+    admin, cluster = f.admin, f.cluster
+    od = predicted(f.od, "gateway-error ejection")
+    gateway_threshold = od.ejects_after_gateway_errors
+    assert gateway_threshold is not None and od.ejects_after_5xx is None, (
+        f"the gateway's cluster should eject on gateway errors only: {od.describe()}"
+    )
+    victim = f.pods[0]
 
     faults.inject(victim.name, Fault(status=500, rate=1.0))
     many = 4 * gateway_threshold
@@ -670,13 +807,13 @@ def test_gateway_errors_only_count_502_503_504(
             detail=(
                 f"{run.errors} consecutive 500s from {victim.name} counted by the gateway (4x the "
                 f"gateway-error threshold {gateway_threshold}); ejected: {run.ejected}; "
-                f"ejections_enforced_total moved {run.enforced}. Envoy runs outlier_detection {envoy_od}"
+                f"ejections_enforced_total moved {run.enforced}. The gateway runs: {od.describe()}"
             ),
         ),
         requests=run.requests,
         confidence="exact count (Envoy rq_error); an ejection seen is real",
         wall_s=time.perf_counter() - run.started,
-        notes=f"DR ACK {apply_s:.2f}s",
+        notes=f"DR ACK {f.apply_s:.2f}s",
     )
 
     faults.inject(victim.name, Fault(status=503, rate=1.0))  # positive control in the same config
@@ -697,24 +834,33 @@ def test_gateway_errors_only_count_502_503_504(
     )
 
 
+# --------------------------------------------------------------------------- negative controls
+
+
 @pytest.mark.negative
 def test_negative_without_outlier_detection_the_ejection_check_fails(
     mesh_backend, sampler, config, faults, design, evidence, admin_http
 ) -> None:
-    """Negative control: with outlierDetection removed, the same ejection check FAILS."""
-    threshold = (running_outlier(config) or OutlierDetection()).consecutive_5xx_errors or 5
-    apply_s = config.apply(
-        outlier_variant(config, lambda p: p.pop("outlierDetection", None)), label="no-outlier"
-    )
+    """Negative control: with outlierDetection removed, the ejection check asserting the threshold
+    the manifests' DestinationRule gives the gateway FAILS: nothing is ejected."""
     _, route = ingress_route(config)
     d = next(d for d in route.destinations if d.weight != 0)
     cluster = outbound_cluster(d.port or 3000, d.subset, d.fqdn)
     admin = EnvoyAdmin(admin_http, mesh_backend.workload("ingress"))
-    wait_cluster(admin, cluster, outlier_is(None), "no outlier detection")
+    threshold = predicted(effective_outlier(admin, cluster), "the asserted threshold").ejects_after_5xx
+    assert threshold is not None
+    od, apply_s = apply_outlier(
+        config,
+        admin,
+        cluster,
+        outlier_variant(config, lambda p: p.pop("outlierDetection", None)),
+        label="no-outlier",
+    )
+    assert od is None, f"the gateway still runs outlier detection: {od.describe()}"
     who = attribution(config.applied, route, mesh_backend.workloads())
     victim = mesh_backend.workload(who.pods(d.subset or d.host)[0])
     faults.inject(victim.name, Fault(status=503, rate=1.0))
-    interval = 1.0  # the fast variant's sweep: the same deadline the positive test waits
+    interval = parse_duration(FAST["interval"])  # the positive test's sweep: the same deadline
     run = drive_to_threshold(
         mesh_backend, sampler, admin, cluster, victim, threshold=threshold, deadline_s=interval + SLACK_S
     )
@@ -724,4 +870,106 @@ def test_negative_without_outlier_detection_the_ejection_check_fails(
         confidence="exact count (Envoy rq_error), one request at a time",
         wall_s=time.perf_counter() - run.started,
         notes=f"DR ACK {apply_s:.2f}s",
+        because=(
+            f"the host was not ejected after {threshold} 5xx",
+            lambda c: not c.evidence["ejected"] and c.evidence["errors"] >= threshold,
+        ),
+    )
+
+
+#: the negative control's broken baseEjectionTime: a host ejected for this long (plus at most one
+#: 1 s sweep) is back well before the fast variant's 3 s that the check asserts
+SHORT_BASE = "0.5s"
+
+
+@pytest.mark.negative
+def test_negative_shorter_base_ejection_time_fails_the_return_check(
+    mesh_backend, sampler, config, faults, design, evidence, admin_http
+) -> None:
+    """Negative control: the gateway runs baseEjectionTime 0.5s while the return check asserts the
+    fast variant's 3s: the host comes back EARLY, so the check FAILS on its one-sided bound.
+
+    A longer baseEjectionTime would fail only through the liveness deadline (3s + one sweep + 10s
+    slack spent waiting); the shorter one exercises the bound that decides the verdict, in seconds.
+    """
+    f = setup_fast(config, mesh_backend, admin_http, lambda p: fast(p, baseEjectionTime=SHORT_BASE))
+    od = predicted(f.od, "the ejection")
+    asserted = dataclasses.replace(od, base_ejection_time_s=parse_duration(FAST["baseEjectionTime"]))
+    assert od.base_ejection_time_s < asserted.base_ejection_time_s, od.describe()
+    threshold = od.ejects_after_5xx
+    assert threshold is not None, od.describe()
+    victim = f.pods[0]
+    faults.inject(victim.name, Fault(status=503, rate=1.0))
+    run = drive_to_threshold(
+        mesh_backend,
+        sampler,
+        f.admin,
+        f.cluster,
+        victim,
+        threshold=threshold,
+        deadline_s=od.interval_s + SLACK_S,
+    )
+    assert run.ejected and not run.early, ejection_check(run, interval_s=od.interval_s)
+    faults.clear(victim.name)
+    t0 = time.perf_counter()
+    n = design.n_exact()
+    evidence.require_failure(
+        await_return(
+            mesh_backend,
+            sampler,
+            f.admin,
+            f.cluster,
+            victim,
+            run.address,
+            od=asserted,
+            not_before=run.not_before,
+            ejections=1,
+            n=n,
+        ),
+        requests=run.requests + n,
+        confidence="one-sided bound (>= baseEjectionTime); liveness deadline from the config",
+        wall_s=time.perf_counter() - t0,
+        notes=f"DR ACK {f.apply_s:.2f}s; the gateway runs: {od.describe()}",
+        because=(
+            f"the host came back before the asserted {asserted.base_ejection_time_s:g}s",
+            lambda c: bool(c.evidence["early"]),
+        ),
+    )
+
+
+@pytest.mark.negative
+def test_negative_higher_max_ejection_percent_fails_the_cap_check(
+    mesh_backend, sampler, config, faults, design, evidence, admin_http
+) -> None:
+    """Negative control: the gateway runs maxEjectionPercent 100 while the cap check asserts the
+    manifests' (50%: 2 of 4 hosts): all three failing hosts are ejected, so the check FAILS on
+    the cap."""
+    started = time.perf_counter()
+    scenario = cap_scenario(config, mesh_backend, sampler, admin_http, maxEjectionPercent=100)
+    od = predicted(scenario.od, "the ejection cap")
+    manifests = predicted(scenario.manifests_od, "the asserted cap")
+    asserted = dataclasses.replace(od, max_ejection_percent=manifests.max_ejection_percent)
+    hosts = len(scenario.admin.hosts(scenario.cluster))
+    assert od.max_ejected(hosts) > asserted.max_ejected(hosts), (od.describe(), asserted.describe())
+    run = cap_run(
+        mesh_backend,
+        sampler,
+        faults,
+        scenario,
+        cap=asserted.max_ejected(hosts),
+        n=design.n_exact(),
+        started=started,
+        # drive to what the gateway runs (all failing hosts out), so sampling starts settled
+        drive_to=min(od.max_ejected(hosts), len(scenario.pods) - 1),
+    )
+    evidence.require_failure(
+        cap_check(run, asserted),
+        requests=run.requests,
+        confidence="exact counts (Envoy), chunks inside continuous ejections",
+        wall_s=time.perf_counter() - started,
+        notes=f"DR+VS ACK {scenario.apply_s:.2f}s; the gateway runs: {od.describe()}",
+        because=(
+            f"more than the asserted {asserted.max_ejected(hosts)} hosts were ejected at once",
+            lambda c: c.evidence["max_seen"] > c.evidence["cap"],
+        ),
     )
