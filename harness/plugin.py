@@ -34,7 +34,7 @@ from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
-    from harness.load import LocustRun
+    from harness.load import LoadRun
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -286,9 +286,10 @@ def mesh_diagnostics(request: pytest.FixtureRequest, mesh: Backend, tmp_path: Pa
 @pytest.fixture
 def load(
     request: pytest.FixtureRequest, mesh: Backend, settings: Settings, tmp_path: Path
-) -> Iterator[LocustRun]:
+) -> Iterator[LoadRun]:
     """Background load (Locust, a subprocess) for the duration of the test: a running
-    :class:`~harness.load.LocustRun`. Mark phases with ``load.phase(name)``; the report is
+    :class:`~harness.load.LocustRun` (on kind/existing: :class:`~harness.load.kube_run.KubeLocustRun`,
+    master and workers inside the cluster). Mark phases with ``load.phase(name)``; the report is
     ``load.report`` after the test, and in the test's report sections and ``user_properties``.
 
     Configured by the ``under_load(...)`` marker's keyword arguments (users, shape, user_class,
@@ -296,7 +297,7 @@ def load(
     test that must set its scenario up first), else by ``--load-users``/``--load-shape``/
     ``--load-duration``/``--load-processes`` (and their MESHPROOF_LOAD_* variables).
     """
-    from harness.load import LoadConfig, LoadTarget, LocustRun
+    from harness.load import LoadConfig, load_run
 
     marker = request.node.get_closest_marker("under_load")
     kwargs = dict(marker.kwargs) if marker is not None else {}
@@ -317,7 +318,7 @@ def load(
         )
     except TypeError as e:
         pytest.fail(f"@pytest.mark.under_load: {e}", pytrace=False)
-    run = LocustRun(config, LoadTarget.from_mesh(mesh), workdir=tmp_path / "load")
+    run = load_run(config, mesh, workdir=tmp_path / "load")
     if autostart:
         with run:
             yield run

@@ -3,6 +3,10 @@
 A live line on stderr while it runs, then the report (or ``--json``), and a PNG chart (requests
 per second, error ratio, p95 over time, phases shaded) in ``<state dir>/load/``, its path printed.
 Ctrl-C stops Locust at once (its whole process group) and exits 130.
+
+On kind/existing the run is :class:`~harness.load.kube_run.KubeLocustRun`: a Locust master and
+``--processes`` workers as Deployments in other-namespace (sidecar-injected), so the load enters
+through the mesh; Ctrl-C deletes them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--duration", "-t", default="30s", help="how long, e.g. 30s, 2m (default 30s; 0: until Ctrl-C)"
     )
     p.add_argument("--shape", default="steady", help="steady (default), ramp, spike or step")
-    p.add_argument("--processes", type=int, default=1, help="Locust processes on this machine (default 1)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Locust processes on this machine; on kind/existing: worker pods in the cluster (default 1)",
+    )
     p.add_argument(
         "--user-class",
         default="ingress",
@@ -40,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
-    from harness.load import LoadConfig, LoadTarget, LocustRun, parse_duration
+    from harness.load import LoadConfig, load_run, parse_duration
 
     if not isinstance(args.users, int) or args.users < 1:
         raise UserError(f"--users {args.users}: at least 1 user")
@@ -57,10 +66,10 @@ def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     from harness.backends import attach
 
     backend = attach(settings)
-    target = LoadTarget.from_mesh(backend)
     workdir = settings.state_dir / "load" / time.strftime("%Y%m%d-%H%M%S")
-    run = LocustRun(config, target, workdir=workdir)
-    with out.err.status(f"starting Locust ({config.users} users)") as status, run:
+    run = load_run(config, backend, workdir=workdir)
+    where = "in the cluster" if backend.name in ("kind", "existing") else "on this machine"
+    with out.err.status(f"starting Locust {where} ({config.users} users)") as status, run:
         deadline = config.duration_s + config.stop_timeout + 30 if config.duration_s else 10 * 365 * 86400
 
         def finished() -> bool:

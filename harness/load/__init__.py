@@ -68,6 +68,7 @@ __all__ = [
     "Latency",
     "LoadConfig",
     "LoadReport",
+    "LoadRun",
     "LoadTarget",
     "LocustRun",
     "PhaseMark",
@@ -78,6 +79,7 @@ __all__ = [
     "SecondStats",
     "error_ratio_below",
     "latency_at_least",
+    "load_run",
     "parse_duration",
 ]
 
@@ -601,10 +603,22 @@ class Progress:
     phase: str
 
 
+class _Phased(Protocol):
+    """What a phase needs of its run (LocustRun, or the in-cluster KubeLocustRun)."""
+
+    @property
+    def current_phase(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def phase(self, name: str) -> _Phase: ...
+
+
 class _Phase:
     """Returned by :meth:`LocustRun.phase`; as a context manager, leaving it starts ``after <name>``."""
 
-    def __init__(self, run: LocustRun, name: str) -> None:
+    def __init__(self, run: _Phased, name: str) -> None:
         self._run, self.name = run, name
 
     def __enter__(self) -> Self:
@@ -981,6 +995,62 @@ class LocustRun:
         if not self._records:
             return self._wall()
         return max(r.start + r.latency_ms / 1000 for r in self._records)
+
+
+class LoadRun(Protocol):
+    """What :class:`LocustRun` (a local subprocess) and the in-cluster
+    :class:`~harness.load.kube_run.KubeLocustRun` share: the API callers use."""
+
+    config: LoadConfig
+    target: LoadTarget
+    run_id: str
+    workdir: Path
+    report: LoadReport | None
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def exited(self) -> bool: ...
+
+    @property
+    def current_phase(self) -> str: ...
+
+    def start(self) -> Self: ...
+
+    def phase(self, name: str) -> _Phase: ...
+
+    def progress(self) -> Progress: ...
+
+    def snapshot(self, *, settle_s: float = 1.0, timeout: float = 30.0) -> LoadReport: ...
+
+    def wait(self, timeout: float) -> int: ...
+
+    def stop(self) -> LoadReport: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class _Meshlike(_Mesh, Protocol):
+    name: str
+
+
+def load_run(config: LoadConfig, mesh: _Meshlike, *, workdir: Path) -> LoadRun:
+    """The load run for ``mesh``'s backend: Locust as a local subprocess (local backend), or a Locust
+    master and workers as Deployments inside the cluster (kind, existing: the load enters through the
+    mesh from other-namespace; see :mod:`harness.load.kube_run`)."""
+    if mesh.name in ("kind", "existing"):
+        from harness.load.kube_run import KubeLocustRun
+
+        api = getattr(mesh, "api", None)
+        if api is None:
+            raise StateError(f"the {mesh.name} backend has no Kubernetes API connection (is the mesh up?)")
+        return KubeLocustRun(config, api=api, workdir=workdir)
+    return LocustRun(config, LoadTarget.from_mesh(mesh), workdir=workdir)
 
 
 def _free_port() -> int:

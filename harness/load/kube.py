@@ -1,30 +1,38 @@
 """Distributed Locust inside a Kubernetes cluster (kind / existing backends): a master and N workers
 as Deployments in ``other-namespace``, sidecar-injected, so the load enters through the mesh.
 
-Written and unit-tested offline (no cluster has run it yet, like the kube backend itself).
-
 * :func:`manifests` renders the objects: a ConfigMap with ``loadtests/locustfile.py`` and
-  ``shapes.py``; the master Deployment + Service (port 5557) and the worker Deployment. The target
-  is the service's in-mesh URL (``IngressUser`` with ``--mp-ingress`` pointing at it), so each
-  request leaves through the worker's own sidecar with other-namespace's identity.
-* The master's command keeps the container alive after Locust exits (``; sleep infinity``), so the
-  harness can read ``/tmp/locust.json`` (Locust's stats, per-second counts) before deleting the
-  objects; it is stopped through the same stop file as the local run (``/tmp/stop``).
+  ``shapes.py``; the master Deployment + Service (port 5557) and the worker Deployment. Every
+  request leaves through a worker's own sidecar with other-namespace's identity: to the ingress
+  gateway's Service (user class ``ingress``) or straight to the service (``mesh``), see
+  :func:`target_in_cluster`. The pods wait for their sidecar (``holdApplicationUntilProxyStarts``).
+* The master runs Locust with its web UI on the pod's 127.0.0.1 (``--autostart``, not
+  ``--headless``), so the harness reads ``/stats/requests`` (workers connected, state, users) and
+  stops the run (``POST /stop``) through a port-forward (:mod:`harness.load.kube_run`). After a
+  stop, or the shape's end, Locust quits ``--autoquit`` seconds later (time for the workers' last
+  stats reports) and writes ``--json-file``; the master's shell then prints Locust's exit code and
+  that JSON on one line between markers into the pod log and sleeps, so the harness reads both
+  with an ordinary pod-log request (:func:`parse_master_log`) before deleting the objects.
 * :func:`report_from_locust_stats` turns that JSON into the same :class:`~harness.load.LoadReport`
   (per-second resolution: phases are split at whole seconds; latency percentiles are the run's).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from harness.backends.kube.istio_install import GATEWAY_SERVICE, ISTIO_NAMESPACE
+from harness.errors import UnsupportedFeature
 from harness.load import (
+    DEFAULT_SERVICE,
     LOCUSTFILE,
     USER_CLASSES,
     Latency,
@@ -39,49 +47,138 @@ from harness.load import (
 NAMESPACE = "other-namespace"
 NAME = "meshproof-locust"
 MASTER_PORT = 5557
+#: Locust's web UI on the master, bound to the pod's loopback: reached only through a port-forward.
+WEB_PORT = 8089
 #: The official image of the pinned Locust (the locustfile comes from the ConfigMap).
 IMAGE = "locustio/locust:2.47.0"
 MOUNT = "/mnt/locust"
+JSON_FILE = "/tmp/locust"  # Locust appends ".json"
+#: Seconds Locust's users get to finish their request after a stop.
+STOP_TIMEOUT_S = 3
+#: Seconds between the end of the run and the master's exit: the workers report stats every 3 s.
+AUTOQUIT_S = 5
+#: Lines the master's shell prints into its log after Locust exits (see :func:`parse_master_log`).
+EXIT_MARK = "meshproof-locust-exit"
+STATS_MARK = "meshproof-locust-stats"
+#: The pod label every object and pod of one run carries.
+RUN_LABEL = "meshproof/run"
 
 
-def target_in_cluster(service: tuple[str, str, int] = ("microservice-1", "sample", 3000)) -> LoadTarget:
-    name, ns, port = service
-    return LoadTarget(ingress_url=f"http://{name}.{ns}.svc.cluster.local:{port}")
+def target_in_cluster(
+    user_class: str = "ingress", service: tuple[str, str, int] = DEFAULT_SERVICE
+) -> LoadTarget:
+    """Where in-cluster workers send: ``ingress`` through the ingress gateway's Service (as outside
+    users do, but from inside the mesh), ``mesh`` straight to the service (sidecar to sidecar)."""
+    if user_class == "ingress":
+        return LoadTarget(ingress_url=f"http://{GATEWAY_SERVICE}.{ISTIO_NAMESPACE}.svc.cluster.local:80")
+    if user_class == "mesh":
+        name, ns, port = service
+        return LoadTarget(service_url=f"http://{name}.{ns}.svc.cluster.local:{port}")
+    raise UnsupportedFeature(
+        f"user class {user_class!r} on kind/existing: the in-cluster Locust workers send either through "
+        "the ingress gateway (ingress) or from their own sidecar to the service (mesh). Fix: "
+        "--user-class ingress or --user-class mesh"
+    )
+
+
+def _base_url(target: LoadTarget) -> str:
+    return target.ingress_url or target.service_url
 
 
 def locust_args(config: LoadConfig, target: LoadTarget, run_id: str) -> list[str]:
-    """The master's Locust arguments (workers get only --worker and the master's address)."""
+    """The master's Locust arguments (workers get only --worker and the master's address; Locust
+    hands them the ``--mp-*`` options with each spawn message)."""
     c = config
+    workers = max(1, c.processes)
     args = [
         "-f",
         f"{MOUNT}/locustfile.py",
         "--master",
-        "--headless",
+        "--autostart",
+        "--autoquit",
+        str(AUTOQUIT_S),
+        "--web-host",
+        "127.0.0.1",
+        "--web-port",
+        str(WEB_PORT),
         "--expect-workers",
-        str(max(1, c.processes)),
+        str(workers),
         "--users",
         str(c.users),
         "--spawn-rate",
         f"{c.rate:g}",
+        "--stop-timeout",
+        str(STOP_TIMEOUT_S),
         "--exit-code-on-error",
         "0",
         "--only-summary",
         "--json-file",
-        "/tmp/locust",
+        JSON_FILE,
         "--mp-shape",
         c.shape,
         "--mp-duration",
         f"{c.duration_s:g}",
         "--mp-ingress",
-        target.ingress_url,
+        _base_url(target),
         "--mp-path",
         c.path,
         "--mp-run-id",
         run_id,
-        "--mp-stop-file",
-        "/tmp/stop",
     ]
+    if c.headers:
+        args += ["--mp-header", json.dumps(dict(c.headers))]
     return [*args, *USER_CLASSES["ingress"]]
+
+
+# Prints Locust's --json-file as one line (Locust writes it indented), so a short log tail holds it.
+_ONE_LINE = 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))'
+
+
+def master_script(
+    config: LoadConfig,
+    target: LoadTarget,
+    run_id: str,
+    *,
+    json_file: str = JSON_FILE,
+    hold: str = "exec sleep infinity",
+) -> str:
+    """The master container's shell: Locust, then its exit code and stats into the log, then ``hold``
+    (the container stays up until the harness has read the log and deletes the Deployment)."""
+    args = locust_args(config, target, run_id)
+    args[args.index("--json-file") + 1] = json_file
+    locust = " ".join(shlex.quote(a) for a in ["locust", *args])
+    dump = " ".join(shlex.quote(a) for a in ["python3", "-c", _ONE_LINE, f"{json_file}.json"])
+    return f'{locust}; code=$?; echo "{EXIT_MARK} $code"; printf "{STATS_MARK} "; {dump} || echo; {hold}'
+
+
+@dataclass(frozen=True)
+class MasterExit:
+    """What the master's log says once Locust has exited."""
+
+    exit_code: int
+    stats: list[dict[str, Any]] | None  # Locust's --json-file entries; None when it wrote none
+    log: str  # the log up to the exit line (Locust's own output)
+
+
+def parse_master_log(text: str) -> MasterExit | None:
+    """The exit code and stats the master's shell printed after Locust exited; None while it runs."""
+    lines = text.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        head, _, code = lines[i].partition(" ")
+        if head != EXIT_MARK or not code.strip().lstrip("-").isdigit():
+            continue
+        stats: list[dict[str, Any]] | None = None
+        for line in lines[i + 1 :]:
+            if line.startswith(STATS_MARK + " "):
+                try:
+                    doc = json.loads(line[len(STATS_MARK) + 1 :])
+                except ValueError:
+                    break
+                if isinstance(doc, list):
+                    stats = [e for e in doc if isinstance(e, dict)]
+                break
+        return MasterExit(int(code.strip()), stats, "\n".join(lines[:i]))
+    return None
 
 
 def manifests(
@@ -94,22 +191,21 @@ def manifests(
     locustfile: Path = LOCUSTFILE,
 ) -> list[dict[str, Any]]:
     """ConfigMap, master Service and Deployment, worker Deployment (``config.processes`` replicas)."""
-    if config.user_class != "ingress":
-        from harness.errors import UnsupportedFeature
-
+    if config.user_class not in ("ingress", "mesh") or not _base_url(target):
         raise UnsupportedFeature(
-            "in-cluster Locust sends from its own sidecar: use user_class 'ingress' with the service's "
-            "in-mesh URL as the target (target_in_cluster())"
+            "in-cluster Locust sends from its own sidecar: user class 'ingress' (through the gateway's "
+            "Service) or 'mesh' (to the service), with target_in_cluster(user_class) as the target"
         )
-    labels = {"app": NAME, "meshproof/run": run_id}
+    labels = {"app": NAME, RUN_LABEL: run_id}
+    # The sidecar, and the app held until it is up (the workers' first connection goes through it).
     inject = {"sidecar.istio.io/inject": "true"}
+    annotations = {"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'}
     files = {
         "locustfile.py": locustfile.read_text(),
         "shapes.py": (locustfile.parent / "shapes.py").read_text(),
     }
     volume = {"name": "locustfile", "configMap": {"name": NAME}}
     mount = {"name": "locustfile", "mountPath": MOUNT}
-    master_cmd = " ".join(shlex.quote(a) for a in ["locust", *locust_args(config, target, run_id)])
 
     def deployment(role: str, replicas: int, container: dict[str, Any]) -> dict[str, Any]:
         pod_labels = {**labels, "role": role}
@@ -121,9 +217,10 @@ def manifests(
                 "replicas": replicas,
                 "selector": {"matchLabels": {"app": NAME, "role": role}},
                 "template": {
-                    "metadata": {"labels": {**pod_labels, **inject}, "annotations": {}},
+                    "metadata": {"labels": {**pod_labels, **inject}, "annotations": annotations},
                     "spec": {
                         "serviceAccountName": "client",
+                        "terminationGracePeriodSeconds": 1,
                         "containers": [{"image": image, "volumeMounts": [mount], **container}],
                         "volumes": [volume],
                     },
@@ -152,7 +249,7 @@ def manifests(
             1,
             {
                 "name": "master",
-                "command": ["sh", "-c", f"{master_cmd}; sleep infinity"],
+                "command": ["sh", "-c", master_script(config, target, run_id)],
                 "ports": [{"containerPort": MASTER_PORT, "name": "tcp-locust"}],
             },
         ),
@@ -184,9 +281,16 @@ def report_from_locust_stats(
     started_at: float,
     ended_at: float,
     request_id_prefix: str = "",
+    locust_exit_code: int = 0,
+    errors: Mapping[str, int] | None = None,
     workdir: Path = Path(),
 ) -> LoadReport:
-    """A LoadReport from Locust's ``--json-file`` entries (per-endpoint, per-second counts)."""
+    """A LoadReport from Locust's ``--json-file`` entries (per-endpoint, per-second counts).
+
+    Locust counts requests per whole second of their start time: each second belongs to the phase
+    that holds its middle, so a second is never counted twice and phase boundaries are exact to
+    +-0.5 s. Latency percentiles are the whole run's (Locust keeps one histogram per endpoint); status
+    codes, versions and pods are not in Locust's stats (empty)."""
     reqs: Counter[int] = Counter()
     fails: Counter[int] = Counter()
     hist: Counter[float] = Counter()
@@ -204,7 +308,7 @@ def report_from_locust_stats(
     duration = max(ended_at - started_at, 1e-9)
 
     def window(lo: float, hi: float) -> tuple[int, int]:
-        secs = range(math.floor(lo), math.ceil(hi))
+        secs = [s for s in range(math.floor(lo), math.ceil(hi)) if lo <= s + 0.5 < hi]
         return sum(reqs[s] for s in secs), sum(fails[s] for s in secs)
 
     phase_stats = []
@@ -241,10 +345,10 @@ def report_from_locust_stats(
         latency=latency,
         phases=tuple(phase_stats),
         series=series,
-        errors=MappingProxyType({}),
+        errors=MappingProxyType(dict(errors or {})),
         request_id_prefix=request_id_prefix,
         locust_requests=total,
-        locust_exit_code=0,
+        locust_exit_code=locust_exit_code,
         locust_cpu_s=0.0,
         workdir=workdir,
     )

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
-from harness.errors import UserError
+from harness import proc
+from harness.errors import UnsupportedFeature
 from harness.load import LoadConfig, PhaseMark
-from harness.load.kube import MASTER_PORT, manifests, report_from_locust_stats, target_in_cluster
+from harness.load.kube import (
+    EXIT_MARK,
+    MASTER_PORT,
+    manifests,
+    master_script,
+    parse_master_log,
+    report_from_locust_stats,
+    target_in_cluster,
+)
 
 
 def test_manifests_master_and_workers_sidecar_injected_in_other_namespace() -> None:
@@ -29,17 +43,71 @@ def test_manifests_master_and_workers_sidecar_injected_in_other_namespace() -> N
     assert worker["spec"]["replicas"] == 3
     cmd = master["spec"]["template"]["spec"]["containers"][0]["command"][2]
     assert "--master" in cmd and "--expect-workers 3" in cmd and "--users 40" in cmd
-    assert "--mp-ingress http://microservice-1.sample.svc.cluster.local:3000" in cmd
-    assert "--mp-stop-file /tmp/stop" in cmd and cmd.endswith("IngressUser; sleep infinity")
+    # A web UI on the pod's loopback (read through a port-forward), not --headless; Locust quits itself.
+    assert "--autostart --autoquit 5 --web-host 127.0.0.1 --web-port 8089" in cmd and "--headless" not in cmd
+    assert "--mp-ingress http://istio-ingressgateway.istio-system.svc.cluster.local:80" in cmd
+    assert cmd.endswith("exec sleep infinity")
+    annotations = master["spec"]["template"]["metadata"]["annotations"]
+    assert json.loads(annotations["proxy.istio.io/config"]) == {"holdApplicationUntilProxyStarts": True}
     wargs = worker["spec"]["template"]["spec"]["containers"][0]["args"]
     assert (
         wargs[wargs.index("--master-host") + 1] == "meshproof-locust-master.other-namespace.svc.cluster.local"
     )
 
 
-def test_manifests_refuse_the_mesh_user_class() -> None:
-    with pytest.raises(UserError, match="its own sidecar"):
-        manifests(LoadConfig(user_class="mesh"), target_in_cluster(), run_id="x")
+def test_targets_in_cluster_by_user_class() -> None:
+    assert target_in_cluster("mesh").service_url == "http://microservice-1.sample.svc.cluster.local:3000"
+    docs = manifests(LoadConfig(user_class="mesh"), target_in_cluster("mesh"), run_id="x")
+    assert (
+        "--mp-ingress http://microservice-1.sample.svc.cluster.local:3000"
+        in (docs[2]["spec"]["template"]["spec"]["containers"][0]["command"][2])
+    )
+    with pytest.raises(UnsupportedFeature, match="--user-class ingress or --user-class mesh"):
+        target_in_cluster("both")
+    with pytest.raises(UnsupportedFeature, match="its own sidecar"):
+        manifests(LoadConfig(user_class="both"), target_in_cluster(), run_id="x")
+
+
+FAKE_LOCUST = """#!{python}
+import json, sys
+args = sys.argv[1:]
+out = args[args.index("--json-file") + 1]
+if "--mp-header" in args:
+    print("header", args[args.index("--mp-header") + 1])
+json.dump([{{"name": "ingress /", "num_reqs_per_sec": {{"1000": 3}}}}], open(out + ".json", "w"), indent=4)
+print("Shutting down (exit code {code})")
+sys.exit({code})
+"""
+
+
+@pytest.mark.parametrize("code", [0, 2])
+def test_the_master_script_logs_locusts_exit_code_and_stats_on_one_line(tmp_path: Path, code: int) -> None:
+    """The master's shell, run by a real sh with a stand-in `locust`: what the harness reads back."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "locust"
+    fake.write_text(FAKE_LOCUST.format(python=sys.executable, code=code))
+    fake.chmod(0o755)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    config = LoadConfig(headers={"x-test": 'it\'s "quoted"'})
+    script = master_script(
+        config, target_in_cluster(), "mp-1", json_file=str(tmp_path / "locust"), hold="echo held"
+    )
+    out = proc.run(["sh", "-c", script], env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert out.stdout.splitlines()[-1] == "held"
+    assert 'header {"x-test": "it\'s \\"quoted\\""}' in out.stdout
+    done = parse_master_log(out.stdout)
+    assert done is not None and done.exit_code == code
+    assert done.stats == [{"name": "ingress /", "num_reqs_per_sec": {"1000": 3}}]
+    assert f"Shutting down (exit code {code})" in done.log and EXIT_MARK not in done.log
+
+
+def test_parse_master_log_while_running_and_without_stats() -> None:
+    assert parse_master_log("Starting Locust 2.47.0\nAll users spawned\n") is None
+    done = parse_master_log(
+        f"Traceback (most recent call last):\nSyntaxError\n{EXIT_MARK} 1\nmeshproof-locust-stats \n"
+    )
+    assert done is not None and (done.exit_code, done.stats) == (1, None) and done.log.endswith("SyntaxError")
 
 
 def test_report_from_locust_stats_splits_phases_at_seconds() -> None:

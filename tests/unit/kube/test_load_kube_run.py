@@ -1,0 +1,406 @@
+"""KubeLocustRun over fakes: the dict cluster, a scripted Locust master (web API + log), a fake clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from harness.backends.kube.api import ObjectRef
+from harness.errors import LoadError, UnsupportedFeature, WaitTimeout
+from harness.load import LoadConfig, LocustRun, load_run
+from harness.load.kube import EXIT_MARK, NAMESPACE, STATS_MARK, WEB_PORT
+from harness.load.kube_run import KubeLocustRun
+
+from .fakes import FakeCluster
+
+RUN_OBJECTS = [
+    ObjectRef("v1", "ConfigMap", NAMESPACE, "meshproof-locust"),
+    ObjectRef("v1", "Service", NAMESPACE, "meshproof-locust-master"),
+    ObjectRef("apps/v1", "Deployment", NAMESPACE, "meshproof-locust-master"),
+    ObjectRef("apps/v1", "Deployment", NAMESPACE, "meshproof-locust-worker"),
+]
+
+# Locust's --json-file: requests per whole second (unix), failures in 1005-1007.
+STATS = [
+    {
+        "name": "ingress /api/greet",
+        "method": "GET",
+        "num_requests": 78,
+        "num_failures": 12,
+        "num_reqs_per_sec": {
+            "1000": 5,
+            **{str(s): 10 for s in range(1001, 1008)},
+            "1008": 3,
+        },
+        "num_fail_per_sec": {"1005": 4, "1006": 4, "1007": 4},
+        "response_times": {"12": 60, "250": 18},
+    }
+]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class LocustCluster(FakeCluster):
+    """The fake cluster plus a scripted in-cluster Locust: the master's web API (an httpx transport,
+    state by poll count) and the pods' logs (the master's shell lines once Locust has quit)."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        connect_after: int = 1,
+        spawn_after: int = 1,
+        exit_code: int = 0,
+        stats: list[dict[str, Any]] | None = None,
+        quit_on_stop: bool = True,
+        crash_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        self.workers, self.connect_after, self.spawn_after = workers, connect_after, spawn_after
+        self.exit_code = exit_code
+        self.stats = STATS if stats is None else stats
+        self.quit_on_stop = quit_on_stop
+        self.crash_workers = crash_workers
+        self.polls = 0
+        self.applied: list[tuple[str, str, int]] = []  # (name, kind, web API polls before it)
+        self.requests: list[str] = []
+        self.finished = False
+        self.master_lines = ["[2026-12-01 13:00:00] INFO/locust.main: Starting Locust 2.47.0"]
+        self.worker_log = "[2026-12-01 13:00:01] INFO/locust.main: Starting Locust 2.47.0 (worker)\n"
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        self.applied.append((obj["metadata"]["name"], obj["kind"], self.polls))
+        live = super().apply(obj)
+        if self.crash_workers and obj.get("kind") == "Deployment" and "worker" in obj["metadata"]["name"]:
+            for o in self.objects.values():
+                if o["kind"] == "Pod" and o["metadata"]["labels"].get("role") == "worker":
+                    o["status"]["containerStatuses"] = [
+                        {
+                            "name": "worker",
+                            "restartCount": 2,
+                            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        }
+                    ]
+        return live
+
+    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+        if container == "master":
+            lines = list(self.master_lines)
+            if self.finished:
+                lines.append("[2026-12-01 13:00:09] INFO/locust.main: Shutting down (exit code 0)")
+                lines.append(f"{EXIT_MARK} {self.exit_code}")
+                lines.append(f"{STATS_MARK} {json.dumps(self.stats)}" if self.stats else f"{STATS_MARK} ")
+            return "\n".join(lines[-tail_lines:]) + "\n"
+        return self.worker_log
+
+    def status(self) -> dict[str, Any]:
+        self.polls += 1
+        workers = self.workers if self.polls > self.connect_after else 0
+        if self.finished or self.requests.count("POST /stop"):
+            state = "stopped"
+        elif self.polls > self.connect_after + self.spawn_after:
+            state = "running"
+        else:
+            state = "spawning" if workers else "ready"
+        rows = [
+            {"name": "ingress /api/greet", "num_requests": 70, "num_failures": 12, "current_rps": 10.0},
+            {"name": "Aggregated", "num_requests": 70, "num_failures": 12, "current_rps": 10.0},
+        ]
+        return {
+            "state": state,
+            "worker_count": workers,
+            "user_count": 20 if state == "running" else 0,
+            "stats": rows,
+            "current_rps": 10.0,
+            "errors": [
+                {
+                    "method": "GET",
+                    "name": "ingress /api/greet",
+                    "error": "HTTPError('503')",
+                    "occurrences": 12,
+                }
+            ],
+        }
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/stats/requests":
+            return httpx.Response(200, json=self.status())
+        if request.url.path == "/stop" and request.method == "POST":
+            if self.quit_on_stop:
+                self.finished = True
+            return httpx.Response(200, json={"success": True, "message": "Test stopped"})
+        return httpx.Response(404)
+
+
+class FakeForward:
+    def __init__(self, target: tuple[str, str, int]) -> None:
+        self.target = target
+        self.url = "http://locust-master.test"
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def make_run(
+    cluster: LocustCluster, tmp_path: Path, *, config: LoadConfig | None = None, **kw: Any
+) -> tuple[KubeLocustRun, FakeClock, list[FakeForward]]:
+    clock = FakeClock()
+    forwards: list[FakeForward] = []
+
+    def forward(ns: str, pod: str, port: int) -> FakeForward:
+        forwards.append(FakeForward((ns, pod, port)))
+        return forwards[-1]
+
+    run = KubeLocustRun(
+        config or LoadConfig(users=20, processes=2),
+        api=cluster,
+        workdir=tmp_path / "load",
+        http=httpx.Client(transport=httpx.MockTransport(cluster.handle)),
+        forward=forward,
+        wall=lambda: 1000.0 + clock.t,
+        clock=clock,
+        **kw,
+    )
+    return run, clock, forwards
+
+
+def gone(cluster: FakeCluster) -> bool:
+    return all(cluster.get(r) is None for r in RUN_OBJECTS)
+
+
+def test_a_run_applies_waits_for_workers_and_spawn_marks_phases_and_reports(tmp_path: Path) -> None:
+    cluster = LocustCluster(workers=2, connect_after=1, spawn_after=1)
+    run, clock, forwards = make_run(cluster, tmp_path)
+    with run:
+        assert all(cluster.get(r) is not None for r in RUN_OBJECTS)
+        workers = cluster.get(ObjectRef("apps/v1", "Deployment", NAMESPACE, "meshproof-locust-worker"))
+        assert workers is not None and workers["spec"]["replicas"] == 2
+        master_pod = forwards[0].target[1]
+        assert forwards[0].target == (NAMESPACE, master_pod, WEB_PORT) and "master" in master_pod
+        # poll 1: the master answers (no workers yet); poll 2: connected, the run starts; 3: running
+        assert run.current_phase == "load" and cluster.polls == 3
+        # The workers are applied once the master's web UI has answered (they give up without it).
+        assert cluster.applied[-1] == ("meshproof-locust-worker", "Deployment", 1)
+        assert [polls for *_, polls in cluster.applied[:-1]] == [0, 0, 0]
+        assert run.progress().requests == 70
+        clock.t = 5.0
+        run.phase("fault")
+        clock.t = 8.0
+    report = run.report
+    assert report is not None
+    assert "POST /stop" in cluster.requests
+    # The run is dated back to Locust's first counted second (1000); each second counts once, in the
+    # phase that holds its middle: 1000.5 is the load's (it started then), 1005-1008 the fault's.
+    assert [(p.name, p.requests, p.failures) for p in report.phases] == [
+        ("spawn", 0, 0),
+        ("load", 45, 0),
+        ("fault", 33, 12),
+    ]
+    assert sum(p.requests for p in report.phases) == report.requests == 78
+    assert report.phases[0].start_s == 0.0 and report.phases[-1].end_s == pytest.approx(9.0)
+    assert (report.failures, report.latency.p50_ms, report.latency.p99_ms) == (12, 12.0, 250.0)
+    assert report.errors == {"ingress /api/greet: HTTPError('503')": 12}
+    assert report.request_id_prefix == run.run_id and report.locust_exit_code == 0
+    assert gone(cluster) and forwards[0].stopped
+    assert "Shutting down" in run.log_path.read_text()
+    assert json.loads((tmp_path / "load" / "report.json").read_text())["requests"] == 78
+
+
+def test_phases_split_at_the_middle_of_each_second(tmp_path: Path) -> None:
+    cluster = LocustCluster(workers=1, connect_after=0, spawn_after=4)
+    run, clock, _ = make_run(cluster, tmp_path, config=LoadConfig(users=5))
+    run.start()  # connected at once (1000.0), running at the fifth poll (1001.0)
+    clock.t = 4.4
+    run.phase("fault")  # 1004.4: second 1004 (middle 1004.5) is the fault's
+    clock.t = 8.2
+    report = run.stop()
+    assert [(p.name, p.requests, p.failures) for p in report.phases] == [
+        ("spawn", 5, 0),  # 1000
+        ("load", 30, 0),  # 1001-1003
+        ("fault", 43, 12),  # 1004-1008
+    ]
+
+
+def test_a_cluster_clock_far_from_ours_is_an_error_not_wrong_phases(tmp_path: Path) -> None:
+    skewed = [{**STATS[0], "num_reqs_per_sec": {"400": 78}}]  # ten minutes before the run was applied
+    run, _, _ = make_run(LocustCluster(stats=skewed), tmp_path)
+    with pytest.raises(LoadError, match="clock"), run:
+        pass
+
+
+def test_a_run_with_a_duration_ends_by_itself_without_a_stop(tmp_path: Path) -> None:
+    cluster = LocustCluster(connect_after=0, spawn_after=0)
+    run, clock, _ = make_run(cluster, tmp_path, config=LoadConfig(users=5, duration_s=8, processes=2))
+    with run:
+        assert not run.exited
+        cluster.finished = True  # the shape ended the run; Locust quit
+        assert run.exited and run.wait(timeout=5) == 0
+        clock.t = 30.0
+    assert "POST /stop" not in cluster.requests
+    assert run.report is not None and run.report.duration_s == pytest.approx(9.0)  # 1000 .. 1009
+    assert gone(cluster)
+
+
+def test_a_worker_whose_locust_exits_fails_the_start_with_its_log(tmp_path: Path) -> None:
+    cluster = LocustCluster(crash_workers=True)
+    cluster.worker_log = (
+        'Traceback (most recent call last):\n  File "/mnt/locust/locustfile.py", line 3\n'
+        "ModuleNotFoundError: No module named 'shapes'\n"
+    )
+    run, _, _ = make_run(cluster, tmp_path)
+    with pytest.raises(LoadError, match=r"worker in pod other-namespace/meshproof-locust-worker") as e:
+        run.start()
+    assert "No module named 'shapes'" in str(e.value) and "CrashLoopBackOff" in str(e.value)
+    assert gone(cluster) and not run.running
+
+
+def test_a_master_that_exits_before_spawning_raises_locusts_message(tmp_path: Path) -> None:
+    cluster = LocustCluster(exit_code=1, stats=[])
+    cluster.master_lines += [
+        "Traceback (most recent call last):",
+        "SyntaxError: invalid syntax (locustfile.py)",
+    ]
+    cluster.finished = True
+    run, _, forwards = make_run(cluster, tmp_path)
+    with pytest.raises(LoadError, match="master exited 1 before spawning") as e:
+        run.start()
+    assert "SyntaxError: invalid syntax" in str(e.value)
+    assert gone(cluster) and not forwards  # it never got as far as the web UI
+    assert "SyntaxError" in run.log_path.read_text()
+
+
+def test_workers_that_never_connect_time_out_naming_what_was_seen(tmp_path: Path) -> None:
+    cluster = LocustCluster(workers=1, connect_after=10**6)
+    run, _, forwards = make_run(cluster, tmp_path, config=LoadConfig(processes=3), ready_timeout=20)
+    with pytest.raises(WaitTimeout, match="report 3 connected workers") as e:
+        run.start()
+    assert "0 of 3 workers connected" in str(e.value)
+    notes = "\n".join(getattr(e.value, "__notes__", []))
+    assert "meshproof-locust-worker" in notes and "master" in notes and "Starting Locust" in notes
+    assert gone(cluster) and forwards[0].stopped
+
+
+def test_a_nonzero_exit_at_the_end_raises_and_still_deletes_everything(tmp_path: Path) -> None:
+    cluster = LocustCluster(exit_code=2)
+    cluster.master_lines += ["Traceback (most recent call last):", "KeyError: 'pod'"]
+    run, _, _ = make_run(cluster, tmp_path)
+    with pytest.raises(LoadError, match="exited 2") as e, run:
+        pass
+    assert "KeyError: 'pod'" in str(e.value)
+    assert gone(cluster) and run.report is None
+
+
+def test_a_stop_that_locust_never_finishes_times_out_and_cleans_up(tmp_path: Path) -> None:
+    cluster = LocustCluster(quit_on_stop=False)
+    run, _, _ = make_run(cluster, tmp_path)
+    run.start()
+    with pytest.raises(WaitTimeout, match="stop and log its stats") as e:
+        run.stop()
+    assert "Locust has not quit yet" in str(e.value)
+    assert gone(cluster)
+
+
+def test_ctrl_c_deletes_everything_without_waiting_for_locust(tmp_path: Path) -> None:
+    cluster = LocustCluster()
+    run, _, forwards = make_run(cluster, tmp_path)
+    with pytest.raises(KeyboardInterrupt), run:
+        raise KeyboardInterrupt
+    assert "POST /stop" not in cluster.requests and gone(cluster) and forwards[0].stopped
+    assert run.report is None and not run.running
+
+
+def test_a_snapshot_is_refused_while_in_cluster_locust_runs(tmp_path: Path) -> None:
+    run, _, _ = make_run(LocustCluster(), tmp_path)
+    with run, pytest.raises(UnsupportedFeature, match="read run.report"):
+        run.snapshot()
+    assert run.snapshot() is run.report
+
+
+def test_reuse_and_early_stop_are_refused(tmp_path: Path) -> None:
+    run, _, _ = make_run(LocustCluster(), tmp_path)
+    with pytest.raises(LoadError, match="before start"):
+        run.stop()
+    with run:
+        pass
+    with pytest.raises(LoadError, match="stopped"):
+        run.start()
+
+
+def test_the_both_user_class_is_refused_before_anything_is_applied(tmp_path: Path) -> None:
+    cluster = LocustCluster()
+    with pytest.raises(UnsupportedFeature, match="--user-class ingress or --user-class mesh"):
+        make_run(cluster, tmp_path, config=LoadConfig(user_class="both"))
+    assert gone(cluster)
+
+
+def test_through_the_real_port_forward_over_the_fake_api(tmp_path: Path) -> None:
+    """The default forward (PortForward over KubeApi.open_port) and HTTP client, real sockets."""
+    import time
+
+    now = int(time.time())
+    stats = [{"name": "ingress /", "num_requests": 78, "num_reqs_per_sec": {str(now): 78}}]
+    running = {"state": "running", "worker_count": 1, "user_count": 5, "stats": [], "errors": []}
+
+    class Served(LocustCluster):
+        def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+            self.finished = any(b"POST /stop" in raw for *_, raw in self.served)
+            return super().pod_log(namespace, pod, container, tail_lines)
+
+    cluster = Served(stats=stats)
+    cluster.http_ports[WEB_PORT] = (200, json.dumps(running).encode())
+    run = KubeLocustRun(LoadConfig(users=5), api=cluster, workdir=tmp_path / "load", poll=0.05)
+    with run:
+        pass
+    assert run.report is not None and run.report.requests == 78
+    assert any(port == WEB_PORT and "master" in pod for _ns, pod, port in cluster.opened)
+    assert any(raw.startswith(b"POST /stop") for *_, raw in cluster.served)
+    assert gone(cluster)
+
+
+def test_load_run_picks_the_in_cluster_run_on_kind_and_existing(tmp_path: Path) -> None:
+    class Kube:
+        name = "kind"
+        api = LocustCluster()
+
+        def ingress_url(self) -> str:
+            raise AssertionError("the in-cluster run does not use the host's ingress address")
+
+        def workload(self, ref: str) -> Any:
+            raise AssertionError
+
+        def service_url(self, service: str, namespace: str, port: int) -> str:
+            raise AssertionError
+
+    run = load_run(LoadConfig(), Kube(), workdir=tmp_path)
+    assert isinstance(run, KubeLocustRun)
+    assert run.target.ingress_url == "http://istio-ingressgateway.istio-system.svc.cluster.local:80"
+
+    class Local(Kube):
+        name = "local"
+
+        def ingress_url(self) -> str:
+            return "http://127.0.0.1:8080"
+
+        def workload(self, ref: str) -> Any:
+            from harness.errors import UserError
+
+            raise UserError("no client")
+
+    local = load_run(LoadConfig(), Local(), workdir=tmp_path)
+    assert isinstance(local, LocustRun) and local.target.ingress_url == "http://127.0.0.1:8080"
