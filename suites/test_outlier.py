@@ -109,17 +109,7 @@ def apply_outlier(
     field unset), never the DestinationRule's field names. Returns it with the ACK seconds."""
     before = admin.active_cluster(cluster)
     apply_s = config.apply(*bodies, label=label)
-
-    def changed() -> Mapping[str, Any] | None:
-        now = admin.active_cluster(cluster)
-        return now if now is not None and (apply_s == 0.0 or now != before) else None
-
-    running = wait.until(
-        changed,
-        what=f"{admin.proxy.ref} to run {cluster} as changed by the {label} variant",
-        timeout=30,
-        interval=0.05,
-    )
+    running = admin.await_change(cluster, before, changed=apply_s > 0, what=f"as the {label} variant made it")
     return EffectiveOutlier.from_cluster(running), apply_s
 
 

@@ -29,7 +29,6 @@ from scipy.stats import binomtest
 
 from harness import wait
 from harness.backends.base import Fault
-from harness.istio import ConnectionPool
 from harness.load import latency_at_least
 from harness.traffic.checks import CheckResult, all_of, proportion_match
 from suites._support.envoy import address_owner
@@ -257,9 +256,7 @@ def test_negative_raised_limits_fail_the_shed_check_under_load(
     mesh_backend, load, sampler, config, faults, evidence, admin_http
 ) -> None:
     """Negative control: limits raised to 1000 while asserting 1 + 1: nothing is shed, the check FAILS."""
-    asserted = Limits.of(
-        ConnectionPool(max_connections=1, http1_max_pending_requests=1, http2_max_requests=1)
-    )
+    asserted = Limits(max_connections=1, max_pending_requests=1, max_requests=1)
     _shed_under_load(
         mesh_backend,
         load,

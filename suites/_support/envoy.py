@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from harness import envoy
+from harness import envoy, wait
 from harness.backends.base import Workload
 
 
@@ -91,6 +91,22 @@ class EnvoyAdmin:
             if c.get("name") == cluster:
                 return c  # type: ignore[no-any-return]
         return None
+
+    def await_change(
+        self, cluster: str, before: Mapping[str, Any] | None, *, changed: bool, what: str
+    ) -> Mapping[str, Any]:
+        """The cluster as the proxy runs it once it differs from ``before`` (its config before an
+        apply; ``changed`` False: the apply changed nothing, so the running one is current).
+
+        An ACKed update may still be warming (Envoy keeps the old cluster active until the new one
+        has its endpoints), so the predictions are read only from the changed active cluster.
+        """
+
+        def now() -> Mapping[str, Any] | None:
+            running = self.active_cluster(cluster)
+            return running if running is not None and (not changed or running != before) else None
+
+        return wait.until(now, what=f"{self.proxy.ref} to run {cluster} {what}", timeout=30, interval=0.05)
 
     # ---- /stats --------------------------------------------------------------------------------
     def counter(self, cluster: str, name: str) -> float | None:

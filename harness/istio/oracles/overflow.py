@@ -22,6 +22,12 @@ from typing import Any
 
 ENVOY_DEFAULT_LIMIT = 1024
 ENVOY_DEFAULT_RETRIES = 3
+#: what Istio writes for a limit the DestinationRule leaves out (the largest uint32)
+UNLIMITED = 2**32 - 1
+
+
+def _shown(value: int) -> str:
+    return "unlimited" if value >= UNLIMITED else str(value)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class Limits:
 
     def describe(self) -> str:
         return (
-            f"{self.active} active request(s) (max_connections {self.max_connections}, max_requests "
-            f"{self.max_requests}), {self.pending} pending, {self.max_retries} retries"
+            f"{_shown(self.active)} active request(s) (max_connections {_shown(self.max_connections)}, "
+            f"max_requests {_shown(self.max_requests)}), {_shown(self.pending)} pending, "
+            f"{_shown(self.max_retries)} retries"
         )

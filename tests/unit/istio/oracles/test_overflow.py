@@ -31,6 +31,7 @@ def test_istios_thresholds_are_read_as_envoy_runs_them() -> None:
     lim = Limits.from_cluster(cluster)
     assert (lim.active, lim.pending, lim.in_flight) == (1, 1, 2)
     assert "1 active request(s)" in lim.describe()
+    assert "max_requests unlimited" in lim.describe() and "unlimited retries" in lim.describe()
 
 
 def test_shed_bounds() -> None:
