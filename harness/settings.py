@@ -46,6 +46,7 @@ class Settings:
     kube_context: str = ""  # for backend "existing"
     kind_cluster: str = "meshproof"
     keep_cluster: bool = False
+    images: str = "auto"  # kind path: "local" (build every image here), "official" (pull releases), "auto"
     alpha: float = 0.001  # false-failure rate per statistical check
     power: float = 0.99  # probability of catching min_deviation
     min_deviation: float = 0.05  # smallest deviation (absolute share) a check must catch
@@ -62,6 +63,10 @@ class Settings:
         if self.istio_version not in ISTIO_RELEASES:
             known = ", ".join(sorted(ISTIO_RELEASES))
             raise UserError(f"unknown Istio version {self.istio_version!r}. Fix: use one of {known}")
+        if self.images not in ("auto", "local", "official"):
+            raise UserError(
+                f"MESHPROOF_IMAGES={self.images!r} is not one of auto, local, official. Fix: unset it or pick one"
+            )
         for name in ("alpha", "power", "min_deviation"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
@@ -84,6 +89,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         kube_context=env.get("MESHPROOF_KUBE_CONTEXT", ""),
         kind_cluster=env.get("MESHPROOF_KIND_CLUSTER", "meshproof"),
         keep_cluster=env.get("MESHPROOF_KEEP_CLUSTER", "") not in ("", "0", "false"),
+        images=env.get("MESHPROOF_IMAGES", "auto"),
         alpha=_float(env, "MESHPROOF_ALPHA", 0.001),
         power=_float(env, "MESHPROOF_POWER", 0.99),
         min_deviation=_float(env, "MESHPROOF_MIN_DEVIATION", 0.05),

@@ -66,3 +66,10 @@ DEFAULT_ISTIO = "1.31-dev"
 
 JAEGER_MODULE = "github.com/jaegertracing/jaeger"
 JAEGER_VERSION = "v1.76.0"
+
+# The kind path (issue #11). kind is built from its module into the cache (`go install`); the node
+# image's Kubernetes is built from k8s.io/kubernetes with every staging module replaced by its
+# published v0.<minor>.<patch> (the kubernetes module's own go.mod points them at ./staging).
+KIND_MODULE = "sigs.k8s.io/kind"
+KIND_VERSION = "v0.33.0"
+KUBERNETES_VERSION = "v1.37.2"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import __version__
-from harness.cli import chaos, config, lifecycle, testrun, tools, traffic
+from harness.cli import chaos, config, kindpath, lifecycle, testrun, tools, traffic
 from harness.cli import load as load_verb
 from harness.cli.output import Output
 from harness.settings import BACKENDS, Settings
@@ -254,6 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="rebuild even if the same pins are installed")
     p.add_argument("--json", action="store_true", help="print what was installed as JSON")
+
+    p = verb(
+        "docker",
+        kindpath.cmd_docker,
+        "the kind path's Docker engine: status, install (docker.io, kind), start (only if none answers), "
+        "stop (only the one meshproof started)",
+        as_json,
+    )
+    kindpath.add_docker_arguments(p)
+    p = verb(
+        "images",
+        kindpath.cmd_images,
+        "the kind path's container images, built locally under one prefix: plan, build",
+        as_json,
+    )
+    kindpath.add_images_arguments(p)
 
     p = verb("upgrade-check", upgrade_command.run, upgrade_command.SUMMARY, backend, as_json)
     upgrade_command.add_arguments(p)

@@ -143,6 +143,11 @@ def _local_doctor(settings: Settings) -> list[ToolStatus]:
 
 
 def _kube_doctor(settings: Settings) -> list[ToolStatus]:
-    from harness.backends.kube.doctor import doctor
+    from harness.backends.kube.doctor import doctor, kind_path
+    from harness.backends.kube.kindbin import kind_which
+    from harness.backends.kube.tools import default_which
 
-    return doctor(release=ISTIO_RELEASES[settings.istio_version], context=settings.kube_context)
+    which = kind_which(settings.cache_dir, default_which)
+    return doctor(
+        release=ISTIO_RELEASES[settings.istio_version], context=settings.kube_context, which=which
+    ) + kind_path(settings.cache_dir, settings.images, which=which)

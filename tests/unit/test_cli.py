@@ -389,3 +389,23 @@ def test_traces_rejects_bad_options_before_reaching_a_mesh(
     assert main(args) == 2
     _, err = capsys.readouterr()
     assert message in err
+
+
+def test_docker_stop_never_touches_an_engine_meshproof_did_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A fresh cache holds no dockerd record: whatever engine runs on this machine is not ours.
+    monkeypatch.setenv("MESHPROOF_CACHE", str(tmp_path / "cache"))
+    assert main(["docker", "stop", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["stopped"] is False
+    assert doc["engine"]["mode"] in ("absent", "foreign")
+
+
+def test_images_build_of_a_planned_image_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no docker either: still one line, exit 2
+    assert main(["images", "build", "--only", "kind-node"]) == 2
+    out, err = capsys.readouterr()
+    no_traceback(out + err)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness import proc
+from harness.backends.kube.engine import DockerEngine, EngineLayout, EngineMode, ProcTable, needs_cap_wrapper
+from harness.backends.kube.images import ImageBuilder, images_mode, kind_default_node_image
 from harness.backends.kube.tools import (
     DOCKER,
     KIND,
@@ -23,8 +26,8 @@ from harness.backends.kube.tools import (
     tool_version,
 )
 from harness.doctor import ToolStatus
-from harness.errors import ToolMissing
-from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, IstioRelease
+from harness.errors import MeshproofError, ToolMissing
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, KIND_MODULE, KIND_VERSION, IstioRelease
 
 
 @dataclass(frozen=True)
@@ -162,3 +165,85 @@ def api_probe(context: str) -> ClusterInfo:
         return ClusterInfo(server, istiod.version if istiod else "")
     finally:
         api.close()
+
+
+def kind_path(
+    cache_dir: Path,
+    images_setting: str = "auto",
+    *,
+    run: proc.Runner = proc.run,
+    which: proc.Which = default_which,
+    procs: ProcTable | None = None,
+    kind_module_dir: Path | None = None,
+) -> list[ToolStatus]:
+    """The kind path's machinery: who runs the Docker engine, whether runc needs the capability
+    wrapper (and has it), and which images the cluster would use (local builds or official), why."""
+    procs = procs or ProcTable()
+    engine = DockerEngine(EngineLayout.under(cache_dir), run=run, which=which, procs=procs)
+    st = engine.status()
+    out = [
+        ToolStatus(
+            "docker engine owner",
+            "kind",
+            f"who runs the engine: {st.detail}",
+            st.mode is not EngineMode.ABSENT,
+            st.mode.value,
+            str(engine.layout.record) if st.mode is EngineMode.OURS else "",
+            "`meshproof docker start` (root): installs Debian's docker.io and starts dockerd when none answers",
+            optional=True,
+        )
+    ]
+    try:
+        needed = needs_cap_wrapper(procs.status_text())
+    except (OSError, ValueError):
+        needed = False
+    if needed:
+        has = st.mode is EngineMode.OURS and bool(st.wrapper)
+        why = "privileged containers (kind's nodes): the capability bounding set lacks CAP_SYS_RESOURCE"
+        if st.mode is EngineMode.FOREIGN:
+            why += (
+                "; the running engine was not started by meshproof, so whether its runtime copes is unknown"
+            )
+        out.append(
+            ToolStatus(
+                "runc capability wrapper",
+                "kind",
+                why,
+                has,
+                "needed",
+                st.wrapper,
+                "`meshproof docker start` registers runc-capdrop as dockerd's default runtime",
+                optional=st.mode is not EngineMode.OURS,
+            )
+        )
+    module_dir = kind_module_dir or _kind_module_dir(run, which)
+    node = kind_default_node_image(module_dir) if module_dir else ""
+    present: bool | None = None
+    docker = which("docker")
+    if st.server_version and docker and node:
+        present = ImageBuilder(cache_dir, docker=docker, run=run, which=which).labels(node) is not None
+    mode = images_mode(
+        images_setting, official_node_image=node or "kind's default node image", official_present=present
+    )
+    ready = mode.mode == "official"
+    how = (
+        "pull access to the official images (kind's node image, Istio's release images)"
+        if ready
+        else "`meshproof images build` (today it builds the Debian base only; the kind node, pilot, proxyv2, "
+        "Jaeger and sample images are planned in issue #11), or MESHPROOF_IMAGES=official where pulls work"
+    )
+    out.append(ToolStatus("images", "kind", f"the cluster's images: {mode.why}", ready, mode.mode, "", how))
+    return out
+
+
+def _kind_module_dir(run: proc.Runner, which: proc.Which) -> Path | None:
+    """kind's module in the Go module cache (its default node image is a constant there)."""
+    go = which("go")
+    if not go:
+        return None
+    try:
+        out = run([go, "env", "GOMODCACHE"], timeout=30, check=False)
+    except MeshproofError:
+        return None
+    d = Path(out.stdout.strip()) / f"{KIND_MODULE}@{KIND_VERSION}"
+    return d if out.returncode == 0 and d.is_dir() else None

@@ -286,3 +286,37 @@ def test_install_updates_the_package_lists_once_when_apt_does_not_know_docker_io
         ["update"],
         ["install", "-y", "--no-install-recommends", "docker.io"],
     ]
+
+
+def test_doctor_reports_owner_wrapper_and_images_mode(tmp_path: Path) -> None:
+    from harness.backends.kube.doctor import kind_path
+
+    h = Harness(tmp_path, status=LACKING)
+    h.engine.start()
+    mod = tmp_path / "kind-mod" / "pkg" / "apis" / "config" / "defaults"
+    mod.mkdir(parents=True)
+    (mod / "image.go").write_text('const Image = "kindest/node:v1.37.0@sha256:x"\n')
+
+    def entries(setting: str) -> dict[str, Any]:
+        got = kind_path(
+            tmp_path,
+            setting,
+            run=h.engine._run,
+            which=which_from(TOOLS),
+            procs=ProcTable(h.proc.root),
+            kind_module_dir=tmp_path / "kind-mod",
+        )
+        return {e.name: e for e in got}
+
+    e = entries("auto")
+    assert e["docker engine owner"].version == "ours" and e["docker engine owner"].found
+    wrapper = e["runc capability wrapper"]
+    assert wrapper.found and wrapper.path == str(h.lay.wrapper) and "CAP_SYS_RESOURCE" in wrapper.needed_for
+    images = e["images"]
+    # the fake engine answers every inspect with labels: the official node image counts as present
+    assert images.version == "official" and "kindest/node:v1.37.0@sha256:x" in images.needed_for
+    assert entries("local")["images"].version == "local" and not entries("local")["images"].found
+    h.engine.stop()
+    gone = entries("auto")
+    assert gone["docker engine owner"].version == "absent" and not gone["runc capability wrapper"].found
+    assert "no Docker engine answers" in gone["images"].needed_for

