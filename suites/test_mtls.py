@@ -126,15 +126,24 @@ def test_plaintext_to_strict_sidecars_is_refused(mesh_backend, config, design, e
     )
 
 
+def server_identities(bundle: Bundle, workloads: Sequence[Workload]) -> dict[str, str]:
+    """Each replica's own SPIFFE ID as the manifests define it (the identity oracle over its
+    Deployment's ServiceAccount and namespace), never the record its certificate was written from."""
+    return {
+        w.name: identity.workload_spiffe_id(bundle.documents, w.namespace, w.deployment) for w in workloads
+    }
+
+
 def identity_check(
-    mesh_backend, sampler, design, source: str, expected: str
+    mesh_backend, sampler, design, source: str, expected: str, manifests: Bundle
 ) -> tuple[CheckResult, int, float]:  # type: ignore[no-untyped-def]
-    """Every response 200, and the server's xfcc names ``expected`` as the caller (URI=...)."""
+    """Every response 200, the server's xfcc names ``expected`` as the caller (URI=...) and the
+    serving replica's manifest-derived identity as the server (By=...)."""
     started = time.perf_counter()
     n = design.n_exact()
     result = sampler.sample(mesh_backend, source=source, n=n, concurrency=16)
     want = f"URI={expected}"
-    servers = {w.name: w.spiffe_id for w in replicas(mesh_backend)}
+    servers = server_identities(manifests, replicas(mesh_backend))
     bad = [
         r
         for r in result.responses
@@ -147,8 +156,8 @@ def identity_check(
         passed=not bad and result.total == n,
         detail=(
             f"expected every response 200 with xfcc containing {want} and By=<the serving replica's "
-            f"SPIFFE ID>; {len(bad)} of {result.total} were not; status {result.status_counts()}; "
-            f"e.g. xfcc {example}"
+            f"SPIFFE ID from the manifests' ServiceAccount and namespace>; {len(bad)} of "
+            f"{result.total} were not; status {result.status_counts()}; e.g. xfcc {example}"
         ),
         evidence={"bad": len(bad), "other_identity": other_identity, "total": result.total},
     )
@@ -165,7 +174,7 @@ def test_in_mesh_callers_carry_their_spiffe_identity(
     never from the record the certificate was written from.
     """
     check, n, wall = identity_check(
-        mesh_backend, sampler, design, source, expected_identity(manifests, source)
+        mesh_backend, sampler, design, source, expected_identity(manifests, source), manifests
     )
     evidence.require(check, requests=n, confidence=design.exact_confidence(), wall_s=wall)
 
@@ -187,7 +196,7 @@ def test_negative_other_service_account_fails_the_identity_check(
     body["spec"]["template"]["spec"]["serviceAccountName"] = "impostor"
     wrong = identity.spiffe_id(dataclasses.replace(doc, body=body))
     assert wrong != expected_identity(manifests, source)
-    check, n, wall = identity_check(mesh_backend, sampler, design, source, wrong)
+    check, n, wall = identity_check(mesh_backend, sampler, design, source, wrong, manifests)
     evidence.require_failure(
         check,
         requests=n,
