@@ -67,6 +67,11 @@ def _options(parser: Any) -> None:
     parser.add_argument("--mp-run-id", default="mp-load", help="prefix of every x-request-id")
     parser.add_argument("--mp-events", default="", help="directory for the per-request event logs")
     parser.add_argument("--mp-stop-file", default="", help="the run ends (cleanly) once this file exists")
+    parser.add_argument(
+        "--mp-split-stats",
+        action="store_true",
+        help="name each request's stats entry '<name> #[status, version, pod, overloaded]' (in-cluster runs)",
+    )
 
 
 # --------------------------------------------------------------------------- per process setup
@@ -161,6 +166,21 @@ def _identity(body: Any, context: dict[str, Any]) -> None:
         context["version"] = str(body.get("version") or "")
 
 
+def _split(resp: Any, opts: Any) -> None:
+    """With --mp-split-stats, Locust keeps one stats entry (per-second counts included) per status,
+    answering version and pod: the in-cluster master's stats then carry what the event logs carry
+    locally. Called before the response context exits (that is when Locust reads the name)."""
+    if not opts.mp_split_stats:
+        return
+    meta = resp.request_meta
+    ctx = meta["context"]
+    status = ctx.get("status")
+    if status is None:
+        status = getattr(resp, "status_code", 0) or 0
+    key = [int(status), ctx.get("version", ""), ctx.get("pod", ""), int(ctx.get("flags") == "overloaded")]
+    meta["name"] = f"{meta['name']} #{json.dumps(key, separators=(',', ':'))}"
+
+
 def _flags(headers: Any, context: dict[str, Any]) -> None:
     if headers and headers.get("x-envoy-overloaded"):
         context["flags"] = "overloaded"  # Envoy shed it (circuit breaker)
@@ -199,6 +219,7 @@ class IngressUser(FastHttpUser):
             ):
                 with contextlib.suppress(ValueError):
                     _identity(resp.json(), ctx)  # the app's answers name their pod, faults included
+            _split(resp, self._opts)
 
 
 class MeshUser(FastHttpUser):

@@ -15,6 +15,8 @@ as Deployments in ``other-namespace``, sidecar-injected, so the load enters thro
   with an ordinary pod-log request (:func:`parse_master_log`) before deleting the objects.
 * :func:`report_from_locust_stats` turns that JSON into the same :class:`~harness.load.LoadReport`
   (per-second resolution: phases are split at whole seconds; latency percentiles are the run's).
+  The locustfile's ``--mp-split-stats`` names each request's stats entry after its status, answering
+  version and pod, so Locust's own per-second counts carry status codes, versions and pods per phase.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ AUTOQUIT_S = 5
 #: Lines the master's shell prints into its log after Locust exits (see :func:`parse_master_log`).
 EXIT_MARK = "meshproof-locust-exit"
 STATS_MARK = "meshproof-locust-stats"
+DONE_MARK = "meshproof-locust-done"  # after the stats line: the log is complete
 #: The pod label every object and pod of one run carries.
 RUN_LABEL = "meshproof/run"
 
@@ -85,22 +88,38 @@ def _base_url(target: LoadTarget) -> str:
     return target.ingress_url or target.service_url
 
 
-def locust_args(config: LoadConfig, target: LoadTarget, run_id: str) -> list[str]:
+def locust_args(
+    config: LoadConfig,
+    target: LoadTarget,
+    run_id: str,
+    *,
+    locustfile: str = f"{MOUNT}/locustfile.py",
+    json_file: str = JSON_FILE,
+    web_port: int = WEB_PORT,
+    master_bind: tuple[str, int] | None = None,
+) -> list[str]:
     """The master's Locust arguments (workers get only --worker and the master's address; Locust
-    hands them the ``--mp-*`` options with each spawn message)."""
+    hands them the ``--mp-*`` options with each spawn message). The keyword arguments exist for
+    the rehearsal on this machine (``tests/load``): in the pod the defaults hold."""
     c = config
     workers = max(1, c.processes)
+    bind = (
+        ["--master-bind-host", master_bind[0], "--master-bind-port", str(master_bind[1])]
+        if master_bind
+        else []
+    )
     args = [
         "-f",
-        f"{MOUNT}/locustfile.py",
+        locustfile,
         "--master",
+        *bind,
         "--autostart",
         "--autoquit",
         str(AUTOQUIT_S),
         "--web-host",
         "127.0.0.1",
         "--web-port",
-        str(WEB_PORT),
+        str(web_port),
         "--expect-workers",
         str(workers),
         "--users",
@@ -113,7 +132,8 @@ def locust_args(config: LoadConfig, target: LoadTarget, run_id: str) -> list[str
         "0",
         "--only-summary",
         "--json-file",
-        JSON_FILE,
+        json_file,
+        "--mp-split-stats",  # one stats entry per status, version and pod: see report_from_locust_stats
         "--mp-shape",
         c.shape,
         "--mp-duration",
@@ -141,14 +161,15 @@ def master_script(
     *,
     json_file: str = JSON_FILE,
     hold: str = "exec sleep infinity",
+    **overrides: Any,
 ) -> str:
     """The master container's shell: Locust, then its exit code and stats into the log, then ``hold``
-    (the container stays up until the harness has read the log and deletes the Deployment)."""
-    args = locust_args(config, target, run_id)
-    args[args.index("--json-file") + 1] = json_file
+    (the container stays up until the harness has read the log and deletes the Deployment).
+    ``overrides`` go to :func:`locust_args` (the rehearsal on this machine)."""
+    args = locust_args(config, target, run_id, json_file=json_file, **overrides)
     locust = " ".join(shlex.quote(a) for a in ["locust", *args])
     dump = " ".join(shlex.quote(a) for a in ["python3", "-c", _ONE_LINE, f"{json_file}.json"])
-    return f'{locust}; code=$?; echo "{EXIT_MARK} $code"; printf "{STATS_MARK} "; {dump} || echo; {hold}'
+    return f'{locust}; code=$?; echo "{EXIT_MARK} $code"; printf "{STATS_MARK} "; {dump} || echo; echo {DONE_MARK}; {hold}'
 
 
 @dataclass(frozen=True)
@@ -161,12 +182,15 @@ class MasterExit:
 
 
 def parse_master_log(text: str) -> MasterExit | None:
-    """The exit code and stats the master's shell printed after Locust exited; None while it runs."""
+    """The exit code and stats the master's shell printed after Locust exited; None while it runs,
+    and until the shell has logged its last line (the stats line is written after the exit line)."""
     lines = text.splitlines()
     for i in range(len(lines) - 1, -1, -1):
         head, _, code = lines[i].partition(" ")
         if head != EXIT_MARK or not code.strip().lstrip("-").isdigit():
             continue
+        if DONE_MARK not in lines[i + 1 :]:
+            return None
         stats: list[dict[str, Any]] | None = None
         for line in lines[i + 1 :]:
             if line.startswith(STATS_MARK + " "):
@@ -272,6 +296,19 @@ def manifests(
     ]
 
 
+def split_name(name: str) -> tuple[str, tuple[int, str, str, bool] | None]:
+    """``'<name> #[status, version, pod, overloaded]'`` (the locustfile's ``--mp-split-stats``) ->
+    (name, key); a name without the suffix -> (name, None)."""
+    base, sep, tail = name.rpartition(" #")
+    if sep:
+        try:
+            status, version, pod, overloaded = json.loads(tail)
+            return base, (int(status), str(version), str(pod), bool(overloaded))
+        except (ValueError, TypeError):
+            pass
+    return name, None
+
+
 def report_from_locust_stats(
     config: LoadConfig,
     target: LoadTarget,
@@ -289,33 +326,57 @@ def report_from_locust_stats(
 
     Locust counts requests per whole second of their start time: each second belongs to the phase
     that holds its middle, so a second is never counted twice and phase boundaries are exact to
-    +-0.5 s. Latency percentiles are the whole run's (Locust keeps one histogram per endpoint); status
-    codes, versions and pods are not in Locust's stats (empty)."""
+    +-0.5 s. With ``--mp-split-stats`` each entry is one (status, version, pod, overloaded) of an
+    endpoint, so the phases get status codes, versions and pods (of the 200s, as locally) and
+    Envoy's sheds; without it those stay empty. Latency percentiles are the whole run's (Locust
+    keeps one histogram per entry, not per second); there are no per-request records."""
     reqs: Counter[int] = Counter()
     fails: Counter[int] = Counter()
     hist: Counter[float] = Counter()
+    # per split key: requests per second
+    keyed: list[tuple[tuple[int, str, str, bool], Counter[int]]] = []
+    by_status: Counter[int] = Counter()
     total = failed = 0
     for e in stats:
-        total += int(e.get("num_requests", 0))
+        n_total = int(e.get("num_requests", 0))
+        total += n_total
         failed += int(e.get("num_failures", 0))
+        per_sec: Counter[int] = Counter()
         for t, n in (e.get("num_reqs_per_sec") or {}).items():
             reqs[int(t)] += int(n)
+            per_sec[int(t)] += int(n)
         for t, n in (e.get("num_fail_per_sec") or {}).items():
             fails[int(t)] += int(n)
         for ms, n in (e.get("response_times") or {}).items():
             hist[float(ms)] += int(n)
+        _, key = split_name(str(e.get("name", "")))
+        if key is not None:
+            keyed.append((key, per_sec))
+            by_status[key[0]] += n_total
     latency = _hist_latency(hist)
     duration = max(ended_at - started_at, 1e-9)
 
-    def window(lo: float, hi: float) -> tuple[int, int]:
-        secs = [s for s in range(math.floor(lo), math.ceil(hi)) if lo <= s + 0.5 < hi]
-        return sum(reqs[s] for s in secs), sum(fails[s] for s in secs)
+    def seconds_of(lo: float, hi: float) -> list[int]:
+        return [s for s in range(math.floor(lo), math.ceil(hi)) if lo <= s + 0.5 < hi]
 
     phase_stats = []
     for m in phases:
         end = m.end if m.end is not None else ended_at
-        n, k = window(m.start, end)
-        seconds = max(end - m.start, 1e-9)
+        secs = seconds_of(m.start, end)
+        n, k = sum(reqs[s] for s in secs), sum(fails[s] for s in secs)
+        statuses: Counter[int] = Counter()
+        versions: Counter[str] = Counter()
+        pods: Counter[str] = Counter()
+        shed = 0
+        for (status, version, pod, overloaded), per_sec in keyed:
+            c = sum(per_sec[s] for s in secs)
+            if not c:
+                continue
+            statuses[status] += c
+            shed += c if overloaded else 0
+            if status == 200:
+                versions[version] += c if version else 0
+                pods[pod] += c if pod else 0
         phase_stats.append(
             PhaseStats(
                 name=m.name,
@@ -323,12 +384,13 @@ def report_from_locust_stats(
                 end_s=end - started_at,
                 requests=n,
                 failures=k,
-                by_status=MappingProxyType({}),
-                rps=n / seconds,
+                by_status=MappingProxyType(dict(sorted(statuses.items()))),
+                rps=n / max(end - m.start, 1e-9),
                 error_ratio=k / n if n else 0.0,
                 latency=latency,
-                versions=MappingProxyType({}),
-                pods=MappingProxyType({}),
+                versions=MappingProxyType(dict(sorted((+versions).items()))),
+                pods=MappingProxyType(dict(sorted((+pods).items()))),
+                overloaded=shed,
             )
         )
     t0 = math.floor(started_at)
@@ -340,7 +402,7 @@ def report_from_locust_stats(
         duration_s=duration,
         requests=total,
         failures=failed,
-        by_status=MappingProxyType({}),
+        by_status=MappingProxyType(dict(sorted(by_status.items()))),
         rps=total / duration,
         latency=latency,
         phases=tuple(phase_stats),

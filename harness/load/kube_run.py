@@ -1,3 +1,4 @@
+# Over 500 lines: one lifecycle (apply, wait, phases, stop, results, cleanup) and its failure reports.
 """KubeLocustRun: Locust's master and workers as Deployments inside the cluster (kind / existing),
 behind the same API as :class:`harness.load.LocustRun`: a context manager, ``phase(name)``,
 ``progress()``, and a :class:`~harness.load.LoadReport` from ``stop()`` / on leaving the block. ::

@@ -13,8 +13,10 @@ from harness import proc
 from harness.errors import UnsupportedFeature
 from harness.load import LoadConfig, PhaseMark
 from harness.load.kube import (
+    DONE_MARK,
     EXIT_MARK,
     MASTER_PORT,
+    STATS_MARK,
     manifests,
     master_script,
     parse_master_log,
@@ -46,7 +48,7 @@ def test_manifests_master_and_workers_sidecar_injected_in_other_namespace() -> N
     # A web UI on the pod's loopback (read through a port-forward), not --headless; Locust quits itself.
     assert "--autostart --autoquit 5 --web-host 127.0.0.1 --web-port 8089" in cmd and "--headless" not in cmd
     assert "--mp-ingress http://istio-ingressgateway.istio-system.svc.cluster.local:80" in cmd
-    assert cmd.endswith("exec sleep infinity")
+    assert "--mp-split-stats" in cmd and cmd.endswith("exec sleep infinity")
     annotations = master["spec"]["template"]["metadata"]["annotations"]
     assert json.loads(annotations["proxy.istio.io/config"]) == {"holdApplicationUntilProxyStarts": True}
     wargs = worker["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -104,8 +106,10 @@ def test_the_master_script_logs_locusts_exit_code_and_stats_on_one_line(tmp_path
 
 def test_parse_master_log_while_running_and_without_stats() -> None:
     assert parse_master_log("Starting Locust 2.47.0\nAll users spawned\n") is None
+    # Locust has exited, the stats line is being written: not done yet (seen in the rehearsal).
+    assert parse_master_log(f'Shutting down (exit code 0)\n{EXIT_MARK} 0\n{STATS_MARK} [{{"na') is None
     done = parse_master_log(
-        f"Traceback (most recent call last):\nSyntaxError\n{EXIT_MARK} 1\nmeshproof-locust-stats \n"
+        f"Traceback (most recent call last):\nSyntaxError\n{EXIT_MARK} 1\n{STATS_MARK} \n{DONE_MARK}\n"
     )
     assert done is not None and (done.exit_code, done.stats) == (1, None) and done.log.endswith("SyntaxError")
 
@@ -129,3 +133,31 @@ def test_report_from_locust_stats_splits_phases_at_seconds() -> None:
     assert [(p.name, p.requests, p.failures) for p in r.phases] == [("load", 30, 0), ("fault", 30, 6)]
     assert [s.requests for s in r.series] == [10, 20, 30]
     assert r.latency.p50_ms == 10.0 and r.latency.p99_ms == 200.0
+
+
+def test_split_stats_give_status_versions_pods_and_sheds_per_phase() -> None:
+    def entry(key: str, per_sec: dict[str, int], failing: bool) -> dict[str, object]:
+        return {
+            "name": f"ingress /api/greet #{key}",
+            "num_requests": sum(per_sec.values()),
+            "num_failures": sum(per_sec.values()) if failing else 0,
+            "num_reqs_per_sec": per_sec,
+            "num_fail_per_sec": per_sec if failing else {},
+            "response_times": {"10": sum(per_sec.values())},
+        }
+
+    stats = [
+        entry('[200,"v1","pod-a",0]', {"1000": 10, "1001": 10, "1002": 4}, False),
+        entry('[200,"v2","pod-b",0]', {"1002": 6}, False),
+        entry('[503,"","",1]', {"1002": 5}, True),
+        {"name": "ingress /api/greet", "num_requests": 1, "num_reqs_per_sec": {"1000": 1}},  # unsplit
+    ]
+    phases = [PhaseMark("load", 1000.0, 1002.0), PhaseMark("fault", 1002.0, 1003.0)]
+    r = report_from_locust_stats(
+        LoadConfig(), target_in_cluster(), stats, phases, started_at=1000.0, ended_at=1003.0
+    )
+    load, fault = r.phases
+    assert dict(r.by_status) == {200: 30, 503: 5} and r.requests == 36
+    assert (load.requests, dict(load.by_status), dict(load.versions)) == (21, {200: 20}, {"v1": 20})
+    assert dict(fault.by_status) == {200: 10, 503: 5} and fault.failures == 5 and fault.overloaded == 5
+    assert dict(fault.versions) == {"v1": 4, "v2": 6} and dict(fault.pods) == {"pod-a": 4, "pod-b": 6}

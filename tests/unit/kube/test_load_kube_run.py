@@ -13,7 +13,7 @@ import pytest
 from harness.backends.kube.api import ObjectRef
 from harness.errors import LoadError, UnsupportedFeature, WaitTimeout
 from harness.load import LoadConfig, LocustRun, load_run
-from harness.load.kube import EXIT_MARK, NAMESPACE, STATS_MARK, WEB_PORT
+from harness.load.kube import DONE_MARK, EXIT_MARK, NAMESPACE, STATS_MARK, WEB_PORT
 from harness.load.kube_run import KubeLocustRun
 
 from .fakes import FakeCluster
@@ -104,6 +104,7 @@ class LocustCluster(FakeCluster):
                 lines.append("[2026-12-01 13:00:09] INFO/locust.main: Shutting down (exit code 0)")
                 lines.append(f"{EXIT_MARK} {self.exit_code}")
                 lines.append(f"{STATS_MARK} {json.dumps(self.stats)}" if self.stats else f"{STATS_MARK} ")
+                lines.append(DONE_MARK)
             return "\n".join(lines[-tail_lines:]) + "\n"
         return self.worker_log
 
@@ -404,3 +405,44 @@ def test_load_run_picks_the_in_cluster_run_on_kind_and_existing(tmp_path: Path) 
 
     local = load_run(LoadConfig(), Local(), workdir=tmp_path)
     assert isinstance(local, LocustRun) and local.target.ingress_url == "http://127.0.0.1:8080"
+
+
+def test_meshproof_load_on_an_existing_cluster_runs_locust_inside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI verb, in-process, on a mesh whose backend is `existing`: the in-cluster run, its
+    report as JSON, nothing left in the cluster."""
+    import time
+
+    import harness.backends
+    from harness.cli import main
+
+    now = int(time.time())
+    stats = [{"name": "ingress /api/greet", "num_requests": 78, "num_reqs_per_sec": {str(now): 78}}]
+    running = {"state": "running", "worker_count": 2, "user_count": 5, "stats": [], "errors": []}
+
+    class EndsAlone(LocustCluster):
+        """The shape ends the run: Locust has quit by the fifth look at the master's log."""
+
+        reads = 0
+
+        def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+            if container == "master":
+                self.reads += 1
+                self.finished = self.reads > 4
+            return super().pod_log(namespace, pod, container, tail_lines)
+
+    cluster = EndsAlone(stats=stats)
+    cluster.http_ports[WEB_PORT] = (200, json.dumps(running).encode())
+
+    class Existing:
+        name = "existing"
+        api = cluster
+
+    monkeypatch.setenv("MESHPROOF_STATE", str(tmp_path / "state"))
+    monkeypatch.setattr(harness.backends, "attach", lambda _settings: Existing())
+    assert main(["load", "--duration", "2s", "--processes", "2", "--json", "--no-chart"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["requests"] == 78 and doc["processes"] == 2
+    assert doc["target"]["ingress_url"] == "http://istio-ingressgateway.istio-system.svc.cluster.local:80"
+    assert "POST /stop" not in str(cluster.served) and gone(cluster)
