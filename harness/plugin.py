@@ -22,6 +22,7 @@ Marker ``backend(name, ...)`` skips a test on other backends.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 if TYPE_CHECKING:
     from harness.backends.base import Backend
     from harness.load import LoadRun
+    from harness.load.chart import ChartWorker
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -283,9 +285,27 @@ def mesh_diagnostics(request: pytest.FixtureRequest, mesh: Backend, tmp_path: Pa
     request.node.add_report_section("teardown", "meshproof diagnostics", text)
 
 
+@pytest.fixture(scope="session")
+def load_charts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartWorker]:
+    """Draws the ``load`` fixture's charts in one background process (off the tests' teardown);
+    every chart is written by the end of the session."""
+    from harness.load.chart import ChartWorker
+
+    worker = ChartWorker(tmp_path_factory.getbasetemp() / "load-charts")
+    try:
+        yield worker
+    finally:
+        for problem in worker.close():
+            warnings.warn(problem, stacklevel=1)
+
+
 @pytest.fixture
 def load(
-    request: pytest.FixtureRequest, mesh: Backend, settings: Settings, tmp_path: Path
+    request: pytest.FixtureRequest,
+    mesh: Backend,
+    settings: Settings,
+    tmp_path: Path,
+    load_charts: ChartWorker,
 ) -> Iterator[LoadRun]:
     """Background load (Locust, a subprocess) for the duration of the test: a running
     :class:`~harness.load.LocustRun` (on kind/existing: :class:`~harness.load.kube_run.KubeLocustRun`,
@@ -308,9 +328,14 @@ def load(
             kwargs[key] = given
     shape = kwargs.pop("shape", settings.load_shape)
     duration = kwargs.pop("duration_s", settings.load_duration_s if shape != "steady" else 0.0)
+    users = kwargs.pop("users", settings.load_users)
+    # Background load for a test: all users at once (within about a second), not Locust's gentle
+    # default of `users` per second; a test that wants a ramp says so (spawn_rate=..., or a shape).
+    if isinstance(users, int) and users > 0:
+        kwargs.setdefault("spawn_rate", float(min(max(users, 10 * users), 100)))
     try:
         config = LoadConfig(
-            users=kwargs.pop("users", settings.load_users),
+            users=users,
             shape=shape,
             duration_s=duration,
             processes=kwargs.pop("processes", settings.load_processes),
@@ -335,10 +360,8 @@ def load(
     request.node.user_properties.append(("load", report.to_json()))
     request.node.add_report_section("teardown", "meshproof load", text)
     try:
-        from harness.load.chart import plot_load
-
-        chart = plot_load(report, tmp_path / "load" / "load.png")
+        chart = load_charts.submit(report, tmp_path / "load" / "load.png")
     except Exception as e:  # the chart must never hide the test's verdict
-        request.node.add_report_section("teardown", "meshproof load chart", f"not written: {e}")
-    else:
+        request.node.add_report_section("teardown", "meshproof load chart", f"not queued: {e}")
+    else:  # drawn in the background; written by the end of the session
         request.node.user_properties.append(("load_chart", str(chart)))

@@ -98,8 +98,12 @@ def spawn(
     cwd: str | os.PathLike[str] | None = None,
     new_session: bool = False,
     die_with_parent: bool = False,
+    stdin_pipe: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a long-running process whose stdout and stderr go to ``log_path`` (appended).
+
+    ``stdin_pipe`` gives the caller the child's stdin (``popen.stdin``) to feed it work; closing
+    it is the child's signal to finish.
 
     ``die_with_parent`` makes the kernel SIGKILL the child when the spawning thread's process dies
     (Linux PR_SET_PDEATHSIG), so not even a SIGKILLed parent can leak it. Spawn such children from
@@ -113,7 +117,7 @@ def spawn(
                 args,
                 env=merged_env(env),
                 cwd=cwd,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=new_session,

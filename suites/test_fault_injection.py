@@ -3,9 +3,13 @@
 The ingress route gets ``fault.abort`` (``httpStatus`` ABORT_STATUS for ABORT_PERCENT% of
 requests) and ``fault.delay`` (``fixedDelay`` for DELAY_PERCENT%); the gateway's fault filter
 draws both independently per request (delay first, then abort). Expectations are read back from
-the applied VirtualService. Each share is tested with the exact binomial test
-(:func:`harness.traffic.stats.check_proportion`) on one sample whose size the design sets for
-the harder of the two rates.
+the applied VirtualService. Each share is a sequential probability ratio test
+(:func:`harness.traffic.stats.sequential_proportion_plan`: the design's alpha, power and minimum
+deviation, about half the fixed-n requests on a correct mesh, a wrong share rejected after a
+batch or two). Traffic goes in complete batches of ``BATCH`` requests; after each batch the
+counters have moved by exactly that batch's injections, so each look sees whole Bernoulli
+trials (the fault filter draws per request, independently of timing). Both checks look at the
+same batches; a check that has decided stops looking (its verdict is its state at that point).
 
 The counts come from the Envoy that applies the fault: the gateway's fault filter counters
 (``fault.delays_injected`` / ``fault.aborts_injected``, :func:`harness.envoy.fault_counts`),
@@ -20,6 +24,7 @@ loop's cached time and may fire a few ms early.)
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -27,7 +32,8 @@ import pytest
 from harness import envoy, wait
 from harness.envoy import FaultCounts
 from harness.istio import HttpRoute, VirtualService, parse_duration
-from harness.traffic.checks import CheckResult, proportion_match
+from harness.traffic import stats
+from harness.traffic.checks import CheckResult
 from harness.traffic.client import SampleResult
 from suites._support.config import ConfigGuard
 from suites._support.envoy import EnvoyAdmin
@@ -40,7 +46,8 @@ ABORT_PERCENT = 30.0
 DELAY = "200ms"
 DELAY_PERCENT = 50.0
 DELAY_SEEN = 0.9  # a request faster than this share of the fixed delay was not delayed
-CONCURRENCY = 48
+CONCURRENCY = 64  # half the requests sleep 200 ms at the gateway: keep the pipe full
+BATCH = 320  # requests per look: complete batches, so the counters' deltas are whole trials
 
 
 def ingress_vs(config: ConfigGuard) -> VirtualService:
@@ -101,17 +108,21 @@ class FaultCounters:
         return counts
 
 
+def share_check(verdict: stats.SequentialVerdict, what: str) -> CheckResult:
+    """A sequential share verdict as a check (its table says N used and the fixed-n replaced)."""
+    return CheckResult(f"{what}: {verdict.summary()}", verdict.passed, verdict.table())
+
+
 def abort_check(
-    result: SampleResult, injected: FaultCounts, status: int, share: float, alpha: float
+    result: SampleResult, injected: FaultCounts, status: int, verdict: stats.SequentialVerdict
 ) -> CheckResult:
-    """The gateway's ``aborts_injected`` over the sample is the configured share (exact binomial),
+    """The gateway's ``aborts_injected`` is the configured share (sequential test on Envoy's count),
     and the clients saw exactly those aborts (status ``status`` with no app version) and app 200s."""
     aborted = sum(1 for r in result.responses if r.status == status and not r.version)
     served = sum(1 for r in result.responses if r.ok)
     other = result.total - aborted - served
-    share_check = proportion_match(
-        injected.aborts, result.total, share, alpha, what=f"abort {status} share (Envoy aborts_injected)"
-    )
+    share = verdict.categories[0].expected
+    shares = share_check(verdict, f"abort {status} share (Envoy aborts_injected)")
     clean = CheckResult(
         name="clients_saw_the_counted_aborts",
         passed=other == 0 and aborted == injected.aborts,
@@ -122,20 +133,19 @@ def abort_check(
     )
     return CheckResult(
         name=f"abort_share({status}, {share:g})",
-        passed=share_check.passed and clean.passed,
-        detail=f"{share_check.detail}\n{clean.detail}",
-        evidence={"checks": (share_check, clean), "aborts_injected": injected.aborts},
+        passed=shares.passed and clean.passed,
+        detail=f"{shares.detail}\n{clean.detail}",
+        evidence={"checks": (shares, clean), "aborts_injected": injected.aborts},
     )
 
 
 def delay_check(
-    result: SampleResult, injected: FaultCounts, delay_s: float, share: float, alpha: float
+    result: SampleResult, injected: FaultCounts, delay_s: float, verdict: stats.SequentialVerdict
 ) -> CheckResult:
-    """The gateway's ``delays_injected`` over the sample is the configured share (exact binomial);
+    """The gateway's ``delays_injected`` is the configured share (sequential test on Envoy's count);
     cross-check: no more requests were faster than the delay than were left undelayed."""
-    share_check = proportion_match(
-        injected.delays, result.total, share, alpha, what="delay share (Envoy delays_injected)"
-    )
+    share = verdict.categories[0].expected
+    shares = share_check(verdict, "delay share (Envoy delays_injected)")
     bound_ms = DELAY_SEEN * delay_s * 1000
     answered = [r for r in result.responses if not r.error]
     fast = sum(1 for r in answered if r.latency_ms < bound_ms)
@@ -152,29 +162,73 @@ def delay_check(
     q = result.latency_quantiles()
     return CheckResult(
         f"delay_share({delay_s * 1000:g}ms, {share:g})",
-        share_check.passed and cross.passed,
-        f"{share_check.detail}\n{cross.detail}\n"
+        shares.passed and cross.passed,
+        f"{shares.detail}\n{cross.detail}\n"
         f"latency p50 {q['p50']:.0f}ms p90 {q['p90']:.0f}ms p99 {q['p99']:.0f}ms (information only)",
-        {"checks": (share_check, cross), "delays_injected": injected.delays, "fast": fast},
+        {"checks": (shares, cross), "delays_injected": injected.delays, "fast": fast},
     )
 
 
-def sample_counted(
-    mesh: Any, sampler: Any, counters: FaultCounters, n: int
-) -> tuple[SampleResult, FaultCounts, float]:
-    """One sample of ``n`` requests and the fault filter counts it moved; seconds spent sampling."""
-    before = counters.read()
-    t0 = time.perf_counter()
-    result = sampler.sample(mesh, n=n, concurrency=CONCURRENCY)
-    sampled_s = time.perf_counter() - t0
-    return result, counters.read() - before, sampled_s
+@dataclass(frozen=True)
+class CountedRun:
+    """The batches a sequential fault check sent, what Envoy injected over them, and each verdict."""
+
+    result: SampleResult
+    injected: FaultCounts
+    verdicts: dict[str, stats.SequentialVerdict]
+    sampled_s: float
+
+    @property
+    def used_n(self) -> int:
+        return max(v.n for v in self.verdicts.values())
+
+    @property
+    def fixed_n(self) -> int:
+        return max(v.fixed_n for v in self.verdicts.values())
+
+
+def sample_sequential(
+    mesh: Any, sampler: Any, counters: FaultCounters, design: Any, shares: dict[str, float]
+) -> CountedRun:
+    """Complete batches until the sequential test of every ``shares`` entry (``"aborts"``,
+    ``"delays"``: the configured share of that counter) has decided, or its max N is reached."""
+    plans = {
+        what: stats.sequential_proportion_plan(
+            share, alpha=design.alpha, power=design.power, min_deviation=design.min_deviation
+        )
+        for what, share in shares.items()
+    }
+    states = {what: plan.start() for what, plan in plans.items()}
+    max_n = max(plan.max_n for plan in plans.values())
+    first = last = counters.read()
+    parts: list[SampleResult] = []
+    sampled_s = 0.0
+    while not all(st.decided for st in states.values()) and sum(p.total for p in parts) < max_n:
+        t0 = time.perf_counter()
+        batch = sampler.sample(mesh, n=BATCH, concurrency=CONCURRENCY)
+        sampled_s += time.perf_counter() - t0
+        now = counters.read()
+        moved = now - last
+        last = now
+        parts.append(batch)
+        for what, st in states.items():
+            if not st.decided:
+                hits = getattr(moved, what)
+                states[what] = st.observe({"hit": hits, "miss": batch.total - hits})
+    result = replace(
+        parts[0],
+        responses=tuple(r for p in parts for r in p.responses),
+        wall_s=sum(p.wall_s for p in parts),
+        discarded=sum(p.discarded for p in parts),
+    )
+    return CountedRun(result, last - first, {w: st.verdict() for w, st in states.items()}, sampled_s)
 
 
 def test_abort_and_delay_hit_the_configured_shares(
     mesh_backend, sampler, config, design, evidence, admin_http
 ) -> None:
     """abort 555 for 30% and a 200ms delay for 50%, each share (as the gateway's Envoy counted it)
-    inside its exact binomial test."""
+    inside its sequential test."""
     started = time.perf_counter()
     fault = {
         "abort": {"httpStatus": ABORT_STATUS, "percentage": {"value": ABORT_PERCENT}},
@@ -184,22 +238,27 @@ def test_abort_and_delay_hit_the_configured_shares(
     status, abort_share, delay_s, delay_share = configured(route_for(ingress_vs(config)))
     assert status is not None and delay_s is not None
     gated = gate(config, mesh_backend, sampler, status)
-    n = max(design.n_proportion(abort_share), design.n_proportion(delay_share))
     counters = FaultCounters(EnvoyAdmin(admin_http, mesh_backend.workload("ingress")))
-    result, injected, sampled_s = sample_counted(mesh_backend, sampler, counters, n)
-    evidence.require(
-        abort_check(result, injected, status, abort_share, design.alpha),
-        requests=gated + n,
-        confidence=design.proportion_confidence(),
-        wall_s=time.perf_counter() - started,
-        notes=f"ACK {apply_s:.2f}s; {n / sampled_s:.0f} req/s",
+    run = sample_sequential(
+        mesh_backend, sampler, counters, design, {"aborts": abort_share, "delays": delay_share}
     )
     evidence.require(
-        delay_check(result, injected, delay_s, delay_share, design.alpha),
+        abort_check(run.result, run.injected, status, run.verdicts["aborts"]),
+        requests=gated + run.result.total,
+        confidence=design.sequential_confidence(),
+        wall_s=time.perf_counter() - started,
+        notes=f"ACK {apply_s:.2f}s; {run.result.total / run.sampled_s:.0f} req/s",
+        used_n=run.verdicts["aborts"].n,
+        fixed_n=run.verdicts["aborts"].fixed_n,
+    )
+    evidence.require(
+        delay_check(run.result, run.injected, delay_s, run.verdicts["delays"]),
         requests=0,
-        confidence=design.proportion_confidence(),
+        confidence=design.sequential_confidence(),
         wall_s=0.0,
-        notes="same sample as the abort check",
+        notes="same batches as the abort check",
+        used_n=run.verdicts["delays"].n,
+        fixed_n=run.verdicts["delays"].fixed_n,
     )
 
 
@@ -216,15 +275,20 @@ def test_negative_abort_check_fails_when_the_applied_share_differs(
     status, applied_share, _, _ = configured(route_for(ingress_vs(config)))
     assert status is not None and applied_share != ABORT_PERCENT / 100
     gated = gate(config, mesh_backend, sampler, status)
-    n = design.n_proportion(ABORT_PERCENT / 100)
     counters = FaultCounters(EnvoyAdmin(admin_http, mesh_backend.workload("ingress")))
-    result, injected, _ = sample_counted(mesh_backend, sampler, counters, n)
+    run = sample_sequential(mesh_backend, sampler, counters, design, {"aborts": ABORT_PERCENT / 100})
     evidence.require_failure(
-        abort_check(result, injected, status, ABORT_PERCENT / 100, design.alpha),
-        requests=gated + n,
-        confidence=design.proportion_confidence(),
+        abort_check(run.result, run.injected, status, run.verdicts["aborts"]),
+        requests=gated + run.result.total,
+        confidence=design.sequential_confidence(),
         wall_s=time.perf_counter() - started,
         notes=f"applied {applied_share:.0%}, asserted {ABORT_PERCENT:g}%; ACK {apply_s:.2f}s",
+        used_n=run.used_n,
+        fixed_n=run.fixed_n,
+        because=(
+            "Envoy's aborts_injected share is off (the share test rejects, the clients saw the counted aborts)",
+            lambda c: not c.evidence["checks"][0].passed and c.evidence["checks"][1].passed,  # type: ignore[index]
+        ),
     )
 
 
@@ -243,16 +307,18 @@ def test_negative_delay_check_fails_when_the_applied_share_differs(
     status, _, delay_s, applied_share = configured(route_for(ingress_vs(config)))
     assert status is not None and delay_s is not None and applied_share != DELAY_PERCENT / 100
     gated = gate(config, mesh_backend, sampler, status)
-    n = design.n_proportion(DELAY_PERCENT / 100)
     counters = FaultCounters(EnvoyAdmin(admin_http, mesh_backend.workload("ingress")))
-    result, injected, _ = sample_counted(mesh_backend, sampler, counters, n)
-    check = delay_check(result, injected, delay_s, DELAY_PERCENT / 100, design.alpha)
-    cross = check.evidence["checks"][1]  # type: ignore[index]
-    assert cross.passed, f"the latency cross-check must hold on a correct mesh: {cross.detail}"
+    run = sample_sequential(mesh_backend, sampler, counters, design, {"delays": DELAY_PERCENT / 100})
     evidence.require_failure(
-        check,
-        requests=gated + n,
-        confidence=design.proportion_confidence(),
+        delay_check(run.result, run.injected, delay_s, run.verdicts["delays"]),
+        requests=gated + run.result.total,
+        confidence=design.sequential_confidence(),
         wall_s=time.perf_counter() - started,
         notes=f"applied {applied_share:.0%}, asserted {DELAY_PERCENT:g}%; ACK {apply_s:.2f}s",
+        used_n=run.used_n,
+        fixed_n=run.fixed_n,
+        because=(
+            "Envoy's delays_injected share is off while the latency cross-check holds",
+            lambda c: not c.evidence["checks"][0].passed and c.evidence["checks"][1].passed,  # type: ignore[index]
+        ),
     )

@@ -59,7 +59,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 USERS = 8
 CB_USERS = 16
-FI_USERS = 24  # half the requests wait 200 ms: more users keep the phase short
+FI_USERS = 48  # half the requests wait 200 ms: more users keep the phase short
 
 
 # --------------------------------------------------------------------------- routing weights

@@ -52,6 +52,9 @@ class Design:
     def proportion_confidence(self) -> str:
         return f"alpha={self.alpha:g} (exact binomial); power {self.power:g} at {self.dev}"
 
+    def sequential_confidence(self) -> str:
+        return f"alpha={self.alpha:g} (SPRT); power {self.power:g} at {self.dev}"
+
     def exact_confidence(self) -> str:
         return f"exact: no false failures; misses a >={self.dev} leak w.p. <={1 - self.power:.2g}"
 
