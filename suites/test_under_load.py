@@ -106,12 +106,11 @@ def test_negative_swapped_split_fails_under_load(mesh_backend, load, config, des
 
 def _ejection_window(mesh, load, config, faults, admin_http, evidence, *, detection: bool) -> None:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
-    if detection:
-        admin, cluster, od, pods, apply_s = setup_fast(config, mesh, admin_http)
-        base = od.base_ejection_time_s
-    else:  # the same fast variant first, then outlier detection removed
-        admin, cluster, od, pods, apply_s = setup_fast(config, mesh, admin_http)
-        base = od.base_ejection_time_s
+    fast = setup_fast(config, mesh, admin_http)  # what the gateway runs (the outlier oracle)
+    admin, cluster, od, pods, apply_s = fast.admin, fast.cluster, fast.od, fast.pods, fast.apply_s
+    assert od is not None, f"the fast variant left {cluster} without outlier detection at the gateway"
+    base = od.base_ejection_time_s
+    if not detection:  # the same fast variant first, then outlier detection removed
         apply_s += config.apply(
             outlier_variant(config, lambda p: p.pop("outlierDetection", None)), label="no-od"
         )
@@ -125,7 +124,7 @@ def _ejection_window(mesh, load, config, faults, admin_http, evidence, *, detect
     address = next(a for a in admin.hosts(cluster) if address_owner(a, [victim]))
     load.phase("fault")
     faults.inject(victim.name, Fault(status=503, rate=1.0))
-    threshold = od.consecutive_5xx_errors or 5
+    threshold = od.consecutive_5xx  # effective: Envoy's default (5) where Istio leaves it unset
     users = load.config.users
 
     def ejected_or_errors() -> bool:
