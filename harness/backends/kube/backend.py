@@ -46,7 +46,9 @@ from harness.backends.kube.apply import (
     ref_of,
     wait_gone,
 )
+from harness.backends.kube.engine import DockerEngine, Engine, EngineLayout, EngineMode
 from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCluster
+from harness.backends.kube.kindbin import kind_which
 from harness.backends.kube.pods import (
     container_ports,
     container_ports_all,
@@ -96,6 +98,7 @@ class KubeBackend:
         http: httpx.Client | None = None,
         sample_dir: Path = SAMPLE_SERVICE_DIR,
         clock: wait.Clock = wait.REAL_CLOCK,
+        engine: Engine | None = None,
     ) -> None:
         if settings.backend not in ("kind", "existing"):
             raise UserError(f"KubeBackend runs backends kind and existing, not {settings.backend!r}")
@@ -103,7 +106,9 @@ class KubeBackend:
         self.name = settings.backend
         self.release = ISTIO_RELEASES[settings.istio_version]
         self.progress = progress or (lambda _m: None)
-        self._which, self._run = which, run
+        # kind from the cache (`meshproof docker install`) when there is one, else from PATH
+        self._which, self._run = kind_which(settings.cache_dir, which), run
+        self._engine = engine  # kind only; the real one is made on first use
         self._api_factory = api_factory or self._default_api
         self._http = http or httpx.Client(timeout=10.0, trust_env=False)
         self._sample_dir = sample_dir
@@ -182,6 +187,8 @@ class KubeBackend:
 
     def _up(self) -> None:
         s = self.settings
+        if s.backend == "kind":
+            self._start_engine()
         self.progress("checking tools")
         tools = preflight(s.backend, self.release, which=self._which, run=self._run)
         if s.backend == "kind":
@@ -238,6 +245,42 @@ class KubeBackend:
         self._wait_converged(_expectations(a for a in applied), None)
         self._wait_ingress()
         self._save(phase="running")
+
+    def _docker_engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = DockerEngine(
+                EngineLayout.under(self.settings.cache_dir),
+                run=self._run,
+                which=self._which,
+                say=self.progress,
+            )
+        return self._engine
+
+    def _start_engine(self) -> None:
+        """A Docker engine for kind: the running one, or a dockerd meshproof starts (and `down` stops)."""
+        self.progress("Docker engine")
+        engine = self._docker_engine()
+        engine.start()
+        if engine.status().mode is EngineMode.OURS:  # recorded so that `down` stops it, even after a failure
+            self._save(backend=self.name, phase="starting", docker_engine="ours")
+        else:
+            self._info["docker_engine"] = "foreign"
+
+    def _stop_engine(self, info: Mapping[str, Any]) -> str:
+        """Stop the engine after the cluster is gone, if meshproof started it and nothing else runs in it."""
+        if info.get("docker_engine") != "ours":
+            return ""
+        engine = self._docker_engine()
+        if engine.status().mode is not EngineMode.OURS:
+            return ""
+        others = engine.containers()
+        if others:
+            return (
+                f"the Docker engine meshproof started keeps running: {len(others)} other container(s) in it "
+                "(`meshproof docker stop` stops it)"
+            )
+        engine.stop()
+        return ""
 
     def _connect(self, kubeconfig: str | None, context: str | None) -> None:
         self._api = self._api_factory(kubeconfig, context)
@@ -360,6 +403,12 @@ class KubeBackend:
                 self._teardown(info)
             except Exception as e:  # noqa: BLE001 - keep going; report at the end
                 errors.append(str(e))
+            else:
+                try:
+                    if kept := self._stop_engine(info):
+                        self.progress(kept)
+                except Exception as e:  # noqa: BLE001 - keep going; report at the end
+                    errors.append(f"stopping the Docker engine: {e}")
         if self._api is not None:
             self._api.close()
             self._api = None
@@ -373,6 +422,8 @@ class KubeBackend:
 
     def _teardown(self, info: Mapping[str, Any]) -> None:
         if info.get("backend") == "kind":
+            if self._cluster is None and "kind_cluster" not in info:
+                return  # up failed before a cluster was asked for
             if self._cluster is not None:
                 self._cluster.stop()
                 return

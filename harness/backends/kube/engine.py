@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Protocol, Self
 
 from harness import proc, wait
 from harness.errors import BackendError, CommandFailed, MeshproofError, StateError, ToolMissing
@@ -214,6 +214,17 @@ class EngineStatus:
 Progress = Callable[[str], None]
 
 
+class Engine(Protocol):
+    """What the kube backend needs of :class:`DockerEngine` (tests hand in a fake)."""
+
+    started: bool
+
+    def start(self) -> Any: ...
+    def stop(self) -> bool: ...
+    def status(self) -> EngineStatus: ...
+    def containers(self) -> list[str]: ...
+
+
 class DockerEngine:
     """``with DockerEngine(layout) as e:`` makes sure an engine answers; leaving stops it only if ours
     was started by this handle (``stop()`` on a fresh handle stops the recorded one: ``down``)."""
@@ -266,6 +277,11 @@ class DockerEngine:
             return ""
         version = out.stdout.strip()
         return version if out.returncode == 0 and version and "error" not in version.lower() else ""
+
+    def containers(self) -> list[str]:
+        """IDs of every container in the answering engine (running or not)."""
+        out = self._run([self.docker_cli(), "--host", self.layout.host, "ps", "-aq"], timeout=60)
+        return out.stdout.split()
 
     def record(self) -> EngineRecord | None:
         try:

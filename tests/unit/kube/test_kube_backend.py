@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 
 from harness.backends.base import Backend, Fault, State
 from harness.backends.kube.backend import KubeBackend
+from harness.backends.kube.engine import EngineMode, EngineStatus
 from harness.backends.kube.pods import (
     container_ports,
     deployment_of,
@@ -112,6 +113,32 @@ class FakeClock:
         self.t += seconds
 
 
+class FakeEngine:
+    """The Docker engine as the backend sees it: foreign (already running) or started by meshproof."""
+
+    def __init__(self, mode: EngineMode = EngineMode.FOREIGN, others: Sequence[str] = ()) -> None:
+        self.mode, self.others = mode, list(others)
+        self.started = False
+        self.events: list[str] = []
+
+    def start(self) -> FakeEngine:
+        self.events.append("start")
+        if self.mode is EngineMode.ABSENT:
+            self.mode, self.started = EngineMode.OURS, True
+        return self
+
+    def stop(self) -> bool:
+        self.events.append("stop")
+        self.mode, self.started = EngineMode.ABSENT, False
+        return True
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(self.mode)
+
+    def containers(self) -> list[str]:
+        return list(self.others)
+
+
 @pytest.fixture
 def manifests(tmp_path: Path) -> Path:
     d = tmp_path / "manifests"
@@ -121,6 +148,7 @@ def manifests(tmp_path: Path) -> Path:
 
 
 def settings(tmp_path: Path, manifests: Path, backend: str = "existing", **kw: Any) -> Settings:
+    kw.setdefault("cache_dir", tmp_path / "cache")  # never the machine's cache (its kind, its dockerd record)
     return Settings(
         backend=backend,
         state_dir=tmp_path / "state",
@@ -139,6 +167,7 @@ def make(
     run: FakeRunner | None = None,
     which: dict[str, str] | None = None,
     http: httpx.Client | None = None,
+    engine: FakeEngine | None = None,
     **kw: Any,
 ) -> tuple[KubeBackend, list[tuple[str | None, str | None]]]:
     connects: list[tuple[str | None, str | None]] = []
@@ -158,6 +187,7 @@ def make(
         http=http or httpx.Client(transport=api.transport()),
         sample_dir=sample_dir,
         clock=FakeClock(),
+        engine=engine or FakeEngine(),
     )
     return b, connects
 
@@ -497,6 +527,92 @@ def test_kind_keep_cluster(tmp_path: Path, manifests: Path) -> None:
         pass
     assert not any(a[1:2] == ["install"] for a in run.calls)
     assert not any(a[1:3] in (["create", "cluster"], ["delete", "cluster"]) for a in run.calls)
+
+
+KIND_REPLIES = {
+    **GOOD_REPLIES,
+    "/opt/istio/bin/istioctl version": (0, "client version: 1.31.0\n", ""),
+    "/usr/bin/kind get clusters": (0, "", "No kind clusters found.\n"),
+    "/usr/bin/kind get kubeconfig": (0, "apiVersion: v1\nkind: Config\n", ""),
+    "/usr/bin/docker port": (0, "127.0.0.1:41234\n", ""),
+}
+
+
+def test_kind_starts_an_engine_when_none_runs_and_down_stops_it(tmp_path: Path, manifests: Path) -> None:
+    engine = FakeEngine(EngineMode.ABSENT)
+    b, _ = make(
+        tmp_path,
+        manifests,
+        FakeCluster(istio_version="1.31.0"),
+        "kind",
+        FakeRunner(KIND_REPLIES),
+        ALL_TOOLS,
+        engine=engine,
+    )
+    with b.up():
+        assert json.loads(b.marker.read_text())["docker_engine"] == "ours"
+        assert engine.events == ["start"]
+    assert engine.events == ["start", "stop"]  # after the cluster was deleted
+
+
+def test_kind_never_stops_a_foreign_engine(tmp_path: Path, manifests: Path) -> None:
+    engine = FakeEngine(EngineMode.FOREIGN)
+    b, _ = make(
+        tmp_path,
+        manifests,
+        FakeCluster(istio_version="1.31.0"),
+        "kind",
+        FakeRunner(KIND_REPLIES),
+        ALL_TOOLS,
+        engine=engine,
+    )
+    with b.up():
+        assert json.loads(b.marker.read_text())["docker_engine"] == "foreign"
+    assert engine.events == ["start"]
+
+
+def test_kind_keeps_its_engine_for_other_containers_and_for_keep_cluster(
+    tmp_path: Path, manifests: Path
+) -> None:
+    busy = FakeEngine(EngineMode.ABSENT, others=["c0ffee"])
+    messages: list[str] = []
+    b, _ = make(
+        tmp_path,
+        manifests,
+        FakeCluster(istio_version="1.31.0"),
+        "kind",
+        FakeRunner(KIND_REPLIES),
+        ALL_TOOLS,
+        engine=busy,
+    )
+    b.progress = messages.append
+    with b.up():
+        pass
+    assert busy.events == ["start"]
+    assert any("1 other container(s)" in m for m in messages)
+    (tmp_path / "k").mkdir()
+    kept = FakeEngine(EngineMode.ABSENT)
+    b, _ = make(
+        tmp_path / "k",
+        manifests,
+        FakeCluster(istio_version="1.31.0"),
+        "kind",
+        FakeRunner(KIND_REPLIES),
+        ALL_TOOLS,
+        engine=kept,
+        keep_cluster=True,
+    )
+    with b.up():
+        pass
+    assert kept.events == ["start"]
+
+
+def test_existing_never_touches_docker(tmp_path: Path, manifests: Path) -> None:
+    engine = FakeEngine(EngineMode.ABSENT)
+    b, _ = make(tmp_path, manifests, FakeCluster(istio_version="1.31.0"), engine=engine)
+    with b.up():
+        pass
+    assert engine.events == []
 
 
 def test_istio_objects_come_from_the_cluster_with_resource_versions(
