@@ -14,7 +14,6 @@ document and field path, with a fix hint. It decides nothing: an Istio Error is 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 import yaml
 
 from harness import proc
+from harness.cache import locked_install
 from harness.errors import CommandFailed, ConfigProblem, ToolMissing
 from harness.istio.loader import Document
 from harness.versions import ISTIO_RELEASES, IstioRelease
@@ -119,17 +119,15 @@ def installed(cache_dir: Path, istio_version: str) -> Path | None:
 
 def ensure(cache_dir: Path, istio_version: str, progress: Progress | None = None) -> Path:
     """The analyzer binary, built first if missing or stale (one build at a time per cache)."""
-    found = installed(cache_dir, istio_version)
-    if found is not None:
-        return found
-    root = cache_dir / f"istio-{istio_version}"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "analyze.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = installed(cache_dir, istio_version)  # another process may have built it meanwhile
-        if found is not None:
-            return found
-        return _build(cache_dir, istio_version, ISTIO_RELEASES[istio_version], progress or (lambda _m: None))
+    return locked_install(
+        cache_dir / f"istio-{istio_version}",
+        what=f"{BINARY} (Istio {istio_version})",
+        current=lambda: installed(cache_dir, istio_version),
+        build=lambda: _build(
+            cache_dir, istio_version, ISTIO_RELEASES[istio_version], progress or (lambda _m: None)
+        ),
+        lock_name="analyze.lock",
+    )
 
 
 def _build(cache_dir: Path, istio_version: str, rel: IstioRelease, say: Progress) -> Path:

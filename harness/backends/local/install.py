@@ -12,7 +12,6 @@ a second install with the same pins is a no-op. Versions live in :mod:`harness.v
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import re
@@ -21,9 +20,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO
 
 from harness import proc
+from harness.cache import locked_install
 from harness.doctor import ToolStatus, probe
 from harness.errors import CommandFailed, StateError, ToolMissing
 from harness.istio import analyzer
@@ -139,35 +138,22 @@ def _install(settings: Settings, progress: Progress | None, *, force: bool) -> I
 
 def _install_mesh(settings: Settings, say: Progress, *, force: bool) -> Installed:
     rel = release(settings)
-    if not force:
-        try:
-            inst = load(settings)
-            say(f"Istio {rel.label} already installed in {install_dir(settings)}")
-            return inst
-        except StateError:
-            pass
     root = install_dir(settings)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".install.lock", "a+") as lock:
-        if not _try_lock(lock):
-            say(f"another meshproof install of Istio {rel.label} is running: waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if not force:
-            try:
-                inst = load(settings)
-                say(f"Istio {rel.label} was installed meanwhile in {root}")
-                return inst
-            except StateError:
-                pass
-        return _build(rel, root, say)
+    return locked_install(
+        root,
+        what=f"Istio {rel.label}",
+        current=lambda: _loaded(settings),
+        build=lambda: _build(rel, root, say),
+        say=say,
+        force=force,
+    )
 
 
-def _try_lock(lock: IO[str]) -> bool:
+def _loaded(settings: Settings) -> Installed | None:
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+        return load(settings)
+    except StateError:
+        return None
 
 
 def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:

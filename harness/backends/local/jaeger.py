@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import proc
+from harness.cache import locked_install
 from harness.doctor import ToolStatus, probe
 from harness.errors import StateError, ToolMissing
 from harness.settings import Settings
@@ -104,29 +104,22 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
     """Build the pinned Jaeger into the cache (a no-op when it is there already). Concurrent
     installs wait on one lock; whoever comes second finds the stamp and returns."""
     say = progress or (lambda _msg: None)
-    if not force:
-        try:
-            inst = load(settings)
-            say(f"Jaeger {JAEGER_VERSION} already installed in {install_dir(settings)}")
-            return inst
-        except StateError:
-            pass
     root = install_dir(settings)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".install.lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"another meshproof install of Jaeger {JAEGER_VERSION} is running: waiting for it")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if not force:
-            try:
-                inst = load(settings)
-                say(f"Jaeger {JAEGER_VERSION} was installed meanwhile in {root}")
-                return inst
-            except StateError:
-                pass
-        return _build(root, say)
+    return locked_install(
+        root,
+        what=f"Jaeger {JAEGER_VERSION}",
+        current=lambda: _loaded(settings),
+        build=lambda: _build(root, say),
+        say=say,
+        force=force,
+    )
+
+
+def _loaded(settings: Settings) -> JaegerInstalled | None:
+    try:
+        return load(settings)
+    except StateError:
+        return None
 
 
 def _build(root: Path, say: Progress) -> JaegerInstalled:
