@@ -9,8 +9,9 @@ other one wait on a lock file and then find the stamp the first one wrote::
     current()?  -> return it            (another process built it meanwhile)
     build()                             (under the lock; writes the stamp last)
 
-``current`` returns the installed thing when its stamp matches the pins, else None; ``force``
-skips both checks and rebuilds.
+``current`` returns the installed thing when its stamp matches the pins, else None (or raises
+:class:`~harness.errors.StateError`, as the installs' ``load`` functions do); ``force`` skips both
+checks and rebuilds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from harness.errors import StateError
+
 T = TypeVar("T")
+
+
+def _found(current: Callable[[], T | None]) -> T | None:
+    try:
+        return current()
+    except StateError:  # not installed, or a stale stamp
+        return None
 
 
 def locked_install(
@@ -35,7 +45,7 @@ def locked_install(
 ) -> T:
     """``current()`` if installed, else ``build()`` under ``root/lock_name`` (rechecked once locked)."""
     if not force:
-        found = current()
+        found = _found(current)
         if found is not None:
             say(f"{what} already installed in {root}")
             return found
@@ -47,7 +57,7 @@ def locked_install(
             say(f"another meshproof install of {what} is running: waiting for it")
             fcntl.flock(lock, fcntl.LOCK_EX)
         if not force:
-            found = current()
+            found = _found(current)
             if found is not None:
                 say(f"{what} was installed meanwhile in {root}")
                 return found

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from harness.cache import locked_install
+from harness.errors import StateError
 
 
 class Store:
@@ -40,6 +41,19 @@ def test_cold_builds_once_under_the_lock(tmp_path: Path) -> None:
     assert locked_install(tmp_path / "r", what="X", current=store.current, build=store.build) == "built-1"
     assert (tmp_path / "r" / ".install.lock").is_file()
     assert locked_install(tmp_path / "r", what="X", current=store.current, build=store.build) == "built-1"
+    assert store.builds == 1
+
+
+def test_a_stale_or_missing_stamp_raising_state_error_counts_as_not_installed(tmp_path: Path) -> None:
+    store = Store()
+
+    def load() -> str:
+        if store.value is None:
+            raise StateError("not installed")
+        return store.value
+
+    assert locked_install(tmp_path, what="X", current=load, build=store.build) == "built-1"
+    assert locked_install(tmp_path, what="X", current=load, build=store.build) == "built-1"
     assert store.builds == 1
 
 

@@ -142,18 +142,11 @@ def _install_mesh(settings: Settings, say: Progress, *, force: bool) -> Installe
     return locked_install(
         root,
         what=f"Istio {rel.label}",
-        current=lambda: _loaded(settings),
+        current=lambda: load(settings),
         build=lambda: _build(rel, root, say),
         say=say,
         force=force,
     )
-
-
-def _loaded(settings: Settings) -> Installed | None:
-    try:
-        return load(settings)
-    except StateError:
-        return None
 
 
 def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:

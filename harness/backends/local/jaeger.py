@@ -108,18 +108,11 @@ def install(settings: Settings, progress: Progress | None = None, *, force: bool
     return locked_install(
         root,
         what=f"Jaeger {JAEGER_VERSION}",
-        current=lambda: _loaded(settings),
+        current=lambda: load(settings),
         build=lambda: _build(root, say),
         say=say,
         force=force,
     )
-
-
-def _loaded(settings: Settings) -> JaegerInstalled | None:
-    try:
-        return load(settings)
-    except StateError:
-        return None
 
 
 def _build(root: Path, say: Progress) -> JaegerInstalled:
