@@ -1,6 +1,7 @@
 """Embedded local mesh benchmark: up-to-ready, apply-to-effect, resident memory, down.
 
-Usage: .venv/bin/python bench/bench_mesh.py [--runs 3]
+Usage: PYTHONPATH=. .venv/bin/python bench/bench_mesh.py [--runs 3]
+(PYTHONPATH: the split is awaited with the suites' converge_split from suites/_support.)
 Needs the pinned binaries installed (./scripts/setup). Prints JSON; copy the numbers into
 docs/BENCHMARKS.md with the machine facts. Never run from tests (no timed assertions there).
 """
@@ -19,8 +20,10 @@ from pathlib import Path
 import yaml
 
 from harness.backends.local.backend import LocalBackend, group_members
+from harness.istio import Bundle, load_paths
 from harness.settings import from_env
-from harness.traffic.client import Sampler, converge_weights
+from harness.traffic.client import Sampler
+from suites._support.routing import attribution, converge_split, expected_split, route_for
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -62,10 +65,21 @@ def one_run(tmp: Path) -> dict[str, float]:
     vs = ingress_vs()
     try:
         with Sampler(max_connections=16) as sampler:
+            vs_file = reweighted(vs, 50, 50, tmp / "vs-50-50.yaml")
+            bundle = Bundle(load_paths([Path("manifests")])).merged(load_paths([vs_file]))
+            route = route_for(bundle.ingress_virtual_service())  # type: ignore[arg-type]
+            who = attribution(bundle, route, backend.workloads())
             t1 = time.monotonic()
-            ack_s = backend.apply([reweighted(vs, 50, 50, tmp / "vs-50-50.yaml")])
-            conv = converge_weights(
-                sampler, backend, {"v1": 50, "v2": 50}, batch=200, consecutive=3, timeout=60, concurrency=8
+            ack_s = backend.apply([vs_file])
+            conv = converge_split(
+                sampler,
+                backend,
+                who,
+                expected_split(route),
+                batch=200,
+                consecutive=3,
+                timeout=60,
+                concurrency=8,
             )
             effect_s = time.monotonic() - t1
             backend.apply([reweighted(vs, 90, 10, tmp / "vs-90-10.yaml")])

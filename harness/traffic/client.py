@@ -16,10 +16,8 @@ Two places traffic can start (:class:`Source`):
 A failed request never raises: it becomes a :class:`Response` with ``status == 0`` and
 ``error`` set, so a batch always has exactly ``n`` responses.
 
-:func:`converge_weights` polls batches until the observed split conforms to the configured
-one several batches in a row (configuration propagates asynchronously), measuring how long
-that took. It is a signal to start the real check, not the verdict; run
-:func:`harness.traffic.checks.weights_match` on fresh traffic afterwards.
+Waiting for a split to take effect (configuration propagates asynchronously) is the suites'
+``converge_split`` (suites/_support/routing.py): a signal to start the real check, not the verdict.
 """
 
 from __future__ import annotations
@@ -34,26 +32,23 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict
 
 import aiohttp
 
-from harness.errors import UserError, WaitTimeout
+from harness.errors import UserError
 from harness.mesh import Workload
 from harness.traffic.latency import latency_quantiles
-from harness.wait import REAL_CLOCK, Clock, until
 
 if TYPE_CHECKING:
     import httpx
 
-    from harness.traffic import stats
 
 __all__ = [
     "BODY_TEXT_LIMIT",
     "RBAC_DENIED_BODY",
-    "ConvergeResult",
     "Response",
     "SampleOptions",
     "SampleResult",
@@ -61,7 +56,6 @@ __all__ = [
     "Sampler",
     "Source",
     "TrafficTarget",
-    "converge_weights",
 ]
 
 #: The body Envoy's RBAC filter answers a denied request with (status 403).
@@ -766,105 +760,3 @@ def _float(value: str | None) -> float | None:
         return float(value)
     except ValueError:
         return None
-
-
-# --------------------------------------------------------------------------- convergence
-
-
-@dataclass(frozen=True)
-class ConvergeResult:
-    """How a split converged: batches sampled, seconds it took, and the last batch's counts."""
-
-    batches: int
-    seconds: float
-    last_counts: Mapping[str, int]
-    last_verdict: stats.WeightVerdict | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class _Progress:
-    """One poll of :func:`converge_weights`; truthy once converged, printable as "last seen"."""
-
-    state: stats.SequentialWeights
-    counts: Mapping[str, int]
-    status: Mapping[int, int]
-
-    def __bool__(self) -> bool:
-        return self.state.converged
-
-    def __str__(self) -> str:
-        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items()) or "none"
-        status = ", ".join(f"{k}={v}" for k, v in self.status.items()) or "none"
-        return (
-            f"batch {self.state.batches}: 200s by version {{{counts}}}, status {{{status}}}; "
-            f"{self.state.consecutive}/{self.state.required_consecutive} conforming batches in a row"
-        )
-
-
-def converge_weights(
-    sampler: Sampler,
-    backend: TrafficTarget,
-    expected: Mapping[str, float],
-    *,
-    batch: int = 200,
-    consecutive: int = 3,
-    timeout: float = 60.0,
-    alpha_batch: float = 0.01,
-    clock: Clock = REAL_CLOCK,
-    **sample_kwargs: Unpack[SampleOptions],
-) -> ConvergeResult:
-    """Sample batches until the version split conforms to ``expected`` ``consecutive`` times in a row.
-
-    Each batch of ``batch`` requests is judged by :class:`stats.SequentialWeights` at
-    ``alpha_batch`` (on 200 responses' versions); a non-conforming batch resets the streak.
-    Batches run back to back, with no sleep in between. Returns how many batches were sampled
-    and the seconds from the first request until convergence (the propagation time, plus up
-    to ``consecutive`` batches). Raises :class:`WaitTimeout` naming the expected split and the
-    last batch's counts when ``timeout`` passes first; its notes carry the last batch's
-    observed-versus-expected table.
-    """
-    from harness.traffic import stats
-
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    state = stats.SequentialWeights(expected, alpha_batch=alpha_batch, required_consecutive=consecutive)
-    last: list[_Progress] = []
-
-    def poll() -> _Progress:
-        nonlocal state
-        result = sampler.sample(backend, n=batch, **sample_kwargs)
-        counts = result.version_counts()
-        state = state.observe(counts)
-        progress = _Progress(state, MappingProxyType(counts), MappingProxyType(result.status_counts()))
-        last[:] = [progress]
-        return progress
-
-    split = "/".join(f"{name}={weight:g}" for name, weight in expected.items())
-    started = clock.now()
-    try:
-        until(
-            poll,
-            what=(
-                f"the traffic split to converge to {split} ({consecutive} batches of {batch} in a row "
-                f"conforming at alpha={alpha_batch:g})"
-            ),
-            timeout=timeout,
-            interval=0.0,
-            hint=(
-                "check that the VirtualService weights and DestinationRule subsets give this split "
-                "and that every proxy has ACKed the config (meshproof status)"
-            ),
-            clock=clock,
-        )
-    except WaitTimeout as e:
-        if last and last[0].state.last is not None:
-            e.add_note("last batch:\n" + last[0].state.last.table())
-        raise
-    seconds = clock.now() - started
-    final = last[0]
-    return ConvergeResult(
-        batches=final.state.batches,
-        seconds=seconds,
-        last_counts=final.counts,
-        last_verdict=final.state.last,
-    )

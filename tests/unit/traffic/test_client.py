@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import random
 import socket
 import threading
 import time
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from harness.backends.base import Workload
-from harness.errors import UserError, WaitTimeout
+from harness.errors import UserError
 from harness.traffic.client import (
     RBAC_DENIED_BODY,
     Response,
@@ -24,7 +23,6 @@ from harness.traffic.client import (
     SampleResult,
     SampleSpec,
     Source,
-    converge_weights,
 )
 from harness.wait import Clock
 
@@ -594,93 +592,6 @@ def test_counts_quantiles_and_summary_json_schema() -> None:
         "latency_ms": {"p50": 5.5, "p90": 9.1, "p99": 9.91},
     }
     assert json.loads(json.dumps(summary)) == summary  # plain JSON types only
-
-
-# --------------------------------------------------------------------------- converge_weights
-
-
-class SwitchingSplit:
-    """An ingress whose v1/v2 split switches from 90/10 to 50/50 after `switch_after` batches.
-
-    Deterministic: a seeded generator, drawn under a lock; the clock moves 1 s per batch.
-    """
-
-    def __init__(self, batch: int, switch_after: int | None, clock: FakeClock, seed: int = 7) -> None:
-        self.batch, self.switch_after, self.clock = batch, switch_after, clock
-        self.rng = random.Random(seed)
-        self.lock = threading.Lock()
-        self.requests = 0
-        self.hosts: set[str] = set()
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        with self.lock:
-            batch_no = self.requests // self.batch
-            self.requests += 1
-            self.hosts.add(request.headers["host"])
-            converged = self.switch_after is not None and batch_no >= self.switch_after
-            v2_share = 0.5 if converged else 0.1
-            version = "v2" if self.rng.random() < v2_share else "v1"
-            self.clock.advance(1.0 / self.batch)
-        return httpx.Response(200, json=greet(version=version, pod=f"microservice-1-{version}-0"))
-
-
-def test_converge_weights_returns_after_the_split_converges() -> None:
-    clock = FakeClock()
-    fake = SwitchingSplit(batch=200, switch_after=3, clock=clock)
-    with sampler(fake) as s:
-        result = converge_weights(
-            s,
-            FakeBackend(),
-            {"v1": 50, "v2": 50},
-            batch=200,
-            consecutive=3,
-            timeout=60,
-            clock=clock,
-            host_header="greet.example.com",
-            concurrency=4,
-        )
-    # 3 batches at 90/10 never conform; then at least 3 conforming 50/50 batches in a row.
-    assert 6 <= result.batches <= 12
-    assert fake.requests == 200 * result.batches
-    assert result.seconds == pytest.approx(result.batches * 1.0)
-    assert sum(result.last_counts.values()) == 200
-    assert set(result.last_counts) == {"v1", "v2"}
-    assert result.last_verdict is not None
-    assert result.last_verdict.passed
-    assert fake.hosts == {"greet.example.com"}  # sample kwargs are passed through
-
-
-def test_converge_weights_times_out_naming_expected_and_last_counts() -> None:
-    clock = FakeClock()
-    fake = SwitchingSplit(batch=128, switch_after=None, clock=clock)  # 1/128 s per request: exact
-    with sampler(fake) as s, pytest.raises(WaitTimeout) as info:
-        converge_weights(s, FakeBackend(), {"v1": 50, "v2": 50}, batch=128, timeout=5, clock=clock)
-    err = info.value
-    message = str(err)
-    assert "v1=50/v2=50" in message
-    assert "200s by version {v1=" in message
-    assert "v2=" in message
-    assert "0/3 conforming batches in a row" in message
-    assert fake.requests == 128 * 5  # one batch per fake second until the 5 s deadline
-    notes = "\n".join(getattr(err, "__notes__", []))
-    assert "last batch:" in notes
-    assert "category" in notes
-    assert "FAIL" in notes
-
-
-def test_converge_weights_tiny_real_timeout() -> None:
-    fake = SwitchingSplit(batch=50, switch_after=None, clock=FakeClock())
-    with sampler(fake) as s, pytest.raises(WaitTimeout, match=r"v1=50/v2=50"):
-        converge_weights(s, FakeBackend(), {"v1": 50, "v2": 50}, batch=50, timeout=1e-6)
-    assert fake.requests == 50  # exactly one batch, then the deadline
-
-
-def test_converge_weights_validates_arguments() -> None:
-    with sampler(lambda _: httpx.Response(200, json=greet())) as s:
-        with pytest.raises(ValueError, match="batch must be >= 1"):
-            converge_weights(s, FakeBackend(), {"v1": 1}, batch=0)
-        with pytest.raises(ValueError, match="required_consecutive"):
-            converge_weights(s, FakeBackend(), {"v1": 1}, consecutive=0)
 
 
 def test_sample_until_decide_error_propagates_and_the_sampler_stays_usable() -> None:
