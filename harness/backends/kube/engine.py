@@ -175,9 +175,18 @@ class ProcTable:
                 comm = (entry / "comm").read_text().strip()
             except OSError:
                 continue
-            if comm == name:
+            if comm == name and not self.is_zombie(int(entry.name)):
                 out.append(int(entry.name))
         return sorted(out)
+
+    def is_zombie(self, pid: int) -> bool:
+        """Exited but not reaped (or gone). PID 1 here does not reap orphans: a stopped dockerd can
+        linger as a zombie, which is no engine."""
+        try:
+            stat = (self.root / str(pid) / "stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
     def status_text(self, pid: int | str = "self") -> str:
         return (self.root / str(pid) / "status").read_text()
@@ -429,14 +438,7 @@ class DockerEngine:
     def _gone(self, rec: EngineRecord) -> bool:
         if self._child is not None and self._child.pid == rec.pid:
             self._child.poll()  # reap our own child, or it stays a zombie in /proc
-        return not is_recorded_process(rec, self._procs) or self._is_zombie(rec.pid)
-
-    def _is_zombie(self, pid: int) -> bool:
-        try:
-            stat = (self._procs.root / str(pid) / "stat").read_text()
-        except OSError:
-            return True
-        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+        return not is_recorded_process(rec, self._procs) or self._procs.is_zombie(rec.pid)
 
     def __enter__(self) -> Self:
         try:

@@ -105,6 +105,8 @@ def test_proc_table_reads_start_ticks_past_a_command_name_with_spaces(tmp_path: 
     assert table.start_ticks(43) is None
     assert table.cmdline(42) == ["/usr/sbin/dockerd", "--data-root", "/d"]
     assert table.pids_named("dockerd") == [42]
+    fp.add(43, ["/usr/sbin/dockerd"], ticks=1, state="Z")  # exited, never reaped (PID 1 here does not reap)
+    assert table.pids_named("dockerd") == [42] and table.is_zombie(43) and not table.is_zombie(42)
 
 
 def _record(lay: EngineLayout, pid: int = 100, ticks: int = 5000) -> EngineRecord:
