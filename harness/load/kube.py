@@ -264,7 +264,9 @@ def manifests(
             "kind": "Service",
             "metadata": {"name": f"{NAME}-master", "namespace": namespace, "labels": labels},
             "spec": {
-                "selector": {"app": NAME, "role": "master"},
+                # This run's master only: a killed earlier run's master may still be terminating
+                # while this one's rolls out (the Deployment's own selector is immutable: no run id).
+                "selector": {"app": NAME, "role": "master", RUN_LABEL: run_id},
                 "ports": [{"name": "tcp-locust", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
             },
         },

@@ -2,7 +2,9 @@
 local processes (no cluster here): the ConfigMap's files become the mounted directory, each pod's
 container command runs as a process group, the pod's addresses map onto one loopback address of
 this machine, ``open_port`` connects to it, ``pod_log`` reads the process's output, deleting a
-Deployment kills its processes. What this leaves untested is Kubernetes and Istio themselves."""
+Deployment kills its processes. What this leaves untested is Kubernetes and Istio themselves.
+The master's stats are checked against the workers' own per-request logs: no request is lost at
+the stop (the master quits ``--autoquit`` seconds after it, once the workers have reported)."""
 
 from __future__ import annotations
 
@@ -95,6 +97,10 @@ class ProcessCluster(FakeCluster):
             c = tmpl["spec"]["containers"][0]
             argv = list(c.get("command") or [str(self.bin / "locust"), *c.get("args", [])])
             argv = [self._rewrite(a, ns) for a in argv]
+            if "--worker" in argv:
+                # The worker's own per-request log (opened at init, before the master's options
+                # arrive): an independent count of what was sent, to check Locust's stats against.
+                argv += ["--mp-events", str(self.root / "events")]
             env = {"PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
             for pod in self.list("v1", "Pod", ns, f"app={NAME},role={tmpl['metadata']['labels']['role']}"):
                 name = pod["metadata"]["name"]
@@ -175,6 +181,8 @@ def test_a_two_worker_run_marks_phases_and_reports_split_stats(
     assert fault.requests >= 100 and set(fault.by_status) == {200, 503}
     assert fault.failures == fault.by_status[503] and dict(fault.versions) == {"v1": fault.by_status[200]}
     assert set(fault.pods) == {"pod-0", "pod-1"}
+    sent = sum(len(f.read_text().splitlines()) for f in (cluster.root / "events").glob("events-*.tsv"))
+    assert r.requests == sent  # no request lost at the stop: the workers' last reports got in
     assert r.locust_exit_code == 0 and "Shutting down (exit code 0)" in run.log_path.read_text()
     assert all(p.poll() is not None for p in cluster.procs.values())  # deleted: the processes are gone
     assert all(cluster.get(ObjectRef.of(o)) is None for o in run.objects)
@@ -199,5 +207,28 @@ def test_a_locustfile_error_surfaces_locusts_message_and_leaves_nothing(
         run.start()
     assert "SyntaxError" in str(e.value)
     assert not [n for n in cluster.procs if "-worker-" in n]  # never applied: the master failed first
+    assert all(p.poll() is not None for p in cluster.procs.values())
+    assert all(cluster.get(ObjectRef.of(o)) is None for o in run.objects)
+
+
+def test_ctrl_c_during_the_run_deletes_everything_and_stops_locust(
+    server: str, cluster: ProcessCluster, tmp_path: Path
+) -> None:
+    run = KubeLocustRun(
+        LoadConfig(users=2),
+        api=cluster,
+        workdir=tmp_path / "load",
+        target=LoadTarget(ingress_url=server),
+        poll=0.2,
+    )
+
+    def interrupted() -> None:
+        with run:
+            wait.until(lambda: run.progress().requests > 0, what="the first requests", timeout=60)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert run.report is None and not run.running
     assert all(p.poll() is not None for p in cluster.procs.values())
     assert all(cluster.get(ObjectRef.of(o)) is None for o in run.objects)

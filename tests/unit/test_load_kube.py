@@ -38,6 +38,7 @@ def test_manifests_master_and_workers_sidecar_injected_in_other_namespace() -> N
     cm, svc, master, worker = docs
     assert "class MeshproofShape" in cm["data"]["locustfile.py"] and "def users_at" in cm["data"]["shapes.py"]
     assert svc["spec"]["ports"][0]["port"] == MASTER_PORT
+    assert svc["spec"]["selector"] == {"app": "meshproof-locust", "role": "master", "meshproof/run": "mp-abc"}
     for d in (master, worker):
         pod = d["spec"]["template"]
         assert pod["metadata"]["labels"]["sidecar.istio.io/inject"] == "true"
