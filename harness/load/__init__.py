@@ -71,6 +71,7 @@ __all__ = [
     "LoadRun",
     "LoadTarget",
     "LocustRun",
+    "PhaseClock",
     "PhaseMark",
     "PhaseStats",
     "Progress",
@@ -629,7 +630,39 @@ class _Phase:
             self._run.phase(f"after {self.name}")
 
 
-class LocustRun:
+class PhaseClock:
+    """Phases on the harness's clock, shared by both runners (:class:`LocustRun`, and
+    :class:`~harness.load.kube_run.KubeLocustRun` inside a cluster): a subclass sets
+    ``_phases``, ``_state`` and ``_wall``."""
+
+    _phases: list[PhaseMark]
+    _state: _State
+    _wall: Callable[[], float]
+
+    @property
+    def running(self) -> bool:
+        return self._state is _State.RUNNING
+
+    @property
+    def current_phase(self) -> str:
+        return self._phases[-1].name if self._phases else ""
+
+    def phase(self, name: str) -> _Phase:
+        """End the current phase and start ``name`` now (names must be unique within a run)."""
+        if not name or name in {p.name for p in self._phases}:
+            raise ValueError(
+                f"phase name {name!r} is empty or already used: {[p.name for p in self._phases]}"
+            )
+        if self._state is not _State.RUNNING:
+            raise LoadError(f"cannot start phase {name!r}: the load is {self._state.value}")
+        now = self._wall()
+        last = self._phases[-1]
+        self._phases[-1] = PhaseMark(last.name, last.start, now)
+        self._phases.append(PhaseMark(name, now))
+        return _Phase(self, name)
+
+
+class LocustRun(PhaseClock):
     """Locust headless as a subprocess; a context manager. Reuse after stop is refused."""
 
     def __init__(
@@ -679,10 +712,6 @@ class LocustRun:
         return self.workdir / "stop"
 
     @property
-    def running(self) -> bool:
-        return self._state is _State.RUNNING
-
-    @property
     def exited(self) -> bool:
         """Whether the Locust master has exited (a run with a duration ends by itself)."""
         return self._popen is not None and self._popen.poll() is not None
@@ -690,10 +719,6 @@ class LocustRun:
     @property
     def pid(self) -> int | None:
         return self._popen.pid if self._popen is not None else None
-
-    @property
-    def current_phase(self) -> str:
-        return self._phases[-1].name if self._phases else ""
 
     def argv(self, master_port: int = 0) -> list[str]:
         c, t = self.config, self.target
@@ -793,20 +818,6 @@ class LocustRun:
         if code is not None:
             raise LoadError(f"Locust exited {code} before spawning its users:\n{_locust_message(text)}")
         return False
-
-    def phase(self, name: str) -> _Phase:
-        """End the current phase and start ``name`` now (names must be unique within a run)."""
-        if not name or name in {p.name for p in self._phases}:
-            raise ValueError(
-                f"phase name {name!r} is empty or already used: {[p.name for p in self._phases]}"
-            )
-        if self._state is not _State.RUNNING:
-            raise LoadError(f"cannot start phase {name!r}: the load is {self._state.value}")
-        now = self._wall()
-        last = self._phases[-1]
-        self._phases[-1] = PhaseMark(last.name, last.start, now)
-        self._phases.append(PhaseMark(name, now))
-        return _Phase(self, name)
 
     def progress(self) -> Progress:
         """Figures so far (reads the new lines of the event logs)."""

@@ -64,10 +64,10 @@ from harness.load import (
     LoadConfig,
     LoadReport,
     LoadTarget,
+    PhaseClock,
     PhaseMark,
     Progress,
     _locust_message,
-    _Phase,
     _State,
 )
 from harness.load.kube import (
@@ -105,7 +105,7 @@ class _Pending(Exception):
 _RETRY = (_Pending, httpx.HTTPError, OSError, BackendError, ValueError)
 
 
-class KubeLocustRun:
+class KubeLocustRun(PhaseClock):
     """In-cluster distributed Locust (one master, ``config.processes`` workers); a context manager."""
 
     def __init__(
@@ -158,17 +158,9 @@ class KubeLocustRun:
         return self.workdir / "locust-master.log"
 
     @property
-    def running(self) -> bool:
-        return self._state is _State.RUNNING
-
-    @property
     def exited(self) -> bool:
         """Whether Locust's master has exited (a run with a duration ends by itself)."""
         return self._master_exit() is not None
-
-    @property
-    def current_phase(self) -> str:
-        return self._phases[-1].name if self._phases else ""
 
     @property
     def selector(self) -> str:
@@ -230,20 +222,6 @@ class KubeLocustRun:
             raise
         self.phase(FIRST_PHASE)
         return self
-
-    def phase(self, name: str) -> _Phase:
-        """End the current phase and start ``name`` now (names must be unique within a run)."""
-        if not name or name in {p.name for p in self._phases}:
-            raise ValueError(
-                f"phase name {name!r} is empty or already used: {[p.name for p in self._phases]}"
-            )
-        if self._state is not _State.RUNNING:
-            raise LoadError(f"cannot start phase {name!r}: the load is {self._state.value}")
-        now = self._wall()
-        last = self._phases[-1]
-        self._phases[-1] = PhaseMark(last.name, last.start, now)
-        self._phases.append(PhaseMark(name, now))
-        return _Phase(self, name)
 
     def progress(self) -> Progress:
         """Figures so far, from the master's web API (the last known ones once it has quit)."""
