@@ -121,7 +121,7 @@ def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int
     by_name = {b.name: b for b in built}
     rows = []
     for p in images.PLAN:
-        ref = images.image_ref(p.name, images.DEBIAN_SUITE if p.name == "debian-base" else "latest")
+        ref = images.image_ref(p.name, images.plan_tag(p.name))
         labels = images.safe_labels(builder, ref)
         b = by_name.get(p.name)
         rows.append(

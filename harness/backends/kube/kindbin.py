@@ -7,6 +7,7 @@ when missing: about a minute and a quarter on a cold module cache). :func:`kind_
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -81,6 +82,29 @@ def install(
     if not target.is_file() or not os.access(target, os.X_OK):
         raise ToolMissing(f"kind {version}", "creating the kind cluster", GO_HINT.format(v=version))
     return target
+
+
+def module_dir(
+    version: str = KIND_VERSION, *, run: proc.Runner = proc.run, which: proc.Which = proc.which
+) -> Path:
+    """kind's module source in the Go module cache (downloaded when missing): its base-image files,
+    Dockerfile and default node image are read from there at run time."""
+    go = which("go")
+    if not go:
+        raise ToolMissing("go", f"reading kind {version}'s module", GO_HINT.format(v=version))
+    try:
+        out = run([go, "mod", "download", "-json", f"{KIND_MODULE}@{version}"], timeout=900)
+    except CommandFailed as e:
+        err = ToolMissing(f"kind {version}'s module", "building the kind images", GO_HINT.format(v=version))
+        err.add_note(f"`go mod download {KIND_MODULE}@{version}` failed: {e.stderr.strip()[-600:]}")
+        raise err from e
+    try:
+        d = Path(json.loads(out.stdout)["Dir"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ToolMissing(
+            f"kind {version}'s module", "building the kind images", GO_HINT.format(v=version)
+        ) from e
+    return d
 
 
 def kind_which(cache_dir: Path, which: proc.Which, version: str = KIND_VERSION) -> proc.Which:

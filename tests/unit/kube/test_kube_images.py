@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,7 +162,7 @@ def test_build_refuses_planned_and_unknown_images_by_name(tmp_path: Path) -> Non
         b.build(["kind-node"])
     with pytest.raises(UserError, match="unknown image nope"):
         b.build(["nope"])
-    assert [i.name for i in b.build()] == ["debian-base"]
+    assert [i.name for i in b.build(["debian-base"])] == ["debian-base"]
 
 
 def test_kind_is_go_installed_into_the_cache_once(tmp_path: Path) -> None:
@@ -199,3 +200,85 @@ def test_kind_is_go_installed_into_the_cache_once(tmp_path: Path) -> None:
 def test_kind_build_without_go_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ToolMissing, match="install Go"):
         kindbin.install(tmp_path, run=FakeRunner(), which=which_from({}))
+
+
+class BuildEngine(Engine):
+    """Engine plus `buildx version` / `version` answers per CLI, and a build that tags its image."""
+
+    def __init__(self, versions: dict[str, str], buildx: Sequence[str] = (), **kw: Any) -> None:
+        super().__init__(**kw)
+        self.versions, self.buildx = versions, set(buildx)
+        self.contexts: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], *, timeout: float = 600.0, check: bool = True) -> proc.Completed:
+        args = [str(a) for a in argv]
+        if args[1:3] == ["buildx", "version"]:
+            self.calls.append(args)
+            return proc.Completed(tuple(args), 0 if args[0] in self.buildx else 1, "", "")
+        if args[1:2] == ["version"]:
+            self.calls.append(args)
+            return proc.Completed(tuple(args), 0, self.versions.get(args[0], "") + "\n", "")
+        if "build" in args:
+            self.calls.append(args)
+            ctx = Path(args[-1])
+            self.contexts.append(sorted(p.name for p in ctx.iterdir()))
+            label = args[args.index("--label") + 1]
+            key, _, value = label.partition("=")
+            self.images[args[args.index("-t") + 1]] = {key: value}
+            return proc.Completed(tuple(args), 0, "", "")
+        return super().__call__(argv, timeout=timeout, check=check)
+
+
+def kind_module(tmp_path: Path) -> Path:
+    base = tmp_path / "kind@v0.33.0" / "images" / "base"
+    (base / "files" / "etc").mkdir(parents=True)
+    (base / "Dockerfile").write_text("ARG BASE_IMAGE=debian:trixie-slim\nFROM $BASE_IMAGE AS base\n")
+    (base / "files" / "etc" / "crictl.yaml").write_text("runtime-endpoint: x\n")
+    for p in (base, base / "files", base / "files" / "etc", base / "Dockerfile"):
+        p.chmod(0o555 if p.is_dir() else 0o444)  # like the module cache: read-only
+    return tmp_path / "kind@v0.33.0"
+
+
+def test_kind_base_builds_kinds_own_dockerfile_target_base_from_debian_base(tmp_path: Path) -> None:
+    engine = BuildEngine({"/usr/local/bin/docker": "28.2.2", "/usr/bin/docker": "20.10.24+dfsg1"})
+    engine.images[f"{PREFIX}/debian-base:bookworm"] = {
+        INPUTS_LABEL: inputs_digest(["debootstrap", "--variant=minbase", "bookworm"])
+    }
+    b = ImageBuilder(
+        tmp_path / "cache",
+        docker="/usr/local/bin/docker",
+        run=engine,
+        which=which_from({"docker": "/usr/local/bin/docker"}),
+        kind_module=kind_module(tmp_path),
+    )
+    built = b.kind_base()
+    assert built.built and built.ref == f"{PREFIX}/kind-base:v0.33.0"
+    (build,) = [c for c in engine.calls if "build" in c]
+    # the 28 CLI has no buildx here: Debian's 20.10 CLI drives the engine's BuildKit
+    assert build[:3] == ["env", "DOCKER_BUILDKIT=1", "/usr/bin/docker"]
+    assert build[build.index("--target") + 1] == "base"
+    assert f"BASE_IMAGE={PREFIX}/debian-base:bookworm" in build
+    assert engine.contexts == [
+        ["Dockerfile", "files"]
+    ]  # kind's images/base, copied (writable) as the context
+    assert not list((tmp_path / "cache" / "images").iterdir())
+    assert b.kind_base().built is False  # current: cached
+
+
+def test_buildkit_cli_prefers_buildx_and_names_what_it_tried(tmp_path: Path) -> None:
+    engine = BuildEngine({"/usr/local/bin/docker": "28.2.2"}, buildx=["/usr/local/bin/docker"])
+    b = ImageBuilder(tmp_path, docker="/usr/local/bin/docker", run=engine, which=which_from({}))
+    assert b.buildkit_cli() == "/usr/local/bin/docker"
+    none = BuildEngine({"/usr/local/bin/docker": "28.2.2", "/usr/bin/docker": "27.0.1"})
+    b = ImageBuilder(tmp_path, docker="/usr/local/bin/docker", run=none, which=which_from({}))
+    with pytest.raises(ToolMissing, match="BuildKit") as info:
+        b.buildkit_cli()
+    assert "/usr/local/bin/docker 28.2.2, /usr/bin/docker 27.0.1" in "\n".join(info.value.__notes__)
+
+
+def test_kind_module_dir_comes_from_go_mod_download(tmp_path: Path) -> None:
+    out = json.dumps({"Path": "sigs.k8s.io/kind", "Version": "v0.33.0", "Dir": str(tmp_path / "kind")})
+    run = FakeRunner({"/go mod download -json sigs.k8s.io/kind@v0.33.0": (0, out, "")})
+    assert kindbin.module_dir(run=run, which=which_from({"go": "/go"})) == tmp_path / "kind"
+    with pytest.raises(ToolMissing, match="go"):
+        kindbin.module_dir(run=run, which=which_from({}))
