@@ -116,3 +116,14 @@ def active_cluster(http: httpx.Client, admin_url: str, name: str) -> Mapping[str
         if cluster.get("name") == name:
             return cluster  # type: ignore[no-any-return]
     return None
+
+
+def active_clusters(http: httpx.Client, admin_url: str, name_regex: str) -> list[Mapping[str, object]]:
+    """Every cluster the proxy runs whose name matches ``name_regex`` (``/config_dump``)."""
+    text = _get(http, f"{admin_url}/config_dump", resource="dynamic_active_clusters", name_regex=name_regex)
+    return [entry["cluster"] for entry in json.loads(text).get("configs", []) if "cluster" in entry]
+
+
+def outbound_clusters_regex(host_fqdn: str) -> str:
+    """Istio's outbound clusters of ``host_fqdn``: every port, with or without a subset."""
+    return rf"^outbound\|[0-9]+\|[^|]*\|{re.escape(host_fqdn)}$"

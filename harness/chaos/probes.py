@@ -166,8 +166,9 @@ def errors_settle(
     ``within_s`` seconds of the fault (the last error is followed by ``window_s`` seconds of traffic
     with at most ``max_ratio`` errors), and (count-based, immune to a slow machine) the errors since
     the fault stay within a budget: ``max_errors``, or from ``destination_rule`` (``ns/name``) the
-    outlier detection's consecutive errors plus the load's concurrency (requests in flight when
-    the ejection lands). Returns as soon as that is seen, else at ``within_s`` after the fault."""
+    consecutive errors that eject as the ingress gateway's Envoy runs them for its host (the
+    outlier oracle, not the YAML's field names) plus the load's concurrency (requests in flight
+    when the ejection lands). Returns as soon as that is seen, else at ``within_s`` after the fault."""
     from harness.chaos.loadgen import last_error_of, window_of
 
     max_ratio, within_s, window_s = float(max_ratio), float(within_s), float(window_s)
@@ -222,19 +223,44 @@ def errors_settle(
 
 
 def _outlier_budget(destination_rule: str, load: str, configuration: Configuration) -> tuple[int, str]:
+    """Errors the load may see before the ejection: the consecutive errors that eject, as the
+    ingress gateway's Envoy runs them for the DestinationRule's host (the outlier oracle over its
+    clusters' ``/config_dump``, Envoy's defaults where Istio left a field unset; the largest over
+    the host's subsets), plus the load's requests in flight."""
+    from harness import envoy
     from harness.chaos.actions import find_object
-    from harness.istio import OutlierDetection
+    from harness.istio.model import fqdn
+    from harness.istio.oracles.outlier import EffectiveOutlier
 
     dr = find_object("DestinationRule", destination_rule, configuration)
-    raw = ((dr or {}).get("spec") or {}).get("trafficPolicy", {}).get("outlierDetection")
-    if not isinstance(raw, dict):
-        raise MeshproofError(f"DestinationRule {destination_rule} has no outlierDetection to derive a budget")
-    od = OutlierDetection.from_raw(raw)
-    threshold = od.consecutive_5xx_errors or od.consecutive_gateway_errors or 0
+    host = str(((dr or {}).get("spec") or {}).get("host") or "")
+    if not host:
+        raise MeshproofError(
+            f"DestinationRule {destination_rule} is not running: no budget to derive from it"
+        )
+    namespace = str(((dr or {}).get("metadata") or {}).get("namespace") or "default")
+    target = fqdn(host, namespace)
+    gateway = mesh(configuration).workload("ingress")
+    with httpx.Client(timeout=10.0, trust_env=False) as http:
+        clusters = envoy.active_clusters(http, gateway.proxy_admin_url, envoy.outbound_clusters_regex(target))
+    thresholds = {}
+    for c in clusters:
+        od = EffectiveOutlier.from_cluster(c)
+        threshold = None if od is None else (od.ejects_after_5xx or od.ejects_after_gateway_errors)
+        if threshold:
+            thresholds[str(c.get("name"))] = threshold
+    if not thresholds:
+        raise MeshproofError(
+            f"the ingress gateway runs no outlier detection that ejects on errors for {target} "
+            f"(DestinationRule {destination_rule}; clusters {sorted(str(c.get('name')) for c in clusters)}): "
+            "no budget to derive. Fix: give the experiment max_errors, or the DestinationRule outlierDetection"
+        )
+    threshold = max(thresholds.values())
     entry = Ledger.of(configuration).get(f"load:{load}")
     concurrency = int((entry.data if entry else {}).get("concurrency", 1))
     return threshold + concurrency, (
-        f"DestinationRule {destination_rule}: {threshold} consecutive errors eject + {concurrency} in flight"
+        f"DestinationRule {destination_rule} as the gateway runs it: {threshold} consecutive errors eject "
+        f"(effective, {len(thresholds)} cluster(s)) + {concurrency} in flight"
     )
 
 

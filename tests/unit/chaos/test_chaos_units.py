@@ -411,3 +411,110 @@ def test_locust_window_counts_requests_by_completion_time(tmp_path: Path) -> Non
     assert (w.total, w.errors, w.status, w.pods) == (2, 1, {"200": 1, "503": 1}, {"web-v1-0": 1})
     assert loadgen.last_error_of(load, 0, 200) == pytest.approx(101.01)
     assert loadgen.last_error_of(load, 0, 100.9) == pytest.approx(100.3)
+
+
+# --------------------------------------------------------------------------- outlier budget
+
+
+DR = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "DestinationRule",
+    "metadata": {"name": "web", "namespace": "sample"},
+    # what the YAML says is NOT what the budget uses: the gateway's Envoy config decides
+    "spec": {"host": "web", "trafficPolicy": {"outlierDetection": {"consecutiveErrors": 2}}},
+}
+
+
+class AdminServer:
+    """A gateway's Envoy admin on 127.0.0.1 answering /config_dump with ``clusters`` (filtered by
+    ``name_regex`` as Envoy does)."""
+
+    def __init__(self, clusters: list[dict[str, Any]]) -> None:
+        import http.server
+        import re
+        import threading
+        from urllib.parse import parse_qs, urlparse
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                url = urlparse(self.path)
+                regex = parse_qs(url.query).get("name_regex", [".*"])[0]
+                configs = [{"cluster": c} for c in clusters if re.search(regex, c["name"])]
+                body = json.dumps({"configs": configs}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def gateway_backend(fake: FakeBackend, admin_url: str) -> None:
+    plain = fake.workload
+
+    def workload(ref: str) -> Workload:
+        if ref == "ingress":
+            return Workload(
+                "gw", "istio-system", "gw", {}, "127.0.0.1", "", "", "", admin_url, role="gateway"
+            )
+        return plain(ref)
+
+    fake.workload = workload  # type: ignore[method-assign]
+    fake.objects[actions.object_key(DR)] = copy.deepcopy(DR)
+
+
+def test_outlier_budget_comes_from_the_gateways_effective_config(fake) -> None:  # type: ignore[no-untyped-def]
+    backend, cfg = fake
+    admin = AdminServer(
+        [
+            # the subset-less cluster: consecutive_5xx unset -> Envoy's default 5
+            {"name": "outbound|80||web.sample.svc.cluster.local", "outlier_detection": {"interval": "5s"}},
+            {
+                "name": "outbound|80|v1|web.sample.svc.cluster.local",
+                "outlier_detection": {"consecutive_5xx": 7},
+            },
+            {"name": "outbound|80|v2|web.sample.svc.cluster.local"},  # no outlier detection
+            {
+                "name": "outbound|80||other.sample.svc.cluster.local",
+                "outlier_detection": {"consecutive_5xx": 50},
+            },
+        ]
+    )
+    try:
+        gateway_backend(backend, admin.url)
+        budget, why = probes._outlier_budget("sample/web", "default", cfg)
+    finally:
+        admin.close()
+    assert budget == 7 + 1  # the largest effective threshold of web's clusters + 1 in flight (no load)
+    assert "7 consecutive errors eject (effective, 2 cluster(s))" in why
+
+
+def test_outlier_budget_refuses_a_host_the_gateway_does_not_eject_for(fake) -> None:  # type: ignore[no-untyped-def]
+    backend, cfg = fake
+    admin = AdminServer(
+        [
+            {"name": "outbound|80||web.sample.svc.cluster.local"},
+            {
+                "name": "outbound|80|v1|web.sample.svc.cluster.local",
+                "outlier_detection": {"consecutive_5xx": 0},  # off
+            },
+        ]
+    )
+    try:
+        gateway_backend(backend, admin.url)
+        with pytest.raises(Exception, match="runs no outlier detection that ejects on errors"):
+            probes._outlier_budget("sample/web", "default", cfg)
+        with pytest.raises(Exception, match="not running"):
+            probes._outlier_budget("sample/absent", "default", cfg)
+    finally:
+        admin.close()
