@@ -49,7 +49,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from locust import FastHttpUser, LoadTestShape, events, task
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 from shapes import SHAPES, users_at
 
 DEFAULT_SERVICE = ("microservice-1", "sample", 3000)
@@ -67,6 +67,11 @@ def _options(parser: Any) -> None:
     parser.add_argument("--mp-run-id", default="mp-load", help="prefix of every x-request-id")
     parser.add_argument("--mp-events", default="", help="directory for the per-request event logs")
     parser.add_argument("--mp-stop-file", default="", help="the run ends (cleanly) once this file exists")
+    parser.add_argument(
+        "--mp-log-exceptions",
+        action="store_true",
+        help="the master logs its workers' user exceptions when it quits (in-cluster runs)",
+    )
     parser.add_argument(
         "--mp-split-stats",
         action="store_true",
@@ -105,6 +110,20 @@ def _on_init(environment: Any, **_kw: Any) -> None:
 def _on_quit(**_kw: Any) -> None:
     if _events_file is not None:
         _events_file.flush()
+
+
+@events.quitting.add_listener
+def _log_exceptions(environment: Any, **_kw: Any) -> None:
+    """With --mp-log-exceptions the master prints the exceptions its workers' users raised (Locust
+    keeps them only in memory, for its web UI): in a cluster they happen in other pods, and this
+    puts them in the master's log, where the harness reads the run's outcome."""
+    opts = environment.parsed_options
+    if opts is None or not opts.mp_log_exceptions or not isinstance(environment.runner, MasterRunner):
+        return
+    for row in environment.runner.exceptions.values():
+        nodes = ", ".join(sorted(row["nodes"]))
+        print(f"meshproof-locust-exception {row['count']}x on {nodes}: {row['msg']}", flush=True)
+        print(str(row["traceback"]).rstrip(), flush=True)
 
 
 @events.request.add_listener

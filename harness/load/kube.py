@@ -63,6 +63,8 @@ AUTOQUIT_S = 5
 EXIT_MARK = "meshproof-locust-exit"
 STATS_MARK = "meshproof-locust-stats"
 DONE_MARK = "meshproof-locust-done"  # after the stats line: the log is complete
+#: The locustfile's --mp-log-exceptions: an exception a worker's user raised (the lines after it: where).
+EXCEPTION_MARK = "meshproof-locust-exception"
 #: The pod label every object and pod of one run carries.
 RUN_LABEL = "meshproof/run"
 
@@ -134,6 +136,7 @@ def locust_args(
         "--json-file",
         json_file,
         "--mp-split-stats",  # one stats entry per status, version and pod: see report_from_locust_stats
+        "--mp-log-exceptions",  # the workers' user exceptions, into the master's log
         "--mp-shape",
         c.shape,
         "--mp-duration",

@@ -72,6 +72,7 @@ from harness.load import (
 )
 from harness.load.kube import (
     AUTOQUIT_S,
+    EXCEPTION_MARK,
     IMAGE,
     NAME,
     NAMESPACE,
@@ -419,6 +420,10 @@ class KubeLocustRun(PhaseClock):
                 f"in-cluster Locust exited {done.exit_code} (2: an unhandled error in a user):\n"
                 f"{_locust_message(done.log)}"
             )
+        at = done.log.find(EXCEPTION_MARK)
+        if at >= 0:  # a worker's user raised (the locustfile's --mp-log-exceptions)
+            where = "\n".join(done.log[at:].splitlines()[:15])
+            raise LoadError(f"in-cluster Locust's users raised an exception ({self.log_path}):\n{where}")
         if "Traceback (most recent call last)" in done.log:
             raise LoadError(
                 f"in-cluster Locust logged a traceback ({self.log_path}):\n{_locust_message(done.log)}"

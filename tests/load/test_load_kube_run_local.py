@@ -232,3 +232,29 @@ def test_ctrl_c_during_the_run_deletes_everything_and_stops_locust(
     assert run.report is None and not run.running
     assert all(p.poll() is not None for p in cluster.procs.values())
     assert all(cluster.get(ObjectRef.of(o)) is None for o in run.objects)
+
+
+def test_an_exception_in_a_workers_user_fails_the_run(
+    server: str, cluster: ProcessCluster, tmp_path: Path
+) -> None:
+    """Locust keeps a worker's user exceptions in the master's memory only: the locustfile's
+    --mp-log-exceptions puts them into the master's log, and the run fails with them."""
+    buggy = tmp_path / "buggy"
+    buggy.mkdir()
+    shutil.copy(LOCUSTFILE.parent / "shapes.py", buggy / "shapes.py")
+    (buggy / "locustfile.py").write_text(
+        LOCUSTFILE.read_text()
+        + "\n\ndef _bug(self):\n    raise KeyError('meshproof test: a bug in a task')\n\n\nIngressUser.tasks = [_bug]\n"
+    )
+    run = KubeLocustRun(
+        LoadConfig(users=2),
+        api=cluster,
+        workdir=tmp_path / "load",
+        target=LoadTarget(ingress_url=server),
+        locustfile=buggy / "locustfile.py",
+        poll=0.2,
+    )
+    with pytest.raises(LoadError, match="users raised an exception") as e, run:
+        pass
+    assert "meshproof test: a bug in a task" in str(e.value) and "_bug" in str(e.value)
+    assert all(cluster.get(ObjectRef.of(o)) is None for o in run.objects)

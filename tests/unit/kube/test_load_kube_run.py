@@ -307,6 +307,20 @@ def test_a_nonzero_exit_at_the_end_raises_and_still_deletes_everything(tmp_path:
     assert gone(cluster) and run.report is None
 
 
+def test_an_exception_in_a_workers_user_fails_the_run_with_its_traceback(tmp_path: Path) -> None:
+    cluster = LocustCluster()
+    cluster.master_lines += [
+        "meshproof-locust-exception 7x on worker-1: 'pod'",
+        '  File "/mnt/locust/locustfile.py", line 200, in greet',
+        "    ctx['pod']",
+    ]
+    run, _, _ = make_run(cluster, tmp_path)
+    with pytest.raises(LoadError, match="users raised an exception") as e, run:
+        pass
+    assert "7x on worker-1: 'pod'" in str(e.value) and "line 200, in greet" in str(e.value)
+    assert gone(cluster)
+
+
 def test_a_stop_that_locust_never_finishes_times_out_and_cleans_up(tmp_path: Path) -> None:
     cluster = LocustCluster(quit_on_stop=False)
     run, _, _ = make_run(cluster, tmp_path)
