@@ -12,15 +12,18 @@ Two groups, both built with ``go install``/``go build`` into ``<cache>/kind-node
   its published ``v0.<minor>.<patch>``. kubeadm and kind parse the version, so the ``-ldflags -X`` fields of
   ``k8s.io/component-base/version`` (and client-go's copy) are set as Kubernetes' own build sets them.
 
-Only the pure parts (what to build, with which flags) and the build calls live here; the node image that
-uses them is still planned (see docs/KIND.md).
+What to build and with which flags, and the build calls (cached by an inputs stamp), live here; the node
+image that uses them is still planned (see docs/KIND.md).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from harness import proc
 from harness.versions import KUBERNETES_VERSION
 
 # ---- the runtime (versions from kind's Dockerfile) ---------------------------------------------
@@ -158,3 +161,80 @@ def kube_build_argv(go: str, out_dir: str, binary: str, version: str = KUBERNETE
         f"{out_dir}/{binary}",
         f"{KUBERNETES_MODULE}/cmd/{binary}",
     ]
+
+
+# ---- building (into <cache>/kind-node-<version>/) ------------------------------------------------
+def parts_dir(cache_dir: Path, version: str = KUBERNETES_VERSION) -> Path:
+    return cache_dir / f"kind-node-{version}"
+
+
+Progress = Callable[[str], None]
+
+
+def _stamp_ok(stamp: Path, inputs: str, binaries: Sequence[Path]) -> bool:
+    try:
+        return stamp.read_text() == inputs and all(b.is_file() for b in binaries)
+    except OSError:
+        return False
+
+
+def build_runtime(
+    cache_dir: Path,
+    kind_dockerfile: str,
+    *,
+    go: str,
+    run: proc.Runner = proc.run,
+    prefix: Sequence[str] = (),
+    say: Progress = lambda _m: None,
+) -> Path:
+    """containerd, runc, crictl and the CNI plugins into ``<parts>/runtime/bin`` (skipped when current)."""
+    out = parts_dir(cache_dir) / "runtime"
+    parts = runtime_parts(kind_dockerfile)
+    binaries = [out / "bin" / b for p in parts for b in p.binaries()]
+    inputs = "\n".join(t for p in parts for t in p.targets())
+    if _stamp_ok(out / "inputs", inputs, binaries):
+        return out / "bin"
+    (out / "bin").mkdir(parents=True, exist_ok=True)
+    for p in parts:
+        say(f"building {', '.join(p.binaries())} ({p.module}@{p.version})")
+        argv = go_install_argv(go, p)
+        run([argv[0], f"GOBIN={out / 'bin'}", *argv[1:2], *prefix, *argv[2:]], timeout=3600)
+    (out / "inputs").write_text(inputs)
+    return out / "bin"
+
+
+def build_kubernetes(
+    cache_dir: Path,
+    kubernetes_go_mod: str,
+    *,
+    go: str,
+    version: str = KUBERNETES_VERSION,
+    run: proc.Runner = proc.run,
+    prefix: Sequence[str] = (),
+    say: Progress = lambda _m: None,
+) -> Path:
+    """The Kubernetes commands of ``version`` into ``<parts>/kubernetes/bin`` (skipped when current).
+
+    ``go -C`` runs each build inside the wrapper module (the runner takes no working directory);
+    ``go mod download`` of the pinned module is the caller's (its go.mod text is the input here).
+    """
+    out = parts_dir(cache_dir, version) / "kubernetes"
+    src, bin_dir = out / "src", out / "bin"
+    binaries = [bin_dir / b for b in KUBE_BINARIES]
+    gomod = wrapper_go_mod(kubernetes_go_mod, version)
+    inputs = gomod + version_ldflags(version)
+    if _stamp_ok(out / "inputs", inputs, binaries):
+        return bin_dir
+    src.mkdir(parents=True, exist_ok=True)
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (src / "go.mod").write_text(gomod)
+    say(f"resolving {KUBERNETES_MODULE}@{version} with its staging modules at {staging_version(version)}")
+    run(["env", "GOFLAGS=-mod=mod", *prefix, go, "-C", str(src), "get", f"{KUBERNETES_MODULE}/cmd/kubelet@{version}"],
+        timeout=3600)  # fmt: skip
+    for b in KUBE_BINARIES:
+        say(f"building {b} {version} (minutes each on a cold build cache)")
+        argv = kube_build_argv(go, str(bin_dir), b, version)
+        i = argv.index(go)
+        run([*argv[:i], *prefix, go, "-C", str(src), *argv[i + 1 :]], timeout=5400)
+    (out / "inputs").write_text(inputs)
+    return bin_dir

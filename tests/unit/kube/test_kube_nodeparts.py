@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import pytest
 
+from harness import proc
 from harness.backends.kube.nodeparts import (
     KUBE_BINARIES,
+    build_kubernetes,
+    build_runtime,
     dockerfile_arg_defaults,
     go_install_argv,
     kube_build_argv,
+    parts_dir,
     runtime_parts,
     staging_modules,
     staging_version,
@@ -100,3 +107,63 @@ def test_version_ldflags_set_what_kubeadm_and_kind_parse() -> None:
     argv = kube_build_argv("/go", "/out", "kubelet", "v1.37.2")
     assert argv[-3:] == ["-o", "/out/kubelet", "k8s.io/kubernetes/cmd/kubelet"]
     assert set(KUBE_BINARIES) >= {"kubeadm", "kubelet", "kube-apiserver", "kube-proxy"}
+
+
+class Builder:
+    """A runner that 'builds': go install writes each binary into GOBIN, go build writes -o."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], *, timeout: float = 600.0, check: bool = True) -> proc.Completed:
+        args = [str(a) for a in argv]
+        self.calls.append(args)
+        if "install" in args:
+            gobin = Path(next(a for a in args if a.startswith("GOBIN=")).split("=", 1)[1])
+            for target in (a for a in args if "@" in a):
+                path = target.split("@", 1)[0]
+                (gobin / path.rsplit("/", 1)[-1]).write_text("bin")
+        if "build" in args:
+            Path(args[args.index("-o") + 1]).write_text("bin")
+        return proc.Completed(tuple(args), 0, "", "")
+
+
+def test_build_runtime_installs_every_part_once(tmp_path: Path) -> None:
+    run = Builder()
+    out = build_runtime(tmp_path, KIND_DOCKERFILE, go="/go", run=run, prefix=("nice", "-n", "19"))
+    assert out == parts_dir(tmp_path) / "runtime" / "bin"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "containerd",
+            "ctr",
+            "containerd-shim-runc-v2",
+            "runc",
+            "crictl",
+            "host-local",
+            "loopback",
+            "ptp",
+            "portmap",
+        ]
+    )
+    first = run.calls[0]
+    assert first[:3] == ["env", f"GOBIN={out}", "CGO_ENABLED=1"] and first[3:6] == ["nice", "-n", "19"]
+    n = len(run.calls)
+    build_runtime(tmp_path, KIND_DOCKERFILE, go="/go", run=run)
+    assert len(run.calls) == n  # current: nothing rebuilt
+    build_runtime(tmp_path, KIND_DOCKERFILE.replace("v1.4.3", "v1.4.4"), go="/go", run=run)
+    assert len(run.calls) == 2 * n  # a kind bump moves the pins: rebuilt
+
+
+def test_build_kubernetes_in_the_wrapper_module(tmp_path: Path) -> None:
+    run = Builder()
+    out = build_kubernetes(tmp_path, KUBERNETES_GO_MOD, go="/go", version="v1.37.2", run=run)
+    src = parts_dir(tmp_path, "v1.37.2") / "kubernetes" / "src"
+    assert (src / "go.mod").read_text() == wrapper_go_mod(KUBERNETES_GO_MOD, "v1.37.2")
+    get, *builds = run.calls
+    assert get[-4:] == ["-C", str(src), "get", "k8s.io/kubernetes/cmd/kubelet@v1.37.2"]
+    assert [b[-1] for b in builds] == [f"k8s.io/kubernetes/cmd/{b}" for b in KUBE_BINARIES]
+    assert all(b[b.index("/go") + 1 : b.index("/go") + 4] == ["-C", str(src), "build"] for b in builds)
+    assert sorted(p.name for p in out.iterdir()) == sorted(KUBE_BINARIES)
+    calls = len(run.calls)
+    build_kubernetes(tmp_path, KUBERNETES_GO_MOD, go="/go", version="v1.37.2", run=run)
+    assert len(run.calls) == calls
