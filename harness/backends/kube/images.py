@@ -87,6 +87,14 @@ PLAN: tuple[PlannedImage, ...] = (
         "(inside kind's default node image)",
     ),
     PlannedImage(
+        "kind-runtime",
+        "kind-base plus containerd, ctr, the runc shim, runc (behind runc-capdrop, a pass-through where the "
+        "bounding set is full), crictl and the CNI plugins, from their Go modules at kind's pins; kind's "
+        "cri-base.json step run as its Dockerfile writes it",
+        "meshproof",
+        "(inside kind's default node image)",
+    ),
+    PlannedImage(
         "kind-node",
         "kind node: kind's base files, systemd, containerd, runc, CNI, Kubernetes binaries, "
         "control-plane images, etcd, CoreDNS, pause, kindnetd",
@@ -111,7 +119,9 @@ PLAN: tuple[PlannedImage, ...] = (
 
 def plan_tag(name: str) -> str:
     """The tag an image of the plan is built under."""
-    return {"debian-base": DEBIAN_SUITE, "kind-base": KIND_VERSION}.get(name, "latest")
+    return {"debian-base": DEBIAN_SUITE, "kind-base": KIND_VERSION, "kind-runtime": KIND_VERSION}.get(
+        name, "latest"
+    )
 
 
 # ---- mode --------------------------------------------------------------------------------------
@@ -333,10 +343,9 @@ class ImageBuilder:
         kind-node adds those from their Go modules instead. ``clean-install`` in the Dockerfile runs apt
         inside the build (Debian packages, from the image's apt sources).
         """
-        from harness.backends.kube import kindbin
 
         base = self.debian_base()
-        src = (self._kind_module or kindbin.module_dir(run=self._run, which=self._which)) / "images" / "base"
+        src = self._kind_module_dir() / "images" / "base"
         dockerfile = (src / "Dockerfile").read_bytes()
         ref = image_ref("kind-base", plan_tag("kind-base"))
         inputs = inputs_digest([base.inputs, KIND_VERSION, hashlib.sha256(dockerfile).hexdigest()])
@@ -361,6 +370,54 @@ class ImageBuilder:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return BuiltImage("kind-base", ref, True, time.monotonic() - t0, inputs)
+
+    def kind_runtime(self, *, force: bool = False) -> BuiltImage:
+        """kind-base plus the container runtime kind's Dockerfile builds from git, built here from Go modules."""
+        from harness.backends.kube import engine, nodeparts
+
+        base = self.kind_base()
+        kind_dockerfile = (self._kind_module_dir() / "images" / "base" / "Dockerfile").read_text()
+        go = self._which("go")
+        if not go:
+            raise ToolMissing(
+                "go", "building containerd, runc, crictl and the CNI plugins", "install Go (see README)"
+            )
+        bin_dir = nodeparts.build_runtime(
+            self.work.parent, kind_dockerfile, go=go, run=self._run, prefix=self._prefix, say=self._say
+        )
+        cri_step = dockerfile_instruction(kind_dockerfile, "RUN ctr oci spec")
+        ref = image_ref("kind-runtime", plan_tag("kind-runtime"))
+        wrapper_src = hashlib.sha256((engine.WRAPPER_SRC / "main.go").read_bytes()).hexdigest()
+        parts = "\n".join(t for p in nodeparts.runtime_parts(kind_dockerfile) for t in p.targets())
+        inputs = inputs_digest([base.inputs, parts, cri_step, wrapper_src])
+        if not force and self.current(ref, inputs):
+            self._say(f"{ref} is current (cached)")
+            return BuiltImage("kind-runtime", ref, False, 0.0, inputs)
+        docker = self.buildkit_cli()
+        self.work.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix="kind-runtime-", dir=self.work))
+        try:
+            ctx = tmp / "context"
+            shutil.copytree(bin_dir, ctx / "bin")
+            engine.build_cap_wrapper(
+                ctx / "bin" / "runc-capdrop", real_runc="/usr/local/sbin/runc.real", go=go
+            )
+            (ctx / "Dockerfile").write_text(runtime_dockerfile(base.ref, cri_step))
+            self._say(f"building {ref} (FROM {base.ref})")
+            argv = [
+                "env", "DOCKER_BUILDKIT=1", *self._prefix, docker, "build", "--progress=plain",
+                "--label", f"{INPUTS_LABEL}={inputs}", "-t", ref, str(ctx),
+            ]  # fmt: skip
+            self._step(argv, 1800, "docker build of kind-runtime")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return BuiltImage("kind-runtime", ref, True, time.monotonic() - t0, inputs)
+
+    def _kind_module_dir(self) -> Path:
+        from harness.backends.kube import kindbin
+
+        return self._kind_module or kindbin.module_dir(run=self._run, which=self._which)
 
     def buildkit_cli(self) -> str:
         """A docker CLI that can run a BuildKit build: one with the buildx plugin, or a client older
@@ -402,8 +459,54 @@ class ImageBuilder:
                 f"image {', '.join(planned)} cannot be built yet ({known[planned[0]].built_by}). "
                 "Fix: build debian-base only for now, or bring a cluster (--backend existing)"
             )
-        builders = {"debian-base": self.debian_base, "kind-base": self.kind_base}
+        builders = {
+            "debian-base": self.debian_base,
+            "kind-base": self.kind_base,
+            "kind-runtime": self.kind_runtime,
+        }
         return [builders[n](force=force) for n in wanted]
+
+
+def dockerfile_instruction(dockerfile: str, starts_with: str) -> str:
+    """The first instruction of ``dockerfile`` beginning with ``starts_with``, continuation lines joined."""
+    logical: list[str] = []
+    current = ""
+    for line in dockerfile.splitlines():
+        if line.lstrip().startswith("#") and not current:
+            continue
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1].strip() + " "
+            continue
+        logical.append((current + line.strip()).strip())
+        current = ""
+    for instruction in logical:
+        if instruction.startswith(starts_with):
+            return instruction
+    raise ValueError(f"kind's Dockerfile has no instruction starting with {starts_with!r}")
+
+
+def runtime_dockerfile(base_ref: str, cri_step: str) -> str:
+    """kind-runtime: kind's ``build`` and final stages, with the binaries from our context instead of git.
+
+    runc goes in as ``runc.real`` behind runc-capdrop at kind's runc path, so containerd's config (kind's,
+    unchanged) runs the wrapper; where the bounding set is full the wrapper only execs runc.
+    """
+    return "\n".join(
+        [
+            f"FROM {base_ref}",
+            "COPY bin/containerd bin/ctr bin/containerd-shim-runc-v2 bin/crictl /usr/local/bin/",
+            "COPY bin/runc /usr/local/sbin/runc.real",
+            "COPY bin/runc-capdrop /usr/local/sbin/runc",
+            "RUN mkdir -p /opt/cni/bin",
+            "COPY bin/host-local bin/loopback bin/ptp bin/portmap /opt/cni/bin/",
+            cri_step,
+            "RUN runc --version",
+            "ENV container=docker",
+            "STOPSIGNAL SIGRTMIN+3",
+            'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]',
+            "",
+        ]
+    )
 
 
 def _no_buildkit(seen: Sequence[str]) -> ToolMissing:

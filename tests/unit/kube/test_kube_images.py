@@ -282,3 +282,29 @@ def test_kind_module_dir_comes_from_go_mod_download(tmp_path: Path) -> None:
     assert kindbin.module_dir(run=run, which=which_from({"go": "/go"})) == tmp_path / "kind"
     with pytest.raises(ToolMissing, match="go"):
         kindbin.module_dir(run=run, which=which_from({}))
+
+
+def test_kind_runtime_dockerfile_reuses_kinds_cri_base_step_and_wraps_runc() -> None:
+    from harness.backends.kube.images import dockerfile_instruction, runtime_dockerfile
+
+    kind = (
+        "# comment\nFROM base AS build\n"
+        "RUN ctr oci spec \\\n        | jq 'del(.process.rlimits)' \\\n        > /etc/containerd/cri-base.json \\\n"
+        "    && containerd --version\nCOPY x y\n"
+    )
+    step = dockerfile_instruction(kind, "RUN ctr oci spec")
+    assert (
+        step
+        == "RUN ctr oci spec | jq 'del(.process.rlimits)' > /etc/containerd/cri-base.json && containerd --version"
+    )
+    with pytest.raises(ValueError, match="RUN nope"):
+        dockerfile_instruction(kind, "RUN nope")
+    text = runtime_dockerfile("meshproof.local/kind-base:v0.33.0", step)
+    lines = text.splitlines()
+    assert lines[0] == "FROM meshproof.local/kind-base:v0.33.0"
+    # kind's containerd config runs /usr/local/sbin/runc: that is the wrapper, the real runc sits beside it
+    assert (
+        "COPY bin/runc /usr/local/sbin/runc.real" in lines
+        and "COPY bin/runc-capdrop /usr/local/sbin/runc" in lines
+    )
+    assert step in lines and lines[-1] == 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]'
