@@ -160,8 +160,9 @@ class KubeLocustRun(PhaseClock):
 
     @property
     def exited(self) -> bool:
-        """Whether Locust's master has exited (a run with a duration ends by itself)."""
-        return self._master_exit() is not None
+        """Whether Locust's master has exited (a run with a duration ends by itself); a failed look
+        at its log (the API server busy) counts as not yet."""
+        return self._exit_if_known() is not None
 
     @property
     def selector(self) -> str:
@@ -274,7 +275,7 @@ class KubeLocustRun(PhaseClock):
             raise LoadError("the in-cluster Locust run was cleaned up without a report (see the first error)")
         ended_at = self._wall()
         try:
-            finished_alone = self._master_exit() is not None
+            finished_alone = self._exit_if_known() is not None
             done = self._exit if finished_alone else self._stop_and_wait()
             assert done is not None
             self._state = _State.STOPPED
@@ -368,6 +369,12 @@ class KubeLocustRun(PhaseClock):
         if self._exit is not None:
             self._save_log(text)
         return self._exit
+
+    def _exit_if_known(self) -> MasterExit | None:
+        try:
+            return self._master_exit()
+        except BackendError:
+            return None
 
     def _status(self) -> dict[str, Any]:
         if not self._master:

@@ -258,6 +258,27 @@ def test_a_run_with_a_duration_ends_by_itself_without_a_stop(tmp_path: Path) -> 
     assert gone(cluster)
 
 
+def test_a_failed_look_at_the_masters_log_is_not_yet_not_an_error(tmp_path: Path) -> None:
+    from harness.errors import BackendError
+
+    class Flaky(LocustCluster):
+        fail_logs = False
+
+        def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+            if self.fail_logs:
+                self.fail_logs = False
+                raise BackendError("logs of other-namespace/master failed: 500 etcdserver: request timed out")
+            return super().pod_log(namespace, pod, container, tail_lines)
+
+    cluster = Flaky()
+    run, _, _ = make_run(cluster, tmp_path)
+    with run:
+        cluster.fail_logs = True
+        assert not run.exited  # the CLI polls this: an API hiccup must not end `meshproof load`
+        cluster.fail_logs = True  # and stop() retries through one
+    assert run.report is not None and run.report.requests == 78 and gone(cluster)
+
+
 def test_a_worker_whose_locust_exits_fails_the_start_with_its_log(tmp_path: Path) -> None:
     cluster = LocustCluster(crash_workers=True)
     cluster.worker_log = (
