@@ -16,6 +16,7 @@ Istio no longer translates) still ejects after 5 consecutive 5xx: Envoy's defaul
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,14 @@ def _seconds(block: Mapping[str, Any], name: str, default: float) -> float:
     if isinstance(value, Mapping):
         return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
     return float(value)
+
+
+#: EffectiveOutlier's fields named otherwise in Envoy's OutlierDetection (every other one is the same)
+_ENVOY_NAMES = {
+    "interval_s": "interval",
+    "base_ejection_time_s": "base_ejection_time",
+    "max_ejection_time_s": "max_ejection_time",
+}
 
 
 @dataclass(frozen=True)
@@ -67,37 +76,16 @@ class EffectiveOutlier:
         od = cluster.get("outlier_detection")
         if od is None:
             return None
-        d = cls()
-        return cls(
-            consecutive_5xx=_uint(od, "consecutive_5xx", d.consecutive_5xx),
-            enforcing_consecutive_5xx=_uint(od, "enforcing_consecutive_5xx", d.enforcing_consecutive_5xx),
-            consecutive_gateway_failure=_uint(
-                od, "consecutive_gateway_failure", d.consecutive_gateway_failure
-            ),
-            enforcing_consecutive_gateway_failure=_uint(
-                od, "enforcing_consecutive_gateway_failure", d.enforcing_consecutive_gateway_failure
-            ),
-            interval_s=_seconds(od, "interval", d.interval_s),
-            base_ejection_time_s=_seconds(od, "base_ejection_time", d.base_ejection_time_s),
-            max_ejection_time_s=_seconds(od, "max_ejection_time", d.max_ejection_time_s),
-            max_ejection_percent=_uint(od, "max_ejection_percent", d.max_ejection_percent),
-            split_external_local_origin_errors=bool(od.get("split_external_local_origin_errors", False)),
-            consecutive_local_origin_failure=_uint(
-                od, "consecutive_local_origin_failure", d.consecutive_local_origin_failure
-            ),
-            enforcing_consecutive_local_origin_failure=_uint(
-                od, "enforcing_consecutive_local_origin_failure", d.enforcing_consecutive_local_origin_failure
-            ),
-            enforcing_success_rate=_uint(od, "enforcing_success_rate", d.enforcing_success_rate),
-            success_rate_minimum_hosts=_uint(od, "success_rate_minimum_hosts", d.success_rate_minimum_hosts),
-            success_rate_request_volume=_uint(
-                od, "success_rate_request_volume", d.success_rate_request_volume
-            ),
-            enforcing_failure_percentage=_uint(
-                od, "enforcing_failure_percentage", d.enforcing_failure_percentage
-            ),
-            always_eject_one_host=bool(od.get("always_eject_one_host", False)),
-        )
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name, default = _ENVOY_NAMES.get(f.name, f.name), f.default
+            if isinstance(default, bool):
+                values[f.name] = bool(od.get(name, default))
+            elif isinstance(default, float):
+                values[f.name] = _seconds(od, name, default)
+            else:
+                values[f.name] = _uint(od, name, int(default))  # type: ignore[arg-type]
+        return cls(**values)
 
     @property
     def ejects_after_5xx(self) -> int | None:

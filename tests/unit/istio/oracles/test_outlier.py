@@ -80,3 +80,27 @@ def test_readmission_time_grows_with_ejections_and_is_capped() -> None:
     assert od.readmitted_after_s(3) == 90
     assert od.readmitted_after_s(50) == 300
     assert EffectiveOutlier(base_ejection_time_s=400, max_ejection_time_s=300).readmitted_after_s(2) == 400
+
+
+def test_every_field_is_read_from_its_envoy_name() -> None:
+    block = {
+        "consecutive_5xx": 1,
+        "enforcing_consecutive_5xx": 2,
+        "consecutive_gateway_failure": 3,
+        "enforcing_consecutive_gateway_failure": 4,
+        "interval": "5s",
+        "base_ejection_time": "6s",
+        "max_ejection_time": "7s",
+        "max_ejection_percent": 8,
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 9,
+        "enforcing_consecutive_local_origin_failure": 10,
+        "enforcing_success_rate": 11,
+        "success_rate_minimum_hosts": 12,
+        "success_rate_request_volume": 13,
+        "enforcing_failure_percentage": 14,
+        "always_eject_one_host": True,
+    }
+    assert EffectiveOutlier.from_cluster({"outlier_detection": block}) == EffectiveOutlier(
+        1, 2, 3, 4, 5.0, 6.0, 7.0, 8, True, 9, 10, 11, 12, 13, 14, True
+    )
