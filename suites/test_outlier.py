@@ -1,6 +1,6 @@
 """Outlier detection: a failing replica is ejected after exactly the configured errors, stays out,
 and comes back after the base ejection time; maxEjectionPercent caps ejections; only gateway
-errors count under consecutiveGatewayErrors. Negative controls: no outlier detection (ejection
+errors count under consecutiveGatewayErrors. Negative controls: a lower threshold (ejection
 check), a shorter baseEjectionTime (return check), a higher maxEjectionPercent (cap check).
 
 The manifests' DestinationRule sweeps every 5 s and ejects for 30 s; the tests apply a variant
@@ -827,42 +827,50 @@ def test_gateway_errors_only_count_502_503_504(
 # --------------------------------------------------------------------------- negative controls
 
 
+#: the negative control's broken threshold: the gateway ejects after this many 5xx
+LOW_THRESHOLD = 2
+
+
 @pytest.mark.negative
-def test_negative_without_outlier_detection_the_ejection_check_fails(
+def test_negative_lower_threshold_fails_the_ejection_check(
     mesh_backend, sampler, config, faults, design, evidence, admin_http
 ) -> None:
-    """Negative control: with outlierDetection removed, the ejection check asserting the threshold
-    the manifests' DestinationRule gives the gateway FAILS: nothing is ejected."""
+    """Negative control: the gateway runs consecutive5xxErrors 2 while the ejection check asserts
+    the manifests' threshold (5): the replica is ejected EARLY, so the check FAILS.
+
+    The other way to fail it, no ejection at all, can only be seen by waiting out the positive
+    test's deadline (one sweep + 10 s slack); the early ejection is seen at the 2nd error, and it
+    exercises the one-sided bound ("never before the threshold") that slowness cannot flip.
+    """
     _, route = ingress_route(config)
     d = next(d for d in route.destinations if d.weight != 0)
     cluster = outbound_cluster(d.port or 3000, d.subset, d.fqdn)
     admin = EnvoyAdmin(admin_http, mesh_backend.workload("ingress"))
     threshold = predicted(effective_outlier(admin, cluster), "the asserted threshold").ejects_after_5xx
-    assert threshold is not None
-    od, apply_s = apply_outlier(
-        config,
-        admin,
-        cluster,
-        outlier_variant(config, lambda p: p.pop("outlierDetection", None)),
-        label="no-outlier",
-    )
-    assert od is None, f"the gateway still runs outlier detection: {od.describe()}"
-    who = attribution(config.applied, route, mesh_backend.workloads())
-    victim = mesh_backend.workload(who.pods(d.subset or d.host)[0])
+    assert threshold is not None and threshold > LOW_THRESHOLD
+    f = setup_fast(config, mesh_backend, admin_http, lambda p: fast(p, consecutive5xxErrors=LOW_THRESHOLD))
+    od = predicted(f.od, "the ejection")
+    assert od.ejects_after_5xx == LOW_THRESHOLD, od.describe()
+    victim = f.pods[0]
     faults.inject(victim.name, Fault(status=503, rate=1.0))
-    interval = parse_duration(FAST["interval"])  # the positive test's sweep: the same deadline
     run = drive_to_threshold(
-        mesh_backend, sampler, admin, cluster, victim, threshold=threshold, deadline_s=interval + SLACK_S
+        mesh_backend,
+        sampler,
+        f.admin,
+        f.cluster,
+        victim,
+        threshold=threshold,
+        deadline_s=od.interval_s + SLACK_S,
     )
     evidence.require_failure(
-        ejection_check(run, interval_s=interval),
+        ejection_check(run, interval_s=od.interval_s),
         requests=run.requests,
         confidence="exact count (Envoy rq_error), one request at a time",
         wall_s=time.perf_counter() - run.started,
-        notes=f"DR ACK {apply_s:.2f}s",
+        notes=f"DR ACK {f.apply_s:.2f}s; the gateway runs: {od.describe()}",
         because=(
-            f"the host was not ejected after {threshold} 5xx",
-            lambda c: not c.evidence["ejected"] and c.evidence["errors"] >= threshold,
+            f"the host was ejected before the asserted {threshold} 5xx",
+            lambda c: bool(c.evidence["early"]) and c.evidence["errors"] < threshold,
         ),
     )
 
