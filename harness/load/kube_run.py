@@ -32,9 +32,11 @@ the pod without an exec stream (one ordinary GET, through the API the backend al
 Locust's failure messages (``/stats/requests`` ``errors``) are read while the web UI still
 answers after the stop (best effort: a worker's very last report may come after the last read).
 
-Limits, by nature of the cluster: the per-request records (status codes, answering pod and
-version, request ids), live snapshots and Locust's CPU time stay in the worker pods; the report
-has counts per second and the run's latency percentiles.
+Limits, by nature of the cluster: the per-request records (latencies, request ids), live
+snapshots and Locust's CPU time stay in the worker pods. The report has counts per second, split by
+status, answering version and pod and Envoy's sheds (the locustfile's ``--mp-split-stats``), and
+the run's latency percentiles. A SIGKILLed harness leaves the objects; the next run takes them over
+(same names) and its Service selects only its own master.
 """
 
 from __future__ import annotations
