@@ -1,3 +1,4 @@
+# Over 500 lines: one engine lifecycle (install, runc wrapper, start, ownership record, stop) and its checks.
 """The Docker engine the kind path runs on: installed, started when none runs, stopped only if ours.
 
 What it does, in order (``meshproof docker start``, and ``up --backend kind`` through it):

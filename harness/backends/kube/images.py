@@ -1,3 +1,4 @@
+# Over 500 lines: every image of the kind path with its inputs digest, build steps and cache check, in one plan.
 """``meshproof images build``: the container images the kind path needs, built locally and cached.
 
 Every image is tagged under one local prefix (``meshproof.local/NAME:TAG``) and carries a label
