@@ -343,7 +343,7 @@ def load(
         )
     except TypeError as e:
         pytest.fail(f"@pytest.mark.under_load: {e}", pytrace=False)
-    run = load_run(config, mesh, workdir=tmp_path / "load")
+    run = load_run(config, mesh, workdir=tmp_path / "load", image=settings.locust_image)
     if autostart:
         with run:
             yield run

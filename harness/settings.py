@@ -56,6 +56,7 @@ class Settings:
     load_shape: str = "steady"
     load_duration_s: float = 60.0  # only shapes other than steady follow a duration
     load_processes: int = 1
+    locust_image: str = ""  # kind/existing: the in-cluster Locust image ("": the pinned official one)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -98,4 +99,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         load_shape=env.get("MESHPROOF_LOAD_SHAPE", "steady"),
         load_duration_s=_float(env, "MESHPROOF_LOAD_DURATION", 60.0),
         load_processes=int(_float(env, "MESHPROOF_LOAD_PROCESSES", 1)),
+        locust_image=env.get("MESHPROOF_LOCUST_IMAGE", ""),
     )

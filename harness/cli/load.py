@@ -67,7 +67,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
 
     backend = attach(settings)
     workdir = settings.state_dir / "load" / time.strftime("%Y%m%d-%H%M%S")
-    run = load_run(config, backend, workdir=workdir)
+    run = load_run(config, backend, workdir=workdir, image=settings.locust_image)
     where = "in the cluster" if backend.name in ("kind", "existing") else "on this machine"
     with out.err.status(f"starting Locust {where} ({config.users} users)") as status, run:
         deadline = config.duration_s + config.stop_timeout + 30 if config.duration_s else 10 * 365 * 86400

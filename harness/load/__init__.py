@@ -1050,16 +1050,19 @@ class _Meshlike(_Mesh, Protocol):
     name: str
 
 
-def load_run(config: LoadConfig, mesh: _Meshlike, *, workdir: Path) -> LoadRun:
+def load_run(config: LoadConfig, mesh: _Meshlike, *, workdir: Path, image: str = "") -> LoadRun:
     """The load run for ``mesh``'s backend: Locust as a local subprocess (local backend), or a Locust
     master and workers as Deployments inside the cluster (kind, existing: the load enters through the
-    mesh from other-namespace; see :mod:`harness.load.kube_run`)."""
+    mesh from other-namespace; see :mod:`harness.load.kube_run`), with ``image`` if given
+    (``MESHPROOF_LOCUST_IMAGE``: e.g. one built and loaded for a cluster that cannot pull)."""
     if mesh.name in ("kind", "existing"):
         from harness.load.kube_run import KubeLocustRun
 
         api = getattr(mesh, "api", None)
         if api is None:
             raise StateError(f"the {mesh.name} backend has no Kubernetes API connection (is the mesh up?)")
+        if image:
+            return KubeLocustRun(config, api=api, workdir=workdir, image=image)
         return KubeLocustRun(config, api=api, workdir=workdir)
     return LocustRun(config, LoadTarget.from_mesh(mesh), workdir=workdir)
 

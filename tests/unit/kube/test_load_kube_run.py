@@ -425,6 +425,15 @@ def test_load_run_picks_the_in_cluster_run_on_kind_and_existing(tmp_path: Path) 
 
     run = load_run(LoadConfig(), Kube(), workdir=tmp_path)
     assert isinstance(run, KubeLocustRun)
+    images = {
+        o["spec"]["template"]["spec"]["containers"][0]["image"]
+        for o in run.objects
+        if o["kind"] == "Deployment"
+    }
+    assert images == {"locustio/locust:2.47.0"}
+    own = load_run(LoadConfig(), Kube(), workdir=tmp_path, image="meshproof.local/locust:2.47.0")
+    assert isinstance(own, KubeLocustRun)
+    assert "meshproof.local/locust:2.47.0" in json.dumps(own.objects)
     assert run.target.ingress_url == "http://istio-ingressgateway.istio-system.svc.cluster.local:80"
 
     class Local(Kube):
