@@ -383,6 +383,7 @@ class ImageBuilder:
             raise ToolMissing(
                 "go", "building containerd, runc, crictl and the CNI plugins", "install Go (see README)"
             )
+        self.ensure_build_headers()
         bin_dir = nodeparts.build_runtime(
             self.work.parent, kind_dockerfile, go=go, run=self._run, prefix=self._prefix, say=self._say
         )
@@ -414,6 +415,21 @@ class ImageBuilder:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return BuiltImage("kind-runtime", ref, True, time.monotonic() - t0, inputs)
+
+    def ensure_build_headers(self, headers: Path = Path("/usr/include/seccomp.h")) -> None:
+        """runc is built with cgo and seccomp, like kind's: it needs libseccomp's headers (Debian's
+        libseccomp-dev), installed here with apt-get when missing (root), else one error naming the fix."""
+        if headers.is_file():
+            return
+        apt = self._which("apt-get")
+        fix = "run `apt-get install -y libseccomp-dev` as root"
+        if not apt or not self._is_root:
+            raise ToolMissing(
+                "libseccomp-dev (seccomp.h)", "building runc for the kind node (cgo, seccomp)", fix
+            )
+        self._say("installing Debian's libseccomp-dev (runc's seccomp headers)")
+        self._step([*self._prefix, apt, "install", "-y", "--no-install-recommends", "libseccomp-dev"], 1800,
+                   "apt-get install libseccomp-dev")  # fmt: skip
 
     def _kind_module_dir(self) -> Path:
         from harness.backends.kube import kindbin

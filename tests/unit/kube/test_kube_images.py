@@ -308,3 +308,21 @@ def test_kind_runtime_dockerfile_reuses_kinds_cri_base_step_and_wraps_runc() -> 
         and "COPY bin/runc-capdrop /usr/local/sbin/runc" in lines
     )
     assert step in lines and lines[-1] == 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]'
+
+
+def test_runc_build_headers_are_installed_with_apt_or_named(tmp_path: Path) -> None:
+    headers = tmp_path / "seccomp.h"
+    engine = Engine()
+    b = builder(tmp_path, engine, tools={"apt-get": "/usr/bin/apt-get"})
+    b.ensure_build_headers(headers)
+    assert engine.calls[-1] == [
+        "nice", "-n", "19", "/usr/bin/apt-get", "install", "-y", "--no-install-recommends", "libseccomp-dev",
+    ]  # fmt: skip
+    with pytest.raises(ToolMissing, match="apt-get install -y libseccomp-dev"):
+        builder(tmp_path, Engine(), root=False, tools={"apt-get": "/usr/bin/apt-get"}).ensure_build_headers(
+            headers
+        )
+    headers.write_text("/* present */")
+    quiet = Engine()
+    builder(tmp_path, quiet, root=False).ensure_build_headers(headers)
+    assert quiet.calls == []
