@@ -17,6 +17,7 @@ checks and rebuilds.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -62,3 +63,9 @@ def locked_install(
                 say(f"{what} was installed meanwhile in {root}")
                 return found
         return build()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (the installs' stamps record their binaries' digests)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

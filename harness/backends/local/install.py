@@ -12,7 +12,6 @@ a second install with the same pins is a no-op. Versions live in :mod:`harness.v
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -22,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness import proc
-from harness.cache import locked_install
+from harness.cache import locked_install, sha256_file
 from harness.doctor import ToolStatus, probe
 from harness.errors import CommandFailed, StateError, ToolMissing
 from harness.istio import analyzer
@@ -49,14 +48,6 @@ class Installed:
     bootstrap_template: str
     module_dir: str
     sha256: dict[str, str]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def install_dir(settings: Settings) -> Path:
@@ -234,7 +225,7 @@ def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
         envoy=str(envoy),
         bootstrap_template=str(template),
         module_dir=str(mod),
-        sha256={p.name: _sha256(p) for p in (istiod, agent, envoy)},
+        sha256={p.name: sha256_file(p) for p in (istiod, agent, envoy)},
     )
     (root / "install.json").write_text(json.dumps(asdict(inst), indent=2))
     shutil.rmtree(build, ignore_errors=True)

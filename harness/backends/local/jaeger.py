@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable, Mapping
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import proc
-from harness.cache import locked_install
+from harness.cache import locked_install, sha256_file
 from harness.doctor import ToolStatus, probe
 from harness.errors import StateError, ToolMissing
 from harness.settings import Settings
@@ -141,7 +140,7 @@ def _build(root: Path, say: Progress) -> JaegerInstalled:
         raise ToolMissing(
             f"jaeger {JAEGER_VERSION}", "tracing in the embedded mesh", f"{binary} reports {got}"
         )
-    inst = JaegerInstalled(JAEGER_VERSION, JAEGER_MODULE, str(binary), _sha256(binary))
+    inst = JaegerInstalled(JAEGER_VERSION, JAEGER_MODULE, str(binary), sha256_file(binary))
     (root / "install.json").write_text(json.dumps(asdict(inst), indent=2))
     shutil.rmtree(build, ignore_errors=True)
     say(f"installed Jaeger {JAEGER_VERSION} in {root}")
@@ -224,11 +223,3 @@ def workload_entry(
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {"address": ports.address, "labels": dict(labels), "ports": mapped},
     }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
