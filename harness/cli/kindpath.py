@@ -10,6 +10,8 @@ meshproof started it (see :mod:`harness.backends.kube.engine`).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -17,6 +19,7 @@ from rich.text import Text
 from harness.cli.output import Output, row, table
 from harness.errors import ToolMissing
 from harness.settings import Settings
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 NICE = ("nice", "-n", "19", "ionice", "-c3")
 
@@ -46,6 +49,32 @@ def add_images_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="build only this image")
     p.add_argument("--force", action="store_true", help="rebuild even when the cached image is current")
     p.add_argument("--nice", action="store_true", help="run debootstrap and builds under nice/ionice")
+    p.add_argument(
+        "--istio",
+        "--istio-version",
+        dest="istio_version",
+        choices=sorted(ISTIO_RELEASES),
+        help=f"the pinned Istio release of the pilot/proxyv2 images and istioctl (default: $MESHPROOF_ISTIO or {DEFAULT_ISTIO})",
+    )
+
+
+def mesh_sources(settings: Settings, say: Callable[[str], None], prefix: Sequence[str] = ()) -> Any:
+    """Where the mesh images' inputs come from: Istio's binaries of the pin (harness.istio.clusterbin)
+    and the Jaeger build of the local mesh (the backends do not import each other; the CLI can)."""
+    from harness.backends.kube.meshimages import MeshSources
+    from harness.backends.local import jaeger
+    from harness.backends.local.install import module_dir
+    from harness.istio import clusterbin
+    from harness.versions import JAEGER_MODULE, JAEGER_VERSION
+
+    return MeshSources(
+        istio=settings.istio_version,
+        jaeger_binary=lambda: Path(jaeger.install(settings, say).binary),
+        jaeger_module=lambda: module_dir(JAEGER_MODULE, JAEGER_VERSION),
+        istio_binaries=lambda: clusterbin.ensure(
+            settings.cache_dir, settings.istio_version, say=say, prefix=prefix
+        ),
+    )
 
 
 def _engine(settings: Settings, out: Output, nice: bool) -> Any:
@@ -107,7 +136,9 @@ def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int
             "docker", "building the kind path's images", "run `meshproof docker start` (as root)"
         )
     prefix = NICE if args.nice else ()
-    builder = images.ImageBuilder(settings.cache_dir, docker=docker, prefix=prefix, say=say)
+    builder = images.ImageBuilder(
+        settings.cache_dir, docker=docker, prefix=prefix, say=say, mesh=mesh_sources(settings, say, prefix)
+    )
     built: list[images.BuiltImage] = []
     if args.action == "build":
         with out.err.status("building images") as status:
@@ -116,12 +147,18 @@ def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int
                 status.update(Text(m))
                 say(m)
 
-            building = images.ImageBuilder(settings.cache_dir, docker=docker, prefix=prefix, say=progress)
+            building = images.ImageBuilder(
+                settings.cache_dir,
+                docker=docker,
+                prefix=prefix,
+                say=progress,
+                mesh=mesh_sources(settings, progress, prefix),
+            )
             built = building.build(args.only, force=args.force)
     by_name = {b.name: b for b in built}
     rows = []
     for p in images.PLAN:
-        ref = images.image_ref(p.name, images.plan_tag(p.name))
+        ref = images.plan_ref(p.name, settings.istio_version)
         labels = images.safe_labels(builder, ref)
         b = by_name.get(p.name)
         rows.append(

@@ -1061,6 +1061,7 @@ def load_run(config: LoadConfig, mesh: _Meshlike, *, workdir: Path, image: str =
         api = getattr(mesh, "api", None)
         if api is None:
             raise StateError(f"the {mesh.name} backend has no Kubernetes API connection (is the mesh up?)")
+        image = image or str(getattr(mesh, "locust_image", "") or "")  # kind: the locally built one
         if image:
             return KubeLocustRun(config, api=api, workdir=workdir, image=image)
         return KubeLocustRun(config, api=api, workdir=workdir)

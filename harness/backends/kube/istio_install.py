@@ -8,7 +8,12 @@ The install is ``istioctl install --set profile=default`` plus an IstioOperator 
 - logs every request (``accessLogFile: /dev/stdout``) for diagnostics;
 - holds the app container until its sidecar is ready, so an app's first outbound call is meshed;
 - for kind, makes the ingress gateway Service a NodePort whose HTTP port is the node port that the
-  kind config publishes on 127.0.0.1.
+  kind config publishes on 127.0.0.1;
+- with locally built images (:class:`LocalImages`): hub/tag of those images and pull policy Never,
+  and the settings the local mesh gives istiod for upstream Envoy, whose proxy lacks Istio's own
+  filters (metadata exchange, ALPN override, the ``istio.stats`` telemetry filter): istiod's
+  ``PILOT_ENABLE_METADATA_EXCHANGE``/``PILOT_ENABLE_ALPN_FILTER`` off and no default Prometheus
+  provider (``values.telemetry.enabled: false``; the suites read Envoy's own counters).
 """
 
 from __future__ import annotations
@@ -34,7 +39,21 @@ JAEGER_OTLP_GRPC_PORT = 4317
 GATEWAY_SERVICE = "istio-ingressgateway"
 
 
-def operator_overlay(*, ingress_node_port: int | None = None) -> dict[str, Any]:
+# istiod's settings for a proxy that is upstream Envoy (the local backend's ISTIOD_ENV has the same two)
+UPSTREAM_ENVOY_PILOT_ENV = {"PILOT_ENABLE_METADATA_EXCHANGE": "false", "PILOT_ENABLE_ALPN_FILTER": "false"}
+
+
+@dataclass(frozen=True)
+class LocalImages:
+    """Istio's images built here (``meshproof images build``): ``<hub>/pilot:<tag>``, ``<hub>/proxyv2:<tag>``."""
+
+    hub: str
+    tag: str
+
+
+def operator_overlay(
+    *, ingress_node_port: int | None = None, local_images: LocalImages | None = None
+) -> dict[str, Any]:
     """The IstioOperator overlay passed with ``--filename``."""
     spec: dict[str, Any] = {
         "meshConfig": {
@@ -58,6 +77,13 @@ def operator_overlay(*, ingress_node_port: int | None = None) -> dict[str, Any]:
             ],
         },
     }
+    if local_images is not None:
+        spec["hub"], spec["tag"] = local_images.hub, local_images.tag
+        spec["values"] = {
+            "global": {"imagePullPolicy": "Never"},
+            "pilot": {"env": dict(UPSTREAM_ENVOY_PILOT_ENV)},
+            "telemetry": {"enabled": False},
+        }
     if ingress_node_port is not None:
         # Replacing the port list replaces all of it: keep the default profile's three ports.
         spec["components"] = {
@@ -127,10 +153,12 @@ def install(
     ingress_node_port: int | None,
     run: proc.Runner = proc.run,
     readiness_timeout: float = 300.0,
+    local_images: LocalImages | None = None,
 ) -> list[str]:
     """Write the overlay to ``state_dir`` and run ``istioctl install``; returns the argv run."""
     overlay = state_dir / "istio-operator.yaml"
-    overlay.write_text(yaml.safe_dump(operator_overlay(ingress_node_port=ingress_node_port), sort_keys=False))
+    spec = operator_overlay(ingress_node_port=ingress_node_port, local_images=local_images)
+    overlay.write_text(yaml.safe_dump(spec, sort_keys=False))
     argv = install_argv(
         istioctl, overlay, kubeconfig=kubeconfig, context=context, readiness_timeout=readiness_timeout
     )

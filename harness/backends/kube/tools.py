@@ -136,16 +136,22 @@ def preflight(
     *,
     which: proc.Which = default_which,
     run: proc.Runner = proc.run,
+    istioctl: str = "",
 ) -> ToolPaths:
     """Check the tools ``backend`` ("kind" or "existing") needs; raise ToolMissing for what is missing.
 
-    kind needs docker (with a running engine), kind and an istioctl of the pinned Istio release.
+    kind needs docker (with a running engine), kind and an istioctl of the pinned Istio release:
+    ``istioctl`` when given (the one built from the pinned module for locally built images, checked
+    when it was built), else the one on PATH, whose minor version must be ``release``'s.
     existing needs none of them (Istio is already installed; the cluster is checked over its API);
     docker and kind are used when present, to build and load the sample image into a kind context.
     """
-    istioctl = istioctl_tool(release)
-    wanted = (DOCKER, KIND, istioctl) if backend == "kind" else ()
-    paths = {t.name: which(t.name) for t in (DOCKER, KIND, istioctl, KUBECTL)}
+    built = istioctl
+    istioctl_t = istioctl_tool(release)
+    wanted = (DOCKER, KIND, istioctl_t) if backend == "kind" else ()
+    paths = {t.name: which(t.name) for t in (DOCKER, KIND, istioctl_t, KUBECTL)}
+    if built:
+        paths["istioctl"] = built
     missing = [t for t in wanted if not paths[t.name]]
     if missing:
         first = missing[0]
@@ -156,12 +162,12 @@ def preflight(
     version = ""
     if backend == "kind":
         check_docker_engine(paths["docker"], run)
-        version = tool_version(paths["istioctl"], istioctl, run)
+        version = release.label if built else tool_version(paths["istioctl"], istioctl_t, run)
         if not same_minor(version, minor(release)):
             raise ToolMissing(
                 f"istioctl {minor(release)}.x",
                 f"installing Istio {release.label} (found istioctl {version or 'of unknown version'} "
                 f"at {paths['istioctl']})",
-                istioctl.how_to_get,
+                istioctl_t.how_to_get,
             )
     return ToolPaths(paths["docker"], paths["kind"], paths["istioctl"], paths["kubectl"], version)

@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from harness.backends.base import Backend, Fault, State
+from harness.backends.kube import meshimages
 from harness.backends.kube.backend import KubeBackend
 from harness.backends.kube.engine import EngineMode, EngineStatus
 from harness.backends.kube.pods import (
@@ -149,6 +151,9 @@ def manifests(tmp_path: Path) -> Path:
 
 def settings(tmp_path: Path, manifests: Path, backend: str = "existing", **kw: Any) -> Settings:
     kw.setdefault("cache_dir", tmp_path / "cache")  # never the machine's cache (its kind, its dockerd record)
+    kw.setdefault(
+        "images", "official"
+    )  # istioctl from PATH; test_kind_flow_with_local_images has the other mode
     return Settings(
         backend=backend,
         state_dir=tmp_path / "state",
@@ -510,6 +515,52 @@ def test_kind_flow(tmp_path: Path, manifests: Path) -> None:
         )
     assert run.calls[-1][:3] == ["/usr/bin/kind", "delete", "cluster"]
     assert not b.marker.exists()
+
+
+def test_kind_flow_with_local_images(
+    tmp_path: Path, manifests: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MESHPROOF_IMAGES=local: istioctl built from the pin (none on PATH), Istio installed with the local
+    images' hub/tag and pull policy Never, the mesh images loaded into kind, the manifests' sample and
+    Jaeger images pointed at them."""
+    from types import SimpleNamespace
+
+    from harness.backends.kube import backend as backend_mod
+
+    built = str(tmp_path / "cache" / "istio-1.31-dev" / "cluster" / "bin" / "istioctl")
+    ensured: list[str] = []
+
+    def ensure(cache_dir: Path, label: str, **_kw: Any) -> SimpleNamespace:
+        ensured.append(label)
+        return SimpleNamespace(istioctl=built)
+
+    monkeypatch.setattr(backend_mod.clusterbin, "ensure", ensure)
+    api = FakeCluster(istio_version="1.29.0")
+    run = FakeRunner(KIND_REPLIES)
+    no_istioctl = {k: v for k, v in ALL_TOOLS.items() if k != "istioctl"}
+    b, _ = make(tmp_path, manifests, api, backend="kind", run=run, which=no_istioctl, images="local")
+    with b.up():
+        install = next(a for a in run.calls if a[1:2] == ["install"])
+        assert install[0] == built and ensured == [DEFAULT_ISTIO]
+        overlay = yaml.safe_load((tmp_path / "state" / "istio-operator.yaml").read_text())["spec"]
+        assert (overlay["hub"], overlay["tag"]) == ("meshproof.local", DEFAULT_ISTIO)
+        assert overlay["values"]["global"]["imagePullPolicy"] == "Never"
+        loaded = [a[3] for a in run.calls if a[1:3] == ["load", "docker-image"]]
+        assert loaded == [
+            f"meshproof.local/pilot:{DEFAULT_ISTIO}",
+            f"meshproof.local/proxyv2:{DEFAULT_ISTIO}",
+            "meshproof.local/jaeger:v1.76.0",
+            "meshproof.local/sample:dev",
+            f"meshproof.local/locust:{meshimages.locust_version()}",
+        ]
+        assert not any(a[1:2] == ["build"] for a in run.calls)  # the official-mode sample build is not run
+        images = [
+            c.get("image")
+            for o in api.objects.values()
+            if o.get("kind") == "Deployment"
+            for c in o["spec"]["template"]["spec"]["containers"]
+        ]
+        assert images and "meshproof/microservice-1:dev" not in images
 
 
 def test_kind_keep_cluster(tmp_path: Path, manifests: Path) -> None:

@@ -143,3 +143,21 @@ def test_overlay_exposes_the_counters_the_suites_read() -> None:
     assert matcher == {"inclusionRegexps": list(INCLUSION_REGEXPS)}
     assert any("fault" in r for r in INCLUSION_REGEXPS)
     assert any("outlier_detection" in r for r in INCLUSION_REGEXPS)
+
+
+def test_overlay_for_local_images_sets_hub_tag_pull_never_and_upstream_envoy_settings() -> None:
+    from harness.backends.kube.istio_install import LocalImages
+
+    spec = operator_overlay(local_images=LocalImages("meshproof.local", "1.31-dev"))["spec"]
+    assert (spec["hub"], spec["tag"]) == ("meshproof.local", "1.31-dev")
+    values = spec["values"]
+    assert values["global"]["imagePullPolicy"] == "Never"
+    # what the local backend gives istiod for upstream Envoy (harness.backends.local.supervisor.ISTIOD_ENV)
+    from harness.backends.local.supervisor import ISTIOD_ENV
+
+    for k, v in values["pilot"]["env"].items():
+        assert ISTIOD_ENV[k] == v
+    assert values["telemetry"] == {"enabled": False}  # no istio.stats filter upstream Envoy lacks
+    # the mesh config the suites need is the same in both image modes
+    assert spec["meshConfig"] == operator_overlay()["spec"]["meshConfig"]
+    assert "hub" not in operator_overlay()["spec"] and "values" not in operator_overlay()["spec"]

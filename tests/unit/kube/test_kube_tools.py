@@ -67,6 +67,20 @@ def test_preflight_kind_ok_returns_paths_and_istioctl_version() -> None:
     assert ["/opt/istio/bin/istioctl", "version", "--remote=false"] in run.calls
 
 
+def test_preflight_kind_with_the_istioctl_built_from_the_pin_needs_none_on_path() -> None:
+    """Locally built images: the istioctl of the pinned module is used; PATH's (absent here) is not
+    asked, nor run for its version (the build checked it)."""
+    found = {k: v for k, v in ALL_TOOLS.items() if k != "istioctl"}
+    run = FakeRunner(GOOD_REPLIES)
+    built = "/cache/istio-1.30/cluster/bin/istioctl"
+    paths = preflight("kind", RELEASE, which=which_from(found), run=run, istioctl=built)
+    assert paths.istioctl == built and paths.istioctl_version == RELEASE.label
+    assert not [c for c in run.calls if "istioctl" in c[0]]
+    # without it (official images), PATH's istioctl of the --istio-version line is still required
+    with pytest.raises(ToolMissing, match="istioctl"):
+        preflight("kind", RELEASE, which=which_from(found), run=FakeRunner(GOOD_REPLIES))
+
+
 def test_preflight_existing_needs_no_local_tools() -> None:
     run = FakeRunner()
     paths = preflight("existing", RELEASE, which=which_from({}), run=run)

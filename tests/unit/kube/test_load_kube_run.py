@@ -436,6 +436,14 @@ def test_load_run_picks_the_in_cluster_run_on_kind_and_existing(tmp_path: Path) 
     assert "meshproof.local/locust:2.47.0" in json.dumps(own.objects)
     assert run.target.ingress_url == "http://istio-ingressgateway.istio-system.svc.cluster.local:80"
 
+    class KindLocalImages(Kube):
+        locust_image = "meshproof.local/locust:2.47.0"  # what a kind mesh with local images offers
+
+    mine = load_run(LoadConfig(), KindLocalImages(), workdir=tmp_path)
+    assert "meshproof.local/locust:2.47.0" in json.dumps(mine.objects)  # type: ignore[attr-defined]
+    chosen = load_run(LoadConfig(), KindLocalImages(), workdir=tmp_path, image="mine/locust:1")
+    assert "mine/locust:1" in json.dumps(chosen.objects)  # type: ignore[attr-defined]  # MESHPROOF_LOCUST_IMAGE wins
+
     class Local(Kube):
         name = "local"
 
