@@ -236,6 +236,8 @@ class KubeBackend:
             )
         self._connect(kubeconfig or None, context or None)
 
+        if self._local_images():  # before istioctl install: the cluster must not pull (policy Never)
+            self._load_mesh_images(tools)
         self._install_istio(tools, kubeconfig, context)
         self._save(tracing=istio_install.tracing_provider_configured(self.api))
         self._image(tools, self._context)
@@ -361,10 +363,7 @@ class KubeBackend:
             )
             return
         if self._local_images():
-            for ref in self._mesh_images(tools.docker):
-                self.progress(f"loading {ref} into kind cluster {cluster_name}")
-                self._run([tools.kind, "load", "docker-image", ref, "--name", cluster_name], timeout=900)
-            return
+            return  # loaded before Istio's install (_load_mesh_images), the sample with the others
         self.progress(f"building {SAMPLE_IMAGE}")
         build_image(tools.docker, context_dir=self._sample_dir, run=self._run)
         self.progress(f"loading {SAMPLE_IMAGE} into kind cluster {cluster_name}")
@@ -403,6 +402,13 @@ class KubeBackend:
             self.settings.cache_dir, self.settings.istio_version, say=self.progress, prefix=NICE
         )
         return built.istioctl
+
+    def _load_mesh_images(self, tools: ToolPaths) -> None:
+        if self._cluster is None:
+            return
+        for ref in self._mesh_images(tools.docker):
+            self.progress(f"loading {ref} into kind cluster {self._cluster.name}")
+            self._cluster.load_image(ref)
 
     def _mesh_images(self, docker: str) -> list[str]:
         """The mesh images the cluster runs, built here when missing or stale (cached otherwise)."""

@@ -554,6 +554,8 @@ def test_kind_flow_with_local_images(
             f"meshproof.local/locust:{meshimages.locust_version()}",
         ]
         assert not any(a[1:2] == ["build"] for a in run.calls)  # the official-mode sample build is not run
+        first_load = next(i for i, a in enumerate(run.calls) if a[1:3] == ["load", "docker-image"])
+        assert first_load < run.calls.index(install)  # pull policy Never: the images are in before istioctl
         images = [
             c.get("image")
             for o in api.objects.values()
