@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from testcontainers.core.config import testcontainers_config
+from testcontainers.core.config import ConnectionMode, testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import HttpWaitStrategy
 
@@ -47,9 +47,12 @@ def sample_image() -> Iterator[str]:
 
 @pytest.fixture
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No Ryuk (it would be pulled), and testcontainers addresses the container at 127.0.0.1."""
+    """No Ryuk (it would be pulled), and testcontainers addresses the container at 127.0.0.1: the
+    engine's host, even when this process itself runs in a container (testcontainers would then pick
+    the bridge gateway, where nothing is published)."""
     monkeypatch.setattr(testcontainers_config, "_ryuk_disabled", True)
     monkeypatch.setattr(testcontainers_config, "tc_host_override", "127.0.0.1")
+    monkeypatch.setattr(testcontainers_config, "connection_mode_override", ConnectionMode.docker_host)
 
 
 def sample_container(image: str) -> DockerContainer:
