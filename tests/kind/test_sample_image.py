@@ -11,6 +11,7 @@ Runs only with ``--backend kind`` (``tox -e e2e-kind``), like the rest of tests/
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import httpx
@@ -38,9 +39,10 @@ def sample_image() -> Iterator[str]:
     eng.install_docker_io()
     with eng.DockerEngine(eng.EngineLayout.under(settings.cache_dir)):
         docker = proc.which("docker", needed_for="the kind path's tests")
-        builder = ImageBuilder(
-            settings.cache_dir, docker=docker, mesh=mesh_sources(settings, lambda _m: None)
-        )
+        sources = mesh_sources(settings, lambda _m: None)
+        if settings.images == "official":  # where pulls work (nightly CI): the Dockerfile's default base
+            sources = dataclasses.replace(sources, node_image="node:22-slim")
+        builder = ImageBuilder(settings.cache_dir, docker=docker, mesh=sources)
         (built,) = builder.build(["sample"])
         yield built.ref
 
