@@ -229,8 +229,8 @@ def kind_path(
     how = (
         "pull access to the official images (kind's node image, Istio's release images)"
         if ready
-        else "`meshproof images build` (today it builds the Debian base only; the kind node, pilot, proxyv2, "
-        "Jaeger and sample images are planned in issue #11), or MESHPROOF_IMAGES=official where pulls work"
+        else "`meshproof images build` (the kind node, Istio's pilot and proxyv2, Jaeger, the sample and Locust; "
+        "`up --backend kind` builds what is missing), or MESHPROOF_IMAGES=official where pulls work"
     )
     out.append(ToolStatus("images", "kind", f"the cluster's images: {mode.why}", ready, mode.mode, "", how))
     return out
