@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING
@@ -148,6 +149,13 @@ def _kube_doctor(settings: Settings) -> list[ToolStatus]:
     from harness.backends.kube.tools import default_which
 
     which = kind_which(settings.cache_dir, default_which)
-    return doctor(
-        release=ISTIO_RELEASES[settings.istio_version], context=settings.kube_context, which=which
-    ) + kind_path(settings.cache_dir, settings.images, which=which)
+    machinery = kind_path(settings.cache_dir, settings.images, which=which, istio=settings.istio_version)
+    tools = doctor(release=ISTIO_RELEASES[settings.istio_version], context=settings.kube_context, which=which)
+    if any(t.name.startswith("istioctl (") for t in machinery):  # local images: PATH's istioctl is not used
+        tools = [
+            dataclasses.replace(t, optional=True, needed_for=f"{t.needed_for}; not used with local images")
+            if t.name == "istioctl" and t.backend == "kind"
+            else t
+            for t in tools
+        ]
+    return tools + machinery

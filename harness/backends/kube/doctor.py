@@ -26,7 +26,7 @@ from harness.backends.kube.tools import (
     tool_version,
 )
 from harness.doctor import ToolStatus
-from harness.errors import MeshproofError, ToolMissing
+from harness.errors import MeshproofError, StateError, ToolMissing
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, KIND_MODULE, KIND_VERSION, IstioRelease
 
 
@@ -175,9 +175,11 @@ def kind_path(
     which: proc.Which = default_which,
     procs: ProcTable | None = None,
     kind_module_dir: Path | None = None,
+    istio: str = DEFAULT_ISTIO,
 ) -> list[ToolStatus]:
     """The kind path's machinery: who runs the Docker engine, whether runc needs the capability
-    wrapper (and has it), and which images the cluster would use (local builds or official), why."""
+    wrapper (and has it), which images the cluster would use (local builds or official), why, and
+    with local images the istioctl built from the pin (PATH's istioctl is then not used)."""
     procs = procs or ProcTable()
     engine = DockerEngine(EngineLayout.under(cache_dir), run=run, which=which, procs=procs)
     st = engine.status()
@@ -233,7 +235,25 @@ def kind_path(
         "`up --backend kind` builds what is missing), or MESHPROOF_IMAGES=official where pulls work"
     )
     out.append(ToolStatus("images", "kind", f"the cluster's images: {mode.why}", ready, mode.mode, "", how))
+    if mode.mode == "local":
+        out.append(pinned_istioctl(cache_dir, istio))
     return out
+
+
+def pinned_istioctl(cache_dir: Path, istio: str) -> ToolStatus:
+    """The istioctl built from the pinned module (kind with local images); built on first use."""
+    from harness.istio import clusterbin
+
+    name, needed = (
+        f"istioctl ({istio}, from the pin)",
+        "installing Istio from the local images into the kind cluster",
+    )
+    how = f"built on first `meshproof up --backend kind`, or by `meshproof images build --istio {istio}`"
+    try:
+        built = clusterbin.load(cache_dir, istio)
+    except StateError:
+        return ToolStatus(name, "kind", f"{needed} (not built yet)", False, how_to_get=how, optional=True)
+    return ToolStatus(name, "kind", needed, True, built.label, built.istioctl, how)
 
 
 def _kind_module_dir(run: proc.Runner, which: proc.Which) -> Path | None:

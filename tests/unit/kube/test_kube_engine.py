@@ -318,6 +318,10 @@ def test_doctor_reports_owner_wrapper_and_images_mode(tmp_path: Path) -> None:
     # the fake engine answers every inspect with labels: the official node image counts as present
     assert images.version == "official" and "kindest/node:v1.37.0@sha256:x" in images.needed_for
     assert entries("local")["images"].version == "local" and not entries("local")["images"].found
+    # local images: the istioctl of the pin is what counts (optional until built: `up` builds it)
+    pinned = entries("local")["istioctl (1.31-dev, from the pin)"]
+    assert not pinned.found and pinned.optional and "images build --istio 1.31-dev" in pinned.how_to_get
+    assert "istioctl (1.31-dev, from the pin)" not in entries("official")
     h.engine.stop()
     gone = entries("auto")
     assert gone["docker engine owner"].version == "absent" and not gone["runc capability wrapper"].found
