@@ -189,6 +189,7 @@ def config(
     mesh_backend: Backend,
     baseline: Bundle,
     suite_settings: Settings,
+    sampler: Sampler,
     tmp_path: Path,
 ) -> Iterator[ConfigGuard]:
     guard = ConfigGuard(
@@ -198,6 +199,7 @@ def config(
         istio_version=suite_settings.istio_version,
         current=running_config(mesh_backend, baseline),
         observe=observer(mesh_backend, baseline),
+        on_change=sampler.reset_connections,
     )
     guard.repair()  # an earlier test's restore failed: start from the manifests anyway
     try:

@@ -341,6 +341,19 @@ class Sampler:
                 if self._threads is not None:
                     self._threads.shutdown(wait=True)
 
+    def reset_connections(self) -> None:
+        """Close the pooled keep-alive connections; the next batch opens new ones.
+
+        Call it after a configuration change that replaces a listener (Telemetry,
+        AuthorizationPolicy, PeerAuthentication ...): Envoy keeps serving connections accepted
+        before the change with the old listener until they drain, so a pooled connection would
+        measure the old configuration."""
+        with self._lock:
+            if self._state is _State.CLOSED or self._session is None:
+                return
+            session, self._session = self._session, None
+            self._loop.run_until_complete(session.close())
+
     def sample(
         self,
         backend: TrafficTarget,

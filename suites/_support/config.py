@@ -64,8 +64,12 @@ class ConfigGuard:
         istio_version: str | None = None,
         current: Mapping[Key, Body] | None = None,
         observe: Callable[[], Mapping[Key, Body]] | None = None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._mesh = mesh
+        # after every change the proxies ACKed (e.g. the sampler's pool: connections accepted
+        # before a listener change keep the old listener until Envoy drains them)
+        self._on_change = on_change
         self._manifests = manifests
         self._workdir = workdir
         self._istio_version = istio_version
@@ -131,6 +135,7 @@ class ConfigGuard:
             raise
         for d in changed:
             self._current[document_key(d)] = d.body
+        self._on_change()
         self._applied = bundle
         self.log.append(f"applied {', '.join(d.ref for d in changed)} ({seconds:.2f}s)")
         return seconds
@@ -168,6 +173,8 @@ class ConfigGuard:
             for b in gone:
                 self._current[key_of(b)] = None
         self._touched.clear()
+        if back or gone:
+            self._on_change()
         self._applied = self._manifests
         if back or gone:
             self.log.append(f"restored {len(back)} and deleted {len(gone)} objects ({seconds:.2f}s)")
