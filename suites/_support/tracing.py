@@ -17,19 +17,16 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from harness.backends.base import Backend, Workload
 from harness.errors import WaitTimeout
 from harness.tracing.jaeger import JaegerClient, Trace, now_us
 from harness.traffic.checks import CheckResult
-from harness.traffic.client import Response, Sampler
+from harness.traffic.client import Response, Sampler, SampleSpec
 
 PROBE_RE = re.compile(r"probe(?:=|%3D)([0-9a-f]{16})")
 
@@ -73,22 +70,26 @@ def send_probes(
     traceparent: bool = False,
     concurrency: int = 16,
 ) -> list[Probe]:
-    """Send ``n`` probes, each a single request with its own id (and traceparent if asked)."""
-    lock = threading.Lock()
-
-    def one(_: int) -> Probe:
-        pid, trace_id = secrets.token_hex(8), secrets.token_hex(16) if traceparent else ""
-        headers = {"traceparent": f"00-{trace_id}-{pid}-01"} if traceparent else {}
-        kwargs: dict[str, Any] = {"target": target} if target else {}
-        sent = now_us()
-        result = sampler.sample(
-            mesh, source=source, path=path(pid), n=1, concurrency=1, headers=headers, **kwargs
+    """Send ``n`` probes, each a single request with its own id (and traceparent if asked), at
+    most ``concurrency`` in flight (one :meth:`Sampler.sample_many` batch). A probe's ``sent_us``
+    is the batch's start: delays measured from it are upper bounds."""
+    ids = [(secrets.token_hex(8), secrets.token_hex(16) if traceparent else "") for _ in range(n)]
+    specs = [
+        SampleSpec(
+            n=1,
+            source=source,
+            path=path(pid),
+            headers={"traceparent": f"00-{trace_id}-{pid}-01"} if traceparent else None,
+            **({"target": target} if target else {}),
         )
-        with lock:
-            return Probe(pid, trace_id, sent, result.responses[0])
-
-    with ThreadPoolExecutor(max_workers=min(concurrency, max(1, n)), thread_name_prefix="probe") as pool:
-        return list(pool.map(one, range(n)))
+        for pid, trace_id in ids
+    ]
+    sent = now_us()
+    results = sampler.sample_many(mesh, specs, concurrency=max(1, min(concurrency, n))) if specs else []
+    return [
+        Probe(pid, trace_id, sent, result.responses[0])
+        for (pid, trace_id), result in zip(ids, results, strict=True)
+    ]
 
 
 def call_path(service: str, namespace: str, port: int, inner: str = "/api/greet") -> Callable[[str], str]:
