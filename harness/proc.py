@@ -99,8 +99,11 @@ def spawn(
     new_session: bool = False,
     die_with_parent: bool = False,
     stdin_pipe: bool = False,
+    nice: int = 0,
 ) -> subprocess.Popen[bytes]:
     """Start a long-running process whose stdout and stderr go to ``log_path`` (appended).
+
+    ``nice`` lowers the child's CPU priority (background work that must not slow the mesh).
 
     ``stdin_pipe`` gives the caller the child's stdin (``popen.stdin``) to feed it work; closing
     it is the child's signal to finish.
@@ -121,7 +124,7 @@ def spawn(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=new_session,
-                preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=_preexec(die_with_parent=die_with_parent, nice=nice),  # noqa: PLW1509
             )
         except FileNotFoundError as e:
             raise ToolMissing(args[0], "starting the mesh", "run ./scripts/setup") from e
@@ -134,6 +137,19 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+def _preexec(*, die_with_parent: bool, nice: int) -> Callable[[], None] | None:
+    if not die_with_parent and not nice:
+        return None
+
+    def child() -> None:  # runs in the child between fork and exec
+        if nice:
+            os.nice(nice)
+        if die_with_parent:
+            _die_with_parent()
+
+    return child
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

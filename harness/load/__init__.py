@@ -691,6 +691,9 @@ class LocustRun(PhaseClock):
         self._offsets: dict[Path, int] = {}
         self._started_at = 0.0
         self._cpu_s = 0.0
+        self._cpu_sampled_at = float("-inf")
+        self._newest_start: dict[str, float] = {}  # per Locust process: the latest request start logged
+        self._failures = 0
         self.run_id = f"mp-{uuid.uuid4().hex[:10]}"
         self.report: LoadReport | None = None
 
@@ -828,7 +831,7 @@ class LocustRun(PhaseClock):
         return Progress(
             elapsed_s=now - self._started_at,
             requests=len(self._records),
-            failures=sum(r.failed for r in self._records),
+            failures=self._failures,
             rps=len(recent) / 3.0,
             phase=self.current_phase,
         )
@@ -846,10 +849,7 @@ class LocustRun(PhaseClock):
 
         def settled() -> bool:
             self._read_events()
-            newest: dict[str, float] = {}
-            for r in self._records[-20000:]:
-                key = r.request_id.rsplit("-", 1)[0]  # <run id>-<pid>: one Locust process
-                newest[key] = max(newest.get(key, 0.0), r.start)
+            newest = self._newest_start
             return bool(newest) and min(newest.values()) >= boundary + settle_s
 
         wait.until(
@@ -898,7 +898,7 @@ class LocustRun(PhaseClock):
         popen = self._popen
         finished_alone = popen.poll() is not None  # a run with a duration ended by itself
         if not finished_alone:
-            self._sample_cpu()
+            self._sample_cpu(now=True)
             self.stop_file.touch()
             if not self._exits_within(self.config.stop_timeout):
                 popen.send_signal(signal.SIGINT)
@@ -969,10 +969,14 @@ class LocustRun(PhaseClock):
                 interval=0.05,
             )
 
-    def _sample_cpu(self) -> None:
-        """CPU seconds of the live group (its processes vanish at exit: sample while it runs)."""
+    def _sample_cpu(self, *, now: bool = False) -> None:
+        """CPU seconds of the live group (its processes vanish at exit: sample while it runs).
+        At most once a second unless ``now`` (finding the group scans /proc)."""
+        if not now and time.monotonic() - self._cpu_sampled_at < 1.0:
+            return
         if self._pgid and self._popen is not None and self._popen.poll() is None:
             self._cpu_s = max(self._cpu_s, _group_cpu_seconds(self._pgid))
+            self._cpu_sampled_at = time.monotonic()
 
     def _exits_within(self, seconds: float) -> bool:
         popen = self._popen
@@ -1000,6 +1004,10 @@ class LocustRun(PhaseClock):
                 rec = RequestRecord.parse(line)
                 if rec is not None:
                     self._records.append(rec)
+                    self._failures += rec.failed
+                    key = rec.request_id.rsplit("-", 1)[0]  # <run id>-<pid>: one Locust process
+                    if rec.start > self._newest_start.get(key, 0.0):
+                        self._newest_start[key] = rec.start
 
     def _last_activity(self) -> float:
         self._read_events()

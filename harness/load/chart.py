@@ -99,6 +99,7 @@ class ChartWorker:
                 new_session=True,
                 die_with_parent=True,
                 stdin_pipe=True,
+                nice=10,  # charts are for after the run: never compete with the mesh for CPU
             )
         job = {"path": str(path), "title": title, "report": report.to_json()}
         self._popen.stdin.write(json.dumps(job).encode() + b"\n")
