@@ -161,11 +161,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the markers that the ini file does not already declare (no duplicates either way)."""
+    """Register the markers that the ini file does not already declare (no duplicates either way);
+    with pytest-xdist (``-n N``), refuse a run whose workers would share one mesh."""
     declared = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
     for name, line in MARKERS.items():
         if name not in declared:
             config.addinivalue_line("markers", line)
+    if parallel_workers(config) > 1 and worker_id(config) is None:
+        settings = settings_for(config)
+        why = ""
+        if settings.backend != "local":
+            why = f"backend {settings.backend} runs one cluster, which the workers would share"
+        elif (settings.state_dir / "backend.json").is_file():
+            why = (
+                f"a mesh runs at {settings.state_dir} (meshproof up --detach), which the workers would share"
+            )
+        if why:
+            raise pytest.UsageError(
+                f"-n {parallel_workers(config)}: {why}; the suites change its configuration and need it to "
+                "themselves. Fix: run without -n (or -n 0), or stop that mesh with `meshproof down`"
+            )
+
+
+def worker_id(config: pytest.Config) -> str | None:
+    """The pytest-xdist worker this process is ("gw0", ...), or None in the controller or a plain run."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else None
+
+
+def parallel_workers(config: pytest.Config) -> int:
+    """How many pytest-xdist workers the run uses (0: none; a worker itself reports 0 too)."""
+    if worker_id(config) is not None:
+        return 0
+    n = getattr(config.option, "numprocesses", None)
+    dist = getattr(config.option, "dist", "no")
+    return int(n) if isinstance(n, int) and dist != "no" else 0
 
 
 def settings_for(config: pytest.Config) -> Settings:
@@ -194,6 +224,12 @@ def settings_for(config: pytest.Config) -> Settings:
             )
         except UserError as e:
             raise pytest.UsageError(str(e)) from e
+        worker = worker_id(config)
+        if worker is not None:  # pytest-xdist: one mesh per worker, each in its own state dir
+            settings = config.stash[SETTINGS_KEY]
+            config.stash[SETTINGS_KEY] = settings.with_overrides(
+                state_dir=settings.state_dir / "workers" / worker
+            )
     return config.stash[SETTINGS_KEY]
 
 
@@ -205,12 +241,18 @@ def _duration(raw: str | None) -> float | None:
     return parse_duration(raw)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test marked ``under_load`` gets the ``load`` fixture even if it does not ask for it."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``under_load`` gets the ``load`` fixture even if it does not ask for it.
+
+    In a pytest-xdist worker the ``under_load`` tests come first (a stable sort; every worker
+    collects the same order): they are the longest, and handing them out first keeps the
+    workers' last tests short, so no worker idles while another finishes a long one."""
     for item in items:
         names = getattr(item, "fixturenames", None)
         if item.get_closest_marker("under_load") is not None and names is not None and "load" not in names:
             names.append("load")
+    if worker_id(config) is not None:
+        items.sort(key=lambda item: item.get_closest_marker("under_load") is None)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

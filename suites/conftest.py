@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,6 +38,7 @@ RECORDER = pytest.StashKey[Recorder]()
 REPORT_PATHS = pytest.StashKey[list[Path]]()
 FAILED = pytest.StashKey[bool]()
 DUMPED = pytest.StashKey[str]()
+WORKER_RECORDS = "meshproof_records"  # pytest-xdist: a worker's records, for the controller
 
 
 # --------------------------------------------------------------------------- hooks
@@ -48,6 +50,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.failed:
         item.stash[FAILED] = True
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: hand the session's records to the controller, which reports them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    recorder = session.config.stash.get(RECORDER, None)
+    if workeroutput is not None and recorder is not None:
+        workeroutput[WORKER_RECORDS] = json.dumps(recorder.to_json())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    """pytest-xdist controller: merge a finished worker's records into the run's one report."""
+    raw = getattr(node, "workeroutput", {}).get(WORKER_RECORDS)
+    if raw is None:
+        return
+    config = node.config
+    if RECORDER not in config.stash:
+        config.stash[RECORDER] = Recorder()
+        paths = [config._tmp_path_factory.getbasetemp() / "suites-report.json"]  # noqa: SLF001
+        state = _settings(config).state_dir
+        if state.is_dir():
+            paths.append(state / "suites-report.json")
+        config.stash[REPORT_PATHS] = paths
+    config.stash[RECORDER].extend(Recorder.from_json(json.loads(raw)))
+
+
+def _settings(config: pytest.Config) -> Settings:
+    """The plugin's settings when it is loaded (its options exist), else settings from the environment."""
+    from harness.plugin import settings_for
+
+    try:
+        return settings_for(config)
+    except ValueError:  # the plugin's options are not registered: it is not loaded
+        return from_env()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
@@ -152,7 +189,8 @@ def recorder(
         paths = [tmp_path_factory.getbasetemp() / "suites-report.json"]
         if suite_settings.state_dir.is_dir():
             paths.append(suite_settings.state_dir / "suites-report.json")
-        config.stash[REPORT_PATHS] = paths
+        # a pytest-xdist worker writes nothing: the controller merges every worker's records
+        config.stash[REPORT_PATHS] = [] if hasattr(config, "workeroutput") else paths
     return config.stash[RECORDER]
 
 

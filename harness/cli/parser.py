@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load_verb.add_arguments(p)
 
-    verb(
+    p = verb(
         "test",
         testrun.cmd_test,
         "run the suites with pytest (other arguments go to pytest) and print a summary",
@@ -194,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
         mesh,
         cluster,
         keep,
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local backend: N pytest processes, each with its own mesh (pytest-xdist); default "
+        f"{testrun.DEFAULT_WORKERS}, or 1 when a mesh runs in the state dir (the suites then use it) or "
+        "on kind/existing (one cluster)",
     )
     verb("down", lifecycle.cmd_down, "take down the mesh recorded in the state dir", cluster, keep)
     verb(

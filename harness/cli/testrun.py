@@ -28,6 +28,9 @@ def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     pytest_args = list(args.pytest_args)
     if not any(_is_test_path(a) for a in pytest_args):
         pytest_args.insert(0, str(suites_dir()) + "/")
+    workers = _workers(args, settings, pytest_args)
+    if workers > 1:
+        pytest_args += ["-n", str(workers)]
     manifests = settings.manifests
     if not manifests.exists() and not manifests.is_absolute() and (CHECKOUT / manifests).is_dir():
         manifests = CHECKOUT / manifests  # run from a subdirectory of the checkout
@@ -54,6 +57,38 @@ def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         results = read_junit(junit) if own_junit and junit.is_file() else None
     print_test_summary(out, settings, results, code, elapsed)
     return 130 if interrupted else code
+
+
+# Two meshes side by side: most of a suite's wall time waits on its mesh (pushes, ejection and
+# re-admission windows, trace ingestion, Locust start and stop), which a second mesh fills.
+DEFAULT_WORKERS = 2
+
+
+def _workers(args: argparse.Namespace, settings: Settings, pytest_args: Sequence[str]) -> int:
+    """How many pytest processes (each with its own local mesh) the run uses; 1 where they would share one."""
+    chosen = any(
+        a in ("-n", "--numprocesses", "--dist") or a.startswith(("-n", "--numprocesses=", "--dist="))
+        for a in pytest_args
+    )
+    if chosen or "no:xdist" in pytest_args:
+        return 1  # the user decided for pytest: leave it to them
+    shared = settings.backend != "local" or (settings.state_dir / "backend.json").is_file()
+    wanted = args.workers if getattr(args, "workers", None) is not None else DEFAULT_WORKERS
+    if wanted < 1:
+        raise UserError(f"--workers {wanted}: need at least 1. Fix: e.g. --workers 2")
+    if wanted > 1 and shared:
+        if getattr(args, "workers", None) is not None:
+            where = (
+                f"backend {settings.backend} runs one cluster"
+                if settings.backend != "local"
+                else f"a mesh runs at {settings.state_dir} (meshproof up --detach)"
+            )
+            raise UserError(
+                f"--workers {wanted}: {where}, which the workers would share. Fix: --workers 1, or "
+                "`meshproof down` first so each worker brings up its own mesh"
+            )
+        return 1
+    return wanted
 
 
 def suites_dir() -> Path:

@@ -79,6 +79,15 @@ class Recorder:
             )
         )
 
+    def extend(self, records: list[Record]) -> None:
+        with self._lock:
+            self._records.extend(records)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> list[Record]:
+        """The records of :meth:`to_json` (e.g. a pytest-xdist worker's, merged by the controller)."""
+        return [Record(**r) for r in data.get("checks", [])]
+
     @property
     def records(self) -> tuple[Record, ...]:
         with self._lock:

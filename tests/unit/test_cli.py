@@ -409,3 +409,55 @@ def test_images_build_of_a_planned_image_is_one_clear_error(
     assert main(["images", "build", "--only", "kind-node"]) == 2
     out, err = capsys.readouterr()
     no_traceback(out + err)
+
+
+def test_test_verb_runs_two_workers_each_in_its_own_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_suite(
+        tmp_path,
+        "import os\n"
+        "def test_worker(settings):\n"
+        "    worker = os.environ['PYTEST_XDIST_WORKER']\n"
+        "    assert str(settings.state_dir) == os.path.join('st', 'workers', worker)\n",
+        monkeypatch,
+    )
+    assert main(["test", "--state", "st", "-p", "no:cacheprovider"]) == 0, capfd.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "backend_json", "expected"),
+    [
+        (["test"], False, 2),
+        (["test", "--workers", "3"], False, 3),
+        (["test", "--workers", "1"], False, 1),
+        (["test", "-n", "4"], False, 1),  # the user decided for pytest
+        (["test", "-p", "no:xdist"], False, 1),
+        (["test"], True, 1),  # a detached mesh in the state dir: the suites use it, one process
+        (["test", "--backend", "kind"], False, 1),  # one cluster
+    ],
+)
+def test_test_verb_picks_its_workers(
+    argv: list[str], backend_json: bool, expected: int, tmp_path: Path
+) -> None:
+    from harness.cli.parser import build_parser
+    from harness.settings import from_env
+
+    args, extra = build_parser().parse_known_args(argv)
+    settings = from_env({}).with_overrides(state_dir=tmp_path, backend=getattr(args, "backend", None))
+    if backend_json:
+        (tmp_path / "backend.json").write_text("{}")
+    assert testrun._workers(args, settings, extra) == expected  # noqa: SLF001
+
+
+@pytest.mark.parametrize("argv", [["test", "--workers", "2", "--backend", "kind"], ["test", "--workers", "0"]])
+def test_test_verb_refuses_workers_that_would_share_a_mesh(argv: list[str], tmp_path: Path) -> None:
+    from harness.cli.parser import build_parser
+    from harness.errors import UserError
+    from harness.settings import from_env
+
+    args, extra = build_parser().parse_known_args(argv)
+    settings = from_env({}).with_overrides(state_dir=tmp_path, backend=getattr(args, "backend", None))
+    with pytest.raises(UserError, match="--workers"):
+        testrun._workers(args, settings, extra)  # noqa: SLF001
