@@ -54,7 +54,7 @@ from harness.backends.kube.images import (
     images_mode,
     kind_default_node_image,
 )
-from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCluster
+from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCluster, NodeOptions, host_cgroup_v1
 from harness.backends.kube.kindbin import kind_which
 from harness.backends.kube.pods import (
     container_ports,
@@ -212,7 +212,10 @@ class KubeBackend:
                 docker=tools.docker,
                 keep=s.keep_cluster,
                 run=self._run,
+                records=s.cache_dir / "kind-clusters",
             )
+            if not self._cluster.exists():  # an existing cluster is adopted as it is: no image work
+                self._cluster.node = self._kind_node(tools)
             self._save(
                 backend=self.name, phase="starting", istio=self.release.label, kind_cluster=s.kind_cluster
             )
@@ -259,6 +262,22 @@ class KubeBackend:
         self._wait_converged(_expectations(a for a in applied), None)
         self._wait_ingress()
         self._save(phase="running")
+
+    def _kind_node(self, tools: ToolPaths) -> NodeOptions:
+        """The node for a new kind cluster: with local images the node image built here (cached; it brings
+        its own CNI config), else kind's default; the cgroup v1 kubelet patch on such hosts."""
+        from harness.backends.kube import nodeimage
+
+        mode = self._images_mode().mode
+        builder = ImageBuilder(
+            self.settings.cache_dir, docker=tools.docker, run=self._run, which=self._which, prefix=NICE,
+            say=self.progress,
+        )  # fmt: skip
+        return nodeimage.node_options(
+            mode,
+            cgroup_v1=host_cgroup_v1(Path("/proc/self/mounts").read_text()),
+            build_node=lambda: builder.kind_node().ref,
+        )
 
     def _docker_engine(self) -> Engine:
         if self._engine is None:
@@ -517,21 +536,21 @@ class KubeBackend:
             if self._cluster is not None:
                 self._cluster.stop()
                 return
+            name = str(info.get("kind_cluster") or self.settings.kind_cluster)
+            record = self.settings.cache_dir / "kind-clusters" / name
+            if not info.get("created_cluster") and not record.is_file():
+                self.progress(f"kind cluster {name} was not created by meshproof: left as it is")
+                return
             kind = self._which("kind")
             if not kind:
                 raise ToolMissing(
                     "kind", f"deleting kind cluster {info.get('kind_cluster')}", "put kind on PATH"
                 )
-            argv = [
-                kind,
-                "delete",
-                "cluster",
-                "--name",
-                str(info.get("kind_cluster") or self.settings.kind_cluster),
-            ]
+            argv = [kind, "delete", "cluster", "--name", name]
             if info.get("kubeconfig"):
                 argv += ["--kubeconfig", str(info["kubeconfig"])]
             self._run(argv, timeout=300)
+            record.unlink(missing_ok=True)
             return
         created = [ObjectRef(*k) for k in info.get("created") or []]
         if not created:

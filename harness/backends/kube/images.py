@@ -20,15 +20,11 @@ What is built today, and the plan for the rest (:data:`PLAN`, printed by the ver
    ``--target base`` with ``BASE_IMAGE`` = debian-base, built by the engine's BuildKit (systemd,
    iptables, kind's units, entrypoint and scripts; apt runs inside the build). Its later stages
    clone containerd, runc, crictl and the CNI plugins with git; kind-node takes them from modules.
-   ``kind-node`` (planned) = kind-base plus containerd, runc (wrapped by runc-capdrop where the
-   bounding set needs it), crictl and the CNI plugins built from their Go modules at the versions
-   of kind's Dockerfile; the Kubernetes binaries built from ``k8s.io/kubernetes`` (staging modules
-   replaced by their published v0.x.y, version fields set with ``-ldflags -X
-   k8s.io/component-base/version.*``); the control-plane images (kube-apiserver,
-   -controller-manager, -scheduler, -proxy: debian-base plus the binary), etcd, CoreDNS, pause and
-   kindnetd built from their modules, imported with ``ctr -n k8s.io images import``;
-   ``/kind/version`` and the manifests written; ``docker commit`` with kind's entrypoint.
-   (``kind build node-image`` cannot run offline: it pulls those images inside the build.)
+   ``kind-runtime`` = kind-base plus containerd, runc (behind runc-capdrop), crictl and the CNI plugins
+   from their Go modules at kind's pins. ``kind-node`` = kind-runtime plus the Kubernetes binaries and
+   the images kubeadm names (control plane, etcd, CoreDNS, pause), built here and imported into the
+   node's containerd, ``/kind/version``, ``docker commit`` with kind's entrypoint (:mod:`nodeimage`;
+   ``kind build node-image`` cannot run offline: it pulls those images inside the build).
 3. The mesh's images (built; :mod:`harness.backends.kube.meshimages`): Istio's ``base``, ``pilot``
    and ``proxyv2`` from Istio's own Dockerfiles (pilot-discovery, pilot-agent and Envoy of the pin),
    ``jaeger`` from Jaeger's Dockerfile with the local mesh's Jaeger build, ``node-base`` and the
@@ -52,7 +48,7 @@ from typing import Any
 
 from harness import proc
 from harness.errors import CommandFailed, MeshproofError, ToolMissing, UserError
-from harness.versions import KIND_VERSION
+from harness.versions import KIND_VERSION, KUBERNETES_VERSION
 
 PREFIX = "meshproof.local"
 INPUTS_LABEL = "dev.meshproof.inputs"
@@ -96,9 +92,9 @@ PLAN: tuple[PlannedImage, ...] = (
     ),
     PlannedImage(
         "kind-node",
-        "kind node: kind's base files, systemd, containerd, runc, CNI, Kubernetes binaries, "
-        "control-plane images, etcd, CoreDNS, pause, kindnetd",
-        "planned (#11 step 1b)",
+        "kind-runtime plus kubeadm/kubelet/kubectl, and the images kubeadm names (control plane, etcd, "
+        "CoreDNS, pause) built here and imported into its containerd; a ptp CNI config (nodeimage.py)",
+        "meshproof",
         "kind's default node image",
     ),
     # the mesh's images: harness.backends.kube.meshimages
@@ -150,9 +146,8 @@ def plan_tag(name: str, istio: str = "") -> str:
 
     if name in meshimages.NAMES:
         return meshimages.tag_of(name, *([istio] if istio else []))
-    return {"debian-base": DEBIAN_SUITE, "kind-base": KIND_VERSION, "kind-runtime": KIND_VERSION}.get(
-        name, "latest"
-    )
+    tags = {"debian-base": DEBIAN_SUITE, "kind-base": KIND_VERSION, "kind-runtime": KIND_VERSION}
+    return {**tags, "kind-node": KUBERNETES_VERSION}.get(name, "latest")
 
 
 def plan_ref(name: str, istio: str = "") -> str:
@@ -456,6 +451,17 @@ class ImageBuilder:
             shutil.rmtree(tmp, ignore_errors=True)
         return BuiltImage("kind-runtime", ref, True, time.monotonic() - t0, inputs)
 
+    def kind_node(self, *, force: bool = False) -> BuiltImage:
+        """The kind node image, assembled by :mod:`harness.backends.kube.nodeimage`."""
+        from harness.backends.kube import nodeimage
+
+        t0 = time.monotonic()
+        tools = nodeimage.Tools(
+            self._run, self._which, self._say, tuple(self._prefix), self._kind_module_dir()
+        )
+        ref, built, inputs = nodeimage.NodeImageBuild(self, tools).build(force=force)
+        return BuiltImage("kind-node", ref, built, time.monotonic() - t0 if built else 0.0, inputs)
+
     def ensure_build_headers(self, headers: Path = Path("/usr/include/seccomp.h")) -> None:
         """runc is built with cgo and seccomp, like kind's: it needs libseccomp's headers (Debian's
         libseccomp-dev), installed here with apt-get when missing (root), else one error naming the fix."""
@@ -546,6 +552,7 @@ class ImageBuilder:
             "debian-base": self.debian_base,
             "kind-base": self.kind_base,
             "kind-runtime": self.kind_runtime,
+            "kind-node": self.kind_node,
             **{n: functools.partial(mesh.build, n) for n in meshimages.NAMES},
         }
         return [builders[n](force=force) for n in wanted]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -28,29 +29,63 @@ class KindState(enum.Enum):
     STOPPED = "stopped"
 
 
+# kubelet 1.35+ refuses to start on a cgroup v1 host unless told otherwise (a KubeletConfiguration field)
+CGROUP_V1_PATCH = "kind: KubeletConfiguration\nfailCgroupV1: false\n"
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """How the node differs from stock kind: its image, and what this host needs.
+
+    ``own_cni``: the node image brings its CNI config (meshproof's node image: no kindnetd), so kind's
+    default CNI is disabled and the pod subnet pinned to the one that config serves.
+    ``cgroup_v1``: the host runs cgroup v1, so kubelet gets ``failCgroupV1: false``.
+    """
+
+    image: str = ""
+    own_cni: bool = False
+    pod_subnet: str = "10.244.0.0/16"
+    cgroup_v1: bool = False
+
+
+def host_cgroup_v1(mounts: str) -> bool:
+    """Whether ``/sys/fs/cgroup`` is a cgroup v1 hierarchy (from a ``/proc/self/mounts`` text)."""
+    for line in mounts.splitlines():
+        f = line.split()
+        if len(f) > 2 and f[1] == "/sys/fs/cgroup":
+            return f[2] != "cgroup2"
+    return False
+
+
 def kind_config(
-    host_port: int, *, node_port: int = INGRESS_NODE_PORT, listen_address: str = "127.0.0.1"
+    host_port: int,
+    *,
+    node_port: int = INGRESS_NODE_PORT,
+    listen_address: str = "127.0.0.1",
+    node: NodeOptions = NodeOptions(),
 ) -> dict[str, Any]:
     """A one-node cluster whose ``node_port`` is published on ``listen_address:host_port``."""
     if not 0 < host_port < 65536:
         raise ValueError(f"host port {host_port} is out of range")
-    return {
-        "kind": "Cluster",
-        "apiVersion": KIND_API_VERSION,
-        "nodes": [
+    control_plane: dict[str, Any] = {
+        "role": "control-plane",
+        "extraPortMappings": [
             {
-                "role": "control-plane",
-                "extraPortMappings": [
-                    {
-                        "containerPort": node_port,
-                        "hostPort": host_port,
-                        "listenAddress": listen_address,
-                        "protocol": "TCP",
-                    }
-                ],
+                "containerPort": node_port,
+                "hostPort": host_port,
+                "listenAddress": listen_address,
+                "protocol": "TCP",
             }
         ],
     }
+    if node.image:
+        control_plane["image"] = node.image
+    cfg: dict[str, Any] = {"kind": "Cluster", "apiVersion": KIND_API_VERSION, "nodes": [control_plane]}
+    if node.own_cni:
+        cfg["networking"] = {"disableDefaultCNI": True, "podSubnet": node.pod_subnet}
+    if node.cgroup_v1:
+        cfg["kubeadmConfigPatches"] = [CGROUP_V1_PATCH]
+    return cfg
 
 
 def render_kind_config(host_port: int, **kw: Any) -> str:
@@ -92,6 +127,8 @@ class KindCluster:
         run: proc.Runner = proc.run,
         pick_port: Any = free_port,
         create_timeout: float = 600.0,
+        node: NodeOptions = NodeOptions(),
+        records: Path | None = None,
     ) -> None:
         self.name = name
         self.state_dir = state_dir
@@ -102,6 +139,11 @@ class KindCluster:
         self._create_timeout = create_timeout
         self.kubeconfig = state_dir / "kubeconfig"
         self.config_path = state_dir / "kind-config.yaml"
+        self.node = node
+        # <records>/<name> exists while a cluster of that name is one meshproof created (kept with
+        # --keep-cluster and adopted later, it is still deleted by a later `down`; a cluster someone
+        # else created never is)
+        self.record = records / name if records is not None else None
         self.created = False
         self.ingress_port: int | None = None
         self.state = KindState.NEW
@@ -149,7 +191,7 @@ class KindCluster:
             self.created = False
         else:
             host_port = int(self._pick_port())
-            self.config_path.write_text(render_kind_config(host_port))
+            self.config_path.write_text(render_kind_config(host_port, node=self.node))
             try:
                 self._run(self.create_argv(), timeout=self._create_timeout)
             except CommandFailed as e:
@@ -159,6 +201,9 @@ class KindCluster:
                 )
                 raise
             self.created = True
+            if self.record is not None:
+                self.record.parent.mkdir(parents=True, exist_ok=True)
+                self.record.write_text(f"{self.context}\n")
         self.state = KindState.RUNNING
         # Adopted clusters were created by an earlier run: write their kubeconfig here too.
         out = self._run([self.kind, "get", "kubeconfig", "--name", self.name], timeout=60)
@@ -186,8 +231,15 @@ class KindCluster:
             return
         was_running = self.state is KindState.RUNNING
         self.state = KindState.STOPPED
-        if was_running and not self.keep:
+        if was_running and not self.keep and self.owned:
             self._run(self.delete_argv(), timeout=300)
+            if self.record is not None:
+                self.record.unlink(missing_ok=True)
+
+    @property
+    def owned(self) -> bool:
+        """Whether meshproof created this cluster (in this run, or in an earlier one that kept it)."""
+        return self.created or (self.record is not None and self.record.is_file())
 
     def __enter__(self) -> Self:
         try:

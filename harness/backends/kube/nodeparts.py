@@ -19,6 +19,7 @@ image that uses them is still planned (see docs/KIND.md).
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,3 +239,130 @@ def build_kubernetes(
         run([*argv[:i], *prefix, go, "-C", str(src), *argv[i + 1 :]], timeout=5400)
     (out / "inputs").write_text(inputs)
     return bin_dir
+
+
+# ---- adopting binaries built elsewhere (the spike's ~/.cache/meshproof/k8s-<version>/bin) -------
+@dataclass(frozen=True)
+class GoBuildInfo:
+    """What ``go version -m BINARY`` says a Go binary was built from."""
+
+    path: str  # the main package
+    module: str
+    module_version: str
+    replaced: dict[str, str]  # module -> the module@version that replaced it
+    settings: dict[str, str]  # build settings (CGO_ENABLED, -trimpath, ...)
+
+
+def parse_go_version_m(text: str) -> GoBuildInfo:
+    """Parse ``go version -m`` output (tab-separated lines: path, mod, dep, =>, build)."""
+    path = module = module_version = ""
+    replaced: dict[str, str] = {}
+    settings: dict[str, str] = {}
+    last_dep = ""
+    for line in text.splitlines():
+        f = line.strip().split("\t")
+        if f[0] == "path" and len(f) > 1:
+            path = f[1]
+        elif f[0] == "mod" and len(f) > 2:
+            module, module_version = f[1], f[2]
+        elif f[0] == "dep" and len(f) > 1:
+            last_dep = f[1]
+        elif f[0] == "=>" and len(f) > 2 and last_dep:
+            replaced[last_dep] = f"{f[1]}@{f[2]}"
+        elif f[0] == "build" and len(f) > 1:
+            key, _, value = f[1].partition("=")
+            settings[key] = value
+    return GoBuildInfo(path, module, module_version, replaced, settings)
+
+
+def adoption_problems(
+    binary: str, info: GoBuildInfo, staging: Sequence[str], version: str = KUBERNETES_VERSION
+) -> list[str]:
+    """Why a binary is not what :func:`build_kubernetes` would build for ``version`` (empty: it is).
+
+    Compared: the main package, k8s.io/kubernetes' version, every replacement (each must be a staging
+    module replaced by itself at the published v0.x.y, and every staging module the binary uses must be
+    replaced), CGO_ENABLED=0 and -trimpath. The ``-ldflags`` are not in the build info under -trimpath:
+    the version fields are checked by running the binary (:func:`reported_version`).
+    """
+    want_path = f"{KUBERNETES_MODULE}/cmd/{binary}"
+    staged = staging_version(version)
+    out = []
+    if info.path != want_path:
+        out.append(f"main package {info.path!r}, not {want_path!r}")
+    if (info.module, info.module_version) != (KUBERNETES_MODULE, version):
+        out.append(f"module {info.module}@{info.module_version}, not {KUBERNETES_MODULE}@{version}")
+    for mod, by in sorted(info.replaced.items()):
+        if mod not in staging or by != f"{mod}@{staged}":
+            out.append(f"{mod} replaced by {by}, not {mod}@{staged}")
+    if info.settings.get("CGO_ENABLED") != "0":
+        out.append(f"CGO_ENABLED={info.settings.get('CGO_ENABLED', '?')}, not 0")
+    if info.settings.get("-trimpath") != "true":
+        out.append("built without -trimpath")
+    if not info.replaced:
+        out.append("no staging module replaced (not built in the wrapper module)")
+    return out
+
+
+def version_argv(binary: str) -> list[str]:
+    """The arguments that make a Kubernetes command print its version."""
+    if binary == "kubeadm":
+        return ["version", "-o", "json"]
+    if binary == "kubectl":
+        return ["version", "--client", "-o", "json"]
+    return ["--version"]
+
+
+def reported_version(text: str) -> str:
+    """``v1.37.2`` from ``--version`` ("Kubernetes v1.37.2") or a ``version -o json`` text ("" if none)."""
+    m = re.search(r'"gitVersion":\s*"([^"]+)"', text) or re.search(r"Kubernetes (v\S+)", text)
+    return m.group(1) if m else ""
+
+
+def adopt_kubernetes(
+    cache_dir: Path,
+    source_bin: Path,
+    kubernetes_go_mod: str,
+    *,
+    go: str,
+    version: str = KUBERNETES_VERSION,
+    run: proc.Runner = proc.run,
+    say: Progress = lambda _m: None,
+) -> list[str]:
+    """Take Kubernetes binaries built elsewhere as :func:`build_kubernetes`'s output, after checking them.
+
+    Every binary of :data:`KUBE_BINARIES` must be in ``source_bin``, have the build info
+    :func:`adoption_problems` expects and report ``version`` when run. Only then are they copied into
+    ``<parts>/kubernetes/bin`` and the inputs stamp written (with ``adopted-from`` naming the source),
+    so :func:`build_kubernetes` skips its build. Returns the problems found (nothing adopted unless empty).
+    """
+    staging = staging_modules(kubernetes_go_mod)
+    problems: list[str] = []
+    build_date = ""
+    for b in KUBE_BINARIES:
+        src = source_bin / b
+        if not src.is_file():
+            problems.append(f"{b}: missing in {source_bin}")
+            continue
+        info = parse_go_version_m(run([go, "version", "-m", str(src)], timeout=60).stdout)
+        problems += [f"{b}: {p}" for p in adoption_problems(b, info, staging, version)]
+        out = run([str(src), *version_argv(b)], timeout=60, check=False)
+        seen = reported_version(out.stdout + out.stderr)
+        if seen != version:
+            problems.append(f"{b}: reports version {seen or '(none)'!r}, not {version}")
+        m = re.search(r'"buildDate":\s*"([^"]*)"', out.stdout)
+        build_date = m.group(1) if m else build_date
+    if problems:
+        return problems
+    out_dir = parts_dir(cache_dir, version) / "kubernetes"
+    (out_dir / "bin").mkdir(parents=True, exist_ok=True)
+    (out_dir / "src").mkdir(parents=True, exist_ok=True)
+    gomod = wrapper_go_mod(kubernetes_go_mod, version)
+    (out_dir / "src" / "go.mod").write_text(gomod)
+    for b in KUBE_BINARIES:
+        say(f"adopting {source_bin / b}")
+        shutil.copy2(source_bin / b, out_dir / "bin" / b)
+    # the one -X field that may differ: the build date (not in the stamp's comparison of go.mod + flags)
+    (out_dir / "adopted-from").write_text(f"{source_bin}\nbuildDate as built: {build_date or '?'}\n")
+    (out_dir / "inputs").write_text(gomod + version_ldflags(version))
+    return []

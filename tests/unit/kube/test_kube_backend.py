@@ -15,6 +15,7 @@ from harness.backends.base import Backend, Fault, State
 from harness.backends.kube import meshimages
 from harness.backends.kube.backend import KubeBackend
 from harness.backends.kube.engine import EngineMode, EngineStatus
+from harness.backends.kube.kind import CGROUP_V1_PATCH, NodeOptions
 from harness.backends.kube.pods import (
     container_ports,
     deployment_of,
@@ -468,7 +469,9 @@ def test_attach_refuses_another_kube_context_than_the_mesh_runs_on(tmp_path: Pat
     same.down()
 
 
-def test_kind_flow(tmp_path: Path, manifests: Path) -> None:
+def test_kind_flow(tmp_path: Path, manifests: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = NodeOptions(image="meshproof.local/kind-node:v1.37.2", own_cni=True, cgroup_v1=True)
+    monkeypatch.setattr(KubeBackend, "_kind_node", lambda self, tools: node)
     api = FakeCluster(istio_version="1.29.0")  # a different Istio: install the pinned one
     replies = {
         **GOOD_REPLIES,
@@ -485,6 +488,11 @@ def test_kind_flow(tmp_path: Path, manifests: Path) -> None:
         assert b.ingress_url() == "http://127.0.0.1:41234"
         verbs = [" ".join(a[:3]) for a in run.calls]
         assert "/usr/bin/kind create cluster" in verbs
+        cfg = yaml.safe_load((state / "kind-config.yaml").read_text())
+        assert cfg["nodes"][0]["image"] == node.image
+        assert cfg["networking"] == {"disableDefaultCNI": True, "podSubnet": node.pod_subnet}
+        assert cfg["kubeadmConfigPatches"] == [CGROUP_V1_PATCH]
+        assert (tmp_path / "cache" / "kind-clusters" / "meshproof").is_file()  # created by meshproof
         install = next(a for a in run.calls if a[1:2] == ["install"])
         assert install[:5] == [
             "/opt/istio/bin/istioctl",
@@ -515,6 +523,32 @@ def test_kind_flow(tmp_path: Path, manifests: Path) -> None:
         )
     assert run.calls[-1][:3] == ["/usr/bin/kind", "delete", "cluster"]
     assert not b.marker.exists()
+    assert not (tmp_path / "cache" / "kind-clusters" / "meshproof").exists()
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_down_deletes_an_adopted_kind_cluster_only_if_meshproof_created_it(
+    tmp_path: Path, manifests: Path, owned: bool
+) -> None:
+    api = FakeCluster(istio_version="1.31.0")
+    replies = {
+        **GOOD_REPLIES,
+        "/opt/istio/bin/istioctl version": (0, "client version: 1.31.0\n", ""),
+        "/usr/bin/kind get clusters": (0, "meshproof\n", ""),
+        "/usr/bin/kind get kubeconfig": (0, "apiVersion: v1\nkind: Config\n", ""),
+        "/usr/bin/docker port": (0, "127.0.0.1:41234\n", ""),
+    }
+    record = tmp_path / "cache" / "kind-clusters" / "meshproof"
+    if owned:  # an earlier `up --keep-cluster` created it
+        record.parent.mkdir(parents=True)
+        record.write_text("kind-meshproof\n")
+    run = FakeRunner(replies)
+    b, _ = make(tmp_path, manifests, api, backend="kind", run=run, which=ALL_TOOLS)
+    with b.up():
+        assert not any(a[1:3] == ["create", "cluster"] for a in run.calls)
+    deleted = any(a[1:3] == ["delete", "cluster"] for a in run.calls)
+    assert deleted is owned
+    assert not record.exists()
 
 
 def test_kind_flow_with_local_images(
@@ -535,6 +569,9 @@ def test_kind_flow_with_local_images(
         return SimpleNamespace(istioctl=built)
 
     monkeypatch.setattr(backend_mod.clusterbin, "ensure", ensure)
+    monkeypatch.setattr(
+        KubeBackend, "_kind_node", lambda self, tools: NodeOptions("meshproof.local/kind-node:x")
+    )
     api = FakeCluster(istio_version="1.29.0")
     run = FakeRunner(KIND_REPLIES)
     no_istioctl = {k: v for k, v in ALL_TOOLS.items() if k != "istioctl"}
