@@ -465,8 +465,9 @@ class NodeImageBuild:
                 raise BackendError(
                     f"the node's containerd lacks {', '.join(missing)} after the import: {listed}"
                 )
-            sh("pkill -x containerd; for i in $(seq 1 100); do pgrep -x containerd >/dev/null || exit 0; sleep 0.1; done;"
-               " echo containerd did not exit >&2; exit 1")  # fmt: skip
+            # the exec session's containerd is reparented to `sleep` (PID 1 here), which never reaps it: a
+            # stopped containerd stays a zombie, so "gone" means no containerd that is not a zombie
+            sh(STOP_CONTAINERD)
             self.t.say(f"committing {ref}")
             run([docker, "commit", "--change", 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]',
                  "--change", 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""', "--change", f"LABEL {LABEL}={inputs}",
@@ -476,6 +477,11 @@ class NodeImageBuild:
 
 
 LABEL = "dev.meshproof.inputs"
+STOP_CONTAINERD = (
+    "pkill -x containerd; for i in $(seq 1 300); do alive=; for p in $(pgrep -x containerd); do"
+    " grep -q '^State:[[:space:]]*Z' /proc/$p/status 2>/dev/null || alive=1; done;"
+    ' [ -z "$alive" ] && exit 0; sleep 0.1; done; echo containerd did not exit >&2; exit 1'
+)
 
 
 def _digest(parts: Sequence[str]) -> str:

@@ -26,10 +26,12 @@ FULL = "Name:\trunc\nCapBnd:\t000001ffffffffff\n"
 ALL = ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_NET_ADMIN", "CAP_BPF"]
 
 
-def build(tmp: Path, status: str) -> tuple[Path, Path]:
+def build(tmp: Path, status: str, oom_score_adj: int = 0) -> tuple[Path, Path]:
     """The wrapper execing a fake runc that records argv and the files it was handed."""
     status_file = tmp / "status"
     status_file.write_text(status)
+    oom_file = tmp / "oom_score_adj"
+    oom_file.write_text(f"{oom_score_adj}\n")
     seen = tmp / "seen"
     fake = tmp / "runc"
     fake.write_text(
@@ -47,7 +49,7 @@ def build(tmp: Path, status: str) -> tuple[Path, Path]:
             "-o",
             str(out),
             "-ldflags",
-            f"-X main.realRunc={fake} -X main.statusFile={status_file}",
+            f"-X main.realRunc={fake} -X main.statusFile={status_file} -X main.oomFile={oom_file}",
             ".",
         ],
         cwd=WRAPPER_SRC,
@@ -135,3 +137,39 @@ def test_other_commands_pass_through_untouched(tmp_path: Path) -> None:
     run(wrapper, "--root", "create", "state", "cid", cwd=tmp_path)
     assert Path(f"{seen}.argv").read_text().splitlines() == ["--root", "create", "state", "cid"]
     assert cfg.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("status", "own", "asked", "given"),
+    [
+        (LACKING, 0, -998, 0),  # kubelet's sandbox score: cannot be lowered without CAP_SYS_RESOURCE
+        (LACKING, -500, -998, -500),
+        (LACKING, 0, 1000, 1000),  # raising needs no capability: left as asked
+        (FULL, 0, -998, -998),  # the host can grant it: untouched
+    ],
+)
+def test_an_oom_score_below_runcs_own_is_raised_only_without_cap_sys_resource(
+    tmp_path: Path, status: str, own: int, asked: int, given: int
+) -> None:
+    wrapper, _ = build(tmp_path, status, oom_score_adj=own)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    cfg = privileged_config()
+    cfg["process"]["oomScoreAdj"] = asked
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    run(wrapper, "create", "--bundle", str(bundle), "cid")
+    got = json.loads((bundle / "config.json").read_text())
+    assert got["process"]["oomScoreAdj"] == given
+    assert got["process"]["rlimits"] == cfg["process"]["rlimits"]
+
+
+def test_a_sandbox_without_capabilities_still_gets_its_oom_score_raised(tmp_path: Path) -> None:
+    wrapper, _ = build(tmp_path, LACKING)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps({"process": {"args": ["/pause"], "oomScoreAdj": -998}}))
+    run(wrapper, "create", "--bundle", str(bundle), "cid")
+    assert json.loads((bundle / "config.json").read_text())["process"] == {
+        "args": ["/pause"],
+        "oomScoreAdj": 0,
+    }

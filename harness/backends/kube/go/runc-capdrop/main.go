@@ -11,8 +11,15 @@
 // rewritten at all. A container cannot hold such a capability anyway; without this wrapper it
 // cannot start.
 //
+// The same holds for the OOM score: lowering a process's oom_score_adj needs CAP_SYS_RESOURCE, so
+// runc fails a container whose spec asks for a lower `process.oomScoreAdj` than runc's own ("failed
+// to update /proc/self/oom_score_adj: Permission denied"; kubelet asks -998 for every pod sandbox).
+// Where CAP_SYS_RESOURCE is outside the bounding set, a lower oomScoreAdj is raised to runc's own
+// value (the score the container would get without the request); a higher one is left alone.
+//
 // Build-time settings (-ldflags -X): main.realRunc (the runc to exec), main.statusFile (where the
-// bounding set is read; tests point it at a fake /proc/self/status).
+// bounding set is read; tests point it at a fake /proc/self/status), main.oomFile (runc's own
+// oom_score_adj, likewise).
 package main
 
 import (
@@ -30,6 +37,7 @@ import (
 var (
 	realRunc   = "/usr/sbin/runc"
 	statusFile = "/proc/self/status"
+	oomFile    = "/proc/self/oom_score_adj"
 )
 
 // capNames are the Linux capability names by bit number (linux/capability.h).
@@ -167,11 +175,15 @@ func rewriteFile(file string, inProcess bool, missing map[string]bool) error {
 		}
 		process = p
 	}
-	caps, ok := process["capabilities"].(map[string]any)
-	if !ok {
-		return nil
-	}
 	changed := false
+	if missing["CAP_SYS_RESOURCE"] {
+		if raised, err := raiseOomScoreAdj(process); err != nil {
+			return err
+		} else if raised {
+			changed = true
+		}
+	}
+	caps, _ := process["capabilities"].(map[string]any)
 	for set, v := range caps {
 		list, ok := v.([]any)
 		if !ok {
@@ -203,4 +215,29 @@ func rewriteFile(file string, inProcess bool, missing map[string]bool) error {
 		return err
 	}
 	return os.Rename(tmp, file)
+}
+
+// raiseOomScoreAdj sets process.oomScoreAdj to runc's own oom_score_adj when it asks for less.
+func raiseOomScoreAdj(process map[string]any) (bool, error) {
+	v, ok := process["oomScoreAdj"].(json.Number)
+	if !ok {
+		return false, nil
+	}
+	want, err := v.Int64()
+	if err != nil {
+		return false, fmt.Errorf("oomScoreAdj %q: %v", v, err)
+	}
+	data, err := os.ReadFile(oomFile)
+	if err != nil {
+		return false, err
+	}
+	own, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("%s: %v", oomFile, err)
+	}
+	if want >= own {
+		return false, nil
+	}
+	process["oomScoreAdj"] = json.Number(strconv.FormatInt(own, 10))
+	return true, nil
 }
