@@ -10,6 +10,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 from rich.text import Text
@@ -72,6 +73,8 @@ def _workers(args: argparse.Namespace, settings: Settings, pytest_args: Sequence
     )
     if chosen or "no:xdist" in pytest_args:
         return 1  # the user decided for pytest: leave it to them
+    if find_spec("xdist") is None:  # an environment set up before it was a dependency
+        return 1
     shared = settings.backend != "local" or (settings.state_dir / "backend.json").is_file()
     wanted = args.workers if getattr(args, "workers", None) is not None else DEFAULT_WORKERS
     if wanted < 1:
