@@ -108,6 +108,7 @@ __all__ = [
     "clopper_pearson",
     "false_failure_rate_of_tolerance_check",
     "latency_quantiles",
+    "one_sided_proportion_plan",
     "sample_size_for_proportion",
     "sample_size_for_weights",
     "sequential_plan",
@@ -621,6 +622,9 @@ class SequentialPlan:
     min_n: int
     fixed_n: int
     max_n: int
+    # one direction only (:func:`one_sided_proportion_plan`): truncation falls back to the
+    # one-sided exact binomial test
+    one_sided: bool = False
 
     def llr(self, counts: np.ndarray) -> np.ndarray:
         """Log-likelihood ratios, shape ``(..., m)``, of counts shaped ``(..., len(names))``."""
@@ -730,6 +734,60 @@ def sequential_proportion_plan(
     return replace(plan, fixed_n=fixed_n, max_n=max(fixed_n, math.ceil(truncate_at * fixed_n)))
 
 
+def one_sided_proportion_plan(
+    bound: float,
+    alpha: float = 0.001,
+    power: float = 0.99,
+    min_deviation: float = 0.05,
+    *,
+    above: bool,
+    truncate_at: float = 3.0,
+) -> SequentialPlan:
+    """A one-sided sequential check of a share: FAIL only on evidence that it is above ``bound``
+    (``above=True``; else below), with power ``power`` at ``bound ± min_deviation``.
+
+    For a share that only errs one way: the share of requests answered faster than an injected
+    delay is *at most* the undelayed share, and a busy machine only lowers it. One SPRT of
+    ``p0 = bound`` against ``p1 = bound + d`` (or ``- d``), rejecting at ``log(1 / alpha)``,
+    accepting at ``log(1 - power)``. Any true share on the far side of ``bound`` makes the
+    likelihood ratio a supermartingale, so Ville's inequality bounds the false-failure rate by
+    ``alpha`` there too (the composite null ``share <= bound`` is covered, not only the point).
+    ``fixed_n`` is the two-sided :func:`sample_size_for_proportion`, the size the fixed-n check
+    it replaces used; truncation (``truncate_at`` times it) decides by the one-sided exact
+    binomial test.
+    """
+    _require_design(alpha, power, min_deviation)
+    if not 0.0 < bound < 1.0:
+        raise ValueError(f"bound must be in (0, 1), got {bound}")
+    p1 = bound + min_deviation if above else bound - min_deviation
+    if not 0.0 < p1 < 1.0:
+        raise ValueError(f"bound {bound} ± min_deviation {min_deviation} leaves (0, 1)")
+    fixed_n = sample_size_for_proportion(bound, alpha, power, min_deviation)
+    return SequentialPlan(
+        names=("hit", "miss"),
+        shares=(bound, 1.0 - bound),
+        alpha=alpha,
+        power=power,
+        min_deviation=min_deviation,
+        tests=(OneSidedSprt("hit", bound, p1),),
+        log_a=math.log(1.0 / alpha),
+        log_b=math.log1p(-power),
+        min_n=1,
+        fixed_n=fixed_n,
+        max_n=max(fixed_n, math.ceil(truncate_at * fixed_n)),
+        one_sided=True,
+    )
+
+
+def _one_sided_fixed(plan: SequentialPlan, counts: Sequence[int]) -> tuple[bool, float]:
+    """The truncation verdict of a one-sided plan: exact binomial p-value in the tested direction."""
+    test = plan.tests[0]
+    x, n = int(counts[plan.names.index(test.category)]), int(sum(counts))
+    side = "greater" if test.p1 > test.p0 else "less"
+    p = float(stats.binomtest(x, n, test.p0, alternative=side).pvalue) if n else 1.0
+    return p >= plan.alpha, p
+
+
 @dataclass(frozen=True)
 class SequentialCheck:
     """Immutable state of a sequential check; :meth:`observe` returns the next state.
@@ -810,6 +868,9 @@ class SequentialCheck:
         elif self.passed:
             reason = "evidence against every deviation of " + f"{plan.min_deviation * 100:g}pp"
             passed = True
+        elif self.truncated and plan.one_sided:
+            passed, p = _one_sided_fixed(plan, self.counts)
+            reason = f"undecided at N={self.n}: the one-sided exact binomial test decided (p = {p:.3g})"
         elif self.truncated:
             reason = f"undecided at N={self.n}: the fixed-n {fixed.test} test decided"
             passed = fixed.passed
@@ -967,6 +1028,10 @@ def simulate_sequential(
         open_[idx[done]] = False
     truncated = np.flatnonzero(open_)
     for i in truncated:
+        if plan.one_sided:
+            failed[i] = not _one_sided_fixed(plan, [int(c) for c in counts[i, :k]])[0]
+            used[i] = n
+            continue
         observed = {name: int(c) for name, c in zip(plan.names, counts[i, :k], strict=True)}
         observed["(unconfigured)"] = int(counts[i, k])
         fixed = check_weights(dict(zip(plan.names, plan.shares, strict=True)), observed, alpha=plan.alpha)

@@ -495,6 +495,42 @@ def test_sequential_proportion_rates() -> None:
         assert alt.failure_rate >= 0.99, (p, alt)
 
 
+def test_one_sided_proportion_rates() -> None:
+    """At most 50% may be fast (undelayed): no more false failures than alpha at 50% or below
+    (a busy machine only lowers the fast share), power 0.99 at 55%; about half the fixed-n."""
+    plan = stats.one_sided_proportion_plan(0.5, alpha=0.001, above=True)
+    assert plan.fixed_n == sample_size_for_proportion(0.5)
+    assert [t.describe() for t in plan.tests] == ["hit >= 55.0%"]
+    rng = np.random.default_rng(11)
+    for p in (0.5, 0.45, 0.2):
+        null = stats.simulate_sequential(plan, [p, 1 - p], runs=10_000, look_every=50, rng=rng)
+        assert null.failures <= sps.binom.ppf(0.999, null.runs, 0.001), (p, null)
+        if p == 0.5:
+            assert null.mean_n < 0.6 * plan.fixed_n, null
+    for p in (0.55, 0.6, 0.8):
+        alt = stats.simulate_sequential(plan, [p, 1 - p], runs=10_000, look_every=50, rng=rng)
+        assert alt.failure_rate >= 0.99, (p, alt)
+
+
+def test_one_sided_truncation_is_decided_by_the_one_sided_binomial() -> None:
+    plan = stats.one_sided_proportion_plan(0.5, above=True, truncate_at=1.0)
+    n = plan.max_n
+    # hit shares whose LLR stays between the boundaries at max_n: the exact test decides
+    for hits, passes in ((round(0.525 * n), True), (round(0.534 * n), False)):
+        state = plan.start().observe({"hit": hits, "miss": n - hits})
+        assert state.truncated, (hits, state)
+        verdict = state.verdict()
+        assert verdict.passed is passes and "one-sided exact binomial" in verdict.reason, verdict.reason
+    below = plan.start().observe({"hit": 0, "miss": 3000})
+    assert below.decided and below.verdict().passed
+    above = plan.start().observe({"hit": 2000, "miss": 1000})
+    assert above.decided and not above.verdict().passed
+    with pytest.raises(ValueError, match="bound"):
+        stats.one_sided_proportion_plan(1.0, above=True)
+    with pytest.raises(ValueError, match="leaves"):
+        stats.one_sided_proportion_plan(0.98, above=True)
+
+
 def test_sequential_plan_boundaries() -> None:
     plan = stats.sequential_plan(NINETY)
     assert [t.describe() for t in plan.tests] == ["v1 <= 85.0%", "v1 >= 95.0%"]
