@@ -13,7 +13,7 @@ Users (``FastHttpUser``, geventhttpclient):
     calls the service URL (``--mp-service``) through its outbound sidecar; the downstream status is
     what counts.
 
-Every request carries ``x-request-id: <run id>-<process>-<n>`` (``--mp-run-id``), so the harness
+Every request carries ``x-request-id: <run id>-<process>.<user>-<n>`` (``--mp-run-id``), so the harness
 can find load requests in traces. Each process appends one line per request to
 ``<--mp-events>/events-<pid>.tsv``: start time (unix s), latency ms, status (0 = no response),
 name, answering pod and version (of any JSON answer of the app), request id, error, flags
@@ -83,6 +83,7 @@ def _options(parser: Any) -> None:
 
 _events_file: Any = None
 _ids = itertools.count(1)
+_users = itertools.count(1)  # this process's users, numbered as they start
 _flushed = [0.0]  # when the event log was last flushed: the harness reads it live
 
 
@@ -175,8 +176,10 @@ def _headers(opts: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in json.loads(opts.mp_header).items()} if opts.mp_header else {}
 
 
-def _request_id(opts: Any) -> str:
-    return f"{opts.mp_run_id}-{os.getpid()}-{next(_ids)}"
+def _request_id(opts: Any, user: int) -> str:
+    """``<run id>-<process>.<user>-<n>``: a user sends one request at a time, so once each user
+    has logged a request started after some moment, every request started before it is logged."""
+    return f"{opts.mp_run_id}-{os.getpid()}.{user}-{next(_ids)}"
 
 
 def _identity(body: Any, context: dict[str, Any]) -> None:
@@ -220,10 +223,11 @@ class IngressUser(FastHttpUser):
         self._path = opts.mp_path
         self._headers = _headers(opts)
         self._opts = opts
+        self._user = next(_users)
 
     @task
     def greet(self) -> None:
-        rid = _request_id(self._opts)
+        rid = _request_id(self._opts, self._user)
         with self.client.get(
             self._path,
             headers={**self._headers, "x-request-id": rid},
@@ -265,10 +269,11 @@ class MeshUser(FastHttpUser):
         self._path = opts.mp_path
         self._headers = _headers(opts)
         self._opts = opts
+        self._user = next(_users)
 
     @task
     def call(self) -> None:
-        rid = _request_id(self._opts)
+        rid = _request_id(self._opts, self._user)
         params = [("url", self._service + self._path), ("method", "GET"), ("timeout_ms", "10000")]
         params += [("header", f"{k}:{v}") for k, v in {**self._headers, "x-request-id": rid}.items()]
         with self.client.get(

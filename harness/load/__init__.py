@@ -98,6 +98,9 @@ DEFAULT_SERVICE: tuple[str, str, int] = ("microservice-1", "sample", 3000)
 SPAWN_PHASE = "spawn"
 #: Phase between "users spawned" and the first :meth:`LocustRun.phase` call.
 FIRST_PHASE = "load"
+#: A user that has logged no request for this long (a shape stopped it, or it is stuck) is not
+#: waited for by :meth:`LocustRun.snapshot`.
+QUIET_USER_S = 5.0
 
 _SPAWNED = re.compile(r"All users spawned|Spawning is complete")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -692,7 +695,7 @@ class LocustRun(PhaseClock):
         self._started_at = 0.0
         self._cpu_s = 0.0
         self._cpu_sampled_at = float("-inf")
-        self._newest_start: dict[str, float] = {}  # per Locust process: the latest request start logged
+        self._newest_start: dict[str, float] = {}  # per Locust user: the latest request start logged
         self._failures = 0
         self.run_id = f"mp-{uuid.uuid4().hex[:10]}"
         self.report: LoadReport | None = None
@@ -838,9 +841,11 @@ class LocustRun(PhaseClock):
 
     def snapshot(self, *, settle_s: float = 1.0, timeout: float = 30.0) -> LoadReport:
         """The report so far, while the load keeps running: every phase up to now, the current one
-        cut at this moment. Waits until each Locust process has logged requests that started
-        ``settle_s`` after the last phase boundary, so requests of the closed phases that answered
-        within ``settle_s`` are all in (the event logs are flushed every 0.5 s)."""
+        cut at this moment. Waits until each Locust user has logged a request that started
+        ``settle_s`` after the last phase boundary: a user sends one request at a time, so every
+        request of the closed phases is then logged, however slow it was (the event logs are
+        flushed every 0.5 s). A user that has logged nothing for ``QUIET_USER_S`` (stopped by a
+        shape, or stuck) is not waited for."""
         if self._state is not _State.RUNNING:
             if self.report is None:
                 raise LoadError("snapshot() of a load that is not running")
@@ -849,8 +854,8 @@ class LocustRun(PhaseClock):
 
         def settled() -> bool:
             self._read_events()
-            newest = self._newest_start
-            return bool(newest) and min(newest.values()) >= boundary + settle_s
+            newest, quiet_since = self._newest_start, self._wall() - QUIET_USER_S
+            return bool(newest) and all(t >= boundary + settle_s or t < quiet_since for t in newest.values())
 
         wait.until(
             settled,
@@ -1005,7 +1010,7 @@ class LocustRun(PhaseClock):
                 if rec is not None:
                     self._records.append(rec)
                     self._failures += rec.failed
-                    key = rec.request_id.rsplit("-", 1)[0]  # <run id>-<pid>: one Locust process
+                    key = rec.request_id.rsplit("-", 1)[0]  # <run id>-<pid>.<user>: one Locust user
                     if rec.start > self._newest_start.get(key, 0.0):
                         self._newest_start[key] = rec.start
 
