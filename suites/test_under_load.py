@@ -12,7 +12,9 @@ Bounds are counts derived from the configuration the mesh runs (no timing verdic
 * circuit breaking: with 1 active + 1 pending allowed and every request held HOLD_MS, Locust's
   users are shed (503 x-envoy-overloaded) and at most the limits' share is served;
 * fault injection: the abort and delay shares of the load match the VirtualService's percentages
-  (exact binomial tests), and the delayed requests' median is above the fixed delay.
+  (sequential tests on the load's own requests, looked at every ~320: an SPRT of the abort share,
+  a one-sided SPRT of the share too fast to have been delayed), and the delayed requests' median
+  is above the fixed delay.
 
 Short by default (a few seconds of load each, 8-16 users); ``tox -e load-soak`` runs them with more
 users and Locust processes.
@@ -21,22 +23,21 @@ users and Locust processes.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
-from scipy.stats import binomtest
 
 from harness import wait
 from harness.backends.base import Fault
-from harness.load import latency_at_least
-from harness.traffic.checks import CheckResult, all_of, proportion_match
+from harness.load import RequestRecord, latency_at_least
+from harness.traffic.checks import CheckResult, all_of
 from suites._support.envoy import address_owner
 from suites._support.load import (
     as_check,
     collect,
     errors_at_most,
     load_notes,
+    sequential_on_load,
     split_of_load,
     wait_while_loaded,
 )
@@ -284,13 +285,14 @@ def _fault_shares_under_load(
     asserted: float,
     negative: bool,
     delay_percent: float = DELAY_PERCENT,
+    judge_abort: bool = True,
 ) -> None:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     fault: dict[str, Any] = {"abort": {"httpStatus": ABORT_STATUS, "percentage": {"value": abort_percent}}}
     if not negative:
         fault["delay"] = {"fixedDelay": DELAY, "percentage": {"value": delay_percent}}
     apply_s = config.apply(fault_variant(config, fault), label="fault-under-load")
-    status, _, delay_s, delay_share = configured(route_for(ingress_vs(config)))
+    status, _, delay_s, _ = configured(route_for(ingress_vs(config)))
     assert status is not None
     wait.until(
         lambda: any(r.status == status for r in load.snapshot(settle_s=0.5).records[-500:]),
@@ -298,66 +300,67 @@ def _fault_shares_under_load(
         timeout=30,
         interval=0.2,
     )
-    n = max(design.n_proportion(asserted), design.n_proportion(delay_share) if delay_s else 0)
-    snap = collect(load, "fault", requests=n)
-    recs = snap.in_phase("fault")
-    aborted = sum(1 for r in recs if r.status == status and not r.pod)
-    other = Counter(
-        r.status for r in recs if not (r.status == 200 and r.pod) and not (r.status == status and not r.pod)
-    )
-    abort = all_of(
-        proportion_match(
-            aborted, len(recs), asserted, design.alpha, what=f"abort {status} share of the load"
-        ),
-        CheckResult("only_aborts_or_app_200s", not other, f"other answers: {dict(other)}"),
-    )
-    record = evidence.require_failure if negative else evidence.require
-    record(
-        abort,
-        requests=len(recs),
-        confidence=design.proportion_confidence(),
-        wall_s=time.perf_counter() - started,
-        notes=f"ACK {apply_s:.2f}s; " + load_notes(snap, "fault"),
-    )
+    # Timing-proof delay share: a request answered faster than DELAY_SEEN x the fixed delay cannot
+    # have been delayed, so the fast requests bound the undelayed ones from above. The check is
+    # one-sided on that bound (too many fast requests = too few delays); slowness only lowers the
+    # fast count, so a busy machine cannot fail a correct mesh. The delayed p50 is judged on the
+    # slow set, which slowness can only make slower.
+    floor_ms = DELAY_SEEN * (delay_s or 0.0) * 1000
+    asserted_delay = DELAY_PERCENT / 100  # the negative control applies another share than it asserts
+    plans = {"abort": design.sequential_proportion(asserted)} if judge_abort else {}
+    if delay_s is not None:
+        plans["fast"] = design.one_sided_proportion(1.0 - asserted_delay, above=True)
+
+    def classify(what: str, r: RequestRecord) -> str:
+        if what == "fast":
+            return "hit" if r.latency_ms < floor_ms else "miss"
+        if r.status == status and not r.pod:
+            return "hit"  # aborted by Envoy (no app answered)
+        return "miss" if r.status == 200 and r.pod else f"status {r.status} (neither an abort nor an app 200)"
+
+    run = sequential_on_load(load, "fault", plans, classify)
+    if judge_abort:
+        abort = run.verdicts["abort"]
+        record = evidence.require_failure if negative else evidence.require
+        record(
+            CheckResult(
+                f"abort_share_under_load({status}, {asserted:g}): {abort.summary()}",
+                abort.passed,
+                abort.table(),
+            ),
+            requests=len(run.records),
+            confidence=design.sequential_confidence(),
+            wall_s=time.perf_counter() - started,
+            notes=f"ACK {apply_s:.2f}s; " + run.notes(load.config.users),
+            used_n=abort.n,
+            fixed_n=abort.fixed_n,
+        )
     if delay_s is None:
         return
-    # Timing-proof: a request answered faster than DELAY_SEEN x the fixed delay cannot have been
-    # delayed, so the fast requests are a lower bound on the undelayed ones. The share check is
-    # one-sided on that bound (too many fast requests = too few delays); slowness only lowers the fast
-    # count, so a busy machine cannot fail a correct mesh. The delayed p50 is judged on the slow set,
-    # which slowness can only make slower.
-    floor_ms = DELAY_SEEN * delay_s * 1000
-    fast = sum(1 for r in recs if r.latency_ms < floor_ms)
-    delayed = [r for r in recs if r.latency_ms >= floor_ms]
-    asserted_delay = DELAY_PERCENT / 100  # the negative control applies another share than it asserts
+    fast = run.verdicts["fast"]
+    judged = run.records[: fast.n]
+    delayed = [r for r in judged if r.latency_ms >= floor_ms]
     (evidence.require if delay_percent == DELAY_PERCENT else evidence.require_failure)(
         all_of(
-            not_more_than(
-                fast,
-                len(recs),
-                1.0 - asserted_delay,
-                design.alpha,
-                what=f"answered in <{floor_ms:.0f}ms (cannot have been delayed) share of the load",
+            CheckResult(
+                f"share_at_most(answered in <{floor_ms:.0f}ms (cannot have been delayed) of the load"
+                f"<={1.0 - asserted_delay:g}): {fast.summary()}",
+                fast.passed,
+                fast.table(),
             ),
             as_check(
                 latency_at_least(delayed, delay_s * 1000, share=0.5, what="delayed load requests (their p50)")
             ),
         ),
-        requests=0,
-        confidence=design.proportion_confidence(),
-        wall_s=0.0,
-        notes="same load phase as the abort check; one-sided, slowness cannot fail it",
-    )
-
-
-def not_more_than(successes: int, trials: int, bound: float, alpha: float, *, what: str) -> CheckResult:
-    """One-sided exact binomial test: ``successes / trials`` is not significantly above ``bound``."""
-    p = binomtest(successes, trials, bound, alternative="greater").pvalue if trials else 1.0
-    return CheckResult(
-        name=f"share_at_most({what}<={bound:g})",
-        passed=trials > 0 and p >= alpha,
-        detail=f"{what}: {successes}/{trials} = {successes / max(trials, 1):.3f} against at most {bound:g}: "
-        f"one-sided p = {p:.3g} (fails below alpha {alpha:g})",
+        requests=0 if judge_abort else len(run.records),
+        confidence=design.sequential_confidence() + ", one-sided",
+        wall_s=0.0 if judge_abort else time.perf_counter() - started,
+        notes=(
+            "same load phases as the abort check; " if judge_abort else run.notes(load.config.users) + "; "
+        )
+        + "one-sided, slowness cannot fail it",
+        used_n=fast.n,
+        fixed_n=fast.fixed_n,
     )
 
 
@@ -379,7 +382,8 @@ def test_fault_injection_shares_under_load(mesh_backend, load, config, design, e
 @pytest.mark.negative
 @pytest.mark.under_load(users=FI_USERS)
 def test_negative_delay_share_too_low_under_load(mesh_backend, load, config, design, evidence) -> None:
-    """Negative control: a 20% delay applied while asserting 50%: the one-sided delay check FAILS."""
+    """Negative control: a 20% delay applied while asserting 50%: the one-sided delay check FAILS.
+    (The abort share is the positive test's to judge; here only the delay check decides.)"""
     _fault_shares_under_load(
         mesh_backend,
         load,
@@ -390,6 +394,7 @@ def test_negative_delay_share_too_low_under_load(mesh_backend, load, config, des
         asserted=ABORT_PERCENT / 100,
         negative=False,
         delay_percent=20.0,
+        judge_abort=False,
     )
 
 

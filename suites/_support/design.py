@@ -38,6 +38,15 @@ class Design:
         """
         return stats.sample_size_for_proportion(1.0, self.alpha, self.power, self.min_deviation)
 
+    # ---- sequential plans ---------------------------------------------------------------------
+    def sequential_proportion(self, expected: float) -> stats.SequentialPlan:
+        """The SPRT of a share at this design (two-sided: off by ``min_deviation`` either way)."""
+        return stats.sequential_proportion_plan(expected, self.alpha, self.power, self.min_deviation)
+
+    def one_sided_proportion(self, bound: float, *, above: bool) -> stats.SequentialPlan:
+        """The one-sided SPRT of a share at this design: fails only on evidence beyond ``bound``."""
+        return stats.one_sided_proportion_plan(bound, self.alpha, self.power, self.min_deviation, above=above)
+
     # ---- what a verdict can claim ----------------------------------------------------------------
     @property
     def dev(self) -> str:

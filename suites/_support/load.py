@@ -7,8 +7,10 @@ phase of the load is a sample like any other, only sent by many concurrent users
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from harness import wait
 from harness.load import LoadReport, LocustRun, RequestRecord, SLOResult
@@ -46,6 +48,74 @@ def collect(
     )
     load.phase(f"after {name}")
     return load.snapshot()
+
+
+#: Load requests between two looks of a sequential check on the load (a look costs a snapshot).
+LOOK_EVERY = 320
+
+
+@dataclass(frozen=True)
+class SequentialLoad:
+    """What a sequential check on the load's own requests used: the records it looked at (in the
+    order they started), each plan's verdict, and the looks."""
+
+    records: list[RequestRecord]
+    verdicts: dict[str, stats.SequentialVerdict]
+    looks: int
+    seconds: float
+
+    def notes(self, users: int) -> str:
+        rate = len(self.records) / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"Locust {users} users: {len(self.records)} req in {self.seconds:.1f}s ({rate:.0f}/s), "
+            f"{self.looks} looks"
+        )
+
+
+def sequential_on_load(
+    load: LocustRun,
+    name: str,
+    plans: Mapping[str, stats.SequentialPlan],
+    classify: Callable[[str, RequestRecord], str],
+    *,
+    look_every: int = LOOK_EVERY,
+    timeout: float = 120.0,
+) -> SequentialLoad:
+    """Phases ``<name> 1``, ``<name> 2``, ... of about ``look_every`` load requests each; after
+    each one closes, every plan that has not decided observes its requests (``classify(plan,
+    record)`` -> a category of the plan), until all have decided or the largest ``max_n`` is used.
+
+    A phase is looked at only once every Locust user has logged a request started after it
+    (``snapshot(settle_s=0)``): a user sends one request at a time, so the phase is then
+    complete, slow requests included, and its requests are judged in the order they started.
+    Looking after any number of requests keeps the SPRTs' error bounds
+    (:mod:`harness.traffic.stats`)."""
+    states = {what: plan.start() for what, plan in plans.items()}
+    max_n = max(plan.max_n for plan in plans.values())
+    used: list[RequestRecord] = []
+    k = 1
+    t0 = time.perf_counter()
+    load.phase(f"{name} {k}")
+    while not all(st.decided for st in states.values()) and len(used) < max_n:
+        start = load.progress().requests
+        wait.until(
+            lambda: load.progress().requests - start >= look_every,  # noqa: B023 - read at once
+            what=f"{look_every} load requests in phase {name} {k}",
+            timeout=timeout,
+            interval=0.05,
+            hint="is the load failing to reach the mesh? see the Locust log in the test's tmp dir",
+        )
+        k += 1
+        load.phase(f"{name} {k}")
+        batch = sorted(load.snapshot(settle_s=0.0).in_phase(f"{name} {k - 1}"), key=lambda r: r.start)
+        used += batch
+        for what, st in states.items():
+            if not st.decided:
+                states[what] = st.observe(Counter(classify(what, r) for r in batch))
+    load.phase(f"after {name}")
+    return SequentialLoad(
+        used, {what: st.verdict() for what, st in states.items()}, k - 1, time.perf_counter() - t0
+    )
 
 
 def wait_while_loaded(load: LocustRun, seconds: float) -> None:
