@@ -28,7 +28,8 @@ def collect(
     load: LocustRun, name: str, *, requests: int = 0, seconds: float = 0.0, timeout: float = 120.0
 ) -> LoadReport:
     """Run phase ``name`` until it holds ``requests`` requests and lasted ``seconds``; then start
-    ``after <name>`` and return the settled snapshot (the phase complete)."""
+    ``after <name>`` and return the snapshot once every user has moved past the phase (it is then
+    complete, slow requests included: :meth:`LocustRun.snapshot`)."""
     load.phase(name)
     start = load.progress()
     users = load.config.users
@@ -47,7 +48,7 @@ def collect(
         hint="is the load failing to reach the mesh? see the Locust log in the test's tmp dir",
     )
     load.phase(f"after {name}")
-    return load.snapshot()
+    return load.snapshot(settle_s=0.0)
 
 
 #: Load requests between two looks of a sequential check on the load (a look costs a snapshot).
