@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from harness import proc
 from harness.backends.kube import nodeimage as ni
 from harness.backends.kube import nodeparts
 from harness.backends.kube.kind import CGROUP_V1_PATCH, NodeOptions, host_cgroup_v1, kind_config
+from harness.errors import BackendError
 
 LISTING = """registry.k8s.io/kube-apiserver:v1.37.2
 registry.k8s.io/kube-controller-manager:v1.37.2
@@ -250,3 +252,74 @@ def test_binaries_of_another_version_are_not_adopted(tmp_path: Path) -> None:
         p.startswith("kubelet: missing in")
         for p in nodeparts.adopt_kubernetes(cache, src, KUBE_GO_MOD, go="go", run=run)
     )
+
+
+# ---- the assembly's steps, with a recording runner ---------------------------------------------------
+class _Builder:
+    def __init__(self, work: Path) -> None:
+        self.work, self.docker = work, "/usr/bin/docker"
+
+    def current(self, ref: str, inputs: str) -> bool:
+        return False
+
+    def buildkit_cli(self) -> str:
+        return self.docker
+
+    def debian_base(self) -> Any:
+        raise AssertionError("not used by assemble")
+
+    def kind_runtime(self) -> Any:
+        raise AssertionError("not used by assemble")
+
+
+def _assembly(tmp_path: Path, listed: str) -> tuple[ni.NodeImageBuild, list[list[str]]]:
+    calls: list[list[str]] = []
+
+    def run(argv: Sequence[str], *, timeout: float = 60, check: bool = True) -> proc.Completed:
+        a = [str(x) for x in argv]
+        calls.append(a)
+        out = listed if a[-1].startswith("ctr --namespace=k8s.io images list") else ""
+        return proc.Completed(tuple(a), 0, out, "")
+
+    tools = ni.Tools(run, lambda _t: "", lambda _m: None, (), tmp_path / "kind")
+    (tmp_path / "work").mkdir()
+    return ni.NodeImageBuild(_Builder(tmp_path / "work"), tools), calls
+
+
+IMAGES = ni.component_images(ni.kubeadm_images(LISTING), "registry.k8s.io/pause:3.10")
+ALL_NAMES = "\n".join(n for i in IMAGES for n in i.names) + "\n"
+
+
+def test_assembly_imports_tags_commits_and_removes_its_container(tmp_path: Path) -> None:
+    b, calls = _assembly(tmp_path, ALL_NAMES)
+    b.assemble(
+        "meshproof.local/kind-node:v1.37.2", "meshproof.local/kind-runtime:v0.33.0", Path("/k"), IMAGES, "abc"
+    )
+    name = calls[0][calls[0].index("--name") + 1]
+    assert calls[0][:2] == ["/usr/bin/docker", "run"] and "--entrypoint=sleep" in calls[0]
+    assert calls[0][-2:] == ["meshproof.local/kind-runtime:v0.33.0", "infinity"]
+    copied = [c[3] for c in calls if c[1] == "cp" and c[2].startswith("/k/")]
+    assert copied == [f"{name}:/usr/bin/{b}" for b in ("kubeadm", "kubelet", "kubectl")]
+    scripts = [c[-1] for c in calls if c[1] == "exec" and c[3:5] == ["bash", "-c"]]
+    assert any("printf %s v1.37.2 > /kind/version" in s for s in scripts)
+    assert any("images import" in s and "--no-unpack" in s for s in scripts)
+    assert (
+        "ctr --namespace=k8s.io images tag --force meshproof.local/k8s/pause:3.10.2 registry.k8s.io/pause:3.10"
+        in scripts
+    )
+    assert any(c[1] == "cp" and c[3] == f"{name}:{ni.CNI_CONFIG_PATH}" for c in calls)
+    commit = next(c for c in calls if c[1] == "commit")
+    assert 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' in commit
+    assert f"LABEL {ni.LABEL}=abc" in commit and commit[-2:] == [name, "meshproof.local/kind-node:v1.37.2"]
+    stop = next(i for i, c in enumerate(calls) if c[-1] == ni.STOP_CONTAINERD)
+    assert stop < calls.index(commit)  # containerd stopped (its database flushed) before the commit
+    assert calls[-1] == ["/usr/bin/docker", "rm", "-f", "-v", name]
+
+
+@pytest.mark.negative
+def test_assembly_refuses_to_commit_when_an_image_is_missing_in_the_node(tmp_path: Path) -> None:
+    b, calls = _assembly(tmp_path, ALL_NAMES.replace("registry.k8s.io/pause:3.10\n", ""))
+    with pytest.raises(BackendError, match=r"lacks registry.k8s.io/pause:3.10 after the import"):
+        b.assemble("meshproof.local/kind-node:v1.37.2", "rt", Path("/k"), IMAGES, "abc")
+    assert not any(c[1] == "commit" for c in calls)
+    assert calls[-1][1:4] == ["rm", "-f", "-v"]  # the build container is removed anyway
