@@ -366,6 +366,7 @@ class KubeBackend:
                 if self._local_images()
                 else None
             ),
+            small_requests=True,  # a kind node is this machine: the chart's requests assume a real cluster
         )
         istio_install.wait_istiod_ready(self.api, timeout=self.settings.ready_timeout, clock=self._clock)
 

@@ -51,8 +51,17 @@ class LocalImages:
     tag: str
 
 
+# CPU *requests* (scheduling and cgroup weights; limits unchanged) for a kind node on a small
+# machine: with the chart's defaults (istiod 500m, every sidecar 100m plus 100m for istio-init,
+# the gateway 100m) the manifests' pods do not fit on a 2-core node ("Insufficient cpu").
+KIND_CPU_REQUESTS = {"istiod": "50m", "proxy": "10m", "proxy_init": "10m", "gateway": "10m"}
+
+
 def operator_overlay(
-    *, ingress_node_port: int | None = None, local_images: LocalImages | None = None
+    *,
+    ingress_node_port: int | None = None,
+    local_images: LocalImages | None = None,
+    small_requests: bool = False,
 ) -> dict[str, Any]:
     """The IstioOperator overlay passed with ``--filename``."""
     spec: dict[str, Any] = {
@@ -77,13 +86,22 @@ def operator_overlay(
             ],
         },
     }
+    values: dict[str, Any] = {}
     if local_images is not None:
         spec["hub"], spec["tag"] = local_images.hub, local_images.tag
-        spec["values"] = {
+        values = {
             "global": {"imagePullPolicy": "Never"},
             "pilot": {"env": dict(UPSTREAM_ENVOY_PILOT_ENV)},
             "telemetry": {"enabled": False},
         }
+    if small_requests:
+        r = KIND_CPU_REQUESTS
+        g = values.setdefault("global", {})
+        g["proxy"] = {"resources": {"requests": {"cpu": r["proxy"]}}}
+        g["proxy_init"] = {"resources": {"requests": {"cpu": r["proxy_init"]}}}
+        values.setdefault("pilot", {})["resources"] = {"requests": {"cpu": r["istiod"]}}
+    if values:
+        spec["values"] = values
     if ingress_node_port is not None:
         # Replacing the port list replaces all of it: keep the default profile's three ports.
         spec["components"] = {
@@ -92,6 +110,11 @@ def operator_overlay(
                     "name": GATEWAY_SERVICE,
                     "enabled": True,
                     "k8s": {
+                        **(
+                            {"resources": {"requests": {"cpu": KIND_CPU_REQUESTS["gateway"]}}}
+                            if small_requests
+                            else {}
+                        ),
                         "service": {
                             "type": "NodePort",
                             "ports": [
@@ -110,7 +133,7 @@ def operator_overlay(
                                 },
                                 {"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"},
                             ],
-                        }
+                        },
                     },
                 }
             ]
@@ -154,10 +177,13 @@ def install(
     run: proc.Runner = proc.run,
     readiness_timeout: float = 300.0,
     local_images: LocalImages | None = None,
+    small_requests: bool = False,
 ) -> list[str]:
     """Write the overlay to ``state_dir`` and run ``istioctl install``; returns the argv run."""
     overlay = state_dir / "istio-operator.yaml"
-    spec = operator_overlay(ingress_node_port=ingress_node_port, local_images=local_images)
+    spec = operator_overlay(
+        ingress_node_port=ingress_node_port, local_images=local_images, small_requests=small_requests
+    )
     overlay.write_text(yaml.safe_dump(spec, sort_keys=False))
     argv = install_argv(
         istioctl, overlay, kubeconfig=kubeconfig, context=context, readiness_timeout=readiness_timeout

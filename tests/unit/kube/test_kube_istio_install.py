@@ -161,3 +161,15 @@ def test_overlay_for_local_images_sets_hub_tag_pull_never_and_upstream_envoy_set
     # the mesh config the suites need is the same in both image modes
     assert spec["meshConfig"] == operator_overlay()["spec"]["meshConfig"]
     assert "hub" not in operator_overlay()["spec"] and "values" not in operator_overlay()["spec"]
+
+
+def test_overlay_small_requests_lower_cpu_requests_only() -> None:
+    """kind on a 2-core machine: the chart's CPU requests left pods Pending ("Insufficient cpu")."""
+    spec = operator_overlay(ingress_node_port=30080, small_requests=True)["spec"]
+    g = spec["values"]["global"]
+    assert g["proxy"]["resources"] == {"requests": {"cpu": "10m"}}  # requests only: limits stay the chart's
+    assert g["proxy_init"]["resources"] == {"requests": {"cpu": "10m"}}
+    assert spec["values"]["pilot"]["resources"] == {"requests": {"cpu": "50m"}}
+    gw = spec["components"]["ingressGateways"][0]["k8s"]
+    assert gw["resources"] == {"requests": {"cpu": "10m"}} and gw["service"]["type"] == "NodePort"
+    assert "values" not in operator_overlay(ingress_node_port=30080)["spec"]
