@@ -641,41 +641,17 @@ def test_sample_many_runs_batches_interleaved_in_one_window() -> None:
         s.sample_many(FakeBackend(), specs, concurrency=5)
 
 
-def test_reset_connections_makes_the_next_batch_open_new_connections() -> None:
+def test_reset_connections_makes_the_next_batch_open_new_connections(local_server: str) -> None:
     """After a listener change Envoy serves pooled connections with the old listener until they
     drain; reset_connections() drops the pool so the next batch measures the new configuration."""
-    peers: list[int] = []
-
-    class Keepalive(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            peers.append(self.client_address[1])
-            body = json.dumps(greet()).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keepalive)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    target = FakeBackend(ingress=f"http://127.0.0.1:{server.server_address[1]}")
-    try:
-        with Sampler(max_connections=1) as s:
-            s.sample(target, n=3, concurrency=1)
-            s.sample(target, n=2, concurrency=1)
-            assert len(set(peers)) == 1, f"one pooled connection expected, saw client ports {peers}"
-            s.reset_connections()
-            s.sample(target, n=2, concurrency=1)
-            assert len(set(peers[5:])) == 1 and peers[5] != peers[0], peers
-            s.reset_connections()  # idempotent, also with no pool
-            s.reset_connections()
-    finally:
-        server.shutdown()
-        server.server_close()
+    target = FakeBackend(ingress=local_server)
+    with Sampler(max_connections=1) as s:
+        s.sample(target, n=3, concurrency=1)
+        s.sample(target, n=2, concurrency=1)
+        before = set(_Handler.connections)
+        assert len(before) == 1, f"one pooled connection expected, saw {before}"
+        s.reset_connections()
+        s.sample(target, n=2, concurrency=1)
+        assert len(_Handler.connections - before) == 1, _Handler.connections  # one new connection, reused
+        s.reset_connections()  # idempotent, also with no pool
+        s.reset_connections()
