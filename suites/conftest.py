@@ -67,14 +67,20 @@ def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
     if raw is None:
         return
     config = node.config
+    recorder = _recorder(config, config._tmp_path_factory.getbasetemp(), _settings(config).state_dir)  # noqa: SLF001
+    recorder.extend(Recorder.from_json(json.loads(raw)))
+
+
+def _recorder(config: pytest.Config, basetemp: Path, state_dir: Path) -> Recorder:
+    """The run's one Recorder; it writes ``suites-report.json`` into ``basetemp`` and the state dir
+    (when there is one) at the end, except in a pytest-xdist worker, whose controller merges and writes."""
     if RECORDER not in config.stash:
         config.stash[RECORDER] = Recorder()
-        paths = [config._tmp_path_factory.getbasetemp() / "suites-report.json"]  # noqa: SLF001
-        state = _settings(config).state_dir
-        if state.is_dir():
-            paths.append(state / "suites-report.json")
-        config.stash[REPORT_PATHS] = paths
-    config.stash[RECORDER].extend(Recorder.from_json(json.loads(raw)))
+        paths = [basetemp / "suites-report.json"]
+        if state_dir.is_dir():
+            paths.append(state_dir / "suites-report.json")
+        config.stash[REPORT_PATHS] = [] if hasattr(config, "workeroutput") else paths
+    return config.stash[RECORDER]
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -106,10 +112,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
 @pytest.fixture(scope="session")
 def suite_settings(request: pytest.FixtureRequest) -> Settings:
     """The plugin's ``settings`` when it is loaded, else settings from the environment."""
-    try:
-        return request.getfixturevalue("settings")  # type: ignore[no-any-return]
-    except pytest.FixtureLookupError:
-        return from_env()
+    return _settings(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -183,15 +186,7 @@ def admin_http() -> Iterator[httpx.Client]:
 def recorder(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, suite_settings: Settings
 ) -> Recorder:
-    config = request.config
-    if RECORDER not in config.stash:
-        config.stash[RECORDER] = Recorder()
-        paths = [tmp_path_factory.getbasetemp() / "suites-report.json"]
-        if suite_settings.state_dir.is_dir():
-            paths.append(suite_settings.state_dir / "suites-report.json")
-        # a pytest-xdist worker writes nothing: the controller merges every worker's records
-        config.stash[REPORT_PATHS] = [] if hasattr(config, "workeroutput") else paths
-    return config.stash[RECORDER]
+    return _recorder(request.config, tmp_path_factory.getbasetemp(), suite_settings.state_dir)
 
 
 # --------------------------------------------------------------------------- per test
