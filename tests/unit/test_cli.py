@@ -451,7 +451,9 @@ def test_test_verb_picks_its_workers(
     assert testrun._workers(args, settings, extra) == expected  # noqa: SLF001
 
 
-@pytest.mark.parametrize("argv", [["test", "--workers", "2", "--backend", "kind"], ["test", "--workers", "0"]])
+@pytest.mark.parametrize(
+    "argv", [["test", "--workers", "2", "--backend", "kind"], ["test", "--workers", "0"]]
+)
 def test_test_verb_refuses_workers_that_would_share_a_mesh(argv: list[str], tmp_path: Path) -> None:
     from harness.cli.parser import build_parser
     from harness.errors import UserError
