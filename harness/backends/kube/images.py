@@ -388,7 +388,6 @@ class ImageBuilder:
         if not force and self.current(ref, inputs):
             self._say(f"{ref} is current (cached)")
             return BuiltImage("kind-base", ref, False, 0.0, inputs)
-        docker = self.buildkit_cli()
         self.work.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix="kind-base-", dir=self.work))
@@ -398,11 +397,14 @@ class ImageBuilder:
             for p in (ctx, *ctx.rglob("*")):
                 p.chmod(p.stat().st_mode | 0o200)
             self._say(f"building {ref} (kind's Dockerfile, target base, FROM {base.ref}) — about 2 minutes")
-            argv = [
-                "env", "DOCKER_BUILDKIT=1", *self._prefix, docker, "build", "--progress=plain", "--target", "base",
-                "--build-arg", f"BASE_IMAGE={base.ref}", "--label", f"{INPUTS_LABEL}={inputs}", "-t", ref, str(ctx),
-            ]  # fmt: skip
-            self._step(argv, 3600, "docker build of kind's base stage")
+            self.docker_build(
+                ref,
+                ctx,
+                inputs,
+                build_args={"BASE_IMAGE": base.ref},
+                target="base",
+                what="docker build of kind's base stage",
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return BuiltImage("kind-base", ref, True, time.monotonic() - t0, inputs)
@@ -430,7 +432,6 @@ class ImageBuilder:
         if not force and self.current(ref, inputs):
             self._say(f"{ref} is current (cached)")
             return BuiltImage("kind-runtime", ref, False, 0.0, inputs)
-        docker = self.buildkit_cli()
         self.work.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix="kind-runtime-", dir=self.work))
@@ -442,11 +443,9 @@ class ImageBuilder:
             )
             (ctx / "Dockerfile").write_text(runtime_dockerfile(base.ref, cri_step))
             self._say(f"building {ref} (FROM {base.ref})")
-            argv = [
-                "env", "DOCKER_BUILDKIT=1", *self._prefix, docker, "build", "--progress=plain",
-                "--label", f"{INPUTS_LABEL}={inputs}", "-t", ref, str(ctx),
-            ]  # fmt: skip
-            self._step(argv, 1800, "docker build of kind-runtime")
+            self.docker_build(
+                ref, ctx, inputs, build_args={}, what="docker build of kind-runtime", timeout=1800
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return BuiltImage("kind-runtime", ref, True, time.monotonic() - t0, inputs)

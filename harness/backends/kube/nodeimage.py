@@ -35,14 +35,16 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from harness import proc, wait
 from harness.backends.kube import nodeparts
+from harness.backends.kube.images import INPUTS_LABEL, inputs_digest
 from harness.backends.kube.kind import NodeOptions
+from harness.cache import sha256_file
 from harness.errors import BackendError, ToolMissing
 from harness.versions import KUBERNETES_VERSION
 
@@ -277,6 +279,17 @@ class Builder(Protocol):
 
     def current(self, ref: str, inputs: str) -> bool: ...
     def buildkit_cli(self) -> str: ...
+    def docker_build(
+        self,
+        ref: str,
+        context: Path,
+        inputs: str,
+        *,
+        build_args: Mapping[str, str],
+        target: str = "",
+        what: str,
+        timeout: float = 3600,
+    ) -> None: ...
     def debian_base(self) -> BuiltLike: ...
     def kind_runtime(self) -> BuiltLike: ...
 
@@ -301,11 +314,6 @@ class BuiltLike(Protocol):
 
 def node_ref(kubernetes_version: str = KUBERNETES_VERSION, prefix: str = "meshproof.local") -> str:
     return f"{prefix}/kind-node:{kubernetes_version}"
-
-
-def file_digest(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class NodeImageBuild:
@@ -377,7 +385,7 @@ class NodeImageBuild:
     ) -> str:
         """Build one component image in the engine (cached by its inputs label); returns its inputs."""
         dockerfile = self.component_dockerfile(image.key, base_ref)
-        inputs = _digest([base_inputs, dockerfile, file_digest(binary)])
+        inputs = inputs_digest([base_inputs, dockerfile, sha256_file(binary)])
         if not force and self.b.current(image.local, inputs):
             return inputs
         with tempfile.TemporaryDirectory(prefix=f"{image.key}-", dir=self.b.work) as tmp:
@@ -385,11 +393,9 @@ class NodeImageBuild:
             shutil.copy2(binary, ctx / binary.name)
             (ctx / "Dockerfile").write_text(dockerfile)
             self.t.say(f"building {image.local}")
-            self.t.run(
-                ["env", "DOCKER_BUILDKIT=1", *self.t.prefix, self.b.buildkit_cli(), "build", "--progress=plain",
-                 "--label", f"{LABEL}={inputs}", "-t", image.local, str(ctx)],
-                timeout=1800,
-            )  # fmt: skip
+            self.b.docker_build(
+                image.local, ctx, inputs, build_args={}, what=f"the {image.key} image", timeout=1800
+            )
         return inputs
 
     # -- the node ----------------------------------------------------------------------------------------
@@ -412,9 +418,9 @@ class NodeImageBuild:
         self.b.work.mkdir(parents=True, exist_ok=True)
         inputs = [runtime.inputs, self.version, cni_conflist()]
         inputs += [self.component_image(i, binaries[i.key], base.ref, base.inputs, force) for i in images]
-        inputs += [file_digest(kube_bin / b) for b in ("kubeadm", "kubelet", "kubectl")]
+        inputs += [sha256_file(kube_bin / b) for b in ("kubeadm", "kubelet", "kubectl")]
         ref = node_ref(self.version)
-        digest = _digest(inputs)
+        digest = inputs_digest(inputs)
         if not force and self.b.current(ref, digest):
             self.t.say(f"{ref} is current (cached)")
             return ref, False, digest
@@ -470,22 +476,17 @@ class NodeImageBuild:
             sh(STOP_CONTAINERD)
             self.t.say(f"committing {ref}")
             run([docker, "commit", "--change", 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]',
-                 "--change", 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""', "--change", f"LABEL {LABEL}={inputs}",
+                 "--change", 'ENV HTTP_PROXY="" HTTPS_PROXY="" NO_PROXY=""', "--change", f"LABEL {INPUTS_LABEL}={inputs}",
                  name, ref], timeout=1800)  # fmt: skip
         finally:
             run([docker, "rm", "-f", "-v", name], timeout=300, check=False)
 
 
-LABEL = "dev.meshproof.inputs"
 STOP_CONTAINERD = (
     "pkill -x containerd; for i in $(seq 1 300); do alive=; for p in $(pgrep -x containerd); do"
     " grep -q '^State:[[:space:]]*Z' /proc/$p/status 2>/dev/null || alive=1; done;"
     ' [ -z "$alive" ] && exit 0; sleep 0.1; done; echo containerd did not exit >&2; exit 1'
 )
-
-
-def _digest(parts: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def node_options(

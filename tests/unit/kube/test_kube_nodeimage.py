@@ -13,6 +13,7 @@ import pytest
 from harness import proc
 from harness.backends.kube import nodeimage as ni
 from harness.backends.kube import nodeparts
+from harness.backends.kube.images import INPUTS_LABEL
 from harness.backends.kube.kind import CGROUP_V1_PATCH, NodeOptions, host_cgroup_v1, kind_config
 from harness.errors import BackendError
 
@@ -310,7 +311,10 @@ def test_assembly_imports_tags_commits_and_removes_its_container(tmp_path: Path)
     assert any(c[1] == "cp" and c[3] == f"{name}:{ni.CNI_CONFIG_PATH}" for c in calls)
     commit = next(c for c in calls if c[1] == "commit")
     assert 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' in commit
-    assert f"LABEL {ni.LABEL}=abc" in commit and commit[-2:] == [name, "meshproof.local/kind-node:v1.37.2"]
+    assert f"LABEL {INPUTS_LABEL}=abc" in commit and commit[-2:] == [
+        name,
+        "meshproof.local/kind-node:v1.37.2",
+    ]
     stop = next(i for i, c in enumerate(calls) if c[-1] == ni.STOP_CONTAINERD)
     assert stop < calls.index(commit)  # containerd stopped (its database flushed) before the commit
     assert calls[-1] == ["/usr/bin/docker", "rm", "-f", "-v", name]
