@@ -455,6 +455,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
+        if self.headers.get("Connection", "").lower() == "close":  # as Envoy answers it: the client drops it
+            headers = {**headers, "Connection": "close"}
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("content-length", str(len(body)))
