@@ -176,7 +176,8 @@ def config(ports: JaegerPorts) -> dict[str, Any]:
                     "exporters": ["jaeger_storage_exporter"],
                 }
             },
-            # no metrics listener, and no self-tracing (it would export to localhost:4317)
+            # no metrics listener, and no self-tracing of the collector (it would export to
+            # localhost:4317)
             "telemetry": {
                 "metrics": {"level": "none"},
                 "traces": {"level": "none"},
@@ -186,6 +187,9 @@ def config(ports: JaegerPorts) -> dict[str, Any]:
         "extensions": {
             "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
             "jaeger_query": {
+                # the query service traces itself by default, to localhost:4317: nothing listens
+                # there, and on SIGTERM Jaeger then waits out a 10 s export timeout
+                "enable_tracing": False,
                 "storage": {"traces": "memstore"},
                 "http": at(ports.query_http),
                 "grpc": at(ports.query_grpc),

@@ -164,6 +164,10 @@ def test_jaeger_config_binds_every_listener_to_the_mesh_address() -> None:
     assert endpoints and all(e.startswith("127.10.4.1:") for e in endpoints)
     assert cfg["service"]["pipelines"]["traces"]["receivers"] == ["otlp", "zipkin"]
     assert "memory" in text
+    # Jaeger traces nothing of its own: its default exporter targets localhost:4317, outside the mesh
+    # address, and waits out an export timeout at shutdown
+    assert cfg["extensions"]["jaeger_query"]["enable_tracing"] is False
+    assert cfg["service"]["telemetry"]["traces"]["level"] == "none"
     (provider,) = local_jaeger.mesh_providers()
     assert provider["opentelemetry"]["port"] == 4317
 
