@@ -114,6 +114,11 @@ class Backend(Protocol):
         """Stop istiod (the data plane keeps running on its last config)."""
         ...
 
+    def lost(self) -> str | None:
+        """Why the mesh this instance brought up is gone (its supervisor exited, say); None while
+        it runs, or where the backend cannot tell without asking the cluster. Cheap: polled."""
+        ...
+
     def start_control_plane(self) -> None:
         """Start istiod again (idempotent); wait until every proxy has reconnected and ACKed."""
         ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import signal
 from collections.abc import Iterator, Mapping
 from types import FrameType
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
+from harness import wait
 from harness.cli.output import Output, row, table
 from harness.errors import StateError, UserError
 from harness.settings import Settings
@@ -39,9 +41,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         print_status(out, status_doc(backend, settings))
         out.print("\nThe mesh is up. Press Ctrl-C to take it down.")
         try:
-            _wait_for_interrupt()
+            why = _wait_for_interrupt(backend)
         except KeyboardInterrupt:
             out.print("taking the mesh down ...")
+            why = None
+    if why is not None:  # it went away on its own: say so, and fail
+        raise StateError(f"the mesh stopped by itself: {why}")
     out.print("The mesh is down.")
     return 0
 
@@ -172,15 +177,18 @@ def progress(out: Output, backend: Any, title: str) -> Iterator[None]:
         yield
 
 
-def _wait_for_interrupt() -> None:
-    """Block until Ctrl-C or SIGTERM (both arrive here as KeyboardInterrupt)."""
+def _wait_for_interrupt(backend: Backend, *, interval: float = 1.0) -> str:
+    """Block until Ctrl-C or SIGTERM (both arrive here as KeyboardInterrupt), or until the mesh is
+    gone on its own (its supervisor crashed or was killed): then return why (:meth:`Backend.lost`)."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        while True:
-            signal.pause()
+        # no deadline: the user ends it (a signal interrupts the poll's sleep at once)
+        return wait.until(
+            backend.lost, what="Ctrl-C, or the mesh to stop", timeout=math.inf, interval=interval
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -109,3 +109,29 @@ def test_down_after_sigkill_of_the_supervisor_leaves_nothing(tmp_path: Path) -> 
     p = meshproof("down", "--state", str(state))
     assert p.returncode == 0, p.stderr
     assert_gone(info["pgid"], ports)
+
+
+def test_foreground_up_ends_with_an_error_when_the_mesh_dies_under_it(tmp_path: Path) -> None:
+    """`meshproof up` in the foreground does not wait for a Ctrl-C that will never matter: once the
+    supervisor is gone (killed, crashed), it says so, exits non-zero, and leaves nothing behind."""
+    state = tmp_path / "state"
+    cli = subprocess.Popen(
+        [*CLI, "up", "--state", str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(state)
+        info = json.loads((state / "backend.json").read_text())
+        ports = mesh_ports(state)
+        os.kill(info["pid"], signal.SIGKILL)
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode != 0, out
+        assert "the mesh stopped by itself" in err and "supervisor exited" in err, err
+        assert_gone(info["pgid"], ports)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        meshproof("down", "--state", str(state))

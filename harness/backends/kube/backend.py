@@ -968,6 +968,9 @@ class KubeBackend:
         del timeout  # the cluster's own readiness timeout applies
         return self._wait_converged((), None)
 
+    def lost(self) -> str | None:
+        return None  # the cluster outlives this process; `meshproof status` asks it
+
     def stop_control_plane(self) -> None:
         """Scale the istiod Deployment to 0 (its replica count is kept in the state dir)."""
         istiod = istio_install.find_istiod(self.api)

@@ -421,6 +421,14 @@ class LocalBackend:
 
         wait.until(healthy, what=f"{w.ref} healthy after restart", timeout=30, interval=0.1)
 
+    def lost(self) -> str | None:
+        if self._sup is None or self._sup.poll() is None:
+            return None
+        return (
+            f"the mesh supervisor exited (code {self._sup.returncode}); its log: "
+            f"{self.layout.log('supervisor')}\n{proc.tail(self.layout.log('supervisor'), 15)}"
+        )
+
     def stop_control_plane(self) -> None:
         self._control({"op": "istiod-stop"})
 
