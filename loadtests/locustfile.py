@@ -19,6 +19,9 @@ can find load requests in traces. Each process appends one line per request to
 name, answering pod and version (of any JSON answer of the app), request id, error, flags
 (``overloaded``: Envoy's x-envoy-overloaded). The harness builds its report from these lines
 (exact per-phase counts and percentiles) and cross-checks the totals against Locust's own stats.
+With ``--mp-events -`` (in-cluster workers) the lines go to stdout, each after ``meshproof-event``
+and a tab, into the pod's log, and the process part of the request ids is ``<hostname>.<pid>``
+(every worker pod's Locust may have the same pid).
 
 The harness ends a run by creating ``--mp-stop-file``: the shape's next tick (within a second)
 returns None and Locust shuts down cleanly, writing its stats. (A signal is the fallback: Locust
@@ -42,6 +45,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,23 +69,22 @@ def _options(parser: Any) -> None:
     parser.add_argument("--mp-path", default="/api/greet", help="request path")
     parser.add_argument("--mp-header", default="", help='extra request headers as JSON: {"k": "v"}')
     parser.add_argument("--mp-run-id", default="mp-load", help="prefix of every x-request-id")
-    parser.add_argument("--mp-events", default="", help="directory for the per-request event logs")
+    parser.add_argument(
+        "--mp-events", default="", help="directory for the per-request event logs ('-': stdout, in-cluster)"
+    )
     parser.add_argument("--mp-stop-file", default="", help="the run ends (cleanly) once this file exists")
     parser.add_argument(
         "--mp-log-exceptions",
         action="store_true",
         help="the master logs its workers' user exceptions when it quits (in-cluster runs)",
     )
-    parser.add_argument(
-        "--mp-split-stats",
-        action="store_true",
-        help="name each request's stats entry '<name> #[status, version, pod, overloaded]' (in-cluster runs)",
-    )
 
 
 # --------------------------------------------------------------------------- per process setup
 
 _events_file: Any = None
+_event_prefix = ""  # "meshproof-event\t" when the events go to stdout (a pod's log)
+_host = [""]  # "<hostname>." before the pid in request ids, when the events go to stdout
 _ids = itertools.count(1)
 _users = itertools.count(1)  # this process's users, numbered as they start
 _flushed = [0.0]  # when the event log was last flushed: the harness reads it live
@@ -97,11 +100,14 @@ def _die_with_parent() -> None:
 
 @events.init.add_listener
 def _on_init(environment: Any, **_kw: Any) -> None:
-    global _events_file
+    global _events_file, _event_prefix
     opts = environment.parsed_options
     if isinstance(environment.runner, WorkerRunner):
         _die_with_parent()
-    if opts is not None and opts.mp_events:
+    if opts is not None and opts.mp_events == "-":
+        _events_file, _event_prefix = sys.stdout, "meshproof-event\t"
+        _host[0] = f"{socket.gethostname()}."
+    elif opts is not None and opts.mp_events:
         os.makedirs(opts.mp_events, exist_ok=True)
         path = os.path.join(opts.mp_events, f"events-{os.getpid()}.tsv")
         _events_file = open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
@@ -147,7 +153,7 @@ def _record(
     error = "" if exception is None else f"{type(exception).__name__}: {exception}"
     error = error.replace("\t", " ").replace("\n", " ")[:200]
     _events_file.write(
-        f"{start_time:.6f}\t{response_time:.3f}\t{int(status)}\t{name}\t{pod}\t{version}\t"
+        f"{_event_prefix}{start_time:.6f}\t{response_time:.3f}\t{int(status)}\t{name}\t{pod}\t{version}\t"
         f"{context.get('request_id', '')}\t{error}\t{context.get('flags', '')}\n"
     )
     now = time.monotonic()
@@ -179,28 +185,13 @@ def _headers(opts: Any) -> dict[str, str]:
 def _request_id(opts: Any, user: int) -> str:
     """``<run id>-<process>.<user>-<n>``: a user sends one request at a time, so once each user
     has logged a request started after some moment, every request started before it is logged."""
-    return f"{opts.mp_run_id}-{os.getpid()}.{user}-{next(_ids)}"
+    return f"{opts.mp_run_id}-{_host[0]}{os.getpid()}.{user}-{next(_ids)}"
 
 
 def _identity(body: Any, context: dict[str, Any]) -> None:
     if isinstance(body, dict):
         context["pod"] = str(body.get("pod") or "")
         context["version"] = str(body.get("version") or "")
-
-
-def _split(resp: Any, opts: Any) -> None:
-    """With --mp-split-stats, Locust keeps one stats entry (per-second counts included) per status,
-    answering version and pod: the in-cluster master's stats then carry what the event logs carry
-    locally. Called before the response context exits (that is when Locust reads the name)."""
-    if not opts.mp_split_stats:
-        return
-    meta = resp.request_meta
-    ctx = meta["context"]
-    status = ctx.get("status")
-    if status is None:
-        status = getattr(resp, "status_code", 0) or 0
-    key = [int(status), ctx.get("version", ""), ctx.get("pod", ""), int(ctx.get("flags") == "overloaded")]
-    meta["name"] = f"{meta['name']} #{json.dumps(key, separators=(',', ':'))}"
 
 
 def _flags(headers: Any, context: dict[str, Any]) -> None:
@@ -242,7 +233,6 @@ class IngressUser(FastHttpUser):
             ):
                 with contextlib.suppress(ValueError):
                     _identity(resp.json(), ctx)  # the app's answers name their pod, faults included
-            _split(resp, self._opts)
 
 
 class MeshUser(FastHttpUser):

@@ -13,22 +13,20 @@ as Deployments in ``other-namespace``, sidecar-injected, so the load enters thro
   stats reports) and writes ``--json-file``; the master's shell then prints Locust's exit code and
   that JSON on one line between markers into the pod log and sleeps, so the harness reads both
   with an ordinary pod-log request (:func:`parse_master_log`) before deleting the objects.
-* :func:`report_from_locust_stats` turns that JSON into the same :class:`~harness.load.LoadReport`
-  (per-second resolution: phases are split at whole seconds; latency percentiles are the run's).
-  The locustfile's ``--mp-split-stats`` names each request's stats entry after its status, answering
-  version and pod, so Locust's own per-second counts carry status codes, versions and pods per phase.
+* Each worker logs one line per request to stdout (the locustfile's ``--mp-events -``): the same
+  record a local run writes to its event files, after :data:`EVENT_MARK`. The harness reads them
+  from the workers' pod logs while the load runs (:func:`parse_events`), so phases, snapshots and
+  reports are built from per-request records exactly as locally
+  (:func:`harness.load.build_report`). When its Locust quits (the master's quit) a worker's shell
+  logs :data:`EXIT_MARK` and sleeps: its log is then complete and stays readable.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shlex
-from collections import Counter
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from harness.backends.kube.istio_install import GATEWAY_SERVICE, ISTIO_NAMESPACE
@@ -37,13 +35,9 @@ from harness.load import (
     DEFAULT_SERVICE,
     LOCUSTFILE,
     USER_CLASSES,
-    Latency,
     LoadConfig,
-    LoadReport,
     LoadTarget,
-    PhaseMark,
-    PhaseStats,
-    SecondStats,
+    RequestRecord,
 )
 
 NAMESPACE = "other-namespace"
@@ -63,6 +57,8 @@ AUTOQUIT_S = 5
 EXIT_MARK = "meshproof-locust-exit"
 STATS_MARK = "meshproof-locust-stats"
 DONE_MARK = "meshproof-locust-done"  # after the stats line: the log is complete
+#: Before each per-request line in a worker's log (the locustfile's ``--mp-events -``), then a tab.
+EVENT_MARK = "meshproof-event"
 #: The locustfile's --mp-log-exceptions: an exception a worker's user raised (the lines after it: where).
 EXCEPTION_MARK = "meshproof-locust-exception"
 #: The pod label every object and pod of one run carries.
@@ -135,7 +131,6 @@ def locust_args(
         "--only-summary",
         "--json-file",
         json_file,
-        "--mp-split-stats",  # one stats entry per status, version and pod: see report_from_locust_stats
         "--mp-log-exceptions",  # the workers' user exceptions, into the master's log
         "--mp-shape",
         c.shape,
@@ -175,6 +170,48 @@ def master_script(
     return f'{locust}; code=$?; echo "{EXIT_MARK} $code"; printf "{STATS_MARK} "; {dump} || echo; echo {DONE_MARK}; {hold}'
 
 
+def worker_script(namespace: str = NAMESPACE, *, locustfile: str = f"{MOUNT}/locustfile.py") -> str:
+    """A worker container's shell: Locust as a worker logging each request to stdout, then its exit
+    code. Exit 0 (its master quit) holds the container, so its log stays complete and readable
+    until the harness deletes the Deployment; any other code ends the container (a crash the
+    harness sees in the pod's status)."""
+    args = [
+        "locust",
+        "-f",
+        locustfile,
+        "--worker",
+        "--master-host",
+        f"{NAME}-master.{namespace}.svc.cluster.local",
+        "--master-port",
+        str(MASTER_PORT),
+        "--exit-code-on-error",
+        "0",  # failed requests are the load's results, not the worker's failure
+        "--mp-events",
+        "-",
+    ]
+    locust = " ".join(shlex.quote(a) for a in args)
+    return (
+        f'{locust}; code=$?; echo "{EXIT_MARK} $code"; [ "$code" -eq 0 ] || exit "$code"; exec sleep infinity'
+    )
+
+
+def parse_events(text: str) -> tuple[list[RequestRecord], int | None]:
+    """A worker's log -> its request records and Locust's exit code (None while it runs)."""
+    records: list[RequestRecord] = []
+    code: int | None = None
+    for line in text.splitlines():
+        head, tab, rest = line.partition("\t")
+        if head == EVENT_MARK and tab:
+            rec = RequestRecord.parse(rest)
+            if rec is not None:
+                records.append(rec)
+            continue
+        mark, _, value = line.partition(" ")
+        if mark == EXIT_MARK and value.strip().lstrip("-").isdigit():
+            code = int(value.strip())
+    return records, code
+
+
 @dataclass(frozen=True)
 class MasterExit:
     """What the master's log says once Locust has exited."""
@@ -182,6 +219,13 @@ class MasterExit:
     exit_code: int
     stats: list[dict[str, Any]] | None  # Locust's --json-file entries; None when it wrote none
     log: str  # the log up to the exit line (Locust's own output)
+
+    @property
+    def requests(self) -> int:
+        """Locust's own count of the run's requests (-1 without stats)."""
+        if self.stats is None:
+            return -1
+        return sum(int(e.get("num_requests") or 0) for e in self.stats)
 
 
 def parse_master_log(text: str) -> MasterExit | None:
@@ -285,155 +329,6 @@ def manifests(
         deployment(
             "worker",
             max(1, config.processes),
-            {
-                "name": "worker",
-                "args": [
-                    "-f",
-                    f"{MOUNT}/locustfile.py",
-                    "--worker",
-                    "--master-host",
-                    f"{NAME}-master.{namespace}.svc.cluster.local",
-                    "--master-port",
-                    str(MASTER_PORT),
-                ],
-            },
+            {"name": "worker", "command": ["sh", "-c", worker_script(namespace)]},
         ),
     ]
-
-
-def split_name(name: str) -> tuple[str, tuple[int, str, str, bool] | None]:
-    """``'<name> #[status, version, pod, overloaded]'`` (the locustfile's ``--mp-split-stats``) ->
-    (name, key); a name without the suffix -> (name, None)."""
-    base, sep, tail = name.rpartition(" #")
-    if sep:
-        try:
-            status, version, pod, overloaded = json.loads(tail)
-            return base, (int(status), str(version), str(pod), bool(overloaded))
-        except (ValueError, TypeError):
-            pass
-    return name, None
-
-
-def report_from_locust_stats(
-    config: LoadConfig,
-    target: LoadTarget,
-    stats: Sequence[Mapping[str, Any]],
-    phases: Sequence[PhaseMark],
-    *,
-    started_at: float,
-    ended_at: float,
-    request_id_prefix: str = "",
-    locust_exit_code: int = 0,
-    errors: Mapping[str, int] | None = None,
-    workdir: Path = Path(),
-) -> LoadReport:
-    """A LoadReport from Locust's ``--json-file`` entries (per-endpoint, per-second counts).
-
-    Locust counts requests per whole second of their start time: each second belongs to the phase
-    that holds its middle, so a second is never counted twice and phase boundaries are exact to
-    +-0.5 s. With ``--mp-split-stats`` each entry is one (status, version, pod, overloaded) of an
-    endpoint, so the phases get status codes, versions and pods (of the 200s, as locally) and
-    Envoy's sheds; without it those stay empty. Latency percentiles are the whole run's (Locust
-    keeps one histogram per entry, not per second); there are no per-request records."""
-    reqs: Counter[int] = Counter()
-    fails: Counter[int] = Counter()
-    hist: Counter[float] = Counter()
-    # per split key: requests per second
-    keyed: list[tuple[tuple[int, str, str, bool], Counter[int]]] = []
-    by_status: Counter[int] = Counter()
-    total = failed = 0
-    for e in stats:
-        n_total = int(e.get("num_requests", 0))
-        total += n_total
-        failed += int(e.get("num_failures", 0))
-        per_sec: Counter[int] = Counter()
-        for t, n in (e.get("num_reqs_per_sec") or {}).items():
-            reqs[int(t)] += int(n)
-            per_sec[int(t)] += int(n)
-        for t, n in (e.get("num_fail_per_sec") or {}).items():
-            fails[int(t)] += int(n)
-        for ms, n in (e.get("response_times") or {}).items():
-            hist[float(ms)] += int(n)
-        _, key = split_name(str(e.get("name", "")))
-        if key is not None:
-            keyed.append((key, per_sec))
-            by_status[key[0]] += n_total
-    latency = _hist_latency(hist)
-    duration = max(ended_at - started_at, 1e-9)
-
-    def seconds_of(lo: float, hi: float) -> list[int]:
-        return [s for s in range(math.floor(lo), math.ceil(hi)) if lo <= s + 0.5 < hi]
-
-    phase_stats = []
-    for m in phases:
-        end = m.end if m.end is not None else ended_at
-        secs = seconds_of(m.start, end)
-        n, k = sum(reqs[s] for s in secs), sum(fails[s] for s in secs)
-        statuses: Counter[int] = Counter()
-        versions: Counter[str] = Counter()
-        pods: Counter[str] = Counter()
-        shed = 0
-        for (status, version, pod, overloaded), per_sec in keyed:
-            c = sum(per_sec[s] for s in secs)
-            if not c:
-                continue
-            statuses[status] += c
-            shed += c if overloaded else 0
-            if status == 200:
-                versions[version] += c if version else 0
-                pods[pod] += c if pod else 0
-        phase_stats.append(
-            PhaseStats(
-                name=m.name,
-                start_s=m.start - started_at,
-                end_s=end - started_at,
-                requests=n,
-                failures=k,
-                by_status=MappingProxyType(dict(sorted(statuses.items()))),
-                rps=n / max(end - m.start, 1e-9),
-                error_ratio=k / n if n else 0.0,
-                latency=latency,
-                versions=MappingProxyType(dict(sorted((+versions).items()))),
-                pods=MappingProxyType(dict(sorted((+pods).items()))),
-                overloaded=shed,
-            )
-        )
-    t0 = math.floor(started_at)
-    series = tuple(SecondStats(s - t0, reqs[s], fails[s], 0.0) for s in range(t0, math.ceil(ended_at)))
-    return LoadReport(
-        config=config,
-        target=target,
-        started_at=started_at,
-        duration_s=duration,
-        requests=total,
-        failures=failed,
-        by_status=MappingProxyType(dict(sorted(by_status.items()))),
-        rps=total / duration,
-        latency=latency,
-        phases=tuple(phase_stats),
-        series=series,
-        errors=MappingProxyType(dict(errors or {})),
-        request_id_prefix=request_id_prefix,
-        locust_requests=total,
-        locust_exit_code=locust_exit_code,
-        locust_cpu_s=0.0,
-        workdir=workdir,
-    )
-
-
-def _hist_latency(hist: Mapping[float, int]) -> Latency:
-    """Percentiles from Locust's rounded response-time histogram {ms: count}."""
-    n = sum(hist.values())
-    if not n:
-        return Latency()
-    keys = sorted(hist)
-
-    def q(p: float) -> float:
-        rank, seen = p * n, 0
-        for k in keys:
-            seen += hist[k]
-            if seen >= rank:
-                return k
-        return keys[-1]
-
-    return Latency(q(0.5), q(0.9), q(0.95), q(0.99), keys[-1])

@@ -1,7 +1,8 @@
 # Over 500 lines: one lifecycle (apply, wait, phases, stop, results, cleanup) and its failure reports.
 """KubeLocustRun: Locust's master and workers as Deployments inside the cluster (kind / existing),
 behind the same API as :class:`harness.load.LocustRun`: a context manager, ``phase(name)``,
-``progress()``, and a :class:`~harness.load.LoadReport` from ``stop()`` / on leaving the block. ::
+``progress()``, ``snapshot()``, and a :class:`~harness.load.LoadReport` from ``stop()`` / on leaving
+the block. ::
 
     with KubeLocustRun(LoadConfig(users=40, processes=3), api=backend.api, workdir=tmp) as run:
         run.phase("fault")
@@ -18,31 +19,34 @@ Lifecycle (objects from :func:`harness.load.kube.manifests`, all labelled with t
    until Locust's state is ``running`` (the users of the shape's first tick are spawned). While waiting it fails fast, with the pod's log tail, when a
    pod cannot start, a worker's Locust exits (a locustfile error), or the master's Locust exits.
 2. ``phase(name)`` marks phase boundaries on the harness clock (unix seconds).
-3. ``stop()`` sends ``POST /stop`` (unless the shape already ended the run) and waits until the
-   master's shell has logged Locust's exit code and stats (see :func:`harness.load.kube.parse_master_log`).
-4. The report is built by :func:`harness.load.kube.report_from_locust_stats`; every object is
-   deleted and the port-forward closed, whether the run passed, failed or was interrupted.
+   ``progress()`` and ``snapshot()`` read the workers' per-request records from their pod logs
+   (:func:`harness.load.kube.parse_events`; each read asks only for the last seconds, records are
+   kept once by request id), as a local run reads its event files.
+3. ``stop()`` sends ``POST /stop`` (unless the shape already ended the run), waits until the
+   master's shell has logged Locust's exit code and stats (see :func:`harness.load.kube.parse_master_log`)
+   and until every worker's shell has logged its Locust's exit (its records are then complete).
+4. The report is built by :func:`harness.load.build_report` from the records (Locust's own total
+   from the master's stats as the cross-check); every object is deleted and the port-forward closed,
+   whether the run passed, failed or was interrupted.
 
-Why the pod log, not the web API or an exec, for the results: the web API serves only cumulative
-totals (``/stats/requests``) and 5-second history, and the master's totals lag the workers by up
-to their 3-second report interval, so per-phase counts polled from it would be off by seconds of
-load. Locust's ``--json-file`` holds per-second counts keyed by the workers' request start times,
-which is what phases need; it exists only once Locust has quit, and the pod log carries it out of
-the pod without an exec stream (one ordinary GET, through the API the backend already uses).
-Locust's failure messages (``/stats/requests`` ``errors``) are read while the web UI still
-answers after the stop (best effort: a worker's very last report may come after the last read).
+Why pod logs, not the web API or an exec: the web API serves only cumulative totals and the
+master's totals lag the workers by up to their 3-second report interval, so per-phase counts
+polled from it would be off by seconds of load. A pod log is one ordinary GET through the API the
+backend already uses (no exec stream); the kubelet joins a line the runtime split at 16 KiB.
 
-Limits, by nature of the cluster: the per-request records (latencies, request ids), live
-snapshots and Locust's CPU time stay in the worker pods. The report has counts per second, split by
-status, answering version and pod and Envoy's sheds (the locustfile's ``--mp-split-stats``), and
-the run's latency percentiles. A SIGKILLed harness leaves the objects; the next run takes them over
-(same names) and its Service selects only its own master.
+Limits, by nature of the cluster: Locust's CPU time stays in the worker pods (0 in the report).
+The kubelet serves the current log file of a container (rotated at its ``containerLogMaxSize``,
+10 MiB by default, about 60,000 records): a run reads its workers' logs at every progress or
+snapshot, so only a run nobody looks at for that long could lose records (``stop()`` then fails
+on the count check). A SIGKILLed harness leaves the objects; the next run takes them over (same
+names) and its Service selects only its own master.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -58,10 +62,11 @@ from harness.backends.kube.apply import apply_objects, delete_objects, ref_of, w
 from harness.backends.kube.pods import live, name_of, pod_ready
 from harness.backends.kube.portforward import PortForward
 from harness.backends.kube.readiness import pod_problems
-from harness.errors import BackendError, LoadError, UnsupportedFeature
+from harness.errors import BackendError, LoadError
 from harness.load import (
     FIRST_PHASE,
     LOCUSTFILE,
+    QUIET_USER_S,
     SPAWN_PHASE,
     LoadConfig,
     LoadReport,
@@ -69,8 +74,10 @@ from harness.load import (
     PhaseClock,
     PhaseMark,
     Progress,
+    RequestRecord,
     _locust_message,
     _State,
+    build_report,
 )
 from harness.load.kube import (
     AUTOQUIT_S,
@@ -83,8 +90,8 @@ from harness.load.kube import (
     WEB_PORT,
     MasterExit,
     manifests,
+    parse_events,
     parse_master_log,
-    report_from_locust_stats,
     target_in_cluster,
 )
 
@@ -106,6 +113,11 @@ class _Pending(Exception):
 
 
 _RETRY = (_Pending, httpx.HTTPError, OSError, BackendError, ValueError)
+#: Seconds between two reads of the workers' logs for progress() (a snapshot always reads).
+READ_EVERY_S = 0.25
+#: Seconds a log read reaches back before the previous one (lines the runtime stamped just
+#: before it but wrote after; a record read twice is kept once).
+READ_OVERLAP_S = 3
 
 
 class KubeLocustRun(PhaseClock):
@@ -150,8 +162,13 @@ class KubeLocustRun(PhaseClock):
         self._phases: list[PhaseMark] = []
         self._started_at = self._applied_at = 0.0
         self._exit: MasterExit | None = None
-        self._errors: dict[str, int] = {}
-        self._last_progress: Progress | None = None
+        self._records: list[RequestRecord] = []
+        self._seen: set[str] = set()  # request ids of the records read
+        self._failures = 0
+        self._newest_start: dict[str, float] = {}  # per Locust user: the latest request start read
+        self._read_at: dict[str, float] = {}  # worker pod -> when its log was last read (our clock)
+        self._worker_exit: dict[str, int] = {}  # worker pod -> its Locust's exit code, once logged
+        self._events_read = float("-inf")
         self.report: LoadReport | None = None
 
     # ---- paths and state
@@ -228,32 +245,68 @@ class KubeLocustRun(PhaseClock):
         return self
 
     def progress(self) -> Progress:
-        """Figures so far, from the master's web API (the last known ones once it has quit)."""
-        try:
-            status = self._status()
-        except _RETRY:
-            status = None
-        if status is not None:
-            total = _aggregated(status)
-            self._last_progress = Progress(
-                elapsed_s=self._wall() - self._started_at,
-                requests=int(total.get("num_requests") or 0),
-                failures=int(total.get("num_failures") or 0),
-                rps=float(status.get("current_rps") or total.get("current_rps") or 0.0),
-                phase=self.current_phase,
-            )
-        if self._last_progress is None:
-            return Progress(self._wall() - self._started_at, 0, 0, 0.0, self.current_phase)
-        return self._last_progress
+        """Figures so far, from the workers' per-request records (read at most every READ_EVERY_S)."""
+        if self._state is _State.RUNNING and self._clock.now() - self._events_read >= READ_EVERY_S:
+            self._read_events()
+        now = self._wall()
+        recent = [r for r in self._records[-5000:] if r.start >= now - 3.0]
+        return Progress(
+            elapsed_s=now - self._started_at,
+            requests=len(self._records),
+            failures=self._failures,
+            rps=len(recent) / 3.0,
+            phase=self.current_phase,
+        )
 
     def snapshot(self, *, settle_s: float = 1.0, timeout: float = 30.0) -> LoadReport:
-        """Not on a cluster: Locust's per-second stats leave the master only when it quits."""
-        if self.report is not None:
+        """The report so far, while the load keeps running (as :meth:`harness.load.LocustRun.snapshot`):
+        waits until each Locust user's records include a request started ``settle_s`` after the last
+        phase boundary (a user sends one request at a time: the closed phases are then complete),
+        not waiting for a user quiet for ``QUIET_USER_S``."""
+        if self._state is not _State.RUNNING:
+            if self.report is None:
+                raise LoadError("snapshot() of an in-cluster load that is not running")
             return self.report
-        raise UnsupportedFeature(
-            "a load snapshot while in-cluster Locust runs: its per-second stats are read when the run "
-            "ends. Fix: end the load (leave the `with` block, or stop()) and read run.report"
+        boundary = self._phases[-1].start
+
+        def settled() -> bool:
+            self._read_events()
+            newest, quiet_since = self._newest_start, self._wall() - QUIET_USER_S
+            if not newest or not all(t >= boundary + settle_s or t < quiet_since for t in newest.values()):
+                raise _Pending(
+                    f"{sum(t >= boundary + settle_s for t in newest.values())} of {len(newest)} Locust users "
+                    f"past the phase boundary; {len(self._records)} records read"
+                )
+            return True
+
+        wait.until(
+            settled,
+            what=f"every in-cluster Locust user to log a request started {settle_s:g} s after the phase boundary",
+            timeout=timeout,
+            interval=self._poll,
+            retry_on=(_Pending, BackendError),
+            clock=self._clock,
+            hint=f"the worker pods' logs: kubectl logs -n {self.namespace} -l {self.selector},role=worker -c worker",
         )
+        started_at, phases = self._dated_back(list(self._phases))
+        return build_report(
+            self.config,
+            self.target,
+            self._records,
+            phases,
+            started_at=started_at,
+            ended_at=self._wall(),
+            request_id_prefix=self.run_id,
+            workdir=self.workdir,
+        )
+
+    def _dated_back(self, phases: list[PhaseMark]) -> tuple[float, list[PhaseMark]]:
+        """The run's start and phases, the first phase from the first request: the master starts
+        its users as soon as the workers connect, a moment before this side sees them connected."""
+        started_at = min((r.start for r in self._records), default=self._started_at)
+        started_at = min(started_at, self._started_at)
+        phases[0] = PhaseMark(phases[0].name, started_at, phases[0].end)
+        return started_at, phases
 
     def wait(self, timeout: float) -> int:
         """Block until Locust exits on its own (a run with a duration); returns its exit code."""
@@ -280,6 +333,8 @@ class KubeLocustRun(PhaseClock):
             finished_alone = self._exit_if_known() is not None
             done = self._exit if finished_alone else self._stop_and_wait()
             assert done is not None
+            if done.exit_code == 0:
+                self._await_workers()
             self._state = _State.STOPPED
             report = self._report(done, ended_at, finished_alone=finished_alone)
         finally:
@@ -388,9 +443,6 @@ class KubeLocustRun(PhaseClock):
         doc = r.json()
         if not isinstance(doc, dict):
             raise _Pending(f"/stats/requests answered {type(doc).__name__}, not an object")
-        for e in doc.get("errors") or []:
-            if isinstance(e, dict) and e.get("error"):
-                self._errors[f"{e.get('name', '')}: {e['error']}"] = int(e.get("occurrences") or 0)
         return doc
 
     def _stop_and_wait(self) -> MasterExit:
@@ -404,8 +456,6 @@ class KubeLocustRun(PhaseClock):
                 assert self._forward is not None
                 self._http.post(self._forward.url + "/stop").raise_for_status()
                 sent.append(True)
-            with contextlib.suppress(*_RETRY):
-                self._status()  # Locust's failure messages, while its web UI still answers
             raise _Pending("Locust has not quit yet" if sent else "POST /stop not answered yet")
 
         try:
@@ -421,6 +471,66 @@ class KubeLocustRun(PhaseClock):
         except BaseException as e:
             self._diagnose(e)
             raise
+
+    # ---- the workers' records
+    def _read_events(self) -> None:
+        """Read the new lines of every worker's log: records (kept once by request id) and Locust's
+        exit. A worker container that restarted lost its records: an error."""
+        self._events_read = self._clock.now()
+        pods = self.api.list("v1", "Pod", self.namespace, f"{self.selector},role=worker")
+        for pod in pods:
+            name = name_of(pod)
+            if not live(pod):
+                continue
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                if cs.get("name") == "worker" and int(cs.get("restartCount") or 0) > 0:
+                    raise LoadError(
+                        f"Locust's worker in pod {self.namespace}/{name} restarted during the run "
+                        f"(restarts {cs.get('restartCount')}): its requests so far are lost; its log:\n"
+                        f"{_locust_message(self._log_tail(name, 'worker'))}"
+                    )
+            if name in self._worker_exit:
+                continue  # its log is complete and read
+            last = self._read_at.get(name)
+            since = None if last is None else math.ceil(self._clock.now() - last) + READ_OVERLAP_S
+            read_at = self._clock.now()
+            text = self.api.pod_log(self.namespace, name, "worker", tail_lines=None, since_seconds=since)
+            self._read_at[name] = read_at
+            records, code = parse_events(text)
+            for rec in records:
+                if rec.request_id in self._seen:
+                    continue
+                self._seen.add(rec.request_id)
+                self._records.append(rec)
+                self._failures += rec.failed
+                key = rec.request_id.rsplit("-", 1)[0]  # <run id>-<host>.<pid>.<user>: one Locust user
+                if rec.start > self._newest_start.get(key, 0.0):
+                    self._newest_start[key] = rec.start
+            if code is not None:  # its Locust quit (its master did): the log is complete
+                self._worker_exit[name] = code
+
+    def _await_workers(self) -> None:
+        """After the master's exit: every worker's Locust has quit and its records are read."""
+        want = max(1, self.config.processes)
+
+        def done() -> bool:
+            self._read_events()
+            if len(self._worker_exit) < want:
+                raise _Pending(f"{len(self._worker_exit)} of {want} workers logged their Locust's exit")
+            return True
+
+        wait.until(
+            done,
+            what="every in-cluster Locust worker to quit and log its last requests",
+            timeout=self.config.stop_timeout + 30,
+            interval=self._poll,
+            retry_on=(_Pending, BackendError),
+            clock=self._clock,
+            hint=f"the worker pods' logs: kubectl logs -n {self.namespace} -l {self.selector},role=worker -c worker",
+        )
+        bad = {pod: code for pod, code in self._worker_exit.items() if code != 0}
+        if bad:
+            raise LoadError(f"in-cluster Locust workers exited non-zero: {bad}")
 
     # ---- results
     def _report(self, done: MasterExit, ended_at: float, *, finished_alone: bool) -> LoadReport:
@@ -439,33 +549,36 @@ class KubeLocustRun(PhaseClock):
             )
         if done.stats is None:
             raise LoadError(f"in-cluster Locust exited 0 but logged no stats ({self.log_path})")
-        seconds = _seconds(done.stats)
-        late = ended_at + STOP_TIMEOUT_S + AUTOQUIT_S + 60
-        if seconds and (seconds[0] < self._applied_at - 2 or seconds[-1] > late):
+        if done.requests != len(self._records):
             raise LoadError(
-                f"in-cluster Locust counted requests from {seconds[0]} to {seconds[-1]} (unix s) for a run "
+                f"in-cluster Locust counted {done.requests} requests, its workers' logs hold "
+                f"{len(self._records)} records ({self.log_path}): the report would be wrong. Was a worker's "
+                "log rotated before it was read (a very long run nobody looked at)?"
+            )
+        starts = sorted(r.start for r in self._records)
+        late = ended_at + STOP_TIMEOUT_S + AUTOQUIT_S + 60
+        if starts and (starts[0] < self._applied_at - 2 or starts[-1] > late):
+            raise LoadError(
+                f"in-cluster Locust sent requests from {starts[0]:.0f} to {starts[-1]:.0f} (unix s) for a run "
                 f"applied at {self._applied_at:.0f} and stopped at {ended_at:.0f} by this machine's clock: the "
                 "cluster's clock differs from ours, so phase boundaries would land on the wrong seconds. "
                 "Fix: synchronise the node clocks (NTP)"
             )
-        started_at = min([self._started_at, *seconds[:1]])
-        if seconds:  # requests run until the users stop: they belong to the last phase
-            last = float(seconds[-1] + 1)
+        if self._records:  # requests run until the users stop: they belong to the last phase
+            last = max(r.start + r.latency_ms / 1000 for r in self._records)
             ended_at = last if finished_alone else max(ended_at, last)
-        phases = list(self._phases)
-        phases[0] = PhaseMark(phases[0].name, started_at, phases[0].end)
+        started_at, phases = self._dated_back(list(self._phases))
         phases[-1] = PhaseMark(phases[-1].name, phases[-1].start, max(ended_at, phases[-1].start))
-        top = dict(sorted(self._errors.items(), key=lambda kv: -kv[1])[:10])
-        return report_from_locust_stats(
+        return build_report(
             self.config,
             self.target,
-            done.stats,
+            self._records,
             phases,
             started_at=started_at,
             ended_at=max(ended_at, started_at),
             request_id_prefix=self.run_id,
+            locust_requests=done.requests,
             locust_exit_code=done.exit_code,
-            errors=top,
             workdir=self.workdir,
         )
 
@@ -532,11 +645,6 @@ def _aggregated(status: Mapping[str, Any]) -> Mapping[str, Any]:
         if r.get("name") == "Aggregated":
             return r
     return rows[-1] if rows else {}
-
-
-def _seconds(stats: Sequence[Mapping[str, Any]]) -> list[int]:
-    """The whole seconds (unix) in which Locust counted requests, ascending."""
-    return sorted({int(t) for e in stats for t in (e.get("num_reqs_per_sec") or {})})
 
 
 def _pods_line(pods: Sequence[Mapping[str, Any]]) -> str:

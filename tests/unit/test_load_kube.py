@@ -1,4 +1,4 @@
-"""harness.load.kube: the in-cluster Locust master/worker objects and the report from Locust's stats."""
+"""harness.load.kube: the in-cluster Locust master/worker objects and what their logs say."""
 
 from __future__ import annotations
 
@@ -11,17 +11,19 @@ import pytest
 
 from harness import proc
 from harness.errors import UnsupportedFeature
-from harness.load import LoadConfig, PhaseMark
+from harness.load import LoadConfig, RequestRecord
 from harness.load.kube import (
     DONE_MARK,
+    EVENT_MARK,
     EXIT_MARK,
     MASTER_PORT,
     STATS_MARK,
     manifests,
     master_script,
+    parse_events,
     parse_master_log,
-    report_from_locust_stats,
     target_in_cluster,
+    worker_script,
 )
 
 
@@ -49,13 +51,13 @@ def test_manifests_master_and_workers_sidecar_injected_in_other_namespace() -> N
     # A web UI on the pod's loopback (read through a port-forward), not --headless; Locust quits itself.
     assert "--autostart --autoquit 5 --web-host 127.0.0.1 --web-port 8089" in cmd and "--headless" not in cmd
     assert "--mp-ingress http://istio-ingressgateway.istio-system.svc.cluster.local:80" in cmd
-    assert "--mp-split-stats" in cmd and cmd.endswith("exec sleep infinity")
+    assert cmd.endswith("exec sleep infinity")
     annotations = master["spec"]["template"]["metadata"]["annotations"]
     assert json.loads(annotations["proxy.istio.io/config"]) == {"holdApplicationUntilProxyStarts": True}
-    wargs = worker["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert (
-        wargs[wargs.index("--master-host") + 1] == "meshproof-locust-master.other-namespace.svc.cluster.local"
-    )
+    wcmd = worker["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert wcmd[:2] == ["sh", "-c"]
+    assert "--worker --master-host meshproof-locust-master.other-namespace.svc.cluster.local" in wcmd[2]
+    assert "--exit-code-on-error 0 --mp-events -" in wcmd[2]
 
 
 def test_targets_in_cluster_by_user_class() -> None:
@@ -115,50 +117,58 @@ def test_parse_master_log_while_running_and_without_stats() -> None:
     assert done is not None and (done.exit_code, done.stats) == (1, None) and done.log.endswith("SyntaxError")
 
 
-def test_report_from_locust_stats_splits_phases_at_seconds() -> None:
-    stats = [
-        {
-            "name": "ingress /api/greet",
-            "num_requests": 60,
-            "num_failures": 6,
-            "num_reqs_per_sec": {"1000": 10, "1001": 20, "1002": 30},
-            "num_fail_per_sec": {"1002": 6},
-            "response_times": {"10": 50, "200": 10},
-        }
-    ]
-    phases = [PhaseMark("load", 1000.0, 1002.0), PhaseMark("fault", 1002.0, 1003.0)]
-    r = report_from_locust_stats(
-        LoadConfig(), target_in_cluster(), stats, phases, started_at=1000.0, ended_at=1003.0
+FAKE_WORKER = """#!{python}
+import sys
+print("[2026-12-01 20:21:40,001] worker/INFO/locust.main: Starting Locust 2.47.0", file=sys.stderr)
+print("meshproof-event\\t1000.250000\\t12.500\\t200\\tingress /api/greet\\tpod-a\\tv1\\tmp-1-w1.7.1-1\\t\\t")
+print("[2026-12-01 20:21:41,002] worker/INFO/locust.runners: Spawning 8 users", file=sys.stderr)
+print("meshproof-event\\t1000.500000\\t3.000\\t503\\tingress /api/greet\\t\\t\\tmp-1-w1.7.2-2\\t\\toverloaded")
+sys.exit({code})
+"""
+
+
+@pytest.mark.parametrize(("code", "held"), [(0, True), (1, False)])
+def test_the_worker_script_logs_records_then_locusts_exit_and_holds_only_after_exit_0(
+    tmp_path: Path, code: int, held: bool
+) -> None:
+    """A worker's shell, run by a real sh with a stand-in `locust`: a clean exit (its master quit)
+    holds the container with a complete log; a failed one ends it (a restart the harness sees)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "locust"
+    fake.write_text(FAKE_WORKER.format(python=sys.executable, code=code))
+    fake.chmod(0o755)
+    script = worker_script().replace("exec sleep infinity", "echo held")
+    out = proc.run(
+        ["sh", "-c", script], env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, check=False
     )
-    assert (r.requests, r.failures) == (60, 6)
-    assert [(p.name, p.requests, p.failures) for p in r.phases] == [("load", 30, 0), ("fault", 30, 6)]
-    assert [s.requests for s in r.series] == [10, 20, 30]
-    assert r.latency.p50_ms == 10.0 and r.latency.p99_ms == 200.0
-
-
-def test_split_stats_give_status_versions_pods_and_sheds_per_phase() -> None:
-    def entry(key: str, per_sec: dict[str, int], failing: bool) -> dict[str, object]:
-        return {
-            "name": f"ingress /api/greet #{key}",
-            "num_requests": sum(per_sec.values()),
-            "num_failures": sum(per_sec.values()) if failing else 0,
-            "num_reqs_per_sec": per_sec,
-            "num_fail_per_sec": per_sec if failing else {},
-            "response_times": {"10": sum(per_sec.values())},
-        }
-
-    stats = [
-        entry('[200,"v1","pod-a",0]', {"1000": 10, "1001": 10, "1002": 4}, False),
-        entry('[200,"v2","pod-b",0]', {"1002": 6}, False),
-        entry('[503,"","",1]', {"1002": 5}, True),
-        {"name": "ingress /api/greet", "num_requests": 1, "num_reqs_per_sec": {"1000": 1}},  # unsplit
+    assert out.returncode == code
+    assert (out.stdout.splitlines()[-1] == "held") is held
+    records, exit_code = parse_events(out.stdout + out.stderr)
+    assert exit_code == code
+    assert records == [
+        RequestRecord(1000.25, 12.5, 200, "ingress /api/greet", "pod-a", "v1", "mp-1-w1.7.1-1"),
+        RequestRecord(1000.5, 3.0, 503, "ingress /api/greet", "", "", "mp-1-w1.7.2-2", overloaded=True),
     ]
-    phases = [PhaseMark("load", 1000.0, 1002.0), PhaseMark("fault", 1002.0, 1003.0)]
-    r = report_from_locust_stats(
-        LoadConfig(), target_in_cluster(), stats, phases, started_at=1000.0, ended_at=1003.0
+
+
+def test_parse_events_of_a_worker_log_as_the_kubelet_serves_it() -> None:
+    """The shape of a real worker's log (kind, Locust 2.47.0): Locust's stderr lines between the
+    records, a record cut by ``since_seconds`` is not there at all (the kubelet returns whole lines,
+    joining the runtime's 16 KiB partial lines), no exit line while Locust runs."""
+    log = (
+        "[2026-12-01 20:21:45,144] meshproof-locust-worker-976dfd547-8z6db/INFO/locust.main: Starting Locust 2.47.0\n"
+        f"{EVENT_MARK}\t1796156506.662172\t91.732\t200\tingress /api/greet\tmicroservice-1-v1-74f46c464f-4h8zx"
+        "\tv1\tmp-5a1b-meshproof-locust-worker-976dfd547-8z6db.1.3-17\t\t\n"
+        f"{EVENT_MARK}\t1796156506.7\t5.1\t0\tingress /api/greet\t\t\tmp-5a1b-meshproof-locust-worker-976dfd547-8z6db.1.4-18"
+        "\tConnectionRefusedError: [Errno 111] Connection refused\t\n"
+        f"{EVENT_MARK}\tnot a record\n"
+        f"{EXIT_MARK.upper()} 0\n"
     )
-    load, fault = r.phases
-    assert dict(r.by_status) == {200: 30, 503: 5} and r.requests == 36
-    assert (load.requests, dict(load.by_status), dict(load.versions)) == (21, {200: 20}, {"v1": 20})
-    assert dict(fault.by_status) == {200: 10, 503: 5} and fault.failures == 5 and fault.overloaded == 5
-    assert dict(fault.versions) == {"v1": 4, "v2": 6} and dict(fault.pods) == {"pod-a": 4, "pod-b": 6}
+    records, code = parse_events(log)
+    assert code is None
+    assert [(r.status, r.pod, r.failed) for r in records] == [
+        (200, "microservice-1-v1-74f46c464f-4h8zx", False),
+        (0, "", True),
+    ]
+    assert records[0].request_id.rsplit("-", 1)[0].endswith("-8z6db.1.3")  # one user: host, pid, user

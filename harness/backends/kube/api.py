@@ -87,7 +87,17 @@ class KubeApi(Protocol):
         """Delete an object; False when it did not exist."""
         ...
 
-    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str: ...
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        tail_lines: int | None = 400,
+        since_seconds: int | None = None,
+    ) -> str:
+        """The container's log: its last ``tail_lines`` lines (None: all) of the last
+        ``since_seconds`` (None: from its start)."""
+        ...
 
     def open_port(self, namespace: str, pod: str, port: int) -> Channel:
         """A new stream to ``pod:port`` (one per TCP connection)."""
@@ -271,10 +281,22 @@ class ClusterApi:
             raise self._error(f"delete {ref}", e) from e
         return True
 
-    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        tail_lines: int | None = 400,
+        since_seconds: int | None = None,
+    ) -> str:
+        extra: dict[str, Any] = {}
+        if tail_lines is not None:
+            extra["tail_lines"] = tail_lines
+        if since_seconds is not None:
+            extra["since_seconds"] = max(1, since_seconds)
         try:
             text = self._core.read_namespaced_pod_log(
-                pod, namespace, container=container, tail_lines=tail_lines, _request_timeout=self._timeout
+                pod, namespace, container=container, _request_timeout=self._timeout, **extra
             )
         except Exception as e:
             raise self._error(f"logs of {namespace}/{pod}/{container}", e) from e

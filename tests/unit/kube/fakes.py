@@ -317,7 +317,14 @@ class FakeCluster:
                 )
         return True
 
-    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        tail_lines: int | None = 400,
+        since_seconds: int | None = None,
+    ) -> str:
         return f"log of {namespace}/{pod}/{container}\n"
 
     def open_port(self, namespace: str, pod: str, port: int) -> Channel:

@@ -1,9 +1,10 @@
-"""KubeLocustRun over fakes: the dict cluster, a scripted Locust master (web API + log), a fake clock."""
+"""KubeLocustRun over fakes: the dict cluster, a scripted Locust master (web API + log), workers whose
+logs carry per-request records, a fake clock."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from harness.backends.kube.api import ObjectRef
 from harness.errors import LoadError, UnsupportedFeature, WaitTimeout
 from harness.load import LoadConfig, LocustRun, load_run
-from harness.load.kube import DONE_MARK, EXIT_MARK, NAMESPACE, STATS_MARK, WEB_PORT
+from harness.load.kube import DONE_MARK, EVENT_MARK, EXIT_MARK, NAMESPACE, STATS_MARK, WEB_PORT
 from harness.load.kube_run import KubeLocustRun
 
 from .fakes import FakeCluster
@@ -25,22 +26,18 @@ RUN_OBJECTS = [
     ObjectRef("apps/v1", "Deployment", NAMESPACE, "meshproof-locust-worker"),
 ]
 
-# Locust's --json-file: requests per whole second (unix), failures in 1005-1007.
-STATS = [
-    {
-        "name": "ingress /api/greet",
-        "method": "GET",
-        "num_requests": 78,
-        "num_failures": 12,
-        "num_reqs_per_sec": {
-            "1000": 5,
-            **{str(s): 10 for s in range(1001, 1008)},
-            "1008": 3,
-        },
-        "num_fail_per_sec": {"1005": 4, "1006": 4, "1007": 4},
-        "response_times": {"12": 60, "250": 18},
-    }
-]
+
+def _requests() -> list[tuple[float, int]]:
+    """(start, status) of the scripted run's 78 requests: 5 in second 1000, 10 in each of 1001-1007,
+    3 in 1008, evenly spread in each second; the first 4 of 1005-1007 answered 503."""
+    return [
+        (sec + (i + 0.5) / n, 503 if 1005 <= sec <= 1007 and i < 4 else 200)
+        for sec, n in [(1000, 5), *((s, 10) for s in range(1001, 1008)), (1008, 3)]
+        for i in range(n)
+    ]
+
+
+REQUESTS = _requests()
 
 
 class FakeClock:
@@ -66,13 +63,19 @@ class LocustCluster(FakeCluster):
         spawn_after: int = 1,
         exit_code: int = 0,
         stats: list[dict[str, Any]] | None = None,
+        requests: list[tuple[float, int]] | None = None,
         quit_on_stop: bool = True,
         crash_workers: bool = False,
     ) -> None:
         super().__init__()
         self.workers, self.connect_after, self.spawn_after = workers, connect_after, spawn_after
         self.exit_code = exit_code
-        self.stats = STATS if stats is None else stats
+        self.load = REQUESTS if requests is None else requests
+        self.stats = (
+            [{"name": "ingress /api/greet", "num_requests": len(self.load)}] if stats is None else stats
+        )
+        self.now: Callable[[], float] = lambda: float("inf")  # wall clock: records up to now are logged
+        self.log_reads: list[tuple[str, int | None]] = []  # (container, since_seconds)
         self.quit_on_stop = quit_on_stop
         self.crash_workers = crash_workers
         self.polls = 0
@@ -97,7 +100,15 @@ class LocustCluster(FakeCluster):
                     ]
         return live
 
-    def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+    def pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        tail_lines: int | None = 400,
+        since_seconds: int | None = None,
+    ) -> str:
+        self.log_reads.append((container, since_seconds))
         if container == "master":
             lines = list(self.master_lines)
             if self.finished:
@@ -105,8 +116,31 @@ class LocustCluster(FakeCluster):
                 lines.append(f"{EXIT_MARK} {self.exit_code}")
                 lines.append(f"{STATS_MARK} {json.dumps(self.stats)}" if self.stats else f"{STATS_MARK} ")
                 lines.append(DONE_MARK)
-            return "\n".join(lines[-tail_lines:]) + "\n"
-        return self.worker_log
+            return "\n".join(lines[-(tail_lines or len(lines)) :]) + "\n"
+        return self.worker_log + self.records_of(pod)
+
+    def records_of(self, pod: str) -> str:
+        """This worker pod's share of the load (ten users, round robin over the workers), as its log
+        has it: the requests started by now; all of them and its exit line once the master quit."""
+        workers = sorted(
+            p["metadata"]["name"]
+            for p in self.list("v1", "Pod", NAMESPACE, "app=meshproof-locust,role=worker")
+        )
+        if pod not in workers:
+            return ""
+        lines = []
+        for n, (start, status) in enumerate(self.load):
+            user = n % 10
+            if workers[user % len(workers)] != pod or (start > self.now() and not self.finished):
+                continue
+            answer = "\tmicroservice-1-v1-a\tv1" if status == 200 else "\t\t"
+            lines.append(
+                f"{EVENT_MARK}\t{start:.6f}\t{250.0 if n % 4 == 0 else 12.0}\t{status}\tingress /api/greet"
+                f"{answer}\tmp-t-{pod}.1.{user}-{n}\t\t\n"
+            )
+        if self.finished:
+            lines.append(f"{EXIT_MARK} 0\n")
+        return "".join(lines)
 
     def status(self) -> dict[str, Any]:
         self.polls += 1
@@ -178,6 +212,7 @@ def make_run(
         clock=clock,
         **kw,
     )
+    cluster.now = lambda: 1000.0 + clock.t
     return run, clock, forwards
 
 
@@ -199,50 +234,80 @@ def test_a_run_applies_waits_for_workers_and_spawn_marks_phases_and_reports(tmp_
         # The workers are applied once the master's web UI has answered (they give up without it).
         assert cluster.applied[-1] == ("meshproof-locust-worker", "Deployment", 1)
         assert [polls for *_, polls in cluster.applied[:-1]] == [0, 0, 0]
-        assert run.progress().requests == 70
+        clock.t = 3.0
+        # Progress counts the workers' records so far (seconds 1000-1002), not the master's totals.
+        assert run.progress().requests == sum(1 for t, _ in REQUESTS if t <= 1003.0) == 25
         clock.t = 5.0
         run.phase("fault")
         clock.t = 8.0
     report = run.report
     assert report is not None
     assert "POST /stop" in cluster.requests
-    # The run is dated back to Locust's first counted second (1000); each second counts once, in the
-    # phase that holds its middle: 1000.5 is the load's (it started then), 1005-1008 the fault's.
-    assert [(p.name, p.requests, p.failures) for p in report.phases] == [
-        ("spawn", 0, 0),
-        ("load", 45, 0),
-        ("fault", 33, 12),
-    ]
-    assert sum(p.requests for p in report.phases) == report.requests == 78
-    assert report.phases[0].start_s == 0.0 and report.phases[-1].end_s == pytest.approx(9.0)
-    assert (report.failures, report.latency.p50_ms, report.latency.p99_ms) == (12, 12.0, 250.0)
-    assert report.errors == {"ingress /api/greet: HTTPError('503')": 12}
+    # Each request counts in the phase in which it started: 1005.05 onwards in the fault's.
+    names = [p.name for p in report.phases]
+    assert names == ["spawn", "load", "fault"]
+    fault = report.phase("fault")
+    assert (fault.requests, fault.failures, dict(fault.by_status)) == (33, 12, {200: 21, 503: 12})
+    assert dict(fault.versions) == {"v1": 21} and dict(fault.pods) == {"microservice-1-v1-a": 21}
+    assert sum(p.requests for p in report.phases) == report.requests == report.locust_requests == 78
+    assert report.phases[0].start_s == 0.0 and report.started_at <= min(t for t, _ in REQUESTS)
+    assert len(report.records) == 78 and len({r.request_id for r in report.records}) == 78
+    assert (report.failures, report.latency.p50_ms, report.latency.max_ms) == (12, 12.0, 250.0)
+    assert report.errors == {"HTTP 503": 12}
     assert report.request_id_prefix == run.run_id and report.locust_exit_code == 0
     assert gone(cluster) and forwards[0].stopped
     assert "Shutting down" in run.log_path.read_text()
     assert json.loads((tmp_path / "load" / "report.json").read_text())["requests"] == 78
+    # Each worker's log is read whole once, then only its last seconds (the fake returns it whole:
+    # the records read twice are kept once).
+    worker_reads = [since for container, since in cluster.log_reads if container == "worker"]
+    assert worker_reads[:2] == [None, None] and all(isinstance(s, int) and s >= 3 for s in worker_reads[2:])
 
 
-def test_phases_split_at_the_middle_of_each_second(tmp_path: Path) -> None:
-    cluster = LocustCluster(workers=1, connect_after=0, spawn_after=4)
-    run, clock, _ = make_run(cluster, tmp_path, config=LoadConfig(users=5))
-    run.start()  # connected at once (1000.0), running at the fifth poll (1001.0)
-    clock.t = 4.4
-    run.phase("fault")  # 1004.4: second 1004 (middle 1004.5) is the fault's
-    clock.t = 8.2
-    report = run.stop()
-    assert [(p.name, p.requests, p.failures) for p in report.phases] == [
-        ("spawn", 5, 0),  # 1000
-        ("load", 30, 0),  # 1001-1003
-        ("fault", 43, 12),  # 1004-1008
-    ]
+def test_a_snapshot_waits_until_every_user_has_logged_a_request_past_the_boundary(tmp_path: Path) -> None:
+    cluster = LocustCluster(workers=2, connect_after=0, spawn_after=0)
+    run, clock, _ = make_run(cluster, tmp_path)
+    with run:
+        clock.t = 4.4
+        run.phase("fault")  # 1004.4; the records the workers have logged so far end at 1004.35
+        snap = run.snapshot(settle_s=0.0)
+        # It waited (the fake clock moved on) until each of the 10 users had a request started
+        # after 1004.4: the load phase is complete, the fault phase holds what came since.
+        assert 1000.0 + clock.t >= 1005.35
+        assert snap.phase("load").requests == sum(1 for t, _ in REQUESTS if 1000.0 < t < 1004.4) == 39
+        assert len(snap.in_phase("load")) == 39
+        assert all(r.start >= 1004.4 for r in snap.in_phase("fault"))
+        assert run.running
+    assert run.snapshot() is run.report
 
 
 def test_a_cluster_clock_far_from_ours_is_an_error_not_wrong_phases(tmp_path: Path) -> None:
-    skewed = [{**STATS[0], "num_reqs_per_sec": {"400": 78}}]  # ten minutes before the run was applied
-    run, _, _ = make_run(LocustCluster(stats=skewed), tmp_path)
+    skewed = [(400.0 + t / 10, 200) for t in range(78)]  # ten minutes before the run was applied
+    run, _, _ = make_run(LocustCluster(requests=skewed), tmp_path)
     with pytest.raises(LoadError, match="clock"), run:
         pass
+
+
+def test_records_missing_from_the_workers_logs_fail_the_run(tmp_path: Path) -> None:
+    """Locust's own total is the cross-check of the records (a rotated log would lose some)."""
+    run, _, _ = make_run(LocustCluster(stats=[{"name": "ingress /api/greet", "num_requests": 80}]), tmp_path)
+    with pytest.raises(LoadError, match="counted 80 requests, its workers' logs hold 78 records"), run:
+        pass
+
+
+def test_a_worker_that_restarts_during_the_run_fails_it(tmp_path: Path) -> None:
+    cluster = LocustCluster(workers=1, connect_after=0, spawn_after=0)
+    run, clock, _ = make_run(cluster, tmp_path, config=LoadConfig(users=5))
+    run.start()
+    for o in cluster.objects.values():
+        if o["kind"] == "Pod" and o["metadata"]["labels"].get("role") == "worker":
+            o["status"]["containerStatuses"] = [{"name": "worker", "restartCount": 1, "state": {}}]
+    clock.t = 3.0
+    with pytest.raises(LoadError, match="restarted during the run"):
+        run.progress()
+    with pytest.raises(LoadError, match="restarted during the run"):
+        run.stop()
+    assert gone(cluster)
 
 
 def test_a_run_with_a_duration_ends_by_itself_without_a_stop(tmp_path: Path) -> None:
@@ -254,7 +319,8 @@ def test_a_run_with_a_duration_ends_by_itself_without_a_stop(tmp_path: Path) -> 
         assert run.exited and run.wait(timeout=5) == 0
         clock.t = 30.0
     assert "POST /stop" not in cluster.requests
-    assert run.report is not None and run.report.duration_s == pytest.approx(9.0)  # 1000 .. 1009
+    # From the run's start (1000) to the end of its last request (1008.83 + 12 ms).
+    assert run.report is not None and run.report.duration_s == pytest.approx(8.845, abs=1e-3)
     assert gone(cluster)
 
 
@@ -264,11 +330,18 @@ def test_a_failed_look_at_the_masters_log_is_not_yet_not_an_error(tmp_path: Path
     class Flaky(LocustCluster):
         fail_logs = False
 
-        def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+        def pod_log(
+            self,
+            namespace: str,
+            pod: str,
+            container: str,
+            tail_lines: int | None = 400,
+            since_seconds: int | None = None,
+        ) -> str:
             if self.fail_logs:
                 self.fail_logs = False
                 raise BackendError("logs of other-namespace/master failed: 500 etcdserver: request timed out")
-            return super().pod_log(namespace, pod, container, tail_lines)
+            return super().pod_log(namespace, pod, container, tail_lines, since_seconds)
 
     cluster = Flaky()
     run, _, _ = make_run(cluster, tmp_path)
@@ -361,13 +434,6 @@ def test_ctrl_c_deletes_everything_without_waiting_for_locust(tmp_path: Path) ->
     assert run.report is None and not run.running
 
 
-def test_a_snapshot_is_refused_while_in_cluster_locust_runs(tmp_path: Path) -> None:
-    run, _, _ = make_run(LocustCluster(), tmp_path)
-    with run, pytest.raises(UnsupportedFeature, match="read run.report"):
-        run.snapshot()
-    assert run.snapshot() is run.report
-
-
 def test_reuse_and_early_stop_are_refused(tmp_path: Path) -> None:
     run, _, _ = make_run(LocustCluster(), tmp_path)
     with pytest.raises(LoadError, match="before start"):
@@ -389,16 +455,23 @@ def test_through_the_real_port_forward_over_the_fake_api(tmp_path: Path) -> None
     """The default forward (PortForward over KubeApi.open_port) and HTTP client, real sockets."""
     import time
 
-    now = int(time.time())
-    stats = [{"name": "ingress /", "num_requests": 78, "num_reqs_per_sec": {str(now): 78}}]
+    now = time.time()
+    load = [(now + i / 100, 200) for i in range(78)]
     running = {"state": "running", "worker_count": 1, "user_count": 5, "stats": [], "errors": []}
 
     class Served(LocustCluster):
-        def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+        def pod_log(
+            self,
+            namespace: str,
+            pod: str,
+            container: str,
+            tail_lines: int | None = 400,
+            since_seconds: int | None = None,
+        ) -> str:
             self.finished = any(b"POST /stop" in raw for *_, raw in self.served)
-            return super().pod_log(namespace, pod, container, tail_lines)
+            return super().pod_log(namespace, pod, container, tail_lines, since_seconds)
 
-    cluster = Served(stats=stats)
+    cluster = Served(requests=load)
     cluster.http_ports[WEB_PORT] = (200, json.dumps(running).encode())
     run = KubeLocustRun(LoadConfig(users=5), api=cluster, workdir=tmp_path / "load", poll=0.05)
     with run:
@@ -469,8 +542,8 @@ def test_meshproof_load_on_an_existing_cluster_runs_locust_inside_it(
     import harness.backends
     from harness.cli import main
 
-    now = int(time.time())
-    stats = [{"name": "ingress /api/greet", "num_requests": 78, "num_reqs_per_sec": {str(now): 78}}]
+    now = time.time()
+    load = [(now + i / 100, 200) for i in range(78)]
     running = {"state": "running", "worker_count": 2, "user_count": 5, "stats": [], "errors": []}
 
     class EndsAlone(LocustCluster):
@@ -478,13 +551,20 @@ def test_meshproof_load_on_an_existing_cluster_runs_locust_inside_it(
 
         reads = 0
 
-        def pod_log(self, namespace: str, pod: str, container: str, tail_lines: int = 400) -> str:
+        def pod_log(
+            self,
+            namespace: str,
+            pod: str,
+            container: str,
+            tail_lines: int | None = 400,
+            since_seconds: int | None = None,
+        ) -> str:
             if container == "master":
                 self.reads += 1
                 self.finished = self.reads > 4
-            return super().pod_log(namespace, pod, container, tail_lines)
+            return super().pod_log(namespace, pod, container, tail_lines, since_seconds)
 
-    cluster = EndsAlone(stats=stats)
+    cluster = EndsAlone(requests=load)
     cluster.http_ports[WEB_PORT] = (200, json.dumps(running).encode())
 
     class Existing:
