@@ -15,6 +15,14 @@ from harness.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
+# Runs argv[1:] with SIGINT at its default disposition. A job started in the background by a
+# non-interactive shell (`cmd &` in a CI script) inherits SIGINT ignored, and Python then installs
+# no KeyboardInterrupt handler: the Ctrl-C these tests send would be dropped, proving nothing.
+DEFAULT_SIGINT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+]
 
 
 def _locusts(marker: str) -> list[str]:
@@ -24,7 +32,9 @@ def _locusts(marker: str) -> list[str]:
 
 
 def _interrupt_once_loaded(argv: list[str], marker: str) -> subprocess.CompletedProcess[str]:
-    p = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [*DEFAULT_SIGINT, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait.until(
             lambda: _locusts(marker) or p.poll() is not None,
