@@ -942,7 +942,14 @@ class KubeBackend:
                 for p in self._mesh_pods()
                 if namespace_of(p) == w.namespace and deployment_of(p) == w.deployment
             ]
-            return all(pod_ready(p) for p in pods) and w.name not in {name_of(p) for p in pods}
+            # count the pods: right after the delete the Deployment's status still says all are
+            # ready, before its ReplicaSet has even created the replacement
+            wanted = int((d.get("spec") or {}).get("replicas") or 0)
+            return (
+                len(pods) >= wanted
+                and all(pod_ready(p) for p in pods)
+                and w.name not in {name_of(p) for p in pods}
+            )
 
         wait.until(
             back,
