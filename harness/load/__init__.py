@@ -606,6 +606,24 @@ class Progress:
     rps: float  # over the last few seconds
     phase: str
 
+    @classmethod
+    def of(
+        cls, records: Sequence[RequestRecord], failures: int, *, started_at: float, now: float, phase: str
+    ) -> Progress:
+        """The figures of ``records`` (in the order read) at ``now``: rps over the last 3 s."""
+        recent = [r for r in records[-5000:] if r.start >= now - 3.0]
+        return cls(now - started_at, len(records), failures, len(recent) / 3.0, phase)
+
+
+def users_past(newest: Mapping[str, float], cut: float, *, now: float) -> int | None:
+    """How many Locust users (``newest``: each user's newest request start) logged a request started
+    at or after ``cut``; None until every user has, or has been quiet for ``QUIET_USER_S`` (a user
+    sends one request at a time: the requests before ``cut`` are then all logged)."""
+    quiet_since = now - QUIET_USER_S
+    if newest and all(t >= cut or t < quiet_since for t in newest.values()):
+        return None
+    return sum(t >= cut for t in newest.values())
+
 
 class _Phased(Protocol):
     """What a phase needs of its run (LocustRun, or the in-cluster KubeLocustRun)."""
@@ -829,13 +847,11 @@ class LocustRun(PhaseClock):
         """Figures so far (reads the new lines of the event logs)."""
         self._read_events()
         self._sample_cpu()
-        now = self._wall()
-        recent = [r for r in self._records[-5000:] if r.start >= now - 3.0]
-        return Progress(
-            elapsed_s=now - self._started_at,
-            requests=len(self._records),
-            failures=self._failures,
-            rps=len(recent) / 3.0,
+        return Progress.of(
+            self._records,
+            self._failures,
+            started_at=self._started_at,
+            now=self._wall(),
             phase=self.current_phase,
         )
 
@@ -854,8 +870,7 @@ class LocustRun(PhaseClock):
 
         def settled() -> bool:
             self._read_events()
-            newest, quiet_since = self._newest_start, self._wall() - QUIET_USER_S
-            return bool(newest) and all(t >= boundary + settle_s or t < quiet_since for t in newest.values())
+            return users_past(self._newest_start, boundary + settle_s, now=self._wall()) is None
 
         wait.until(
             settled,

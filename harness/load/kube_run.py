@@ -66,7 +66,6 @@ from harness.errors import BackendError, LoadError
 from harness.load import (
     FIRST_PHASE,
     LOCUSTFILE,
-    QUIET_USER_S,
     SPAWN_PHASE,
     LoadConfig,
     LoadReport,
@@ -78,6 +77,7 @@ from harness.load import (
     _locust_message,
     _State,
     build_report,
+    users_past,
 )
 from harness.load.kube import (
     AUTOQUIT_S,
@@ -248,13 +248,11 @@ class KubeLocustRun(PhaseClock):
         """Figures so far, from the workers' per-request records (read at most every READ_EVERY_S)."""
         if self._state is _State.RUNNING and self._clock.now() - self._events_read >= READ_EVERY_S:
             self._read_events()
-        now = self._wall()
-        recent = [r for r in self._records[-5000:] if r.start >= now - 3.0]
-        return Progress(
-            elapsed_s=now - self._started_at,
-            requests=len(self._records),
-            failures=self._failures,
-            rps=len(recent) / 3.0,
+        return Progress.of(
+            self._records,
+            self._failures,
+            started_at=self._started_at,
+            now=self._wall(),
             phase=self.current_phase,
         )
 
@@ -271,11 +269,11 @@ class KubeLocustRun(PhaseClock):
 
         def settled() -> bool:
             self._read_events()
-            newest, quiet_since = self._newest_start, self._wall() - QUIET_USER_S
-            if not newest or not all(t >= boundary + settle_s or t < quiet_since for t in newest.values()):
+            past = users_past(self._newest_start, boundary + settle_s, now=self._wall())
+            if past is not None:
                 raise _Pending(
-                    f"{sum(t >= boundary + settle_s for t in newest.values())} of {len(newest)} Locust users "
-                    f"past the phase boundary; {len(self._records)} records read"
+                    f"{past} of {len(self._newest_start)} Locust users past the phase boundary; "
+                    f"{len(self._records)} records read"
                 )
             return True
 
