@@ -338,6 +338,7 @@ class Evidence:
             notes=notes,
             used_n=used_n,
             fixed_n=fixed_n,
+            because=because[0] if because is not None else "",
         )
         assert not check.passed, (
             f"negative control: the check passed although the mesh runs a broken configuration, so it "

@@ -43,12 +43,17 @@ class CheckResult:
 
     ``detail`` is human-readable (observed versus expected); ``evidence`` holds the numbers
     behind it for reports (status counts, the statistical verdict, sub-checks, ...).
+
+    ``key`` is the check's stable identity: its kind and design parameters, never a sample size,
+    an observed value or a pod name, so two runs of the same check share it (reports are matched
+    on it across runs). Empty means the name is already stable and serves as the key.
     """
 
     name: str
     passed: bool
     detail: str
     evidence: Mapping[str, object] = field(default_factory=dict)
+    key: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.evidence, MappingProxyType):
@@ -56,6 +61,11 @@ class CheckResult:
 
     def __bool__(self) -> bool:
         return self.passed
+
+    @property
+    def identity(self) -> str:
+        """The stable key (``key``, else ``name``) that matches this check across runs."""
+        return self.key or self.name
 
     @property
     def verdict(self) -> str:
@@ -235,6 +245,7 @@ def all_of(*checks: CheckResult) -> CheckResult:
         raise ValueError("all_of needs at least one check (an empty conjunction would prove nothing)")
     failed = [c for c in checks if not c.passed]
     name = "all_of(" + ", ".join(c.name for c in checks) + ")"
+    key = "all_of(" + ", ".join(c.identity for c in checks) + ")"
     if failed:
         parts = [f"{len(failed)} of {len(checks)} checks failed:"]
         parts += [f"- {c.name}:\n{textwrap.indent(c.detail, '    ')}" for c in failed]
@@ -246,6 +257,7 @@ def all_of(*checks: CheckResult) -> CheckResult:
         passed=not failed,
         detail=detail,
         evidence={"checks": tuple(checks), "failed": tuple(c.name for c in failed)},
+        key=key if key != name else "",
     )
 
 

@@ -2,7 +2,13 @@
 
 The suites' conftest keeps a :class:`Recorder` for the session, prints :meth:`Recorder.table`
 in the terminal summary and writes :meth:`Recorder.to_json` to ``suites-report.json``.
-A negative control's record expects ``FAIL``: the check failing *is* the control passing.
+A negative control's record expects ``FAIL``: the check failing *is* the control passing, and
+its ``because`` says the reason it had to fail (asserted by the test).
+
+Each record's ``id`` is ``<test node id>::<check key>`` (:attr:`CheckResult.identity`: the check's
+kind and design parameters, never N or observed values), unique within a run and the same in
+every run of the same check: reports of two runs are matched on it (upgrade-check, bench_suites,
+soak_busy). A check recorded twice by one test gets ``#2``, ``#3``... in order.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ _ALPHA = re.compile(r"alpha=([0-9.eE+-]+)")
 
 @dataclass(frozen=True)
 class Record:
+    id: str  # stable identity across runs: "<test node id>::<check key>"
     test: str  # pytest node id
     check: str  # the check's name
     requests: int  # requests sent for this check (including convergence/gating traffic)
@@ -32,6 +39,7 @@ class Record:
     used_n: int = 0  # a sequential check: requests its verdict used (0: a fixed-n check)
     fixed_n: int = 0  # a sequential check: the fixed-n sample size it replaced
     detail: str = field(default="", repr=False)  # observed-versus-expected table
+    because: str = ""  # a negative control: the reason the check had to fail (asserted)
 
     @property
     def as_expected(self) -> bool:
@@ -47,6 +55,9 @@ class Recorder:
 
     def add(self, record: Record) -> Record:
         with self._lock:
+            taken = {r.id for r in self._records}
+            if record.id in taken:
+                record = replace(record, id=_next_free(record.id, taken))
             self._records.append(record)
         return record
 
@@ -62,9 +73,11 @@ class Recorder:
         notes: str = "",
         used_n: int = 0,
         fixed_n: int = 0,
+        because: str = "",
     ) -> Record:
         return self.add(
             Record(
+                id=f"{test}::{check.identity}",
                 test=test,
                 check=check.name,
                 requests=requests,
@@ -76,17 +89,18 @@ class Recorder:
                 used_n=used_n,
                 fixed_n=fixed_n,
                 detail=check.detail,
+                because=because,
             )
         )
 
     def extend(self, records: list[Record]) -> None:
-        with self._lock:
-            self._records.extend(records)
+        for record in records:
+            self.add(record)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> list[Record]:
         """The records of :meth:`to_json` (e.g. a pytest-xdist worker's, merged by the controller)."""
-        return [Record(**r) for r in data.get("checks", [])]
+        return [Record(**{"id": f"{r['test']}::{r['check']}", **r}) for r in data.get("checks", [])]
 
     @property
     def records(self) -> tuple[Record, ...]:
@@ -148,6 +162,13 @@ class Recorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
         return path
+
+
+def _next_free(record_id: str, taken: set[str]) -> str:
+    n = 2
+    while f"{record_id}#{n}" in taken:
+        n += 1
+    return f"{record_id}#{n}"
 
 
 def _clip(text: str, limit: int) -> str:
