@@ -63,42 +63,64 @@ def cluster_stats(http: httpx.Client, admin_url: str, cluster_substring: str) ->
 
 @dataclass(frozen=True)
 class FaultCounts:
-    """A proxy's fault filter counters, summed over its HTTP connection managers.
+    """A proxy's fault filter counters, summed over its HTTP connection managers that have one.
 
     ``delays`` is ``http.<prefix>.fault.delays_injected``, ``aborts`` ``...aborts_injected``: Envoy
     counts a request when its fault filter decides to delay or abort it, before the response
     leaves, so a difference taken around a finished sample counts exactly that sample's faults.
+    ``requests`` is ``http.<prefix>.downstream_rq_total`` of the same connection managers: every
+    request their fault filters drew for (Envoy counts it when the stream starts, before the
+    filters run), so under concurrent load ``delays``/``requests`` between two reads is the
+    share over exactly the requests Envoy saw in between (all three come from one ``/stats`` read).
     """
 
     delays: int
     aborts: int
+    requests: int = 0
 
     def __sub__(self, other: FaultCounts) -> FaultCounts:
-        return FaultCounts(self.delays - other.delays, self.aborts - other.aborts)
+        return FaultCounts(
+            self.delays - other.delays, self.aborts - other.aborts, self.requests - other.requests
+        )
 
 
-FAULT_STATS_FILTER = r"\.fault\.(delays|aborts)_injected$"
+FAULT_STATS_FILTER = r"(\.fault\.(delays|aborts)_injected|\.downstream_rq_total)$"
 
 
 def parse_fault_counts(stats_text: str) -> FaultCounts | None:
     """From Envoy's ``/stats`` text; None when the proxy exposes no fault counter at all.
 
     Only the per-connection-manager totals count (``http.<prefix>.fault.delays_injected``), not
-    the per-downstream-cluster copies (``http.<prefix>.fault.<cluster>.delays_injected``).
+    the per-downstream-cluster copies (``http.<prefix>.fault.<cluster>.delays_injected``);
+    ``downstream_rq_total`` counts only for connection managers that have fault counters (not
+    the admin's, nor the health and Prometheus listeners').
     """
     totals = {"delays_injected": 0, "aborts_injected": 0}
-    seen = False
+    requests: dict[str, int] = {}
+    with_fault: set[str] = set()
     for line in stats_text.splitlines():
-        name, _, value = line.partition(": ")
-        head, sep, tail = name.partition(".fault.")
-        if not sep or not head.startswith("http.") or tail not in totals:
-            continue
+        name, _, raw = line.partition(": ")
         try:
-            totals[tail] += int(float(value))
+            value = int(float(raw))
         except ValueError:
             continue
-        seen = True
-    return FaultCounts(totals["delays_injected"], totals["aborts_injected"]) if seen else None
+        if not name.startswith("http."):
+            continue
+        if name.endswith(".downstream_rq_total"):
+            requests[name[len("http.") : -len(".downstream_rq_total")]] = value
+            continue
+        head, sep, tail = name.partition(".fault.")
+        if not sep or tail not in totals:
+            continue
+        totals[tail] += value
+        with_fault.add(head[len("http.") :])
+    if not with_fault:
+        return None
+    return FaultCounts(
+        totals["delays_injected"],
+        totals["aborts_injected"],
+        sum(n for prefix, n in requests.items() if prefix in with_fault),
+    )
 
 
 def fault_counts(http: httpx.Client, admin_url: str) -> FaultCounts | None:

@@ -8,7 +8,8 @@ counters Envoy keeps itself, so both backends include these in every proxy's con
 * outlier detection: ``cluster.<c>.outlier_detection.*`` (``ejections_enforced_total``,
   ``ejections_detected_consecutive_5xx``, ``ejections_active``, ...);
 * fault injection: ``http.<prefix>.fault.delays_injected`` / ``aborts_injected`` of the proxy
-  whose fault filter applies the route's fault;
+  whose fault filter applies the route's fault, and ``http.<prefix>.downstream_rq_total`` (the
+  requests the filter drew for, the trials of the share under concurrent load);
 * retries: ``cluster.<c>.upstream_rq_retry*``;
 * tracing: ``http.<prefix>.tracing.random_sampling`` (requests the proxy chose to trace) and
   ``tracing.opentelemetry.spans_sent`` (spans handed to the collector).
@@ -25,6 +26,7 @@ INCLUSION_REGEXPS: tuple[str, ...] = (
     ".*outlier_detection\\..*",
     ".*upstream_rq_retry.*",
     ".*\\.fault\\..*",
+    "http\\..*\\.downstream_rq_total",
     "(.*\\.)?tracing\\..*",
 )
 
