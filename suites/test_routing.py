@@ -30,6 +30,7 @@ from suites._support.routing import (
     route_for,
     sequential_split,
     sequential_split_check,
+    split_toward,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -304,6 +305,7 @@ def test_negative_swapped_split_fails_the_check(mesh_backend, sampler, config, d
         apply_s=apply_s,
         asserted=original,
         negative=True,
+        because=split_toward(swapped, original),
     )
 
 

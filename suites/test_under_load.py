@@ -11,10 +11,12 @@ Bounds are counts derived from the configuration the mesh runs (no timing verdic
   fail at most once per user (a request already routed to the replica when it was ejected);
 * circuit breaking: with 1 active + 1 pending allowed and every request held HOLD_MS, Locust's
   users are shed (503 x-envoy-overloaded) and at most the limits' share is served;
-* fault injection: the abort and delay shares of the load match the VirtualService's percentages
-  (sequential tests on the load's own requests, looked at every ~320: an SPRT of the abort share,
-  a one-sided SPRT of the share too fast to have been delayed), and the delayed requests' median
-  is above the fixed delay.
+* fault injection: the abort and delay shares match the VirtualService's percentages, judged by
+  SPRTs looked at every ~320 load requests: the abort share on the load's own requests (an abort
+  is a status no app answered), the delay share on the gateway's own count over the same looks
+  (``fault.delays_injected`` over ``downstream_rq_total``, as the suite without load does);
+  latency is only a one-sided cross-check (requests too fast to have been delayed are at most the
+  requests Envoy left undelayed).
 
 Short by default (a few seconds of load each, 8-16 users); ``tox -e load-soak`` runs them with more
 users and Locust processes.
@@ -29,11 +31,11 @@ import pytest
 
 from harness import wait
 from harness.backends.base import Fault
-from harness.load import RequestRecord, latency_at_least
+from harness.load import RequestRecord
 from harness.traffic.checks import CheckResult, all_of
-from suites._support.envoy import address_owner
+from suites._support.envoy import EnvoyAdmin, address_owner
 from suites._support.load import (
-    as_check,
+    SequentialLoad,
     collect,
     errors_at_most,
     load_notes,
@@ -41,7 +43,7 @@ from suites._support.load import (
     split_of_load,
     wait_while_loaded,
 )
-from suites._support.routing import attribution, expected_split, route_for
+from suites._support.routing import attribution, expected_split, route_for, split_toward
 from suites.test_circuit_breaking import HOLD_MS, LIMITS, RAISED, Limits, hold_one_subset
 from suites.test_fault_injection import (
     ABORT_PERCENT,
@@ -49,6 +51,7 @@ from suites.test_fault_injection import (
     DELAY,
     DELAY_PERCENT,
     DELAY_SEEN,
+    FaultCounters,
     configured,
     fault_variant,
     ingress_vs,
@@ -61,7 +64,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 USERS = 8
 CB_USERS = 16
 FI_USERS = 48  # half the requests wait 200 ms: more users keep the phase short
-NEGATIVE_DELAY = "2s"  # the delay negative control's: far above the load's latency on a busy machine
 
 
 # --------------------------------------------------------------------------- routing weights
@@ -76,14 +78,16 @@ def _prove_split_under_load(mesh, load, config, design, evidence, *, asserted=No
     n = design.n_weights(expected)
     snap = collect(load, "split", requests=n)
     check = split_of_load(snap.in_phase("split"), who, expected, design, what="via the ingress")
-    record = evidence.require_failure if negative else evidence.require
-    record(
-        check,
-        requests=snap.phase("split").requests,
-        confidence=design.weights_confidence(expected),
-        wall_s=time.perf_counter() - started,
-        notes=load_notes(snap, "split") + (f"; running {running}" if negative else ""),
-    )
+    common = {
+        "requests": snap.phase("split").requests,
+        "confidence": design.weights_confidence(expected),
+        "wall_s": time.perf_counter() - started,
+        "notes": load_notes(snap, "split") + (f"; running {running}" if negative else ""),
+    }
+    if negative:
+        evidence.require_failure(check, **common, because=split_toward(running, expected))
+    else:
+        evidence.require(check, **common)
 
 
 @pytest.mark.under_load(users=USERS)
@@ -160,30 +164,40 @@ def _ejection_window(mesh, load, config, faults, admin_http, evidence, *, detect
             f"routed to it ({users} users, one request each) can fail; still ejected at the end: {still_out}"
         ),
         name=f"errors_while_ejected <= {users} users ({victim.name})",
+        key=f"errors_while_ejected <= {users} users",
     )
+    # Envoy's own flag is the count that matters: the gateway retries a 503 on another host
+    # (Istio's default retry policy), so the load may see fewer than `threshold` of the victim's
+    # 503s although Envoy counted them all. Without outlier detection (the negative control) the
+    # flag must never be set: both halves fail, each for its own reason.
+    flagged = CheckResult(
+        name=f"ejected_by_envoy({victim.name})",
+        passed=still_out,
+        detail=(
+            f"{cluster} at {admin.proxy.ref} flags {victim.name} ejected (consecutive5xxErrors "
+            f"{threshold}) and still at the end of the window: {still_out}; the load saw "
+            f"{victim_503} of its 503s before the ejection (the rest retried elsewhere)"
+        ),
+        key="ejected_by_envoy",
+    )
+    check = all_of(window_check, flagged)
+    common = {
+        "requests": snap.phase("fault").requests + snap.phase("ejected").requests,
+        "confidence": "count bound from the DestinationRule (deterministic)",
+        "wall_s": time.perf_counter() - started,
+        "notes": f"DR ACK {apply_s:.2f}s; " + load_notes(snap, "ejected"),
+    }
     if detection:
-        # Envoy's own flag is the count that matters: the gateway retries a 503 on another host
-        # (Istio's default retry policy), so the load may see fewer than `threshold` of the victim's
-        # 503s although Envoy counted them all.
-        window_check = all_of(
-            window_check,
-            CheckResult(
-                name=f"ejected_by_envoy({victim.name})",
-                passed=still_out,
-                detail=(
-                    f"{cluster} at {admin.proxy.ref} flags {victim.name} ejected (consecutive5xxErrors "
-                    f"{threshold}) and still at the end of the window: {still_out}; the load saw "
-                    f"{victim_503} of its 503s before the ejection (the rest retried elsewhere)"
-                ),
-            ),
-        )
-    record = evidence.require if detection else evidence.require_failure
-    record(
-        window_check,
-        requests=snap.phase("fault").requests + snap.phase("ejected").requests,
-        confidence="count bound from the DestinationRule (deterministic)",
-        wall_s=time.perf_counter() - started,
-        notes=f"DR ACK {apply_s:.2f}s; " + load_notes(snap, "ejected"),
+        evidence.require(check, **common)
+        return
+    evidence.require_failure(
+        check,
+        **common,
+        because=(
+            f"without outlier detection the failing replica keeps its share (more than {users} failures "
+            "in the window) and Envoy never flags it ejected",
+            lambda c: not any(sub.passed for sub in c.evidence["checks"]),  # type: ignore[attr-defined]
+        ),
     )
 
 
@@ -234,12 +248,29 @@ def _shed_under_load(
         ),
         evidence={"served": served, "overloaded": over, "other": other, "cap": cap},
     )
-    (evidence.require_failure if negative else evidence.require)(
+    common = {
+        "requests": len(recs),
+        "confidence": "bound from the limits (deterministic)",
+        "wall_s": time.perf_counter() - started,
+        "notes": f"DR+VS ACK {scenario.apply_s:.2f}s; "
+        + load_notes(snap, "overload")
+        + f"; window {wall:.1f}s",
+    }
+    if not negative:
+        evidence.require(check, **common)
+        return
+    evidence.require_failure(
         check,
-        requests=len(recs),
-        confidence="bound from the limits (deterministic)",
-        wall_s=time.perf_counter() - started,
-        notes=f"DR+VS ACK {scenario.apply_s:.2f}s; " + load_notes(snap, "overload") + f"; window {wall:.1f}s",
+        **common,
+        because=(
+            "the raised limits shed nothing (no 503 x-envoy-overloaded) and served more than the asserted "
+            "limits allow, every request answered 200 or shed",
+            lambda c: (
+                c.evidence["overloaded"] == 0
+                and c.evidence["served"] > c.evidence["cap"]  # type: ignore[operator]
+                and c.evidence["other"] == 0
+            ),
+        ),
     )
 
 
@@ -281,18 +312,18 @@ def _fault_shares_under_load(
     config,
     design,
     evidence,
+    admin_http,
     *,
     abort_percent: float,
     asserted: float,
     negative: bool,
     delay_percent: float = DELAY_PERCENT,
-    delay: str = DELAY,
     judge_abort: bool = True,
 ) -> None:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     fault: dict[str, Any] = {"abort": {"httpStatus": ABORT_STATUS, "percentage": {"value": abort_percent}}}
     if not negative:
-        fault["delay"] = {"fixedDelay": delay, "percentage": {"value": delay_percent}}
+        fault["delay"] = {"fixedDelay": DELAY, "percentage": {"value": delay_percent}}
     apply_s = config.apply(fault_variant(config, fault), label="fault-under-load")
     status, _, delay_s, _ = configured(route_for(ingress_vs(config)))
     assert status is not None
@@ -302,25 +333,30 @@ def _fault_shares_under_load(
         timeout=30,
         interval=0.2,
     )
-    # Timing-proof delay share: a request answered faster than DELAY_SEEN x the fixed delay cannot
-    # have been delayed, so the fast requests bound the undelayed ones from above. The check is
-    # one-sided on that bound (too many fast requests = too few delays); slowness only lowers the
-    # fast count, so a busy machine cannot fail a correct mesh. The delayed p50 is judged on the
-    # slow set, which slowness can only make slower.
-    floor_ms = DELAY_SEEN * (delay_s or 0.0) * 1000
+    # The abort share is judged on the load's own records (an abort is a status with no app behind
+    # it: exact per request). The delay share is judged on the gateway's own count, as without
+    # load: fault.delays_injected over downstream_rq_total between reads (FaultCounts), each look's
+    # movement one batch of whole trials. Latency is only the one-sided cross-check: a judged
+    # request answered faster than DELAY_SEEN x the delay cannot have been delayed, and every judged
+    # request lies between the first and the last read, so such requests can number at most the
+    # requests Envoy left undelayed; slowness only lowers the fast count.
     asserted_delay = DELAY_PERCENT / 100  # the negative control applies another share than it asserts
     plans = {"abort": design.sequential_proportion(asserted)} if judge_abort else {}
+    counts = None
     if delay_s is not None:
-        plans["fast"] = design.one_sided_proportion(1.0 - asserted_delay, above=True)
+        plans["delays"] = design.sequential_proportion(asserted_delay)
+        counters = FaultCounters(EnvoyAdmin(admin_http, mesh.workload("ingress")))
+
+        def counts() -> dict[str, tuple[int, int]]:
+            c = counters.read()
+            return {"delays": (c.delays, c.requests)}
 
     def classify(what: str, r: RequestRecord) -> str:
-        if what == "fast":
-            return "hit" if r.latency_ms < floor_ms else "miss"
         if r.status == status and not r.pod:
             return "hit"  # aborted by Envoy (no app answered)
         return "miss" if r.status == 200 and r.pod else f"status {r.status} (neither an abort nor an app 200)"
 
-    run = sequential_on_load(load, "fault", plans, classify)
+    run = sequential_on_load(load, "fault", plans, classify, counts=counts)
     if judge_abort:
         abort = run.verdicts["abort"]
         record = evidence.require_failure if negative else evidence.require
@@ -329,6 +365,8 @@ def _fault_shares_under_load(
                 f"abort_share_under_load({status}, {asserted:g}): {abort.summary()}",
                 abort.passed,
                 abort.table(),
+                {"verdict": abort},
+                key=f"abort_share_under_load({status}, {asserted:g})",
             ),
             requests=len(run.records),
             confidence=design.sequential_confidence(),
@@ -336,45 +374,97 @@ def _fault_shares_under_load(
             notes=f"ACK {apply_s:.2f}s; " + run.notes(load.config.users),
             used_n=abort.n,
             fixed_n=abort.fixed_n,
+            **(
+                {
+                    "because": (
+                        "the load's abort share is above the asserted (the SPRT finds evidence for it), "
+                        "with no request outside abort/app-200",
+                        lambda c: (
+                            c.evidence["verdict"].reason.startswith("evidence for hit >=")  # type: ignore[attr-defined]
+                            and not c.evidence["verdict"].unexpected
+                        ),  # type: ignore[attr-defined]
+                    )
+                }
+                if negative
+                else {}
+            ),
         )
     if delay_s is None:
         return
-    fast = run.verdicts["fast"]
-    judged = run.records[: fast.n]
-    delayed = [r for r in judged if r.latency_ms >= floor_ms]
-    (evidence.require if delay_percent == DELAY_PERCENT else evidence.require_failure)(
-        all_of(
-            CheckResult(
-                f"share_at_most(answered in <{floor_ms:.0f}ms (cannot have been delayed) of the load"
-                f"<={1.0 - asserted_delay:g}): {fast.summary()}",
-                fast.passed,
-                fast.table(),
-            ),
-            as_check(
-                latency_at_least(delayed, delay_s * 1000, share=0.5, what="delayed load requests (their p50)")
-            ),
-        ),
-        requests=0 if judge_abort else len(run.records),
-        confidence=design.sequential_confidence() + ", one-sided",
-        wall_s=0.0 if judge_abort else time.perf_counter() - started,
-        notes=(
+    check = delay_check_under_load(run, delay_s)
+    common = {
+        "requests": 0 if judge_abort else len(run.records),
+        "confidence": design.sequential_confidence(),
+        "wall_s": 0.0 if judge_abort else time.perf_counter() - started,
+        "notes": (
             "same load phases as the abort check; " if judge_abort else run.notes(load.config.users) + "; "
         )
-        + "one-sided, slowness cannot fail it",
-        used_n=fast.n,
-        fixed_n=fast.fixed_n,
+        + f"Envoy counted {run.counted['delays'][0]} delays in {run.counted['delays'][1]} requests",
+        "used_n": run.verdicts["delays"].n,
+        "fixed_n": run.verdicts["delays"].fixed_n,
+    }
+    if delay_percent == DELAY_PERCENT:
+        evidence.require(check, **common)
+    else:
+        evidence.require_failure(
+            check,
+            **common,
+            because=(
+                "Envoy's delays_injected share is below the asserted while the latency cross-check holds",
+                lambda c: (
+                    c.evidence["checks"][0].evidence["verdict"].reason.startswith("evidence for hit <=")  # type: ignore[index]
+                    and c.evidence["checks"][1].passed
+                ),  # type: ignore[index]
+            ),
+        )
+
+
+def delay_check_under_load(run: SequentialLoad, delay_s: float) -> CheckResult:
+    """The gateway's delays_injected share over the requests it counted (the SPRT), and the
+    one-sided cross-check: judged load requests answered faster than DELAY_SEEN x the delay are
+    at most the requests Envoy left undelayed."""
+    verdict = run.verdicts["delays"]
+    share = verdict.categories[0].expected
+    shares = CheckResult(
+        f"delay share (Envoy delays_injected): {verdict.summary()}",
+        verdict.passed,
+        verdict.table(),
+        {"verdict": verdict},
+        key="delay share (Envoy delays_injected)",
+    )
+    delays, requests = run.counted["delays"]
+    bound_ms = DELAY_SEEN * delay_s * 1000
+    fast = sum(1 for r in run.records if not r.failed and r.latency_ms < bound_ms)
+    undelayed = requests - delays
+    cross = CheckResult(
+        name=f"fast_load_requests_were_not_delayed(<{bound_ms:.0f}ms)",
+        passed=0 <= delays <= requests and fast <= undelayed,
+        detail=(
+            f"{fast} of {len(run.records)} judged load requests answered in under {bound_ms:.0f}ms (cannot "
+            f"have been delayed); Envoy left {undelayed} of the {requests} requests it counted over the same "
+            "looks undelayed, so at most that many may be that fast (one-sided: slowness only lowers the "
+            "fast count)"
+        ),
+    )
+    return CheckResult(
+        f"delay_share_under_load({delay_s * 1000:g}ms, {share:g})",
+        shares.passed and cross.passed,
+        f"{shares.detail}\n{cross.detail}",
+        {"checks": (shares, cross), "delays_injected": delays, "requests_counted": requests, "fast": fast},
     )
 
 
 @pytest.mark.under_load(users=FI_USERS)
-def test_fault_injection_shares_under_load(mesh_backend, load, config, design, evidence) -> None:
-    """abort 555 for 30% and a 200ms delay for 50% of the load's requests; delayed p50 >= 200ms."""
+def test_fault_injection_shares_under_load(mesh_backend, load, config, design, evidence, admin_http) -> None:
+    """abort 555 for 30% of the load's requests (its records) and a 200ms delay for 50% (the gateway's
+    own count over the same looks)."""
     _fault_shares_under_load(
         mesh_backend,
         load,
         config,
         design,
         evidence,
+        admin_http,
         abort_percent=ABORT_PERCENT,
         asserted=ABORT_PERCENT / 100,
         negative=False,
@@ -383,33 +473,32 @@ def test_fault_injection_shares_under_load(mesh_backend, load, config, design, e
 
 @pytest.mark.negative
 @pytest.mark.under_load(users=FI_USERS)
-def test_negative_delay_share_too_low_under_load(mesh_backend, load, config, design, evidence) -> None:
-    """Negative control: a 20% delay applied while asserting 50%: the one-sided delay check FAILS.
-    (The abort share is the positive test's to judge; here only the delay check decides.)
-
-    The delay is 2 s here, not the positive test's 200 ms: the check counts requests answered
-    faster than 0.9 x the delay, and on a busy machine many undelayed requests of 48 users take
-    longer than 180 ms (seen: 34% fast where 80% were undelayed), which hides the missing delays.
-    Slowness can only make the positive check pass; this control must fail however slow the
-    machine is, so its threshold (1.8 s) sits far above the load's own latency."""
+def test_negative_delay_share_too_low_under_load(
+    mesh_backend, load, config, design, evidence, admin_http
+) -> None:
+    """Negative control: the same 200 ms delay applied to 20% while asserting 50%: the delay check
+    FAILS because the gateway's delays_injected share is off (its latency cross-check holds).
+    (The abort share is the positive test's to judge; here only the delay check decides.)"""
     _fault_shares_under_load(
         mesh_backend,
         load,
         config,
         design,
         evidence,
+        admin_http,
         abort_percent=ABORT_PERCENT,
         asserted=ABORT_PERCENT / 100,
         negative=False,
         delay_percent=20.0,
-        delay=NEGATIVE_DELAY,
         judge_abort=False,
     )
 
 
 @pytest.mark.negative
 @pytest.mark.under_load(users=FI_USERS)
-def test_negative_abort_share_differs_under_load(mesh_backend, load, config, design, evidence) -> None:
+def test_negative_abort_share_differs_under_load(
+    mesh_backend, load, config, design, evidence, admin_http
+) -> None:
     """Negative control: 50% aborts applied while asserting 30% on the load: the abort check FAILS."""
     _fault_shares_under_load(
         mesh_backend,
@@ -417,6 +506,7 @@ def test_negative_abort_share_differs_under_load(mesh_backend, load, config, des
         config,
         design,
         evidence,
+        admin_http,
         abort_percent=50.0,
         asserted=ABORT_PERCENT / 100,
         negative=True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness import wait
 from harness.load import LoadReport, LocustRun, RequestRecord, SLOResult
@@ -57,13 +57,15 @@ LOOK_EVERY = 320
 
 @dataclass(frozen=True)
 class SequentialLoad:
-    """What a sequential check on the load's own requests used: the records it looked at (in the
-    order they started), each plan's verdict, and the looks."""
+    """What a sequential check on the load used: the records it looked at (in the order they
+    started), each plan's verdict, the looks, and for the plans judged on Envoy's counters the
+    ``(hits, trials)`` Envoy counted over all the looks."""
 
     records: list[RequestRecord]
     verdicts: dict[str, stats.SequentialVerdict]
     looks: int
     seconds: float
+    counted: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def notes(self, users: int) -> str:
         rate = len(self.records) / self.seconds if self.seconds > 0 else 0.0
@@ -73,12 +75,17 @@ class SequentialLoad:
         )
 
 
+#: Cumulative ``(hits, trials)`` per counted plan, from one read of the proxy that decides.
+Counts = Callable[[], Mapping[str, tuple[int, int]]]
+
+
 def sequential_on_load(
     load: LocustRun,
     name: str,
     plans: Mapping[str, stats.SequentialPlan],
     classify: Callable[[str, RequestRecord], str],
     *,
+    counts: Counts | None = None,
     look_every: int = LOOK_EVERY,
     timeout: float = 120.0,
 ) -> SequentialLoad:
@@ -90,10 +97,17 @@ def sequential_on_load(
     (``snapshot(settle_s=0)``): a user sends one request at a time, so the phase is then
     complete, slow requests included, and its requests are judged in the order they started.
     Looking after any number of requests keeps the SPRTs' error bounds
-    (:mod:`harness.traffic.stats`)."""
+    (:mod:`harness.traffic.stats`).
+
+    Plans named in ``counts()`` are judged on the Envoy counters it reads instead of on records:
+    each look observes the counters' movement since the previous read (``hits``, ``trials -
+    hits``). The first read is taken before phase 1 starts and each later one after the phase's
+    requests have all finished, so every judged record started after the first read and ended
+    before the last: the records are a subset of the requests Envoy counted in between."""
     states = {what: plan.start() for what, plan in plans.items()}
     max_n = max(plan.max_n for plan in plans.values())
     used: list[RequestRecord] = []
+    last = first = dict(counts()) if counts else {}
     k = 1
     t0 = time.perf_counter()
     load.phase(f"{name} {k}")
@@ -110,12 +124,24 @@ def sequential_on_load(
         load.phase(f"{name} {k}")
         batch = sorted(load.snapshot(settle_s=0.0).in_phase(f"{name} {k - 1}"), key=lambda r: r.start)
         used += batch
+        now = dict(counts()) if counts else {}
         for what, st in states.items():
-            if not st.decided:
+            if st.decided:
+                continue
+            if what in now:
+                hits = now[what][0] - last[what][0]
+                trials = now[what][1] - last[what][1]
+                states[what] = st.observe({"hit": hits, "miss": trials - hits})
+            else:
                 states[what] = st.observe(Counter(classify(what, r) for r in batch))
+        last = now
     load.phase(f"after {name}")
     return SequentialLoad(
-        used, {what: st.verdict() for what, st in states.items()}, k - 1, time.perf_counter() - t0
+        used,
+        {what: st.verdict() for what, st in states.items()},
+        k - 1,
+        time.perf_counter() - t0,
+        {what: (last[what][0] - first[what][0], last[what][1] - first[what][1]) for what in last},
     )
 
 
@@ -155,11 +181,18 @@ def split_of_load(
         name=f"split_under_load({split}) {what}",
         passed=verdict.passed and non_200 == 0,
         detail=detail,
-        evidence={"summary": verdict.summary(), "counts": dict(counts)},
+        evidence={
+            "verdict": verdict,
+            "summary": verdict.summary(),
+            "counts": dict(counts),
+            "non_200": non_200,
+        },
     )
 
 
-def errors_at_most(stats_: Sequence[RequestRecord], bound: int, *, why: str, name: str) -> CheckResult:
+def errors_at_most(
+    stats_: Sequence[RequestRecord], bound: int, *, why: str, name: str, key: str = ""
+) -> CheckResult:
     """A count bound on failed load requests (deterministic, derived from the configuration)."""
     failed = [r for r in stats_ if r.failed]
     status = Counter(r.status for r in stats_)
@@ -171,6 +204,7 @@ def errors_at_most(stats_: Sequence[RequestRecord], bound: int, *, why: str, nam
             f"allowed at most {bound}: {why}" + ("" if stats_ else "; no load requests in the window")
         ),
         evidence={"failed": len(failed), "requests": len(stats_), "bound": bound},
+        key=key,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Unpack
 
@@ -231,3 +231,36 @@ def sequential_split_check(
             "status": result.status_counts(),
         },
     )
+
+
+def split_toward(
+    running: Mapping[str, float], asserted: Mapping[str, float]
+) -> tuple[str, Callable[[CheckResult], bool]]:
+    """Failure reason of a split negative: the observed split is the one the mesh runs, not the
+    asserted one (every category's observed share nearer its running share), all answered 200."""
+    run, want = _shares(running), _shares(asserted)
+
+    def holds(check: CheckResult) -> bool:
+        verdict = check.evidence.get("verdict")
+        categories = getattr(verdict, "categories", ())
+        status = check.evidence.get("status")
+        all_200 = set(status) <= {200, "200"} if status is not None else check.evidence.get("non_200") == 0
+        return (
+            bool(categories)
+            and all_200
+            and all(
+                abs(c.observed_share - run.get(c.name, 0.0)) < abs(c.observed_share - want.get(c.name, 0.0))
+                for c in categories
+                if run.get(c.name, 0.0) != want.get(c.name, 0.0)
+            )
+        )
+
+    return (
+        f"the observed split is the running {fmt_split(running)}, not the asserted {fmt_split(asserted)}",
+        holds,
+    )
+
+
+def _shares(split: Mapping[str, float]) -> dict[str, float]:
+    total = sum(split.values())
+    return {k: v / total for k, v in split.items()}
