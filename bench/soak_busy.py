@@ -148,9 +148,23 @@ def stated_rate(confidence: str) -> float:
 
 
 def check_key(record: dict[str, object]) -> str:
+    """A check's identity across runs: its stable ``id`` (node id + check kind + parameters, never N
+    or an observed value). Reports written before records had ids: test + check summary with pod
+    hashes masked (a summary that carries a measured value then counts as a new check each run)."""
+    if record.get("id"):
+        return str(record["id"])
     test = str(record["test"]).split("::", 1)[-1]
     name = re.sub(r"-[0-9a-f]{5,10}(-[0-9a-z]{5})?\b", "-*", str(record["check"]))  # pod hashes
     return f"{test} :: {name}"
+
+
+def keyed_on(runs: Sequence[RunResult]) -> str:
+    """How :func:`tally` paired the runs' records, said in the output."""
+    records = [r for run in runs for r in run.records]
+    missing = sum(1 for r in records if not r.get("id"))
+    if not missing:
+        return "id"
+    return f"test + check summary for {missing} of {len(records)} records without an id (reports before ids)"
 
 
 @dataclass
@@ -207,7 +221,7 @@ def markdown(runs: Sequence[RunResult], hog: int, select: str) -> str:
         f"{sum(r.green for r in runs)}/{len(runs)}, longest green streak {longest_green_streak(runs)}; "
         f"wall {min(r.wall_s for r in runs):.0f}-{max(r.wall_s for r in runs):.0f} s per run; "
         f"1-min load average at the end of each run "
-        f"{', '.join(f'{r.load_avg[0]:.1f}' for r in runs)}.",
+        f"{', '.join(f'{r.load_avg[0]:.1f}' for r in runs)}; checks keyed on {keyed_on(runs)}.",
         "",
         "| check | expected | decided | as expected | observed false-failure rate (95% upper) | stated |",
         "|---|---|---|---|---|---|",
@@ -233,6 +247,7 @@ def write_report(out: Path | None, runs: Sequence[RunResult], hog_n: int, select
         "runs": [{k: v for k, v in asdict(r).items() if k != "records"} for r in runs],
         "green": sum(r.green for r in runs),
         "longest_green_streak": longest_green_streak(runs),
+        "checks_keyed_on": keyed_on(runs),
         "checks": [{**asdict(t), "false": t.false, "upper95": t.upper95()} for t in tally(runs)],
         "tests": test_tally(runs),
     }

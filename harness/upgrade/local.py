@@ -5,7 +5,8 @@ Flow (each step's wall time and the load's request/failure counts are kept per p
 1. the skew rule on FROM -> TO (exit 2 before anything starts); both releases installed
    (TO lazily: ``meshproof install --istio TO`` is what runs);
 2. the mesh up on FROM; the suites run against it (``suites-report.json`` = the figures before);
-   every proxy's config_dump is recorded;
+   every proxy's config_dump is recorded; every proxy's and istiod's version is read from it
+   (:mod:`.running`: Envoy's ``/server_info``, istiod's ``/version``) and must be FROM's;
 3. Locust starts (the load issue's :class:`~harness.load.LocustRun`, a subprocess); phase
    ``baseline`` lasts until the load completed ``--phase-requests`` requests;
 4. control plane: *in-place* replaces istiod by the TO build on the same ports; *canary* starts
@@ -13,9 +14,12 @@ Flow (each step's wall time and the load's request/failure counts are kept per p
 5. data plane: each proxy (replicas, then the ingress gateway; in canary one namespace at a
    time) restarts on the TO build: the new pilot-agent + Envoy starts beside the old one, is
    ready and has ACKed its config, then the old one drains and stops. The skew rule is checked
-   before each step, and each step is its own phase;
+   before each step on the versions read at the end of the previous phase, and each step is its
+   own phase; at its end the versions are read again (a restarted proxy, a new istiod must run TO's);
 6. canary: the old istiod is removed; phase ``after``; Locust stops;
-7. every proxy's config_dump is compared with its baseline; the suites run again on TO.
+7. every proxy's and istiod's version is read and must be TO's; every proxy's config_dump is
+   compared with its baseline; the suites run again on TO, their records paired with the first
+   run's on their stable ``id``.
 
 A phase ends only after the load completed ``phase_requests`` further requests, so every phase
 holds evidence (counts), whatever the machine's speed.
@@ -39,8 +43,9 @@ import yaml
 from harness import proc, wait
 from harness.errors import BackendError, HarnessError
 from harness.settings import Settings
-from harness.upgrade import compare, configdiff, skew
+from harness.upgrade import compare, configdiff, running, skew
 from harness.upgrade.report import Phase, Point, UpgradeReport, chart
+from harness.versions import ISTIO_RELEASES
 
 MODES = ("in-place", "canary")
 ALLOWANCES = Path(__file__).with_name("allowed_diffs.yaml")
@@ -137,15 +142,26 @@ class _Run:
 
     marks: list[tuple[str, str, float, dict[str, Any]]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    read: running.Snapshot | None = None  # the versions read last (at the end of the last phase)
+    step_mismatches: list[str] = field(default_factory=list)
 
 
 class LocalUpgrade:
     """Runs one upgrade check on the local backend; :meth:`run` returns the report."""
 
-    def __init__(self, settings: Settings, config: UpgradeConfig, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: UpgradeConfig,
+        progress: Progress | None = None,
+        *,
+        expected_of: Callable[[str], running.Expected] | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
         self.say = progress or (lambda _m: None)
+        # what a release runs: from its installed binaries (a test may inject another expectation)
+        self.expected_of = expected_of or functools.partial(running.expected_of, settings)
         self.out_dir = (config.out_dir or settings.state_dir / "upgrade").resolve()
         self.http = httpx.Client(timeout=15.0, trust_env=False)
 
@@ -185,11 +201,23 @@ class LocalUpgrade:
     def _admin_urls(self, mesh: Any) -> dict[str, str]:
         return {w.ref: w.proxy_admin_url for w in mesh.workloads() if w.proxy_admin_url}
 
-    def _check_skew(self, mesh: Any, cp_label: str, proxy_label: str, what: str) -> None:
+    def read_versions(self, mesh: Any, when: str) -> running.Snapshot:
+        """Every proxy's and istiod's version, read from them (not from the supervisor's plan)."""
+        admins = {k: f"http://127.0.0.1:{p['admin']}" for k, p in mesh.proxy_versions().items()}
+        monitoring = {rev: str(cp["monitoring_url"]) for rev, cp in mesh.control_planes().items()}
+        return running.snapshot(self.http, when, admins, monitoring)
+
+    def _check_skew(
+        self, mesh: Any, read: running.Snapshot, cp_label: str, proxy_label: str, what: str
+    ) -> None:
+        """The skew rule for the step, and for every proxy left on its control plane, on the versions
+        ``read`` from them (an unreadable or unknown one is skipped here; the version check fails it)."""
         skew.check_step(cp_label, proxy_label, what)
-        for key, p in mesh.proxy_versions().items():  # and every proxy left on its control plane
-            cp = mesh.control_planes().get(p["revision"], {}).get("istio", cp_label)
-            skew.check_step(cp, p["istio"], f"{what} (proxy {key})")
+        revisions = {k: p["revision"] for k, p in mesh.proxy_versions().items()}  # who connects where
+        for p in read.proxies:
+            cp = read.control_plane(revisions.get(p.proxy, ""))
+            if p.istio_version in ISTIO_RELEASES and cp is not None and cp.istio_version in ISTIO_RELEASES:
+                skew.check_step(cp.istio_version, p.istio_version, f"{what} (proxy {p.proxy})")
 
     # ---- the flow ----------------------------------------------------------------------
     def run(self) -> UpgradeReport:
@@ -200,6 +228,7 @@ class LocalUpgrade:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         book = _Run()
         book.timings["install_s"] = self.install()
+        expected_from, expected_to = self.expected_of(cfg.from_label), self.expected_of(cfg.to_label)
         allowances = load_allowances(cfg.from_label, cfg.to_label)
         s_from = self.settings.with_overrides(istio_version=cfg.from_label, backend="local")
         t0 = time.monotonic()
@@ -213,7 +242,11 @@ class LocalUpgrade:
                 before_suites = self.run_suites(cfg.from_label, "before")
                 book.timings["suites_before_s"] = time.monotonic() - t0
             dumps_before = config_dumps(self.http, self._admin_urls(mesh))
-            load_report = self._upgrade_under_load(mesh, book)
+            book.read = versions_before = self.read_versions(mesh, "before the upgrade")
+            self.say(f"versions before: {versions_before.compact()}")
+            load_report = self._upgrade_under_load(mesh, book, expected_to)
+            versions_after = self.read_versions(mesh, "after the upgrade")
+            self.say(f"versions after: {versions_after.compact()}")
             dumps_after = config_dumps(self.http, self._admin_urls(mesh))
             after_suites: dict[str, Any] = {}
             if cfg.run_suites:
@@ -221,6 +254,13 @@ class LocalUpgrade:
                 after_suites = self.run_suites(cfg.to_label, "after")
                 book.timings["suites_after_s"] = time.monotonic() - t0
         classified = diff_all(dumps_before, dumps_after, allowances)
+        versions = running.VersionReport(
+            expected_from,
+            expected_to,
+            versions_before,
+            versions_after,
+            tuple(book.step_mismatches),
+        )
         phases, timeline = self._phases(load_report, book)
         rep = UpgradeReport(
             from_label=cfg.from_label,
@@ -230,9 +270,9 @@ class LocalUpgrade:
             users=cfg.users,
             max_failures=cfg.max_failures,
             phases=tuple(phases),
-            suites=tuple(compare.compare(before_suites, after_suites)) if cfg.run_suites else (),
-            suites_ran=cfg.run_suites,
+            suites=compare.compare(before_suites, after_suites) if cfg.run_suites else None,
             config=classified,
+            versions=versions,
             timeline=tuple(timeline),
             wall_s=time.monotonic() - t_start,
             timings=book.timings,
@@ -248,7 +288,7 @@ class LocalUpgrade:
         (self.out_dir / "upgrade-report.json").write_text(json.dumps(rep.as_json(), indent=2) + "\n")
         return rep
 
-    def _upgrade_under_load(self, mesh: Any, book: _Run) -> Any:
+    def _upgrade_under_load(self, mesh: Any, book: _Run, expected_to: running.Expected) -> Any:
         from harness.load import LoadConfig, LoadTarget, LocustRun
 
         cfg = self.config
@@ -262,7 +302,14 @@ class LocalUpgrade:
         )
         with load:
 
-            def phase(name: str, kind: str, step: Callable[[], dict[str, Any]] | None = None) -> None:
+            def phase(
+                name: str,
+                kind: str,
+                step: Callable[[], dict[str, Any]] | None = None,
+                runs_to: Callable[[running.Snapshot], list[str]] = lambda _r: [],
+            ) -> None:
+                """A step and N more load requests; then the versions read again, and what the
+                step started (``runs_to``: a restarted proxy, a new istiod) must run TO's."""
                 load.phase(name)
                 t0 = time.monotonic()
                 detail = step() if step is not None else {}
@@ -276,15 +323,45 @@ class LocalUpgrade:
                     interval=0.1,
                     hint="Locust is not completing requests: see its log in " + str(self.out_dir / "load"),
                 )
+                book.read = read = self.read_versions(mesh, f"end of phase {name!r}")
+                detail["versions"] = read.compact()
+                book.step_mismatches += runs_to(read)
                 book.marks.append((name, kind, time.monotonic() - t0, detail))
+
+            def proxy_runs_to(key: str) -> Callable[[running.Snapshot], list[str]]:
+                def check(read: running.Snapshot) -> list[str]:
+                    p = read.proxy(key)
+                    if p is None:
+                        return [f"{read.when}: proxy {key} is gone"]
+                    line = running.proxy_mismatch(p, expected_to, read.when)
+                    return [line] if line else []
+
+                return check
+
+            def istiod_runs_to(revision: str) -> Callable[[running.Snapshot], list[str]]:
+                def check(read: running.Snapshot) -> list[str]:
+                    c = read.control_plane(revision)
+                    if c is None:
+                        return [f"{read.when}: no istiod of revision {revision}"]
+                    line = running.control_plane_mismatch(c, expected_to, read.when)
+                    return [line] if line else []
+
+                return check
 
             phase("baseline", "baseline")
             to, rev = cfg.to_label, skew.revision_of(cfg.to_label)
             if cfg.mode == "in-place":
-                for key, p in mesh.proxy_versions().items():
-                    skew.check_step(to, p["istio"], f"replacing istiod by {to} in place (proxy {key})")
+                assert book.read is not None
+                for p in book.read.proxies:
+                    if p.istio_version in ISTIO_RELEASES:
+                        skew.check_step(
+                            to, p.istio_version, f"replacing istiod by {to} in place (proxy {p.proxy})"
+                        )
                 phase(
-                    f"control-plane {cfg.from_label}->{to}", "control-plane", lambda: self._cp_replace(mesh)
+                    f"control-plane {cfg.from_label}->{to}",
+                    "control-plane",
+                    lambda: self._cp_replace(mesh),
+                    istiod_runs_to("default"),
                 )
                 target_rev = "default"
             else:
@@ -292,6 +369,7 @@ class LocalUpgrade:
                     f"control-plane canary {rev}",
                     "control-plane",
                     lambda: mesh.upgrade_step("istiod-add", istio=to, revision=rev, timeout=cfg.step_timeout),
+                    istiod_runs_to(rev),
                 )
                 target_rev = rev
             if cfg.to_config:
@@ -304,8 +382,11 @@ class LocalUpgrade:
             gw_key = f"{gw['namespace']}.{gw['pod']}" if gw else ""
             for group in proxy_order(mesh.proxy_versions(), gw_key, cfg.mode):
                 for key in group:
-                    cp = mesh.control_planes()[target_rev]["istio"]
-                    self._check_skew(mesh, cp, to, f"restarting proxy {key} on {to}")
+                    assert book.read is not None
+                    plane = book.read.control_plane(target_rev)
+                    known = plane is not None and plane.istio_version in ISTIO_RELEASES
+                    cp = plane.istio_version if known and plane is not None else to
+                    self._check_skew(mesh, book.read, cp, to, f"restarting proxy {key} on {to}")
                     ns, pod = key.split(".", 1)
                     phase(
                         f"proxy {ns}/{pod}",
@@ -318,6 +399,7 @@ class LocalUpgrade:
                             revision=target_rev,
                             timeout=cfg.step_timeout,
                         ),
+                        proxy_runs_to(key),
                     )
             if cfg.mode == "canary":
                 phase(

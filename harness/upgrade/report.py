@@ -1,5 +1,6 @@
-"""The upgrade check's report: phases with request/failure counts, suite figures before vs after,
-config differences per proxy, the verdict with its reasons; JSON, text and a chart."""
+"""The upgrade check's report: phases with request/failure counts, the versions read from every
+proxy and istiod before and after, suite figures before vs after, config differences per proxy, the
+verdict with its reasons; JSON, text and a chart."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.upgrade.compare import CheckComparison
+from harness.upgrade.compare import BY_ID, SuiteComparison
 from harness.upgrade.configdiff import Classified
+from harness.upgrade.running import VersionReport
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,9 @@ class UpgradeReport:
     users: int
     max_failures: int  # the bound: a phase may lose at most this many requests
     phases: tuple[Phase, ...]
-    suites: tuple[CheckComparison, ...]
-    suites_ran: bool
+    suites: SuiteComparison | None  # None: not run (--no-suites)
     config: Classified
+    versions: VersionReport
     timeline: tuple[Point, ...] = ()
     chart: str = ""
     wall_s: float = 0.0
@@ -73,8 +75,9 @@ class UpgradeReport:
         ]
         if not self.phases or sum(p.requests for p in self.phases) == 0:
             out.append("no load ran: nothing shows that no request failed")
-        for c in self.suites:
-            out += c.reasons
+        out += self.versions.reasons
+        if self.suites is not None:
+            out += self.suites.reasons
         out += [f"config difference not allowed: {d.summary}" for d in self.config.unexpected]
         return out
 
@@ -95,14 +98,16 @@ class UpgradeReport:
             "bound": {
                 "max_failures_per_phase": self.max_failures,
                 "config": "every difference covered by a reviewed allowance of this release pair",
-                "suites": "every check reaches its expected verdict after the upgrade",
+                "suites": "every check ran before and after and reaches its expected verdict after the upgrade",
+                "versions": "every proxy and istiod runs FROM's build before and TO's after (read from them)",
             },
             "phases": [p.as_json() for p in self.phases],
             "totals": {
                 "requests": sum(p.requests for p in self.phases),
                 "failures": sum(p.failures for p in self.phases),
             },
-            "suites": {"ran": self.suites_ran, "checks": [c.as_json() for c in self.suites]},
+            "versions": self.versions.as_json(),
+            "suites": {"ran": False} if self.suites is None else {"ran": True, **self.suites.as_json()},
             "config_diff": self.config.as_json(),
             "timeline": [[p.t, p.requests, p.failures] for p in self.timeline],
             "chart": self.chart,
@@ -119,12 +124,27 @@ class UpgradeReport:
         ]
         lines += [f"{p.name:<44} {p.wall_s:>7.2f} {p.requests:>9} {p.failures:>7}" for p in self.phases]
         lines.append("")
-        if self.suites_ran:
-            ok = sum(1 for c in self.suites if c.ok)
-            lines.append(f"suites: {ok}/{len(self.suites)} checks as expected after the upgrade")
-            for c in self.suites:
-                if not c.ok:
-                    lines += [f"  {r}" for r in c.reasons]
+        v = self.versions
+        lines.append(
+            f"versions read from the mesh: expected {v.expected_from.label} (Envoy {v.expected_from.envoy}) "
+            f"before, {v.expected_to.label} (Envoy {v.expected_to.envoy}) after"
+        )
+        for snap in (v.before, v.after):
+            istiods = ", ".join(f"{c.revision} {c.istio_version or '?'}" for c in snap.control_planes)
+            kinds: dict[str, int] = {}
+            for p in snap.proxies:
+                kinds[p.short] = kinds.get(p.short, 0) + 1
+            proxies = ", ".join(f"{n} x {k}" for k, n in kinds.items())
+            lines.append(f"  {snap.when}: istiod {istiods}; proxies {proxies}")
+        if self.suites is not None:
+            s = self.suites
+            ok = sum(1 for c in s.checks if c.ok)
+            lines.append(
+                f"suites: {ok}/{len(s.checks)} checks as expected after the upgrade, "
+                f"{s.paired} paired before/after"
+            )
+            lines.append(("  " if s.matched_on == BY_ID else "  warning: ") + s.note)
+            lines += [f"  {r}" for r in s.reasons]
         else:
             lines.append("suites: not run (--no-suites)")
         cfg = self.config

@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from harness.settings import Settings
+from harness.upgrade import running
 from harness.upgrade.local import LocalUpgrade, UpgradeConfig
-from harness.versions import DEFAULT_ISTIO
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.backend("local")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +57,20 @@ def test_restart_in_place_under_load_loses_no_request(settings: Settings, tmp_pa
     assert all(p.requests >= 60 and p.failures == 0 for p in report.phases)
     assert report.config.proxies >= 5 and not report.config.unexpected
     assert Path(report.chart).is_file()
+    # the versions were read from the proxies and istiod, and are the release's own
+    expected = running.expected_of(settings, DEFAULT_ISTIO)
+    after = report.versions.after
+    assert len(after.proxies) >= 5 and {p.envoy_version for p in after.proxies} == {expected.envoy}
+    assert {p.istio_version for p in after.proxies} == {DEFAULT_ISTIO}
+    assert [c.istio_version for c in after.control_planes] == [DEFAULT_ISTIO]
+    assert all("versions" in p.detail for p in report.phases)
+    # negative control, on the same readings: judged against another release's expectation for TO
+    # (its pinned Envoy release, a build string no binary here has), every proxy and istiod is named
+    other = next(rel for label, rel in ISTIO_RELEASES.items() if label != DEFAULT_ISTIO)
+    fake_to = running.Expected(other.label, f"0000000/{other.envoy_version}/Clean/RELEASE/BoringSSL")
+    judged = running.VersionReport(expected, fake_to, report.versions.before, after)
+    assert len(judged.reasons) == len(after.proxies) + len(after.control_planes), judged.reasons
+    assert all(fake_to.envoy in r or f"expected {other.label}" in r for r in judged.reasons)
 
 
 @pytest.mark.negative
