@@ -142,11 +142,14 @@ def test_negative_mutant_policy_without_not_namespaces_fails_matrix(
     # wrongly every time: a tenth of the zero-rule sample shows it as surely as all of it.
     n = max(3, design.n_exact() // 10)
     outcomes = run_matrix(sampler, mesh_backend, asserted, n)
-    check = evidence.require_failure(
+    evidence.require_failure(
         matrix_check(outcomes),
         requests=gate + sum(o.total for o in outcomes),
         confidence=f"exact (per cell, {len(asserted)} cells x {n}: the flipped cells fail on every request)",
         wall_s=time.perf_counter() - started,
         notes=f"mutant ACK {apply_s:.2f}s",
+        because=(
+            f"exactly the cells the mutant flips answered against the asserted policy: {sorted(flipped)}",
+            lambda c: set(c.evidence["mismatches"]) == flipped,  # type: ignore[arg-type]
+        ),
     )
-    assert set(check.evidence["mismatches"]) == flipped, check

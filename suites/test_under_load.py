@@ -359,36 +359,36 @@ def _fault_shares_under_load(
     run = sequential_on_load(load, "fault", plans, classify, counts=counts)
     if judge_abort:
         abort = run.verdicts["abort"]
-        record = evidence.require_failure if negative else evidence.require
-        record(
-            CheckResult(
-                f"abort_share_under_load({status}, {asserted:g}): {abort.summary()}",
-                abort.passed,
-                abort.table(),
-                {"verdict": abort},
-                key=f"abort_share_under_load({status}, {asserted:g})",
-            ),
-            requests=len(run.records),
-            confidence=design.sequential_confidence(),
-            wall_s=time.perf_counter() - started,
-            notes=f"ACK {apply_s:.2f}s; " + run.notes(load.config.users),
-            used_n=abort.n,
-            fixed_n=abort.fixed_n,
-            **(
-                {
-                    "because": (
-                        "the load's abort share is above the asserted (the SPRT finds evidence for it), "
-                        "with no request outside abort/app-200",
-                        lambda c: (
-                            c.evidence["verdict"].reason.startswith("evidence for hit >=")  # type: ignore[attr-defined]
-                            and not c.evidence["verdict"].unexpected
-                        ),  # type: ignore[attr-defined]
-                    )
-                }
-                if negative
-                else {}
-            ),
+        check = CheckResult(
+            f"abort_share_under_load({status}, {asserted:g}): {abort.summary()}",
+            abort.passed,
+            abort.table(),
+            {"verdict": abort},
+            key=f"abort_share_under_load({status}, {asserted:g})",
         )
+        common = {
+            "requests": len(run.records),
+            "confidence": design.sequential_confidence(),
+            "wall_s": time.perf_counter() - started,
+            "notes": f"ACK {apply_s:.2f}s; " + run.notes(load.config.users),
+            "used_n": abort.n,
+            "fixed_n": abort.fixed_n,
+        }
+        if not negative:
+            evidence.require(check, **common)
+        else:
+            evidence.require_failure(
+                check,
+                **common,
+                because=(
+                    "the load's abort share is above the asserted (the SPRT finds evidence for it), "
+                    "with no request outside abort/app-200",
+                    lambda c: (
+                        c.evidence["verdict"].reason.startswith("evidence for hit >=")  # type: ignore[attr-defined]
+                        and not c.evidence["verdict"].unexpected
+                    ),  # type: ignore[attr-defined]
+                ),
+            )
     if delay_s is None:
         return
     check = delay_check_under_load(run, delay_s)
