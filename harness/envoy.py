@@ -128,6 +128,33 @@ def fault_counts(http: httpx.Client, admin_url: str) -> FaultCounts | None:
     return parse_fault_counts(_get(http, f"{admin_url}/stats", filter=FAULT_STATS_FILTER))
 
 
+#: Envoy's gauge of its ADS gRPC stream: 1 while the stream to the management server is up, 0
+#: once it closed (Envoy sets it on establishing and on the remote close of the stream). A sidecar's
+#: management server is its pilot-agent's xDS proxy, which closes Envoy's stream when its own stream
+#: to istiod ends and cannot be re-established, so 0 means "this proxy receives no config".
+XDS_CONNECTED = "control_plane.connected_state"
+
+
+def parse_gauge(stats_text: str, name: str) -> float | None:
+    """The value of stat ``name`` in Envoy's ``/stats`` text (None when the proxy does not expose it)."""
+    for line in stats_text.splitlines():
+        k, sep, v = line.partition(": ")
+        if sep and k == name:
+            try:
+                return float(v)
+            except ValueError:
+                return None
+    return None
+
+
+def xds_connected(http: httpx.Client, admin_url: str) -> int | None:
+    """The proxy's :data:`XDS_CONNECTED` gauge (None: not exposed, see :mod:`harness.proxy_stats`)."""
+    value = parse_gauge(
+        _get(http, f"{admin_url}/stats", filter=f"^{re.escape(XDS_CONNECTED)}$"), XDS_CONNECTED
+    )
+    return None if value is None else int(value)
+
+
 def active_cluster(http: httpx.Client, admin_url: str, name: str) -> Mapping[str, object] | None:
     """Cluster ``name`` as the proxy runs it (``/config_dump`` dynamic_active_clusters), or None."""
     text = _get(

@@ -12,7 +12,10 @@ counters Envoy keeps itself, so both backends include these in every proxy's con
   requests the filter drew for, the trials of the share under concurrent load);
 * retries: ``cluster.<c>.upstream_rq_retry*``;
 * tracing: ``http.<prefix>.tracing.random_sampling`` (requests the proxy chose to trace) and
-  ``tracing.opentelemetry.spans_sent`` (spans handed to the collector).
+  ``tracing.opentelemetry.spans_sent`` (spans handed to the collector);
+* the xDS connection: ``control_plane.connected_state`` (1 while the proxy's ADS stream is up):
+  the control-plane-loss experiment proves with it that every proxy lost, then regained, its
+  config stream (Istio's own inclusion list keeps ``cluster.xds-grpc.*`` but not this gauge).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ INCLUSION_REGEXPS: tuple[str, ...] = (
     ".*\\.fault\\..*",
     "http\\..*\\.downstream_rq_total",
     "(.*\\.)?tracing\\..*",
+    "control_plane\\.connected_state",
 )
 
 

@@ -122,3 +122,9 @@ class Backend(Protocol):
     def start_control_plane(self) -> None:
         """Start istiod again (idempotent); wait until every proxy has reconnected and ACKed."""
         ...
+
+    def control_plane_serving(self) -> list[str]:
+        """What of the control plane still serves, one line each; empty once none of it does.
+        Local: every istiod whose xDS port still accepts connections. Kubernetes: every ready istiod
+        pod and every ready endpoint of the ``istiod`` Service. Chaos proves an outage with it."""
+        ...

@@ -24,7 +24,9 @@ stop_control_plane          start_control_plane          istiod
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -37,7 +39,7 @@ import yaml
 
 from harness import proc, wait
 from harness.chaos.context import Configuration, Ledger, chaos_dir, mesh, state_dir
-from harness.errors import BackendError, HarnessError, UserError
+from harness.errors import BackendError, HarnessError, StateError, UserError
 from harness.mesh import Fault
 
 __all__ = [
@@ -57,8 +59,29 @@ __all__ = [
     "stop_load",
 ]
 
-#: metadata the API server owns; dropped before an object is applied back
-_SERVER_FIELDS = ("uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+#: Metadata the API server writes itself, whatever the object says: a correct restore cannot bring
+#: it back, so the no-residue check and :func:`restore_object` do not compare it (each with why).
+#: Everything else of the object is compared: spec, labels, annotations, finalizers, owners, ...
+SERVER_MANAGED_METADATA: Mapping[str, str] = {
+    "resourceVersion": "bumped by the API server on every write, a restore included",
+    "uid": "new when a removed object is created again",
+    "creationTimestamp": "new when a removed object is created again",
+    "generation": "incremented by the API server on every spec write, even one back to the same spec",
+    "managedFields": "the API server's record of which manager wrote which field, and when",
+    "selfLink": "derived from the object's path (deprecated; empty since Kubernetes 1.20)",
+}
+#: Annotations a client tool writes for its own bookkeeping, not configuration anyone reads.
+TOOL_ANNOTATIONS: Mapping[str, str] = {
+    "kubectl.kubernetes.io/last-applied-configuration": (
+        "kubectl's copy of the last document it applied (its client-side apply bookkeeping); it "
+        "holds the body as applied, so it differs after any restore that applied another body"
+    ),
+}
+#: ``status`` is not compared either: istiod's status reporter writes it (observedGeneration,
+#: validation messages), and on the local backend no object has one.
+
+#: metadata the API server owns; dropped before an object is applied back (resourceVersion is kept)
+_SERVER_FIELDS = tuple(k for k in SERVER_MANAGED_METADATA if k != "resourceVersion")
 
 
 # --------------------------------------------------------------------------- objects
@@ -67,6 +90,56 @@ _SERVER_FIELDS = ("uid", "creationTimestamp", "generation", "managedFields", "se
 def object_key(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return f"{obj.get('kind')}/{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` as the no-residue check compares it: without ``status``, the server-managed
+    metadata and the tool annotations above (empty ``labels``/``annotations`` count as absent)."""
+    body = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+    meta = {k: v for k, v in dict(body.get("metadata") or {}).items() if k not in SERVER_MANAGED_METADATA}
+    annotations = {k: v for k, v in dict(meta.get("annotations") or {}).items() if k not in TOOL_ANNOTATIONS}
+    meta.pop("annotations", None)
+    if annotations:
+        meta["annotations"] = annotations
+    if not meta.get("labels"):
+        meta.pop("labels", None)
+    body["metadata"] = meta
+    return body
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def field_changes(was: Any, now: Any, path: str = "") -> list[str]:
+    """Where ``now`` differs from ``was``, one line per field: ``metadata.labels.team added ("x")``,
+    ``spec.http[1].fault removed (was ...)``, ``metadata.annotations["a.io/b"]: "1" -> "2"``,
+    ``spec.http: 1 item, was 2``."""
+    if isinstance(was, Mapping) and isinstance(now, Mapping):
+        out: list[str] = []
+        for k in sorted(set(was) | set(now), key=str):
+            p = f"{path}.{k}" if _PLAIN_KEY.match(str(k)) else f"{path}[{json.dumps(str(k))}]"
+            p = p.lstrip(".")
+            if k not in was:
+                out.append(f"{p} added ({_short(now[k])})")
+            elif k not in now:
+                out.append(f"{p} removed (was {_short(was[k])})")
+            elif was[k] != now[k]:
+                out += field_changes(was[k], now[k], p)
+        return out
+    if isinstance(was, list) and isinstance(now, list) and len(was) == len(now):
+        return [
+            c
+            for i, (a, b) in enumerate(zip(was, now, strict=True))
+            for c in field_changes(a, b, f"{path}[{i}]")
+        ]
+    if isinstance(was, list) and isinstance(now, list):
+        return [f"{path}: {len(now)} item{'s' * (len(now) != 1)}, was {len(was)}"]
+    return [f"{path or '(object)'}: {_short(was)} -> {_short(now)}"] if was != now else []
 
 
 def find_object(kind: str, ref: str, configuration: Configuration = None) -> dict[str, Any] | None:
@@ -334,7 +407,7 @@ def restore_object(data: Mapping[str, Any], configuration: Configuration) -> str
             _delete_bodies([current], "restore-delete", configuration)
             return f"deleted {key}"
         return f"{key} already absent"
-    if current is not None and current.get("spec") == before.get("spec"):
+    if current is not None and comparable(current) == comparable(before):
         return f"{key} already as before"
     body = dict(before)
     if current is not None:  # apply over the current version (kube: its resourceVersion)
@@ -508,20 +581,156 @@ def _is_loadgen(pid: int) -> bool:
 # --------------------------------------------------------------------------- control plane
 
 
-def stop_control_plane(configuration: Configuration = None) -> dict[str, Any]:
-    """Stop istiod. The proxies keep serving with the last config they ACKed."""
-    Ledger.of(configuration).record("control-plane", "control-plane", {})
-    mesh(configuration).stop_control_plane()
-    return {"control_plane": "stopped"}
+class _NotYet(HarnessError):
+    """A condition polled by :func:`harness.wait.until` does not hold yet; the message says why."""
 
 
-def start_control_plane(configuration: Configuration = None) -> dict[str, Any]:
-    """Start istiod again and wait until every proxy has reconnected and ACKed its config."""
+def xds_connections(configuration: Configuration = None) -> dict[str, int]:
+    """Per proxy (``ns/pod``), Envoy's ``control_plane.connected_state`` gauge: 1 while its ADS
+    stream is up, 0 once it ended (see :data:`harness.envoy.XDS_CONNECTED`)."""
+    import httpx
+
+    from harness import envoy
+
+    out: dict[str, int] = {}
+    with httpx.Client(timeout=5.0, trust_env=False) as http:
+        for w in mesh(configuration).workloads():
+            if not w.proxy_admin_url:
+                continue
+            value = envoy.xds_connected(http, w.proxy_admin_url)
+            if value is None:
+                raise StateError(
+                    f"proxy {w.ref} does not expose {envoy.XDS_CONNECTED}, so its xDS connection cannot "
+                    "be observed. Fix: restart the mesh with this meshproof (harness/proxy_stats.py adds "
+                    "the gauge to every proxy's proxyStatsMatcher)"
+                )
+            out[w.ref] = value
+    return out
+
+
+def _outage_seen(configuration: Configuration) -> tuple[list[str], dict[str, int]]:
+    return mesh(configuration).control_plane_serving(), xds_connections(configuration)
+
+
+def _describe(serving: Sequence[str], connected: Mapping[str, int], want: int) -> str:
+    off = sorted(ref for ref, v in connected.items() if v != want)
+    state = "connected" if want == 0 else "disconnected"
+    proxies = (
+        f"{len(off)} of {len(connected)} proxies still {state} ({', '.join(off)})"
+        if off
+        else f"all {len(connected)} proxies {'disconnected' if want == 0 else 'connected'}"
+    )
+    return f"control plane serving: {'; '.join(serving) if serving else 'nothing'}; {proxies}"
+
+
+def stop_control_plane(
+    outage_s: float = 0.0, timeout_s: float = 60.0, configuration: Configuration = None
+) -> dict[str, Any]:
+    """Stop istiod, prove the outage, and keep it for ``outage_s`` seconds.
+
+    The outage is proven, within ``timeout_s``, by two observations at once: nothing of the
+    control plane serves any more (:meth:`Backend.control_plane_serving`: local, istiod's xDS port
+    refuses connections; Kubernetes, no ready istiod pod or endpoint) and every proxy's Envoy says
+    its xDS stream is down (``control_plane.connected_state`` 0). If that is not seen, the action
+    fails with what was last seen. The outage then lasts ``outage_s`` measured from the proof,
+    during which istiod must stay gone. Returns the measured figures. The proxies keep serving with
+    the last config they ACKed."""
+    outage_s, timeout_s = float(outage_s), float(timeout_s)
+    if outage_s < 0:
+        raise UserError(f"stop_control_plane: outage_s {outage_s:g} must be >= 0")
     ledger = Ledger.of(configuration)
+    ledger.record("control-plane", "control-plane", {})
+    t0 = time.monotonic()
+    mesh(configuration).stop_control_plane()
+    stopped_s = time.monotonic() - t0
+    gone: dict[str, float] = {}
+
+    def outage() -> bool:
+        serving, connected = _outage_seen(configuration)
+        now = time.monotonic() - t0
+        if not serving:
+            gone.setdefault("istiod", now)
+        if connected and all(v == 0 for v in connected.values()):
+            gone.setdefault("xds", now)
+        if not serving and connected and all(v == 0 for v in connected.values()):
+            gone["proxies"] = len(connected)
+            return True
+        raise _NotYet(_describe(serving, connected, want=0))
+
+    wait.until(
+        outage,
+        what="the control-plane outage: nothing of istiod serving and every proxy's xDS stream down "
+        "(Envoy's control_plane.connected_state 0)",
+        timeout=timeout_s,
+        interval=0.1,
+        retry_on=(_NotYet, BackendError),
+    )
+    proven = time.monotonic()
+    ledger.update("control-plane", outage_proven_at=time.time())
+
+    def held() -> bool:
+        # Nothing to wait on but time: the outage lasts outage_s. The wait checks, every 0.25 s,
+        # that it is still an outage (istiod did not come back). The proxies are not re-read: while
+        # istiod is away each Envoy keeps retrying with backoff (4 new xds-grpc connections in a
+        # 6 s outage on the local mesh), and for the moment pilot-agent takes to close each one
+        # again the gauge reads 1 without any config flowing.
+        serving = mesh(configuration).control_plane_serving()
+        if serving:
+            raise BackendError(
+                f"the outage ended {time.monotonic() - proven:.1f} s into the {outage_s:g} s asked for: "
+                + "; ".join(serving)
+            )
+        return time.monotonic() - proven >= outage_s
+
+    wait.until(
+        held,
+        what=f"the outage to last outage_s={outage_s:g} s from its proof",
+        timeout=outage_s + 30.0,
+        interval=0.25,
+    )
+    return {
+        "control_plane": "stopped",
+        "stop_returned_s": round(stopped_s, 3),
+        "istiod_gone_s": round(gone["istiod"], 3),
+        "xds_lost_s": round(gone["xds"], 3),
+        "proxies_disconnected": int(gone["proxies"]),
+        "outage_held_s": round(time.monotonic() - proven, 3),
+    }
+
+
+def start_control_plane(timeout_s: float = 120.0, configuration: Configuration = None) -> dict[str, Any]:
+    """Start istiod again and prove its return: the backend waits until istiod is ready and every
+    proxy has reconnected and ACKed its config (istiod's view), then every proxy's Envoy must say
+    its xDS stream is up (``control_plane.connected_state`` 1). Idempotent."""
+    ledger = Ledger.of(configuration)
+    entry = ledger.get("control-plane")
     t0 = time.monotonic()
     mesh(configuration).start_control_plane()
+    synced_s = time.monotonic() - t0
+
+    def reconnected() -> bool:
+        serving, connected = _outage_seen(configuration)
+        if serving and connected and all(v == 1 for v in connected.values()):
+            return True
+        raise _NotYet(_describe(serving, connected, want=1))
+
+    wait.until(
+        reconnected,
+        what="istiod serving and every proxy's xDS stream up (Envoy's control_plane.connected_state 1)",
+        timeout=float(timeout_s),
+        interval=0.1,
+        retry_on=(_NotYet, BackendError),
+    )
+    out: dict[str, Any] = {
+        "control_plane": "running",
+        "reconnected_and_acked_s": round(synced_s, 3),
+        "envoy_connected_s": round(time.monotonic() - t0, 3),
+    }
+    proven_at = (entry.data.get("outage_proven_at") if entry is not None else None) or None
+    if proven_at:
+        out["outage_total_s"] = round(time.time() - float(proven_at), 3)
     ledger.done("control-plane")
-    return {"control_plane": "running", "reconnected_and_acked_s": round(time.monotonic() - t0, 3)}
+    return out
 
 
 # --------------------------------------------------------------------------- everything

@@ -13,8 +13,8 @@ Declare it once at the top of an experiment::
     starts), and records the pre-experiment baseline for the no-residue check.
 ``after_experiment_control``
     (after the rollbacks) undoes anything still in the ledger, runs the no-residue check
-    (:mod:`harness.chaos.residue`) and fails the journal when it finds residue or when a
-    meshproof probe in the method did not hold. The findings go into ``journal["meshproof"]``.
+    (:mod:`harness.chaos.residue`) and fails the journal when it finds residue, when a meshproof
+    action in the method failed or when a meshproof probe in the method did not hold. The findings go into ``journal["meshproof"]``.
 """
 
 from __future__ import annotations
@@ -150,16 +150,25 @@ def after_experiment_control(
 
 
 def failed_probes(journal: Mapping[str, Any]) -> list[str]:
-    """Method probes of ours whose evidence says the property did not hold (or that failed)."""
+    """Method activities of ours that failed, and method probes of ours whose evidence says the
+    property did not hold. (Chaos Toolkit carries on after a failed action and still calls the
+    run completed; an experiment whose injection failed, or could not be proven, tested nothing.)"""
     out = []
     for run in journal.get("run") or []:
         activity = run.get("activity") or {}
         ours = _ours(activity)
-        if ours is None or activity.get("type") != "probe":
+        if ours is None:
             continue
         output = run.get("output")
         if run.get("status") != "succeeded":
-            out.append(f"{activity.get('name')}: {run.get('status')}: {run.get('exception', '')!s:.200}")
-        elif isinstance(output, dict) and output.get("holds") is False:
+            out.append(f"{activity.get('name')}: {run.get('status')}: {_last_line(run.get('exception'))}")
+        elif activity.get("type") == "probe" and isinstance(output, dict) and output.get("holds") is False:
             out.append(f"{activity.get('name')}: did not hold")
     return out
+
+
+def _last_line(exception: Any) -> str:
+    """The last line of Chaos Toolkit's formatted exception (the error itself), at most 300 chars."""
+    lines = exception if isinstance(exception, list) else [str(exception or "")]
+    text = "".join(str(x) for x in lines).strip().splitlines()
+    return text[-1][:300] if text else ""

@@ -1,6 +1,7 @@
 """The no-residue check: after an experiment the mesh is as it was before, or the run failed.
 
-:func:`snapshot` records, before the method runs, every Istio object's spec and the replicas
+:func:`snapshot` records, before the method runs, every Istio object (spec, labels,
+annotations, the rest of its metadata except what the API server writes itself) and the replicas
 per deployment. :func:`check` compares afterwards and also requires that no replica has an
 active admin fault, every replica is up and ready, every proxy has ACKed the current config and
 the chaos ledger is empty. :func:`undo_all` plays back what the ledger still holds (newest
@@ -27,9 +28,23 @@ EJECTION_WAIT_S = 90.0
 
 
 def _objects(configuration: Configuration) -> dict[str, Any]:
-    from harness.chaos.actions import object_key
+    """Every Istio object as compared: spec, labels, annotations and the rest of its metadata,
+    except what the API server writes itself (see :func:`harness.chaos.actions.comparable`)."""
+    from harness.chaos.actions import comparable, object_key
 
-    return {object_key(o): o.get("spec") for o in mesh(configuration).istio_objects()}
+    return {object_key(o): comparable(o) for o in mesh(configuration).istio_objects()}
+
+
+#: how many changed fields of one object a problem line names
+_FIELDS_NAMED = 4
+
+
+def _changed(key: str, was: Any, now: Any) -> str:
+    from harness.chaos.actions import field_changes
+
+    changes = field_changes(was, now)
+    more = f" (+{len(changes) - _FIELDS_NAMED} more)" if len(changes) > _FIELDS_NAMED else ""
+    return f"Istio object changed: {key}: {'; '.join(changes[:_FIELDS_NAMED])}{more}"
 
 
 def snapshot(configuration: Configuration = None) -> dict[str, Any]:
@@ -89,12 +104,12 @@ def check(configuration: Configuration = None, *, before: Mapping[str, Any] | No
     if before is None:
         problems.append("no pre-experiment baseline recorded: cannot compare the Istio objects")
     else:
-        checked.append("every Istio object as before")
+        checked.append("every Istio object as before (spec, labels, annotations)")
         now = _objects(configuration)
         was = dict(before.get("objects") or {})
         problems += [f"Istio object added: {k}" for k in sorted(set(now) - set(was))]
         problems += [f"Istio object removed: {k}" for k in sorted(set(was) - set(now))]
-        problems += [f"Istio object changed: {k}" for k in sorted(set(now) & set(was)) if now[k] != was[k]]
+        problems += [_changed(k, was[k], now[k]) for k in sorted(set(now) & set(was)) if now[k] != was[k]]
     workloads = list(backend.workloads())
     if before is not None:
         checked.append("replicas per deployment as before, all ready")
@@ -161,7 +176,7 @@ def undo(entry: Entry, configuration: Configuration = None) -> str:
         actions.stop_load(str(d["name"]), configuration)
         return f"load {d['name']} stopped"
     if entry.kind == "control-plane":
-        actions.start_control_plane(configuration)
+        actions.start_control_plane(configuration=configuration)
         return "istiod started again"
     Ledger.of(configuration).done(entry.key)
     return f"unknown ledger entry {entry.key} dropped"

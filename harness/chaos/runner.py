@@ -336,7 +336,7 @@ def summary_lines(result: ChaosRun) -> list[str]:
     section("hypothesis after", doc["after"])
     section("rollbacks", doc["rollbacks"])
     mp = doc["meshproof"] or {}
-    lines.extend(f"  during-probe failed: {d}" for d in mp.get("during") or [])
+    lines.extend(f"  failed in the method: {d}" for d in mp.get("during") or [])
     if doc["undone_after_run"]:
         lines.append(
             "undone by meshproof after the run (rollbacks missed them): " + "; ".join(doc["undone_after_run"])

@@ -2,8 +2,10 @@
 and interruptions (SIGINT, SIGTERM, a SIGKILLed wrapper) in the middle of a fault that must still
 roll everything back and leave no residue.
 
-The experiments in :data:`QUICK`, the SIGINT interruption and the bad-input test run in the
-default test command; the rest are marked ``gameday`` and run with ``tox -e chaos`` (nightly).
+The experiments in :data:`QUICK`, the SIGINT interruption, the bad-input test, the outage proof's
+negative control and the no-residue check's control pair (a relabel rolled back, then the same with a
+sabotaged rollback) run in the default test command; the rest are marked ``gameday`` and run with
+``tox -e chaos`` (nightly).
 """
 
 from __future__ import annotations
@@ -50,6 +52,24 @@ def test_experiment(experiment: Path, mesh: Backend, settings: Settings, record_
     print("\n".join(summary))
     assert result.exit_code == 0, "\n".join(summary + ["--- chaos log (tail) ---", *lines[-30:]])
     assert result.residue["clean"], result.residue
+    if experiment.stem == "control-plane-loss":
+        _outage_figures(result, mesh, record_property)
+
+
+def _outage_figures(result: runner.ChaosRun, mesh: Backend, record_property) -> None:  # type: ignore[no-untyped-def]
+    """control-plane-loss: the outage was proven on every proxy, held for outage_s from the proof,
+    and the return proven; the figures go into the JUnit properties (and the journal)."""
+    runs = {r["activity"]["name"]: r for r in (result.journal or {}).get("run") or []}
+    outage_s = float(((result.journal or {}).get("experiment") or {})["configuration"]["outage_s"])
+    stop, start = runs["stop-istiod"]["output"], runs["start-istiod"]["output"]
+    proxies = [w for w in mesh.workloads() if w.proxy_admin_url]
+    assert stop["proxies_disconnected"] == len(proxies), stop
+    assert stop["outage_held_s"] >= outage_s, stop
+    assert start["outage_total_s"] >= stop["outage_held_s"], start
+    for k in ("istiod_gone_s", "xds_lost_s", "outage_held_s"):
+        record_property(k, stop[k])
+    for k in ("reconnected_and_acked_s", "envoy_connected_s", "outage_total_s"):
+        record_property(k, start[k])
 
 
 def _start(experiment: str, settings: Settings) -> subprocess.Popen[bytes]:
@@ -229,3 +249,146 @@ def test_negative_without_outlier_detection_the_ejection_checks_fail(
     failed = _failed_during(result)
     assert any(d.startswith("gateway-ejected-the-failing-replica:") for d in failed), failed
     assert result.residue["clean"], result.residue
+
+
+class _StopDoesNothing:
+    """The session's mesh, except that stopping its control plane does nothing (istiod keeps
+    running): the negative control of control-plane-loss's outage proof."""
+
+    def __init__(self, mesh: Backend) -> None:
+        self._mesh = mesh
+
+    def stop_control_plane(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._mesh, name)
+
+
+@pytest.mark.negative
+def test_negative_an_istiod_that_keeps_running_is_no_outage(mesh: Backend, tmp_path: Path) -> None:
+    """Negative control: the stop "succeeds" but istiod keeps serving; the outage proof must fail
+    within its deadline, saying istiod still accepts connections and every proxy is still connected."""
+    from harness.chaos import actions, context
+    from harness.errors import WaitTimeout
+
+    conf = {STATE_KEY: str(tmp_path)}  # a ledger of its own; the mesh is the session's
+    context.use(tmp_path, _StopDoesNothing(mesh))  # type: ignore[arg-type]
+    proxies = [w for w in mesh.workloads() if w.proxy_admin_url]
+    try:
+        with pytest.raises(WaitTimeout) as failed:
+            actions.stop_control_plane(outage_s=1, timeout_s=3, configuration=conf)
+        text = str(failed.value)
+        assert "\n" not in text, text
+        assert "accepts connections on its xDS port" in text, text
+        assert f"{len(proxies)} of {len(proxies)} proxies still connected" in text, text
+    finally:
+        undone, failed_undo = residue.undo_all(conf)  # start_control_plane: istiod runs, proxies connected
+        context.forget(tmp_path)
+    assert undone == ["istiod started again"] and not failed_undo, (undone, failed_undo)
+
+
+def _relabel_experiment(
+    tmp_path: Path, mesh: Backend, rollback: tuple[str, str]
+) -> tuple[Path, dict[str, object]]:
+    """A test-only experiment: apply_resource of a running VirtualService with a label and an
+    annotation added (its spec unchanged), undone by ``rollback`` (module, func)."""
+    import yaml
+
+    original = next(
+        o
+        for o in mesh.istio_objects()
+        if o["kind"] == "VirtualService" and o["metadata"]["name"] == "microservice-1"
+    )
+    relabelled = json.loads(json.dumps(original))
+    # The label key names istio.io: with the spec unchanged, istiod pushes only when a label or
+    # annotation key does (Istio's model.NeedsPush), and the local backend's apply waits for that push.
+    relabelled["metadata"].setdefault("labels", {})["chaos.istio.io/residue"] = "sabotaged"
+    relabelled["metadata"].setdefault("annotations", {})["example.com/game-day"] = "left-behind"
+    relabel = tmp_path / "relabel.yaml"
+    relabel.write_text(yaml.safe_dump(relabelled))
+    module, func = rollback
+    doc = {
+        "version": "1.0.0",
+        "title": "relabel a VirtualService and roll it back",
+        "description": "test-only: the no-residue check's control",
+        "configuration": {
+            "meshproof_state": {"type": "env", "key": "MESHPROOF_STATE", "default": ".meshproof"}
+        },
+        "controls": [
+            {"name": "meshproof", "provider": {"type": "python", "module": "harness.chaos.control"}}
+        ],
+        "method": [
+            {
+                "type": "action",
+                "name": "relabel-virtual-service",
+                "provider": {
+                    "type": "python",
+                    "module": "harness.chaos.actions",
+                    "func": "apply_resource",
+                    "arguments": {"path": str(relabel)},
+                },
+            }
+        ],
+        "rollbacks": [
+            {
+                "type": "action",
+                "name": "restore-virtual-service",
+                "provider": {
+                    "type": "python",
+                    "module": module,
+                    "func": func,
+                    "arguments": {"path": str(relabel)},
+                },
+            }
+        ],
+    }
+    path = tmp_path / "relabel.json"
+    path.write_text(json.dumps(doc))
+    return path, original
+
+
+def test_a_relabel_is_rolled_back_without_residue(mesh: Backend, settings: Settings, tmp_path: Path) -> None:
+    """The positive side of the residue control: restore_resources puts labels and annotations back
+    too (the spec never changed), and the no-residue check finds nothing."""
+    experiment, _ = _relabel_experiment(tmp_path, mesh, ("harness.chaos.actions", "restore_resources"))
+    result = runner.run(experiment, settings)
+    assert result.exit_code == 0, runner.summary_lines(result)
+    assert result.residue["clean"], result.residue
+
+
+@pytest.mark.negative
+def test_negative_a_sabotaged_rollback_fails_with_the_residue_named(
+    mesh: Backend, settings: Settings, tmp_path: Path
+) -> None:
+    """Negative control: the rollback marks the relabel undone but undoes nothing; the ledger no
+    longer knows, so the run must fail on the no-residue check, naming the object and the fields."""
+    import yaml
+
+    experiment, original = _relabel_experiment(
+        tmp_path, mesh, ("tests.e2e.chaos_sabotage", "restore_resources_skipping_undo")
+    )
+    conf = {STATE_KEY: str(settings.state_dir.resolve())}
+    try:
+        result = runner.run(experiment, settings)
+    finally:
+        (tmp_path / "original.yaml").write_text(yaml.safe_dump(original))
+        mesh.apply([tmp_path / "original.yaml"])  # the residue goes, whatever the run did
+    assert result.exit_code == 1, runner.summary_lines(result)
+    assert not result.undone_after, result.undone_after  # nothing left in the ledger to find it
+    problems = list(result.residue["problems"])
+    assert len(problems) == 1, problems
+    # the object, and each field with what it now holds (on the local mesh the original has neither
+    # labels nor annotations: "metadata.labels added ({...})")
+    assert problems[0].startswith("Istio object changed: VirtualService/sample/microservice-1: "), problems
+    for field in (
+        "metadata.annotations",
+        "example.com/game-day",
+        "left-behind",
+        "metadata.labels",
+        "chaos.istio.io/residue",
+        "sabotaged",
+    ):
+        assert field in problems[0], problems
+    assert any("no-residue check: RESIDUE: " + problems[0] in line for line in runner.summary_lines(result))
+    assert residue.check(conf).clean, "the test's own cleanup left residue"

@@ -996,6 +996,24 @@ class KubeBackend:
             clock=self._clock,
         )
 
+    def control_plane_serving(self) -> list[str]:
+        """Every ready istiod pod, and every ready endpoint of the ``istiod`` Service (what the
+        sidecars' pilot-agents dial): empty once the control plane is gone."""
+        ns = istio_install.ISTIO_NAMESPACE
+        serving = [
+            f"istiod pod {ns}/{name_of(p)} is ready"
+            for p in self.api.list("v1", "Pod", ns, "app=istiod")
+            if pod_ready(p) and not (p.get("metadata") or {}).get("deletionTimestamp")
+        ]
+        for eps in self.api.list(
+            "discovery.k8s.io/v1", "EndpointSlice", ns, "kubernetes.io/service-name=istiod"
+        ):
+            for ep in eps.get("endpoints") or []:
+                if (ep.get("conditions") or {}).get("ready") is not False:  # unset means ready
+                    addresses = ",".join(ep.get("addresses") or [])
+                    serving.append(f"Service {ns}/istiod has a ready endpoint {addresses}")
+        return serving
+
     def start_control_plane(self) -> None:
         istiod = istio_install.find_istiod(self.api)
         if istiod is None:

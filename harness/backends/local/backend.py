@@ -448,6 +448,25 @@ class LocalBackend:
         )
         self.wait_synced(timeout=self.settings.ready_timeout)
 
+    def control_plane_serving(self) -> list[str]:
+        """Every istiod (each revision) whose xDS gRPC port on loopback still accepts a TCP
+        connection: the port the proxies' pilot-agents dial. A refused connection means no process
+        listens there any more (the supervisor stops istiod by ending its process)."""
+        import socket
+
+        serving = []
+        for revision, cp in sorted(self.control_planes().items()):
+            port = int(cp.get("grpc") or 0)
+            if not port:
+                continue
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2.0):
+                    pass
+            except OSError:
+                continue
+            serving.append(f"istiod ({revision}) accepts connections on its xDS port 127.0.0.1:{port}")
+        return serving
+
     def wait_synced(self, timeout: float) -> float:
         return xds.wait_synced(self._http, self.plan["istiod"]["url"], self._proxy_count(), timeout=timeout)
 

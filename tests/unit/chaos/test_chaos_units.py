@@ -215,7 +215,7 @@ def test_residue_check_finds_what_changed(fake: Any) -> None:
     assert not found.clean
     assert set(found.problems) == {
         "not undone: app-fault:sample/web-v1-1",
-        "Istio object changed: VirtualService/sample/web",
+        "Istio object changed: VirtualService/sample/web: spec.http: 1 item, was 2",
         "sample/web-v1-0 not ready",
     }
 
@@ -386,7 +386,7 @@ def test_summary_shows_before_during_after_rollbacks_and_verdict(tmp_path: Path)
     assert "hypothesis before:\n  ok   probe  ratio" in text
     assert "FAIL probe  settle" in text
     assert "rollbacks:\n       action clear" in text
-    assert "during-probe failed: settle: did not hold" in text
+    assert "failed in the method: settle: did not hold" in text
     assert text.endswith("FAILED: status completed, deviated False")
 
 

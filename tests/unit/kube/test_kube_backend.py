@@ -713,3 +713,30 @@ def test_istio_objects_come_from_the_cluster_with_resource_versions(
     assert ("VirtualService", "sample", "web") in objects
     assert objects[("VirtualService", "sample", "web")]["metadata"]["resourceVersion"]
     assert all(o["apiVersion"].rpartition("/")[0].endswith("istio.io") for o in objects.values())
+
+
+def test_control_plane_serving_names_ready_istiod_pods_and_endpoints(
+    running: tuple[KubeBackend, FakeCluster],
+) -> None:
+    b, api = running
+    assert b.control_plane_serving() == ["istiod pod istio-system/istiod-5d4c-abcde is ready"]
+    slice_key = ("discovery.k8s.io", "EndpointSlice", "istio-system", "istiod-x1")
+    api.objects[slice_key] = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "istiod-x1",
+            "namespace": "istio-system",
+            "labels": {"kubernetes.io/service-name": "istiod"},
+        },
+        "endpoints": [
+            {"addresses": ["10.0.0.9"], "conditions": {"ready": True}},
+            {"addresses": ["10.0.0.8"], "conditions": {"ready": False}},
+        ],
+    }
+    assert b.control_plane_serving()[1:] == ["Service istio-system/istiod has a ready endpoint 10.0.0.9"]
+    # istiod scaled away: its pod not ready any more, its Service without a ready endpoint
+    pod = api.objects[("", "Pod", "istio-system", "istiod-5d4c-abcde")]
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    api.objects[slice_key]["endpoints"] = []
+    assert b.control_plane_serving() == []
