@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 import yaml
 
 from harness import envoy, proc, wait
+from harness.backends.local import workloads as kube_objects
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
 from harness.errors import BackendError, StateError, WaitTimeout
@@ -267,22 +269,67 @@ class LocalBackend:
         return dict(self.plan.get("proxies") or {})
 
     # ---- config -------------------------------------------------------------------------
-    def _load(self, paths: Sequence[Path]) -> list[dict[str, Any]]:
+    def _load(self, paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The Istio objects and the workload objects (Deployments, ServiceAccounts) of ``paths``."""
         from harness.backends.local.topology import is_istio
         from harness.istio.loader import load_paths
 
         docs = [dict(d.body) for d in load_paths(list(paths))]
-        non_istio = [
-            f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}" for d in docs if not is_istio(d)
+        kube = [d for d in docs if not is_istio(d)]
+        other = [
+            f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
+            for d in kube
+            if d.get("kind") not in kube_objects.WORKLOAD_KINDS
         ]
-        if non_istio:
+        if other:
             from harness.errors import UnsupportedFeature
 
             raise UnsupportedFeature(
-                f"the local backend applies Istio objects only, not {', '.join(non_istio)}. "
+                "the local backend applies Istio objects, ServiceAccounts and a Deployment's "
+                f"ServiceAccount only, not {', '.join(other)}. "
                 "Fix: change workloads in manifests/ and restart the mesh, or use --backend kind"
             )
-        return docs
+        return [d for d in docs if is_istio(d)], kube
+
+    def _running_workloads(self) -> dict[kube_objects.Key, dict[str, Any]]:
+        out = {}
+        for f in sorted(self.layout.workloads.glob("*.yaml")):
+            body = yaml.safe_load(f.read_text())
+            if isinstance(body, dict):
+                out[kube_objects.key_of(body)] = body
+        return out
+
+    def _write_workload(self, body: dict[str, Any]) -> None:
+        obj = {
+            **body,
+            "metadata": {**(body.get("metadata") or {}), "namespace": kube_objects.key_of(body)[1]},
+        }
+        target = self.layout.workloads / object_filename(obj)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+        tmp.replace(target)
+
+    def _apply_workloads(self, objs: Sequence[dict[str, Any]]) -> float:
+        """ServiceAccounts are recorded; a Deployment's new ServiceAccount restarts its replicas'
+        proxies as that ServiceAccount (see :mod:`harness.backends.local.workloads`)."""
+        change = kube_objects.plan_apply(self._running_workloads(), objs)
+        for sa in change.service_accounts:
+            self._write_workload(dict(sa))
+        t0 = time.monotonic()
+        for r in change.rollouts:
+            reply = self._control(
+                {
+                    "op": "set-service-account",
+                    "namespace": r.namespace,
+                    "deployment": r.deployment,
+                    "service_account": r.service_account,
+                },
+                timeout=300,
+            )
+            self._plan = reply["plan"]
+        for d in change.deployments:
+            self._write_workload(dict(d))
+        return time.monotonic() - t0
 
     def _write_and_wait(self, change: Callable[[], None]) -> float:
         istiod = self.plan["istiod"]
@@ -293,8 +340,10 @@ class LocalBackend:
         )
 
     def apply(self, paths: Sequence[Path]) -> float:
+        istio, kube = self._load(paths)
+        seconds = self._apply_workloads(kube) if kube else 0.0
         changes: list[tuple[Path, str]] = []
-        for obj in self._load(paths):
+        for obj in istio:
             meta = dict(obj.get("metadata") or {})
             meta.setdefault("namespace", "default")
             obj["metadata"] = meta
@@ -303,7 +352,7 @@ class LocalBackend:
             if not target.is_file() or target.read_text() != text:
                 changes.append((target, text))
         if not changes:
-            return 0.0  # nothing changed: istiod will push nothing, and every proxy already has it
+            return seconds  # nothing changed: istiod will push nothing, and every proxy already has it
 
         def write() -> None:
             for target, text in changes:
@@ -311,14 +360,22 @@ class LocalBackend:
                 tmp.write_text(text)
                 tmp.replace(target)
 
-        return self._write_and_wait(write)
+        return seconds + self._write_and_wait(write)
 
     def delete(self, paths: Sequence[Path]) -> float:
-        docs = self._load(paths)
+        docs, kube = self._load(paths)
+        accounts = kube_objects.plan_delete(self._running_workloads(), kube)
         targets = [self.layout.config / object_filename(o) for o in docs]
         missing = [t.name for t in targets if not t.is_file()]
         if missing:
             raise StateError(f"not applied, cannot delete: {', '.join(missing)}")
+        for kind, ns, name in accounts:  # nothing runs on them: no process to change, no push
+            (
+                self.layout.workloads
+                / object_filename({"kind": kind, "metadata": {"namespace": ns, "name": name}})
+            ).unlink()
+        if not targets:
+            return 0.0
 
         def remove() -> None:
             for t in targets:

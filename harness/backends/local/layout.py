@@ -24,7 +24,8 @@ class Layout:
         self.marker = self.root / "backend.json"
         self.status = self.root / "status.json"
         self.plan = self.root / "plan.json"
-        self.config = self.root / "config"
+        self.config = self.root / "config"  # istiod's config dir: the Istio objects the mesh runs
+        self.workloads = self.root / "workloads"  # the Deployments and ServiceAccounts it runs
         self.istiod = self.root / "istiod"
         self.proxies = self.root / "proxies"
         self.logs = self.root / "logs"
@@ -49,7 +50,7 @@ class Layout:
 
     def cleanup_runtime(self) -> None:
         """Remove everything but the logs and status (certs, config, proxy work dirs, socket)."""
-        for d in (self.config, self.istiod, self.proxies, self.root / "jaeger"):
+        for d in (self.config, self.workloads, self.istiod, self.proxies, self.root / "jaeger"):
             shutil.rmtree(d, ignore_errors=True)
         for f in (self.plan, self.ca_root, self.marker):
             f.unlink(missing_ok=True)

@@ -30,11 +30,14 @@ import yaml
 
 from harness import proc, wait
 from harness.backends.local import jaeger as jaeger_mod
+from harness.backends.local import tokens
 from harness.backends.local import topology as topo
-from harness.backends.local.ca import MeshCA, spiffe_id
+from harness.backends.local.ca import MeshCA
 from harness.backends.local.install import Installed, load
 from harness.backends.local.layout import Layout, Reservations, object_filename
+from harness.backends.local.xds import push_mark, wait_service_accounts
 from harness.errors import MeshproofError, StateError, WaitTimeout
+from harness.istio.oracles.identity import TRUST_DOMAIN
 from harness.proxy_stats import proxy_stats_matcher
 from harness.settings import Settings, from_env
 
@@ -89,6 +92,8 @@ UPGRADE_OPS = {
     "istiod-remove": "op_istiod_remove",
     "proxy-upgrade": "op_proxy_upgrade",
 }
+# control ops that change the plan (answered with the new plan): upgrade steps and workload changes
+PLAN_OPS = {**UPGRADE_OPS, "set-service-account": "op_set_service_account"}
 
 
 class Supervisor:
@@ -109,6 +114,8 @@ class Supervisor:
         self.tracing_off = ""
         self.jaeger_argv: list[str] = []
         self.ca: MeshCA | None = None
+        self.issuer: tokens.ServiceAccountIssuer | None = None  # the API server's part: SA tokens
+        self.jwks: tokens.JwksServer | None = None
         self.proxy_specs: dict[str, ProxySpec] = {}  # "ns.pod" -> how to (re)start its proxy
 
     # ---- status -------------------------------------------------------------------------
@@ -179,6 +186,9 @@ class Supervisor:
             sources=[d.file for d in docs],
         )
         self.status("starting", f"derived {len(topology.replicas)} replicas on 127.{block}.0.0/16")
+        self._write_workload_objects([d.body for d in docs], topology)
+        self.issuer = tokens.ServiceAccountIssuer.create()
+        self.jwks = tokens.JwksServer(self.issuer, self._port()).start()
 
         tracing = [n for n in topology.native if n.image.startswith("jaegertracing/")]
         native_entries: list[dict[str, Any]] = []
@@ -274,6 +284,22 @@ class Supervisor:
         wait_synced(self.http, istiod["url"], len(specs), timeout=60)
         self.status("ready", f"mesh ready in {time.monotonic() - self.t0:.1f}s")
 
+    def _write_workload_objects(self, docs: list[dict[str, Any]], topology: topo.Topology) -> None:
+        """The Kubernetes objects the mesh runs as processes (its Deployments) and the manifests'
+        ServiceAccounts, which :meth:`LocalBackend.apply` compares changes with."""
+        lay = self.layout
+        lay.workloads.mkdir(parents=True, exist_ok=True)
+        run = {(r.namespace, r.deployment) for r in topology.replicas}
+        for body in docs:
+            meta = body.get("metadata") or {}
+            ns = str(meta.get("namespace") or "default")
+            kind = body.get("kind")
+            if (kind == "Deployment" and (ns, str(meta.get("name"))) in run) or (
+                kind == "ServiceAccount" and not topo.is_istio(body)
+            ):
+                obj = {**body, "metadata": {**meta, "namespace": ns}}
+                (lay.workloads / object_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
+
     def _write_plan(self) -> None:
         self.plan["proxies"] = {
             k: {"istio": p.istio, "revision": p.revision, "generation": p.generation, "admin": p.ports.admin}
@@ -307,7 +333,7 @@ class Supervisor:
                 "controlPlaneAuthPolicy": "NONE",
             },
             "enableTracing": False,
-            "trustDomain": "cluster.local",
+            "trustDomain": TRUST_DOMAIN,
             "accessLogFile": "/dev/stdout",
             "rootNamespace": "istio-system",
         }
@@ -328,7 +354,13 @@ class Supervisor:
                 f"-monitoringAddr=127.0.0.1:{ports['monitoring']}",
                 "-logLevel=default:info,ads:warn,krt:warn",
             ],
-            env={**ISTIOD_ENV, "ROOT_CA_DIR": str(lay.istiod / "cacerts"), "POD_NAMESPACE": "istio-system"},
+            env={
+                **ISTIOD_ENV,
+                "ROOT_CA_DIR": str(lay.istiod / "cacerts"),
+                "POD_NAMESPACE": "istio-system",
+                # the CA authenticates pilot-agent's CSR by its ServiceAccount token (tokens.py)
+                "JWT_RULE": self._issuer().jwt_rule(self._jwks().url),
+            },
             cwd=work,
             log=log,
         )
@@ -436,14 +468,31 @@ class Supervisor:
 
         wait.until(ready, what=f"{spec.child} {url}", timeout=timeout, interval=0.1, hint=f"see {log}")
 
+    def _issuer(self) -> tokens.ServiceAccountIssuer:
+        if self.issuer is None:
+            raise StateError("the ServiceAccount token issuer is not set up yet")
+        return self.issuer
+
+    def _jwks(self) -> tokens.JwksServer:
+        if self.jwks is None:
+            raise StateError("the ServiceAccount token issuer's JWKS is not served yet")
+        return self.jwks
+
     def _start_proxy(self, spec: ProxySpec) -> None:
         assert self.ca is not None
         inst = self._install_of(spec.istio)
-        grpc_port = self.plan["control_planes"][spec.revision]["grpc"]
+        plane = self.plan["control_planes"][spec.revision]
+        grpc_port = plane["grpc"]
         ports, ns, pod, sa = spec.ports, spec.namespace, spec.pod, spec.service_account
         work = self.layout.proxy_dir(spec.key + (f".g{spec.generation}" if spec.generation else ""))
         work.mkdir(parents=True, exist_ok=True)
-        self.ca.write_workload_credentials(work, spiffe_id(ns, sa))
+        # what Kubernetes mounts into a pod: the ServiceAccount token and the mesh's root (to trust
+        # istiod). pilot-agent makes the key and CSR; istiod's CA signs it for the SPIFFE ID it
+        # derives from the token, so the identity in the certificate is the mesh's, not ours.
+        (work / tokens.TOKEN_PATH).parent.mkdir(parents=True, exist_ok=True)
+        (work / tokens.TOKEN_PATH).write_text(self._issuer().token(ns, sa))
+        (work / tokens.CA_ROOT_PATH).parent.mkdir(parents=True, exist_ok=True)
+        (work / tokens.CA_ROOT_PATH).write_bytes(self.ca.root_pem)
         proxy_config = {
             "discoveryAddress": f"127.0.0.1:{grpc_port}",
             "controlPlaneAuthPolicy": "NONE",
@@ -478,7 +527,11 @@ class Supervisor:
             "ENVOY_STATUS_PORT": str(ports.envoy_status),
             "ENVOY_PROMETHEUS_PORT": str(ports.prometheus),
             "PROXY_CONFIG": json.dumps(proxy_config),
-            "TRUST_DOMAIN": "cluster.local",
+            "TRUST_DOMAIN": TRUST_DOMAIN,
+            # the CSR goes to istiod's CA over TLS (its serving cert names istiod.istio-system.svc)
+            "CA_ADDR": f"127.0.0.1:{plane['secure_grpc']}",
+            "ISTIOD_SAN": "istiod.istio-system.svc",
+            "JWT_POLICY": "third-party-jwt",
         }
         argv = [
             inst.pilot_agent,
@@ -545,8 +598,8 @@ class Supervisor:
             return {"ok": True}
         if op == "plan":
             return {"ok": True, "plan": self.plan}
-        if op in UPGRADE_OPS:
-            result = getattr(self, UPGRADE_OPS[op])(req)
+        if op in PLAN_OPS:
+            result = getattr(self, PLAN_OPS[op])(req)
             self._write_plan()
             return {"ok": True, "plan": self.plan, **result}
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -613,7 +666,76 @@ class Supervisor:
         return {"old_exit_code": code}
 
     def op_proxy_upgrade(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Restart one proxy on the ``istio`` build, connected to ``revision``, without a gap.
+        """Restart one proxy on the ``istio`` build, connected to ``revision``, without a gap."""
+        old = self.proxy_specs[str(req["proxy"])]
+        label = str(req.get("istio") or old.istio)
+        revision = str(req.get("revision") or old.revision)
+        if revision not in self.plan["control_planes"]:
+            raise ValueError(f"no control plane of revision {revision}")
+        result = self._replace_proxy(old, istio=label, revision=revision)
+        self.status("ready", f"proxy {old.key} on Istio {label} ({revision})")
+        return {"proxy": old.key, "istio": label, "revision": revision, **result}
+
+    def op_set_service_account(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run Deployment ``namespace/deployment`` as ServiceAccount ``service_account`` from now on.
+
+        What Kubernetes does when a Deployment's ``serviceAccountName`` changes, on the local
+        mesh's terms: each replica's WorkloadEntry names the new ServiceAccount (istiod reads a
+        pod's ServiceAccount from there), and each replica's proxy is replaced, without a gap, by
+        one that holds a token of the new ServiceAccount, so istiod's CA issues it a certificate
+        of the new identity. The app process keeps running (it plays no part in the identity).
+        Unlike Kubernetes' rolling update, old and new identity never serve side by side: for a
+        Deployment behind a Service, calls between the endpoints' change and its proxy's
+        replacement can fail the clients' check of the server's identity.
+        """
+        ns, deployment, sa = str(req["namespace"]), str(req["deployment"]), str(req["service_account"])
+        replicas = [r for r in self.plan["replicas"] if (r["namespace"], r["deployment"]) == (ns, deployment)]
+        if not replicas:
+            raise ValueError(f"this mesh runs no Deployment {ns}/{deployment}")
+        t0 = time.monotonic()
+        istiod = self.plan["istiod"]
+        before = push_mark(self.http, istiod["monitoring_url"])
+        changed = False
+        for r in replicas:
+            path = self.layout.config / object_filename(
+                {"kind": "WorkloadEntry", "metadata": {"name": r["pod"], "namespace": ns}}
+            )
+            entry = yaml.safe_load(path.read_text())
+            if entry["spec"].get("serviceAccount") != sa:
+                entry["spec"]["serviceAccount"] = sa
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(yaml.safe_dump(entry, sort_keys=False))
+                tmp.replace(path)
+                changed = True
+        if changed:
+            wanted = {(ns, str(r["pod"])): (sa, f"spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/{sa}") for r in replicas}
+            wait_service_accounts(
+                self.http,
+                istiod["url"],
+                istiod["monitoring_url"],
+                before,
+                len(self.proxy_specs),
+                wanted,
+                timeout=90,
+            )
+        t_endpoints = time.monotonic()
+        restarted = []
+        for r in replicas:
+            old = self.proxy_specs[f"{ns}.{r['pod']}"]
+            if old.service_account != sa:
+                self._replace_proxy(old, service_account=sa)
+                restarted.append(old.key)
+            r["service_account"] = sa
+        self.status("ready", f"Deployment {ns}/{deployment} runs as ServiceAccount {sa}")
+        return {
+            "restarted": restarted,
+            "endpoints_s": round(t_endpoints - t0, 3),
+            "restart_s": round(time.monotonic() - t_endpoints, 3),
+        }
+
+    def _replace_proxy(self, old: ProxySpec, **changes: Any) -> dict[str, Any]:
+        """Replace proxy ``old`` by a new generation with ``changes`` (release, revision,
+        ServiceAccount), without a gap; return what it measured.
 
         The new pilot-agent + Envoy starts beside the old one (its own admin/status ports and
         work dir; Envoy listeners bind with SO_REUSEPORT, so both serve the same addresses),
@@ -621,19 +743,13 @@ class Supervisor:
         (``/drain_listeners?graceful``: HTTP/1 responses say ``Connection: close``, then its
         listen sockets close) and stops.
         """
-        old = self.proxy_specs[str(req["proxy"])]
-        label = str(req.get("istio") or old.istio)
-        revision = str(req.get("revision") or old.revision)
-        if revision not in self.plan["control_planes"]:
-            raise ValueError(f"no control plane of revision {revision}")
+        revision = str(changes.get("revision", old.revision))
         t0 = time.monotonic()
         old_proc = self.children.pop(old.child)
         collisions = 0
         while True:
             ports = topo.ProxyPorts(*(self._port() for _ in range(4)))
-            new = replace(
-                old, ports=ports, istio=label, revision=revision, generation=old.generation + 1 + collisions
-            )
+            new = replace(old, **changes, ports=ports, generation=old.generation + 1 + collisions)
             self._start_proxy(new)
             try:
                 self._await_proxy_ready(new, timeout=90)
@@ -670,11 +786,7 @@ class Supervisor:
         if gw and f"{gw['namespace']}.{gw['pod']}" == old.key:
             gw["ports"] = asdict(ports)
         self._synced(revision, self._proxies_on(revision))
-        self.status("ready", f"proxy {old.key} on Istio {label} ({revision})")
         return {
-            "proxy": old.key,
-            "istio": label,
-            "revision": revision,
             "ready_s": round(t_ready - t0, 3),
             "acked_s": round(t_acked - t_ready, 3),
             "drain_s": round(t_drained - t_acked, 3),
@@ -773,6 +885,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+        if self.jwks is not None:
+            self.jwks.stop()
         self.http.close()
         self.layout.cleanup_runtime()
         self.reservations.release()

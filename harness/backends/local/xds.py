@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness import wait
 from harness.backends.istiod import ProxySync, read_push_counters, read_syncz
@@ -97,4 +97,89 @@ def wait_propagated(
         retry_on=(httpx.HTTPError,),
         converge=2,
     )
+    return time.monotonic() - t0
+
+
+def parse_endpoint_identities(shardz: Any) -> dict[tuple[str, str], set[str]]:
+    """From istiod's ``/debug/endpointShardz``: per workload ``(namespace, name)`` that backs a
+    service, the SPIFFE IDs istiod gives its endpoints (what clients expect the server to present)."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for by_namespace in (shardz or {}).values():
+        for shard in (by_namespace or {}).values():
+            for endpoints in ((shard or {}).get("Shards") or {}).values():
+                for ep in endpoints or []:
+                    key = (str(ep.get("Namespace", "")), str(ep.get("WorkloadName", "")))
+                    out.setdefault(key, set()).add(str(ep.get("ServiceAccount", "")))
+    return out
+
+
+def workload_entry_accounts(configz: Any) -> dict[tuple[str, str], str]:
+    """From istiod's ``/debug/configz``: the serviceAccount of every WorkloadEntry istiod holds."""
+    return {
+        (str(c["metadata"].get("namespace", "")), str(c["metadata"].get("name", ""))): str(
+            (c.get("spec") or {}).get("serviceAccount", "")
+        )
+        for c in configz or []
+        if c.get("kind") == "WorkloadEntry"
+    }
+
+
+def wait_service_accounts(
+    http: httpx.Client,
+    istiod_url: str,
+    monitoring_url: str,
+    before: PushMark,
+    expected_proxies: int,
+    want: dict[tuple[str, str], tuple[str, str]],
+    *,
+    timeout: float,
+) -> float:
+    """After rewriting WorkloadEntries' ``serviceAccount`` (``want``: (namespace, name) ->
+    (ServiceAccount, its SPIFFE ID)): wait until istiod holds them, its endpoints of every service
+    they back carry the new identity, and, if any does, until istiod pushed that and every proxy
+    ACKed it. A WorkloadEntry that backs no service changes no proxy's config: istiod pushes nothing.
+    """
+    import httpx  # the caller's client has loaded it
+
+    t0 = time.monotonic()
+
+    def get(path: str) -> Any:
+        r = http.get(f"{istiod_url}{path}")
+        r.raise_for_status()
+        return r.json()
+
+    def check() -> bool:
+        held = workload_entry_accounts(get("/debug/configz"))
+        behind = sorted(f"{ns}/{n}" for (ns, n), (sa, _) in want.items() if held.get((ns, n)) != sa)
+        if behind:
+            check.last = f"istiod does not hold the new serviceAccount of {behind} yet"  # type: ignore[attr-defined]
+            return False
+        endpoints = parse_endpoint_identities(get("/debug/endpointShardz"))
+        served = [k for k in want if k in endpoints]
+        stale = sorted(
+            f"{ns}/{n}: {endpoints[(ns, n)]}" for ns, n in served if endpoints[(ns, n)] != {want[(ns, n)][1]}
+        )
+        if stale:
+            check.last = f"istiod's endpoints still carry the old identity: {stale}"  # type: ignore[attr-defined]
+            return False
+        if served and push_mark(http, monitoring_url).debounces <= before.debounces:
+            check.last = "istiod has not pushed the endpoints' new identity yet"  # type: ignore[attr-defined]
+            return False
+        entries = read_syncz(http, istiod_url)
+        pending = unsynced(entries)
+        check.last = f"{len(entries)}/{expected_proxies} connected, unacked: {pending[:6]}"  # type: ignore[attr-defined]
+        return len(entries) >= expected_proxies and not pending
+
+    try:
+        wait.until(
+            check,
+            what="istiod to hold the workloads' new ServiceAccount and every proxy to ACK its effect",
+            timeout=timeout,
+            interval=0.05,
+            retry_on=(httpx.HTTPError, ValueError),
+            converge=2,
+        )
+    except Exception as e:
+        e.add_note(getattr(check, "last", ""))
+        raise
     return time.monotonic() - t0
