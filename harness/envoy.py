@@ -176,3 +176,107 @@ def active_clusters(http: httpx.Client, admin_url: str, name_regex: str) -> list
 def outbound_clusters_regex(host_fqdn: str) -> str:
     """Istio's outbound clusters of ``host_fqdn``: every port, with or without a subset."""
     return rf"^outbound\|[0-9]+\|[^|]*\|{re.escape(host_fqdn)}$"
+
+
+# --------------------------------------------------------------------------- identity (mTLS)
+
+
+@dataclass(frozen=True)
+class ProxyCertificate:
+    """The workload certificate a proxy presents in mTLS (its SDS secret ``default``, which Envoy
+    uses as server certificate on inbound and client certificate on outbound connections)."""
+
+    uri_sans: tuple[str, ...]  # the SPIFFE ID(s)
+    sha256: str  # hex digest of the DER: what Envoy puts in x-forwarded-client-cert as Hash=
+    serial: str
+    issuer: str
+    not_after: str
+
+    @property
+    def spiffe_id(self) -> str:
+        """The one ``spiffe://`` URI SAN ("" when there is none, or several)."""
+        ids = [u for u in self.uri_sans if u.startswith("spiffe://")]
+        return ids[0] if len(ids) == 1 else ""
+
+
+WORKLOAD_SECRET = "default"  # the name pilot-agent's SDS serves the workload certificate under
+
+
+def parse_workload_certificate(secrets_dump: str, name: str = WORKLOAD_SECRET) -> ProxyCertificate | None:
+    """From ``/config_dump?resource=dynamic_active_secrets``: the leaf of secret ``name`` (None: absent)."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    for entry in json.loads(secrets_dump).get("configs", []):
+        if entry.get("name") != name:
+            continue
+        chain = ((entry.get("secret") or {}).get("tls_certificate") or {}).get("certificate_chain") or {}
+        raw = chain.get("inline_bytes")
+        if raw is None:
+            return None
+        leaf = x509.load_pem_x509_certificates(base64.b64decode(raw))[0]
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
+        except x509.ExtensionNotFound:
+            uris = ()
+        digest = hashes.Hash(hashes.SHA256())
+        digest.update(leaf.public_bytes(Encoding.DER))
+        return ProxyCertificate(
+            uri_sans=uris,
+            sha256=digest.finalize().hex(),
+            serial=format(leaf.serial_number, "x"),
+            issuer=leaf.issuer.rfc4514_string(),
+            not_after=leaf.not_valid_after_utc.isoformat(),
+        )
+    return None
+
+
+def workload_certificate(http: httpx.Client, admin_url: str) -> ProxyCertificate:
+    """The certificate the proxy at ``admin_url`` presents now, as its Envoy holds it."""
+    text = _get(http, f"{admin_url}/config_dump", resource="dynamic_active_secrets")
+    cert = parse_workload_certificate(text)
+    if cert is None:
+        raise BackendError(
+            f"the proxy at {admin_url} holds no workload certificate (SDS secret {WORKLOAD_SECRET!r} "
+            "missing or not yet warm in /config_dump?resource=dynamic_active_secrets)"
+        )
+    return cert
+
+
+def parse_xfcc(value: str) -> list[dict[str, list[str]]]:
+    """Envoy's ``x-forwarded-client-cert``: one element per proxy that added one (comma-separated),
+    each a map of case-insensitive keys (``by``, ``hash``, ``uri``, ``subject``, ...) to values.
+
+    Values may be double-quoted (with ``\\"`` escapes) when they hold ``,``, ``;`` or ``=``.
+    """
+    elements: list[dict[str, list[str]]] = []
+    pairs: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for ch in value + ",":
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch in ",;" and not quoted:
+            pairs.append("".join(current))
+            current = []
+            if ch == ",":
+                element: dict[str, list[str]] = {}
+                for pair in pairs:
+                    key, sep, val = pair.partition("=")
+                    if sep:
+                        element.setdefault(key.strip().lower(), []).append(val)
+                if element:
+                    elements.append(element)
+                pairs = []
+        else:
+            current.append(ch)
+    return elements

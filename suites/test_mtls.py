@@ -7,14 +7,15 @@ port). A plaintext request straight to a replica's inbound sidecar listener
 the TCP connection is accepted and then reset because no TLS handshake follows. A refused
 *connection* (nothing listening) proves nothing and fails the check.
 
-What RBAC sees as the caller is the identity in the client certificate; the sidecar forwards
-it to the app as ``x-forwarded-client-cert``, which the app echoes as ``xfcc``.
+Identity: the expected SPIFFE IDs come from the manifests (trust domain, namespace,
+ServiceAccount); the observed ones from the certificates the mesh's CA issued, read from the
+sidecars' Envoy (its SDS secret, ``/config_dump?resource=dynamic_active_secrets``). What the
+server saw as the caller is the serving sidecar's ``x-forwarded-client-cert`` (the app echoes it
+as ``xfcc``): ``URI=`` and ``Hash=`` of the client certificate from the handshake, ``By=`` its own.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from harness import wait
+from harness import envoy, wait
 from harness.backends.base import Workload
 from harness.errors import BackendError
 from harness.istio import Bundle
@@ -53,7 +54,7 @@ def expected_identity(bundle: Bundle, source: str) -> str:
 @dataclass(frozen=True)
 class Probe:
     workload: str
-    outcome: str  # "refused-after-connect", "no-listener", "answered <status>", "other: ..."
+    outcome: str  # "refused-after-connect", "no-listener", "answered <status>[ via Envoy]", "other: ..."
 
 
 def probe(http: httpx.Client, w: Workload) -> Probe:
@@ -73,15 +74,20 @@ def probe(http: httpx.Client, w: Workload) -> Probe:
             f"the plaintext probe of {w.ref} never reached its sidecar ({r.headers[UNREACHED_HEADER]}); "
             "this says nothing about mTLS. Fix: check the backend's forwarding (`meshproof status`)"
         )
-    return Probe(w.name, f"answered {r.status_code}")
+    # Envoy's router stamps what it proxied upstream: the sidecar itself took the plaintext request
+    via = " via Envoy" if "x-envoy-upstream-service-time" in r.headers else ""
+    return Probe(w.name, f"answered {r.status_code}{via}")
 
 
 def plaintext_refused(probes: Sequence[Probe], expected: Mapping[str, str]) -> CheckResult:
     """Every plaintext attempt at a STRICT replica was accepted at TCP and then refused."""
     rows = []
-    bad = 0
+    bad = answered = 0
     for name in sorted(expected):
         outcomes = Counter(p.outcome for p in probes if p.workload == name)
+        answered += bool(outcomes) and all(
+            o.startswith("answered") and o.endswith("via Envoy") for o in outcomes
+        )
         want_refused = expected[name] == "STRICT"
         ok = (
             set(outcomes) == {"refused-after-connect"}
@@ -94,7 +100,8 @@ def plaintext_refused(probes: Sequence[Probe], expected: Mapping[str, str]) -> C
         name="plaintext_refused_by_strict_sidecars",
         passed=bool(probes) and bad == 0,
         detail=f"plaintext GET {PATH} straight to each replica's inbound sidecar:\n" + "\n".join(rows),
-        evidence={"mismatches": bad},
+        # answered: replicas whose sidecar took and answered every plaintext request
+        evidence={"mismatches": bad, "answered": answered, "replicas": len(expected)},
     )
 
 
@@ -128,83 +135,142 @@ def test_plaintext_to_strict_sidecars_is_refused(mesh_backend, config, design, e
 
 def server_identities(bundle: Bundle, workloads: Sequence[Workload]) -> dict[str, str]:
     """Each replica's own SPIFFE ID as the manifests define it (the identity oracle over its
-    Deployment's ServiceAccount and namespace), never the record its certificate was written from."""
+    Deployment's ServiceAccount and namespace)."""
     return {
         w.name: identity.workload_spiffe_id(bundle.documents, w.namespace, w.deployment) for w in workloads
     }
 
 
+def server_element(xfcc: str) -> dict[str, list[str]]:
+    """The x-forwarded-client-cert element the serving sidecar added (the last one: it appends)."""
+    elements = envoy.parse_xfcc(xfcc) if xfcc else []
+    return elements[-1] if elements else {}
+
+
 def identity_check(
-    mesh_backend, sampler, design, source: str, expected: str, manifests: Bundle
+    mesh_backend, sampler, design, admin_http, source: str, expected: str, bundle: Bundle
 ) -> tuple[CheckResult, int, float]:  # type: ignore[no-untyped-def]
-    """Every response 200, the server's xfcc names ``expected`` as the caller (URI=...) and the
-    serving replica's manifest-derived identity as the server (By=...)."""
+    """The identities the mesh issued, read from the certificates its sidecars present, are the
+    ones the manifests predict, and the server saw every request come with the caller's.
+
+    - the calling sidecar's certificate (Envoy's SDS secret, ``/config_dump``) carries ``expected``
+      as its SPIFFE ID, and every serving replica's carries the ID its Deployment predicts;
+    - every response is a 200 whose ``x-forwarded-client-cert``, set by the serving sidecar from
+      the handshake, names the caller's certificate (``URI=`` its SPIFFE ID, ``Hash=`` its SHA-256)
+      and the serving replica's own (``By=``).
+    """
     started = time.perf_counter()
     n = design.n_exact()
+    caller = mesh_backend.workload(source)
+    client = envoy.workload_certificate(admin_http, caller.proxy_admin_url)
+    servers = replicas(mesh_backend)
+    predicted = server_identities(bundle, servers)
+    held = {w.name: envoy.workload_certificate(admin_http, w.proxy_admin_url).spiffe_id for w in servers}
+    server_mismatch = sorted(f"{k}: {held[k]} (predicted {v})" for k, v in predicted.items() if held[k] != v)
     result = sampler.sample(mesh_backend, source=source, n=n, concurrency=16)
-    want = f"URI={expected}"
-    servers = server_identities(manifests, replicas(mesh_backend))
+    seen = [(r, server_element(r.xfcc)) for r in result.responses]
+    from_client = sum(
+        1 for r, e in seen if r.ok and e.get("uri") == [client.spiffe_id] and e.get("hash") == [client.sha256]
+    )
     bad = [
         r
-        for r in result.responses
-        if not (r.ok and want in r.xfcc.split(";") and f"By={servers.get(r.pod, '?')}" in r.xfcc.split(";"))
+        for r, e in seen
+        if not (
+            r.ok
+            and e.get("uri") == [expected]
+            and e.get("hash") == [client.sha256]
+            and e.get("by") == [held.get(r.pod, "?")]
+        )
     ]
     example = next((r.xfcc for r in result.responses if r.xfcc), "(none)")
-    other_identity = sum(1 for r in bad if r.ok and r.xfcc and want not in r.xfcc.split(";"))
+    passed = client.spiffe_id == expected and not server_mismatch and not bad and result.total == n
     check = CheckResult(
         name=f"mtls_identity({source} -> {expected})",
-        passed=not bad and result.total == n,
+        passed=passed,
         detail=(
-            f"expected every response 200 with xfcc containing {want} and By=<the serving replica's "
-            f"SPIFFE ID from the manifests' ServiceAccount and namespace>; {len(bad)} of "
-            f"{result.total} were not; status {result.status_counts()}; e.g. xfcc {example}"
+            f"the calling sidecar ({caller.ref}) presents {client.spiffe_id or client.uri_sans} "
+            f"(serial {client.serial}, issuer {client.issuer}); predicted {expected}\n"
+            f"serving sidecars presenting another ID than predicted: {server_mismatch or 'none'}\n"
+            f"expected every response 200 with xfcc URI={expected}, Hash=<that certificate's SHA-256> "
+            f"and By=<the serving replica's certificate>; {len(bad)} of {result.total} were not; "
+            f"{from_client} came with the caller's certificate; status {result.status_counts()}; "
+            f"e.g. xfcc {example}"
         ),
-        evidence={"bad": len(bad), "other_identity": other_identity, "total": result.total},
+        evidence={
+            "client_cert": client.spiffe_id,
+            "server_cert_mismatches": len(server_mismatch),
+            "from_client_cert": from_client,
+            "bad": len(bad),
+            "total": result.total,
+        },
     )
     return check, n, time.perf_counter() - started
 
 
 @pytest.mark.parametrize("source", ["other-namespace/client", "ingress"])
 def test_in_mesh_callers_carry_their_spiffe_identity(
-    mesh_backend, sampler, design, evidence, source, manifests
+    mesh_backend, sampler, design, evidence, source, manifests, admin_http
 ) -> None:
-    """Mesh callers succeed over mTLS, and the server sees the caller's SPIFFE ID (xfcc URI=...).
+    """The mesh issued each caller and server the SPIFFE ID its manifests predict (read from the
+    certificate each sidecar presents), and the server saw every request come with the caller's.
 
-    The expected ID comes from the manifests (the identity oracle: ServiceAccount and namespace),
-    never from the record the certificate was written from.
+    The expected IDs come from the manifests (the identity oracle: trust domain, namespace and
+    ServiceAccount); the observed ones from the certificates the mesh's CA issued.
     """
     check, n, wall = identity_check(
-        mesh_backend, sampler, design, source, expected_identity(manifests, source), manifests
+        mesh_backend, sampler, design, admin_http, source, expected_identity(manifests, source), manifests
     )
     evidence.require(check, requests=n, confidence=design.exact_confidence(), wall_s=wall)
 
 
+IMPOSTOR = "impostor"
+
+
 @pytest.mark.negative
 def test_negative_other_service_account_fails_the_identity_check(
-    mesh_backend, sampler, design, evidence, manifests
+    mesh_backend, config, sampler, design, evidence, admin_http
 ) -> None:
-    """Negative control: manifests that give the client another ServiceAccount predict another
-    SPIFFE ID than the one the running client carries, so the identity check FAILS."""
+    """Negative control: the client runs under another ServiceAccount, so the mesh issues it
+    another identity, and the identity check (still asserting the manifests') FAILS.
+
+    A new ServiceAccount and a variant of the client's Deployment naming it are applied through
+    the backend, which replaces the client's pods (locally: its proxy) with ones holding that
+    ServiceAccount's token; istiod then signs them a certificate of that identity. The check must
+    fail because the certificate the client's sidecar presents, and every request the server
+    saw, carry the other ServiceAccount's SPIFFE ID.
+    """
     source = "other-namespace/client"
     namespace, _, name = source.partition("/")
-    doc = next(
-        d
-        for d in manifests.documents
-        if d.kind == "Deployment" and d.name == name and d.namespace == namespace
+    asserted = expected_identity(config.manifests, source)
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": IMPOSTOR, "namespace": namespace},
+    }
+
+    def impostor(body: dict) -> None:  # type: ignore[type-arg]
+        body["spec"]["template"]["spec"]["serviceAccountName"] = IMPOSTOR
+
+    apply_s = config.apply(account, config.variant("Deployment", name, namespace, impostor), label=IMPOSTOR)
+    issued = expected_identity(config.applied, source)
+    assert issued != asserted, f"the variant should predict another identity than {asserted}"
+    check, n, wall = identity_check(
+        mesh_backend, sampler, design, admin_http, source, asserted, config.applied
     )
-    body = copy.deepcopy(doc.body)
-    body["spec"]["template"]["spec"]["serviceAccountName"] = "impostor"
-    wrong = identity.spiffe_id(dataclasses.replace(doc, body=body))
-    assert wrong != expected_identity(manifests, source)
-    check, n, wall = identity_check(mesh_backend, sampler, design, source, wrong, manifests)
     evidence.require_failure(
         check,
         requests=n,
         confidence=design.exact_confidence(),
         wall_s=wall,
+        notes=f"client restarted as ServiceAccount {IMPOSTOR} in {apply_s:.2f}s",
         because=(
-            "every response was a 200 carrying another caller identity than predicted",
-            lambda c: c.evidence["other_identity"] == c.evidence["total"] > 0,
+            f"the client's sidecar presents the certificate the mesh issued for {issued}, and every "
+            "request the server saw came with that certificate",
+            lambda c: (
+                c.evidence["client_cert"] == issued
+                and c.evidence["from_client_cert"] == c.evidence["total"] == c.evidence["bad"] > 0
+                and c.evidence["server_cert_mismatches"] == 0
+            ),
         ),
     )
 
@@ -240,4 +306,8 @@ def test_negative_permissive_mode_fails_the_plaintext_check(
         confidence=f"{design.exact_confidence()} (per replica)",
         wall_s=time.perf_counter() - started,
         notes=f"PERMISSIVE ACK {apply_s:.2f}s",
+        because=(
+            "every replica's sidecar answered the plaintext requests (PERMISSIVE accepts plaintext)",
+            lambda c: c.evidence["mismatches"] == c.evidence["answered"] == c.evidence["replicas"] > 0,
+        ),
     )

@@ -1,4 +1,4 @@
-"""ConfigGuard: apply validated variants of the manifests' Istio objects, and always restore them.
+"""ConfigGuard: apply validated variants of the manifests' objects, and always restore them.
 
 Every suite shares one mesh, so a test that changes configuration must put the original back.
 A guard starts from the manifests (what the mesh was brought up with), hands out deep copies
@@ -7,6 +7,11 @@ of what is applied (so a typo fails loudly instead of proving nothing), writes i
 file and applies it through the Backend, which blocks until every proxy ACKed it. On
 :meth:`ConfigGuard.restore` the originals of every object it changed are applied back in one
 go (objects the manifests did not have are deleted).
+
+Besides Istio objects, a guard varies the workloads' Kubernetes objects that say who a workload
+is (:data:`WORKLOAD_KINDS`: Deployments and ServiceAccounts), e.g. to run a client under another
+ServiceAccount; the backend restarts the workload as that ServiceAccount, and restore puts the
+original back.
 
 Objects whose ``spec`` would not change are skipped: istiod pushes nothing for them, so there
 is nothing to wait for (and the local backend's ``apply`` would wait for a push in vain).
@@ -48,8 +53,17 @@ def _doc(body: Mapping[str, Any], file: str) -> Document:
     return docs[0]
 
 
+WORKLOAD_KINDS = ("Deployment", "ServiceAccount")  # Kubernetes objects a guard may vary
+
+
 def istio_documents(bundle: Bundle) -> tuple[Document, ...]:
     return tuple(d for d in bundle if d.api_version.split("/")[0].endswith(".istio.io"))
+
+
+def guarded_documents(bundle: Bundle) -> tuple[Document, ...]:
+    """The objects a guard may vary: every Istio object, and the workloads' Deployments and
+    ServiceAccounts."""
+    return (*istio_documents(bundle), *(d for d in bundle if d.kind in WORKLOAD_KINDS))
 
 
 class ConfigGuard:
@@ -73,9 +87,10 @@ class ConfigGuard:
         self._manifests = manifests
         self._workdir = workdir
         self._istio_version = istio_version
-        self._originals: dict[Key, Body] = {document_key(d): d.body for d in istio_documents(manifests)}
-        # what the mesh runs now, for every object this guard may touch (None: absent)
-        self._current: dict[Key, Body | None] = dict(current or self._originals)
+        self._originals: dict[Key, Body] = {document_key(d): d.body for d in guarded_documents(manifests)}
+        # what the mesh runs now, for every object this guard may touch (None: absent); objects
+        # ``current`` does not cover (the backend cannot say) are assumed to run their originals
+        self._current: dict[Key, Body | None] = {**self._originals, **(current or {})}
         # re-reads what the mesh runs (local backend: its config dir), so restore() never re-applies
         # an object that already runs its original (apply would wait for a push that never comes)
         self._observe = observe
