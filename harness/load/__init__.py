@@ -10,7 +10,7 @@ locustfile in ``loadtests/`` is the only importer. ::
         ...inject a fault...
         with run.phase("recovery"):                       # leaving the block starts "after recovery"
             ...
-    report = run.report                                   # LoadReport: totals, per phase, per second
+    report = run.report                                   # LoadReport: totals, per phase, per time bin
     report.phase("fault").by_status                       # {200: 1800, 503: 12}
 
 Lifecycle: :meth:`LocustRun.start` spawns ``python -m locust --headless`` in its own process group
@@ -58,10 +58,12 @@ from scipy.stats import beta
 
 from harness import proc, wait
 from harness.errors import LoadError, StateError, ToolMissing, UserError, WaitTimeout
+from harness.load.bins import Bin, bin_edges, bin_series
 from harness.mesh import Workload
 
 __all__ = [
     "DEFAULT_CLIENT",
+    "Bin",
     "LOCUSTFILE",
     "SHAPES",
     "USER_CLASSES",
@@ -77,7 +79,6 @@ __all__ = [
     "Progress",
     "RequestRecord",
     "SLOResult",
-    "SecondStats",
     "error_ratio_below",
     "latency_at_least",
     "load_run",
@@ -321,18 +322,8 @@ class PhaseStats:
 
 
 @dataclass(frozen=True)
-class SecondStats:
-    """One second of the run, by request start time."""
-
-    t: int  # seconds since the run started
-    requests: int
-    failures: int
-    p95_ms: float
-
-
-@dataclass(frozen=True)
 class LoadReport:
-    """What the load saw: totals, per phase, per second; the raw records for custom SLOs."""
+    """What the load saw: totals, per phase, per time bin; the raw records for custom SLOs."""
 
     config: LoadConfig
     target: LoadTarget
@@ -344,7 +335,7 @@ class LoadReport:
     rps: float
     latency: Latency
     phases: tuple[PhaseStats, ...]
-    series: tuple[SecondStats, ...]
+    series: tuple[Bin, ...]  # time bins (harness.load.bins): every phase boundary is a bin edge
     errors: Mapping[str, int]  # error message -> count (top 10)
     request_id_prefix: str  # every x-request-id starts with it
     locust_requests: int  # Locust's own total (cross-check of the event logs)
@@ -428,8 +419,18 @@ class LoadReport:
             "latency_ms": _latency_json(self.latency),
             "phases": [phase(p) for p in self.phases],
             "series": [
-                {"t": s.t, "requests": s.requests, "failures": s.failures, "p95_ms": s.p95_ms}
-                for s in self.series
+                {
+                    "t": round(b.t, 3),
+                    "width_s": round(b.width_s, 4),
+                    "phase": b.phase,
+                    "requests": b.requests,
+                    "failures": b.failures,
+                    "rps": round(b.rps, 2),
+                    "error_ratio": round(b.error_ratio, 6),
+                    "p50_ms": b.p50_ms,
+                    "p95_ms": b.p95_ms,
+                }
+                for b in self.series
             ],
             "errors": dict(self.errors),
             "request_id_prefix": self.request_id_prefix,
@@ -470,15 +471,13 @@ def build_report(
         end = m.end if m.end is not None else ended_at
         inside = [r for r in recs if m.start <= r.start < end]
         phase_stats.append(_phase_stats(m.name, m.start - started_at, end - started_at, inside))
-    series = []
-    by_second: dict[int, list[RequestRecord]] = {}
-    for r in recs:
-        by_second.setdefault(int(r.start - started_at), []).append(r)
-    for t in range(math.ceil(duration)):
-        rs = by_second.get(t, [])
-        series.append(
-            SecondStats(t, len(rs), sum(r.failed for r in rs), Latency.of([r.latency_ms for r in rs]).p95_ms)
-        )
+    series = bin_series(
+        [r.start - started_at for r in recs],
+        [r.latency_ms for r in recs],
+        [r.failed for r in recs],
+        bin_edges(duration, [b for p in phase_stats for b in (p.start_s, p.end_s)]),
+        phases=[(p.name, p.start_s, p.end_s) for p in phase_stats],
+    )
     errors = Counter(r.error or f"HTTP {r.status}" for r in recs if r.failed)
     return LoadReport(
         config=config,
@@ -491,7 +490,7 @@ def build_report(
         rps=len(recs) / duration,
         latency=Latency.of([r.latency_ms for r in recs]),
         phases=tuple(phase_stats),
-        series=tuple(series),
+        series=series,
         errors=MappingProxyType(dict(errors.most_common(10))),
         request_id_prefix=request_id_prefix,
         locust_requests=locust_requests,

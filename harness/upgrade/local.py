@@ -433,10 +433,12 @@ class LocalUpgrade:
                     {
                         **detail,
                         "rps": round(p.rps, 1),
+                        "p50_ms": p.latency.p50_ms,
+                        "p95_ms": p.latency.p95_ms,
                         "p99_ms": p.latency.p99_ms,
                         "by_status": {str(k): v for k, v in p.by_status.items()},
                     },
                 )
             )
-        timeline = [Point(float(s.t), s.requests, s.failures) for s in load_report.series]
+        timeline = [Point(b.t, b.requests, b.failures, b.width_s) for b in load_report.series]
         return phases, timeline

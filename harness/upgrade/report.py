@@ -43,9 +43,10 @@ class Phase:
 
 @dataclass(frozen=True)
 class Point:
-    t: float  # seconds since the load started
-    requests: int  # completed in the second ending at t
+    t: float  # the bin's start, seconds since the load started (harness.load.bins)
+    requests: int  # started in the bin
     failures: int
+    width_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class UpgradeReport:
             "versions": self.versions.as_json(),
             "suites": {"ran": False} if self.suites is None else {"ran": True, **self.suites.as_json()},
             "config_diff": self.config.as_json(),
-            "timeline": [[p.t, p.requests, p.failures] for p in self.timeline],
+            "timeline": [[round(p.t, 3), p.requests, p.failures, round(p.width_s, 4)] for p in self.timeline],
             "chart": self.chart,
             "wall_s": round(self.wall_s, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -163,41 +164,35 @@ class UpgradeReport:
 
 
 def chart(phases: Sequence[Phase], timeline: Sequence[Point], path: Path, title: str) -> Path:
-    """RPS and failures per second over the upgrade, each phase shaded and named."""
-    import matplotlib
+    """Requests and failures per second over the upgrade, in the load report's time bins (every phase
+    boundary a bin edge), each phase shaded and named, its figures in a table below."""
+    from harness.load.chart import Panel, Span, draw_timeline
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(11, 4.5))
     colors = {
-        "baseline": "#dddddd",
-        "control-plane": "#f4c27a",
-        "data-plane": "#9ecae1",
-        "cleanup": "#c7b3e5",
-        "after": "#c7e9c0",
+        "baseline": ("#e4e4e4", "#d4d4d4"),
+        "control-plane": ("#f8d6a5", "#f4c27a"),
+        "data-plane": ("#cfe4f1", "#a9cfe6"),
+        "cleanup": ("#ddd1f0", "#c7b3e5"),
+        "after": ("#d5ebc8", "#c7e9c0"),
     }
-    for i, p in enumerate(phases):
-        ax.axvspan(p.start_s, p.end_s, color=colors.get(p.kind, "#eeeeee"), alpha=0.6 if i % 2 else 0.4, lw=0)
-        ax.text(
-            (p.start_s + p.end_s) / 2,
-            1.0,
-            p.name.replace("proxy ", "").split("/")[-1],
-            rotation=90,
-            va="top",
-            ha="center",
-            fontsize=7,
-            transform=ax.get_xaxis_transform(),
+    edges = [p.t for p in timeline] + ([timeline[-1].t + timeline[-1].width_s] if timeline else [])
+    spans = [
+        Span(
+            p.name,
+            p.start_s,
+            p.end_s,
+            p.requests,
+            p.failures,
+            p.detail.get("p50_ms"),
+            p.detail.get("p95_ms"),
+            colors.get(p.kind, ("#eeeeee", "#e0e0e0"))[i % 2],  # neighbours of one kind alternate
         )
-    ts = [p.t for p in timeline]
-    ax.plot(ts, [p.requests for p in timeline], color="#08519c", lw=1.2, label="requests/s")
-    ax.plot(ts, [p.failures for p in timeline], color="#cb181d", lw=1.2, label="failures/s")
-    ax.set_xlabel("seconds since load start")
-    ax.set_ylabel("per second")
-    ax.set_title(title)
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        for i, p in enumerate(phases)
+    ]
+    rate = [
+        Panel("requests / s", [p.requests / p.width_s for p in timeline], "#08519c"),
+        Panel("failures / s", [p.failures / p.width_s for p in timeline], "#cb181d"),
+    ]
+    return draw_timeline(
+        path, edges=edges, panels=rate, spans=spans, title=title, xlabel="seconds since load start"
+    )
