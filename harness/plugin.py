@@ -1,5 +1,6 @@
 """meshproof's pytest plugin: the "mesh" options, markers, the ``settings`` and ``mesh`` fixtures,
-and a makereport hook that lets fixtures know whether their test failed.
+a makereport hook that lets fixtures know whether their test failed, and a teardown hook that
+puts a running ``load`` into phase ``teardown`` before any fixture is torn down.
 
 Registered exactly once, through the ``pytest11`` entry point ``meshproof`` in pyproject.toml (the
 root conftest.py does not list it again), so it is active wherever the package is installed.
@@ -22,6 +23,7 @@ Marker ``backend(name, ...)`` skips a test on other backends.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -273,6 +275,22 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"runs only on backend {' or '.join(sorted(wanted))}; this run uses {current}")
 
 
+#: The phase a test's load is in while its fixtures are torn down (a fault removed, a config restored).
+TEARDOWN_PHASE = "teardown"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Before any fixture is torn down, a still running ``load`` enters phase ``teardown``: what
+    the fixtures undo then (a fault removed, a config restored while Locust still runs) is charted
+    apart from the test's own phases, never as part of its last one."""
+    run = getattr(item, "funcargs", {}).get("load")
+    if run is None or not getattr(run, "running", False):
+        return
+    with contextlib.suppress(Exception):  # a phase mark must never hide the test's verdict
+        run.phase(TEARDOWN_PHASE)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -351,8 +369,9 @@ def load(
 ) -> Iterator[LoadRun]:
     """Background load (Locust, a subprocess) for the duration of the test: a running
     :class:`~harness.load.LocustRun` (on kind/existing: :class:`~harness.load.kube_run.KubeLocustRun`,
-    master and workers inside the cluster). Mark phases with ``load.phase(name)``; the report is
-    ``load.report`` after the test, and in the test's report sections and ``user_properties``.
+    master and workers inside the cluster). Mark phases with ``load.phase(name)``; the test's
+    teardown is phase ``teardown``. The report is ``load.report`` after the test, and in the
+    test's report sections and ``user_properties``.
 
     Configured by the ``under_load(...)`` marker's keyword arguments (users, shape, user_class,
     path, headers, spawn_rate, processes, duration_s; ``start=False`` yields it unstarted, for a

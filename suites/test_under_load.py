@@ -129,6 +129,7 @@ def _ejection_window(mesh, load, config, faults, admin_http, evidence, *, detect
     victim = pods[0]
     address = next(a for a in admin.hosts(cluster) if address_owner(a, [victim]))
     load.phase("fault")
+    load.snapshot(settle_s=0.0)  # every request started in "load" has ended: none meets the fault
     faults.inject(victim.name, Fault(status=503, rate=1.0))
     threshold = od.consecutive_5xx  # effective: Envoy's default (5) where Istio leaves it unset
     users = load.config.users
@@ -324,6 +325,8 @@ def _fault_shares_under_load(
     fault: dict[str, Any] = {"abort": {"httpStatus": ABORT_STATUS, "percentage": {"value": abort_percent}}}
     if not negative:
         fault["delay"] = {"fixedDelay": DELAY, "percentage": {"value": delay_percent}}
+    load.phase("fault applying")  # the aborts start with the apply: phase "load" stays fault-free
+    load.snapshot(settle_s=0.0)  # every request started in "load" has ended before the apply
     apply_s = config.apply(fault_variant(config, fault), label="fault-under-load")
     status, _, delay_s, _ = configured(route_for(ingress_vs(config)))
     assert status is not None
@@ -356,7 +359,8 @@ def _fault_shares_under_load(
             return "hit"  # aborted by Envoy (no app answered)
         return "miss" if r.status == 200 and r.pod else f"status {r.status} (neither an abort nor an app 200)"
 
-    run = sequential_on_load(load, "fault", plans, classify, counts=counts)
+    # the fault stays applied after the looks, until the test's teardown restores the config
+    run = sequential_on_load(load, "fault", plans, classify, counts=counts, after="fault (decided)")
     if judge_abort:
         abort = run.verdicts["abort"]
         check = CheckResult(

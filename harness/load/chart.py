@@ -74,11 +74,12 @@ def plot_report_json(doc: Mapping[str, Any], path: Path, *, title: str = "") -> 
             f"{doc['users']} users ({doc['shape']}, {doc['user_class']}), {doc['requests']} requests, "
             f"{doc['failures']} failed, {doc['rps']:.0f} req/s"
         ),
-        note=_bin_note(widths),
+        note=bin_note(widths),
     )
 
 
-def _bin_note(widths: Sequence[float]) -> str:
+def bin_note(widths: Sequence[float]) -> str:
+    """``bins of 100 ms``: the bins' common width (those beside a boundary differ), for the x label."""
     if not widths:
         return ""
     step = max(set(widths), key=widths.count)  # the common width; bins beside a boundary differ

@@ -166,7 +166,7 @@ class UpgradeReport:
 def chart(phases: Sequence[Phase], timeline: Sequence[Point], path: Path, title: str) -> Path:
     """Requests and failures per second over the upgrade, in the load report's time bins (every phase
     boundary a bin edge), each phase shaded and named, its figures in a table below."""
-    from harness.load.chart import Panel, Span, draw_timeline
+    from harness.load.chart import Panel, Span, bin_note, draw_timeline
 
     colors = {
         "baseline": ("#e4e4e4", "#d4d4d4"),
@@ -194,5 +194,11 @@ def chart(phases: Sequence[Phase], timeline: Sequence[Point], path: Path, title:
         Panel("failures / s", [p.failures / p.width_s for p in timeline], "#cb181d"),
     ]
     return draw_timeline(
-        path, edges=edges, panels=rate, spans=spans, title=title, xlabel="seconds since load start"
+        path,
+        edges=edges,
+        panels=rate,
+        spans=spans,
+        title=title,
+        xlabel="seconds since load start",
+        note=bin_note([p.width_s for p in timeline]),
     )

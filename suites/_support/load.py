@@ -88,6 +88,7 @@ def sequential_on_load(
     counts: Counts | None = None,
     look_every: int = LOOK_EVERY,
     timeout: float = 120.0,
+    after: str = "",
 ) -> SequentialLoad:
     """Phases ``<name> 1``, ``<name> 2``, ... of about ``look_every`` load requests each; after
     each one closes, every plan that has not decided observes its requests (``classify(plan,
@@ -97,7 +98,7 @@ def sequential_on_load(
     (``snapshot(settle_s=0)``): a user sends one request at a time, so the phase is then
     complete, slow requests included, and its requests are judged in the order they started.
     Looking after any number of requests keeps the SPRTs' error bounds
-    (:mod:`harness.traffic.stats`).
+    (:mod:`harness.traffic.stats`). The phase after the looks is ``after`` (default ``after <name>``).
 
     Plans named in ``counts()`` are judged on the Envoy counters it reads instead of on records:
     each look observes the counters' movement since the previous read (``hits``, ``trials -
@@ -135,7 +136,7 @@ def sequential_on_load(
             else:
                 states[what] = st.observe(Counter(classify(what, r) for r in batch))
         last = now
-    load.phase(f"after {name}")
+    load.phase(after or f"after {name}")
     return SequentialLoad(
         used,
         {what: st.verdict() for what, st in states.items()},
