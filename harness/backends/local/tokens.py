@@ -15,7 +15,6 @@ TokenReview. Every certificate, and the SPIFFE ID in it, comes from istiod's CA.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -25,8 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 # Where pilot-agent reads its token and the root that istiod's serving certificate chains to,
 # relative to its working directory (pilot-agent's constants.ThirdPartyJwtPath and
@@ -37,14 +37,6 @@ CA_ROOT_PATH = Path("var/run/secrets/istio/root-cert.pem")
 ISSUER = "https://meshproof.local/serviceaccounts"  # ours: istiod only compares it with the token's
 AUDIENCE = "istio-ca"  # what pilot-agent's token is for (Istio's default CA audience)
 JWKS_PATH = "/keys"
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64url_uint(n: int) -> str:
-    return _b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
 
 
 @dataclass(frozen=True)
@@ -64,19 +56,8 @@ class ServiceAccountIssuer:
         return hashlib.sha256(n.to_bytes((n.bit_length() + 7) // 8, "big")).hexdigest()[:16]
 
     def jwks(self) -> dict[str, Any]:
-        pub = self.key.public_key().public_numbers()
-        return {
-            "keys": [
-                {
-                    "kty": "RSA",
-                    "alg": "RS256",
-                    "use": "sig",
-                    "kid": self.kid,
-                    "n": _b64url_uint(pub.n),
-                    "e": _b64url_uint(pub.e),
-                }
-            ]
-        }
+        jwk = RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        return {"keys": [{**jwk, "alg": "RS256", "use": "sig", "kid": self.kid}]}
 
     def token(
         self,
@@ -89,7 +70,6 @@ class ServiceAccountIssuer:
     ) -> str:
         """A token for ServiceAccount ``namespace/service_account``, as Kubernetes words its claims."""
         t = int((now or dt.datetime.now(dt.UTC)).timestamp())
-        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
         claims = {
             "iss": self.issuer,
             "sub": f"system:serviceaccount:{namespace}:{service_account}",
@@ -99,11 +79,7 @@ class ServiceAccountIssuer:
             "exp": t + int(valid_for.total_seconds()),
             "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": service_account}},
         }
-        signing_input = ".".join(
-            _b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
-        )
-        signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input}.{_b64url(signature)}"
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
     def jwt_rule(self, jwks_uri: str, audience: str = AUDIENCE) -> str:
         """istiod's ``JWT_RULE``: trust tokens of this issuer, verified with the key at ``jwks_uri``."""
