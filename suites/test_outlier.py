@@ -1,7 +1,9 @@
 """Outlier detection: a failing replica is ejected after exactly the configured errors, stays out,
 and comes back after the base ejection time; maxEjectionPercent caps ejections; only gateway
 errors count under consecutiveGatewayErrors. Negative controls: a lower threshold (ejection
-check), a shorter baseEjectionTime (return check), a higher maxEjectionPercent (cap check).
+check), outlier detection removed (no-5xx-while-ejected check, judged inside the ejection the
+manifests' configuration asserts), a shorter baseEjectionTime (return check), a higher
+maxEjectionPercent (cap check).
 
 The manifests' DestinationRule sweeps every 5 s and ejects for 30 s; the tests apply a variant
 with ``interval: 1s`` and ``baseEjectionTime: 3s`` (thresholds and maxEjectionPercent as in the
@@ -416,8 +418,87 @@ def inside_check(name: str, inside: InsideEjection, victims: Sequence[str], what
             f"{inside.ejections}). Each chunk started once the ejection had held {inside.settle_s:g}s: "
             f"Envoy's update merge window + {SETTLE_SLACK_S:g}s slack for its workers to act on it"
         ),
-        evidence={"requests": inside.requests, "bad": bad, "to_ejected": to_ejected},
+        evidence={
+            "requests": inside.requests,
+            "bad": bad,
+            "to_ejected": to_ejected,
+            "from_victims": from_victims,
+        },
     )
+
+
+def sample_inside_asserted_ejection(
+    mesh: Backend,
+    sampler: Sampler,
+    admin: EnvoyAdmin,
+    cluster: str,
+    victim: Workload,
+    run: EjectionRun,
+    *,
+    od: EffectiveOutlier,
+    n: int,
+    concurrency: int,
+    timeout: float = 120.0,
+) -> InsideEjection:
+    """Gather ``n`` requests from chunks that each lie inside the ejection ``od`` asserts for the
+    host ``run`` drove to ``od``'s consecutive-5xx threshold, whatever the gateway runs (its
+    flags are not consulted: a negative control asserts an ejection the gateway may not make).
+
+    Under ``od`` Envoy ejects the host on the threshold-th 5xx itself, so it is out once ``run``
+    returned, and stays out for at least baseEjectionTime after the request that caused it was
+    sent (``run.not_before``). A chunk starts once that ejection has held the update merge window
+    plus ``SETTLE_SLACK_S`` (as in :func:`sample_inside_ejection`) and is kept when its closing
+    read came before baseEjectionTime was over; a later one is discarded. Once the asserted
+    ejection is over, the host is driven to the threshold again (a new asserted ejection).
+    """
+    threshold = od.ejects_after_5xx
+    assert threshold is not None, f"the asserted outlier detection does not eject on 5xx: {od.describe()}"
+    settle_s = merge_window_s(admin, cluster) + SETTLE_SLACK_S
+    out = frozenset({run.address})
+    kept: list[tuple[SampleResult, frozenset[str], dict[str, HostState], dict[str, HostState]]] = []
+    discarded = 0
+    first = enforced(admin, cluster)
+    since, until, newest = time.perf_counter(), run.not_before + od.base_ejection_time_s, run.not_before
+
+    def chunk() -> bool:
+        nonlocal discarded, since, until, newest
+        if time.perf_counter() + settle_s >= until:  # no room left in this asserted ejection
+            again = drive_to_threshold(
+                mesh, sampler, admin, cluster, victim, threshold=threshold, deadline_s=0.0
+            )
+            discarded += again.requests
+            since, until, newest = (
+                time.perf_counter(),
+                again.not_before + od.base_ejection_time_s,
+                again.not_before,
+            )
+        if time.perf_counter() < since + settle_s:
+            wait.until(
+                lambda: time.perf_counter() >= since + settle_s,
+                what=f"the asserted ejection of {victim.name} to have held {settle_s:g}s",
+                timeout=settle_s + 30,
+                interval=POLL_S,
+            )
+        before = admin.hosts(cluster)
+        result = sampler.sample(
+            mesh, n=min(CHUNK, n - sum(k[0].total for k in kept)), concurrency=concurrency
+        )
+        after = admin.hosts(cluster)
+        if time.perf_counter() <= until:
+            kept.append((result, out, dict(before), dict(after)))
+        else:
+            discarded += result.total
+        return sum(k[0].total for k in kept) >= n
+
+    wait.until(
+        chunk,
+        what=f"{n} requests sampled inside the asserted ejection of {victim.name} at {admin.proxy.ref} ({cluster})",
+        timeout=timeout,
+        interval=0.0,
+    )
+    last = enforced(admin, cluster)
+    moved = 0 if first is None or last is None else last - first
+    return InsideEjection(tuple(kept), discarded, len(out), newest, moved, settle_s)
 
 
 @dataclass(frozen=True)
@@ -969,5 +1050,63 @@ def test_negative_higher_max_ejection_percent_fails_the_cap_check(
         because=(
             f"more than the asserted {asserted.max_ejected(hosts)} hosts were ejected at once",
             lambda c: c.evidence["max_seen"] > c.evidence["cap"],
+        ),
+    )
+
+
+def no_outlier_detection(policy: dict[str, Any]) -> None:
+    """The DestinationRule without outlier detection."""
+    policy.pop("outlierDetection", None)
+
+
+@pytest.mark.negative
+def test_negative_outlier_detection_removed_fails_the_no_5xx_while_ejected_check(
+    mesh_backend, sampler, config, faults, design, evidence, admin_http
+) -> None:
+    """Negative control: the gateway runs no outlier detection (the DestinationRule's
+    outlierDetection removed) while the check asserts the manifests' ejection (out on the 5th
+    consecutive 5xx, for baseEjectionTime 30s): inside what was asserted to be the ejection the
+    failing host keeps getting requests and answering 503, so the check FAILS.
+
+    The asserted ejection is the manifests', as the gateway ran it before the change, not the
+    fast variant's: with no flag to date it, a chunk must fit between the settle time after the
+    threshold-th error and baseEjectionTime after it, and the fast variant's 3s leaves no room.
+    """
+    started = time.perf_counter()
+    _, route = ingress_route(config)
+    d = next(d for d in route.destinations if d.weight != 0)
+    cluster = outbound_cluster(d.port or 3000, d.subset, d.fqdn)
+    admin = EnvoyAdmin(admin_http, mesh_backend.workload("ingress"))
+    asserted = predicted(effective_outlier(admin, cluster), "the asserted ejection")
+    threshold = asserted.ejects_after_5xx
+    assert threshold is not None, asserted.describe()
+    f = setup_fast(config, mesh_backend, admin_http, no_outlier_detection)
+    assert f.od is None, f"the gateway still runs outlier detection on {cluster}: {f.od.describe()}"
+    victim = f.pods[0]
+    faults.inject(victim.name, Fault(status=503, rate=1.0))
+    run = drive_to_threshold(
+        mesh_backend, sampler, f.admin, f.cluster, victim, threshold=threshold, deadline_s=0.0
+    )
+    n = design.n_exact()
+    inside = sample_inside_asserted_ejection(
+        mesh_backend, sampler, f.admin, f.cluster, victim, run, od=asserted, n=n, concurrency=4
+    )
+    evidence.require_failure(
+        inside_check(
+            "no_5xx_while_ejected",
+            inside,
+            [victim.name],
+            f"{victim.name} out as asserted: {asserted.describe()}; the gateway runs no outlier detection",
+        ),
+        requests=run.requests + inside.requests + inside.discarded,
+        confidence=design.exact_confidence(),
+        wall_s=time.perf_counter() - started,
+        notes=f"DR ACK {f.apply_s:.2f}s; asserted (the manifests', as the gateway ran them): {asserted.describe()}",
+        because=(
+            f"5xx reached the clients and the gateway's Envoy sent requests to {victim.name} inside "
+            "its asserted ejection",
+            lambda c: (
+                c.evidence["bad"] > 0 and c.evidence["to_ejected"] > 0 and c.evidence["from_victims"] > 0
+            ),
         ),
     )
