@@ -3,7 +3,8 @@ and comes back after the base ejection time; maxEjectionPercent caps ejections; 
 errors count under consecutiveGatewayErrors. Negative controls: a lower threshold (ejection
 check), outlier detection removed (no-5xx-while-ejected check, judged inside the ejection the
 manifests' configuration asserts), a shorter baseEjectionTime (return check), a higher
-maxEjectionPercent (cap check).
+maxEjectionPercent (cap check), plain 5xx mode instead of gateway errors (not-ejected-on-500
+check).
 
 The manifests' DestinationRule sweeps every 5 s and ejects for 30 s; the tests apply a variant
 with ``interval: 1s`` and ``baseEjectionTime: 3s`` (thresholds and maxEjectionPercent as in the
@@ -850,16 +851,32 @@ def test_max_ejection_percent_caps_ejections(
     )
 
 
+def gateway_errors_only(policy: dict[str, Any]) -> None:
+    """The fast variant ejecting on gateway errors only (consecutive5xxErrors 0)."""
+    fast(policy, consecutive5xxErrors=0, consecutiveGatewayErrors=5)
+
+
+def not_ejected_check(name: str, run: EjectionRun, *, gateway_threshold: int, runs: str) -> CheckResult:
+    """A host answering only 500 (not a gateway error) is never ejected although the gateway
+    counted ``run.threshold`` (4x the gateway-error threshold) of them, and Envoy enforced no
+    ejection."""
+    return CheckResult(
+        name=name,
+        passed=not run.ejected and run.errors >= run.threshold and run.enforced in (0, None),
+        detail=(
+            f"{run.errors} consecutive 500s from {run.pod} counted by the gateway, of {run.threshold} "
+            f"wanted (4x the gateway-error threshold {gateway_threshold}); ejected: {run.ejected}; "
+            f"ejections_enforced_total moved {run.enforced}. The gateway runs: {runs}"
+        ),
+        evidence={"ejected": run.ejected, "errors": run.errors, "enforced": run.enforced},
+    )
+
+
 def test_gateway_errors_only_count_502_503_504(
     mesh_backend, sampler, config, faults, design, evidence, admin_http
 ) -> None:
     """Under consecutiveGatewayErrors (consecutive5xxErrors 0), 500s never eject; 503s do."""
-    f = setup_fast(
-        config,
-        mesh_backend,
-        admin_http,
-        lambda p: fast(p, consecutive5xxErrors=0, consecutiveGatewayErrors=5),
-    )
+    f = setup_fast(config, mesh_backend, admin_http, gateway_errors_only)
     admin, cluster = f.admin, f.cluster
     od = predicted(f.od, "gateway-error ejection")
     gateway_threshold = od.ejects_after_gateway_errors
@@ -872,14 +889,8 @@ def test_gateway_errors_only_count_502_503_504(
     many = 4 * gateway_threshold
     run = drive_to_threshold(mesh_backend, sampler, admin, cluster, victim, threshold=many, deadline_s=0.0)
     evidence.require(
-        CheckResult(
-            name=f"not_ejected_on_500({victim.name})",
-            passed=not run.ejected and run.errors >= many and run.enforced in (0, None),
-            detail=(
-                f"{run.errors} consecutive 500s from {victim.name} counted by the gateway (4x the "
-                f"gateway-error threshold {gateway_threshold}); ejected: {run.ejected}; "
-                f"ejections_enforced_total moved {run.enforced}. The gateway runs: {od.describe()}"
-            ),
+        not_ejected_check(
+            f"not_ejected_on_500({victim.name})", run, gateway_threshold=gateway_threshold, runs=od.describe()
         ),
         requests=run.requests,
         confidence="exact count (Envoy rq_error); an ejection seen is real",
@@ -1108,5 +1119,39 @@ def test_negative_outlier_detection_removed_fails_the_no_5xx_while_ejected_check
             lambda c: (
                 c.evidence["bad"] > 0 and c.evidence["to_ejected"] > 0 and c.evidence["from_victims"] > 0
             ),
+        ),
+    )
+
+
+@pytest.mark.negative
+def test_negative_5xx_mode_fails_the_not_ejected_on_500_check(
+    mesh_backend, sampler, config, faults, design, evidence, admin_http
+) -> None:
+    """Negative control: the gateway runs the fast variant in plain 5xx mode (the manifests'
+    consecutive5xxErrors, no consecutiveGatewayErrors) while the check asserts the gateway-errors
+    mode of the positive test, as the gateway ran it: the host answering 500 IS ejected, so the
+    check FAILS."""
+    started = time.perf_counter()
+    g = setup_fast(config, mesh_backend, admin_http, gateway_errors_only)
+    asserted = predicted(g.od, "the asserted mode")
+    gateway_threshold = asserted.ejects_after_gateway_errors
+    assert gateway_threshold is not None and asserted.ejects_after_5xx is None, asserted.describe()
+    f = setup_fast(config, mesh_backend, admin_http)
+    od = predicted(f.od, "the ejection")
+    assert od.ejects_after_5xx is not None, od.describe()
+    victim = f.pods[0]
+    faults.inject(victim.name, Fault(status=500, rate=1.0))
+    run = drive_to_threshold(
+        mesh_backend, sampler, f.admin, f.cluster, victim, threshold=4 * gateway_threshold, deadline_s=0.0
+    )
+    evidence.require_failure(
+        not_ejected_check("not_ejected_on_500", run, gateway_threshold=gateway_threshold, runs=od.describe()),
+        requests=run.requests,
+        confidence="exact count (Envoy rq_error); an ejection seen is real",
+        wall_s=time.perf_counter() - started,
+        notes=f"DR ACKs {g.apply_s:.2f}s (asserted mode) + {f.apply_s:.2f}s; asserted: {asserted.describe()}",
+        because=(
+            "the host answering 500 was ejected (flag seen, Envoy's ejections_enforced_total moved)",
+            lambda c: bool(c.evidence["ejected"]) and (c.evidence["enforced"] or 0) > 0,
         ),
     )
