@@ -18,7 +18,9 @@ produces the spans; Jaeger stores them. The suite reads them back through Jaeger
 - sampling: with a Telemetry sampling 10%, the share of N requests (N from the design for a
   proportion of 0.10) that produced a trace agrees with 10% by the exact binomial test at the
   design's alpha. Jaeger must hold exactly the traces Envoy's own counter says the gateway
-  sampled before the share is counted.
+  sampled before the share is counted. Negative control: a Telemetry sampling 50% fails the
+  same check, asserted at 10%, because the share of traced requests is above 10% beyond the
+  test (and no more are traced than Envoy says the gateway sampled).
 - ingestion delay: seconds from sending a request to its complete trace being visible in the
   query API, p50/p95, reported in the evidence (never asserted: a busy machine is slower).
 """
@@ -415,17 +417,20 @@ def test_sampling_one_percent_fails_completeness(
     )
 
 
-def test_sampling_share_matches_telemetry(
-    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
-) -> None:
-    """randomSamplingPercentage 10: the share of requests with a trace is 10% (exact binomial)."""
-    started = time.monotonic()
-    _set_sampling(config, 10)
-    expected = _sampling(config)
+#: the sampling percentage the share check applies and asserts
+SHARE_PERCENT = 10
+
+
+def _sampling_share(
+    mesh: Backend, sampler: Sampler, jaeger: JaegerClient, design: Design, admin: Any, expected: float
+) -> tuple[CheckResult, int, int, int]:
+    """N probes through the ingress (N from the design for ``expected``); the share that produced
+    a trace against ``expected`` (exact binomial), once Jaeger holds as many traces of ours as
+    Envoy says the gateway sampled. Returns the check, N, Envoy's sampled count, the traced."""
     n = design.n_proportion(expected)
-    before = _gateway_sampled(mesh_backend, admin_http)
-    probes = send_probes(sampler, mesh_backend, n=n, concurrency=32)
-    after = _gateway_sampled(mesh_backend, admin_http)
+    before = _gateway_sampled(mesh, admin)
+    probes = send_probes(sampler, mesh, n=n, concurrency=32)
+    after = _gateway_sampled(mesh, admin)
     assert before is not None and after is not None, "the gateway exposes no tracing.random_sampling counter"
     sampled = after - before
     answered = [p for p in probes if p.response.ok]
@@ -434,10 +439,60 @@ def test_sampling_share_matches_telemetry(
     found, _seen = _await_sampled(jaeger, answered, sampled, lambda traces: bool(traces))
     got = sum(1 for p in answered if found.get(p.id))
     check = proportion_match(got, len(answered), expected, design.alpha, what="requests with a trace")
+    return (
+        dataclasses.replace(check, evidence={**check.evidence, "sampled": sampled}),
+        n,
+        sampled,
+        got,
+    )
+
+
+def test_sampling_share_matches_telemetry(
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+) -> None:
+    """randomSamplingPercentage 10: the share of requests with a trace is 10% (exact binomial)."""
+    started = time.monotonic()
+    _set_sampling(config, SHARE_PERCENT)
+    expected = _sampling(config)
+    check, n, sampled, got = _sampling_share(mesh_backend, sampler, jaeger, design, admin_http, expected)
     evidence.require(
         check,
         requests=n,
         confidence=design.proportion_confidence(),
         wall_s=time.monotonic() - started,
         notes=f"gateway sampled {sampled} (Envoy stat); Jaeger holds {got}",
+    )
+
+
+#: the negative control's sampling percentage, applied while the share check asserts SHARE_PERCENT
+WRONG_SHARE_PERCENT = 50
+
+
+@pytest.mark.negative
+def test_negative_sampling_fifty_percent_fails_the_share_check(
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+) -> None:
+    """Negative control: the Telemetry samples 50% while the share check asserts the positive
+    test's 10%: far more requests produce a trace, so the check FAILS on the share."""
+    started = time.monotonic()
+    _set_sampling(config, WRONG_SHARE_PERCENT)
+    assert _sampling(config) == WRONG_SHARE_PERCENT / 100
+    asserted = SHARE_PERCENT / 100
+    check, n, sampled, got = _sampling_share(mesh_backend, sampler, jaeger, design, admin_http, asserted)
+    evidence.require_failure(
+        check,
+        requests=n,
+        confidence=design.proportion_confidence(),
+        wall_s=time.monotonic() - started,
+        notes=f"gateway sampled {sampled} (Envoy stat); Jaeger holds {got}",
+        because=(
+            f"the share of answered requests with a trace is above the asserted {SHARE_PERCENT}% "
+            "beyond the exact binomial test, and no more are traced than the gateway's Envoy sampled "
+            "(tracing.random_sampling)",
+            lambda c: (
+                (v := c.evidence["verdict"]).p_value <= v.alpha
+                and v.successes > v.expected * v.trials
+                and v.successes <= c.evidence["sampled"]
+            ),
+        ),
     )
