@@ -16,6 +16,18 @@ from harness.errors import StateError
 # tell "never reached" (an error of the check) from the target's own answer or refusal.
 UNREACHED_HEADER = "x-meshproof-unreached"
 
+#: A label that names one replica (its pod name): the selector of per-replica Istio objects (the local
+#: mesh's Sidecars, a replica fault's EnvoyFilter). The local backend gives it to every replica's
+#: proxy at start (its node metadata labels); the kube backend adds it to a pod for a replica fault
+#: and removes it with the fault (Kubernetes gives a pod no label of its own).
+REPLICA_LABEL = "meshproof.dev/replica"
+
+#: How a replica fault is made: ``sidecar``, by the replica's own inbound Envoy (an EnvoyFilter that
+#: selects only that replica sets its fault filter's abort/delay: any HTTP service, no help from the
+#: app); ``app``, by the sample app's ``/admin/fault`` endpoint (the sample only; a second way to
+#: compare against).
+FAULT_VIAS = ("sidecar", "app")
+
 
 class State(enum.Enum):
     NEW = "new"
@@ -57,9 +69,15 @@ class Workload:
 
 @dataclass(frozen=True)
 class Fault:
+    """A replica fault: answer ``status`` and/or wait ``delay_ms`` for ``rate`` of the requests.
+
+    ``via`` (see :data:`FAULT_VIAS`) defaults to ``app`` so that callers written for the sample's
+    admin endpoint keep their behaviour; ``meshproof fault`` and the chaos actions use ``sidecar``."""
+
     status: int | None = 503
     rate: float = 1.0
     delay_ms: int = 0
+    via: str = "app"
 
 
 def find_workload(workloads: Sequence[Workload], ref: str) -> Workload:

@@ -68,9 +68,17 @@ class Backend(Protocol):
         """One workload by pod name, ``ns/pod`` or ``ns/deployment`` (first replica); ``ingress``."""
         ...
 
-    def inject_fault(self, pod: str, fault: Fault) -> None: ...
+    def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
+        """Make one replica abort and/or delay requests. ``fault.via`` ``sidecar``: the replica's own
+        inbound Envoy, through an EnvoyFilter selecting only that replica, proven in the effective
+        config of every proxy (any HTTP service; :mod:`harness.sidecar_fault`); ``app``: the sample
+        app's ``/admin/fault``. Returns the evidence; UserError for a victim that cannot be faulted
+        that way (gateway, no sidecar, no inbound HTTP listener, no admin endpoint)."""
+        ...
 
-    def clear_fault(self, pod: str) -> None: ...
+    def clear_fault(self, pod: str) -> None:
+        """Remove the replica's fault, whichever way it was made (a no-op when there is none)."""
+        ...
 
     def kill(self, pod: str) -> None:
         """Kill a replica's app process (its sidecar stays, like a crashed container)."""

@@ -65,13 +65,28 @@ def mesh(configuration: Configuration = None) -> Backend:
     return backend
 
 
-def use(state: Path, backend: Backend) -> None:
-    """Make activities for state dir ``state`` use ``backend`` (tests inject fakes this way)."""
+def use(state: Path, backend: Backend, admin_transport: Any = None) -> None:
+    """Make activities for state dir ``state`` use ``backend``, and ``admin_transport`` (an
+    ``httpx`` transport) for the Envoy admin reads of :func:`admin_http` (tests inject fakes so)."""
     _attached[state.resolve()] = backend
+    if admin_transport is not None:
+        _transports[state.resolve()] = admin_transport
 
 
 def forget(state: Path) -> None:
     _attached.pop(state.resolve(), None)
+    _transports.pop(state.resolve(), None)
+
+
+_transports: dict[Path, Any] = {}
+
+
+def admin_http(configuration: Configuration = None) -> Any:
+    """An ``httpx.Client`` for the proxies' Envoy admin (the caller closes it)."""
+    import httpx
+
+    transport = _transports.get(settings_for(configuration).state_dir.resolve())
+    return httpx.Client(timeout=10.0, trust_env=False, transport=transport)
 
 
 def chaos_dir(configuration: Configuration = None) -> Path:
@@ -88,7 +103,7 @@ class Entry:
     """One change not undone yet. ``key`` identifies the change (one entry per key)."""
 
     key: str  # e.g. "route-fault:sample/microservice-1/split", "app-fault:sample/microservice-1-v1-0"
-    kind: str  # route-fault | app-fault | kill | object | load | control-plane
+    kind: str  # route-fault | replica-fault | app-fault | kill | object | load | control-plane
     data: Mapping[str, Any]
     since: float
 

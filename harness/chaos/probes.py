@@ -47,7 +47,7 @@ __all__ = [
 
 #: statuses that count as errors: 5xx and "no HTTP response" (0)
 ERROR = "5xx or no response"
-FAULT_KINDS = ("app-fault", "kill", "route-fault", "control-plane", "object")
+FAULT_KINDS = ("app-fault", "replica-fault", "kill", "route-fault", "control-plane", "object")
 
 
 def holds(value: Mapping[str, Any] | None = None) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from harness import wait
-from harness.chaos.context import Configuration, Entry, Ledger, chaos_dir, mesh
+from harness.chaos.context import Configuration, Entry, Ledger, admin_http, chaos_dir, mesh
 from harness.errors import MeshproofError
 
 BASELINE = "baseline.json"
@@ -119,7 +119,7 @@ def check(configuration: Configuration = None, *, before: Mapping[str, Any] | No
                 problems.append(f"{dep}: {now_replicas.get(dep, 0)} replicas, {n} before")
     problems += [f"{w.ref} not ready" for w in workloads if not w.ready]
     checked.append("no replica has an active admin fault, every app answers")
-    with httpx.Client(timeout=5.0, trust_env=False) as http:
+    with admin_http(configuration) as http:
         for w in workloads:
             if not w.admin_url:
                 continue
@@ -161,7 +161,7 @@ def undo(entry: Entry, configuration: Configuration = None) -> str:
     if entry.kind == "route-fault":
         r = actions.remove_route_fault(str(d["virtual_service"]), str(d["route"]), configuration)
         return f"route fault {d['virtual_service']}/{d['route']} removed ({'restored' if r['restored'] else 'unchanged'})"
-    if entry.kind == "app-fault":
+    if entry.kind in ("app-fault", "replica-fault"):
         actions.clear_replica_faults(str(d["pod"]), configuration)
         return f"fault on {d['pod']} cleared"
     if entry.kind == "kill":

@@ -149,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
 
     p = verb(
-        "fault", traffic.cmd_fault, "make a replica's app answer with an error status and/or a delay", cluster
+        "fault",
+        traffic.cmd_fault,
+        "make one replica's own sidecar answer with an error status and/or a delay (any HTTP service)",
+        cluster,
+        as_json,
     )
     p.add_argument("pod", metavar="POD", help="pod name, NS/POD or NS/DEPLOYMENT (see `meshproof status`)")
     p.add_argument("--status", type=int, metavar="CODE", help="HTTP status to answer with, e.g. 503")
@@ -157,7 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, metavar="R", help="share of requests affected, in (0, 1] (default 1)"
     )
     p.add_argument("--delay-ms", type=int, metavar="D", help="delay each affected request by D ms")
-    p.add_argument("--clear", action="store_true", help="remove the fault")
+    p.add_argument("--clear", action="store_true", help="remove the fault (whichever way it was made)")
+    p.add_argument(
+        "--via",
+        choices=("sidecar", "app"),
+        default="sidecar",
+        help="sidecar (default): an EnvoyFilter makes the replica's inbound Envoy abort/delay, checked in "
+        "its config dump; app: the sample app's /admin/fault endpoint (the sample only)",
+    )
 
     verb(
         "status",

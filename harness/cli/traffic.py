@@ -65,8 +65,13 @@ def cmd_fault(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     if args.clear:
         if args.status is not None or args.delay_ms is not None or args.rate is not None:
             raise UserError("--clear removes the fault; it takes no --status, --rate or --delay-ms")
-        attach(settings).clear_fault(args.pod)
-        out.print(f"fault on {args.pod} cleared")
+        backend = attach(settings)
+        ref = backend.workload(args.pod).ref
+        backend.clear_fault(ref)
+        if getattr(args, "json", False):
+            out.json({"pod": ref, "cleared": True})
+        else:
+            out.print(f"fault on {ref} cleared (sidecar EnvoyFilter and app admin fault)")
         return 0
     delay = args.delay_ms or 0
     rate = 1.0 if args.rate is None else args.rate
@@ -80,11 +85,26 @@ def cmd_fault(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         raise UserError(f"--rate {rate}: the share of requests to fail must be in (0, 1]")
     if delay < 0:
         raise UserError(f"--delay-ms {delay}: must not be negative")
-    attach(settings).inject_fault(args.pod, Fault(status=args.status, rate=rate, delay_ms=delay))
+    backend = attach(settings)
+    fault = Fault(status=args.status, rate=rate, delay_ms=delay, via=args.via)
+    evidence = backend.inject_fault(args.pod, fault)
     what = [f"status {args.status}"] if args.status is not None else []
     if delay:
         what.append(f"{delay} ms delay")
-    out.print(f"fault on {args.pod}: {' + '.join(what)} for {rate:.0%} of requests")
+    doc = {"fault": {"status": args.status, "rate": rate, "delay_ms": delay}, **evidence}
+    if getattr(args, "json", False):
+        out.json(doc)
+        return 0
+    how = (
+        f"by its own sidecar (EnvoyFilter {evidence.get('envoy_filter')}; its inbound Envoy runs "
+        f"{'; '.join(evidence.get('sidecar') or [])}; {evidence.get('scope')})"
+        if args.via == "sidecar"
+        else "by the app's admin endpoint"
+    )
+    out.print(
+        f"fault on {evidence.get('pod', args.pod)}: {' + '.join(what)} for {rate:.0%} of requests, {how}"
+    )
+    out.print("Remove it with `meshproof fault POD --clear`.")
     return 0
 
 

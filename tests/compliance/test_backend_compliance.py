@@ -91,6 +91,37 @@ def test_fault_round_trip_and_kill_restart(backend: Backend) -> None:
             assert http.get(f"{w.admin_url}/healthz").status_code == 200, w.ref
 
 
+def test_sidecar_fault_is_made_by_the_victims_own_envoy(backend: Backend) -> None:
+    """A replica fault ``via="sidecar"``: the victim's inbound Envoy delays requests (its own
+    ``delays_injected`` moves while traffic flows through the ingress), the app itself is untouched,
+    and after clearing no EnvoyFilter is left and the counter stands still. A delay, not an abort:
+    no 5xx, so no outlier ejection outlives the test."""
+    from harness import sidecar_fault
+    from harness.traffic.client import Sampler
+
+    v1 = [w for w in backend.workloads() if w.role == "app" and w.version == "v1"]
+    victim = v1[0]
+    fault = Fault(status=None, rate=1.0, delay_ms=20, via="sidecar")
+    with httpx.Client(timeout=5, trust_env=False) as http, Sampler() as sampler:
+        before = sidecar_fault.inbound_counts(http, victim)
+        evidence = backend.inject_fault(victim.ref, fault)
+        try:
+            assert evidence["via"] == "sidecar", evidence
+
+            def delayed() -> bool:
+                sampler.sample(backend, n=10, concurrency=2)
+                return (sidecar_fault.inbound_counts(http, victim) - before).delays > 0
+
+            wait.until(delayed, what=f"{victim.ref}'s inbound delays_injected to move", timeout=60)
+            assert http.get(f"{victim.app_url}/api/greet").status_code == 200  # the app is not faulted
+        finally:
+            backend.clear_fault(victim.ref)
+        assert sidecar_fault.active_anywhere(backend) == []
+        frozen = sidecar_fault.inbound_counts(http, victim)
+        sampler.sample(backend, n=30, concurrency=2)
+        assert (sidecar_fault.inbound_counts(http, victim) - frozen).delays == 0
+
+
 def test_istio_objects_and_sync_state(backend: Backend) -> None:
     """What chaos actions read and the no-residue check compares: the running Istio objects, and
     whether every proxy has ACKed the current config."""

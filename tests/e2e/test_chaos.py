@@ -85,7 +85,7 @@ def _mid_fault(conf: dict[str, str], cli: subprocess.Popen[bytes]) -> None:
     def faulted() -> bool:
         if cli.poll() is not None:
             raise AssertionError(f"the run ended before the fault: {cli.stdout.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        return any(e.kind == "app-fault" for e in Ledger.of(conf).entries())
+        return any(e.kind in ("app-fault", "replica-fault") for e in Ledger.of(conf).entries())
 
     wait.until(faulted, what="the experiment to have injected its replica fault", timeout=120, interval=0.1)
 

@@ -881,10 +881,23 @@ class KubeBackend:
         return self._forward(namespace_of(pods[0]), name_of(pods[0]), JAEGER_QUERY_PORT, ready_within=60).url
 
     # ---- faults and chaos -------------------------------------------------------------------
-    def inject_fault(self, pod: str, fault: Fault) -> None:
+    def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
+        """``via`` sidecar: the pod gets the label :data:`~harness.mesh.REPLICA_LABEL` (Kubernetes
+        gives a pod none of its own; istiod re-reads a pod's labels when they change), then the
+        EnvoyFilter selecting it (:mod:`harness.sidecar_fault`); ``via`` app: the sample's admin API."""
+        from harness import sidecar_fault
+
         w = self.workload(pod)
+        if fault.via == "sidecar":
+            sidecar_fault.check_victim(self._http, w)  # bad input before the pod is touched
+            self._label_replica(w, add=True)
+            try:
+                return sidecar_fault.inject(self, self._http, self.workload(w.ref), fault, settle_s=60.0)
+            except BaseException:
+                self._label_replica(w, add=False)
+                raise
         if not w.admin_url:
-            raise UserError(f"{w.ref} has no admin port: faults go to sample-service replicas only")
+            raise UserError(f"{w.ref} has no admin port: use the sidecar fault (via sidecar)")
         body = {"status": fault.status, "rate": fault.rate, "delay_ms": fault.delay_ms}
         try:
             r = self._http.post(f"{w.admin_url}/admin/fault", json=body)
@@ -892,9 +905,26 @@ class KubeBackend:
             raise BackendError(f"cannot reach the admin port of {w.ref}: {e}") from e
         if r.status_code != 200:
             raise BackendError(f"fault on {w.ref} refused: {r.status_code} {r.text}")
+        return {"pod": w.ref, "via": "app", "admin": "/admin/fault"}
+
+    def _label_replica(self, w: Workload, *, add: bool) -> None:
+        """Add (server-side apply owns only this label) or drop the pod's replica label."""
+        from harness.mesh import REPLICA_LABEL
+
+        meta: dict[str, Any] = {"name": w.name, "namespace": w.namespace}
+        if add:
+            meta["labels"] = {REPLICA_LABEL: w.name}
+        self.api.apply({"apiVersion": "v1", "kind": "Pod", "metadata": meta})
 
     def clear_fault(self, pod: str) -> None:
+        """Remove the sidecar fault's EnvoyFilter and the pod label, and any admin fault."""
+        from harness import sidecar_fault
+        from harness.mesh import REPLICA_LABEL
+
         w = self.workload(pod)
+        sidecar_fault.clear(self, w, self._http)
+        if w.labels.get(REPLICA_LABEL):
+            self._label_replica(w, add=False)
         if not w.admin_url:
             return
         try:

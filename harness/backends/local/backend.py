@@ -20,7 +20,7 @@ from harness import envoy, proc, wait
 from harness.backends.local import workloads as kube_objects
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
-from harness.errors import BackendError, StateError, WaitTimeout
+from harness.errors import BackendError, StateError, UserError, WaitTimeout
 from harness.mesh import Fault, State, Workload, find_workload
 from harness.settings import Settings
 
@@ -449,16 +449,31 @@ class LocalBackend:
         return f"Jaeger's log {jaeger['log']}" if jaeger else str(self.plan.get("tracing_off") or "")
 
     # ---- faults and chaos ---------------------------------------------------------------
-    def inject_fault(self, pod: str, fault: Fault) -> None:
+    def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
+        """``via`` sidecar: an EnvoyFilter selecting the replica's own label (every replica's proxy
+        carries :data:`~harness.mesh.REPLICA_LABEL` from its start); ``via`` app: the sample's
+        ``/admin/fault``. Returns the evidence (see :mod:`harness.sidecar_fault`)."""
+        from harness import sidecar_fault
+
         w = self.workload(pod)
+        if fault.via == "sidecar":
+            return sidecar_fault.inject(self, self._http, w, fault)
+        if not w.admin_url:
+            raise UserError(f"{w.ref} has no admin endpoint: use the sidecar fault (via sidecar)")
         body = {"status": fault.status, "rate": fault.rate, "delay_ms": fault.delay_ms}
         r = self._http.post(f"{w.admin_url}/admin/fault", json=body)
         if r.status_code != 200:
             raise BackendError(f"fault on {w.ref} refused: {r.status_code} {r.text}")
+        return {"pod": w.ref, "via": "app", "admin": f"{w.admin_url}/admin/fault"}
 
     def clear_fault(self, pod: str) -> None:
+        """Remove both kinds of replica fault (whichever was injected; a no-op for the other)."""
+        from harness import sidecar_fault
+
         w = self.workload(pod)
-        self._http.delete(f"{w.admin_url}/admin/fault").raise_for_status()
+        sidecar_fault.clear(self, w, self._http)
+        if w.admin_url:
+            self._http.delete(f"{w.admin_url}/admin/fault").raise_for_status()
 
     def kill(self, pod: str) -> None:
         w = self.workload(pod)

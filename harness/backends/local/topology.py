@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigProblem, UnsupportedFeature
+from harness.mesh import REPLICA_LABEL
 
 SAMPLE_IMAGE = "meshproof/microservice-1"
 # images the local backend provides as native processes instead (tracing: the Jaeger binary)
 NATIVE_IMAGES = ("jaegertracing/",)
 APP_PORT_OFFSET = 10000
-REPLICA_LABEL = "meshproof.dev/replica"
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 GATEWAY_SA = "istio-ingressgateway-service-account"

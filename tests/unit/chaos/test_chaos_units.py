@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -39,7 +40,8 @@ class FakeBackend:
 
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, admin: bool = False) -> None:
+        self.admin = admin  # the replicas have an app admin endpoint (served by the fixture's transport)
         self.objects: dict[str, dict[str, Any]] = {actions.object_key(VS): copy.deepcopy(VS)}
         self.faults: dict[str, Fault] = {}
         self.killed: set[str] = set()
@@ -54,7 +56,7 @@ class FakeBackend:
                 labels={"version": "v1"},
                 address=f"127.9.1.{i}",
                 app_url="",
-                admin_url="",
+                admin_url=f"http://app-web-v1-{i}" if self.admin else "",
                 sidecar_url="",
                 proxy_admin_url="",
                 ready=f"sample/web-v1-{i}" not in self.killed,
@@ -102,8 +104,12 @@ class FakeBackend:
 
 @pytest.fixture
 def fake(tmp_path: Path) -> Iterator[tuple[FakeBackend, dict[str, str]]]:
-    backend = FakeBackend()
-    context.use(tmp_path, backend)  # type: ignore[arg-type]
+    backend = FakeBackend(admin=True)
+    # the app admin endpoints answer that their fault is active (fail_replicas via app proves it so)
+    admin = httpx.MockTransport(
+        lambda r: httpx.Response(200, json={"active": f"sample/{r.url.host[4:]}" in backend.faults})
+    )
+    context.use(tmp_path, backend, admin_transport=admin)  # type: ignore[arg-type]
     yield backend, {STATE_KEY: str(tmp_path)}
     context.forget(tmp_path)
 
@@ -151,7 +157,7 @@ def test_nothing_to_inject_is_a_user_error() -> None:
 
 def test_replica_faults_and_kills_are_ledgered_and_undone(fake: Any) -> None:
     backend, conf = fake
-    actions.fail_replicas(["sample/web-v1-0"], status=500, configuration=conf)
+    actions.fail_replicas(["sample/web-v1-0"], status=500, via="app", configuration=conf)
     actions.kill_replica("web-v1-1", configuration=conf)
     assert set(backend.faults) == {"sample/web-v1-0"} and backend.killed == {"sample/web-v1-1"}
     assert {e.kind for e in Ledger.of(conf).entries()} == {"app-fault", "kill"}
