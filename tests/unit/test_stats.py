@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from scipy import stats as sps  # type: ignore[import-untyped]
 # Repo root on sys.path, so plain `.venv/bin/pytest` works without an installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from harness.traffic import stats
+from harness.traffic import power, stats
 from harness.traffic.stats import (
     Interval,
     SequentialWeights,
@@ -36,15 +36,6 @@ EIGHTY = {"v1": 80, "v2": 10, "v3": 10}
 
 def _counts(names: Mapping[str, float], row: np.ndarray) -> dict[str, int]:
     return {name: int(c) for name, c in zip(names, row, strict=True)}
-
-
-def _rejection_rate(
-    expected: Mapping[str, float], true_shares: list[float], n: int, runs: int, seed: int
-) -> float:
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n, true_shares, size=runs)
-    failures = sum(not check_weights(expected, _counts(expected, row)).passed for row in draws)
-    return failures / runs
 
 
 # --------------------------------------------------------------------------- Clopper-Pearson
@@ -86,25 +77,16 @@ def test_interval_contains_and_validation() -> None:
 
 
 def test_sample_sizes_at_defaults() -> None:
-    # Normal approximation for two categories: N = (z_{1-a/2} + z_power)^2 p(1-p) / d^2.
-    z = sps.norm.isf(0.0005) + sps.norm.ppf(0.99)
-    for weights, p in ((FIFTY, 0.5), (NINETY, 0.9)):
-        approx = z**2 * p * (1 - p) / 0.05**2
-        assert abs(sample_size_for_weights(weights) - approx) <= 2
-    assert sample_size_for_weights(FIFTY) == 3155
-    assert sample_size_for_weights(NINETY) == 1136
-    assert 2200 <= sample_size_for_weights(EIGHTY) <= 2320
+    # Exact power (harness.traffic.power; tests/unit/traffic/test_power.py pins it to the checks).
+    # The normal approximation gave 3155, 1136 and the noncentral chi-square 2256: short of 0.99.
+    assert sample_size_for_weights(FIFTY) == 3164
+    assert sample_size_for_weights(NINETY) == 1314
+    assert sample_size_for_weights(EIGHTY) == 2486
     assert sample_size_for_weights({"v1": 100, "v2": 0}) == 90  # 0.95**90 <= 0.01 < 0.95**89
-
-
-def test_sample_size_is_exactly_the_smallest_powered_n() -> None:
-    n = sample_size_for_weights(EIGHTY)
-    crit = sps.chi2.isf(0.001, 2)
-    effect = 0.05**2 / (0.8 * 0.2)  # least detectable: v1 off by 5pp, spread over v2/v3
-    assert sps.ncx2.sf(crit, 2, n * effect) >= 0.99 > sps.ncx2.sf(crit, 2, (n - 1) * effect)
-    # The worst case is at least as demanding as moving 5pp between any pair of categories.
-    pair_effect = 0.05**2 * (1 / 0.8 + 1 / 0.1)
-    assert sps.ncx2.sf(crit, 2, n * pair_effect) >= 0.99
+    # check_proportion's exact binomial test (normal approximation: 1322, 2741, 3142)
+    assert sample_size_for_proportion(0.1) == sample_size_for_proportion(0.9) == 1358
+    assert sample_size_for_proportion(0.3) == 2786
+    assert sample_size_for_proportion(0.5) == 3175
 
 
 def test_sample_size_monotone() -> None:
@@ -139,15 +121,6 @@ def test_sample_size_for_proportion() -> None:
     assert sample_size_for_proportion(0.02) > 0
 
 
-def test_sample_size_for_proportion_has_power_in_simulation() -> None:
-    n = sample_size_for_proportion(0.2)
-    rng = np.random.default_rng(7)
-    for true in (0.15, 0.25):
-        draws = rng.binomial(n, true, size=200)
-        rate = np.mean([not check_proportion(int(x), n, 0.2).passed for x in draws])
-        assert rate >= 0.95
-
-
 # --------------------------------------------------------------------------- check_weights
 
 
@@ -171,25 +144,6 @@ def test_swapped_split_fails() -> None:
     assert not verdict.passed
     assert verdict.p_value < 1e-100
     assert "FAIL" in verdict.summary()
-
-
-def test_minimal_deviation_detected_in_simulation() -> None:
-    n = sample_size_for_weights(FIFTY)
-    assert _rejection_rate(FIFTY, [0.55, 0.45], n, runs=200, seed=1) >= 0.95
-    n = sample_size_for_weights(NINETY)
-    assert _rejection_rate(NINETY, [0.85, 0.15], n, runs=200, seed=2) >= 0.95
-    n = sample_size_for_weights(EIGHTY)
-    # The least detectable 5pp alternative: v1 loses 5pp, shared proportionally by v2 and v3.
-    assert _rejection_rate(EIGHTY, [0.75, 0.125, 0.125], n, runs=200, seed=3) >= 0.95
-
-
-def test_false_failure_rate_consistent_with_alpha() -> None:
-    n = sample_size_for_weights(FIFTY)
-    # alpha = 0.001: expect ~2 failures in 2000; a rate above 1% would be wildly inconsistent.
-    assert _rejection_rate(FIFTY, [0.5, 0.5], n, runs=2000, seed=4) <= 0.01
-    # Small counts use the exact binomial fallback, which must not be anti-conservative either.
-    small = {"a": 97, "b": 2, "c": 1}
-    assert _rejection_rate(small, [0.97, 0.02, 0.01], 150, runs=500, seed=5) <= 0.01
 
 
 def test_zero_weight_category() -> None:
@@ -249,13 +203,13 @@ def test_table_and_summary() -> None:
     n = sample_size_for_weights(NINETY)
     good = check_weights(NINETY, {"v1": round(0.9 * n), "v2": n - round(0.9 * n)})
     summary = good.summary()
-    assert summary.startswith("PASS chi-square N=1136 ")
+    assert summary.startswith("PASS chi-square N=1314 ")
     assert "alpha=0.001" in summary and "5.0pp" in summary and "0.99" in summary
     assert "v1 90.0%" in summary and "v2 10.0%" in summary
     assert "\n" not in summary
     table = good.table()
     lines = table.splitlines()
-    assert "PASS" in lines[0] and "chi-square" in lines[0] and "N=1136" in lines[0]
+    assert "PASS" in lines[0] and "chi-square" in lines[0] and "N=1314" in lines[0]
     assert any(line.startswith("v1") and "90.0" in line for line in lines)
     assert any(line.startswith("v2") and "10.0" in line for line in lines)
     bad = check_weights(NINETY, {"v1": 10, "v2": 90})
@@ -321,6 +275,140 @@ def test_check_proportion_exact_ends() -> None:
     assert check_proportion(500, 500, 1.0).passed
     assert not check_proportion(499, 500, 1.0).passed
     assert not check_proportion(0, 0, 0.0).passed
+
+
+# --------------------------------------------------------------------------- simulated error rates
+#
+# The fixed-n checks' rates, by simulation, with enough runs to tell the stated rate from a
+# doubled alpha or a power one point short. The false-failure runs use alpha = 0.05: the sample
+# size and the tests are derived the same way for any alpha, and at 0.001 telling 0.001 from 0.002
+# would need ~30,000 runs. Power runs use the defaults. Every draw is checked by the check itself
+# (each distinct outcome once), except three-way splits, whose chi-square p-values come from
+# scipy's chisquare, as check_weights computes them, with check_weights confirming the rows
+# nearest the decision.
+
+NULL_RUNS = 4_000
+POWER_RUNS = 10_000
+SIM_ALPHA = 0.05
+
+
+def _failures(check: Callable[..., bool], draws: np.ndarray) -> int:
+    """How many simulated runs (rows of ``draws``) ``check`` fails; each distinct row is checked once."""
+    rows, counts = np.unique(draws.reshape(len(draws), -1), axis=0, return_counts=True)
+    return int(sum(c for row, c in zip(rows, counts, strict=True) if not check(*(int(v) for v in row))))
+
+
+def _at_most(rate: float, runs: int) -> int:
+    """Most failures consistent with a true rate <= ``rate``: the 99.9% quantile of Binomial(runs, rate)."""
+    return int(sps.binom.ppf(0.999, runs, rate))
+
+
+def _at_least(rate: float, runs: int) -> int:
+    """Fewest failures consistent with a true rate >= ``rate``: the 0.1% quantile."""
+    return int(sps.binom.ppf(0.001, runs, rate))
+
+
+def test_simulation_run_counts_separate_the_rates() -> None:
+    # A check with a doubled alpha exceeds the false-failure bound, and one with power 0.98 falls
+    # below the power bound, each with probability >= 0.999.
+    assert _at_most(SIM_ALPHA, NULL_RUNS) < _at_least(2 * SIM_ALPHA, NULL_RUNS)
+    assert _at_least(0.99, POWER_RUNS) > _at_most(0.98, POWER_RUNS)
+
+
+def _three_way_failures(
+    expected: Mapping[str, float], draws: np.ndarray, alpha: float, rng: np.random.Generator
+) -> int:
+    n = int(draws[0].sum())
+    shares = np.array(list(expected.values()), dtype=float)
+    f_exp = shares / shares.sum() * n
+    assert f_exp.min() >= stats.MIN_EXPECTED_COUNT  # check_weights runs the chi-square test
+    p = sps.chisquare(draws, f_exp, axis=1).pvalue
+    nearest = np.argsort(np.abs(np.log(p / alpha)))[:15]
+    for i in [*nearest, *rng.choice(len(draws), size=10, replace=False)]:
+        verdict = check_weights(expected, _counts(expected, draws[i]), alpha=alpha)
+        assert verdict.passed is bool(p[i] > alpha), (draws[i], p[i], verdict.summary())
+    return int((p <= alpha).sum())
+
+
+PROPORTION_NULL_CASES = [0.1, 0.5]
+SPLIT_NULL_CASES = [NINETY, EIGHTY]
+
+
+@pytest.mark.parametrize("expected", PROPORTION_NULL_CASES)
+def test_proportion_false_failures_within_alpha(expected: float) -> None:
+    n = sample_size_for_proportion(expected, alpha=SIM_ALPHA)
+    draws = np.random.default_rng(4).binomial(n, expected, size=NULL_RUNS)
+    at = {
+        a: _failures(lambda x, a=a: check_proportion(x, n, expected, a).passed, draws)
+        for a in (SIM_ALPHA, 2 * SIM_ALPHA)
+    }
+    assert at[SIM_ALPHA] <= _at_most(SIM_ALPHA, NULL_RUNS), at
+    assert at[2 * SIM_ALPHA] > _at_most(SIM_ALPHA, NULL_RUNS), at  # the same check at 2 alpha is caught
+
+
+@pytest.mark.parametrize("expected", SPLIT_NULL_CASES)
+def test_split_false_failures_within_alpha(expected: Mapping[str, float]) -> None:
+    n = sample_size_for_weights(expected, alpha=SIM_ALPHA)
+    rng = np.random.default_rng(5)
+    shares = [w / sum(expected.values()) for w in expected.values()]
+    draws = rng.multinomial(n, shares, size=NULL_RUNS)
+    names = list(expected)
+    at = {}
+    for a in (SIM_ALPHA, 2 * SIM_ALPHA):
+        if len(names) == 2:
+            at[a] = _failures(
+                lambda x, a=a: check_weights(expected, {names[0]: x, names[1]: n - x}, alpha=a).passed,
+                draws[:, 0],
+            )
+        else:
+            at[a] = _three_way_failures(expected, draws, a, rng)
+    assert at[SIM_ALPHA] <= _at_most(SIM_ALPHA, NULL_RUNS), at
+    assert at[2 * SIM_ALPHA] > _at_most(SIM_ALPHA, NULL_RUNS), at
+
+
+def test_exact_fallback_false_failures_within_alpha() -> None:
+    # expected counts below 5: Bonferroni over exact binomial tests, which must not exceed alpha
+    small = {"a": 97, "b": 2, "c": 1}
+    draws = np.random.default_rng(6).multinomial(150, [0.97, 0.02, 0.01], size=NULL_RUNS)
+    failures = _failures(
+        lambda a, b, c: check_weights(small, {"a": a, "b": b, "c": c}, alpha=SIM_ALPHA).passed, draws
+    )
+    assert failures <= _at_most(SIM_ALPHA, NULL_RUNS)
+
+
+@pytest.mark.parametrize(("expected", "true"), [(0.1, 0.05), (0.1, 0.15), (0.5, 0.45)])
+def test_proportion_power_at_the_stated_deviation(expected: float, true: float) -> None:
+    n = sample_size_for_proportion(expected)
+    draws = np.random.default_rng(7).binomial(n, true, size=POWER_RUNS)
+    failures = _failures(lambda x: check_proportion(x, n, expected).passed, draws)
+    assert failures >= _at_least(0.99, POWER_RUNS)
+    # and the simulation agrees with the exact power the sample size was chosen by
+    exact = power.proportion_power(n, expected, true, 0.001)
+    assert _at_least(exact, POWER_RUNS) <= failures <= _at_most(exact, POWER_RUNS), (failures, exact)
+
+
+def test_a_one_point_power_shortfall_is_caught() -> None:
+    # the N of a design with power 0.98 instead of 0.99, checked against the 0.99 bound: rejected
+    n = sample_size_for_proportion(0.1, power=0.98)
+    draws = np.random.default_rng(7).binomial(n, 0.15, size=POWER_RUNS)
+    assert _failures(lambda x: check_proportion(x, n, 0.1).passed, draws) < _at_least(0.99, POWER_RUNS)
+
+
+@pytest.mark.parametrize(
+    ("expected", "true"), [(NINETY, [0.85, 0.15]), (NINETY, [0.95, 0.05]), (EIGHTY, [0.75, 0.125, 0.125])]
+)
+def test_split_power_at_the_stated_deviation(expected: Mapping[str, float], true: list[float]) -> None:
+    n = sample_size_for_weights(expected)
+    rng = np.random.default_rng(8)
+    draws = rng.multinomial(n, true, size=POWER_RUNS)
+    if len(expected) == 2:
+        first, second = expected
+        failures = _failures(lambda x: check_weights(expected, {first: x, second: n - x}).passed, draws[:, 0])
+        exact = power.fit_power(n, (0.9, 0.1), 0, true[0], 0.001, stats.MIN_EXPECTED_COUNT)
+        assert _at_least(exact, POWER_RUNS) <= failures <= _at_most(exact, POWER_RUNS), (failures, exact)
+    else:
+        failures = _three_way_failures(expected, draws, 0.001, rng)
+    assert failures >= _at_least(0.99, POWER_RUNS)
 
 
 # --------------------------------------------------------------------------- comparison and latency
@@ -410,8 +498,9 @@ def test_other_bad_inputs_raise() -> None:
         false_failure_rate_of_tolerance_check(100, 0.5, -1)
 
 
-def test_module_is_pure() -> None:
-    tree = ast.parse(Path(stats.__file__).read_text())
+@pytest.mark.parametrize("module", [stats, power])
+def test_module_is_pure(module: object) -> None:
+    tree = ast.parse(Path(module.__file__).read_text())  # type: ignore[attr-defined]
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)
@@ -536,7 +625,7 @@ def test_sequential_plan_boundaries() -> None:
     assert [t.describe() for t in plan.tests] == ["v1 <= 85.0%", "v1 >= 95.0%"]
     assert plan.log_a == pytest.approx(math.log(2 / 0.001))
     assert plan.log_b == pytest.approx(math.log(0.01))
-    assert (plan.fixed_n, plan.max_n, plan.min_n) == (1136, 3408, 1)
+    assert (plan.fixed_n, plan.max_n, plan.min_n) == (1314, 3942, 1)
     three = stats.sequential_plan(EIGHTY)
     assert len(three.tests) == 6 and three.log_a == pytest.approx(math.log(6 / 0.001))
     drained = stats.sequential_plan({"v1": 100, "v2": 0})
@@ -554,10 +643,10 @@ def test_sequential_check_passes_a_clean_split_early() -> None:
         if state.decided:
             break
     verdict = state.verdict()
-    assert verdict.passed and verdict.n < verdict.fixed_n == 1136
-    assert f"N={verdict.n} (replaces fixed-n 1136)" in verdict.table()
+    assert verdict.passed and verdict.n < verdict.fixed_n == 1314
+    assert f"N={verdict.n} (replaces fixed-n 1314)" in verdict.table()
     assert "accepted" in verdict.table()
-    assert verdict.summary().startswith(f"PASS sequential N={verdict.n} (fixed-n 1136)")
+    assert verdict.summary().startswith(f"PASS sequential N={verdict.n} (fixed-n 1314)")
 
 
 def test_sequential_check_fails_a_swapped_split_fast() -> None:
