@@ -3,6 +3,7 @@ real (aiohttp) path against a small HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import socket
@@ -513,34 +514,48 @@ def test_aiohttp_path_failures_are_status_zero(local_server: str) -> None:
 # --------------------------------------------------------------------------- sample_until
 
 
+class ScriptedSampler(Sampler):
+    """The sampler with its one network call (``_one``) replaced by a coroutine: request ``k`` (in
+    issue order) answers after ``turns(k)`` turns of the event loop. Completion order is then
+    fixed by the script, not by threads or the machine's speed."""
+
+    def __init__(self, turns: Callable[[int], int]) -> None:
+        super().__init__(transport=httpx.MockTransport(lambda _: httpx.Response(500)))  # never called
+        self.turns = turns
+        self.issued = 0
+
+    async def _one(self, plan: Any) -> Response:
+        k = self.issued
+        self.issued += 1
+        for _ in range(self.turns(k)):
+            await asyncio.sleep(0)
+        return Response(200, version="v1", pod=f"p{k}", latency_ms=1.0)
+
+
 def test_sample_until_stops_on_the_issue_order_prefix() -> None:
     # Even-numbered requests are slow, so completion order differs from issue order; decide
-    # must still see a gap-free prefix in issue order.
-    lock = threading.Lock()
-    issued = 0
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal issued
-        with lock:
-            index = issued
-            issued += 1
-        if index % 2 == 0:
-            time.sleep(0.01)
-        return httpx.Response(200, json=greet(pod=f"p{index}"))
-
+    # must still see a gap-free prefix in issue order, and nothing is issued once it says stop.
     looks: list[list[str]] = []
+    issued_at_stop: list[int] = []
 
     def decide(prefix: Sequence[Response]) -> bool:
         looks.append([r.pod for r in prefix])
-        return len(prefix) >= 30
+        if len(prefix) >= 30:
+            issued_at_stop.append(s.issued)
+            return True
+        return False
 
-    with sampler(handler) as s:
+    with ScriptedSampler(lambda k: 3 if k % 2 == 0 else 0) as s:
         result = s.sample_until(FakeBackend(), decide, max_n=200, look_every=10, concurrency=4)
+    assert all(seen == [f"p{k}" for k in range(len(seen))] for seen in looks)  # gap-free, issue order
     assert all(len(seen) >= 10 * (i + 1) for i, seen in enumerate(looks))
     assert result.total == len(looks[-1]) >= 30
     assert [r.pod for r in result.responses] == looks[-1]
-    assert issued == result.total + result.discarded
-    assert result.discarded < 20  # what was in flight or completed past a gap when decide said stop
+    # nothing issued after decide said stop: what was issued by then beyond the prefix (in
+    # flight, or completed past a gap) finished and was discarded
+    assert issued_at_stop == [s.issued]
+    assert s.issued == result.total + result.discarded
+    assert result.discarded > 0  # the script leaves requests past the prefix when decide stops
 
 
 def test_sample_until_runs_to_max_n_and_looks_at_the_end() -> None:
@@ -608,17 +623,24 @@ def test_sample_until_decide_error_propagates_and_the_sampler_stays_usable() -> 
 
 def test_sample_many_runs_batches_interleaved_in_one_window() -> None:
     lock = threading.Lock()
+    arrivals = 0
     in_flight = 0
     peak = 0
     paths: list[str] = []
+    # the first six requests wait for each other: they are answered only once all six are in flight
+    # (a narrower window would break the barrier, and those requests would fail)
+    six = threading.Barrier(6, timeout=30)
 
     def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, peak
+        nonlocal arrivals, in_flight, peak
         with lock:
+            first_six = arrivals < 6
+            arrivals += 1
             in_flight += 1
             peak = max(peak, in_flight)
             paths.append(request.url.path)
-        time.sleep(0.002)
+        if first_six:
+            six.wait()
         with lock:
             in_flight -= 1
         if request.method == "POST":
@@ -637,8 +659,9 @@ def test_sample_many_runs_batches_interleaved_in_one_window() -> None:
     assert results[0].status_counts() == {200: 5} and results[0].path == "/a"
     assert results[1].rbac_denied_count() == 3 and results[1].method == "POST"
     assert results[3].source == "sample/client" and results[3].status_counts() == {0: 4}  # no /api/call fake
-    assert paths[:3] == ["/a", "/b", "/api/call"] or set(paths[:3]) == {"/a", "/b", "/api/call"}
-    assert 1 < peak <= 6
+    # round-robin: the first six issued (all in flight together) are two of each non-empty batch
+    assert sorted(paths[:6]) == ["/a", "/a", "/api/call", "/api/call", "/b", "/b"]
+    assert peak == 6  # all six at once, never more than the window
     with sampler(handler, max_connections=4) as s, pytest.raises(ValueError, match="concurrency"):
         s.sample_many(FakeBackend(), specs, concurrency=5)
 

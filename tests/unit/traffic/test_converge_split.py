@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from harness.errors import WaitTimeout
+from harness.traffic import stats
 from suites._support.routing import Attribution, converge_split
 
 from .test_client import FakeBackend, greet, sampler
@@ -38,6 +39,18 @@ class SwitchingSplit:
         return httpx.Response(200, json=greet(version=version, pod=f"microservice-1-{version}-0"))
 
 
+def _batches_to_converge(split: SwitchingSplit, consecutive: int) -> int:
+    """Batches converge_split needs against ``split``, by replaying its draws batch by batch."""
+    state = stats.SequentialWeights({"v1": 50, "v2": 50}, alpha_batch=0.01, required_consecutive=consecutive)
+    while not state.converged:
+        versions = [
+            split(httpx.Request("GET", "http://x/", headers={"host": "x"})) for _ in range(split.batch)
+        ]
+        v2 = sum(r.json()["version"] == "v2" for r in versions)
+        state = state.observe({"v1": split.batch - v2, "v2": v2})
+    return state.batches
+
+
 def test_returns_after_the_split_converges() -> None:
     fake = SwitchingSplit(batch=200, switch_after=3)
     with sampler(fake) as s:
@@ -52,8 +65,10 @@ def test_returns_after_the_split_converges() -> None:
             host_header="greet.example.com",
             concurrency=4,
         )
-    # 3 batches at 90/10 never conform; then at least 3 conforming 50/50 batches in a row.
-    assert 6 <= result.batches <= 12
+    # Batches are sent one after another and every request draws from the one seeded generator,
+    # so batch k holds draws 200k..200k+199 whatever the threads do: replaying them says exactly
+    # when three conforming batches in a row first happen (3 at 90/10 never conform).
+    assert result.batches == _batches_to_converge(SwitchingSplit(batch=200, switch_after=3), 3) >= 6
     assert fake.requests == result.requests == 200 * result.batches
     assert fake.hosts == {"greet.example.com"}  # sample kwargs are passed through
 
