@@ -266,6 +266,7 @@ def ejection_check(run: EjectionRun, *, what: str = "5xx", interval_s: float) ->
         )
     return CheckResult(
         name=f"ejected_after({run.threshold} consecutive {what}, {run.pod})",
+        key=f"ejected_after({run.threshold} consecutive {what})",
         passed=passed,
         detail=(
             f"expected: ejection at exactly {run.threshold} errors as the gateway's Envoy counts them "
@@ -398,7 +399,9 @@ def sample_inside_ejection(
     return InsideEjection(tuple(kept), discarded, most, newest, last - first, settle_s)
 
 
-def inside_check(name: str, inside: InsideEjection, victims: Sequence[str], what: str) -> CheckResult:
+def inside_check(
+    name: str, inside: InsideEjection, victims: Sequence[str], what: str, *, key: str = ""
+) -> CheckResult:
     """While ejected for the whole chunk: no client 5xx, no answer from an ejected pod, and
     Envoy sent nothing to an ejected host."""
     statuses: dict[int, int] = {}
@@ -410,6 +413,7 @@ def inside_check(name: str, inside: InsideEjection, victims: Sequence[str], what
     to_ejected = inside.to_ejected()
     return CheckResult(
         name=name,
+        key=key,
         passed=inside.requests > 0 and bad == 0 and from_victims == 0 and to_ejected == 0,
         detail=(
             f"{inside.requests} requests in {len(inside.kept)} chunks each inside one continuous ejection "
@@ -568,6 +572,7 @@ def await_return(
     early = out_at_most is not None and out_at_most < base - 0.01
     return CheckResult(
         name=f"returns_after_base_ejection({base:g}s, {victim.name})",
+        key=f"returns_after_base_ejection({base:g}s)",
         passed=(
             seen_back is not None
             and not early
@@ -634,7 +639,13 @@ def test_faulted_replica_is_ejected_then_returns(
         mesh_backend, sampler, admin, cluster, n=n, not_before=run.not_before, concurrency=4
     )
     evidence.require(
-        inside_check(f"no_5xx_while_ejected({victim.name})", inside, [victim.name], f"{victim.name} out"),
+        inside_check(
+            f"no_5xx_while_ejected({victim.name})",
+            inside,
+            [victim.name],
+            f"{victim.name} out",
+            key="no_5xx_while_ejected",
+        ),
         requests=inside.requests + inside.discarded,
         confidence=design.exact_confidence(),
         wall_s=time.perf_counter() - t0,
@@ -856,12 +867,15 @@ def gateway_errors_only(policy: dict[str, Any]) -> None:
     fast(policy, consecutive5xxErrors=0, consecutiveGatewayErrors=5)
 
 
-def not_ejected_check(name: str, run: EjectionRun, *, gateway_threshold: int, runs: str) -> CheckResult:
+def not_ejected_check(
+    name: str, run: EjectionRun, *, gateway_threshold: int, runs: str, key: str = ""
+) -> CheckResult:
     """A host answering only 500 (not a gateway error) is never ejected although the gateway
     counted ``run.threshold`` (4x the gateway-error threshold) of them, and Envoy enforced no
     ejection."""
     return CheckResult(
         name=name,
+        key=key,
         passed=not run.ejected and run.errors >= run.threshold and run.enforced in (0, None),
         detail=(
             f"{run.errors} consecutive 500s from {run.pod} counted by the gateway, of {run.threshold} "
@@ -890,7 +904,11 @@ def test_gateway_errors_only_count_502_503_504(
     run = drive_to_threshold(mesh_backend, sampler, admin, cluster, victim, threshold=many, deadline_s=0.0)
     evidence.require(
         not_ejected_check(
-            f"not_ejected_on_500({victim.name})", run, gateway_threshold=gateway_threshold, runs=od.describe()
+            f"not_ejected_on_500({victim.name})",
+            run,
+            gateway_threshold=gateway_threshold,
+            runs=od.describe(),
+            key="not_ejected_on_500",
         ),
         requests=run.requests,
         confidence="exact count (Envoy rq_error); an ejection seen is real",
