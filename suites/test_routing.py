@@ -80,9 +80,11 @@ def destination(route: HttpRoute, subset: str | None, weight: int | None = None)
     return out
 
 
-def split_variant(config: ConfigGuard, weights: Mapping[str, int]) -> dict[str, Any]:
-    """The ingress VirtualService with its first route's weights replaced by ``weights``."""
-    vs = ingress_vs(config)
+def split_variant(
+    config: ConfigGuard, weights: Mapping[str, int], vs: VirtualService | None = None
+) -> dict[str, Any]:
+    """The VirtualService ``vs`` (default: the ingress one) with its first route's weights replaced."""
+    vs = vs or ingress_vs(config)
     template = vs.http[0]
 
     def edit(body: dict[str, Any]) -> None:
@@ -306,6 +308,34 @@ def test_negative_swapped_split_fails_the_check(mesh_backend, sampler, config, d
         asserted=original,
         negative=True,
         because=split_toward(swapped, original),
+    )
+
+
+@pytest.mark.negative
+def test_negative_swapped_in_mesh_split_fails_the_check(
+    mesh_backend, sampler, config, design, evidence
+) -> None:
+    """Negative control for the sidecar's routing: the mesh VirtualService swapped (10/90 applied),
+    checking the manifests' 90/10 from other-namespace/client FAILS."""
+    host = "microservice-1.sample.svc.cluster.local"
+    original = expected_split(route_for(mesh_vs(config, host)))
+    swapped = dict(zip(original, reversed(list(original.values())), strict=True))
+    assert swapped != original, f"the manifests' split {original} is symmetric: swapping proves nothing"
+    variant = split_variant(config, {k: int(v) for k, v in swapped.items()}, mesh_vs(config, host))
+    apply_s = config.apply(variant, label="swapped-in-mesh")
+    prove_split(
+        mesh_backend,
+        sampler,
+        config,
+        design,
+        evidence,
+        mesh_vs(config, host),
+        apply_s=apply_s,
+        asserted=original,
+        negative=True,
+        because=split_toward(swapped, original),
+        source="other-namespace/client",
+        concurrency=MESH_CONCURRENCY,
     )
 
 
