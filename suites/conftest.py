@@ -47,9 +47,30 @@ WORKER_RECORDS = "meshproof_records"  # pytest-xdist: a worker's records, for th
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     report = yield
+    if report.when == "call" and report.passed and item.get_closest_marker("negative") is not None:
+        unreasoned = _negative_without_reason(item)
+        if unreasoned:
+            report.outcome = "failed"
+            report.longrepr = unreasoned
     if report.failed:
         item.stash[FAILED] = True
     return report
+
+
+def _negative_without_reason(item: pytest.Item) -> str:
+    """A passed negative control must have recorded a check that failed as expected, with its reason."""
+    recorder = item.config.stash.get(RECORDER, None)
+    records = [
+        r for r in (recorder.records if recorder else ()) if r.test == item.nodeid and r.expected == "FAIL"
+    ]
+    if not records:
+        return (
+            f"negative control {item.nodeid} passed without recording a failed check: use "
+            "evidence.require_failure(check, ..., because=(reason, predicate))"
+        )
+    if not all(r.because for r in records):
+        return f"negative control {item.nodeid} recorded a failed check without its reason (because=)"
+    return ""
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -321,13 +342,15 @@ class Evidence:
         notes: str = "",
         used_n: int = 0,
         fixed_n: int = 0,
-        because: tuple[str, Callable[[CheckResult], bool]] | None = None,
+        because: tuple[str, Callable[[CheckResult], bool]],
     ) -> CheckResult:
         """Negative control: the check must FAIL against the broken configuration.
 
         ``because`` is ``(reason, predicate)``: the failure must be the intended one (the
-        predicate holds on the failed check), not any failure.
+        predicate holds on the failed check), not any failure. The reason is recorded.
         """
+        if because is None or not because[0]:
+            raise TypeError("require_failure needs because=(reason, predicate): why must this check fail?")
         self._recorder.record(
             self._test,
             check,
@@ -338,15 +361,14 @@ class Evidence:
             notes=notes,
             used_n=used_n,
             fixed_n=fixed_n,
-            because=because[0] if because is not None else "",
+            because=because[0],
         )
         assert not check.passed, (
             f"negative control: the check passed although the mesh runs a broken configuration, so it "
             f"cannot tell broken from correct:\n{check}"
         )
-        if because is not None:
-            reason, holds = because
-            assert holds(check), f"negative control: the check failed, but not because {reason}:\n{check}"
+        reason, holds = because
+        assert holds(check), f"negative control: the check failed, but not because {reason}:\n{check}"
         return check
 
 
