@@ -241,6 +241,7 @@ class LocalUpgrade:
                 t0 = time.monotonic()
                 before_suites = self.run_suites(cfg.from_label, "before")
                 book.timings["suites_before_s"] = time.monotonic() - t0
+                mesh.reload_plan()  # the suites may have restarted proxies (a ServiceAccount change)
             dumps_before = config_dumps(self.http, self._admin_urls(mesh))
             book.read = versions_before = self.read_versions(mesh, "before the upgrade")
             self.say(f"versions before: {versions_before.compact()}")

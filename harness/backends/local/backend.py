@@ -259,6 +259,13 @@ class LocalBackend:
         self._plan = reply["plan"]
         return {k: v for k, v in reply.items() if k not in ("ok", "plan")}
 
+    def reload_plan(self) -> None:
+        """Re-read the plan the supervisor last wrote. Another process attached to this mesh (the
+        suites an upgrade check runs) may have restarted proxies since (new admin ports); this
+        object's plan only follows the steps it asked for itself."""
+        self._require_running()
+        self._plan = json.loads(self.layout.plan.read_text())
+
     def control_planes(self) -> dict[str, dict[str, Any]]:
         """Revision -> {istio, url, ports...} of every running istiod."""
         planes = self.plan.get("control_planes")

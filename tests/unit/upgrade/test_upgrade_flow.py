@@ -1,10 +1,16 @@
-"""Upgrade configuration and step order on the local backend (pure parts)."""
+"""Upgrade configuration, step order and the mesh view on the local backend (no mesh needed)."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
+from harness.backends.local.backend import LocalBackend
 from harness.errors import SkewError, UserError
+from harness.settings import from_env
 from harness.upgrade.local import UpgradeConfig, proxy_order
 
 
@@ -28,3 +34,23 @@ def test_order_workloads_first_gateway_last_canary_by_namespace() -> None:
         ["sample.v1-0", "sample.v2-0"],
         ["istio-system.gw-0"],
     ]
+
+
+def test_the_upgrades_view_of_the_mesh_follows_a_restart_by_another_process(tmp_path: Path) -> None:
+    """The suites run by upgrade-check attach to the mesh in another process; when they restart a
+    proxy (a Deployment's ServiceAccount change) the supervisor writes the new admin port to the
+    plan, and the upgrade reads the config_dumps and versions from there, not from a stale copy."""
+    settings = from_env({}).with_overrides(backend="local", state_dir=tmp_path)
+    mesh = LocalBackend(settings)
+    mesh.layout.marker.write_text(json.dumps({"backend": "local", "pid": os.getpid(), "pgid": 0}))
+
+    def plan(admin: int) -> str:
+        proxy = {"istio": "1.31-dev", "revision": "default", "generation": 1, "admin": admin}
+        return json.dumps({"proxies": {"other-namespace.client-0": proxy}})
+
+    mesh.layout.plan.write_text(plan(20031))
+    mesh.attach()
+    mesh.layout.plan.write_text(plan(20174))  # the suites' process restarted the proxy
+    assert mesh.proxy_versions()["other-namespace.client-0"]["admin"] == 20031
+    mesh.reload_plan()
+    assert mesh.proxy_versions()["other-namespace.client-0"]["admin"] == 20174
