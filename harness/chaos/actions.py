@@ -11,6 +11,7 @@ every undo is safe as a rollback whatever point the run reached.
 action                      undo (rollback)              what it changes
 ==========================  ===========================  ============================================
 inject_route_fault          remove_route_fault           one named http route of a VirtualService
+set_route_policy            restore_route_policy         retries/timeout of one named http route
 fail_replicas               clear_replica_faults         a replica's own sidecar (or app admin) fault
 kill_replica                restore_replica              a replica's app process / pod
 apply_resource              restore_resources            any Istio objects (from a YAML file)
@@ -52,7 +53,9 @@ __all__ = [
     "remove_route_fault",
     "restore_replica",
     "restore_resources",
+    "restore_route_policy",
     "rollback_all",
+    "set_route_policy",
     "start_control_plane",
     "start_load",
     "stop_control_plane",
@@ -862,3 +865,63 @@ def rollback_all(configuration: Configuration = None) -> dict[str, Any]:
     if failed:
         raise BackendError("could not undo: " + "; ".join(failed))
     return {"undone": undone}
+
+
+# --------------------------------------------------------------------------- route policies
+
+
+def set_route_policy(
+    virtual_service: str,
+    route: str,
+    retries: Mapping[str, Any] | None = None,
+    timeout: str | None = None,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Set ``retries`` (Istio's HTTPRetry: attempts, retryOn, perTryTimeout) and/or ``timeout`` on
+    the http route named ``route`` of ``virtual_service`` (``ns/name``), nothing else; the route as
+    it was is remembered for :func:`restore_route_policy`."""
+    vs = find_object("VirtualService", virtual_service, configuration)
+    if vs is None:
+        raise UserError(f"no VirtualService {virtual_service} runs in the mesh. Fix: check `ns/name`")
+    index, before_route = http_route(vs, route)
+    policy: dict[str, Any] = {}
+    if retries is not None:
+        policy["retries"] = {k: (int(v) if k == "attempts" else v) for k, v in dict(retries).items()}
+    if timeout:
+        policy["timeout"] = str(timeout)
+    if not policy:
+        raise UserError("set_route_policy: nothing to set. Fix: give retries and/or timeout")
+    patched = _applicable(vs)
+    patched["spec"]["http"][index] = {**before_route, **policy}
+    _validate([patched], configuration)
+    key = f"route-policy:{virtual_service}/{route}"
+    Ledger.of(configuration).record(
+        key,
+        "route-policy",
+        {"virtual_service": virtual_service, "route": route, "before_route": before_route, "policy": policy},
+    )
+    seconds = _apply_bodies([patched], "route-policy", configuration)
+    return {"virtual_service": virtual_service, "route": route, "policy": policy, "propagation_s": seconds}
+
+
+def restore_route_policy(
+    virtual_service: str, route: str, configuration: Configuration = None
+) -> dict[str, Any]:
+    """Put the route back as it was before :func:`set_route_policy` (no-op when not set)."""
+    ledger = Ledger.of(configuration)
+    key = f"route-policy:{virtual_service}/{route}"
+    entry = ledger.get(key)
+    if entry is None:
+        return {"virtual_service": virtual_service, "route": route, "restored": False}
+    vs = find_object("VirtualService", virtual_service, configuration)
+    restored = False
+    if vs is not None:
+        routes = list((vs.get("spec") or {}).get("http") or [])
+        index = next((i for i, r in enumerate(routes) if r.get("name") == route), None)
+        if index is not None:
+            body = _applicable(vs)
+            body["spec"]["http"][index] = copy.deepcopy(dict(entry.data["before_route"]))
+            _apply_bodies([body], "route-policy-restore", configuration)
+            restored = True
+    ledger.done(key)
+    return {"virtual_service": virtual_service, "route": route, "restored": restored}

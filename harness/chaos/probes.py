@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from harness import wait
-from harness.chaos.context import Configuration, Ledger, mesh
+from harness.chaos.context import Configuration, Ledger, chaos_dir, mesh
 from harness.errors import MeshproofError, WaitTimeout
 
 __all__ = [
@@ -40,7 +40,9 @@ __all__ = [
     "errors_settle",
     "holds",
     "latency_percentiles",
+    "mark_retry_counters",
     "mesh_ready",
+    "retries_hid_failures",
     "status_share",
     "trace_completeness",
 ]
@@ -472,4 +474,88 @@ def trace_completeness(
         "traces": len(traces),
         "complete": complete,
         "ratio": round(ratio, 4),
+    }
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def _retry_counts(host: str, victim: str, caller: str, configuration: Configuration) -> dict[str, int]:
+    """The caller's ``upstream_rq_retry`` and ``upstream_rq_timeout`` summed over its outbound
+    clusters of ``host``, and the victim's own inbound ``aborts_injected``/``delays_injected``."""
+    from harness import envoy, sidecar_fault
+    from harness.chaos.context import admin_http
+
+    backend = mesh(configuration)
+    gw, w = backend.workload(caller), backend.workload(victim)
+    with admin_http(configuration) as http:
+        stats = envoy.cluster_stats(http, gw.proxy_admin_url, f"|{host}")
+        faults = sidecar_fault.inbound_counts(http, w)
+
+    def total(suffix: str) -> int:
+        return int(
+            sum(v for k, v in stats.items() if k.startswith("cluster.outbound|") and k.endswith(suffix))
+        )
+
+    return {
+        "retries": total(".upstream_rq_retry"),
+        "timeouts": total(".upstream_rq_timeout"),
+        "aborts": faults.aborts,
+        "delays": faults.delays,
+    }
+
+
+def mark_retry_counters(
+    host: str,
+    victim: str,
+    caller: str = "ingress",
+    name: str = "retries",
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Record the counters :func:`retries_hid_failures` compares against (``<state>/chaos/marks``)."""
+    import json
+
+    counts = _retry_counts(host, victim, caller, configuration)
+    path = chaos_dir(configuration) / "marks" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"counts": counts, "at": time.time()}))
+    return {"holds": True, **counts}
+
+
+def retries_hid_failures(
+    host: str,
+    victim: str,
+    caller: str = "ingress",
+    name: str = "retries",
+    load: str = "default",
+    max_errors: int = 0,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Since :func:`mark_retry_counters`: the victim's own sidecar failed requests (its inbound
+    ``aborts_injected`` moved), the caller retried at least that many (its ``upstream_rq_retry`` for
+    ``host``, Envoy's count), and the load saw at most ``max_errors`` errors. All three are counts:
+    a slow machine cannot flip them."""
+    import json
+
+    from harness.chaos.loadgen import window_of
+
+    mark = json.loads((chaos_dir(configuration) / "marks" / f"{name}.json").read_text())
+    now = _retry_counts(host, victim, caller, configuration)
+    delta = {k: now[k] - int(mark["counts"][k]) for k in now}
+    running = _load(load, configuration)
+    if running is None:
+        return {"holds": False, "error": f"no background load {load!r} runs: start_load first"}
+    w = window_of(running, float(mark["at"]), time.time())
+    reasons = []
+    if delta["aborts"] < 1:
+        reasons.append(f"the victim's sidecar aborted nothing ({delta['aborts']} aborts_injected)")
+    if delta["retries"] < delta["aborts"]:
+        reasons.append(f"{delta['retries']} retries for {delta['aborts']} aborts")
+    if w.errors > int(max_errors):
+        reasons.append(f"the load saw {w.errors} errors of {w.total} (at most {max_errors})")
+    return {
+        "holds": not reasons,
+        "since_mark": delta,
+        "load": {"requests": w.total, "errors": w.errors, "status": w.status},
+        "why_not": reasons,
     }

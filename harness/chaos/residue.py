@@ -161,6 +161,9 @@ def undo(entry: Entry, configuration: Configuration = None) -> str:
     if entry.kind == "route-fault":
         r = actions.remove_route_fault(str(d["virtual_service"]), str(d["route"]), configuration)
         return f"route fault {d['virtual_service']}/{d['route']} removed ({'restored' if r['restored'] else 'unchanged'})"
+    if entry.kind == "route-policy":
+        actions.restore_route_policy(str(d["virtual_service"]), str(d["route"]), configuration)
+        return f"route policy {d['virtual_service']}/{d['route']} restored"
     if entry.kind in ("app-fault", "replica-fault"):
         actions.clear_replica_faults(str(d["pod"]), configuration)
         return f"fault on {d['pod']} cleared"

@@ -392,3 +392,20 @@ def test_negative_a_sabotaged_rollback_fails_with_the_residue_named(
         assert field in problems[0], problems
     assert any("no-residue check: RESIDUE: " + problems[0] in line for line in runner.summary_lines(result))
     assert residue.check(conf).clean, "the test's own cleanup left residue"
+
+
+@pytest.mark.negative
+@pytest.mark.gameday
+def test_negative_retries_that_do_not_cover_5xx_hide_nothing(mesh: Backend, settings: Settings) -> None:
+    """Negative control: retryOn connect-failure (not 5xx); the victim's sidecar still aborts, the
+    gateway retries nothing and the load sees the 503s, so retries-hid-the-failures FAILS, for that
+    reason."""
+    result = runner.run(
+        ROOT / "experiments/retries-hide-a-failing-replica.yaml", settings, ["retry_on=connect-failure"]
+    )
+    assert result.exit_code == 1, runner.summary_lines(result)
+    assert "retries-hid-the-failures: did not hold" in _failed_during(result), _failed_during(result)
+    runs = {r["activity"]["name"]: r for r in (result.journal or {}).get("run") or []}
+    why = runs["retries-hid-the-failures"]["output"]["why_not"]
+    assert any(w.startswith("0 retries for ") for w in why), why
+    assert result.residue["clean"], result.residue

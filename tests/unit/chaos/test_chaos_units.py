@@ -524,3 +524,19 @@ def test_outlier_budget_refuses_a_host_the_gateway_does_not_eject_for(fake) -> N
             probes._outlier_budget("sample/absent", "default", cfg)
     finally:
         admin.close()
+
+
+def test_route_policy_sets_retries_on_the_named_route_only_and_is_undone(fake: Any) -> None:
+    backend, conf = fake
+    out = actions.set_route_policy(
+        "sample/web", "split", retries={"attempts": "3", "retryOn": "5xx"}, configuration=conf
+    )
+    assert out["policy"] == {"retries": {"attempts": 3, "retryOn": "5xx"}}
+    vs = backend.objects["VirtualService/sample/web"]
+    assert vs["spec"]["http"][1]["retries"] == {"attempts": 3, "retryOn": "5xx"}
+    assert "retries" not in vs["spec"]["http"][0]
+    done, failed = residue.undo_all(conf)
+    assert not failed and done == ["route policy sample/web/split restored"]
+    assert backend.objects["VirtualService/sample/web"]["spec"] == VS["spec"]
+    with pytest.raises(UserError, match="nothing to set"):
+        actions.set_route_policy("sample/web", "split", configuration=conf)
