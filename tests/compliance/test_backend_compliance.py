@@ -7,6 +7,8 @@ preflight message, so the report says what would be needed to run it.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -14,7 +16,7 @@ import pytest
 
 from harness import wait
 from harness.backends.base import Backend, Fault
-from harness.errors import ToolMissing
+from harness.errors import ToolMissing, WaitTimeout
 from harness.mesh import Workload
 from harness.settings import Settings
 from harness.versions import ISTIO_RELEASES
@@ -133,4 +135,64 @@ def test_istio_objects_and_sync_state(backend: Backend) -> None:
         ("AuthorizationPolicy", "sample", "microservice-1"),
     } <= named, sorted(named)
     assert all("spec" in o for o in objects)
-    assert backend.wait_synced(timeout=60) >= 0.0
+    with httpx.Client(timeout=5, trust_env=False) as http:
+        started = time.monotonic()
+        waited = backend.wait_synced(timeout=60)
+        elapsed = time.monotonic() - started
+        accepted = _accepted_config(http, backend)
+    assert 0.0 <= waited <= elapsed, (waited, elapsed)  # the seconds it waited, not a timestamp
+    # in sync by every Envoy's own account: it runs clusters and listeners from istiod, rejected none
+    proxies = [w.ref for w in backend.workloads() if w.proxy_admin_url]
+    assert sorted(accepted) == sorted(proxies)
+    assert all(cds and lds and not rejected for cds, lds, rejected in accepted.values()), accepted
+
+
+def test_wait_synced_waits_for_istiod(backend: Backend) -> None:
+    """wait_synced says "in sync" only when it is: with istiod stopped it gives up, saying what it
+    awaited; once istiod is back, every proxy's Envoy runs clusters and listeners the new istiod
+    sent (their accepted versions changed) and has rejected none."""
+    if backend.name != "local":
+        pytest.skip(
+            f"{backend.name}: wait_synced waits out the cluster's readiness timeout whatever timeout it "
+            "is given, too long to keep istiod stopped here"
+        )
+    with httpx.Client(timeout=5, trust_env=False) as http:
+        before = _accepted_config(http, backend)
+        backend.stop_control_plane()
+        try:
+            with pytest.raises(WaitTimeout) as refused:
+                backend.wait_synced(timeout=3)  # nothing can sync while istiod is down
+        finally:
+            backend.start_control_plane()
+        backend.wait_synced(timeout=60)
+        after = _accepted_config(http, backend)
+    assert "in sync" in str(refused.value), refused.value
+    assert sorted(after) == sorted(before)
+    stale = {
+        ref: (before[ref], now) for ref, now in after.items() if set(now[:2]) & set(before[ref][:2]) or now[2]
+    }
+    assert not stale, stale
+
+
+def _accepted_config(http: httpx.Client, backend: Backend) -> dict[str, tuple[str, str, int]]:
+    """Per proxy (``ns/pod``), from its Envoy's statistics: the version of the clusters (CDS) and of
+    the listeners (LDS) it accepted last, and how many CDS/LDS updates it rejected."""
+    out = {}
+    for w in backend.workloads():
+        if not w.proxy_admin_url:
+            continue
+        r = http.get(
+            f"{w.proxy_admin_url}/stats",
+            params={
+                "filter": r"^(cluster_manager\.cds|listener_manager\.lds)\.(version_text|update_rejected)$"
+            },
+        )
+        r.raise_for_status()
+        versions = dict(re.findall(r'^([\w.]+)\.version_text: "([^"]*)"$', r.text, re.MULTILINE))
+        rejected = sum(int(n) for n in re.findall(r"\.update_rejected: (\d+)$", r.text, re.MULTILINE))
+        out[w.ref] = (
+            versions.get("cluster_manager.cds", ""),
+            versions.get("listener_manager.lds", ""),
+            rejected,
+        )
+    return out

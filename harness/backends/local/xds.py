@@ -16,9 +16,20 @@ if TYPE_CHECKING:  # loaded lazily: attaching to a mesh (`meshproof send`) needs
     import httpx
 
 
+#: Every Envoy istiod configures watches clusters and listeners; until both were sent and ACKed
+#: the proxy runs no config from istiod, although nothing sent to it is unACKed.
+CONFIGURED_BY = ("CDS", "LDS")
+
+
 def unsynced(entries: list[ProxySync]) -> list[str]:
-    """Proxies whose last sent config (any type) is not ACKed yet, as 'proxy:type'."""
-    return [f"{e.proxy}:{t}" for e in entries for t in e.pending]
+    """Proxies not in sync, as 'proxy:type': config sent and not ACKed yet, or clusters or listeners
+    never sent (a proxy that has just connected can be listed before istiod has answered it)."""
+    out = []
+    for e in entries:
+        sent = {t.type for t in e.types if t.sent}
+        out += [f"{e.proxy}:{t}" for t in CONFIGURED_BY if t not in sent]
+        out += [f"{e.proxy}:{t}" for t in e.pending]
+    return out
 
 
 def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, timeout: float) -> float:
