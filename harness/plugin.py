@@ -13,7 +13,8 @@ Fixtures:
     A running :class:`~harness.backends.base.Backend`. If the state dir records a running mesh
     (``meshproof up --detach``), the suites attach to it and leave it running; otherwise the
     fixture brings one up and always takes it down at the end (``--keep-cluster`` keeps only the
-    kind cluster, see the backend).
+    kind cluster, see the backend). Either way it reads what the mesh runs (versions from its
+    proxies and istiod, the traffic API) once, for the reports (:func:`mesh_info`).
 ``mesh_diagnostics`` (function)
     Request it (or make it autouse in a suite's conftest) to dump the mesh's diagnostics into
     the test's tmp dir when the test failed.
@@ -27,7 +28,7 @@ import contextlib
 import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -312,7 +313,7 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def mesh(settings: Settings) -> Iterator[Backend]:
+def mesh(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Backend]:
     from harness.backends import attach, create
 
     if (settings.state_dir / "backend.json").is_file():
@@ -321,11 +322,29 @@ def mesh(settings: Settings) -> Iterator[Backend]:
         except StateError:
             pass  # recorded but gone: bring a fresh mesh up below
         else:
+            _remember_mesh(request.config, running, settings)
             yield running  # someone else's mesh: leave it running
             return
     with create(settings) as backend:
         backend.up()
+        _remember_mesh(request.config, backend, settings)
         yield backend
+
+
+#: What the session's mesh is (see :func:`mesh_info`).
+MESH_INFO = pytest.StashKey[dict[str, Any]]()
+
+
+def _remember_mesh(config: pytest.Config, backend: Backend, settings: Settings) -> None:
+    from harness.report.versions import describe
+
+    config.stash[MESH_INFO] = describe(backend, settings.istio_version, "at the start of the session")
+
+
+def mesh_info(config: pytest.Config) -> dict[str, Any] | None:
+    """The session's mesh as reports name it (backend, release, traffic API, versions read from its
+    proxies and istiod when the ``mesh`` fixture brought it up or attached to it); None before."""
+    return config.stash.get(MESH_INFO, None)
 
 
 @pytest.fixture

@@ -12,13 +12,16 @@
     ``evidence.require(check, ...)`` records the check and fails the test with its
     observed-versus-expected table if it failed; ``evidence.require_failure(check, ...)`` is the
     negative control's mirror image. Records are printed as a table at the end of the run and
-    written to ``suites-report.json`` (pytest's basetemp, and the state dir when there is one).
+    written to ``suites-report.json`` (pytest's basetemp, and the state dir when there is one),
+    with ``suites-report.html`` and ``meshproof-report.yaml`` beside it (:mod:`harness.report`);
+    each test's checks also become its JUnit properties.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -46,6 +49,8 @@ WORKER_RECORDS = "meshproof_records"  # pytest-xdist: a worker's records, for th
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    if call.when == "teardown":  # before the report: its user_properties become JUnit properties
+        _check_properties(item)
     report = yield
     if report.when == "call" and report.passed and item.get_closest_marker("negative") is not None:
         unreasoned = _negative_without_reason(item)
@@ -73,23 +78,69 @@ def _negative_without_reason(item: pytest.Item) -> str:
     return ""
 
 
+def _check_properties(item: pytest.Item) -> None:
+    """Each check the test recorded, as a JUnit property (``meshproof.check <id>``: verdict, N, observed)."""
+    from harness.report.suites import property_of
+
+    recorder = item.config.stash.get(RECORDER, None)
+    if recorder is None:
+        return
+    for record in recorder.records:
+        if record.test == item.nodeid:
+            item.user_properties.append(property_of(asdict(record)))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_TestLog(config), "meshproof-suites-testlog")
+
+
+class _TestLog:
+    """Each suite test's outcome, wall time, failure message, load chart and diagnostics, for the
+    report (in a pytest-xdist run the controller logs every worker's tests)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        try:
+            self.prefix = Path(__file__).parent.relative_to(config.rootpath).as_posix() + "/"
+        except ValueError:
+            self.prefix = ""
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from harness.report.suites import fold_test_report
+
+        if hasattr(self.config, "workeroutput") or not report.nodeid.startswith(self.prefix):
+            return
+        recorder = _recorder(
+            self.config,
+            self.config._tmp_path_factory.getbasetemp(),
+            _settings(self.config).state_dir,  # noqa: SLF001
+        )
+        previous = next((t for t in recorder.tests if t["id"] == report.nodeid), None)
+        recorder.add_test(fold_test_report(previous, report))
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """In a pytest-xdist worker: hand the session's records to the controller, which reports them."""
+    """In a pytest-xdist worker: hand the session's records and mesh to the controller, which reports them."""
+    from harness.plugin import mesh_info
+
     workeroutput = getattr(session.config, "workeroutput", None)
     recorder = session.config.stash.get(RECORDER, None)
     if workeroutput is not None and recorder is not None:
+        recorder.add_mesh(mesh_info(session.config))
         workeroutput[WORKER_RECORDS] = json.dumps(recorder.to_json())
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
-    """pytest-xdist controller: merge a finished worker's records into the run's one report."""
+    """pytest-xdist controller: merge a finished worker's records and mesh into the run's one report."""
     raw = getattr(node, "workeroutput", {}).get(WORKER_RECORDS)
     if raw is None:
         return
     config = node.config
     recorder = _recorder(config, config._tmp_path_factory.getbasetemp(), _settings(config).state_dir)  # noqa: SLF001
-    recorder.extend(Recorder.from_json(json.loads(raw)))
+    data = json.loads(raw)
+    recorder.extend(Recorder.from_json(data))
+    recorder.add_mesh(data.get("mesh"))
 
 
 def _recorder(config: pytest.Config, basetemp: Path, state_dir: Path) -> Recorder:
@@ -115,16 +166,24 @@ def _settings(config: pytest.Config) -> Settings:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    from harness.plugin import mesh_info
+    from harness.report.suites import write_reports
+
     recorder = config.stash.get(RECORDER, None)
-    if recorder is None or not recorder.records:
+    if recorder is None or not (recorder.records or recorder.tests):
         return
-    terminalreporter.section("meshproof evidence: one line per check")
-    terminalreporter.write_line(recorder.table())
+    recorder.add_mesh(mesh_info(config))  # without pytest-xdist: this process's mesh
+    if recorder.records:
+        terminalreporter.section("meshproof evidence: one line per check")
+        terminalreporter.write_line(recorder.table())
     for path in config.stash.get(REPORT_PATHS, []):
         try:
-            terminalreporter.write_line(f"report: {recorder.write(path)}")
+            written = write_reports(recorder.write(path))
         except OSError as e:
             terminalreporter.write_line(f"report: could not write {path}: {e}")
+            continue
+        for what, p in written:
+            terminalreporter.write_line(f"{what}: {p}")
 
 
 # --------------------------------------------------------------------------- session

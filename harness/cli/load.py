@@ -1,7 +1,9 @@
 """``meshproof load``: Locust (a subprocess, see :mod:`harness.load`) against the running mesh.
 
 A live line on stderr while it runs, then the report (or ``--json``), and a PNG chart (requests
-per second, error ratio, p95 over time, phases shaded) in ``<state dir>/load/``, its path printed.
+per second, error ratio, p95 over time, phases shaded), ``load.json`` and a self-contained
+``load.html`` (the report per phase, the chart, the mesh's versions) in ``<state dir>/load/<time>/``,
+their paths printed.
 Ctrl-C stops Locust at once (its whole process group) and exits 130.
 
 On kind/existing the run is :class:`~harness.load.kube_run.KubeLocustRun`: a Locust master and
@@ -92,9 +94,14 @@ def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         from harness.load.chart import plot_load
 
         chart = plot_load(report, workdir / "load.png")
+    from harness.report.runs import write_load
+    from harness.report.versions import describe
+
+    _, page = write_load(workdir, report.to_json(), chart, describe(backend, settings.istio_version))
     if args.json:
         doc = report.to_json()
         doc["chart"] = str(chart) if chart else None
+        doc["html"] = str(page)
         out.json(doc)
         return 0
     out.print(report.summary().splitlines()[0], style="bold")
@@ -118,6 +125,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     out.print(f"request ids start with {report.request_id_prefix}; Locust's files: {workdir}")
     if chart:
         out.print(f"chart: {chart}")
+    out.print(f"html: {page}")
     return 0
 
 

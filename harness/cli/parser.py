@@ -9,6 +9,7 @@ from pathlib import Path
 from harness import __version__
 from harness.cli import chaos, config, kindpath, lifecycle, testrun, tools, traffic
 from harness.cli import load as load_verb
+from harness.cli import report as report_verb
 from harness.cli.output import Output
 from harness.settings import BACKENDS, Settings
 from harness.upgrade import command as upgrade_command
@@ -262,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="do not show Chaos Toolkit's log while it runs")
 
+    p = verb("report", _report_usage, "reports of runs: `meshproof report compare BEFORE AFTER`")
+    report_verbs = p.add_subparsers(dest="report_verb", metavar="REPORT_VERB", required=True)
+    summary = (
+        "compare two runs of the suites (suites-report.json): verdict changes, figures, versions; "
+        "exit 1 on a regression"
+    )
+    p = report_verbs.add_parser(
+        "compare", parents=[common, as_json], help=summary, description=summary, allow_abbrev=False
+    )
+    p.set_defaults(func=report_verb.cmd_report_compare)
+    report_verb.add_compare_arguments(p)
+
     p = verb(
         "install", tools.cmd_install, "build/install the pinned istiod, pilot-agent and Envoy into the cache"
     )
@@ -299,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="workload and Istio YAML (default: $MESHPROOF_MANIFESTS or manifests)",
     )
     return parser
+
+
+def _report_usage(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    out.print("usage: meshproof report compare BEFORE AFTER")
+    return 2
 
 
 def _chaos_usage(args: argparse.Namespace, settings: Settings, out: Output) -> int:

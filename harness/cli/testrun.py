@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,8 @@ from harness import proc
 from harness.cli.output import Output, table
 from harness.errors import UserError
 from harness.settings import Settings
+
+CHECK_PROPERTY = "meshproof.check"  # each check as a JUnit property (in the HTML report; not repeated here)
 
 # The checkout the harness package was loaded from: suites/ and manifests/ sit beside harness/.
 CHECKOUT = Path(harness.__file__).resolve().parents[1]
@@ -43,21 +44,38 @@ def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         "MESHPROOF_KUBE_CONTEXT": settings.kube_context,
         "MESHPROOF_KEEP_CLUSTER": "1" if settings.keep_cluster else "",
     }
-    with tempfile.TemporaryDirectory(prefix="meshproof-test-") as tmp:
-        own_junit = not any(a.startswith(("--junitxml", "--junit-xml")) for a in pytest_args)
-        junit = Path(tmp) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", *pytest_args]
-        if own_junit:  # xunit1 keeps each test's record_property values (shown in the summary)
-            argv += [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
-        out.note(
-            f"$ MESHPROOF_BACKEND={settings.backend} MESHPROOF_STATE={settings.state_dir} {' '.join(argv)}"
-        )
-        started = time.monotonic()
-        code, interrupted = _run_attached(argv, env, out)
-        elapsed = time.monotonic() - started
-        results = read_junit(junit) if own_junit and junit.is_file() else None
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # the reports go there
+    own_junit = not any(a.startswith(("--junitxml", "--junit-xml")) for a in pytest_args)
+    junit = settings.state_dir / JUNIT_NAME  # beside suites-report.json; each check a property of its test
+    argv = [sys.executable, "-m", "pytest", *pytest_args]
+    if own_junit:  # xunit1 keeps each test's record_property values (shown in the summary)
+        junit.unlink(missing_ok=True)  # never summarise an earlier run's
+        argv += [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+    out.note(f"$ MESHPROOF_BACKEND={settings.backend} MESHPROOF_STATE={settings.state_dir} {' '.join(argv)}")
+    started, wall_started = time.monotonic(), time.time() - 1.0
+    code, interrupted = _run_attached(argv, env, out)
+    elapsed = time.monotonic() - started
+    results = read_junit(junit) if own_junit and junit.is_file() else None
     print_test_summary(out, settings, results, code, elapsed)
+    print_report_paths(out, settings.state_dir, junit if own_junit else None, since=wall_started)
     return 130 if interrupted else code
+
+
+JUNIT_NAME = "suites-junit.xml"
+
+
+def print_report_paths(out: Output, state_dir: Path, junit: Path | None, *, since: float) -> None:
+    """The reports this run wrote into the state dir (the conftest writes them beside suites-report.json)."""
+    from harness.report.suites import HTML_NAME, YAML_NAME
+
+    for label, path in (
+        ("html report", state_dir / HTML_NAME),
+        ("conformance", state_dir / YAML_NAME),
+        ("evidence", state_dir / "suites-report.json"),
+        ("junit", junit),
+    ):
+        if path is not None and path.is_file() and path.stat().st_mtime >= since:
+            out.print(f"{label}: {path}")
 
 
 # Two meshes side by side: most of a suite's wall time waits on its mesh (pushes, ejection and
@@ -185,7 +203,7 @@ def print_test_summary(
         for c in cases:
             t.add_row(Text(c.outcome.upper(), style=styles[c.outcome]), Text(c.name), f"{c.seconds:.1f}")
             detail = [c.message] if c.outcome != "passed" and c.message else []
-            detail += [f"{k}: {v}" for k, v in c.properties]
+            detail += [f"{k}: {v}" for k, v in c.properties if not k.startswith(CHECK_PROPERTY)]
             for line in detail:
                 t.add_row("", Text(f"  ↳ {line}", style="dim"), "")
         out.print(t)

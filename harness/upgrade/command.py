@@ -76,9 +76,17 @@ def run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
     for f in config.to_config:
         if not f.exists():
             raise UserError(f"--to-config {f}: no such file. Fix: name an Istio YAML file or directory")
-    report = LocalUpgrade(settings, config, progress=out.note).run()
+    upgrade = LocalUpgrade(settings, config, progress=out.note)
+    report = upgrade.run()
+    files = {
+        "json": upgrade.out_dir / "upgrade-report.json",
+        "html": upgrade.out_dir / "upgrade-report.html",
+        "junit": upgrade.out_dir / "upgrade-junit.xml",
+    }
     if args.json:
-        out.json(report.as_json())
+        out.json({**report.as_json(), "files": {k: str(v) for k, v in files.items()}})
     else:
         out.print(report.text())
+        for what, path in files.items():
+            out.print(f"{what}: {path}")
     return 0 if report.passed else 1

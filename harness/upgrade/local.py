@@ -42,8 +42,10 @@ import yaml
 
 from harness import proc, wait
 from harness.errors import BackendError, HarnessError
+from harness.report import compare
+from harness.report.runs import write_upgrade
 from harness.settings import Settings
-from harness.upgrade import compare, configdiff, running, skew
+from harness.upgrade import configdiff, running, skew
 from harness.upgrade.report import Phase, Point, UpgradeReport, chart
 from harness.versions import ISTIO_RELEASES
 
@@ -195,6 +197,9 @@ class LocalUpgrade:
                 f"see {log}"
             )
         shutil.copy(report, self.out_dir / f"suites-{name}.json")
+        page = report.with_name("suites-report.html")
+        if page.is_file():  # the suites' own page (harness.report), kept beside its JSON
+            shutil.copy(page, self.out_dir / f"suites-{name}.html")
         doc: dict[str, Any] = json.loads(report.read_text())
         return doc
 
@@ -287,6 +292,7 @@ class LocalUpgrade:
         )
         rep = UpgradeReport(**{**rep.__dict__, "chart": str(png)})
         (self.out_dir / "upgrade-report.json").write_text(json.dumps(rep.as_json(), indent=2) + "\n")
+        write_upgrade(self.out_dir, rep.as_json())
         return rep
 
     def _upgrade_under_load(self, mesh: Any, book: _Run, expected_to: running.Expected) -> Any:

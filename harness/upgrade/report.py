@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.upgrade.compare import BY_ID, SuiteComparison
+from harness.report.compare import BY_ID, SuiteComparison
 from harness.upgrade.configdiff import Classified
 from harness.upgrade.running import VersionReport
 

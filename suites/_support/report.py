@@ -5,6 +5,13 @@ in the terminal summary and writes :meth:`Recorder.to_json` to ``suites-report.j
 A negative control's record expects ``FAIL``: the check failing *is* the control passing, and
 its ``because`` says the reason it had to fail (asserted by the test).
 
+``observed`` holds, for a statistical check, each category's configured share, observed share and
+confidence interval (read from the check's verdict), for the HTML report's table and chart.
+The document also carries the run's ``tests`` (each pytest test's outcome, its load chart and
+diagnostics) and ``mesh`` (backend, release, traffic API, versions read from the running proxies
+and istiod): :mod:`harness.report` renders the HTML page, the conformance-style summary and
+``report compare`` from it.
+
 Each record's ``id`` is ``<test node id>::<check key>`` (:attr:`CheckResult.identity`: the check's
 kind and design parameters, never N or observed values), unique within a run and the same in
 every run of the same check: reports of two runs are matched on it (upgrade-check, bench_suites,
@@ -23,6 +30,7 @@ from typing import Any
 from harness.traffic.checks import CheckResult
 
 _ALPHA = re.compile(r"alpha=([0-9.eE+-]+)")
+KIND = "meshproof-suites"  # what a suites-report.json says it is
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class Record:
     fixed_n: int = 0  # a sequential check: the fixed-n sample size it replaced
     detail: str = field(default="", repr=False)  # observed-versus-expected table
     because: str = ""  # a negative control: the reason the check had to fail (asserted)
+    # per category: {"name", "expected", "share", "low", "high", "n", "of"} (shares in [0, 1])
+    observed: tuple[dict[str, Any], ...] = ()
 
     @property
     def as_expected(self) -> bool:
@@ -52,6 +62,8 @@ class Recorder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: list[Record] = []
+        self._tests: dict[str, dict[str, Any]] = {}
+        self._meshes: list[dict[str, Any]] = []
 
     def add(self, record: Record) -> Record:
         with self._lock:
@@ -90,8 +102,22 @@ class Recorder:
                 fixed_n=fixed_n,
                 detail=check.detail,
                 because=because,
+                observed=observed_of(check),
             )
         )
+
+    def add_test(self, test: dict[str, Any]) -> None:
+        """One pytest test's outcome (``id``, ``outcome``, ``wall_s``, ``message``, properties)."""
+        with self._lock:
+            self._tests[str(test["id"])] = test
+
+    def add_mesh(self, mesh: dict[str, Any] | None) -> None:
+        """What a mesh of the run was (one per pytest-xdist worker): backend, versions read from it."""
+        if not mesh:
+            return
+        with self._lock:
+            if mesh not in self._meshes:
+                self._meshes.append(mesh)
 
     def extend(self, records: list[Record]) -> None:
         for record in records:
@@ -100,7 +126,10 @@ class Recorder:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> list[Record]:
         """The records of :meth:`to_json` (e.g. a pytest-xdist worker's, merged by the controller)."""
-        return [Record(**{"id": f"{r['test']}::{r['check']}", **r}) for r in data.get("checks", [])]
+        return [
+            Record(**{"id": f"{r['test']}::{r['check']}", **r, "observed": tuple(r.get("observed") or ())})
+            for r in data.get("checks", [])
+        ]
 
     @property
     def records(self) -> tuple[Record, ...]:
@@ -155,13 +184,75 @@ class Recorder:
             )
         return "\n".join(lines)
 
+    @property
+    def tests(self) -> tuple[dict[str, Any], ...]:
+        with self._lock:
+            return tuple(self._tests.values())
+
+    def mesh(self) -> dict[str, Any]:
+        """The run's mesh: backend, release and traffic API (the first mesh's), and every mesh's
+        version readings (with pytest-xdist, one mesh per worker)."""
+        with self._lock:
+            meshes = list(self._meshes)
+        if not meshes:
+            return {}
+        readings = [r for m in meshes for r in m.get("readings") or []]
+        return {**{k: v for k, v in meshes[0].items() if k != "readings"}, "readings": readings}
+
     def to_json(self) -> dict[str, Any]:
-        return {"checks": [asdict(r) for r in self.records]}
+        return {
+            "kind": KIND,
+            "mesh": self.mesh(),
+            "checks": [asdict(r) for r in self.records],
+            "tests": list(self.tests),
+        }
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
         return path
+
+
+def observed_of(check: CheckResult) -> tuple[dict[str, Any], ...]:
+    """Each category's configured share, observed share and interval from a statistical check's
+    verdict (a split's or share's categories, a binomial proportion), through ``all_of``'s parts;
+    empty for count checks (their ``detail`` says what was observed)."""
+    out: list[dict[str, Any]] = []
+
+    def walk(evidence: Any) -> None:
+        verdict = evidence.get("verdict")
+        total = int(getattr(verdict, "n", 0) or 0)
+        out.extend(
+            {
+                "name": str(c.name),
+                "expected": float(c.expected),
+                "share": float(c.observed_share),
+                "low": float(c.interval.low),
+                "high": float(c.interval.high),
+                "n": int(c.observed),
+                "of": int(total),
+            }
+            for c in getattr(verdict, "categories", ()) or ()
+        )
+        if verdict is not None and hasattr(verdict, "successes") and hasattr(verdict, "trials"):
+            trials = int(verdict.trials)
+            out.append(
+                {
+                    "name": "share",
+                    "expected": float(verdict.expected),
+                    "share": verdict.successes / trials if trials else 0.0,
+                    "low": float(verdict.interval.low),
+                    "high": float(verdict.interval.high),
+                    "n": int(verdict.successes),
+                    "of": trials,
+                }
+            )
+        for part in evidence.get("checks", ()) or ():
+            if isinstance(part, CheckResult):
+                walk(part.evidence)
+
+    walk(check.evidence)
+    return tuple(out)
 
 
 def _next_free(record_id: str, taken: set[str]) -> str:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.upgrade.compare import BY_ID, BY_NAME, compare
+from harness.report.compare import BY_ID, BY_NAME, compare
 
 DATA = Path(__file__).with_name("data")
 

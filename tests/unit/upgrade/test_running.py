@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from harness.errors import BackendError
+from harness.report.compare import compare
 from harness.upgrade import running
-from harness.upgrade.compare import compare
 from harness.upgrade.configdiff import Classified
 from harness.upgrade.report import Phase, UpgradeReport
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.upgrade.compare import BY_ID, BY_NAME, compare, figures
+from harness.report.compare import BY_ID, BY_NAME, compare, figures
 
 
 def rec(
