@@ -58,7 +58,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "observability", "tracing-completeness", ("test_tracing.py",), ("complete_trace", "completeness")
     ),
-    Feature("observability", "tracing-sampling-rate", ("test_tracing.py",), ("sampling_share", "share_check")),
+    Feature(
+        "observability", "tracing-sampling-rate", ("test_tracing.py",), ("sampling_share", "share_check")
+    ),
     Feature("under-load", "traffic-split", ("test_under_load.py",), ("routing_weights", "swapped_split")),
     Feature("under-load", "outlier-detection", ("test_under_load.py",), ("outlier",)),
     Feature("under-load", "circuit-breaking", ("test_under_load.py",), ("circuit", "raised_limits")),
