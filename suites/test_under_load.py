@@ -5,7 +5,7 @@ The load is the evidence: the load's own requests in a phase are the sample (who
 status, how long), so each check judges what concurrent users saw, not a quiet side channel.
 Bounds are counts derived from the configuration the mesh runs (no timing verdicts):
 
-* routing: the 200s of the load split as the VirtualService says (the design's chi-square test);
+* routing: the 200s of the load split as the VirtualService says (the design's exact binomial test);
 * outlier ejection: once the gateway's Envoy reports the faulted replica ejected, load requests
   started in the next window (shorter than baseEjectionTime, and the host still ejected at its end)
   fail at most once per user (a request already routed to the replica when it was ejected);

@@ -11,24 +11,21 @@ check runs:
   scipy's relative tolerance of 1e-7). :func:`binomtest_pvalues` is that p-value, vectorised
   over counts and trial numbers: the same formula, the same search for the other tail, the
   same ``binom.pmf``/``cdf``/``sf`` calls, so it agrees with ``binomtest`` to the last bit.
-* :func:`~harness.traffic.stats.check_weights` with two non-zero categories runs Pearson's
-  chi-square test (``scipy.stats.chisquare``, one degree of freedom) on the two counts, or the
-  exact binomial test on the first category when an expected count is below 5.
+* :func:`~harness.traffic.stats.check_weights` with two non-zero categories runs the same exact
+  binomial test on the first category's count.
 
-The rejection region of either test is the counts at or below a lower boundary and at or
-above an upper one (the p-value only falls as the count moves away from the expected count),
-found by bisection on the test's own p-value. The power at the true share ``q`` is then
+The rejection region of the test is the counts at or below a lower boundary and at or above an
+upper one (the p-value only falls as the count moves away from the expected count), found by
+bisection on the test's own p-value. The power at the true share ``q`` is then
 ``binom.cdf(low, N, q) + binom.sf(high - 1, N, q)``: exact, no normal approximation.
 
-With three or more non-zero categories the chi-square test has ``k - 1`` degrees of freedom and
-its exact power is a sum over all multinomial outcomes, too many to add up at test time. A
-lower bound is exact instead: merging categories never increases Pearson's statistic, so the
-test rejects whenever "category j against all the others" reaches the critical value of ``k - 1``
-degrees of freedom. That two-cell statistic depends on the count of ``j`` alone, which is
-binomial with the true share of ``j`` however the other categories absorb the deviation, so
-its rejection probability is computed exactly as above and bounds the test's power from below
-for every alternative that moves ``j`` by ``d`` (Bonferroni's ``alpha/k`` per category plays the
-same part when the exact fallback runs).
+With three or more non-zero categories check_weights tests each category against the rest at
+``alpha / k`` (Bonferroni) and rejects when any of them does. Its exact power is a sum over all
+multinomial outcomes, too many to add up at test time; a lower bound is exact instead: the test
+rejects whenever category ``j``'s own test rejects, and that depends on the count of ``j`` alone,
+binomial with the true share of ``j`` however the other categories absorb the deviation, so its
+rejection probability is computed exactly as above and bounds the power from below for every
+alternative that moves ``j`` by ``d``.
 
 Power is saw-toothed in N: the rejection region moves by whole counts, and right after it moves
 the power drops a little (at 10% ± 5pp, alpha 0.001: 0.9902 at N=1,329, 0.9883 at 1,330).
@@ -191,17 +188,6 @@ def _binomtest_rejects(x: np.ndarray, n: np.ndarray, p: np.ndarray, alpha: np.nd
     return np.asarray(binomtest_pvalues(x, n, p) <= alpha)
 
 
-def _chi_square_pvalues(x: np.ndarray, n: np.ndarray, expected: np.ndarray, df: int) -> np.ndarray:
-    """Pearson's chi-square p-value of the two cells ``(x, n - x)`` against ``expected`` (shape
-    ``(2, ...)``), by ``scipy.stats.chisquare`` itself, with ``df`` degrees of freedom."""
-    observed = np.stack([x, n - x]).astype(float)
-    statistic = stats.chisquare(observed, expected, axis=0).statistic
-    return np.asarray(stats.chi2.sf(statistic, df))
-
-
-# --------------------------------------------------------------------------- rejection regions
-
-
 def _binomtest_region(n: np.ndarray, p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """``(low, high)`` per row: binomtest at ``alpha`` rejects exactly the counts ``<= low`` and
     ``>= high`` (``low = -1``/``high = n + 1`` when a side rejects nothing).
@@ -263,36 +249,6 @@ def _quantile(n: np.ndarray, p: np.ndarray, q: float) -> np.ndarray:
     return np.asarray(np.floor(n * p + sd * z + (z * z - 1.0) * (1.0 - 2.0 * p) / 6.0 - 0.5), dtype=np.int64)
 
 
-def _chi_square_rejects(
-    x: np.ndarray, n: np.ndarray, expected: np.ndarray, alpha: np.ndarray, df: np.ndarray
-) -> np.ndarray:
-    """Whether the chi-square test rejects ``(x, n - x)``; ``expected`` is ``(rows, 2)``."""
-    return np.asarray(_chi_square_pvalues(x, n, expected.T, int(df.flat[0])) <= alpha)
-
-
-def _chi_square_region(
-    n: np.ndarray, expected: np.ndarray, alpha: float, df: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` per row: the chi-square test of ``(x, n - x)`` against ``expected``
-    (``(2, rows)``) at ``alpha`` with ``df`` degrees of freedom rejects exactly ``x <= low`` and
-    ``x >= high``."""
-    centre = expected[0]
-    # the boundary of X^2 = (x - e0)^2 n / (e0 e1) >= chi2.isf(alpha, df), confirmed on scipy's p-values
-    reach = np.sqrt(float(stats.chi2.isf(alpha, df)) * expected[0] * expected[1] / n)
-    args = (n, expected.T, np.full(n.shape, alpha), np.full(n.shape, df))
-    low = _last_true(
-        _chi_square_rejects,
-        np.zeros_like(n),
-        np.ceil(centre).astype(np.int64) - 1,
-        args,
-        guess=np.floor(centre - reach),
-    )
-    high = _first_true(
-        _chi_square_rejects, np.floor(centre).astype(np.int64) + 1, n, args, guess=np.ceil(centre + reach)
-    )
-    return low, high
-
-
 def _rejection_probability(n: np.ndarray, low: np.ndarray, high: np.ndarray, q: float) -> np.ndarray:
     return np.asarray(stats.binom.cdf(low, n, q) + stats.binom.sf(high - 1, n, q))
 
@@ -350,20 +306,16 @@ def _decide(
 # --------------------------------------------------------------------------- check_weights
 
 
-def fit_power(
-    n: int, shares: Sequence[float], category: int, true: float, alpha: float, min_expected: float
-) -> float:
+def fit_power(n: int, shares: Sequence[float], category: int, true: float, alpha: float) -> float:
     """Probability that the fit test of :func:`~harness.traffic.stats.check_weights` over the
     non-zero ``shares`` (normalised) rejects ``n`` observations when category ``category`` has
     true share ``true``: exact for two categories, a lower bound for more (see the module
     docstring), whatever the other categories' true shares are."""
     ns = np.array([n], dtype=np.int64)
-    return float(_fit_rejection(ns, tuple(shares), category, alpha, min_expected, [true])[0][0])
+    return float(_fit_rejection(ns, tuple(shares), category, alpha, [true])[0][0])
 
 
-def fit_powered(
-    ns: np.ndarray, shares: Sequence[float], alpha: float, d: float, power: float, min_expected: float
-) -> np.ndarray:
+def fit_powered(ns: np.ndarray, shares: Sequence[float], alpha: float, d: float, power: float) -> np.ndarray:
     """Per N in ``ns``: whether the fit test of check_weights over the non-zero ``shares`` has
     power ``>= power`` against every alternative that moves one category by ``d`` (exact for two
     categories, by the lower bound for more)."""
@@ -373,7 +325,7 @@ def fit_powered(
     for j in tested:
         alternatives = _alternatives(shares[j], d)
         if alternatives:
-            rows = _fit_rejection(ns, tuple(shares), j, alpha, min_expected, alternatives)
+            rows = _fit_rejection(ns, tuple(shares), j, alpha, alternatives)
             worst = np.minimum(worst, np.min(rows, axis=0))
     return np.asarray(worst >= power)
 
@@ -383,26 +335,15 @@ def _fit_rejection(
     shares: tuple[float, ...],
     j: int,
     alpha: float,
-    min_expected: float,
     alternatives: Sequence[float],
 ) -> list[np.ndarray]:
     """Per alternative share of category ``j``: per row of ``ns``, the probability that the fit
-    test rejects (exact for two categories, else the merged-category lower bound)."""
-    k = len(shares)
+    test rejects (exact for two categories, else the Bonferroni lower bound)."""
     weights = np.asarray(shares, dtype=float)
-    # check_weights: f_exp = f_exp / f_exp.sum() * n, and the exact fallback below MIN_EXPECTED_COUNT
-    f_exp = (weights / weights.sum())[:, None] * ns[None, :].astype(float)
-    chi = f_exp.min(axis=0) >= min_expected
-    low = np.empty(ns.shape, dtype=np.int64)
-    high = np.empty(ns.shape, dtype=np.int64)
-    if chi.any():
-        rest = f_exp[1] if k == 2 else f_exp.sum(axis=0) - f_exp[j]
-        expected = np.stack([f_exp[j], rest])[:, chi]
-        low[chi], high[chi] = _chi_square_region(ns[chi], expected, alpha, k - 1)
-    if (~chi).any():
-        # binomtest(count, n, f / n), alone for two categories, Bonferroni over k otherwise
-        level = alpha if k == 2 else alpha / k
-        low[~chi], high[~chi] = _binomtest_region(ns[~chi], f_exp[j, ~chi] / ns[~chi], level)
+    # check_weights: binomtest(count of j, n, share of j), alone for two categories, at alpha / k otherwise
+    level = alpha if len(shares) == 2 else alpha / len(shares)
+    p = np.full(ns.shape, weights[j] / weights.sum())
+    low, high = _binomtest_region(ns, p, level)
     return [_rejection_probability(ns, low, high, q) for q in alternatives]
 
 

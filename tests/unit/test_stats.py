@@ -79,9 +79,10 @@ def test_interval_contains_and_validation() -> None:
 def test_sample_sizes_at_defaults() -> None:
     # Exact power (harness.traffic.power; tests/unit/traffic/test_power.py pins it to the checks).
     # The normal approximation gave 3155, 1136 and the noncentral chi-square 2256: short of 0.99.
-    assert sample_size_for_weights(FIFTY) == 3164
-    assert sample_size_for_weights(NINETY) == 1314
-    assert sample_size_for_weights(EIGHTY) == 2486
+    # A two-way split runs the exact binomial test, so it needs what the proportion check needs.
+    assert sample_size_for_weights(FIFTY) == sample_size_for_proportion(0.5) == 3175
+    assert sample_size_for_weights(NINETY) == sample_size_for_proportion(0.9) == 1358
+    assert sample_size_for_weights(EIGHTY) == 2432
     assert sample_size_for_weights({"v1": 100, "v2": 0}) == 90  # 0.95**90 <= 0.01 < 0.95**89
     # check_proportion's exact binomial test (normal approximation: 1322, 2741, 3142)
     assert sample_size_for_proportion(0.1) == sample_size_for_proportion(0.9) == 1358
@@ -107,7 +108,7 @@ def test_sample_size_normalises_and_handles_zero_categories() -> None:
     assert sample_size_for_weights({"a": 0.9, "b": 0.1}) == sample_size_for_weights(NINETY)
     assert sample_size_for_weights({"b": 10, "a": 90}) == sample_size_for_weights(NINETY)
     assert sample_size_for_weights({**NINETY, "v3": 0}) == sample_size_for_weights(NINETY)
-    # A tiny-but-nonzero split needs few requests for the chi-square part; the zero rule still binds.
+    # A tiny-but-nonzero split needs few requests for the fit test; the zero rule still binds.
     assert sample_size_for_weights({"a": 99.9, "b": 0.1, "c": 0}) >= 90
 
 
@@ -131,7 +132,7 @@ def test_exact_expected_counts_pass() -> None:
         counts = {k: round(n * w / total) for k, w in weights.items()}
         verdict = check_weights(weights, counts)
         assert verdict.passed, verdict.table()
-        assert verdict.test == "chi-square"
+        assert verdict.test == ("binomial" if len(weights) == 2 else "binomial-bonferroni")
         assert verdict.p_value > 0.5
         assert not verdict.underpowered
         for c in verdict.categories:
@@ -154,9 +155,9 @@ def test_zero_weight_category() -> None:
     stray = check_weights(weights, {"v1": 5000, "v2": 1})
     assert not stray.passed and stray.statistic == 1.0 and stray.p_value == 0.0
     assert "v2=1" in stray.table()
-    # With a chi-square part as well: the fit is perfect, the stray request still fails it.
+    # With a fit test as well: the fit is perfect, the stray request still fails it.
     mixed = check_weights({**FIFTY, "old": 0}, {"v1": 2000, "v2": 2000, "old": 1})
-    assert mixed.test == "chi-square" and mixed.p_value > 0.5
+    assert mixed.test == "binomial" and mixed.p_value > 0.5
     assert not mixed.passed
     assert any("zero-weight" in note for note in mixed.notes)
 
@@ -178,16 +179,15 @@ def test_no_observations_never_pass() -> None:
         assert any("no observations" in note for note in verdict.notes)
 
 
-def test_small_expected_counts_use_exact_test() -> None:
+def test_small_expected_counts_are_tested_exactly() -> None:
     verdict = check_weights({"a": 99, "b": 1}, {"a": 99, "b": 1})
     assert verdict.test == "binomial" and verdict.passed
     assert verdict.underpowered and "UNDERPOWERED" in verdict.summary()
-    assert any("exact binomial" in note for note in verdict.notes)
-    # Far too many in the small category fails rather than slipping past an unreliable approximation.
+    # Far too many in the small category fails.
     bad = check_weights({"a": 99, "b": 1}, {"a": 80, "b": 20})
     assert bad.test == "binomial" and not bad.passed
     three = check_weights({"a": 97, "b": 2, "c": 1}, {"a": 90, "b": 0, "c": 10})
-    assert three.test == "binomial" and not three.passed
+    assert three.test == "binomial-bonferroni" and not three.passed
 
 
 def test_categories_and_intervals() -> None:
@@ -203,13 +203,13 @@ def test_table_and_summary() -> None:
     n = sample_size_for_weights(NINETY)
     good = check_weights(NINETY, {"v1": round(0.9 * n), "v2": n - round(0.9 * n)})
     summary = good.summary()
-    assert summary.startswith("PASS chi-square N=1314 ")
+    assert summary.startswith("PASS binomial N=1358 ")
     assert "alpha=0.001" in summary and "5.0pp" in summary and "0.99" in summary
     assert "v1 90.0%" in summary and "v2 10.0%" in summary
     assert "\n" not in summary
     table = good.table()
     lines = table.splitlines()
-    assert "PASS" in lines[0] and "chi-square" in lines[0] and "N=1314" in lines[0]
+    assert "PASS" in lines[0] and "binomial" in lines[0] and "N=1358" in lines[0]
     assert any(line.startswith("v1") and "90.0" in line for line in lines)
     assert any(line.startswith("v2") and "10.0" in line for line in lines)
     bad = check_weights(NINETY, {"v1": 10, "v2": 90})
@@ -283,8 +283,9 @@ def test_check_proportion_exact_ends() -> None:
 # doubled alpha or a power one point short. The false-failure runs use alpha = 0.05: the sample
 # size and the tests are derived the same way for any alpha, and at 0.001 telling 0.001 from 0.002
 # would need ~30,000 runs. Power runs use the defaults. Every draw is checked by the check itself
-# (each distinct outcome once), except three-way splits, whose chi-square p-values come from
-# scipy's chisquare, as check_weights computes them, with check_weights confirming the rows
+# (each distinct outcome once), except three-way splits, whose Bonferroni p-values come from
+# scipy's binomtest per category (vectorised by harness.traffic.power.binomtest_pvalues, which
+# equals it to the bit), as check_weights computes them, with check_weights confirming the rows
 # nearest the decision.
 
 NULL_RUNS = 4_000
@@ -320,9 +321,10 @@ def _three_way_failures(
 ) -> int:
     n = int(draws[0].sum())
     shares = np.array(list(expected.values()), dtype=float)
-    f_exp = shares / shares.sum() * n
-    assert f_exp.min() >= stats.MIN_EXPECTED_COUNT  # check_weights runs the chi-square test
-    p = sps.chisquare(draws, f_exp, axis=1).pvalue
+    shares = shares / shares.sum()
+    # check_weights: each category against the rest by the exact binomial test, Bonferroni over k
+    each = power.binomtest_pvalues(draws, np.full(draws.shape, n), shares[None, :])
+    p = np.minimum(1.0, len(shares) * each.min(axis=1))
     nearest = np.argsort(np.abs(np.log(p / alpha)))[:15]
     for i in [*nearest, *rng.choice(len(draws), size=10, replace=False)]:
         verdict = check_weights(expected, _counts(expected, draws[i]), alpha=alpha)
@@ -404,7 +406,7 @@ def test_split_power_at_the_stated_deviation(expected: Mapping[str, float], true
     if len(expected) == 2:
         first, second = expected
         failures = _failures(lambda x: check_weights(expected, {first: x, second: n - x}).passed, draws[:, 0])
-        exact = power.fit_power(n, (0.9, 0.1), 0, true[0], 0.001, stats.MIN_EXPECTED_COUNT)
+        exact = power.fit_power(n, (0.9, 0.1), 0, true[0], 0.001)
         assert _at_least(exact, POWER_RUNS) <= failures <= _at_most(exact, POWER_RUNS), (failures, exact)
     else:
         failures = _three_way_failures(expected, draws, 0.001, rng)
@@ -625,7 +627,7 @@ def test_sequential_plan_boundaries() -> None:
     assert [t.describe() for t in plan.tests] == ["v1 <= 85.0%", "v1 >= 95.0%"]
     assert plan.log_a == pytest.approx(math.log(2 / 0.001))
     assert plan.log_b == pytest.approx(math.log(0.01))
-    assert (plan.fixed_n, plan.max_n, plan.min_n) == (1314, 3942, 1)
+    assert (plan.fixed_n, plan.max_n, plan.min_n) == (1358, 4074, 1)
     three = stats.sequential_plan(EIGHTY)
     assert len(three.tests) == 6 and three.log_a == pytest.approx(math.log(6 / 0.001))
     drained = stats.sequential_plan({"v1": 100, "v2": 0})
@@ -643,10 +645,10 @@ def test_sequential_check_passes_a_clean_split_early() -> None:
         if state.decided:
             break
     verdict = state.verdict()
-    assert verdict.passed and verdict.n < verdict.fixed_n == 1314
-    assert f"N={verdict.n} (replaces fixed-n 1314)" in verdict.table()
+    assert verdict.passed and verdict.n < verdict.fixed_n == 1358
+    assert f"N={verdict.n} (replaces fixed-n 1358)" in verdict.table()
     assert "accepted" in verdict.table()
-    assert verdict.summary().startswith(f"PASS sequential N={verdict.n} (fixed-n 1314)")
+    assert verdict.summary().startswith(f"PASS sequential N={verdict.n} (fixed-n 1358)")
 
 
 def test_sequential_check_fails_a_swapped_split_fast() -> None:

@@ -16,7 +16,6 @@ from scipy import stats as sps  # type: ignore[import-untyped]
 
 from harness.traffic import power, stats
 from harness.traffic.stats import (
-    MIN_EXPECTED_COUNT,
     check_proportion,
     check_weights,
     sample_size_for_proportion,
@@ -42,14 +41,9 @@ def _proportion_region(n: int, expected: float, alpha: float) -> tuple[int, int]
 
 def _split_region(n: int, weights: dict[str, float], alpha: float) -> tuple[int, int]:
     """The module's region for check_weights over two categories, confirmed by check_weights."""
-    shares = tuple(w / sum(weights.values()) for w in weights.values())
-    ns = np.array([n])
-    f_exp = np.array(shares)[:, None] * ns
+    share = next(iter(weights.values())) / sum(weights.values())
     first, second = weights
-    if f_exp.min() >= MIN_EXPECTED_COUNT:
-        low, high = power._chi_square_region(ns, f_exp, alpha, 1)
-    else:
-        low, high = power._binomtest_region(ns, f_exp[0] / ns, alpha)
+    low, high = power._binomtest_region(np.array([n]), np.array([share]), alpha)
     lo, hi = int(low[0]), int(high[0])
     for x, fails in ((lo, True), (lo + 1, False), (hi - 1, False), (hi, True)):
         if 0 <= x <= n:
@@ -92,10 +86,10 @@ def test_proportion_region_is_check_proportions(n: int, expected: float, alpha: 
 @pytest.mark.parametrize(
     ("n", "weights", "alpha"),
     [
-        (1314, {"v1": 90, "v2": 10}, 0.001),  # chi-square
+        (1358, {"v1": 90, "v2": 10}, 0.001),
         (3164, {"v1": 50, "v2": 50}, 0.001),
         (796, {"v1": 90, "v2": 10}, 0.05),
-        (300, {"v1": 99, "v2": 1}, 0.001),  # expected 3 < 5: the exact binomial fallback
+        (300, {"v1": 99, "v2": 1}, 0.001),  # expected 3
         (194, {"a": 99.9, "b": 0.1}, 0.001),
     ],
 )
@@ -158,7 +152,7 @@ def test_sample_sizes_keep_their_power_above_n() -> None:
         n = sample_size_for_weights(weights)
         shares = tuple(w / 100 for w in weights.values())
         ns = np.arange(n - 1, 4 * n + 1)
-        ok = power.fit_powered(ns, shares, ALPHA, D, POWER, MIN_EXPECTED_COUNT)
+        ok = power.fit_powered(ns, shares, ALPHA, D, POWER)
         assert not ok[0] and ok[1:].all(), (weights, n)
 
 
@@ -201,9 +195,10 @@ def test_smallest_powered_n_on_a_saw_tooth() -> None:
 
 
 def _multinomial_power(n: int, expected: list[float], true: list[float], alpha: float) -> float:
-    """Exact probability that check_weights' chi-square (2 df) rejects n draws of ``true``: every
+    """Exact probability that check_weights' test over three categories (each against the rest,
+    exact binomial at alpha / 3, rejecting when any rejects) rejects n draws of ``true``: every
     outcome (x1, x2, n - x1 - x2) within 12 standard deviations of the mean added up (the rest
-    holds less than 1e-30)."""
+    holds less than 1e-30). Each category's rejection region is confirmed by check_proportion."""
 
     def span(q: float) -> np.ndarray:
         sd = np.sqrt(n * q * (1 - q))
@@ -214,9 +209,10 @@ def _multinomial_power(n: int, expected: list[float], true: list[float], alpha: 
     x3 = n - x1 - x2
     valid = x3 >= 0
     x3 = np.where(valid, x3, 0)
-    e = np.array(expected) * n
-    chi = (x1 - e[0]) ** 2 / e[0] + (x2 - e[1]) ** 2 / e[1] + (x3 - e[2]) ** 2 / e[2]
-    rejects = valid & (sps.chi2.sf(chi, 2) <= alpha)
+    regions = [_proportion_region(n, e, alpha / 3) for e in expected]
+    rejects = valid & np.zeros(np.broadcast(x1, x2).shape, dtype=bool)
+    for x, (low, high) in zip((x1, x2, x3), regions, strict=True):
+        rejects = rejects | (valid & ((x <= low) | (x >= high)))
     log_p = (
         special.gammaln(n + 1)
         - special.gammaln(x1 + 1)
@@ -230,22 +226,35 @@ def _multinomial_power(n: int, expected: list[float], true: list[float], alpha: 
 
 
 def test_three_way_split_has_the_stated_power_exactly() -> None:
-    """80/10/10: the merged-category bound's N has exact multinomial power >= 0.99 against the
-    least detectable 5pp alternatives (v1 off by 5pp, v2/v3 absorbing it in proportion, or one of
-    them taking it all); the noncentral chi-square's N (2,256) had 0.986."""
+    """80/10/10: the per-category bound's N has exact multinomial power >= 0.99 against the least
+    detectable 5pp alternatives (v1 off by 5pp, v2/v3 absorbing it in proportion, or one of them
+    taking it all), and an exact false-failure rate at most alpha; the noncentral chi-square's N
+    (2,256) had power 0.986."""
     expected = [0.8, 0.1, 0.1]
     n = sample_size_for_weights({"v1": 80, "v2": 10, "v3": 10})
-    assert n == 2486
+    assert n == 2432
     for true in ([0.75, 0.125, 0.125], [0.85, 0.075, 0.075], [0.75, 0.15, 0.1]):
         assert _multinomial_power(n, expected, true, ALPHA) >= POWER, true
-    assert _multinomial_power(2256, expected, [0.75, 0.125, 0.125], ALPHA) == pytest.approx(0.9855, abs=1e-4)
-    # what the bound costs: exactly, 0.99 is reached near 2,380 (stats.sample_size_for_weights says so)
-    assert _multinomial_power(2379, expected, [0.75, 0.125, 0.125], ALPHA) < POWER
-    assert _multinomial_power(2380, expected, [0.75, 0.125, 0.125], ALPHA) >= POWER
+    assert _multinomial_power(n, expected, expected, ALPHA) <= ALPHA
     assert stats._ncx2_n((0.8, 0.1, 0.1), ALPHA, POWER, D) == 2256
     # the bound used for the search, exact for this outcome space: below the true power
-    bound = power.fit_power(n, (0.8, 0.1, 0.1), 0, 0.75, ALPHA, MIN_EXPECTED_COUNT)
+    bound = power.fit_power(n, (0.8, 0.1, 0.1), 0, 0.75, ALPHA)
     assert POWER <= bound <= _multinomial_power(n, expected, [0.75, 0.125, 0.125], ALPHA)
+
+
+@pytest.mark.parametrize("weights", [{"v1": 90, "v2": 10}, {"v1": 50, "v2": 50}, {"v1": 80, "v2": 20}])
+def test_two_way_split_false_failure_rate_is_at_most_alpha_exactly(weights: dict[str, float]) -> None:
+    """The fit test of a two-way split keeps its stated alpha exactly at the chosen N and around it
+    (Pearson's chi-square, used before, did not: 0.00115 at 90/10 and N=1,136)."""
+    n = sample_size_for_weights(weights)
+    share = next(iter(weights.values())) / 100
+    for m in (n - 7, n, n + 13, 2 * n):
+        low, high = _split_region(m, weights, ALPHA)
+        assert _power_from_region(m, low, high, share) <= ALPHA, (weights, m)
+    # the chi-square test this replaced, at the old N: above alpha
+    x = np.arange(0, 1137)
+    chi = sps.chisquare(np.stack([x, 1136 - x]), np.array([[0.9 * 1136], [0.1 * 1136]]), axis=0).pvalue
+    assert sps.binom.pmf(x, 1136, 0.9)[chi <= ALPHA].sum() > ALPHA
 
 
 def test_sample_size_call_time_is_cached() -> None:
