@@ -13,7 +13,11 @@
    (also rolled back; see :mod:`harness.chaos._child`);
 3. afterwards undo whatever the ledger still holds and run the no-residue check itself;
 4. the verdict: 0 when the journal says completed, not deviated, and no residue; 130 when the
-   run was interrupted; 1 otherwise.
+   run was interrupted; 1 otherwise;
+5. the run's files beside the journal: ``summary.json``, and from it (:mod:`harness.report.runs`)
+   ``report.html`` (the hypothesis before/during/after, what was injected and rolled back on a
+   timeline, the no-residue check, the mesh's versions read before the method) and ``junit.xml``
+   (one testcase per probe, action and rollback, and the no-residue check).
 """
 
 from __future__ import annotations
@@ -56,6 +60,12 @@ class ChaosRun:
     wall_s: float = 0.0
     interrupted: bool = False
     notes: tuple[str, ...] = field(default=())
+    mesh: Mapping[str, Any] = field(default_factory=dict)  # versions read before the method (reports)
+
+    @property
+    def report_paths(self) -> tuple[Path, Path]:
+        """The run's HTML page and JUnit XML (:func:`harness.report.runs.write_chaos`)."""
+        return self.run_dir / "report.html", self.run_dir / "junit.xml"
 
     @property
     def journal_path(self) -> Path:
@@ -137,6 +147,7 @@ def run(
     undone_before = prepare(experiment, settings, extra)
     for u in undone_before:
         say(f"meshproof: undid what an earlier run left: {u}")
+    mesh_info = _describe(settings)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_dir = chaos_dir(configuration) / "runs" / f"{stamp}-{experiment.stem}-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -223,9 +234,22 @@ def run(
         wall_s=wall,
         interrupted=interrupted,
         notes=tuple(notes),
+        mesh=mesh_info,
     )
-    (run_dir / "summary.json").write_text(json.dumps(summary_doc(result), indent=2, default=str))
+    doc = summary_doc(result)
+    (run_dir / "summary.json").write_text(json.dumps(doc, indent=2, default=str))
+    from harness.report.runs import write_chaos
+
+    write_chaos(run_dir, json.loads(json.dumps(doc, default=str)), journal)
     return result
+
+
+def _describe(settings: Settings) -> dict[str, Any]:
+    """The mesh as the run's reports name it (versions read from its proxies and istiod)."""
+    from harness.backends import attach
+    from harness.report.versions import describe
+
+    return describe(attach(settings), settings.istio_version, "before the experiment")
 
 
 def _echo_new(path: Path, offset: int, say: Echo) -> int:
@@ -304,11 +328,16 @@ def summary_doc(result: ChaosRun) -> dict[str, Any]:
         "undone_after_run": list(result.undone_after),
         "residue": dict(result.residue),
         "notes": list(result.notes),
+        "mesh": dict(result.mesh),
+        "report": {k: str(v) for k, v in zip(("html", "junit"), result.report_paths, strict=True)},
     }
 
 
 def summary_lines(result: ChaosRun) -> list[str]:
-    """The readable summary: hypothesis before/during/after with values, injections, rollbacks, verdict."""
+    """The readable summary: hypothesis before/during/after with values, injections, rollbacks, the
+    reports' paths, verdict."""
+    from harness.report.runs import activity_ok
+
     doc = summary_doc(result)
     lines = [
         f"experiment {doc['title'] or result.experiment} · {doc['wall_s']:.1f} s · journal {doc['journal']}"
@@ -320,14 +349,8 @@ def summary_lines(result: ChaosRun) -> list[str]:
             lines.append("  (none run)")
         for r in runs:
             mark = (
-                {True: "ok  ", False: "FAIL", None: "    "}[r["tolerance_met"]]
-                if r["type"] == "probe"
-                else "    "
+                "    " if activity_ok(r) and r["type"] != "probe" else ("ok  " if activity_ok(r) else "FAIL")
             )
-            if r["type"] == "probe" and r["tolerance_met"] is None and isinstance(r["output"], dict):
-                mark = "ok  " if r["output"].get("holds", True) else "FAIL"
-            if r["status"] != "succeeded":
-                mark = "FAIL"
             detail = r["error"] or _compact(r["output"])
             lines.append(f"  {mark} {r['type']:<6} {r['name']} ({r['duration_s']:.2f} s): {detail}")
 
@@ -348,6 +371,7 @@ def summary_lines(result: ChaosRun) -> list[str]:
         else "no-residue check: RESIDUE: " + "; ".join(res.get("problems", []))
     )
     lines.extend(f"note: {n}" for n in doc["notes"])
+    lines.extend(f"{what}: {path}" for what, path in doc["report"].items())
     verdict = {
         0: "PASSED: the steady state held before, during and after, and nothing was left behind",
         130: "INTERRUPTED: rolled back",

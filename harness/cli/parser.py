@@ -263,7 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="do not show Chaos Toolkit's log while it runs")
 
-    p = verb("report", _report_usage, "reports of runs: `meshproof report compare BEFORE AFTER`")
+    p = verb(
+        "report",
+        _report_usage,
+        "reports of runs: `meshproof report compare BEFORE AFTER`, `meshproof report summary PATH...`",
+    )
     report_verbs = p.add_subparsers(dest="report_verb", metavar="REPORT_VERB", required=True)
     summary = (
         "compare two runs of the suites (suites-report.json): verdict changes, figures, versions; "
@@ -274,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=report_verb.cmd_report_compare)
     report_verb.add_compare_arguments(p)
+    summary = "the verdict tables of reports (suites, upgrade checks, chaos runs) under PATH... in Markdown"
+    p = report_verbs.add_parser(
+        "summary", parents=[common], help=summary, description=summary, allow_abbrev=False
+    )
+    p.set_defaults(func=report_verb.cmd_report_summary)
+    report_verb.add_summary_arguments(p)
 
     p = verb(
         "install", tools.cmd_install, "build/install the pinned istiod, pilot-agent and Envoy into the cache"
@@ -315,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report_usage(args: argparse.Namespace, settings: Settings, out: Output) -> int:
-    out.print("usage: meshproof report compare BEFORE AFTER")
+    out.print("usage: meshproof report compare BEFORE AFTER | meshproof report summary PATH...")
     return 2
 
 

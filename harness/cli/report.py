@@ -1,4 +1,5 @@
-"""``meshproof report compare BEFORE AFTER``: two runs of the suites compared.
+"""``meshproof report compare BEFORE AFTER``: two runs of the suites compared; ``meshproof report
+summary PATH...``: the runs' verdict tables in Markdown (a CI job's summary).
 
 BEFORE and AFTER are ``suites-report.json`` files (or state dirs holding one), e.g. the same
 suites on one cluster before and after an upgrade done by other tools, or yesterday's nightly and
@@ -18,6 +19,24 @@ from pathlib import Path
 
 from harness.cli.output import Output
 from harness.settings import Settings
+
+
+def add_summary_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "paths",
+        metavar="PATH",
+        type=Path,
+        nargs="+",
+        help="report files, or directories searched for suites-report.json, upgrade-report.json and chaos runs",
+    )
+
+
+def cmd_report_summary(args: argparse.Namespace, settings: Settings, out: Output) -> int:
+    """Markdown verdict tables of the reports under PATH... (a CI job summary); exit 2 when there is none."""
+    from harness.report.markdown import summary
+
+    print(summary(args.paths))
+    return 0
 
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.report.suites import observed_of
 from harness.report.versions import summary as version_summary
 
 _FIGURE = re.compile(r"([A-Za-z][A-Za-z+ ]*?)\s+([0-9]+(?:\.[0-9]+)?)s\b")
@@ -83,6 +84,9 @@ class CheckComparison:
     check_after: str = ""  # the human summary in the second run
     when: tuple[str, str] = UPGRADE  # how the reasons name the two runs
     because: str = ""  # a negative control's reason (the second run's, else the first's)
+    # a statistical check's categories in each run (share, interval, configured share), for charts
+    observed_before: tuple[Mapping[str, Any], ...] = ()
+    observed_after: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
@@ -134,6 +138,8 @@ class CheckComparison:
             "change": self.change,
             "because": self.because,
             "figures": [f.as_json() for f in self.figures],
+            "observed_before": [dict(o) for o in self.observed_before],
+            "observed_after": [dict(o) for o in self.observed_after],
         }
 
 
@@ -251,6 +257,8 @@ def compare(
                 check_after=str(rb["check"]) if rb else "",
                 when=when,
                 because=str((rb or {}).get("because") or (ra or {}).get("because") or ""),
+                observed_before=tuple(observed_of(ra)) if ra else (),
+                observed_after=tuple(observed_of(rb)) if rb else (),
             )
         )
     return SuiteComparison(tuple(out), matched_on, tuple(dict.fromkeys(problems)))

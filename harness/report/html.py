@@ -99,7 +99,11 @@ def dl(items: Mapping[str, object]) -> Markup:
     """A definition grid of label: value (empty values left out)."""
     return tag(
         "dl",
-        [join(tag("dt", k), tag("dd", v)) for k, v in items.items() if v not in (None, "", [], ())],
+        [
+            join(tag("dt", k), tag("dd", str(v) if isinstance(v, bool) else v))
+            for k, v in items.items()
+            if v is not None and v != "" and v != [] and v != ()
+        ],
         class_="facts",
     )
 
@@ -132,7 +136,7 @@ header.info { background: #0969da; }
 h2 { margin: 28px 0 8px; font-size: 18px; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
 h3 { margin: 18px 0 6px; font-size: 15px; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; }
-th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 th { background: #f6f8fa; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.bad > td { background: #ffebe9; }

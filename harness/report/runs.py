@@ -20,7 +20,7 @@ from typing import Any
 from harness.report import html, junit
 from harness.report.html import Markup, details, pre, tag, verdict_badge
 from harness.report.suites import mesh_facts, versions_section
-from harness.report.svg import Span, timeline_chart
+from harness.report.svg import ShareRow, Span, shares_chart, timeline_chart
 
 # --------------------------------------------------------------------------- load
 
@@ -44,9 +44,9 @@ def load_page(doc: Mapping[str, Any], chart: str | Path | None, mesh: Mapping[st
                 tag("td", f"{p['rps']:.1f}", class_="num"),
                 tag("td", f"{100 * float(p['error_ratio']):.2f}%", class_="num"),
                 ", ".join(f"{k}: {v}" for k, v in (p.get("by_status") or {}).items()),
-                tag("td", _ms(pl.get("p50_ms")), class_="num"),
-                tag("td", _ms(pl.get("p95_ms")), class_="num"),
-                tag("td", _ms(pl.get("p99_ms")), class_="num"),
+                tag("td", _ms(_pct(pl, "p50")), class_="num"),
+                tag("td", _ms(_pct(pl, "p95")), class_="num"),
+                tag("td", _ms(_pct(pl, "p99")), class_="num"),
             ]
         )
     body: list[object] = [
@@ -55,7 +55,7 @@ def load_page(doc: Mapping[str, Any], chart: str | Path | None, mesh: Mapping[st
                 "requests": doc["requests"],
                 "failed": doc["failures"],
                 "req/s": f"{float(doc['rps']):.0f}",
-                "p95 ms": _ms(lat.get("p95_ms")),
+                "p95 ms": _ms(_pct(lat, "p95")),
                 "users": doc["users"],
             }
         ),
@@ -86,6 +86,11 @@ def load_page(doc: Mapping[str, Any], chart: str | Path | None, mesh: Mapping[st
         body += [tag("h2", "Versions read from the mesh"), versions_section(mesh)]
     state = "fail" if doc["failures"] else "pass"
     return html.page(title, html.banner(title, line, state), *body)
+
+
+def _pct(latency: Mapping[str, Any], name: str) -> object:
+    """A latency percentile of a load report (``p95``; ``p95_ms`` in phase details)."""
+    return latency.get(name, latency.get(f"{name}_ms"))
 
 
 def _ms(value: object) -> str:
@@ -427,7 +432,7 @@ def upgrade_page(doc: Mapping[str, Any]) -> str:
             tag("h2", "Envoy config before vs after"),
             tag(
                 "p",
-                f"{cfg.get('proxies', '?')} proxies, {cfg.get('resources', '?')} resources compared; "
+                f"{cfg.get('proxies_compared', '?')} proxies, {cfg.get('resources_compared', '?')} resources compared; "
                 f"{len(cfg.get('allowed') or [])} allowed differences, {len(unexpected)} unexpected",
             ),
         ]
@@ -580,6 +585,32 @@ def _fig(v: object) -> str:
     return "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _shift_chart(doc: Mapping[str, Any]) -> list[Markup]:
+    """Each statistical check's observed shares in AFTER, with BEFORE's in grey above them."""
+    rows = []
+    for c in doc.get("checks") or []:
+        before = {o["name"]: o for o in c.get("observed_before") or []}
+        for o in c.get("observed_after") or []:
+            b = before.get(o["name"])
+            rows.append(
+                ShareRow(
+                    label=str(c.get("id") or c.get("check")).split("::", 1)[-1],
+                    category=str(o["name"]),
+                    expected=float(o["expected"]),
+                    share=float(o["share"]),
+                    low=float(o["low"]),
+                    high=float(o["high"]),
+                    negative=c.get("expected") == "FAIL",
+                    as_expected=c.get("after") == c.get("expected"),
+                    before=(float(b["share"]), float(b["low"]), float(b["high"])) if b else None,
+                )
+            )
+    if not rows:
+        return []
+    title = "Observed shares in AFTER (bar, dot) and in BEFORE (grey, above), configured share (tick)"
+    return [tag("h2", "Observed shares, before and after"), tag("figure", shares_chart(rows, title=title))]
+
+
 def compare_page(doc: Mapping[str, Any]) -> str:
     """A ``RunComparison.as_json()`` document."""
     title = "meshproof report compare"
@@ -612,6 +643,7 @@ def compare_page(doc: Mapping[str, Any]) -> str:
         ),
         tag("h2", "Checks that changed"),
         compare_table(doc, only_changed=True),
+        *_shift_chart(doc),
         tag("h2", "Every check"),
         details("all checks, with their figures", compare_table(doc)),
     ]

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from harness.report.html import Markup, esc
 
-# Colours shared with the page's CSS.
-BLUE = "#0969da"
-PURPLE = "#8250df"
-GREEN = "#1a7f37"
-RED = "#cf222e"
+# Chart colours: none of them is used by the page's CSS (badges, banner, links), so a chart's
+# pixels can be told from the rest of a page (the browser test counts them).
+BLUE = "#218bff"
+PURPLE = "#a475f9"
+GREEN = "#2da44e"
+RED = "#fa4549"
 AMBER = "#bf8700"
 GREY = "#8c959f"
 GRID = "#d0d7de"
@@ -33,16 +34,21 @@ class ShareRow:
     high: float
     negative: bool  # a negative control's category (drawn in purple)
     as_expected: bool  # the check reached its expected verdict
+    before: tuple[float, float, float] | None = None  # (share, low, high) in an earlier run, drawn grey
 
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def shares_chart(rows: Sequence[ShareRow]) -> Markup:
+def shares_chart(rows: Sequence[ShareRow], *, title: str = "") -> Markup:
     """Per check and category: the interval as a bar, the observed share as a dot, the configured
-    share as a tick; a check that missed its expected verdict is labelled in red."""
-    label_w, plot_w, row_h, top = 470, 560, 20, 46
+    share as a tick; a check that missed its expected verdict is labelled in red. A row with
+    ``before`` also shows the earlier run's interval and share, in grey above the bar."""
+    title = title or (
+        "Observed share (dot) with its confidence interval (bar) against the configured share (tick)"
+    )
+    label_w, plot_w, row_h, top = 470, 560, 22, 46
     width = label_w + plot_w + 30
     height = top + row_h * len(rows) + 30
     x0 = label_w
@@ -54,8 +60,7 @@ def shares_chart(rows: Sequence[ShareRow]) -> Markup:
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="observed shares with their confidence intervals">',
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
-        f'<text x="8" y="18" font-size="13" font-weight="600" fill="{INK}">Observed share (dot) with its '
-        f"confidence interval (bar) against the configured share (tick)</text>",
+        f'<text x="8" y="18" font-size="13" font-weight="600" fill="{INK}">{esc(title)}</text>',
         f'<rect x="{x0}" y="26" width="18" height="7" fill="{BLUE}"/>'
         f'<text x="{x0 + 24}" y="33" font-size="11" fill="{INK}">check</text>'
         f'<rect x="{x0 + 80}" y="26" width="18" height="7" fill="{PURPLE}"/>'
@@ -84,6 +89,12 @@ def shares_chart(rows: Sequence[ShareRow]) -> Markup:
         )
         bar = PURPLE if r.negative else BLUE
         lo, hi = x(r.low), x(r.high)
+        if r.before is not None:
+            b_share, b_low, b_high = r.before
+            out.append(
+                f'<rect x="{x(b_low):.1f}" y="{y - 8.5:.1f}" width="{max(x(b_high) - x(b_low), 2.0):.1f}" '
+                f'height="3" fill="{GREY}"/><circle cx="{x(b_share):.1f}" cy="{y - 7:.1f}" r="2" fill="{GREY}"/>'
+            )
         out.append(
             f'<rect x="{lo:.1f}" y="{y - 3.5:.1f}" width="{max(hi - lo, 2.0):.1f}" height="7" fill="{bar}"/>'
             f'<rect x="{x(r.expected) - 1.5:.1f}" y="{y - 7:.1f}" width="3" height="14" fill="{AMBER}"/>'
@@ -107,12 +118,10 @@ class Span:
     ok: bool
 
 
-LANE_COLOURS = {"hypothesis before": GREEN, "method": BLUE, "hypothesis after": GREEN, "rollbacks": PURPLE}
-
-
 def timeline_chart(spans: Sequence[Span], title: str) -> Markup:
     """One row per activity, in the order they ran: probes of the hypothesis, the method's
-    injections and probes, the rollbacks; a failed one in red."""
+    injections and probes, the rollbacks; probes green, actions blue, rollbacks purple, a failed
+    one red."""
     label_w, plot_w, row_h, top = 360, 620, 22, 40
     width = label_w + plot_w + 40
     height = top + row_h * max(len(spans), 1) + 34
@@ -130,8 +139,8 @@ def timeline_chart(spans: Sequence[Span], title: str) -> Markup:
     ]
     legend_x = label_w
     for name, colour in (
-        ("hypothesis probe", GREEN),
-        ("injected (method)", BLUE),
+        ("probe", GREEN),
+        ("action (injected)", BLUE),
         ("rollback", PURPLE),
         ("failed", RED),
     ):
@@ -151,7 +160,7 @@ def timeline_chart(spans: Sequence[Span], title: str) -> Markup:
         y = top + i * row_h
         if i % 2 == 0:
             out.append(f'<rect x="0" y="{y}" width="{width}" height="{row_h}" fill="#f6f8fa"/>')
-        colour = LANE_COLOURS.get(s.lane, GREY) if s.ok else RED
+        colour = (PURPLE if s.lane == "rollbacks" else GREEN if s.kind == "probe" else BLUE) if s.ok else RED
         out.append(
             f'<text x="{label_w - 8}" y="{y + 15}" font-size="11" text-anchor="end" '
             f'fill="{INK if s.ok else RED}">{esc(_clip(f"{s.lane}: {s.name}", 56))}</text>'

@@ -121,7 +121,7 @@ def upgrade_doc(chart: Path) -> dict[str, Any]:
                 },
             ],
         },
-        "config_diff": {"proxies": 2, "resources": 40, "allowed": [], "unexpected": []},
+        "config_diff": {"proxies_compared": 2, "resources_compared": 40, "allowed": [], "unexpected": []},
         "chart": str(chart),
         "wall_s": 60.0,
         "timings": {"up_s": 10.0},
@@ -144,6 +144,7 @@ def test_upgrade_page_and_junit_one_case_per_phase_and_check(tmp_path: Path) -> 
     text = page.read_text()
     assert "FAILED: 2 of 600 requests failed" in text and "data:image/png;base64," in text
     assert "regressed" in text and not EXTERNAL.search(text)
+    assert "2 proxies, 40 resources compared; 0 allowed differences, 0 unexpected" in text
     cases = {c.get("name"): c for c in ET.parse(xml).getroot().iter("testcase")}
     assert cases["phase baseline"].find("failure") is None
     failure = cases["phase proxy sample/a-0"].find("failure")
@@ -158,3 +159,142 @@ def test_upgrade_page_and_junit_one_case_per_phase_and_check(tmp_path: Path) -> 
 def test_a_missing_chart_is_named_not_an_error(tmp_path: Path) -> None:
     text = runs.load_page(load_doc(), tmp_path / "absent.png")
     assert "chart" in text and "not readable" in text
+
+
+def run(
+    name: str, kind: str, start: float, seconds: float, *, ok: bool = True, **extra: Any
+) -> dict[str, Any]:
+    t0 = 1_796_000_000.0
+    import datetime as dt
+
+    def iso(t: float) -> str:
+        return dt.datetime.fromtimestamp(t0 + t, dt.UTC).isoformat()
+
+    return {
+        "activity": {"name": name, "type": kind},
+        "status": "succeeded" if ok or kind == "probe" else "failed",
+        "start": iso(start),
+        "end": iso(start + seconds),
+        "duration": seconds,
+        "output": extra.get("output", {"holds": ok} if kind == "probe" else None),
+        **({"tolerance_met": extra["tolerance_met"]} if "tolerance_met" in extra else {}),
+    }
+
+
+def chaos_files() -> tuple[dict[str, Any], dict[str, Any]]:
+    journal = {
+        "status": "completed",
+        "deviated": True,
+        "steady_states": {
+            "before": {"probes": [run("error ratio below 2%", "probe", 0.0, 2.0, tolerance_met=True)]},
+            "after": {"probes": [run("error ratio below 2%", "probe", 9.0, 2.0, tolerance_met=False)]},
+        },
+        "run": [
+            run("inject 503 into v1-0", "action", 2.5, 0.5),
+            run("ejected within 10s", "probe", 3.0, 5.0),
+        ],
+        "rollbacks": [run("clear the fault", "action", 11.5, 0.3)],
+    }
+
+    def summarise(r: dict[str, Any]) -> dict[str, Any]:
+        a = r["activity"]
+        return {
+            "name": a["name"],
+            "type": a["type"],
+            "status": r["status"],
+            "tolerance_met": r.get("tolerance_met"),
+            "duration_s": r["duration"],
+            "output": r["output"],
+            "error": "",
+        }
+
+    summary = {
+        "experiment": "experiments/outlier-ejection.yaml",
+        "title": "A failing replica is ejected",
+        "status": "completed",
+        "deviated": True,
+        "exit_code": 1,
+        "wall_s": 12.0,
+        "before": [summarise(r) for r in journal["steady_states"]["before"]["probes"]],
+        "during": [summarise(r) for r in journal["run"]],
+        "after": [summarise(r) for r in journal["steady_states"]["after"]["probes"]],
+        "rollbacks": [summarise(r) for r in journal["rollbacks"]],
+        "meshproof": {"during": []},
+        "undone_after_run": [],
+        "residue": {
+            "clean": False,
+            "problems": ["sample/microservice-1-v1-0 still has an admin fault"],
+            "checked": ["objects"],
+        },
+        "notes": [],
+    }
+    return summary, journal
+
+
+def test_chaos_page_timeline_and_junit_per_probe_action_rollback_and_residue(tmp_path: Path) -> None:
+    summary, journal = chaos_files()
+    page, xml = runs.write_chaos(tmp_path, summary, journal)
+    text = page.read_text()
+    assert "FAILED: status completed, deviated True" in text and not EXTERNAL.search(text)
+    assert "<svg" in text and "method: inject 503 into v1-0" in text and "rollbacks: clear the fault" in text
+    assert "still has an admin fault" in text
+    spans = runs.chaos_spans(journal)
+    assert [(s.lane, round(s.start_s, 3), s.ok) for s in spans] == [
+        ("hypothesis before", 0.0, True),
+        ("method", 2.5, True),
+        ("method", 3.0, True),
+        ("hypothesis after", 9.0, False),
+        ("rollbacks", 11.5, True),
+    ]
+    cases = {c.get("name"): c for c in ET.parse(xml).getroot().iter("testcase")}
+    assert list(cases) == [
+        "hypothesis before: probe error ratio below 2%",
+        "method: action inject 503 into v1-0",
+        "method: probe ejected within 10s",
+        "hypothesis after: probe error ratio below 2%",
+        "rollback: action clear the fault",
+        "no residue",
+    ]
+    failed = [n for n, c in cases.items() if c.find("failure") is not None]
+    assert failed == ["hypothesis after: probe error ratio below 2%", "no residue"]
+    residue = cases["no residue"].find("failure")
+    assert residue is not None and "still has an admin fault" in str(residue.get("message"))
+
+
+def test_markdown_summary_of_every_report_kind_under_a_directory(tmp_path: Path, capsys: Any) -> None:
+    import json
+
+    from harness.cli import main
+
+    chart = tmp_path / "u" / "upgrade.png"
+    chart.parent.mkdir()
+    (tmp_path / "u" / "upgrade-report.json").write_text(json.dumps(upgrade_doc(chart)))
+    summary, journal = chaos_files()
+    run_dir = tmp_path / "chaos" / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "journal.json").write_text(json.dumps(journal))
+    suites_doc = {
+        "kind": "meshproof-suites",
+        "checks": [
+            {
+                "id": "t::a",
+                "test": "suites/test_x.py::t",
+                "check": "a|b",
+                "verdict": "FAIL",
+                "expected": "PASS",
+                "requests": 9,
+                "confidence": "c",
+                "wall_s": 1.0,
+            }
+        ],
+        "tests": [],
+    }
+    (tmp_path / "suites-report.json").write_text(json.dumps(suites_doc))
+    (tmp_path / "summary.json").write_text("{}")  # not a chaos run's (no journal beside it): skipped
+    assert main(["report", "summary", str(tmp_path)]) == 0
+    md = capsys.readouterr().out
+    assert "### ❌ suites:" in md and "| test_x.py::t | a\\|b | **FAIL (expected PASS)** | 9 |" in md
+    assert "### ❌ upgrade 1.30-dev -> 1.31-dev (in-place)" in md and "| proxy sample/a-0 | 300 | 2 |" in md
+    assert "| A failing replica is ejected | ❌ FAILED | 1/1 | 2/2 | 0/1 | 1/1 | RESIDUE |" in md
+    assert main(["report", "summary", str(tmp_path / "u" / "upgrade.png")]) == 2
