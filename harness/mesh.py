@@ -6,10 +6,11 @@ Imported by backends, traffic, envoy and the suites; imports nothing of the harn
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from harness.errors import StateError
+from harness.errors import StateError, UserError
 
 # A backend that forwards connections (the kube port-forward) answers one it accepted but could not
 # carry to its target with HTTP 502 and this header (the reason). No target sends it, so a probe can
@@ -27,6 +28,31 @@ REPLICA_LABEL = "meshproof.dev/replica"
 #: app); ``app``, by the sample app's ``/admin/fault`` endpoint (the sample only; a second way to
 #: compare against).
 FAULT_VIAS = ("sidecar", "app")
+
+#: the shortest workload certificate lifetime meshproof asks for: pilot-agent rotates at half the
+#: lifetime, so 10 s means a CSR to istiod every 5 s from that one proxy
+MIN_CERT_TTL_S = 10.0
+_GO_DURATION = re.compile(r"^(?:(\d+)(h|m|s|ms))+$")
+_GO_PART = re.compile(r"(\d+)(h|m|s|ms)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def cert_ttl_seconds(ttl: str) -> float:
+    """Seconds of a workload certificate lifetime given as a Go duration (``30s``, ``1m30s``, what
+    pilot-agent's ``SECRET_TTL`` takes); UserError naming the value and the fix otherwise."""
+    text = str(ttl).strip()
+    if not _GO_DURATION.match(text):
+        raise UserError(
+            f"certificate lifetime {ttl!r} is not a duration like 30s, 2m or 1h30m. Fix: give whole "
+            "numbers with h, m, s or ms"
+        )
+    seconds = sum(int(n) * _UNIT_S[u] for n, u in _GO_PART.findall(text))
+    if seconds < MIN_CERT_TTL_S:
+        raise UserError(
+            f"certificate lifetime {ttl} is shorter than {MIN_CERT_TTL_S:g} s (pilot-agent renews at half "
+            "the lifetime). Fix: give at least 10s"
+        )
+    return seconds
 
 
 class State(enum.Enum):

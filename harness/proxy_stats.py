@@ -11,6 +11,8 @@ counters Envoy keeps itself, so both backends include these in every proxy's con
   whose fault filter applies the route's fault, and ``http.<prefix>.downstream_rq_total`` (the
   requests the filter drew for, the trials of the share under concurrent load);
 * retries: ``cluster.<c>.upstream_rq_retry*``;
+* route timeouts: ``cluster.<c>.upstream_rq_timeout`` (the route's whole timeout fired) and
+  ``upstream_rq_per_try_timeout`` (one try's ``perTryTimeout`` fired);
 * tracing: ``http.<prefix>.tracing.random_sampling`` (requests the proxy chose to trace) and
   ``tracing.opentelemetry.spans_sent`` (spans handed to the collector);
 * the xDS connection: ``control_plane.connected_state`` (1 while the proxy's ADS stream is up):
@@ -28,6 +30,8 @@ INCLUSION_REGEXPS: tuple[str, ...] = (
     ".*upstream_cx_overflow",
     ".*outlier_detection\\..*",
     ".*upstream_rq_retry.*",
+    ".*upstream_rq_timeout",
+    ".*upstream_rq_per_try_timeout",
     ".*\\.fault\\..*",
     "http\\..*\\.downstream_rq_total",
     "(.*\\.)?tracing\\..*",

@@ -131,6 +131,12 @@ class Backend(Protocol):
         """Start istiod again (idempotent); wait until every proxy has reconnected and ACKed."""
         ...
 
+    def set_cert_ttl(self, pod: str, ttl: str) -> dict[str, Any]:
+        """Make the sidecar of replica ``pod`` ask istiod's CA for workload certificates of lifetime
+        ``ttl`` (a Go duration, pilot-agent's ``SECRET_TTL``); "" puts its default back. Local: the
+        proxy is replaced without a gap by one with that environment. Returns what it measured."""
+        ...
+
     def control_plane_serving(self) -> list[str]:
         """What of the control plane still serves, one line each; empty once none of it does.
         Local: every istiod whose xDS port still accepts connections. Kubernetes: every ready istiod

@@ -35,21 +35,24 @@ from harness.errors import MeshproofError, WaitTimeout
 
 __all__ = [
     "authorization_matrix",
+    "certificates_rotated",
     "ejected_hosts",
     "error_ratio",
     "errors_settle",
     "holds",
     "latency_percentiles",
+    "mark_certificate",
     "mark_retry_counters",
     "mesh_ready",
     "retries_hid_failures",
+    "timeouts_hid_slowness",
     "status_share",
     "trace_completeness",
 ]
 
 #: statuses that count as errors: 5xx and "no HTTP response" (0)
 ERROR = "5xx or no response"
-FAULT_KINDS = ("app-fault", "replica-fault", "kill", "route-fault", "control-plane", "object")
+FAULT_KINDS = ("app-fault", "replica-fault", "kill", "route-fault", "control-plane", "object", "cert-ttl")
 
 
 def holds(value: Mapping[str, Any] | None = None) -> bool:
@@ -500,6 +503,7 @@ def _retry_counts(host: str, victim: str, caller: str, configuration: Configurat
     return {
         "retries": total(".upstream_rq_retry"),
         "timeouts": total(".upstream_rq_timeout"),
+        "per_try_timeouts": total(".upstream_rq_per_try_timeout"),
         "aborts": faults.aborts,
         "delays": faults.delays,
     }
@@ -541,7 +545,7 @@ def retries_hid_failures(
 
     mark = json.loads((chaos_dir(configuration) / "marks" / f"{name}.json").read_text())
     now = _retry_counts(host, victim, caller, configuration)
-    delta = {k: now[k] - int(mark["counts"][k]) for k in now}
+    delta = {k: now[k] - int(mark["counts"].get(k, 0)) for k in now}
     running = _load(load, configuration)
     if running is None:
         return {"holds": False, "error": f"no background load {load!r} runs: start_load first"}
@@ -556,6 +560,188 @@ def retries_hid_failures(
     return {
         "holds": not reasons,
         "since_mark": delta,
+        "load": {"requests": w.total, "errors": w.errors, "status": w.status},
+        "why_not": reasons,
+    }
+
+
+def timeouts_hid_slowness(
+    host: str,
+    victim: str,
+    caller: str = "ingress",
+    name: str = "retries",
+    load: str = "default",
+    max_errors: int = 0,
+    max_route_timeouts: int = 0,
+    catch_up_s: float = 30.0,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Since :func:`mark_retry_counters`, with the victim's own sidecar delaying requests beyond the
+    route's ``perTryTimeout``: the victim delayed D requests (its inbound ``delays_injected``,
+    D >= 1), the caller's Envoy timed out at least D tries (``upstream_rq_per_try_timeout`` for
+    ``host``) and retried at least D times (``upstream_rq_retry``), its whole-route timeout fired at
+    most ``max_route_timeouts`` times (``upstream_rq_timeout``), and the load saw at most
+    ``max_errors`` errors. D is read once; the caller's counters may take until ``catch_up_s`` to
+    reach it (a try times out ``perTryTimeout`` after its delay began). Counts only."""
+    import json
+
+    from harness.chaos.loadgen import window_of
+
+    running = _load(load, configuration)
+    if running is None:
+        return {"holds": False, "error": f"no background load {load!r} runs: start_load first"}
+    mark = json.loads((chaos_dir(configuration) / "marks" / f"{name}.json").read_text())
+
+    def since() -> dict[str, int]:
+        now = _retry_counts(host, victim, caller, configuration)
+        return {k: now[k] - int(mark["counts"].get(k, 0)) for k in now}
+
+    delayed = since()["delays"]
+    delta: dict[str, int] = {}
+
+    def caught_up() -> bool:
+        delta.update(since())
+        return delta["per_try_timeouts"] >= delayed and delta["retries"] >= delayed
+
+    with contextlib.suppress(WaitTimeout):  # judged below on the last counts
+        wait.until(
+            caught_up,
+            what=f"{caller}'s per-try timeouts and retries for {host} to reach the {delayed} delays",
+            timeout=float(catch_up_s),
+            interval=0.1,
+        )
+    w = window_of(running, float(mark["at"]), time.time())
+    reasons = []
+    if delayed < 1:
+        reasons.append(f"the victim's sidecar delayed nothing ({delayed} delays_injected)")
+    if delta["per_try_timeouts"] < delayed:
+        reasons.append(f"{delta['per_try_timeouts']} per-try timeouts for {delayed} delayed requests")
+    if delta["retries"] < delayed:
+        reasons.append(f"{delta['retries']} retries for {delayed} delayed requests")
+    if delta["timeouts"] > int(max_route_timeouts):
+        reasons.append(f"the route's timeout fired {delta['timeouts']} times (at most {max_route_timeouts})")
+    if w.errors > int(max_errors):
+        reasons.append(f"the load saw {w.errors} errors of {w.total} (at most {max_errors})")
+    return {
+        "holds": not reasons,
+        "delayed": delayed,
+        "since_mark": delta,
+        "load": {"requests": w.total, "errors": w.errors, "status": w.status},
+        "why_not": reasons,
+    }
+
+
+# --------------------------------------------------------------------------- certificate rotation
+
+
+def _certificate_and_requests(victim: str, configuration: Configuration) -> tuple[Any, int]:
+    """The workload certificate ``victim``'s Envoy holds now, and its inbound requests so far."""
+    from harness import envoy, sidecar_fault
+    from harness.chaos.context import admin_http
+
+    w = mesh(configuration).workload(victim)
+    with admin_http(configuration) as http:
+        return envoy.workload_certificate(http, w.proxy_admin_url), sidecar_fault.inbound_counts(
+            http, w
+        ).requests
+
+
+def mark_certificate(victim: str, name: str = "certs", configuration: Configuration = None) -> dict[str, Any]:
+    """Record the certificate ``victim``'s Envoy holds and its inbound request count, for
+    :func:`certificates_rotated` (``<state>/chaos/marks``)."""
+    import json
+
+    cert, requests = _certificate_and_requests(victim, configuration)
+    path = chaos_dir(configuration) / "marks" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"serial": cert.serial, "requests": requests, "at": time.time()}))
+    return {"holds": True, "serial": cert.serial, "not_after": cert.not_after, "requests": requests}
+
+
+def certificates_rotated(
+    victim: str,
+    rotations: int = 2,
+    within_s: float = 120.0,
+    served_within_s: float = 60.0,
+    name: str = "certs",
+    load: str = "default",
+    max_errors: int = 0,
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Since :func:`mark_certificate`, under the background load: ``victim``'s Envoy took
+    ``rotations`` new workload certificates (each a new serial in its SDS secret, polled until seen
+    or ``within_s`` is over), the victim served requests after the last of them (its inbound
+    ``downstream_rq_total`` moved, awaited up to ``served_within_s``), and the load saw at most
+    ``max_errors`` errors over the whole time. Counts only: a slow machine delays the rotations,
+    it cannot fake one or hide an error."""
+    import json
+
+    from harness.chaos.loadgen import window_of
+    from harness.errors import BackendError
+
+    running = _load(load, configuration)
+    if running is None:
+        return {"holds": False, "error": f"no background load {load!r} runs: start_load first"}
+    mark = json.loads((chaos_dir(configuration) / "marks" / f"{name}.json").read_text())
+    serials = [str(mark["serial"])]
+    seen: list[dict[str, Any]] = []
+    last_requests = {"n": int(mark["requests"])}
+
+    def rotated() -> bool:
+        cert, requests = _certificate_and_requests(victim, configuration)
+        if cert.serial not in serials:
+            serials.append(cert.serial)
+            seen.append(
+                {
+                    "serial": cert.serial,
+                    "seen_after_s": round(time.time() - float(mark["at"]), 3),
+                    "not_after": cert.not_after,
+                    "victim_requests_before": requests - int(mark["requests"]),
+                }
+            )
+            last_requests["n"] = requests
+        return len(seen) >= int(rotations)
+
+    with contextlib.suppress(WaitTimeout):  # judged below on what was seen
+        wait.until(
+            rotated,
+            what=f"{rotations} new certificate serials on {victim}'s Envoy",
+            timeout=float(within_s),
+            interval=0.25,
+            retry_on=(BackendError,),
+        )
+    served = {"n": 0}
+    if len(seen) >= int(rotations):
+
+        def served_after() -> bool:
+            served["n"] = _certificate_and_requests(victim, configuration)[1] - last_requests["n"]
+            return served["n"] > 0
+
+        with contextlib.suppress(WaitTimeout):
+            wait.until(
+                served_after,
+                what=f"{victim} to serve a request after its last rotation",
+                timeout=float(served_within_s),
+                interval=0.1,
+            )
+    w = window_of(running, float(mark["at"]), time.time())
+    reasons = []
+    if len(seen) < int(rotations):
+        reasons.append(
+            f"{len(seen)} of {rotations} rotations seen on {victim}'s Envoy within {float(within_s):g} s "
+            f"(serials {', '.join(serials)})"
+        )
+    elif served["n"] < 1:
+        reasons.append(f"{victim} served no request after its last rotation")
+    if w.total < 1:
+        reasons.append("the load sent nothing since the mark")
+    if w.errors > int(max_errors):
+        reasons.append(f"the load saw {w.errors} errors of {w.total} (at most {max_errors})")
+    return {
+        "holds": not reasons,
+        "marked_serial": mark["serial"],
+        "rotations": seen,
+        "victim_requests_after_last_rotation": served["n"],
         "load": {"requests": w.total, "errors": w.errors, "status": w.status},
         "why_not": reasons,
     }

@@ -167,6 +167,9 @@ def undo(entry: Entry, configuration: Configuration = None) -> str:
     if entry.kind in ("app-fault", "replica-fault"):
         actions.clear_replica_faults(str(d["pod"]), configuration)
         return f"fault on {d['pod']} cleared"
+    if entry.kind == "cert-ttl":
+        actions.restore_cert_lifetime(str(d["pod"]), configuration)
+        return f"certificate lifetime of {d['pod']} restored"
     if entry.kind == "kill":
         actions.restore_replica(str(d["pod"]), configuration)
         return f"{d['pod']} restarted"

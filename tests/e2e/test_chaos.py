@@ -409,3 +409,42 @@ def test_negative_retries_that_do_not_cover_5xx_hide_nothing(mesh: Backend, sett
     why = runs["retries-hid-the-failures"]["output"]["why_not"]
     assert any(w.startswith("0 retries for ") for w in why), why
     assert result.residue["clean"], result.residue
+
+
+@pytest.mark.negative
+@pytest.mark.gameday
+def test_negative_a_long_certificate_lifetime_shows_no_rotation(mesh: Backend, settings: Settings) -> None:
+    """Negative control: cert_ttl=1h (pilot-agent renews after 30 min); the action still proves the
+    victim's new certificate expires within the hour, but no new serial appears within
+    rotations_within_s, so certificates-rotated-under-load FAILS, for that reason."""
+    result = runner.run(
+        ROOT / "experiments/certificates-rotate-under-load.yaml",
+        settings,
+        ["cert_ttl=1h", "rotations_within_s=25"],
+    )
+    assert result.exit_code == 1, runner.summary_lines(result)
+    assert "certificates-rotated-under-load: did not hold" in _failed_during(result), _failed_during(result)
+    runs = {r["activity"]["name"]: r for r in (result.journal or {}).get("run") or []}
+    why = runs["certificates-rotated-under-load"]["output"]["why_not"]
+    assert any(w.startswith("0 of 2 rotations seen") for w in why), why
+    assert result.residue["clean"], result.residue
+
+
+@pytest.mark.negative
+@pytest.mark.gameday
+def test_negative_a_per_try_timeout_beyond_the_route_timeout_hides_nothing(
+    mesh: Backend, settings: Settings
+) -> None:
+    """Negative control: per_try_timeout=20s, longer than the route's 5 s timeout; no try times out on
+    its own, so nothing is retried, the route's timeout fires and clients get its 504s:
+    timeouts-hid-the-slow-replica FAILS, for that reason."""
+    result = runner.run(
+        ROOT / "experiments/slow-dependency-behind-timeout.yaml", settings, ["per_try_timeout=20s"]
+    )
+    assert result.exit_code == 1, runner.summary_lines(result)
+    assert "timeouts-hid-the-slow-replica: did not hold" in _failed_during(result), _failed_during(result)
+    runs = {r["activity"]["name"]: r for r in (result.journal or {}).get("run") or []}
+    out = runs["timeouts-hid-the-slow-replica"]["output"]
+    assert any(w.startswith("0 per-try timeouts for ") for w in out["why_not"]), out
+    assert out["since_mark"]["timeouts"] >= 1, out  # the clients saw the route's timeout instead
+    assert result.residue["clean"], result.residue

@@ -932,6 +932,20 @@ class KubeBackend:
         except httpx.HTTPError as e:
             raise BackendError(f"clearing the fault on {w.ref} failed: {e}") from e
 
+    def set_cert_ttl(self, pod: str, ttl: str) -> dict[str, Any]:
+        """Not on Kubernetes yet: a sidecar's ``SECRET_TTL`` is fixed when the pod is injected, so a
+        shorter lifetime means the Deployment's pod template annotation ``proxy.istio.io/config``
+        (``proxyMetadata: {SECRET_TTL: ...}``) and a rollout that replaces every replica under new
+        names, which the experiments' ``victim=POD`` cannot follow. Fails before anything changes."""
+        w = self.workload(pod)
+        raise UserError(
+            f"a per-replica certificate lifetime is not supported on the {self.name} backend ({w.ref}): "
+            "pilot-agent reads SECRET_TTL at pod start. Fix: run the experiment on the local backend, or "
+            "set the annotation proxy.istio.io/config: '{proxyMetadata: {SECRET_TTL: "
+            + (ttl or "30s")
+            + "}}' on the Deployment's pod template yourself"
+        )
+
     def kill(self, pod: str) -> None:
         """Delete the pod at once (grace 0); its Deployment starts a replacement under a new name."""
         self._kill(pod)

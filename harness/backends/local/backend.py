@@ -66,6 +66,7 @@ class LocalBackend:
         self.state = State.NEW
         self.detached = False
         self._plan: dict[str, Any] = {}
+        self._plan_seen: tuple[int, int] | None = None  # (inode, mtime) of the plan file last read
         self._sup: subprocess.Popen[bytes] | None = None
         self._http_client: httpx.Client | None = None
 
@@ -244,7 +245,19 @@ class LocalBackend:
 
     @property
     def plan(self) -> dict[str, Any]:
+        """The supervisor's plan, re-read whenever its file changed: another process attached to
+        this mesh (a chaos run's child, the suites of an upgrade check) may have replaced proxies
+        since, which moves their admin ports."""
         self._require_running()
+        try:
+            st = self.layout.plan.stat()
+        except OSError:
+            return self._plan
+        seen = (st.st_ino, st.st_mtime_ns)
+        if seen != self._plan_seen:
+            with contextlib.suppress(OSError, ValueError):  # keep the last plan on a torn read
+                self._plan = json.loads(self.layout.plan.read_text())
+                self._plan_seen = seen
         return self._plan
 
     def _proxy_count(self) -> int:
@@ -481,6 +494,18 @@ class LocalBackend:
         sidecar_fault.clear(self, w, self._http)
         if w.admin_url:
             self._http.delete(f"{w.admin_url}/admin/fault").raise_for_status()
+
+    def set_cert_ttl(self, pod: str, ttl: str) -> dict[str, Any]:
+        """The supervisor replaces the replica's proxy, without a gap, by one whose pilot-agent has
+        ``SECRET_TTL`` = ``ttl`` ("" for its default); the plan follows (new admin port)."""
+        from harness.mesh import cert_ttl_seconds
+
+        w = self.workload(pod)
+        if not w.proxy_admin_url:
+            raise UserError(f"{w.ref} is not in the mesh (no sidecar): it holds no workload certificate")
+        if ttl:
+            cert_ttl_seconds(ttl)
+        return self.upgrade_step("proxy-cert-ttl", proxy=f"{w.namespace}.{w.name}", ttl=ttl)
 
     def kill(self, pod: str) -> None:
         w = self.workload(pod)

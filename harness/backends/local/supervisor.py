@@ -72,6 +72,9 @@ class ProxySpec:
     istio: str  # release label of its pilot-agent + Envoy
     revision: str  # control plane it is connected to (a key of plan["control_planes"])
     generation: int = 0  # restarts so far: the work dir and log of generation g > 0 get ".g<g>"
+    # the workload certificate lifetime pilot-agent asks istiod's CA for (its SECRET_TTL; "": its
+    # default); pilot-agent rotates at SECRET_GRACE_PERIOD_RATIO (0.5) of the lifetime
+    secret_ttl: str = ""
 
     @property
     def key(self) -> str:
@@ -93,7 +96,11 @@ UPGRADE_OPS = {
     "proxy-upgrade": "op_proxy_upgrade",
 }
 # control ops that change the plan (answered with the new plan): upgrade steps and workload changes
-PLAN_OPS = {**UPGRADE_OPS, "set-service-account": "op_set_service_account"}
+PLAN_OPS = {
+    **UPGRADE_OPS,
+    "set-service-account": "op_set_service_account",
+    "proxy-cert-ttl": "op_proxy_cert_ttl",
+}
 
 
 class Supervisor:
@@ -302,7 +309,13 @@ class Supervisor:
 
     def _write_plan(self) -> None:
         self.plan["proxies"] = {
-            k: {"istio": p.istio, "revision": p.revision, "generation": p.generation, "admin": p.ports.admin}
+            k: {
+                "istio": p.istio,
+                "revision": p.revision,
+                "generation": p.generation,
+                "admin": p.ports.admin,
+                "secret_ttl": p.secret_ttl,
+            }
             for k, p in self.proxy_specs.items()
         }
         tmp = self.layout.plan.with_suffix(".tmp")
@@ -533,6 +546,8 @@ class Supervisor:
             "ISTIOD_SAN": "istiod.istio-system.svc",
             "JWT_POLICY": "third-party-jwt",
         }
+        if spec.secret_ttl:
+            env["SECRET_TTL"] = spec.secret_ttl
         argv = [
             inst.pilot_agent,
             "proxy",
@@ -675,6 +690,17 @@ class Supervisor:
         result = self._replace_proxy(old, istio=label, revision=revision)
         self.status("ready", f"proxy {old.key} on Istio {label} ({revision})")
         return {"proxy": old.key, "istio": label, "revision": revision, **result}
+
+    def op_proxy_cert_ttl(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Replace proxy ``proxy`` (without a gap) by one whose pilot-agent asks istiod's CA for
+        workload certificates of lifetime ``ttl`` (its ``SECRET_TTL``; "" for its default)."""
+        old = self.proxy_specs[str(req["proxy"])]
+        ttl = str(req.get("ttl") or "")
+        if old.secret_ttl == ttl:
+            return {"proxy": old.key, "secret_ttl": ttl, "restarted": False}
+        result = self._replace_proxy(old, secret_ttl=ttl)
+        self.status("ready", f"proxy {old.key} asks for certificates of {ttl or 'the default lifetime'}")
+        return {"proxy": old.key, "secret_ttl": ttl, "restarted": True, **result}
 
     def op_set_service_account(self, req: dict[str, Any]) -> dict[str, Any]:
         """Run Deployment ``namespace/deployment`` as ServiceAccount ``service_account`` from now on.
