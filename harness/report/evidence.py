@@ -17,10 +17,15 @@ _DIAG_DIR = re.compile(r"files in (\S.*)$")
 
 #: Envoy statistics that explain a routing, resilience or security verdict.
 _STATS = re.compile(
-    r"(rbac|fault\.|outlier|ejections|overflow|upstream_rq_5xx|upstream_rq_503|upstream_cx_connect_fail|"
-    r"upstream_rq_pending|retry|ssl\.handshake|ssl\.connection_error|no_route|downstream_rq_5xx|"
-    r"update_rejected|cx_none_healthy)"
+    r"(\brbac\.|(?<![a-z_])fault\.|outlier_detection\.|overflow|upstream_rq_5xx|upstream_rq_503|"
+    r"upstream_cx_connect_fail|upstream_rq_retry\b|upstream_rq_retry_success|ssl\.handshake|"
+    r"ssl\.connection_error|no_route|downstream_rq_5xx|update_rejected|cx_none_healthy)"
 )
+#: The proxy's own plumbing (its xDS and stats clusters), never evidence for a check.
+_PLUMBING = ("xds-grpc", "prometheus_stats", "agent", "sds-grpc")
+#: Envoy's "no limit": Istio's default circuit breakers, left out of the excerpt.
+_UNLIMITED = 4294967295
+_CATCH_ALL = ("PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster")
 MAX_LINES = 30
 MAX_TOTAL = 40000
 
@@ -39,7 +44,7 @@ def stats_excerpt(text: str) -> list[str]:
     out = []
     for line in text.splitlines():
         name, _, value = line.partition(": ")
-        if not _STATS.search(name):
+        if not _STATS.search(name) or any(p in name for p in _PLUMBING):
             continue
         value = value.strip()
         if value in ("0", "") or value.startswith("No recorded values"):
@@ -82,6 +87,8 @@ def config_excerpt(text: str) -> list[str]:
                         )
                     else:
                         dest = str(route.get("cluster") or r.get("direct_response", {}).get("status", ""))
+                        if dest in _CATCH_ALL:
+                            continue
                     fault = (
                         " fault"
                         if "envoy.filters.http.fault" in json.dumps(r.get("typed_per_filter_config", {}))
@@ -95,8 +102,12 @@ def config_excerpt(text: str) -> list[str]:
             bits = []
             if "outlier_detection" in cl:
                 bits.append("outlier_detection " + json.dumps(cl["outlier_detection"], separators=(",", ":")))
-            if "circuit_breakers" in cl:
-                bits.append("circuit_breakers " + json.dumps(cl["circuit_breakers"], separators=(",", ":")))
+            limits = [
+                {k: v for k, v in t.items() if v != _UNLIMITED}
+                for t in (cl.get("circuit_breakers") or {}).get("thresholds", [])
+            ]
+            if any(limits):
+                bits.append("circuit_breakers " + json.dumps(limits, separators=(",", ":")))
             if bits:
                 out.append(f"cluster {cl.get('name')}: " + "; ".join(bits))
     for cfg in _walk_configs(doc, "ListenersConfigDump"):
@@ -117,7 +128,12 @@ def excerpts(directory: Path) -> Markup:
     """Folded excerpts of every diagnostics file in ``directory`` (each capped), with its path."""
     parts: list[Markup] = [tag("p", "full files: ", tag("code", str(directory)), class_="muted")]
     total = 0
-    for f in sorted(directory.iterdir()):
+
+    def order(f: Path) -> tuple[int, int, str]:  # counters first, then config, then logs; the gateway first
+        kind = 0 if f.name.endswith(".stats.txt") else 1 if f.name.endswith(".config_dump.txt") else 2
+        return kind, 0 if "ingressgateway" in f.name else 1, f.name
+
+    for f in sorted(directory.iterdir(), key=order):
         if not f.is_file():
             continue
         try:

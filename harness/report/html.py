@@ -155,6 +155,10 @@ table.negatives th:nth-child(1) { width: 28%; }
 table.negatives th:nth-child(2) { width: 25%; }
 table.negatives th:nth-child(3) { width: 10%; }
 table.negatives td { overflow-wrap: anywhere; }
+table.tests { table-layout: fixed; }
+table.tests th:nth-child(1) { width: 36%; }
+table.tests th:nth-child(2) { width: 8%; }
+table.tests th:nth-child(3) { width: 7%; }
 .small { color: #57606a; font-size: 11px; }
 .testname { color: #57606a; font-size: 12px; }
 .obs { white-space: nowrap; font-variant-numeric: tabular-nums; }

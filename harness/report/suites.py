@@ -124,13 +124,23 @@ def fold_test_report(previous: Mapping[str, Any] | None, report: Any) -> dict[st
             t["outcome"] = "failed"
         elif t["outcome"] != "failed":
             t["outcome"] = "error"
-        text = str(getattr(report, "longreprtext", "") or "")
+        text = _failure_text(str(getattr(report, "longreprtext", "") or ""))
         t["message"] = (t["message"] + "\n" if t["message"] else "") + f"[{when}] " + _tail(text, 4000)
     if when == "teardown":
         for name, value in getattr(report, "user_properties", ()) or ():
             if name in ("load_chart", "diagnostics"):
                 t["properties"][name] = str(value)
     return t
+
+
+def _failure_text(longrepr: str) -> str:
+    """pytest's ``E`` lines (the error and what it said) and the location; the whole text when it has none."""
+    lines = longrepr.splitlines()
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+    if not errors:
+        return longrepr
+    where = next((line for line in reversed(lines) if line.strip()), "")
+    return "\n".join([*errors, where])
 
 
 def _tail(text: str, limit: int) -> str:
@@ -439,7 +449,12 @@ def suites_page(doc: Mapping[str, Any], *, title: str = "meshproof suites report
                     id=f"test-{j}",
                 )
             )
-        body += [tag("h2", "Tests", id="tests"), html.table(["test", "outcome", "wall s", ""], test_rows)]
+        body += [
+            tag("h2", "Tests", id="tests"),
+            html.table(
+                ["test", "outcome", "wall s", "failure, diagnostics, skip reason"], test_rows, class_="tests"
+            ),
+        ]
     body += [tag("h2", "Versions read from the mesh", id="versions"), versions_section(mesh)]
     return html.page(title, html.banner(title, line, "pass" if ok else "fail"), *body)
 

@@ -194,10 +194,79 @@ def test_each_check_is_a_junit_property_of_its_test(tmp_path: Path) -> None:
 
 
 def test_evidence_excerpts_keep_what_bears_on_the_checks() -> None:
-    assert stats_excerpt(
-        "a.rbac.denied: 0\nb.rbac.denied: 4\nc.upstream_cx_total: 9\nd.outlier_detection.ejections_active: 1"
-    ) == [
-        "b.rbac.denied: 4",
-        "d.outlier_detection.ejections_active: 1",
+    """Lines seen in a real failure's diagnostics (v2 aborting every request by an admin fault)."""
+    stats = "\n".join(
+        [
+            "cluster.xds-grpc;.default.total_match_count: 1",  # 'default.' is not a fault counter
+            "cluster.xds-grpc;.upstream_rq_pending_overflow: 2",  # the proxy's own xDS cluster
+            "http.inbound_127.17.1.4_3000;.fault.aborts_injected: 1088",
+            "http.inbound_127.17.1.4_3000;.rbac.allowed: 1088",
+            "http.inbound_127.17.1.4_3000;.rbac.denied: 0",
+            "cluster.outbound|3000|v2|x;.outlier_detection.ejections_consecutive_5xx: 205",
+            "cluster.outbound|3000|v2|x;.upstream_cx_total: 9",
+        ]
+    )
+    assert stats_excerpt(stats) == [
+        "http.inbound_127.17.1.4_3000;.fault.aborts_injected: 1088",
+        "http.inbound_127.17.1.4_3000;.rbac.allowed: 1088",
+        "cluster.outbound|3000|v2|x;.outlier_detection.ejections_consecutive_5xx: 205",
     ]
+    unlimited = {"max_connections": 4294967295, "max_retries": 4294967295}
+    dump = {
+        "configs": [
+            {
+                "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+                "dynamic_active_clusters": [
+                    {
+                        "cluster": {
+                            "name": "PassthroughCluster",
+                            "circuit_breakers": {"thresholds": [unlimited]},
+                        }
+                    },
+                    {
+                        "cluster": {
+                            "name": "v2",
+                            "circuit_breakers": {"thresholds": [{**unlimited, "max_requests": 100}]},
+                        }
+                    },
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+                "dynamic_route_configs": [
+                    {
+                        "route_config": {
+                            "name": "3000",
+                            "virtual_hosts": [
+                                {
+                                    "routes": [
+                                        {"match": {"prefix": "/"}, "route": {"cluster": "PassthroughCluster"}}
+                                    ]
+                                }
+                            ],
+                        }
+                    }
+                ],
+            },
+        ]
+    }
+    assert config_excerpt(json.dumps(dump)) == ['cluster v2: circuit_breakers [{"max_requests":100}]']
     assert config_excerpt("not json") == ["not json"]
+
+
+def test_a_failed_test_keeps_pytests_error_lines_and_location() -> None:
+    class Report:
+        nodeid, when, duration, skipped, failed = TEST, "call", 1.5, False, True
+        longreprtext = "    def f():\n>       g()\nE   WaitTimeout: timed out\nE     last batch: 13 not 200\n\nsuites/x.py:3: WaitTimeout"
+        user_properties = [("diagnostics", "3 files in /tmp/d"), ("load", {"huge": 1})]
+
+    t = suites.fold_test_report(None, Report())
+    assert t["outcome"] == "failed" and t["wall_s"] == 1.5
+    assert t["message"] == "[call] WaitTimeout: timed out\nlast batch: 13 not 200\nsuites/x.py:3: WaitTimeout"
+    Report.when, Report.failed, Report.duration = "teardown", False, 0.5
+    t = suites.fold_test_report(t, Report())
+    assert (
+        t["outcome"] == "failed"
+        and t["wall_s"] == 2.0
+        and t["properties"] == {"diagnostics": "3 files in /tmp/d"}
+    )
