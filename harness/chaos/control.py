@@ -56,6 +56,7 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
     from chaoslib import substitute
 
     from harness.chaos.actions import _file_objects, find_object, http_route, object_key
+    from harness.mesh import cert_ttl_seconds
 
     problems: list[str] = []
     backend = mesh(configuration)
@@ -75,7 +76,15 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
         try:
             pods = args.get("pods", args.get("pod"))
             for pod in [pods] if isinstance(pods, str) else list(pods or []):
-                backend.workload(str(pod))
+                w = backend.workload(str(pod))
+                if func == "shorten_cert_lifetime" or (
+                    func == "fail_replicas" and str(args.get("via", "sidecar")) == "sidecar"
+                ):
+                    _check_victim(w, configuration)  # no sidecar, the gateway, no inbound HTTP: exit 2
+            if func == "shorten_cert_lifetime":
+                cert_ttl_seconds(str(args.get("ttl", "20s")))
+            if "victim" in args:
+                backend.workload(str(args["victim"]))
             if "caller" in args:
                 backend.workload(str(args["caller"]))
             if "virtual_service" in args:
@@ -96,6 +105,14 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
         except MeshproofError as e:
             problems.append(f"{where} ({name}): {str(e).splitlines()[0]}")
     return problems
+
+
+def _check_victim(w: Any, configuration: Configuration) -> None:
+    from harness import sidecar_fault
+    from harness.chaos.context import admin_http
+
+    with admin_http(configuration) as http:
+        sidecar_fault.check_victim(http, w)
 
 
 def configure_control(**kwargs: Any) -> None:

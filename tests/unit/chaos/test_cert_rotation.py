@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from harness.backends.local import supervisor as sup
-from harness.chaos import actions, context, probes, residue
+from harness.chaos import actions, context, control, probes, residue
 from harness.chaos.context import STATE_KEY, Ledger
 from harness.chaos.loadgen import Window
 from harness.errors import BackendError, UserError
@@ -242,3 +242,37 @@ def test_the_supervisor_replaces_only_that_proxy_and_passes_secret_ttl(tmp_path:
     s.proxy_specs[spec.key] = sup.replace(spec, secret_ttl="20s")
     assert s.op_proxy_cert_ttl({"proxy": spec.key, "ttl": "20s"})["restarted"] is False
     assert sup.PLAN_OPS["proxy-cert-ttl"] == "op_proxy_cert_ttl"
+
+
+def _activity(func: str, **arguments: Any) -> dict[str, Any]:
+    module = "harness.chaos.probes" if func == "certificates_rotated" else "harness.chaos.actions"
+    provider = {"type": "python", "module": module, "func": func, "arguments": arguments}
+    return {"type": "action", "name": func, "provider": provider}
+
+
+def test_preflight_refuses_bad_victims_and_lifetimes_before_the_method(fake: Any) -> None:
+    mesh, conf = fake
+    experiment = {
+        "method": [
+            _activity("shorten_cert_lifetime", pods=["sample/web-v1-0"], ttl="20s"),
+            _activity("shorten_cert_lifetime", pods=["sample/nomesh-0"], ttl="20s"),
+            _activity("shorten_cert_lifetime", pods=["sample/web-v1-1"], ttl="20"),
+            _activity("fail_replicas", pods=["sample/client-0"], delay_ms=100),
+            _activity("certificates_rotated", victim="sample/ghost"),
+        ]
+    }
+    problems = control.preflight(experiment, conf)
+    assert [p.split(":")[0] for p in problems] == [
+        f"method[{i}] ({f})"
+        for i, f in (
+            (1, "shorten_cert_lifetime"),
+            (2, "shorten_cert_lifetime"),
+            (3, "fail_replicas"),
+            (4, "certificates_rotated"),
+        )
+    ]
+    assert "sample/nomesh-0 is not in the mesh (no sidecar)" in problems[0]
+    assert "'20' is not a duration" in problems[1]
+    assert "no inbound HTTP listener" in problems[2]
+    assert "sample/ghost" in problems[3]
+    assert mesh.restarts == []

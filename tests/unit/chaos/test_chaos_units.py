@@ -237,7 +237,7 @@ def test_preflight_names_the_activity_and_the_bad_reference(fake: Any, tmp_path:
                     "type": "python",
                     "module": "harness.chaos.actions",
                     "func": "fail_replicas",
-                    "arguments": {"pods": ["sample/web-v1-0"]},
+                    "arguments": {"pods": ["sample/web-v1-0"], "via": "app"},  # the fake has no sidecars
                 },
             },
             {
