@@ -28,7 +28,8 @@ def parse_ejected(clusters_text: str) -> dict[str, list[str]]:
     return out
 
 
-def _get(http: httpx.Client, url: str, **params: str) -> str:
+def admin_get(http: httpx.Client, url: str, **params: str) -> str:
+    """GET an Envoy admin endpoint's text; an HTTP failure is a BackendError naming the URL."""
     import httpx  # already loaded: the caller made the client
 
     try:
@@ -40,7 +41,7 @@ def _get(http: httpx.Client, url: str, **params: str) -> str:
 
 
 def ejected_hosts(http: httpx.Client, admin_url: str) -> dict[str, list[str]]:
-    return parse_ejected(_get(http, f"{admin_url}/clusters"))
+    return parse_ejected(admin_get(http, f"{admin_url}/clusters"))
 
 
 def ejections(http: httpx.Client, workloads: Iterable[Workload]) -> dict[str, dict[str, list[str]]]:
@@ -50,7 +51,7 @@ def ejections(http: httpx.Client, workloads: Iterable[Workload]) -> dict[str, di
 
 def cluster_stats(http: httpx.Client, admin_url: str, cluster_substring: str) -> Mapping[str, float]:
     """Numeric ``/stats`` entries whose name contains ``cluster_substring``."""
-    text = _get(http, f"{admin_url}/stats", filter=re.escape(cluster_substring))
+    text = admin_get(http, f"{admin_url}/stats", filter=re.escape(cluster_substring))
     out: dict[str, float] = {}
     for line in text.splitlines():
         k, _, v = line.partition(": ")
@@ -125,7 +126,7 @@ def parse_fault_counts(stats_text: str) -> FaultCounts | None:
 
 def fault_counts(http: httpx.Client, admin_url: str) -> FaultCounts | None:
     """The proxy's fault filter counters (None: not exposed, see :mod:`harness.proxy_stats`)."""
-    return parse_fault_counts(_get(http, f"{admin_url}/stats", filter=FAULT_STATS_FILTER))
+    return parse_fault_counts(admin_get(http, f"{admin_url}/stats", filter=FAULT_STATS_FILTER))
 
 
 #: Envoy's gauge of its ADS gRPC stream: 1 while the stream to the management server is up, 0
@@ -150,14 +151,14 @@ def parse_gauge(stats_text: str, name: str) -> float | None:
 def xds_connected(http: httpx.Client, admin_url: str) -> int | None:
     """The proxy's :data:`XDS_CONNECTED` gauge (None: not exposed, see :mod:`harness.proxy_stats`)."""
     value = parse_gauge(
-        _get(http, f"{admin_url}/stats", filter=f"^{re.escape(XDS_CONNECTED)}$"), XDS_CONNECTED
+        admin_get(http, f"{admin_url}/stats", filter=f"^{re.escape(XDS_CONNECTED)}$"), XDS_CONNECTED
     )
     return None if value is None else int(value)
 
 
 def active_cluster(http: httpx.Client, admin_url: str, name: str) -> Mapping[str, object] | None:
     """Cluster ``name`` as the proxy runs it (``/config_dump`` dynamic_active_clusters), or None."""
-    text = _get(
+    text = admin_get(
         http, f"{admin_url}/config_dump", resource="dynamic_active_clusters", name_regex=re.escape(name)
     )
     for entry in json.loads(text).get("configs", []):
@@ -169,7 +170,9 @@ def active_cluster(http: httpx.Client, admin_url: str, name: str) -> Mapping[str
 
 def active_clusters(http: httpx.Client, admin_url: str, name_regex: str) -> list[Mapping[str, object]]:
     """Every cluster the proxy runs whose name matches ``name_regex`` (``/config_dump``)."""
-    text = _get(http, f"{admin_url}/config_dump", resource="dynamic_active_clusters", name_regex=name_regex)
+    text = admin_get(
+        http, f"{admin_url}/config_dump", resource="dynamic_active_clusters", name_regex=name_regex
+    )
     return [entry["cluster"] for entry in json.loads(text).get("configs", []) if "cluster" in entry]
 
 
@@ -237,7 +240,7 @@ def parse_workload_certificate(secrets_dump: str, name: str = WORKLOAD_SECRET) -
 
 def workload_certificate(http: httpx.Client, admin_url: str) -> ProxyCertificate:
     """The certificate the proxy at ``admin_url`` presents now, as its Envoy holds it."""
-    text = _get(http, f"{admin_url}/config_dump", resource="dynamic_active_secrets")
+    text = admin_get(http, f"{admin_url}/config_dump", resource="dynamic_active_secrets")
     cert = parse_workload_certificate(text)
     if cert is None:
         raise BackendError(

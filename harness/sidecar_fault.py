@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import yaml
 
 from harness import wait
-from harness.envoy import FaultCounts, parse_fault_counts
+from harness.envoy import FaultCounts, admin_get, parse_fault_counts
 from harness.errors import BackendError, UserError, WaitTimeout
 from harness.mesh import REPLICA_LABEL, Fault, Workload
 
@@ -201,19 +201,10 @@ def parse_inbound_faults(listeners_dump: str) -> list[InboundFault]:
     return out
 
 
-def _get(http: httpx.Client, url: str, **params: str) -> str:
-    import httpx
-
-    try:
-        r = http.get(url, params=params or None)
-        r.raise_for_status()
-    except httpx.HTTPError as e:
-        raise BackendError(f"cannot read Envoy admin {url}: {e}") from e
-    return r.text
-
-
 def inbound_faults(http: httpx.Client, w: Workload) -> list[InboundFault]:
-    return parse_inbound_faults(_get(http, f"{w.proxy_admin_url}/config_dump", resource="dynamic_listeners"))
+    return parse_inbound_faults(
+        admin_get(http, f"{w.proxy_admin_url}/config_dump", resource="dynamic_listeners")
+    )
 
 
 def matches(found: InboundFault, fault: Fault) -> bool:
@@ -230,7 +221,7 @@ def inbound_counts(http: httpx.Client, w: Workload) -> FaultCounts:
     """The fault counters of ``w``'s inbound HTTP connection managers only (their stat prefixes
     come from the config dump): what its own sidecar aborted and delayed."""
     prefixes = {f.stat_prefix for f in inbound_faults(http, w) if f.stat_prefix}
-    text = _get(
+    text = admin_get(
         http,
         f"{w.proxy_admin_url}/stats",
         filter=r"(\.fault\.(delays|aborts)_injected|\.downstream_rq_total)$",
@@ -369,7 +360,7 @@ def wait_drained(http: httpx.Client, w: Workload, timeout: float = 90.0) -> floa
 
     def drained() -> bool:
         seen[0] = parse_gauge(
-            _get(http, f"{w.proxy_admin_url}/stats", filter=f"^{re.escape(DRAINING)}$"), DRAINING
+            admin_get(http, f"{w.proxy_admin_url}/stats", filter=f"^{re.escape(DRAINING)}$"), DRAINING
         )
         return seen[0] == 0
 
