@@ -783,6 +783,7 @@ class KubeBackend:
         baseline: Mapping[str, PushCounters] | None,
         *,
         quiet_polls: int = 2,
+        timeout: float | None = None,
     ) -> float:
         t0 = self._clock.now()
         conv = propagation.Convergence(
@@ -795,7 +796,7 @@ class KubeBackend:
             wait.until(
                 conv,
                 what="every proxy to ACK the current config",
-                timeout=self.settings.ready_timeout,
+                timeout=self.settings.ready_timeout if timeout is None else timeout,
                 interval=0.25,
                 converge=quiet_polls,
                 retry_on=(httpx.HTTPError, ValueError),
@@ -1016,8 +1017,7 @@ class KubeBackend:
         return out
 
     def wait_synced(self, timeout: float) -> float:
-        del timeout  # the cluster's own readiness timeout applies
-        return self._wait_converged((), None)
+        return self._wait_converged((), None, timeout=timeout)
 
     def lost(self) -> str | None:
         return None  # the cluster outlives this process; `meshproof status` asks it

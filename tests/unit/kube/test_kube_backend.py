@@ -25,7 +25,7 @@ from harness.backends.kube.pods import (
 )
 from harness.backends.kube.relay import RELAY_NAMESPACE
 from harness.envoy import parse_ejected
-from harness.errors import StateError, ToolMissing
+from harness.errors import StateError, ToolMissing, WaitTimeout
 from harness.mesh import UNREACHED_HEADER
 from harness.settings import Settings
 from harness.versions import DEFAULT_ISTIO
@@ -415,6 +415,30 @@ def test_apply_and_delete_wait_for_propagation(
     assert ("networking.istio.io", "DestinationRule", "sample", "web") not in api.objects
     with pytest.raises(StateError, match="not applied"):
         b.delete([tmp_path / "dr.yaml"])
+
+
+def test_wait_synced_gives_up_after_its_own_timeout(tmp_path: Path, manifests: Path) -> None:
+    """A proxy istiod sent config that it never ACKs: wait_synced(3) raises after about 3 s of the
+    backend's clock, not after the cluster's readiness timeout (it ignored its argument before)."""
+    api = FakeCluster()
+    stuck = {"on": False}
+
+    def unacked(request: httpx.Request) -> httpx.Response | None:
+        if not stuck["on"] or request.url.path != "/debug/syncz":
+            return None
+        resources = {"type.googleapis.com/envoy.config.cluster.v3.Cluster": {"sent": "v2", "acked": "v1"}}
+        return httpx.Response(200, json=[{"proxy": p, "resources": resources} for p in api.proxies()])
+
+    b, _ = make(tmp_path, manifests, api, http=httpx.Client(transport=api.transport(unacked)))
+    with b.up():
+        assert b.wait_synced(timeout=3) >= 0.0  # synced: returns
+        stuck["on"] = True
+        clock = b._clock  # noqa: SLF001 - the fake clock make() injected
+        start = clock.now()
+        with pytest.raises(WaitTimeout):
+            b.wait_synced(timeout=3)
+        assert clock.now() - start <= 4 < b.settings.ready_timeout
+        stuck["on"] = False
 
 
 def test_kill_and_restart(running: tuple[KubeBackend, FakeCluster]) -> None:
