@@ -33,7 +33,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +225,74 @@ def _validate(bodies: Sequence[Mapping[str, Any]], configuration: Configuration)
     validate_documents(docs, running)
 
 
+# --------------------------------------------------------------------------- one http route, changed and put back
+
+
+def _route_of(
+    virtual_service: str, route: str, configuration: Configuration
+) -> tuple[dict[str, Any], int, Any]:
+    """The running VirtualService ``ns/name``, the index of its http route ``route``, and that route."""
+    vs = find_object("VirtualService", virtual_service, configuration)
+    if vs is None:
+        raise UserError(f"no VirtualService {virtual_service} runs in the mesh. Fix: check `ns/name`")
+    index, before_route = http_route(vs, route)
+    return vs, index, before_route
+
+
+def _change_route(
+    virtual_service: str,
+    route: str,
+    found: tuple[dict[str, Any], int, Any],
+    change: Mapping[str, Any],
+    kind: str,
+    configuration: Configuration,
+    data: Mapping[str, Any],
+) -> float:
+    """Apply route ``found`` (:func:`_route_of`) with ``change`` merged in (validated first),
+    remembering the route as it was, and ``data``, in the ledger under ``<kind>:<vs>/<route>``;
+    returns the propagation seconds."""
+    vs, index, before_route = found
+    patched = _applicable(vs)
+    patched["spec"]["http"][index] = {**before_route, **change}
+    _validate([patched], configuration)
+    Ledger.of(configuration).record(
+        f"{kind}:{virtual_service}/{route}",
+        kind,
+        {"virtual_service": virtual_service, "route": route, "before_route": before_route, **data},
+    )
+    return _apply_bodies([patched], kind, configuration)
+
+
+def _put_route_back(
+    kind: str,
+    virtual_service: str,
+    route: str,
+    configuration: Configuration,
+    *,
+    still_ours: Callable[[Mapping[str, Any], Mapping[str, Any]], bool],
+    action: str,
+) -> tuple[bool, bool, float]:
+    """Undo :func:`_change_route`: put the route back as the ledger remembers it, if ``still_ours(route
+    now, ledger data)``; only that route is touched. Returns (ledgered, restored, propagation s)."""
+    ledger = Ledger.of(configuration)
+    key = f"{kind}:{virtual_service}/{route}"
+    entry = ledger.get(key)
+    if entry is None:
+        return False, False, 0.0
+    vs = find_object("VirtualService", virtual_service, configuration)
+    restored, seconds = False, 0.0
+    if vs is not None:
+        routes = list((vs.get("spec") or {}).get("http") or [])
+        index = next((i for i, r in enumerate(routes) if r.get("name") == route), None)
+        if index is not None and still_ours(routes[index], entry.data):
+            body = _applicable(vs)
+            body["spec"]["http"][index] = copy.deepcopy(dict(entry.data["before_route"]))
+            seconds = _apply_bodies([body], action, configuration)
+            restored = True
+    ledger.done(key)
+    return True, restored, seconds
+
+
 # --------------------------------------------------------------------------- route faults
 
 
@@ -240,21 +308,10 @@ def inject_route_fault(
     """Inject an abort and/or delay into the http route named ``route`` of VirtualService
     ``virtual_service`` (``ns/name``), and nothing else: the other routes and fields stay as they
     are. The object as it was is remembered in the state dir for :func:`remove_route_fault`."""
-    vs = find_object("VirtualService", virtual_service, configuration)
-    if vs is None:
-        raise UserError(f"no VirtualService {virtual_service} runs in the mesh. Fix: check `ns/name`")
-    index, before_route = http_route(vs, route)
+    found = _route_of(virtual_service, route, configuration)
     fault = route_fault(abort_percent, abort_status, delay_ms, delay_percent)
-    patched = _applicable(vs)
-    patched["spec"]["http"][index] = {**before_route, "fault": fault}
-    _validate([patched], configuration)
-    key = f"route-fault:{virtual_service}/{route}"
-    Ledger.of(configuration).record(
-        key,
-        "route-fault",
-        {"virtual_service": virtual_service, "route": route, "before_route": before_route, "fault": fault},
-    )
-    seconds = _apply_bodies([patched], "route-fault", configuration)
+    change = {"fault": fault}
+    seconds = _change_route(virtual_service, route, found, change, "route-fault", configuration, change)
     return {"virtual_service": virtual_service, "route": route, "fault": fault, "propagation_s": seconds}
 
 
@@ -263,23 +320,16 @@ def remove_route_fault(
 ) -> dict[str, Any]:
     """Put the route back as it was before :func:`inject_route_fault`, if it still carries the
     injected fault. Only that route is touched: concurrent edits elsewhere in the object stay."""
-    ledger = Ledger.of(configuration)
-    key = f"route-fault:{virtual_service}/{route}"
-    entry = ledger.get(key)
-    if entry is None:
+    ledgered, restored, seconds = _put_route_back(
+        "route-fault",
+        virtual_service,
+        route,
+        configuration,
+        still_ours=lambda now, data: now.get("fault") == data["fault"],
+        action="route-restore",
+    )
+    if not ledgered:
         return {"virtual_service": virtual_service, "route": route, "restored": False, "note": "no fault"}
-    vs = find_object("VirtualService", virtual_service, configuration)
-    restored = False
-    seconds = 0.0
-    if vs is not None:
-        routes = list((vs.get("spec") or {}).get("http") or [])
-        index = next((i for i, r in enumerate(routes) if r.get("name") == route), None)
-        if index is not None and routes[index].get("fault") == entry.data["fault"]:
-            body = _applicable(vs)
-            body["spec"]["http"][index] = copy.deepcopy(dict(entry.data["before_route"]))
-            seconds = _apply_bodies([body], "route-restore", configuration)
-            restored = True
-    ledger.done(key)
     return {
         "virtual_service": virtual_service,
         "route": route,
@@ -883,10 +933,7 @@ def set_route_policy(
     """Set ``retries`` (Istio's HTTPRetry: attempts, retryOn, perTryTimeout) and/or ``timeout`` on
     the http route named ``route`` of ``virtual_service`` (``ns/name``), nothing else; the route as
     it was is remembered for :func:`restore_route_policy`."""
-    vs = find_object("VirtualService", virtual_service, configuration)
-    if vs is None:
-        raise UserError(f"no VirtualService {virtual_service} runs in the mesh. Fix: check `ns/name`")
-    index, before_route = http_route(vs, route)
+    found = _route_of(virtual_service, route, configuration)
     policy: dict[str, Any] = {}
     if retries is not None:
         policy["retries"] = {k: (int(v) if k == "attempts" else v) for k, v in dict(retries).items()}
@@ -894,16 +941,9 @@ def set_route_policy(
         policy["timeout"] = str(timeout)
     if not policy:
         raise UserError("set_route_policy: nothing to set. Fix: give retries and/or timeout")
-    patched = _applicable(vs)
-    patched["spec"]["http"][index] = {**before_route, **policy}
-    _validate([patched], configuration)
-    key = f"route-policy:{virtual_service}/{route}"
-    Ledger.of(configuration).record(
-        key,
-        "route-policy",
-        {"virtual_service": virtual_service, "route": route, "before_route": before_route, "policy": policy},
+    seconds = _change_route(
+        virtual_service, route, found, policy, "route-policy", configuration, {"policy": policy}
     )
-    seconds = _apply_bodies([patched], "route-policy", configuration)
     return {"virtual_service": virtual_service, "route": route, "policy": policy, "propagation_s": seconds}
 
 
@@ -911,22 +951,14 @@ def restore_route_policy(
     virtual_service: str, route: str, configuration: Configuration = None
 ) -> dict[str, Any]:
     """Put the route back as it was before :func:`set_route_policy` (no-op when not set)."""
-    ledger = Ledger.of(configuration)
-    key = f"route-policy:{virtual_service}/{route}"
-    entry = ledger.get(key)
-    if entry is None:
-        return {"virtual_service": virtual_service, "route": route, "restored": False}
-    vs = find_object("VirtualService", virtual_service, configuration)
-    restored = False
-    if vs is not None:
-        routes = list((vs.get("spec") or {}).get("http") or [])
-        index = next((i for i, r in enumerate(routes) if r.get("name") == route), None)
-        if index is not None:
-            body = _applicable(vs)
-            body["spec"]["http"][index] = copy.deepcopy(dict(entry.data["before_route"]))
-            _apply_bodies([body], "route-policy-restore", configuration)
-            restored = True
-    ledger.done(key)
+    _, restored, _ = _put_route_back(
+        "route-policy",
+        virtual_service,
+        route,
+        configuration,
+        still_ours=lambda now, data: True,  # a policy change is the route's whole shape: always put back
+        action="route-policy-restore",
+    )
     return {"virtual_service": virtual_service, "route": route, "restored": restored}
 
 
