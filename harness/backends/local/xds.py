@@ -32,6 +32,15 @@ def unsynced(entries: list[ProxySync]) -> list[str]:
     return out
 
 
+def all_synced(http: httpx.Client, istiod_url: str, expected_proxies: int) -> tuple[bool, str]:
+    """Whether ``expected_proxies`` are connected and every one has ACKed what istiod sent, and what
+    was seen (for a wait's last-seen note)."""
+    entries = read_syncz(http, istiod_url)
+    pending = unsynced(entries)
+    seen = f"{len(entries)}/{expected_proxies} proxies connected, unacked: {pending[:6]}"
+    return len(entries) >= expected_proxies and not pending, seen
+
+
 def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, timeout: float) -> float:
     """Block until ``expected_proxies`` are connected and every one has ACKed what istiod sent."""
     import httpx  # the caller's client has loaded it
@@ -39,10 +48,8 @@ def wait_synced(http: httpx.Client, istiod_url: str, expected_proxies: int, *, t
     t0 = time.monotonic()
 
     def check() -> bool | None:
-        entries = read_syncz(http, istiod_url)
-        pending = unsynced(entries)
-        check.last = f"{len(entries)}/{expected_proxies} proxies connected, unacked: {pending[:6]}"  # type: ignore[attr-defined]
-        return len(entries) >= expected_proxies and not pending
+        synced, check.last = all_synced(http, istiod_url, expected_proxies)  # type: ignore[attr-defined]
+        return synced
 
     try:
         wait.until(
@@ -95,10 +102,8 @@ def wait_propagated(
         if m.debounces <= before.debounces:
             check.last = "istiod has not pushed since the change"  # type: ignore[attr-defined]
             return False
-        entries = read_syncz(http, istiod_url)
-        pending = unsynced(entries)
-        check.last = f"{len(entries)}/{expected_proxies} connected, unacked: {pending[:6]}"  # type: ignore[attr-defined]
-        return len(entries) >= expected_proxies and not pending
+        synced, check.last = all_synced(http, istiod_url, expected_proxies)  # type: ignore[attr-defined]
+        return synced
 
     wait.until(
         check,
@@ -176,10 +181,8 @@ def wait_service_accounts(
         if served and push_mark(http, monitoring_url).debounces <= before.debounces:
             check.last = "istiod has not pushed the endpoints' new identity yet"  # type: ignore[attr-defined]
             return False
-        entries = read_syncz(http, istiod_url)
-        pending = unsynced(entries)
-        check.last = f"{len(entries)}/{expected_proxies} connected, unacked: {pending[:6]}"  # type: ignore[attr-defined]
-        return len(entries) >= expected_proxies and not pending
+        synced, check.last = all_synced(http, istiod_url, expected_proxies)  # type: ignore[attr-defined]
+        return synced
 
     try:
         wait.until(
