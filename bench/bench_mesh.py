@@ -23,7 +23,7 @@ from harness.backends.local.backend import LocalBackend, group_members
 from harness.istio import Bundle, load_paths
 from harness.settings import from_env
 from harness.traffic.client import Sampler
-from suites._support.routing import attribution, converge_split, expected_split, route_for
+from harness.traffic.split import attribution, converge_split, expected_split, route_for
 
 
 def rss_kib(pids: list[int]) -> int:

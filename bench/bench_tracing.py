@@ -24,8 +24,8 @@ from harness.backends.local.backend import LocalBackend
 from harness.settings import from_env
 from harness.tracing.jaeger import JaegerClient, now_us
 from harness.traffic.client import Sampler
+from harness.traffic.design import Design
 from harness.traffic.stats import latency_quantiles
-from suites._support.design import Design
 from suites._support.tracing import send_probes, traces_by_probe
 
 

@@ -35,9 +35,9 @@ from harness.istio import HttpRoute, VirtualService, parse_duration
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import SampleResult
+from harness.traffic.split import route_for
 from suites._support.config import ConfigGuard
 from suites._support.envoy import EnvoyAdmin
-from suites._support.routing import route_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -53,9 +53,9 @@ from harness.istio import DestinationRule, parse_duration
 from harness.istio.oracles.outlier import EffectiveOutlier
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler, SampleResult
+from harness.traffic.split import attribution, converge_split, expected_split, route_for
 from suites._support.config import ConfigGuard
 from suites._support.envoy import EnvoyAdmin, HostState, address_owner, outbound_cluster
-from suites._support.routing import attribution, converge_split, expected_split, route_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -20,9 +20,8 @@ from harness.backends.base import Backend
 from harness.istio import HttpRoute, VirtualService
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler
-from suites._support.config import ConfigGuard
-from suites._support.design import Design
-from suites._support.routing import (
+from harness.traffic.design import Design
+from harness.traffic.split import (
     attribution,
     converge_split,
     expected_split,
@@ -32,6 +31,7 @@ from suites._support.routing import (
     sequential_split_check,
     split_toward,
 )
+from suites._support.config import ConfigGuard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

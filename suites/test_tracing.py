@@ -41,8 +41,8 @@ from harness.settings import Settings
 from harness.tracing.jaeger import JaegerClient, Trace
 from harness.traffic.checks import CheckResult, proportion_match
 from harness.traffic.client import Sampler
+from harness.traffic.design import Design
 from suites._support.config import ConfigGuard
-from suites._support.design import Design
 from suites._support.tracing import (
     Hop,
     Probe,

@@ -33,6 +33,7 @@ from harness import wait
 from harness.backends.base import Fault
 from harness.load import RequestRecord
 from harness.traffic.checks import CheckResult, all_of
+from harness.traffic.split import attribution, expected_split, route_for, split_toward
 from suites._support.envoy import EnvoyAdmin, address_owner
 from suites._support.load import (
     SequentialLoad,
@@ -43,7 +44,6 @@ from suites._support.load import (
     split_of_load,
     wait_while_loaded,
 )
-from suites._support.routing import attribution, expected_split, route_for, split_toward
 from suites.test_circuit_breaking import HOLD_MS, LIMITS, RAISED, Limits, hold_one_subset
 from suites.test_fault_injection import (
     ABORT_PERCENT,

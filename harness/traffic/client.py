@@ -17,7 +17,7 @@ A failed request never raises: it becomes a :class:`Response` with ``status == 0
 ``error`` set, so a batch always has exactly ``n`` responses.
 
 Waiting for a split to take effect (configuration propagates asynchronously) is the suites'
-``converge_split`` (suites/_support/routing.py): a signal to start the real check, not the verdict.
+``converge_split`` (:mod:`harness.traffic.split`): a signal to start the real check, not the verdict.
 """
 
 from __future__ import annotations

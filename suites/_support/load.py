@@ -16,8 +16,8 @@ from harness import wait
 from harness.load import LoadReport, LocustRun, RequestRecord, SLOResult
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
-from suites._support.design import Design
-from suites._support.routing import Attribution
+from harness.traffic.design import Design
+from harness.traffic.split import Attribution
 
 
 def as_check(slo: SLOResult) -> CheckResult:

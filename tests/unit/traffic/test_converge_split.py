@@ -1,4 +1,4 @@
-"""converge_split (suites/_support/routing.py): waits until a split conforms several batches in a
+"""converge_split (harness/traffic/split.py): waits until a split conforms several batches in a
 row, over the sampler with an httpx MockTransport fake whose split switches after a few batches."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from harness.errors import WaitTimeout
 from harness.traffic import stats
-from suites._support.routing import Attribution, converge_split
+from harness.traffic.split import Attribution, converge_split
 
 from .test_client import FakeBackend, greet, sampler
 

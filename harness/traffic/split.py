@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Unpack
+from typing import Unpack, cast
 
 from harness import wait
 from harness.backends.base import Workload
@@ -27,8 +27,8 @@ from harness.istio.oracles import routing
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Response, SampleOptions, Sampler, SampleResult, TrafficTarget
+from harness.traffic.design import Design
 from harness.traffic.sequential import SequentialRun, run_sequential
-from suites._support.design import Design
 
 # --------------------------------------------------------------------------- which route
 # The route oracle decides (harness/istio/oracles/routing.py); re-exported for the suites.
@@ -243,7 +243,7 @@ def split_toward(
     def holds(check: CheckResult) -> bool:
         verdict = check.evidence.get("verdict")
         categories = getattr(verdict, "categories", ())
-        status = check.evidence.get("status")
+        status = cast("Mapping[object, int] | None", check.evidence.get("status"))
         all_200 = set(status) <= {200, "200"} if status is not None else check.evidence.get("non_200") == 0
         return (
             bool(categories)
