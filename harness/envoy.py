@@ -1,4 +1,5 @@
-"""Reading a proxy's Envoy admin API, whichever backend runs it: ejections, cluster and fault counters.
+"""Reading a proxy's Envoy admin API, whichever backend runs it: ejections, cluster and fault counters,
+one proxy's view of its upstream hosts (:class:`EnvoyAdmin`).
 
 Pure parsers take the admin endpoint's text; the readers fetch it with an injected httpx client.
 """
@@ -9,8 +10,9 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from harness import wait
 from harness.errors import BackendError
 from harness.mesh import Workload
 
@@ -179,6 +181,109 @@ def active_clusters(http: httpx.Client, admin_url: str, name_regex: str) -> list
 def outbound_clusters_regex(host_fqdn: str) -> str:
     """Istio's outbound clusters of ``host_fqdn``: every port, with or without a subset."""
     return rf"^outbound\|[0-9]+\|[^|]*\|{re.escape(host_fqdn)}$"
+
+
+# --------------------------------------------------------------------------- one proxy's view
+# What the client saw is half the proof; the other half is what the calling proxy believes:
+# which hosts outlier detection ejected, which limits a cluster runs with, how often its
+# circuit breaker overflowed. Every backend exposes the admin URL of each proxy.
+
+
+def outbound_cluster(port: int, subset: str | None, host_fqdn: str) -> str:
+    """Istio's name for the outbound cluster of ``host:port`` (and subset)."""
+    return f"outbound|{port}|{subset or ''}|{host_fqdn}"
+
+
+@dataclass(frozen=True)
+class HostState:
+    address: str  # ip:port as the proxy knows the endpoint
+    ejected: bool
+    rq_total: int
+    rq_error: int = 0  # 5xx answers from this host, as the calling proxy counted them
+
+
+class EnvoyAdmin:
+    """Envoy admin of one proxy (``Workload.proxy_admin_url``); ``http`` is a plain client (no
+    proxies from the environment)."""
+
+    def __init__(self, http: httpx.Client, proxy: Workload) -> None:
+        self.http = http
+        self.proxy = proxy
+        self.url = proxy.proxy_admin_url
+
+    # ---- /clusters --------------------------------------------------------------------------
+    def hosts(self, cluster: str) -> dict[str, HostState]:
+        """The cluster's endpoints with their outlier flag and request/error counts."""
+        flags: dict[str, str] = {}
+        totals: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        for line in admin_get(self.http, f"{self.url}/clusters").splitlines():
+            parts = line.split("::")
+            if len(parts) < 4 or parts[0] != cluster or ":" not in parts[1]:
+                continue
+            if parts[2] == "health_flags":
+                flags[parts[1]] = parts[3]
+            elif parts[2] == "rq_total":
+                totals[parts[1]] = int(parts[3])
+            elif parts[2] == "rq_error":
+                errors[parts[1]] = int(parts[3])
+        return {
+            a: HostState(a, "failed_outlier_check" in flags.get(a, ""), totals.get(a, 0), errors.get(a, 0))
+            for a in sorted(set(flags) | set(totals))
+        }
+
+    def ejected(self, cluster: str) -> list[str]:
+        return sorted(ejected_hosts(self.http, self.url).get(cluster, []))
+
+    def thresholds(self, cluster: str) -> dict[str, int]:
+        """The cluster's default-priority circuit-breaker limits as Envoy runs them."""
+        out = {}
+        prefix = f"{cluster}::default_priority::"
+        for line in admin_get(self.http, f"{self.url}/clusters").splitlines():
+            if line.startswith(prefix):
+                name, _, value = line[len(prefix) :].partition("::")
+                out[name] = int(value)
+        return out
+
+    # ---- /config_dump -------------------------------------------------------------------------
+    def active_cluster(self, cluster: str) -> Mapping[str, Any] | None:
+        """The cluster's config as the proxy runs it (``dynamic_active_clusters``), or None."""
+        return active_cluster(self.http, self.url, cluster)
+
+    def await_change(
+        self, cluster: str, before: Mapping[str, Any] | None, *, changed: bool, what: str
+    ) -> Mapping[str, Any]:
+        """The cluster as the proxy runs it once it differs from ``before`` (its config before an
+        apply; ``changed`` False: the apply changed nothing, so the running one is current).
+
+        An ACKed update may still be warming (Envoy keeps the old cluster active until the new one
+        has its endpoints), so the predictions are read only from the changed active cluster.
+        """
+
+        def now() -> Mapping[str, Any] | None:
+            running = self.active_cluster(cluster)
+            return running if running is not None and (not changed or running != before) else None
+
+        return wait.until(now, what=f"{self.proxy.ref} to run {cluster} {what}", timeout=30, interval=0.05)
+
+    # ---- /stats --------------------------------------------------------------------------------
+    def counter(self, cluster: str, name: str) -> float | None:
+        """A cluster counter, or None when the proxy does not expose it.
+
+        Istio's default ``proxyStatsMatcher`` keeps per-cluster counters of outbound clusters
+        out of Envoy's stats; the mesh must include them (``inclusionRegexps``) for this.
+        """
+        stats = cluster_stats(self.http, self.url, cluster)
+        for key, value in stats.items():
+            if key.endswith(f".{name}") and cluster in key:
+                return value
+        return None
+
+
+def address_owner(address: str, workloads: list[Workload]) -> Workload | None:
+    """The workload whose mesh address is the host part of ``ip:port``."""
+    host = address.rsplit(":", 1)[0]
+    return next((w for w in workloads if w.address == host), None)
 
 
 # --------------------------------------------------------------------------- identity (mTLS)

@@ -30,14 +30,13 @@ from typing import Any
 import pytest
 
 from harness import envoy, wait
-from harness.envoy import FaultCounts
+from harness.envoy import EnvoyAdmin, FaultCounts
 from harness.istio import HttpRoute, VirtualService, parse_duration
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import SampleResult
 from harness.traffic.split import route_for
 from suites._support.config import ConfigGuard
-from suites._support.envoy import EnvoyAdmin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

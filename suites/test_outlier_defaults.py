@@ -20,12 +20,12 @@ import pytest
 
 from harness import wait
 from harness.backends.base import Backend, Fault, Workload
+from harness.envoy import EnvoyAdmin, address_owner, outbound_cluster
 from harness.istio.oracles.outlier import EffectiveOutlier
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler
 from harness.traffic.split import attribution, route_for
 from suites._support.config import ConfigGuard
-from suites._support.envoy import EnvoyAdmin, address_owner, outbound_cluster
 from suites._support.faults import FaultGuard
 
 pytestmark = [pytest.mark.e2e]

@@ -31,10 +31,10 @@ import pytest
 
 from harness import wait
 from harness.backends.base import Fault
+from harness.envoy import EnvoyAdmin, address_owner
 from harness.load import RequestRecord
 from harness.traffic.checks import CheckResult, all_of
 from harness.traffic.split import attribution, expected_split, route_for, split_toward
-from suites._support.envoy import EnvoyAdmin, address_owner
 from suites._support.load import (
     SequentialLoad,
     collect,
