@@ -29,13 +29,13 @@ import pytest
 
 from harness.backends.base import Backend
 from harness.istio import Bundle, validate_paths
+from harness.report.records import Recorder
 from harness.settings import Settings, from_env
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler
 from harness.traffic.design import Design
 from suites._support.config import ConfigGuard, observer, running_config
 from suites._support.faults import FaultGuard
-from suites._support.report import Recorder
 
 RECORDER = pytest.StashKey[Recorder]()
 REPORT_PATHS = pytest.StashKey[list[Path]]()

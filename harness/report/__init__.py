@@ -5,6 +5,8 @@ summary, and the comparison of two runs.
   URL, font or image: charts are inline SVG or PNG as ``data:`` URIs);
 - :mod:`.svg`: the charts drawn here (observed shares with their intervals, the chaos timeline);
   load and upgrade charts are :mod:`harness.load.chart`'s PNGs, embedded;
+- :mod:`.records`: the suites' per-check records (the session's :class:`~.records.Recorder`), written
+  to ``suites-report.json``;
 - :mod:`.suites`: a suites run's page, its JUnit properties and the files beside
   ``suites-report.json``; :mod:`.conformance`: ``meshproof-report.yaml``;
 - :mod:`.runs`: the pages and JUnit of ``meshproof load``, ``chaos run`` and ``upgrade-check``;

@@ -9,10 +9,10 @@ from typing import Any
 
 from harness.report import suites
 from harness.report.evidence import config_excerpt, stats_excerpt
+from harness.report.records import Recorder
 from harness.report.suites import observed_of
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult, all_of
-from suites._support.report import Recorder
 
 TEST = "suites/test_routing.py::test_ingress_split_matches_virtual_service"
 NEG = "suites/test_routing.py::test_negative_swapped_split_fails_the_check"

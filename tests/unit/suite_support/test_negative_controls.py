@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.report.records import Recorder
 from harness.traffic.checks import CheckResult
-from suites._support.report import Recorder
 
 ROOT = Path(__file__).resolve().parents[3]
 SUITES = ROOT / "suites"

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness.report.suites import KIND  # what a suites-report.json says it is
 from harness.traffic.checks import CheckResult
 
 _ALPHA = re.compile(r"alpha=([0-9.eE+-]+)")
-KIND = "meshproof-suites"  # what a suites-report.json says it is
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
+from harness.report.records import Recorder
 from harness.traffic.checks import CheckResult, all_of
-from suites._support.report import Recorder
 
 TEST = "suites/test_under_load.py::test_fault_injection_shares_under_load"
 
