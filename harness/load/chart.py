@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from harness import proc, wait
-from harness.load import LoadReport
+from harness.load.report import LoadReport
 
 
 def plot_load(report: LoadReport, path: Path, *, title: str = "") -> Path:

@@ -31,14 +31,8 @@ from typing import Any
 
 from harness.backends.kube.istio_install import GATEWAY_SERVICE, ISTIO_NAMESPACE
 from harness.errors import UnsupportedFeature
-from harness.load import (
-    DEFAULT_SERVICE,
-    LOCUSTFILE,
-    USER_CLASSES,
-    LoadConfig,
-    LoadTarget,
-    RequestRecord,
-)
+from harness.load.config import DEFAULT_SERVICE, LOCUSTFILE, USER_CLASSES, LoadConfig, LoadTarget
+from harness.load.report import RequestRecord
 
 NAMESPACE = "other-namespace"
 NAME = "meshproof-locust"

@@ -63,22 +63,7 @@ from harness.backends.kube.pods import live, name_of, pod_ready
 from harness.backends.kube.portforward import PortForward
 from harness.backends.kube.readiness import pod_problems
 from harness.errors import BackendError, LoadError
-from harness.load import (
-    FIRST_PHASE,
-    LOCUSTFILE,
-    SPAWN_PHASE,
-    LoadConfig,
-    LoadReport,
-    LoadTarget,
-    PhaseClock,
-    PhaseMark,
-    Progress,
-    RequestRecord,
-    _locust_message,
-    _State,
-    build_report,
-    users_past,
-)
+from harness.load.config import LOCUSTFILE, LoadConfig, LoadTarget
 from harness.load.kube import (
     AUTOQUIT_S,
     EXCEPTION_MARK,
@@ -93,6 +78,16 @@ from harness.load.kube import (
     parse_events,
     parse_master_log,
     target_in_cluster,
+)
+from harness.load.report import LoadReport, PhaseMark, RequestRecord, build_report
+from harness.load.run import (
+    FIRST_PHASE,
+    SPAWN_PHASE,
+    PhaseClock,
+    Progress,
+    RunState,
+    locust_message,
+    users_past,
 )
 
 
@@ -155,7 +150,7 @@ class KubeLocustRun(PhaseClock):
         self._http = http or httpx.Client(timeout=10.0, trust_env=False)
         self._forward_factory = forward or self._port_forward
         self._wall, self._clock, self._poll = wall, clock, poll
-        self._state = _State.NEW
+        self._state = RunState.NEW
         self._applied = False
         self._master = ""  # the master pod of this run, once seen
         self._forward: Forward | None = None
@@ -189,11 +184,11 @@ class KubeLocustRun(PhaseClock):
 
     # ---- lifecycle
     def start(self) -> Self:
-        if self._state is not _State.NEW:
+        if self._state is not RunState.NEW:
             raise LoadError(f"this KubeLocustRun is {self._state.value}; start a new one")
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "manifests.json").write_text(json.dumps(self.objects, indent=2))
-        self._state = _State.RUNNING
+        self._state = RunState.RUNNING
         workers = max(1, self.config.processes)
         self._applied_at = self._wall()
         try:
@@ -235,7 +230,7 @@ class KubeLocustRun(PhaseClock):
             )
         except BaseException as e:
             self._diagnose(e)
-            self._state = _State.STOPPED
+            self._state = RunState.STOPPED
             try:
                 self._cleanup()
             except Exception as cleanup:  # noqa: BLE001 - the start failure matters more
@@ -246,7 +241,7 @@ class KubeLocustRun(PhaseClock):
 
     def progress(self) -> Progress:
         """Figures so far, from the workers' per-request records (read at most every READ_EVERY_S)."""
-        if self._state is _State.RUNNING and self._clock.now() - self._events_read >= READ_EVERY_S:
+        if self._state is RunState.RUNNING and self._clock.now() - self._events_read >= READ_EVERY_S:
             self._read_events()
         return Progress.of(
             self._records,
@@ -261,7 +256,7 @@ class KubeLocustRun(PhaseClock):
         waits until each Locust user's records include a request started ``settle_s`` after the last
         phase boundary (a user sends one request at a time: the closed phases are then complete),
         not waiting for a user quiet for ``QUIET_USER_S``."""
-        if self._state is not _State.RUNNING:
+        if self._state is not RunState.RUNNING:
             if self.report is None:
                 raise LoadError("snapshot() of an in-cluster load that is not running")
             return self.report
@@ -322,9 +317,9 @@ class KubeLocustRun(PhaseClock):
         """Stop the run, read Locust's exit code and stats, delete everything; idempotent."""
         if self.report is not None:
             return self.report
-        if self._state is _State.NEW:
+        if self._state is RunState.NEW:
             raise LoadError("KubeLocustRun.stop() before start()")
-        if self._state is _State.STOPPED:
+        if self._state is RunState.STOPPED:
             raise LoadError("the in-cluster Locust run was cleaned up without a report (see the first error)")
         ended_at = self._wall()
         try:
@@ -333,10 +328,10 @@ class KubeLocustRun(PhaseClock):
             assert done is not None
             if done.exit_code == 0:
                 self._await_workers()
-            self._state = _State.STOPPED
+            self._state = RunState.STOPPED
             report = self._report(done, ended_at, finished_alone=finished_alone)
         finally:
-            self._state = _State.STOPPED
+            self._state = RunState.STOPPED
             self._cleanup()
         self.report = report
         (self.workdir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
@@ -349,7 +344,7 @@ class KubeLocustRun(PhaseClock):
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc is not None and not isinstance(exc, Exception):  # Ctrl-C, SystemExit: just clean up
-            self._state = _State.STOPPED
+            self._state = RunState.STOPPED
             self._cleanup()
             return
         try:
@@ -383,7 +378,7 @@ class KubeLocustRun(PhaseClock):
         if done is not None:
             raise LoadError(
                 f"in-cluster Locust's master exited {done.exit_code} before spawning its users:\n"
-                f"{_locust_message(done.log)}"
+                f"{locust_message(done.log)}"
             )
         masters = [p for p in pods if _role(p) == "master" and live(p)]
         if not masters or not pod_ready(masters[0]):
@@ -408,7 +403,7 @@ class KubeLocustRun(PhaseClock):
                 raise LoadError(
                     f"Locust's {role} in pod {self.namespace}/{name} exited "
                     f"(restarts {cs.get('restartCount') or 0}{', ' + waiting if waiting else ''}); "
-                    f"its log:\n{_locust_message(tail)}"
+                    f"its log:\n{locust_message(tail)}"
                 )
         if role == "master" and not self._master and live(pod):
             self._master = name
@@ -485,7 +480,7 @@ class KubeLocustRun(PhaseClock):
                     raise LoadError(
                         f"Locust's worker in pod {self.namespace}/{name} restarted during the run "
                         f"(restarts {cs.get('restartCount')}): its requests so far are lost; its log:\n"
-                        f"{_locust_message(self._log_tail(name, 'worker'))}"
+                        f"{locust_message(self._log_tail(name, 'worker'))}"
                     )
             if name in self._worker_exit:
                 continue  # its log is complete and read
@@ -535,7 +530,7 @@ class KubeLocustRun(PhaseClock):
         if done.exit_code != 0:
             raise LoadError(
                 f"in-cluster Locust exited {done.exit_code} (2: an unhandled error in a user):\n"
-                f"{_locust_message(done.log)}"
+                f"{locust_message(done.log)}"
             )
         at = done.log.find(EXCEPTION_MARK)
         if at >= 0:  # a worker's user raised (the locustfile's --mp-log-exceptions)
@@ -543,7 +538,7 @@ class KubeLocustRun(PhaseClock):
             raise LoadError(f"in-cluster Locust's users raised an exception ({self.log_path}):\n{where}")
         if "Traceback (most recent call last)" in done.log:
             raise LoadError(
-                f"in-cluster Locust logged a traceback ({self.log_path}):\n{_locust_message(done.log)}"
+                f"in-cluster Locust logged a traceback ({self.log_path}):\n{locust_message(done.log)}"
             )
         if done.stats is None:
             raise LoadError(f"in-cluster Locust exited 0 but logged no stats ({self.log_path})")
@@ -609,7 +604,7 @@ class KubeLocustRun(PhaseClock):
                 tail = self._log_tail(name_of(pod), role)
                 if role == "master":
                     self._save_log(tail)
-                e.add_note(f"{role} {name_of(pod)} log (last lines):\n{_locust_message(tail)}")
+                e.add_note(f"{role} {name_of(pod)} log (last lines):\n{locust_message(tail)}")
 
     def _log_tail(self, pod: str, container: str) -> str:
         try:

@@ -18,7 +18,8 @@ import pytest
 
 from harness import wait
 from harness.errors import LoadError
-from harness.load import LoadConfig, LoadTarget, LocustRun, _group_alive
+from harness.load import LoadConfig, LoadTarget, LocustRun
+from harness.load.local import _group_alive
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.load import LoadConfig, LoadReport, LoadTarget, PhaseMark, RequestRecord, build_report
 from harness.load.bins import MIN_BIN_S, bin_edges, bin_series, bin_width
 from harness.load.chart import plot_report_json, stagger
+from harness.load.config import LoadConfig, LoadTarget
+from harness.load.report import LoadReport, PhaseMark, RequestRecord, build_report
 
 T0 = 1_796_000_000.0  # unix seconds, as the locustfile logs them
 

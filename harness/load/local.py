@@ -1,0 +1,494 @@
+"""The local runner: Locust as a subprocess on this machine (:class:`LocustRun`), its report built
+from the event logs, and the CPU of its process group read from /proc.
+
+Locust is never imported here (``import locust`` monkey-patches the process with gevent); the
+locustfile in ``loadtests/`` is the only importer. ::
+
+    target = LoadTarget.from_mesh(mesh)                   # URLs of the running mesh, never fixed ports
+    with LocustRun(LoadConfig(users=20), target, workdir=tmp) as run:
+        run.phase("fault")                                # the previous phase ends here
+        ...inject a fault...
+        with run.phase("recovery"):                       # leaving the block starts "after recovery"
+            ...
+    report = run.report                                   # LoadReport: totals, per phase, per time bin
+    report.phase("fault").by_status                       # {200: 1800, 503: 12}
+
+Lifecycle: :meth:`LocustRun.start` spawns ``python -m locust --headless`` in its own process group
+with PDEATHSIG (a SIGKILLed parent still takes it down; ``--processes`` workers die with their
+master, see the locustfile), then waits (:func:`harness.wait.until`, no sleep) until Locust logs
+that its users are spawned. :meth:`LocustRun.stop` creates the run's stop file, which the
+locustfile's shape reads every tick (second): Locust then stops its users, writes its stats and
+exits 0. After ``stop_timeout`` it gets SIGINT, then SIGKILL for the whole group; the report is
+built once the process group is gone. Not SIGTERM: Locust 2.47 installs its SIGTERM handler only
+after a headless run with a LoadTestShape has ended, so SIGTERM kills it without its stats; and
+SIGINT can surface as a KeyboardInterrupt traceback inside a user greenlet (both measured). Locust's own failures raise :class:`~harness.errors.LoadError` with Locust's
+message: an exit code other than 0 (2 = an unhandled greenlet error), or a traceback in its log.
+Failed *requests* never do: Locust runs with ``--exit-code-on-error 0`` and the caller judges the
+report (:func:`error_ratio_below`, :func:`latency_at_least`).
+
+The report is built from the per-request event logs the locustfile writes (start time, latency,
+status, answering pod and version, x-request-id), so phase boundaries are exact to the request;
+Locust's own totals (``--json-file``) are kept beside them as a cross-check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
+
+from harness import proc, wait
+from harness.errors import LoadError, StateError, ToolMissing, UserError, WaitTimeout
+from harness.load.config import LOCUSTFILE, USER_CLASSES, LoadConfig, LoadTarget, MeshTargets
+from harness.load.report import LoadReport, PhaseMark, RequestRecord, build_report
+from harness.load.run import (
+    FIRST_PHASE,
+    SPAWN_PHASE,
+    LoadRun,
+    PhaseClock,
+    Progress,
+    RunState,
+    locust_message,
+    users_past,
+)
+
+_SPAWNED = re.compile(r"All users spawned|Spawning is complete")
+
+
+class LocustRun(PhaseClock):
+    """Locust headless as a subprocess; a context manager. Reuse after stop is refused."""
+
+    def __init__(
+        self,
+        config: LoadConfig,
+        target: LoadTarget,
+        *,
+        workdir: Path,
+        locustfile: Path = LOCUSTFILE,
+        python: str = sys.executable,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        target.check(config.user_class)
+        if not locustfile.is_file():
+            raise UserError(f"locustfile {locustfile} does not exist. Fix: run from a meshproof checkout")
+        self.config, self.target = config, target
+        self.workdir = Path(workdir)
+        self.locustfile = locustfile
+        self._python = python
+        self._wall = wall
+        self._state = RunState.NEW
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._pgid = 0
+        self._phases: list[PhaseMark] = []
+        self._records: list[RequestRecord] = []
+        self._offsets: dict[Path, int] = {}
+        self._started_at = 0.0
+        self._cpu_s = 0.0
+        self._cpu_sampled_at = float("-inf")
+        self._newest_start: dict[str, float] = {}  # per Locust user: the latest request start logged
+        self._failures = 0
+        self.run_id = f"mp-{uuid.uuid4().hex[:10]}"
+        self.report: LoadReport | None = None
+
+    # ---- paths
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "locust.log"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.workdir / "events"
+
+    @property
+    def json_path(self) -> Path:
+        return self.workdir / "locust.json"  # Locust appends ".json" to --json-file
+
+    @property
+    def stop_file(self) -> Path:
+        return self.workdir / "stop"
+
+    @property
+    def exited(self) -> bool:
+        """Whether the Locust master has exited (a run with a duration ends by itself)."""
+        return self._popen is not None and self._popen.poll() is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    def argv(self, master_port: int = 0) -> list[str]:
+        c, t = self.config, self.target
+        argv = [
+            self._python,
+            "-m",
+            "locust",
+            "-f",
+            str(self.locustfile),
+            "--headless",
+            "--users",
+            str(c.users),
+            "--spawn-rate",
+            f"{c.rate:g}",
+            "--exit-code-on-error",
+            "0",
+            "--only-summary",
+            "--loglevel",
+            "INFO",
+            "--stop-timeout",
+            "5",
+            "--json-file",
+            str(self.workdir / "locust"),
+            "--mp-shape",
+            c.shape,
+            "--mp-duration",
+            f"{c.duration_s:g}",
+            "--mp-ingress",
+            t.ingress_url,
+            "--mp-call",
+            t.call_url,
+            "--mp-service",
+            t.service_url,
+            "--mp-path",
+            c.path,
+            "--mp-run-id",
+            self.run_id,
+            "--mp-events",
+            str(self.events_dir),
+            "--mp-stop-file",
+            str(self.stop_file),
+        ]
+        if c.headers:
+            argv += ["--mp-header", json.dumps(dict(c.headers))]
+        if c.processes > 1:
+            port = str(master_port)
+            argv += ["--processes", str(c.processes), "--master-bind-host", "127.0.0.1"]
+            argv += ["--master-bind-port", port, "--master-host", "127.0.0.1", "--master-port", port]
+        return argv + list(USER_CLASSES[c.user_class])
+
+    # ---- lifecycle
+    def start(self) -> Self:
+        if self._state is not RunState.NEW:
+            raise LoadError(f"this LocustRun is {self._state.value}; start a new one")
+        if find_spec("locust") is None:
+            raise ToolMissing("locust", "meshproof load", "run ./scripts/setup (locust is a dependency)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.events_dir.mkdir(exist_ok=True)
+        argv = self.argv(_free_port() if self.config.processes > 1 else 0)
+        (self.workdir / "argv.json").write_text(json.dumps(argv))
+        self._started_at = self._wall()
+        self._phases = [PhaseMark(SPAWN_PHASE, self._started_at)]
+        self._popen = proc.spawn(
+            argv,
+            log_path=self.log_path,
+            new_session=True,
+            die_with_parent=True,
+            env={"PYTHONUNBUFFERED": "1"},
+        )
+        self._pgid = self._popen.pid
+        self._state = RunState.RUNNING
+        try:
+            wait.until(
+                self._spawned,
+                what=f"Locust to spawn {self.config.users} users (log {self.log_path})",
+                timeout=self.config.spawn_timeout,
+                interval=0.1,
+                hint="the machine may be overloaded; see the log's last lines",
+            )
+        except BaseException as e:
+            self._kill()
+            self._state = RunState.STOPPED
+            tail = proc.tail(self.log_path, 15)
+            if tail:
+                e.add_note(f"Locust log ({self.log_path}):\n{tail}")
+            raise
+        if self.current_phase == SPAWN_PHASE:
+            self.phase(FIRST_PHASE)
+        return self
+
+    def _spawned(self) -> bool:
+        assert self._popen is not None
+        text = _read_text(self.log_path)
+        if _SPAWNED.search(text):
+            return True
+        code = self._popen.poll()
+        if code is not None:
+            raise LoadError(f"Locust exited {code} before spawning its users:\n{locust_message(text)}")
+        return False
+
+    def progress(self) -> Progress:
+        """Figures so far (reads the new lines of the event logs)."""
+        self._read_events()
+        self._sample_cpu()
+        return Progress.of(
+            self._records,
+            self._failures,
+            started_at=self._started_at,
+            now=self._wall(),
+            phase=self.current_phase,
+        )
+
+    def snapshot(self, *, settle_s: float = 1.0, timeout: float = 30.0) -> LoadReport:
+        """The report so far, while the load keeps running: every phase up to now, the current one
+        cut at this moment. Waits until each Locust user has logged a request that started
+        ``settle_s`` after the last phase boundary: a user sends one request at a time, so every
+        request of the closed phases is then logged, however slow it was (the event logs are
+        flushed every 0.5 s). A user that has logged nothing for ``QUIET_USER_S`` (stopped by a
+        shape, or stuck) is not waited for."""
+        if self._state is not RunState.RUNNING:
+            if self.report is None:
+                raise LoadError("snapshot() of a load that is not running")
+            return self.report
+        boundary = self._phases[-1].start
+
+        def settled() -> bool:
+            self._read_events()
+            return users_past(self._newest_start, boundary + settle_s, now=self._wall()) is None
+
+        wait.until(
+            settled,
+            what=f"every Locust process to log requests started {settle_s:g} s after the phase boundary",
+            timeout=timeout,
+            interval=0.1,
+            hint="is the load still running? see the Locust log",
+        )
+        return build_report(
+            self.config,
+            self.target,
+            self._records,
+            self._phases,
+            started_at=self._started_at,
+            ended_at=self._wall(),
+            request_id_prefix=self.run_id,
+            locust_cpu_s=self._cpu_s,
+            workdir=self.workdir,
+        )
+
+    def wait(self, timeout: float) -> int:
+        """Block until Locust exits on its own (a run with a duration); returns its exit code."""
+        assert self._popen is not None
+        popen = self._popen
+
+        def done() -> bool:
+            self._sample_cpu()
+            return popen.poll() is not None
+
+        wait.until(
+            done,
+            what=f"Locust to finish its {self.config.duration_s:g} s run",
+            timeout=timeout,
+            interval=0.1,
+        )
+        return int(popen.returncode)
+
+    def stop(self) -> LoadReport:
+        """Ask Locust to stop, wait for its process group to be gone to be gone, read the results; idempotent."""
+        if self.report is not None:
+            return self.report
+        if self._popen is None:
+            raise LoadError("LocustRun.stop() before start()")
+        ended_at = self._wall()
+        popen = self._popen
+        finished_alone = popen.poll() is not None  # a run with a duration ended by itself
+        if not finished_alone:
+            self._sample_cpu(now=True)
+            self.stop_file.touch()
+            if not self._exits_within(self.config.stop_timeout):
+                popen.send_signal(signal.SIGINT)
+                self._exits_within(5.0)
+        self._kill()
+        # Requests sent until Locust stopped belong to the last phase.
+        last = self._last_activity()
+        ended_at = last if finished_alone and self._records else max(ended_at, last)
+        self._state = RunState.STOPPED
+        self._phases[-1] = PhaseMark(self._phases[-1].name, self._phases[-1].start, ended_at)
+        self._read_events()
+        text = _read_text(self.log_path)
+        code = int(popen.returncode)
+        if code != 0:
+            raise LoadError(
+                f"Locust exited {code} (2: an unhandled error in a user):\n{locust_message(text)}"
+            )
+        if "Traceback (most recent call last)" in text:
+            raise LoadError(f"Locust logged a traceback ({self.log_path}):\n{locust_message(text)}")
+        self.report = build_report(
+            self.config,
+            self.target,
+            self._records,
+            self._phases,
+            started_at=self._started_at,
+            ended_at=ended_at,
+            request_id_prefix=self.run_id,
+            locust_requests=_locust_total(self.json_path),
+            locust_exit_code=code,
+            locust_cpu_s=self._cpu_s,
+            workdir=self.workdir,
+        )
+        (self.workdir / "report.json").write_text(json.dumps(self.report.to_json(), indent=2))
+        return self.report
+
+    def __enter__(self) -> Self:
+        return self.start()  # start() cleans up a half-started run before re-raising
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and not isinstance(exc, Exception):  # Ctrl-C, SystemExit: just clean up
+            self._kill()
+            self._state = RunState.STOPPED
+            return
+        try:
+            self.stop()
+        except Exception as e:
+            if exc is None:
+                raise
+            exc.add_note(f"and stopping Locust failed too: {e}")
+
+    # ---- internals
+    def _kill(self) -> None:
+        """SIGKILL whatever is left of the process group, and reap the master."""
+        if self._pgid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pgid, signal.SIGKILL)
+        if self._popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=10)
+        if self._pgid:
+            pgid = self._pgid
+            wait.until(
+                lambda: not _group_alive(pgid),
+                what=f"the Locust process group {pgid} to be gone",
+                timeout=10,
+                interval=0.05,
+            )
+
+    def _sample_cpu(self, *, now: bool = False) -> None:
+        """CPU seconds of the live group (its processes vanish at exit: sample while it runs).
+        At most once a second unless ``now`` (finding the group scans /proc)."""
+        if not now and time.monotonic() - self._cpu_sampled_at < 1.0:
+            return
+        if self._pgid and self._popen is not None and self._popen.poll() is None:
+            self._cpu_s = max(self._cpu_s, _group_cpu_seconds(self._pgid))
+            self._cpu_sampled_at = time.monotonic()
+
+    def _exits_within(self, seconds: float) -> bool:
+        popen = self._popen
+        assert popen is not None
+        try:
+            wait.until(
+                lambda: popen.poll() is not None, what="Locust to stop", timeout=seconds, interval=0.05
+            )
+        except WaitTimeout:
+            return False
+        return True
+
+    def _read_events(self) -> None:
+        for path in sorted(self.events_dir.glob("events-*.tsv")):
+            offset = self._offsets.get(path, 0)
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read()
+            except OSError:
+                continue
+            cut = data.rfind(b"\n") + 1  # only complete lines; the rest is read next time
+            self._offsets[path] = offset + cut
+            for line in data[:cut].decode(errors="replace").splitlines():
+                rec = RequestRecord.parse(line)
+                if rec is not None:
+                    self._records.append(rec)
+                    self._failures += rec.failed
+                    key = rec.request_id.rsplit("-", 1)[0]  # <run id>-<pid>.<user>: one Locust user
+                    if rec.start > self._newest_start.get(key, 0.0):
+                        self._newest_start[key] = rec.start
+
+    def _last_activity(self) -> float:
+        self._read_events()
+        if not self._records:
+            return self._wall()
+        return max(r.start + r.latency_ms / 1000 for r in self._records)
+
+
+class _Meshlike(MeshTargets, Protocol):
+    name: str
+
+
+def load_run(config: LoadConfig, mesh: _Meshlike, *, workdir: Path, image: str = "") -> LoadRun:
+    """The load run for ``mesh``'s backend: Locust as a local subprocess (local backend), or a Locust
+    master and workers as Deployments inside the cluster (kind, existing: the load enters through the
+    mesh from other-namespace; see :mod:`harness.load.kube_run`), with ``image`` if given
+    (``MESHPROOF_LOCUST_IMAGE``: e.g. one built and loaded for a cluster that cannot pull)."""
+    if mesh.name in ("kind", "existing"):
+        from harness.load.kube_run import KubeLocustRun
+
+        api = getattr(mesh, "api", None)
+        if api is None:
+            raise StateError(f"the {mesh.name} backend has no Kubernetes API connection (is the mesh up?)")
+        image = image or str(getattr(mesh, "locust_image", "") or "")  # kind: the locally built one
+        if image:
+            return KubeLocustRun(config, api=api, workdir=workdir, image=image)
+        return KubeLocustRun(config, api=api, workdir=workdir)
+    return LocustRun(config, LoadTarget.from_mesh(mesh), workdir=workdir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _locust_total(path: Path) -> int:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return -1
+    return sum(int(e.get("num_requests", 0)) for e in entries if isinstance(e, dict))
+
+
+def _group_members(pgid: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields[2]: pgrp; state Z: a zombie
+            pids.append(int(d.name))
+    return pids
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(_group_members(pgid))
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every live process in the group (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in _group_members(pgid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / ticks
