@@ -1,7 +1,7 @@
 """Embedded local mesh benchmark: up-to-ready, apply-to-effect, resident memory, down.
 
-Usage: PYTHONPATH=. .venv/bin/python bench/bench_mesh.py [--runs 3]
-(PYTHONPATH: the split is awaited with the suites' converge_split from suites/_support.)
+Usage: .venv/bin/python bench/bench_mesh.py [--runs 3]
+(the split is awaited with the suites' converge_split, harness.traffic.split)
 Needs the pinned binaries installed (./scripts/setup). Prints JSON; copy the numbers into
 docs/BENCHMARKS.md with the machine facts. Never run from tests (no timed assertions there).
 """

@@ -1,7 +1,7 @@
 """Tracing benchmark: Jaeger's build time, resident memory, ingestion delay, the sampling check's N.
 
-Usage: PYTHONPATH=. .venv/bin/python bench/bench_tracing.py [--probes 200] [--rebuild]
-(PYTHONPATH: it reuses the suites' probe helpers from suites/_support.)
+Usage: .venv/bin/python bench/bench_tracing.py [--probes 200] [--rebuild]
+(the suites' probe helpers: harness.tracing.probes)
 Brings up the local mesh from manifests/ in a temp state dir, sends probes through the ingress
 one by one at a steady pace and, per probe, measures the seconds from sending it to its
 complete trace (3 spans) being visible in Jaeger's query API. Prints JSON; copy the numbers into
@@ -23,10 +23,10 @@ from harness.backends.local import jaeger as local_jaeger
 from harness.backends.local.backend import LocalBackend
 from harness.settings import from_env
 from harness.tracing.jaeger import JaegerClient, now_us
+from harness.tracing.probes import send_probes, traces_by_probe
 from harness.traffic.client import Sampler
 from harness.traffic.design import Design
 from harness.traffic.stats import latency_quantiles
-from suites._support.tracing import send_probes, traces_by_probe
 
 
 def rss_mib(pid: int) -> float:

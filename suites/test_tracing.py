@@ -39,11 +39,7 @@ import pytest
 from harness.backends.base import Backend, Workload
 from harness.settings import Settings
 from harness.tracing.jaeger import JaegerClient, Trace
-from harness.traffic.checks import CheckResult, proportion_match
-from harness.traffic.client import Sampler
-from harness.traffic.design import Design
-from suites._support.config import ConfigGuard
-from suites._support.tracing import (
+from harness.tracing.probes import (
     Hop,
     Probe,
     call_path,
@@ -54,6 +50,10 @@ from suites._support.tracing import (
     shape_check,
     traces_by_probe,
 )
+from harness.traffic.checks import CheckResult, proportion_match
+from harness.traffic.client import Sampler
+from harness.traffic.design import Design
+from suites._support.config import ConfigGuard
 
 pytestmark = [pytest.mark.e2e]
 

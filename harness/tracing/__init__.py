@@ -1,1 +1,1 @@
-"""Tracing: the Jaeger query API client (``jaeger.py``)."""
+"""Tracing: the Jaeger query API client (``jaeger.py``) and trace probes (``probes.py``)."""

@@ -14,8 +14,8 @@ from harness.backends.local import jaeger as local_jaeger
 from harness.backends.local import topology
 from harness.errors import WaitTimeout
 from harness.tracing.jaeger import JaegerClient, JaegerUnavailable, parse_trace
+from harness.tracing.probes import Hop, probe_ids, shape_problems
 from harness.wait import Clock
-from suites._support.tracing import Hop, probe_ids, shape_problems
 
 MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
 

@@ -1,4 +1,4 @@
-"""Tracing suite helpers: probe requests, finding their traces, the expected span topology.
+"""Trace probes: requests that find their own traces in Jaeger, and the expected span topology.
 
 A *probe* is one request carrying a fresh id in its URL (``?probe=<id>``; Envoy records the URL
 in every span's ``http.url`` tag, also of an outbound call that starts a new trace) and, for the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -26,7 +25,7 @@ from harness.backends.base import Backend, Workload
 from harness.errors import WaitTimeout
 from harness.tracing.jaeger import JaegerClient, Trace, now_us
 from harness.traffic.checks import CheckResult
-from harness.traffic.client import Response, Sampler, SampleSpec
+from harness.traffic.client import DEFAULT_TARGET, Response, Sampler, SampleSpec
 
 PROBE_RE = re.compile(r"probe(?:=|%3D)([0-9a-f]{16})")
 
@@ -80,7 +79,7 @@ def send_probes(
             source=source,
             path=path(pid),
             headers={"traceparent": f"00-{trace_id}-{pid}-01"} if traceparent else None,
-            **({"target": target} if target else {}),
+            target=target or DEFAULT_TARGET,
         )
         for pid, trace_id in ids
     ]
@@ -224,7 +223,3 @@ def quantiles(values: Iterable[float]) -> dict[str, float]:
 
     q = latency_quantiles([v * 1000 for v in values], (0.5, 0.95))
     return {k: round(v / 1000, 3) for k, v in q.items()}
-
-
-def wall(started: float) -> float:
-    return time.monotonic() - started
