@@ -4,7 +4,7 @@
     The plugin's ``mesh`` fixture when meshproof's pytest plugin is loaded; otherwise a local
     mesh in a temp state dir, always torn down at the end.
 ``config`` / ``faults`` (function)
-    :class:`~suites._support.config.ConfigGuard` / :class:`~suites._support.faults.FaultGuard`:
+    :class:`~harness.guards.ConfigGuard` / :class:`~harness.guards.FaultGuard`:
     every configuration variant and app fault a test makes is undone in teardown. On failure
     the mesh's diagnostics are dumped into the test's tmp dir *before* anything is undone, so
     they show the state the test failed in.
@@ -28,14 +28,13 @@ import httpx
 import pytest
 
 from harness.backends.base import Backend
+from harness.guards import ConfigGuard, FaultGuard, observer, running_config
 from harness.istio import Bundle, validate_paths
 from harness.report.records import Recorder
 from harness.settings import Settings, from_env
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler
 from harness.traffic.design import Design
-from suites._support.config import ConfigGuard, observer, running_config
-from suites._support.faults import FaultGuard
 
 RECORDER = pytest.StashKey[Recorder]()
 REPORT_PATHS = pytest.StashKey[list[Path]]()

@@ -32,12 +32,11 @@ import pytest
 from harness import wait
 from harness.backends.base import Backend, Fault
 from harness.envoy import EnvoyAdmin, outbound_cluster
+from harness.guards import ConfigGuard, FaultGuard
 from harness.istio.oracles.overflow import Limits
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler, SampleResult
 from harness.traffic.split import attribution, converge_split, expected_split, route_for
-from suites._support.config import ConfigGuard
-from suites._support.faults import FaultGuard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

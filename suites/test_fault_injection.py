@@ -31,12 +31,12 @@ import pytest
 
 from harness import envoy, wait
 from harness.envoy import EnvoyAdmin, FaultCounts
+from harness.guards import ConfigGuard
 from harness.istio import HttpRoute, VirtualService, parse_duration
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import SampleResult
 from harness.traffic.split import route_for
-from suites._support.config import ConfigGuard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

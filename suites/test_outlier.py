@@ -50,12 +50,12 @@ from harness import wait
 from harness.backends.base import Backend, Fault, Workload
 from harness.envoy import EnvoyAdmin, HostState, address_owner, outbound_cluster
 from harness.errors import WaitTimeout
+from harness.guards import ConfigGuard
 from harness.istio import DestinationRule, parse_duration
 from harness.istio.oracles.outlier import EffectiveOutlier
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler, SampleResult
 from harness.traffic.split import attribution, converge_split, expected_split, route_for
-from suites._support.config import ConfigGuard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

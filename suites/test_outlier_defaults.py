@@ -21,12 +21,11 @@ import pytest
 from harness import wait
 from harness.backends.base import Backend, Fault, Workload
 from harness.envoy import EnvoyAdmin, address_owner, outbound_cluster
+from harness.guards import ConfigGuard, FaultGuard
 from harness.istio.oracles.outlier import EffectiveOutlier
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler
 from harness.traffic.split import attribution, route_for
-from suites._support.config import ConfigGuard
-from suites._support.faults import FaultGuard
 
 pytestmark = [pytest.mark.e2e]
 

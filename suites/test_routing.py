@@ -17,6 +17,7 @@ from typing import Any, TypedDict, Unpack
 import pytest
 
 from harness.backends.base import Backend
+from harness.guards import ConfigGuard
 from harness.istio import HttpRoute, VirtualService
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler
@@ -31,7 +32,6 @@ from harness.traffic.split import (
     sequential_split_check,
     split_toward,
 )
-from suites._support.config import ConfigGuard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

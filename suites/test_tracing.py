@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from harness.backends.base import Backend, Workload
+from harness.guards import ConfigGuard
 from harness.settings import Settings
 from harness.tracing.jaeger import JaegerClient, Trace
 from harness.tracing.probes import (
@@ -53,7 +54,6 @@ from harness.tracing.probes import (
 from harness.traffic.checks import CheckResult, proportion_match
 from harness.traffic.client import Sampler
 from harness.traffic.design import Design
-from suites._support.config import ConfigGuard
 
 pytestmark = [pytest.mark.e2e]
 

@@ -1,4 +1,7 @@
-"""ConfigGuard: apply validated variants of the manifests' objects, and always restore them.
+"""Guards that always undo what a test changed in the shared mesh: configuration variants
+(:class:`ConfigGuard`) and app faults and killed replicas (:class:`FaultGuard`).
+
+ConfigGuard: apply validated variants of the manifests' objects, and always restore them.
 
 Every suite shares one mesh, so a test that changes configuration must put the original back.
 A guard starts from the manifests (what the mesh was brought up with), hands out deep copies
@@ -18,19 +21,22 @@ is nothing to wait for (and the local backend's ``apply`` would wait for a push 
 
 :attr:`ConfigGuard.applied` is the Bundle the mesh runs now: expectations are derived from it,
 never typed into tests.
+
+FaultGuard: a leaked fault poisons every later suite, so the guard remembers every pod it touched
+and :meth:`FaultGuard.undo` clears them all (and restarts killed replicas), whatever happened.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from harness.backends.base import Backend
+from harness.backends.base import Backend, Fault
 from harness.istio import Bundle, load_paths, load_text, validate_documents
 from harness.istio.loader import Document
 from harness.istio.model import document_key
@@ -230,3 +236,42 @@ def observer(mesh: Backend, manifests: Bundle) -> Callable[[], Mapping[Key, Body
     if where is None or not where.is_dir():
         return None
     return lambda: running_config(mesh, manifests)
+
+
+class FaultGuard:
+    def __init__(self, mesh: Backend) -> None:
+        self._mesh = mesh
+        self._faulted: list[str] = []
+        self._killed: list[str] = []
+
+    def inject(self, pods: str | Iterable[str], fault: Fault) -> None:
+        for pod in [pods] if isinstance(pods, str) else list(pods):
+            if pod not in self._faulted:
+                self._faulted.append(pod)
+            self._mesh.inject_fault(pod, fault)
+
+    def clear(self, pods: str | Iterable[str]) -> None:
+        for pod in [pods] if isinstance(pods, str) else list(pods):
+            self._mesh.clear_fault(pod)
+            if pod in self._faulted:
+                self._faulted.remove(pod)
+
+    def kill(self, pod: str) -> None:
+        self._killed.append(pod)
+        self._mesh.kill(pod)
+
+    def undo(self) -> list[str]:
+        """Clear every fault and restart every killed replica; returns what could not be undone."""
+        problems = []
+        for pod in list(self._killed):
+            try:
+                self._mesh.restart(pod)
+                self._killed.remove(pod)
+            except Exception as e:  # keep undoing the rest
+                problems.append(f"restart {pod}: {type(e).__name__}: {e}")
+        for pod in list(self._faulted):
+            try:
+                self.clear(pod)
+            except Exception as e:
+                problems.append(f"clear fault on {pod}: {type(e).__name__}: {e}")
+        return problems

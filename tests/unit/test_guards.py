@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
+from harness.guards import ConfigGuard
 from harness.istio import Bundle, load_text
-from suites._support.config import ConfigGuard
 
 MANIFESTS = """
 apiVersion: v1
