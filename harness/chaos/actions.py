@@ -26,9 +26,7 @@ stop_control_plane          start_control_plane          istiod
 from __future__ import annotations
 
 import copy
-import json
 import os
-import re
 import shutil
 import signal
 import sys
@@ -37,9 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harness import proc, wait
+from harness.chaos import objects
 from harness.chaos.context import Configuration, Ledger, chaos_dir, mesh, state_dir
 from harness.errors import BackendError, HarnessError, StateError, UserError
 from harness.mesh import FAULT_VIAS, Fault
@@ -65,126 +62,7 @@ __all__ = [
     "stop_load",
 ]
 
-#: Metadata the API server writes itself, whatever the object says: a correct restore cannot bring
-#: it back, so the no-residue check and :func:`restore_object` do not compare it (each with why).
-#: Everything else of the object is compared: spec, labels, annotations, finalizers, owners, ...
-SERVER_MANAGED_METADATA: Mapping[str, str] = {
-    "resourceVersion": "bumped by the API server on every write, a restore included",
-    "uid": "new when a removed object is created again",
-    "creationTimestamp": "new when a removed object is created again",
-    "generation": "incremented by the API server on every spec write, even one back to the same spec",
-    "managedFields": "the API server's record of which manager wrote which field, and when",
-    "selfLink": "derived from the object's path (deprecated; empty since Kubernetes 1.20)",
-}
-#: Annotations a client tool writes for its own bookkeeping, not configuration anyone reads.
-TOOL_ANNOTATIONS: Mapping[str, str] = {
-    "kubectl.kubernetes.io/last-applied-configuration": (
-        "kubectl's copy of the last document it applied (its client-side apply bookkeeping); it "
-        "holds the body as applied, so it differs after any restore that applied another body"
-    ),
-}
-#: ``status`` is not compared either: istiod's status reporter writes it (observedGeneration,
-#: validation messages), and on the local backend no object has one.
-
-#: metadata the API server owns; dropped before an object is applied back (resourceVersion is kept)
-_SERVER_FIELDS = tuple(k for k in SERVER_MANAGED_METADATA if k != "resourceVersion")
-
-
-# --------------------------------------------------------------------------- objects
-
-
-def object_key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{obj.get('kind')}/{meta.get('namespace') or 'default'}/{meta.get('name')}"
-
-
-def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """``obj`` as the no-residue check compares it: without ``status``, the server-managed
-    metadata and the tool annotations above (empty ``labels``/``annotations`` count as absent)."""
-    body = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
-    meta = {k: v for k, v in dict(body.get("metadata") or {}).items() if k not in SERVER_MANAGED_METADATA}
-    annotations = {k: v for k, v in dict(meta.get("annotations") or {}).items() if k not in TOOL_ANNOTATIONS}
-    meta.pop("annotations", None)
-    if annotations:
-        meta["annotations"] = annotations
-    if not meta.get("labels"):
-        meta.pop("labels", None)
-    body["metadata"] = meta
-    return body
-
-
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def field_changes(was: Any, now: Any, path: str = "") -> list[str]:
-    """Where ``now`` differs from ``was``, one line per field: ``metadata.labels.team added ("x")``,
-    ``spec.http[1].fault removed (was ...)``, ``metadata.annotations["a.io/b"]: "1" -> "2"``,
-    ``spec.http: 1 item, was 2``."""
-    if isinstance(was, Mapping) and isinstance(now, Mapping):
-        out: list[str] = []
-        for k in sorted(set(was) | set(now), key=str):
-            p = f"{path}.{k}" if _PLAIN_KEY.match(str(k)) else f"{path}[{json.dumps(str(k))}]"
-            p = p.lstrip(".")
-            if k not in was:
-                out.append(f"{p} added ({_short(now[k])})")
-            elif k not in now:
-                out.append(f"{p} removed (was {_short(was[k])})")
-            elif was[k] != now[k]:
-                out += field_changes(was[k], now[k], p)
-        return out
-    if isinstance(was, list) and isinstance(now, list) and len(was) == len(now):
-        return [
-            c
-            for i, (a, b) in enumerate(zip(was, now, strict=True))
-            for c in field_changes(a, b, f"{path}[{i}]")
-        ]
-    if isinstance(was, list) and isinstance(now, list):
-        return [f"{path}: {len(now)} item{'s' * (len(now) != 1)}, was {len(was)}"]
-    return [f"{path or '(object)'}: {_short(was)} -> {_short(now)}"] if was != now else []
-
-
-def find_object(kind: str, ref: str, configuration: Configuration = None) -> dict[str, Any] | None:
-    """The running Istio object ``kind`` named ``ns/name`` (None when absent)."""
-    ns, _, name = ref.rpartition("/")
-    key = f"{kind}/{ns or 'default'}/{name}"
-    for obj in mesh(configuration).istio_objects():
-        if object_key(obj) == key:
-            return obj
-    return None
-
-
-def _applicable(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """``obj`` as it can be applied back: server-owned fields dropped, ``resourceVersion`` kept
-    (on Kubernetes it makes the apply fail instead of overwriting a concurrent edit)."""
-    body = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
-    meta = {k: v for k, v in dict(body.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
-    body["metadata"] = meta
-    return body
-
-
-def _apply_bodies(bodies: Sequence[Mapping[str, Any]], label: str, configuration: Configuration) -> float:
-    path = chaos_dir(configuration) / "objects" / f"{time.time_ns()}-{label}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump_all([dict(b) for b in bodies], sort_keys=False))
-    try:
-        return mesh(configuration).apply([path])
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _delete_bodies(bodies: Sequence[Mapping[str, Any]], label: str, configuration: Configuration) -> float:
-    path = chaos_dir(configuration) / "objects" / f"{time.time_ns()}-{label}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump_all([dict(b) for b in bodies], sort_keys=False))
-    try:
-        return mesh(configuration).delete([path])
-    finally:
-        path.unlink(missing_ok=True)
+# --------------------------------------------------------------------------- one http route
 
 
 def http_route(vs: Mapping[str, Any], route: str) -> tuple[int, dict[str, Any]]:
@@ -195,7 +73,7 @@ def http_route(vs: Mapping[str, Any], route: str) -> tuple[int, dict[str, Any]]:
             return i, r
     names = ", ".join(str(r.get("name")) for r in routes if isinstance(r, dict) and r.get("name")) or "none"
     raise UserError(
-        f"VirtualService {object_key(vs)} has no http route named {route!r} (named routes: {names}). "
+        f"VirtualService {objects.object_key(vs)} has no http route named {route!r} (named routes: {names}). "
         "Fix: name the route in the VirtualService, or use one of the names listed"
     )
 
@@ -216,23 +94,11 @@ def route_fault(
     return fault
 
 
-def _validate(bodies: Sequence[Mapping[str, Any]], configuration: Configuration) -> None:
-    """Istio's validation of objects about to be applied, in the context of what the mesh runs."""
-    from harness.istio import Bundle, load_text, validate_documents
-
-    running = Bundle(load_text(yaml.safe_dump_all(mesh(configuration).istio_objects()), "<running mesh>"))
-    docs = load_text(yaml.safe_dump_all([dict(b) for b in bodies], sort_keys=False), "<chaos action>")
-    validate_documents(docs, running)
-
-
-# --------------------------------------------------------------------------- one http route, changed and put back
-
-
 def _route_of(
     virtual_service: str, route: str, configuration: Configuration
 ) -> tuple[dict[str, Any], int, Any]:
     """The running VirtualService ``ns/name``, the index of its http route ``route``, and that route."""
-    vs = find_object("VirtualService", virtual_service, configuration)
+    vs = objects.find_object("VirtualService", virtual_service, configuration)
     if vs is None:
         raise UserError(f"no VirtualService {virtual_service} runs in the mesh. Fix: check `ns/name`")
     index, before_route = http_route(vs, route)
@@ -252,15 +118,15 @@ def _change_route(
     remembering the route as it was, and ``data``, in the ledger under ``<kind>:<vs>/<route>``;
     returns the propagation seconds."""
     vs, index, before_route = found
-    patched = _applicable(vs)
+    patched = objects.applicable(vs)
     patched["spec"]["http"][index] = {**before_route, **change}
-    _validate([patched], configuration)
+    objects.validate([patched], configuration)
     Ledger.of(configuration).record(
         f"{kind}:{virtual_service}/{route}",
         kind,
         {"virtual_service": virtual_service, "route": route, "before_route": before_route, **data},
     )
-    return _apply_bodies([patched], kind, configuration)
+    return objects.apply_bodies([patched], kind, configuration)
 
 
 def _put_route_back(
@@ -279,15 +145,15 @@ def _put_route_back(
     entry = ledger.get(key)
     if entry is None:
         return False, False, 0.0
-    vs = find_object("VirtualService", virtual_service, configuration)
+    vs = objects.find_object("VirtualService", virtual_service, configuration)
     restored, seconds = False, 0.0
     if vs is not None:
         routes = list((vs.get("spec") or {}).get("http") or [])
         index = next((i for i, r in enumerate(routes) if r.get("name") == route), None)
         if index is not None and still_ours(routes[index], entry.data):
-            body = _applicable(vs)
+            body = objects.applicable(vs)
             body["spec"]["http"][index] = copy.deepcopy(dict(entry.data["before_route"]))
-            seconds = _apply_bodies([body], action, configuration)
+            seconds = objects.apply_bodies([body], action, configuration)
             restored = True
     ledger.done(key)
     return True, restored, seconds
@@ -521,46 +387,39 @@ def restore_replica(pod: str, configuration: Configuration = None) -> dict[str, 
 # --------------------------------------------------------------------------- any Istio object
 
 
-def _file_objects(path: str) -> list[dict[str, Any]]:
-    from harness.istio import load_paths
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"no such file {path}. Fix: give the path of a YAML file (relative to the cwd)")
-    return [dict(d.body) for d in load_paths([p])]
-
-
 def apply_resource(path: str, configuration: Configuration = None) -> dict[str, Any]:
     """Validate and apply the Istio objects in ``path``; each object's predecessor (or its
     absence) is remembered for :func:`restore_resources`."""
-    objs = _file_objects(path)
-    _validate(objs, configuration)
+    objs = objects.file_objects(path)
+    objects.validate(objs, configuration)
     ledger = Ledger.of(configuration)
-    running = {object_key(o): o for o in mesh(configuration).istio_objects()}
+    running = {objects.object_key(o): o for o in mesh(configuration).istio_objects()}
     for o in objs:
-        key = object_key(o)
+        key = objects.object_key(o)
         before = running.get(key)
-        ledger.record(f"object:{key}", "object", {"object": key, "before": before and _applicable(before)})
-    seconds = _apply_bodies(objs, "apply", configuration)
-    return {"applied": [object_key(o) for o in objs], "propagation_s": seconds}
+        ledger.record(
+            f"object:{key}", "object", {"object": key, "before": before and objects.applicable(before)}
+        )
+    seconds = objects.apply_bodies(objs, "apply", configuration)
+    return {"applied": [objects.object_key(o) for o in objs], "propagation_s": seconds}
 
 
 def remove_resource(path: str, configuration: Configuration = None) -> dict[str, Any]:
     """Delete the Istio objects named in ``path`` (those that run); restorable like apply_resource."""
-    objs = _file_objects(path)
+    objs = objects.file_objects(path)
     ledger = Ledger.of(configuration)
-    running = {object_key(o): o for o in mesh(configuration).istio_objects()}
-    present = [running[object_key(o)] for o in objs if object_key(o) in running]
+    running = {objects.object_key(o): o for o in mesh(configuration).istio_objects()}
+    present = [running[objects.object_key(o)] for o in objs if objects.object_key(o) in running]
     for o in present:
-        key = object_key(o)
-        ledger.record(f"object:{key}", "object", {"object": key, "before": _applicable(o)})
-    seconds = _delete_bodies(present, "remove", configuration) if present else 0.0
-    return {"removed": [object_key(o) for o in present], "propagation_s": seconds}
+        key = objects.object_key(o)
+        ledger.record(f"object:{key}", "object", {"object": key, "before": objects.applicable(o)})
+    seconds = objects.delete_bodies(present, "remove", configuration) if present else 0.0
+    return {"removed": [objects.object_key(o) for o in present], "propagation_s": seconds}
 
 
 def restore_resources(path: str | None = None, configuration: Configuration = None) -> dict[str, Any]:
     """Put back every object changed by apply_resource/remove_resource (of ``path``, or all)."""
-    keys = {object_key(o) for o in _file_objects(path)} if path else None
+    keys = {objects.object_key(o) for o in objects.file_objects(path)} if path else None
     ledger = Ledger.of(configuration)
     entries = [
         e for e in ledger.entries() if e.kind == "object" and (keys is None or e.data["object"] in keys)
@@ -574,14 +433,14 @@ def restore_resources(path: str | None = None, configuration: Configuration = No
 def restore_object(data: Mapping[str, Any], configuration: Configuration) -> str:
     key = str(data["object"])
     kind, _, ref = key.partition("/")
-    current = find_object(kind, ref, configuration)
+    current = objects.find_object(kind, ref, configuration)
     before = data.get("before")
     if before is None:
         if current is not None:
-            _delete_bodies([current], "restore-delete", configuration)
+            objects.delete_bodies([current], "restore-delete", configuration)
             return f"deleted {key}"
         return f"{key} already absent"
-    if current is not None and comparable(current) == comparable(before):
+    if current is not None and objects.comparable(current) == objects.comparable(before):
         return f"{key} already as before"
     body = dict(before)
     if current is not None:  # apply over the current version (kube: its resourceVersion)
@@ -596,7 +455,7 @@ def restore_object(data: Mapping[str, Any], configuration: Configuration) -> str
         body["metadata"] = {
             k: v for k, v in dict(body.get("metadata") or {}).items() if k != "resourceVersion"
         }
-    _apply_bodies([body], "restore", configuration)
+    objects.apply_bodies([body], "restore", configuration)
     return f"restored {key}"
 
 

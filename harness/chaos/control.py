@@ -55,7 +55,8 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
     arguments are substituted from it first, as Chaos Toolkit will."""
     from chaoslib import substitute
 
-    from harness.chaos.actions import _file_objects, find_object, http_route, object_key
+    from harness.chaos.actions import http_route
+    from harness.chaos.objects import file_objects, find_object, object_key
     from harness.mesh import cert_ttl_seconds
 
     problems: list[str] = []
@@ -99,7 +100,7 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
             if func in ("apply_resource", "remove_resource") or (
                 func == "restore_resources" and args.get("path")
             ):
-                objs = _file_objects(str(args["path"]))
+                objs = file_objects(str(args["path"]))
                 if func == "apply_resource":
                     applied.update({object_key(o): o for o in objs})
         except MeshproofError as e:

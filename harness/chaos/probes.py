@@ -233,7 +233,7 @@ def _outlier_budget(destination_rule: str, load: str, configuration: Configurati
     clusters' ``/config_dump``, Envoy's defaults where Istio left a field unset; the largest over
     the host's subsets), plus the load's requests in flight."""
     from harness import envoy
-    from harness.chaos.actions import find_object
+    from harness.chaos.objects import find_object
     from harness.istio.model import fqdn
     from harness.istio.oracles.outlier import EffectiveOutlier
 

@@ -20,6 +20,7 @@ import httpx
 
 from harness import wait
 from harness.chaos.context import Configuration, Entry, Ledger, admin_http, chaos_dir, mesh
+from harness.chaos.objects import comparable, field_changes, object_key
 from harness.errors import MeshproofError
 
 BASELINE = "baseline.json"
@@ -29,9 +30,7 @@ EJECTION_WAIT_S = 90.0
 
 def _objects(configuration: Configuration) -> dict[str, Any]:
     """Every Istio object as compared: spec, labels, annotations and the rest of its metadata,
-    except what the API server writes itself (see :func:`harness.chaos.actions.comparable`)."""
-    from harness.chaos.actions import comparable, object_key
-
+    except what the API server writes itself (see :func:`harness.chaos.objects.comparable`)."""
     return {object_key(o): comparable(o) for o in mesh(configuration).istio_objects()}
 
 
@@ -40,8 +39,6 @@ _FIELDS_NAMED = 4
 
 
 def _changed(key: str, was: Any, now: Any) -> str:
-    from harness.chaos.actions import field_changes
-
     changes = field_changes(was, now)
     more = f" (+{len(changes) - _FIELDS_NAMED} more)" if len(changes) > _FIELDS_NAMED else ""
     return f"Istio object changed: {key}: {'; '.join(changes[:_FIELDS_NAMED])}{more}"

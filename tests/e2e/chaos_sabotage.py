@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.chaos.actions import _file_objects, object_key
 from harness.chaos.context import Configuration, Ledger
+from harness.chaos.objects import file_objects, object_key
 
 
 def restore_resources_skipping_undo(path: str, configuration: Configuration = None) -> dict[str, Any]:
     """A broken rollback: marks every change of ``path`` undone, undoes none of them."""
-    keys = {f"object:{object_key(o)}" for o in _file_objects(path)}
+    keys = {f"object:{object_key(o)}" for o in file_objects(path)}
     ledger = Ledger.of(configuration)
     dropped = [e.key for e in ledger.entries() if e.key in keys]
     for key in dropped:

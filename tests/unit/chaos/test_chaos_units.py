@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from harness.chaos import actions, context, control, loadgen, probes, residue, runner
+from harness.chaos import actions, context, control, loadgen, objects, probes, residue, runner
 from harness.chaos.context import STATE_KEY, Ledger
 from harness.errors import UserError
 from harness.mesh import Fault, Workload, find_workload
@@ -42,7 +42,7 @@ class FakeBackend:
 
     def __init__(self, admin: bool = False) -> None:
         self.admin = admin  # the replicas have an app admin endpoint (served by the fixture's transport)
-        self.objects: dict[str, dict[str, Any]] = {actions.object_key(VS): copy.deepcopy(VS)}
+        self.objects: dict[str, dict[str, Any]] = {objects.object_key(VS): copy.deepcopy(VS)}
         self.faults: dict[str, Fault] = {}
         self.killed: set[str] = set()
         self.applied: list[list[dict[str, Any]]] = []
@@ -74,13 +74,13 @@ class FakeBackend:
         docs = [d for p in paths for d in yaml.safe_load_all(p.read_text())]
         self.applied.append(docs)
         for d in docs:
-            self.objects[actions.object_key(d)] = d
+            self.objects[objects.object_key(d)] = d
         return 0.01
 
     def delete(self, paths: Sequence[Path]) -> float:
         for p in paths:
             for d in yaml.safe_load_all(p.read_text()):
-                self.objects.pop(actions.object_key(d))
+                self.objects.pop(objects.object_key(d))
         return 0.01
 
     def inject_fault(self, pod: str, fault: Fault) -> None:
@@ -117,7 +117,7 @@ def fake(tmp_path: Path) -> Iterator[tuple[FakeBackend, dict[str, str]]]:
 @pytest.fixture(autouse=True)
 def _no_istio_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     # Istio's validation is exercised by tests/unit/istio; here the objects are minimal on purpose.
-    monkeypatch.setattr(actions, "_validate", lambda bodies, configuration: None)
+    monkeypatch.setattr(objects, "validate", lambda bodies, configuration: None)
 
 
 def test_route_fault_patches_only_the_named_route_and_rolls_back(fake: Any) -> None:
@@ -476,7 +476,7 @@ def gateway_backend(fake: FakeBackend, admin_url: str) -> None:
         return plain(ref)
 
     fake.workload = workload  # type: ignore[method-assign]
-    fake.objects[actions.object_key(DR)] = copy.deepcopy(DR)
+    fake.objects[objects.object_key(DR)] = copy.deepcopy(DR)
 
 
 def test_outlier_budget_comes_from_the_gateways_effective_config(fake) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from harness import envoy, proxy_stats
-from harness.chaos import actions, context, control, residue
+from harness.chaos import actions, context, control, objects, residue
 from harness.chaos.context import STATE_KEY, Ledger
 from harness.errors import BackendError, StateError, WaitTimeout
 from harness.mesh import Workload
@@ -362,7 +362,7 @@ def test_negative_control_a_sabotaged_rollback_leaves_named_residue(
 def fake_objects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[FakeBackend, dict[str, str]]]:
-    monkeypatch.setattr(actions, "_validate", lambda bodies, configuration: None)
+    monkeypatch.setattr(objects, "validate", lambda bodies, configuration: None)
     backend = FakeBackend()
     context.use(tmp_path, backend)  # type: ignore[arg-type]
     yield backend, {STATE_KEY: str(tmp_path)}
@@ -370,7 +370,7 @@ def fake_objects(
 
 
 def test_field_changes_paths() -> None:
-    assert actions.field_changes({"a": [1, {"b": 2}]}, {"a": [1, {"b": 3}]}) == ["a[1].b: 2 -> 3"]
-    assert actions.field_changes({"a": [1]}, {"a": [1, 2]}) == ["a: 2 items, was 1"]
-    assert actions.field_changes({"x.y/z": 1}, {}) == ['["x.y/z"] removed (was 1)']
-    assert actions.field_changes(1, 1) == []
+    assert objects.field_changes({"a": [1, {"b": 2}]}, {"a": [1, {"b": 3}]}) == ["a[1].b: 2 -> 3"]
+    assert objects.field_changes({"a": [1]}, {"a": [1, 2]}) == ["a: 2 items, was 1"]
+    assert objects.field_changes({"x.y/z": 1}, {}) == ['["x.y/z"] removed (was 1)']
+    assert objects.field_changes(1, 1) == []

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from harness import sidecar_fault
-from harness.chaos import actions, context, residue
+from harness.chaos import actions, context, objects, residue
 from harness.chaos.context import STATE_KEY, Ledger
 from harness.errors import BackendError, UserError
 from harness.mesh import REPLICA_LABEL, Fault, Workload, find_workload
@@ -108,14 +108,14 @@ class FakeMesh:
     def apply(self, paths: Sequence[Path]) -> float:
         for p in paths:
             for d in yaml.safe_load_all(p.read_text()):
-                self.objects[actions.object_key(d)] = d
+                self.objects[objects.object_key(d)] = d
         self.applied += 1
         return 0.01
 
     def delete(self, paths: Sequence[Path]) -> float:
         for p in paths:
             for d in yaml.safe_load_all(p.read_text()):
-                self.objects.pop(actions.object_key(d))
+                self.objects.pop(objects.object_key(d))
         return 0.01
 
     def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
