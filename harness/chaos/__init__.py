@@ -6,7 +6,8 @@
     probes    error ratio / latency over a window, ejections, authorization matrix, readiness,
               trace completeness; each returns evidence with a ``holds`` verdict
     control   the experiment-level control: preflight of references, no-residue verdict
-    context   where an activity finds its mesh (state dir), and the ledger of undone changes
+    context   where an activity finds its mesh (state dir, backend, Envoy admin client)
+    ledger    the changes an action made and has not yet undone
     residue   baseline snapshot, the no-residue check, undo of whatever the ledger holds
     loadgen   the background load process (the harness sampler in a loop)
     runner    ``meshproof chaos run``: chaos run --rollback-strategy always, journal, summary

@@ -37,7 +37,8 @@ from typing import Any
 
 from harness import proc, wait
 from harness.chaos import objects
-from harness.chaos.context import Configuration, Ledger, chaos_dir, mesh, state_dir
+from harness.chaos.context import Configuration, chaos_dir, mesh, state_dir
+from harness.chaos.ledger import Ledger
 from harness.errors import BackendError, HarnessError, StateError, UserError
 from harness.mesh import FAULT_VIAS, Fault
 

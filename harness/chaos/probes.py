@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 
 from harness import wait
-from harness.chaos.context import Configuration, Ledger, chaos_dir, mesh
+from harness.chaos.context import Configuration, chaos_dir, mesh
+from harness.chaos.ledger import Ledger
 from harness.errors import MeshproofError, WaitTimeout
 
 __all__ = [

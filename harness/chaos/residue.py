@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from harness import wait
-from harness.chaos.context import Configuration, Entry, Ledger, admin_http, chaos_dir, mesh
+from harness.chaos.context import Configuration, admin_http, chaos_dir, mesh
+from harness.chaos.ledger import Entry, Ledger
 from harness.chaos.objects import comparable, field_changes, object_key
 from harness.errors import MeshproofError
 

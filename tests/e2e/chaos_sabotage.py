@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.chaos.context import Configuration, Ledger
+from harness.chaos.context import Configuration
+from harness.chaos.ledger import Ledger
 from harness.chaos.objects import file_objects, object_key
 
 

@@ -22,7 +22,8 @@ import pytest
 from harness import wait
 from harness.backends.base import Backend
 from harness.chaos import residue, runner
-from harness.chaos.context import STATE_KEY, Ledger
+from harness.chaos.context import STATE_KEY
+from harness.chaos.ledger import Ledger
 from harness.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

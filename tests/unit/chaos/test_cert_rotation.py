@@ -21,7 +21,8 @@ from cryptography.x509.oid import NameOID
 
 from harness.backends.local import supervisor as sup
 from harness.chaos import actions, context, control, probes, residue
-from harness.chaos.context import STATE_KEY, Ledger
+from harness.chaos.context import STATE_KEY
+from harness.chaos.ledger import Ledger
 from harness.chaos.loadgen import Window
 from harness.errors import BackendError, UserError
 from harness.mesh import cert_ttl_seconds

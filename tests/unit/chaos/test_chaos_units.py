@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from harness.chaos import actions, context, control, loadgen, objects, probes, residue, runner
-from harness.chaos.context import STATE_KEY, Ledger
+from harness.chaos.context import STATE_KEY
+from harness.chaos.ledger import Ledger
 from harness.errors import UserError
 from harness.mesh import Fault, Workload, find_workload
 

@@ -17,7 +17,8 @@ import yaml
 
 from harness import envoy, proxy_stats
 from harness.chaos import actions, context, control, objects, residue
-from harness.chaos.context import STATE_KEY, Ledger
+from harness.chaos.context import STATE_KEY
+from harness.chaos.ledger import Ledger
 from harness.errors import BackendError, StateError, WaitTimeout
 from harness.mesh import Workload
 from tests.e2e import chaos_sabotage

@@ -17,7 +17,8 @@ import yaml
 
 from harness import sidecar_fault
 from harness.chaos import actions, context, objects, residue
-from harness.chaos.context import STATE_KEY, Ledger
+from harness.chaos.context import STATE_KEY
+from harness.chaos.ledger import Ledger
 from harness.errors import BackendError, UserError
 from harness.mesh import REPLICA_LABEL, Fault, Workload, find_workload
 
