@@ -2,7 +2,9 @@
 
 ::
 
-    actions   faults, kills, object changes, load, control plane; each with its undo (rollback)
+    actions   one module per family (routes, app_faults, replica_loss, resources, background_load,
+              control_plane, certificates), each action next to its undo (rollback)
+    objects   Istio objects as the actions and the no-residue check see them (key, compare, apply)
     probes    error ratio / latency over a window, ejections, authorization matrix, readiness,
               trace completeness; each returns evidence with a ``holds`` verdict
     control   the experiment-level control: preflight of references, no-residue verdict

@@ -55,7 +55,7 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
     arguments are substituted from it first, as Chaos Toolkit will."""
     from chaoslib import substitute
 
-    from harness.chaos.actions import http_route
+    from harness.chaos.actions.routes import http_route
     from harness.chaos.objects import file_objects, find_object, object_key
     from harness.mesh import cert_ttl_seconds
 

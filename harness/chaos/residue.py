@@ -153,34 +153,42 @@ def check(configuration: Configuration = None, *, before: Mapping[str, Any] | No
 
 def undo(entry: Entry, configuration: Configuration = None) -> str:
     """Undo one ledger entry with the matching rollback action; returns what was done."""
-    from harness.chaos import actions
+    from harness.chaos.actions import (
+        app_faults,
+        background_load,
+        certificates,
+        control_plane,
+        replica_loss,
+        resources,
+        routes,
+    )
 
     d = entry.data
     if entry.kind == "route-fault":
-        r = actions.remove_route_fault(str(d["virtual_service"]), str(d["route"]), configuration)
+        r = routes.remove_route_fault(str(d["virtual_service"]), str(d["route"]), configuration)
         return f"route fault {d['virtual_service']}/{d['route']} removed ({'restored' if r['restored'] else 'unchanged'})"
     if entry.kind == "route-policy":
-        actions.restore_route_policy(str(d["virtual_service"]), str(d["route"]), configuration)
+        routes.restore_route_policy(str(d["virtual_service"]), str(d["route"]), configuration)
         return f"route policy {d['virtual_service']}/{d['route']} restored"
     if entry.kind in ("app-fault", "replica-fault"):
-        actions.clear_replica_faults(str(d["pod"]), configuration)
+        app_faults.clear_replica_faults(str(d["pod"]), configuration)
         return f"fault on {d['pod']} cleared"
     if entry.kind == "cert-ttl":
-        actions.restore_cert_lifetime(str(d["pod"]), configuration)
+        certificates.restore_cert_lifetime(str(d["pod"]), configuration)
         return f"certificate lifetime of {d['pod']} restored"
     if entry.kind == "kill":
-        actions.restore_replica(str(d["pod"]), configuration)
+        replica_loss.restore_replica(str(d["pod"]), configuration)
         return f"{d['pod']} restarted"
     if entry.kind == "object":
         ledger = Ledger.of(configuration)
-        what = actions.restore_object(d, configuration)
+        what = resources.restore_object(d, configuration)
         ledger.done(entry.key)
         return what
     if entry.kind == "load":
-        actions.stop_load(str(d["name"]), configuration)
+        background_load.stop_load(str(d["name"]), configuration)
         return f"load {d['name']} stopped"
     if entry.kind == "control-plane":
-        actions.start_control_plane(configuration=configuration)
+        control_plane.start_control_plane(configuration=configuration)
         return "istiod started again"
     Ledger.of(configuration).done(entry.key)
     return f"unknown ledger entry {entry.key} dropped"

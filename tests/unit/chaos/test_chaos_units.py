@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from harness.chaos import actions, context, control, loadgen, objects, probes, residue, runner
+from harness.chaos.actions import routes
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
 from harness.errors import UserError
@@ -150,8 +151,8 @@ def test_unknown_route_is_one_clear_line(fake: Any) -> None:
 
 def test_nothing_to_inject_is_a_user_error() -> None:
     with pytest.raises(UserError, match="nothing to inject"):
-        actions.route_fault(0, 503, 0, 100)
-    assert actions.route_fault(0, 503, 200, 25) == {
+        routes.route_fault(0, 503, 0, 100)
+    assert routes.route_fault(0, 503, 200, 25) == {
         "delay": {"percentage": {"value": 25.0}, "fixedDelay": "200ms"}
     }
 
