@@ -9,8 +9,9 @@
               trace completeness; each returns evidence with a ``holds`` verdict
     control   the experiment-level control: preflight of references, no-residue verdict
     context   where an activity finds its mesh (state dir, backend, Envoy admin client)
-    ledger    the changes an action made and has not yet undone
-    residue   baseline snapshot, the no-residue check, undo of whatever the ledger holds
+    ledger    the changes an action made and has not yet undone; the rollback through each
+              entry's own undo, which each action family registers next to its actions
+    residue   baseline snapshot and the no-residue check: it compares, it undoes nothing
     loadgen   the background load process (the harness sampler in a loop)
     runner    ``meshproof chaos run``: chaos run --rollback-strategy always, journal, summary
 

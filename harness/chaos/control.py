@@ -125,10 +125,10 @@ def before_experiment_control(
 ) -> None:
     from chaoslib.exceptions import InterruptExecution
 
-    from harness.chaos import residue
+    from harness.chaos import actions, residue
 
     try:
-        undone, failed = residue.undo_all(configuration)
+        undone, failed = actions.undo_all(configuration)
         for u in undone:
             logger.warning(f"meshproof: undid what an earlier run left: {u}")
         if failed:
@@ -148,11 +148,11 @@ def after_experiment_control(
     secrets: Any = None,
     **kwargs: Any,
 ) -> None:
-    from harness.chaos import residue
+    from harness.chaos import actions, residue
 
     report: dict[str, Any] = {}
     try:
-        undone, failed = residue.undo_all(configuration)
+        undone, failed = actions.undo_all(configuration)
         report["undone_after_rollbacks"] = undone
         report["undo_failed"] = failed
         found = residue.check(configuration)

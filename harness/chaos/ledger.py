@@ -6,8 +6,11 @@ replica, an applied object with its predecessor, a running load generator, a sto
 plane. Every action writes its entry *before* it changes the mesh, and its rollback removes the
 entry *after* the change is undone, so whatever ends a run (a failed hypothesis, Ctrl-C, SIGTERM,
 a SIGKILLed ``chaos`` process) the entries left say exactly what is still to undo.
-:func:`harness.chaos.residue.undo_all` plays them back. Writes are atomic and serialised with
-``flock`` (background activities run in threads).
+Writes are atomic and serialised with ``flock`` (background activities run in threads).
+
+The rollback (:func:`undo_all`) plays the entries back through each entry's own undo: every
+action family registers, per ledger kind it writes, an :class:`Undo` next to its actions
+(``UNDO`` in each module of :mod:`harness.chaos.actions`, gathered there with :func:`registry`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ class Entry:
     """One change not undone yet. ``key`` identifies the change (one entry per key)."""
 
     key: str  # e.g. "route-fault:sample/microservice-1/split", "app-fault:sample/microservice-1-v1-0"
-    kind: str  # route-fault | replica-fault | app-fault | kill | object | load | control-plane
+    kind: str  # route-fault | route-policy | replica-fault | app-fault | cert-ttl | kill | object | load | control-plane
     data: Mapping[str, Any]
     since: float
 
@@ -106,3 +109,50 @@ class Ledger:
         """The change ``key`` is undone."""
         with self._locked() as entries:
             entries.pop(key, None)
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+@dataclass(frozen=True)
+class Undo:
+    """How the rollback undoes a ledger entry of one kind: ``run(entry, configuration)`` undoes it
+    (and removes the entry) and says what was done in one line. ``first`` entries are undone before
+    all others (a stopped control plane: nothing else applies without it)."""
+
+    run: Callable[[Entry, Configuration], str]
+    first: bool = False
+
+
+def registry(*tables: Mapping[str, Undo]) -> dict[str, Undo]:
+    """The families' undo tables as one; a ledger kind registered twice is a programming error."""
+    out: dict[str, Undo] = {}
+    for table in tables:
+        for kind, undo in table.items():
+            if kind in out:
+                raise ValueError(f"ledger kind {kind!r} has two undos: {out[kind].run} and {undo.run}")
+            out[kind] = undo
+    return out
+
+
+def undo_all(configuration: Configuration, undos: Mapping[str, Undo]) -> tuple[list[str], list[str]]:
+    """Undo every ledger entry with its kind's undo from ``undos``, newest first, the ``first`` kinds
+    before the rest; an entry of a kind nobody registered is dropped, and said so.
+
+    Returns (what was undone, what failed)."""
+    ledger = Ledger.of(configuration)
+    entries = ledger.entries()
+    entries.sort(key=lambda e: (not (e.kind in undos and undos[e.kind].first), -e.since))
+    done: list[str] = []
+    failed: list[str] = []
+    for e in entries:
+        try:
+            undo = undos.get(e.kind)
+            if undo is None:
+                ledger.done(e.key)
+                done.append(f"unknown ledger entry {e.key} dropped")
+            else:
+                done.append(undo.run(e, configuration))
+        except Exception as ex:  # noqa: BLE001, PERF203 - report every entry, undo the rest
+            failed.append(f"{e.key}: {type(ex).__name__}: {ex}")
+    return done, failed

@@ -4,8 +4,8 @@
 annotations, the rest of its metadata except what the API server writes itself) and the replicas
 per deployment. :func:`check` compares afterwards and also requires that no replica has an
 active admin fault, every replica is up and ready, every proxy has ACKed the current config and
-the chaos ledger is empty. :func:`undo_all` plays back what the ledger still holds (newest
-first), the last line of defence after an interrupted or killed run.
+the chaos ledger is empty. (Undoing what the ledger still holds is the rollback's job:
+:func:`harness.chaos.actions.undo_all`.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import httpx
 
 from harness import wait
 from harness.chaos.context import Configuration, admin_http, chaos_dir, mesh
-from harness.chaos.ledger import Entry, Ledger
+from harness.chaos.ledger import Ledger
 from harness.chaos.objects import comparable, field_changes, object_key
 from harness.errors import MeshproofError
 
@@ -149,62 +149,3 @@ def check(configuration: Configuration = None, *, before: Mapping[str, Any] | No
     except MeshproofError as e:
         problems.append(f"proxies not in sync: {str(e).splitlines()[0]}")
     return Residue(tuple(problems), tuple(checked))
-
-
-def undo(entry: Entry, configuration: Configuration = None) -> str:
-    """Undo one ledger entry with the matching rollback action; returns what was done."""
-    from harness.chaos.actions import (
-        app_faults,
-        background_load,
-        certificates,
-        control_plane,
-        replica_loss,
-        resources,
-        routes,
-    )
-
-    d = entry.data
-    if entry.kind == "route-fault":
-        r = routes.remove_route_fault(str(d["virtual_service"]), str(d["route"]), configuration)
-        return f"route fault {d['virtual_service']}/{d['route']} removed ({'restored' if r['restored'] else 'unchanged'})"
-    if entry.kind == "route-policy":
-        routes.restore_route_policy(str(d["virtual_service"]), str(d["route"]), configuration)
-        return f"route policy {d['virtual_service']}/{d['route']} restored"
-    if entry.kind in ("app-fault", "replica-fault"):
-        app_faults.clear_replica_faults(str(d["pod"]), configuration)
-        return f"fault on {d['pod']} cleared"
-    if entry.kind == "cert-ttl":
-        certificates.restore_cert_lifetime(str(d["pod"]), configuration)
-        return f"certificate lifetime of {d['pod']} restored"
-    if entry.kind == "kill":
-        replica_loss.restore_replica(str(d["pod"]), configuration)
-        return f"{d['pod']} restarted"
-    if entry.kind == "object":
-        ledger = Ledger.of(configuration)
-        what = resources.restore_object(d, configuration)
-        ledger.done(entry.key)
-        return what
-    if entry.kind == "load":
-        background_load.stop_load(str(d["name"]), configuration)
-        return f"load {d['name']} stopped"
-    if entry.kind == "control-plane":
-        control_plane.start_control_plane(configuration=configuration)
-        return "istiod started again"
-    Ledger.of(configuration).done(entry.key)
-    return f"unknown ledger entry {entry.key} dropped"
-
-
-def undo_all(configuration: Configuration = None) -> tuple[list[str], list[str]]:
-    """Undo every ledger entry, newest first; a control plane first (nothing applies without it).
-
-    Returns (what was undone, what failed)."""
-    entries = Ledger.of(configuration).entries()
-    entries.sort(key=lambda e: (e.kind != "control-plane", -e.since))
-    done: list[str] = []
-    failed: list[str] = []
-    for e in entries:
-        try:
-            done.append(undo(e, configuration))
-        except Exception as ex:  # noqa: BLE001, PERF203 - report every entry, undo the rest
-            failed.append(f"{e.key}: {type(ex).__name__}: {ex}")
-    return done, failed

@@ -108,12 +108,12 @@ def prepare(experiment: Path, settings: Settings, variables: Mapping[str, str]) 
     from chaoslib.exceptions import ChaosException
 
     from harness.backends import attach
-    from harness.chaos import control, residue
+    from harness.chaos import actions, control, residue
 
     doc = load_experiment(experiment)
     configuration = {STATE_KEY: str(settings.state_dir)}
     attach(settings)  # a clear StateError when no mesh runs there
-    undone, failed = residue.undo_all(configuration)
+    undone, failed = actions.undo_all(configuration)
     if failed:
         raise UserError("an earlier chaos run left changes that could not be undone: " + "; ".join(failed))
     try:
@@ -137,7 +137,7 @@ def run(
 ) -> ChaosRun:
     """Run ``experiment`` (see the module docstring). ``echo`` gets Chaos Toolkit's log lines
     as they come; ``on_started(run_dir, pid)`` is called once the child runs (tests use it)."""
-    from harness.chaos import residue
+    from harness.chaos import actions, residue
 
     say = echo or (lambda _line: None)
     extra = parse_vars(variables)
@@ -210,7 +210,7 @@ def run(
             signal.signal(s, h)
     wall = time.monotonic() - started
     journal = _read_journal(run_dir / "journal.json")
-    undone_after, failed = residue.undo_all(configuration)
+    undone_after, failed = actions.undo_all(configuration)
     found = residue.check(configuration)
     notes = [f"undo failed: {f}" for f in failed]
     interrupted = bool(signals) or (journal or {}).get("status") == "interrupted"

@@ -284,7 +284,7 @@ def test_negative_an_istiod_that_keeps_running_is_no_outage(mesh: Backend, tmp_p
         assert "accepts connections on its xDS port" in text, text
         assert f"{len(proxies)} of {len(proxies)} proxies still connected" in text, text
     finally:
-        undone, failed_undo = residue.undo_all(conf)  # start_control_plane: istiod runs, proxies connected
+        undone, failed_undo = actions.undo_all(conf)  # start_control_plane: istiod runs, proxies connected
         context.forget(tmp_path)
     assert undone == ["istiod started again"] and not failed_undo, (undone, failed_undo)
 

@@ -35,6 +35,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.chaos import ledger
+from harness.chaos.actions import (
+    app_faults,
+    background_load,
+    certificates,
+    control_plane,
+    replica_loss,
+    resources,
+    routes,
+)
 from harness.chaos.actions.app_faults import clear_replica_faults, fail_replicas
 from harness.chaos.actions.background_load import start_load, stop_load
 from harness.chaos.actions.certificates import restore_cert_lifetime, shorten_cert_lifetime
@@ -72,10 +82,29 @@ __all__ = [
 ]
 
 
+#: Every ledger kind an action writes, with the undo its family registered for it.
+UNDO = ledger.registry(
+    routes.UNDO,
+    app_faults.UNDO,
+    certificates.UNDO,
+    replica_loss.UNDO,
+    resources.UNDO,
+    background_load.UNDO,
+    control_plane.UNDO,
+)
+
+
+def undo_all(configuration: Configuration = None) -> tuple[list[str], list[str]]:
+    """Undo every ledger entry through its own family's undo, newest first, a stopped control plane
+    first (nothing applies without it): the last line of defence after an interrupted or killed run.
+
+    Returns (what was undone, what failed). Not an activity (not in ``__all__``): the meshproof
+    control and ``meshproof chaos run`` call it; experiments use :func:`rollback_all`."""
+    return ledger.undo_all(configuration, UNDO)
+
+
 def rollback_all(configuration: Configuration = None) -> dict[str, Any]:
     """Undo everything the ledger still holds, newest first (a catch-all rollback)."""
-    from harness.chaos.residue import undo_all
-
     undone, failed = undo_all(configuration)
     if failed:
         raise BackendError("could not undo: " + "; ".join(failed))

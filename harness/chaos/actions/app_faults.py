@@ -10,13 +10,13 @@ injects on the callers' side.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness import wait
 from harness.chaos.actions.common import NotYet, pods_of
 from harness.chaos.context import Configuration, mesh
-from harness.chaos.ledger import Ledger
+from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import BackendError, HarnessError, UserError
 from harness.mesh import FAULT_VIAS, Fault
 
@@ -172,3 +172,12 @@ def clear_replica_faults(pods: str | Sequence[str], configuration: Configuration
         ledger.done(f"app-fault:{ref}")
         cleared.append(ref)
     return {"cleared": cleared}
+
+
+def _undo_app_fault(entry: Entry, configuration: Configuration) -> str:
+    clear_replica_faults(str(entry.data["pod"]), configuration)
+    return f"fault on {entry.data['pod']} cleared"
+
+
+#: the rollback's undo of each ledger kind this family writes (see :func:`harness.chaos.ledger.undo_all`)
+UNDO: Mapping[str, Undo] = {"replica-fault": Undo(_undo_app_fault), "app-fault": Undo(_undo_app_fault)}

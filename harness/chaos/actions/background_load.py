@@ -13,7 +13,7 @@ from typing import Any
 
 from harness import proc, wait
 from harness.chaos.context import Configuration, chaos_dir, mesh, state_dir
-from harness.chaos.ledger import Ledger
+from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import HarnessError, UserError
 
 __all__ = [
@@ -169,3 +169,12 @@ def _is_loadgen(pid: int) -> bool:
         return False
     ours = b"harness.chaos.loadgen" in cmdline or b"locust" in cmdline
     return stat.rsplit(")", 1)[1].split()[0] != "Z" and ours
+
+
+def _undo_load(entry: Entry, configuration: Configuration) -> str:
+    stop_load(str(entry.data["name"]), configuration)
+    return f"load {entry.data['name']} stopped"
+
+
+#: the rollback's undo of each ledger kind this family writes (see :func:`harness.chaos.ledger.undo_all`)
+UNDO: Mapping[str, Undo] = {"load": Undo(_undo_load)}

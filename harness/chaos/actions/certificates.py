@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness import wait
 from harness.chaos.actions.common import NotYet, pods_of
 from harness.chaos.context import Configuration, mesh
-from harness.chaos.ledger import Ledger
+from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import BackendError, HarnessError
 
 __all__ = [
@@ -92,3 +92,12 @@ def restore_cert_lifetime(pods: str | Sequence[str], configuration: Configuratio
         ledger.done(f"cert-ttl:{ref}")
         restored.append(ref)
     return {"restored": restored}
+
+
+def _undo_cert_ttl(entry: Entry, configuration: Configuration) -> str:
+    restore_cert_lifetime(str(entry.data["pod"]), configuration)
+    return f"certificate lifetime of {entry.data['pod']} restored"
+
+
+#: the rollback's undo of each ledger kind this family writes (see :func:`harness.chaos.ledger.undo_all`)
+UNDO: Mapping[str, Undo] = {"cert-ttl": Undo(_undo_cert_ttl)}

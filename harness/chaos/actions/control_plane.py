@@ -9,7 +9,7 @@ from typing import Any
 from harness import wait
 from harness.chaos.actions.common import NotYet
 from harness.chaos.context import Configuration, mesh
-from harness.chaos.ledger import Ledger
+from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import BackendError, StateError, UserError
 
 __all__ = [
@@ -164,3 +164,13 @@ def start_control_plane(timeout_s: float = 120.0, configuration: Configuration =
         out["outage_total_s"] = round(time.time() - float(proven_at), 3)
     ledger.done("control-plane")
     return out
+
+
+def _undo_control_plane(entry: Entry, configuration: Configuration) -> str:
+    start_control_plane(configuration=configuration)
+    return "istiod started again"
+
+
+#: the rollback's undo of each ledger kind this family writes (see :func:`harness.chaos.ledger.undo_all`);
+#: a stopped control plane is undone first: nothing else applies without it
+UNDO: Mapping[str, Undo] = {"control-plane": Undo(_undo_control_plane, first=True)}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from harness.chaos.context import Configuration, mesh
-from harness.chaos.ledger import Ledger
+from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import UserError
 
 __all__ = [
@@ -38,3 +39,12 @@ def restore_replica(pod: str, configuration: Configuration = None) -> dict[str, 
     backend.restart(ref)
     ledger.done(key)
     return {"pod": ref, "restored": True, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _undo_kill(entry: Entry, configuration: Configuration) -> str:
+    restore_replica(str(entry.data["pod"]), configuration)
+    return f"{entry.data['pod']} restarted"
+
+
+#: the rollback's undo of each ledger kind this family writes (see :func:`harness.chaos.ledger.undo_all`)
+UNDO: Mapping[str, Undo] = {"kill": Undo(_undo_kill)}

@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.chaos import objects
 from harness.chaos.context import Configuration, mesh
-from harness.chaos.ledger import Ledger
+from harness.chaos.ledger import Entry, Ledger, Undo
 
 __all__ = [
     "apply_resource",
@@ -86,3 +86,14 @@ def restore_object(data: Mapping[str, Any], configuration: Configuration) -> str
         }
     objects.apply_bodies([body], "restore", configuration)
     return f"restored {key}"
+
+
+def _undo_object(entry: Entry, configuration: Configuration) -> str:
+    ledger = Ledger.of(configuration)
+    what = restore_object(entry.data, configuration)
+    ledger.done(entry.key)
+    return what
+
+
+#: the rollback's undo of each ledger kind this family writes (see :func:`harness.chaos.ledger.undo_all`)
+UNDO: Mapping[str, Undo] = {"object": Undo(_undo_object)}

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.chaos import objects
 from harness.chaos.context import Configuration
-from harness.chaos.ledger import Ledger
+from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import UserError
 
 __all__ = [
@@ -208,3 +208,19 @@ def restore_route_policy(
         action="route-policy-restore",
     )
     return {"virtual_service": virtual_service, "route": route, "restored": restored}
+
+
+def _undo_route_fault(entry: Entry, configuration: Configuration) -> str:
+    d = entry.data
+    r = remove_route_fault(str(d["virtual_service"]), str(d["route"]), configuration)
+    return f"route fault {d['virtual_service']}/{d['route']} removed ({'restored' if r['restored'] else 'unchanged'})"
+
+
+def _undo_route_policy(entry: Entry, configuration: Configuration) -> str:
+    d = entry.data
+    restore_route_policy(str(d["virtual_service"]), str(d["route"]), configuration)
+    return f"route policy {d['virtual_service']}/{d['route']} restored"
+
+
+#: the rollback's undo of each ledger kind this family writes (see :func:`harness.chaos.ledger.undo_all`)
+UNDO: Mapping[str, Undo] = {"route-fault": Undo(_undo_route_fault), "route-policy": Undo(_undo_route_policy)}

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from harness.backends.local import supervisor as sup
-from harness.chaos import actions, context, control, probes, residue
+from harness.chaos import actions, context, control, probes
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
 from harness.chaos.loadgen import Window
@@ -152,7 +152,7 @@ def test_shorten_proves_the_short_certificate_and_the_undo_restores_the_default(
     assert ev["certificate"]["remaining_s"] <= 20.0
     assert Ledger.of(conf).get("cert-ttl:sample/web-v1-0") is not None
     assert mesh.restarts == [("sample/web-v1-0", "20s")]
-    done, failed = residue.undo_all(conf)
+    done, failed = actions.undo_all(conf)
     assert not failed and done == ["certificate lifetime of sample/web-v1-0 restored"]
     assert mesh.restarts[-1] == ("sample/web-v1-0", "")
     assert Ledger.of(conf).entries() == []

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from harness.chaos import actions, context, control, loadgen, objects, probes, residue, runner
+from harness.chaos import actions, context, control, ledger, loadgen, objects, probes, residue, runner
 from harness.chaos.actions import routes
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
@@ -163,7 +163,7 @@ def test_replica_faults_and_kills_are_ledgered_and_undone(fake: Any) -> None:
     actions.kill_replica("web-v1-1", configuration=conf)
     assert set(backend.faults) == {"sample/web-v1-0"} and backend.killed == {"sample/web-v1-1"}
     assert {e.kind for e in Ledger.of(conf).entries()} == {"app-fault", "kill"}
-    done, failed = residue.undo_all(conf)
+    done, failed = actions.undo_all(conf)
     assert not failed and len(done) == 2
     assert not backend.faults and not backend.killed
     assert Ledger.of(conf).entries() == []
@@ -210,6 +210,46 @@ def test_ledger_keeps_the_first_pre_change_state(tmp_path: Path) -> None:
     assert entry is not None and entry.data == {"before": 1}
     ledger.done("k")
     assert ledger.entries() == []
+
+
+def test_every_ledger_kind_is_undone_by_its_own_family() -> None:
+    """The rollback finds each entry's undo in the table the action families register; a kind
+    registered twice is refused, and the control plane is the one kind undone first."""
+    assert {kind: undo.run.__module__.rsplit(".", 1)[1] for kind, undo in actions.UNDO.items()} == {
+        "route-fault": "routes",
+        "route-policy": "routes",
+        "replica-fault": "app_faults",
+        "app-fault": "app_faults",
+        "cert-ttl": "certificates",
+        "kill": "replica_loss",
+        "object": "resources",
+        "load": "background_load",
+        "control-plane": "control_plane",
+    }
+    assert [kind for kind, undo in actions.UNDO.items() if undo.first] == ["control-plane"]
+    with pytest.raises(ValueError, match="'kill' has two undos"):
+        ledger.registry(actions.replica_loss.UNDO, actions.replica_loss.UNDO)
+
+
+def test_rollback_undoes_the_control_plane_first_and_drops_unknown_kinds(tmp_path: Path) -> None:
+    conf = {STATE_KEY: str(tmp_path)}
+    book = Ledger.of(conf)
+    seen: list[str] = []
+
+    def undo(entry: ledger.Entry, configuration: Any) -> str:
+        seen.append(entry.key)
+        Ledger.of(configuration).done(entry.key)
+        return f"undid {entry.key}"
+
+    book.record("a", "x", {})
+    book.record("cp", "control-plane", {})
+    book.record("b", "x", {})
+    book.record("mystery", "y", {})
+    undos = {"x": ledger.Undo(undo), "control-plane": ledger.Undo(undo, first=True)}
+    done, failed = ledger.undo_all(conf, undos)
+    assert seen == ["cp", "b", "a"] and not failed
+    assert done == ["undid cp", "unknown ledger entry mystery dropped", "undid b", "undid a"]
+    assert book.entries() == []
 
 
 def test_residue_check_finds_what_changed(fake: Any) -> None:
@@ -537,7 +577,7 @@ def test_route_policy_sets_retries_on_the_named_route_only_and_is_undone(fake: A
     vs = backend.objects["VirtualService/sample/web"]
     assert vs["spec"]["http"][1]["retries"] == {"attempts": 3, "retryOn": "5xx"}
     assert "retries" not in vs["spec"]["http"][0]
-    done, failed = residue.undo_all(conf)
+    done, failed = actions.undo_all(conf)
     assert not failed and done == ["route policy sample/web/split restored"]
     assert backend.objects["VirtualService/sample/web"]["spec"] == VS["spec"]
     with pytest.raises(UserError, match="nothing to set"):

@@ -352,7 +352,7 @@ def test_negative_control_a_sabotaged_rollback_leaves_named_residue(
     f.write_text(yaml.safe_dump(relabelled))
     actions.apply_resource(str(f), configuration=conf)
     chaos_sabotage.restore_resources_skipping_undo(str(f), configuration=conf)
-    assert residue.undo_all(conf) == ([], [])  # the ledger no longer knows
+    assert actions.undo_all(conf) == ([], [])  # the ledger no longer knows
     found = residue.check(conf)
     assert found.problems == (
         'Istio object changed: VirtualService/sample/web: metadata.labels added ({"chaos-residue": "sabotaged"})',

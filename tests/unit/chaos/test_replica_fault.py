@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from harness import sidecar_fault
-from harness.chaos import actions, context, objects, residue
+from harness.chaos import actions, context, objects
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
 from harness.errors import BackendError, UserError
@@ -285,7 +285,7 @@ def test_fail_replicas_via_sidecar_proves_the_counters_moved_and_is_undone(fake:
     (ev,) = out["evidence"]
     assert ev["via"] == "sidecar" and ev["proof"]["aborts_injected"]["aborts"] >= 1
     assert [e.kind for e in Ledger.of(conf).entries()] == ["replica-fault"]
-    done, failed = residue.undo_all(conf)
+    done, failed = actions.undo_all(conf)
     assert not failed and done == ["fault on sample/web-v1-0 cleared"]
     assert mesh.objects == {} and Ledger.of(conf).entries() == []
 
@@ -304,7 +304,7 @@ def test_negative_a_fault_whose_counters_never_move_fails_the_action_in_one_line
     assert "0 aborts_injected" in msg and "the traffic already flowing" in msg
     # the ledger still holds it, so the rollback removes the filter
     assert [e.kind for e in Ledger.of(conf).entries()] == ["replica-fault"]
-    residue.undo_all(conf)
+    actions.undo_all(conf)
     assert mesh.objects == {}
 
 
