@@ -21,7 +21,7 @@ from harness import proc, wait
 from harness.backends.kube import engine as eng
 from harness.backends.kube import nodeimage
 from harness.backends.kube.images import ImageBuilder
-from harness.backends.kube.kind import KindCluster, host_cgroup_v1
+from harness.backends.kube.kind import KindCli, host_cgroup_v1
 from harness.backends.kube.kindbin import install as install_kind
 from harness.settings import from_env
 
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.backend("kind"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[KindCluster, str]]:
+def cluster() -> Iterator[tuple[KindCli, str]]:
     """(the running cluster, kubectl) — created from the built node image, deleted afterwards."""
     cache = from_env().cache_dir
     eng.install_docker_io()
@@ -42,7 +42,7 @@ def cluster() -> Iterator[tuple[KindCluster, str]]:
         )
         kind = str(install_kind(cache))
         with tempfile.TemporaryDirectory(prefix="meshproof-kind-cluster-") as tmp:
-            c = KindCluster(
+            c = KindCli(
                 f"mp-t-{uuid.uuid4().hex[:6]}", Path(tmp), kind=kind, docker=docker, node=node,
                 records=Path(tmp) / "records", run=_niced,
             )  # fmt: skip
@@ -57,7 +57,7 @@ def _niced(argv: Any, *, timeout: float = 600.0, check: bool = True) -> proc.Com
     return proc.run(["nice", "-n", "19", "ionice", "-c3", *argv], timeout=timeout, check=check)
 
 
-def kubectl_json(c: KindCluster, kubectl: str, *args: str) -> dict[str, Any]:
+def kubectl_json(c: KindCli, kubectl: str, *args: str) -> dict[str, Any]:
     out = proc.run([kubectl, "--kubeconfig", str(c.kubeconfig), *args, "-o", "json"], timeout=60)
     return dict(json.loads(out.stdout))
 
@@ -66,7 +66,7 @@ def condition(obj: dict[str, Any], kind: str) -> str:
     return next((c["status"] for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind), "")
 
 
-def test_the_node_is_ready(cluster: tuple[KindCluster, str]) -> None:
+def test_the_node_is_ready(cluster: tuple[KindCli, str]) -> None:
     c, kubectl = cluster
 
     def ready() -> str:
@@ -78,7 +78,7 @@ def test_the_node_is_ready(cluster: tuple[KindCluster, str]) -> None:
     assert node["status"]["nodeInfo"]["kubeletVersion"] == nodeimage.KUBERNETES_VERSION
 
 
-def test_coredns_runs_and_resolves(cluster: tuple[KindCluster, str]) -> None:
+def test_coredns_runs_and_resolves(cluster: tuple[KindCli, str]) -> None:
     c, kubectl = cluster
 
     def coredns_ready() -> list[str]:
@@ -102,7 +102,7 @@ def test_coredns_runs_and_resolves(cluster: tuple[KindCluster, str]) -> None:
 
 
 @pytest.mark.negative
-def test_without_the_nodes_cni_config_the_node_is_not_ready(cluster: tuple[KindCluster, str]) -> None:
+def test_without_the_nodes_cni_config_the_node_is_not_ready(cluster: tuple[KindCli, str]) -> None:
     """The node's readiness rests on the ptp CNI config the node image brings (kind's default CNI is off)."""
     c, kubectl = cluster
     docker = proc.which("docker")

@@ -2,10 +2,12 @@
 
 Modules, top to bottom::
 
-    backend.py        KubeBackend: the Backend protocol over everything below
+    backend.py        KubeBackend: the Backend protocol over a Cluster and everything below
+    cluster.py        the Cluster interface, the state record, ExistingCluster (a context; deletes only its own)
+    kindcluster.py    KindCluster: Docker engine, node image, create/adopt/delete, images loaded, istioctl install
     pods.py           pure helpers over Pod/Service/Event dicts (owner Deployment, ports, readiness)
     doctor.py         doctor() entries: tools, Docker engine, the existing cluster and its istiod
-    kind.py           KindCluster: create (ingress NodePort mapped to 127.0.0.1), load images, delete
+    kind.py           KindCli: kind create (ingress NodePort mapped to 127.0.0.1), load images, delete
     istio_install.py  istioctl install argv + IstioOperator overlay (tracing to Jaeger), istiod checks
     apply.py          manifests -> server-side apply / delete, image build
     readiness.py      Deployment rollout status, pods that cannot start, waiting for both

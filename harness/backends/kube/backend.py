@@ -1,10 +1,14 @@
 # Over 500 lines: the whole Backend protocol over a cluster in one class; pure parts live in the sibling modules.
-"""KubeBackend: the Backend protocol on a real cluster (``kind``: created for the run; ``existing``).
+"""KubeBackend: the Backend protocol on a real cluster, over a :class:`~harness.backends.kube.cluster.Cluster`.
 
-``up()``: preflight (tools) -> cluster (kind create/adopt, or the kubeconfig context) -> reachable
-API -> Istio (``istioctl install`` on kind; must already run on existing) -> sample image (build,
-and ``kind load`` when the cluster is a kind cluster) -> server-side apply of ``manifests/`` plus
-the sidecar relay -> Deployments ready -> every proxy connected and SYNCED -> ingress answers.
+The Cluster is what differs between the backends: :class:`~harness.backends.kube.kindcluster.KindCluster`
+(``kind``: created for the run) or :class:`~harness.backends.kube.cluster.ExistingCluster`.
+
+``up()``: the cluster's preflight (tools) -> the cluster (kind create/adopt, or the kubeconfig
+context) -> reachable API -> Istio (``istioctl install`` on kind; must already run on existing) ->
+sample image (build, and ``kind load`` when the cluster is a kind cluster) -> server-side apply of
+``manifests/`` plus the sidecar relay -> Deployments ready -> every proxy connected and SYNCED ->
+ingress answers.
 
 Addresses: every pod port the harness uses (app 3000, admin 3001, Envoy admin 15000, istiod 15014,
 Jaeger 16686) is a :class:`PortForward` on 127.0.0.1, created when a workload listing first needs
@@ -32,30 +36,22 @@ import httpx
 
 from harness import envoy, proc, wait
 from harness.backends.istiod import PushCounters, parse_syncz
-from harness.backends.kube import istio_install, kindbin, meshimages, propagation
+from harness.backends.kube import istio_install, propagation
 from harness.backends.kube.api import Channel, ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
     ISTIO_GROUPS,
-    SAMPLE_IMAGE,
     SAMPLE_SERVICE_DIR,
     Applied,
     apply_objects,
-    build_image,
     delete_objects,
     read_objects,
     ref_of,
     wait_gone,
 )
-from harness.backends.kube.engine import DockerEngine, Engine, EngineLayout, EngineMode
-from harness.backends.kube.images import (
-    PREFIX,
-    ImageBuilder,
-    ImagesMode,
-    images_mode,
-    kind_default_node_image,
-)
-from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCluster, NodeOptions, host_cgroup_v1
+from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
+from harness.backends.kube.engine import Engine
 from harness.backends.kube.kindbin import kind_which
+from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.pods import (
     container_ports,
     container_ports_all,
@@ -72,9 +68,8 @@ from harness.backends.kube.pods import (
 from harness.backends.kube.portforward import PortForward
 from harness.backends.kube.readiness import deployment_status, wait_deployments_ready
 from harness.backends.kube.relay import RELAY_LABELS, RELAY_NAMESPACE, RELAY_PORT, preamble, relay_objects
-from harness.backends.kube.tools import ToolPaths, default_which, minor, preflight, same_minor
+from harness.backends.kube.tools import default_which
 from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
-from harness.istio import clusterbin
 from harness.mesh import Fault, State, Workload, find_workload
 from harness.settings import Settings
 from harness.versions import ISTIO_RELEASES
@@ -87,7 +82,11 @@ ISTIOD_MONITORING_PORT = 15014
 JAEGER_QUERY_PORT = 16686
 GATEWAY_SELECTOR = "istio=ingressgateway"
 INFRA_NAMESPACES = frozenset({istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE})
-NICE = ("nice", "-n", "19", "ionice", "-c3")  # image and Go builds yield to the tests
+# the Cluster each backend name runs on
+CLUSTERS: dict[str, type[KindCluster] | type[ExistingCluster]] = {
+    "kind": KindCluster,
+    "existing": ExistingCluster,
+}
 
 
 # ---- the backend ------------------------------------------------------------------------------
@@ -109,42 +108,48 @@ class KubeBackend:
         clock: wait.Clock = wait.REAL_CLOCK,
         engine: Engine | None = None,
     ) -> None:
-        if settings.backend not in ("kind", "existing"):
+        provider = CLUSTERS.get(settings.backend)
+        if provider is None:
             raise UserError(f"KubeBackend runs backends kind and existing, not {settings.backend!r}")
         self.settings = settings
         self.name = settings.backend
         self.release = ISTIO_RELEASES[settings.istio_version]
         self.progress = progress or (lambda _m: None)
-        # kind from the cache (`meshproof docker install`) when there is one, else from PATH
-        self._which, self._run = kind_which(settings.cache_dir, which), run
-        self._engine = engine  # kind only; the real one is made on first use
         self._api_factory = api_factory or self._default_api
         self._http = http or httpx.Client(timeout=10.0, trust_env=False)
-        self._sample_dir = sample_dir
         self._clock = clock
         self.state = State.NEW
         self.detached = False
         self._api: KubeApi | None = None
-        self._cluster: KindCluster | None = None
-        self._info: dict[str, Any] = {}
+        self._record = MeshRecord(settings.state_dir / "backend.json")
+        self.cluster: Cluster = provider(
+            settings,
+            self._record,
+            say=lambda m: self.progress(m),  # the backend's progress, also when set later
+            # kind from the cache (`meshproof docker install`) when there is one, else from PATH
+            which=kind_which(settings.cache_dir, which),
+            run=run,
+            sample_dir=sample_dir,
+            clock=clock,
+            engine=engine,
+        )
         self._objects: dict[ObjectRef, dict[str, Any]] = {}  # Deployments and Services the mesh runs
         self._forwards: dict[tuple[str, str, int, bytes], PortForward] = {}
         self._killed: dict[str, Workload] = {}
         self._context = ""  # the kubeconfig context in use, once connected
-        self._mode: ImagesMode | None = None
         self._lock = threading.RLock()
 
     # ---- state file -------------------------------------------------------------------------
     @property
     def marker(self) -> Path:
-        return self.settings.state_dir / "backend.json"
+        return self._record.path
+
+    @property
+    def _info(self) -> dict[str, Any]:
+        return self._record.info
 
     def _save(self, **changes: Any) -> None:
-        self._info.update(changes)
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._info, indent=2, sort_keys=True))
-        tmp.replace(self.marker)
+        self._record.save(**changes)
 
     def _default_api(self, kubeconfig: str | None, context: str | None) -> KubeApi:
         return ClusterApi(
@@ -185,8 +190,8 @@ class KubeBackend:
         try:
             self._up()
         except BaseException as e:
-            if self.settings.backend == "kind" and not self.settings.keep_cluster:
-                e.add_note("the kind cluster is deleted on failure; rerun with --keep-cluster to inspect it")
+            if note := self.cluster.failure_note():
+                e.add_note(note)
             try:
                 self.down()
             except Exception as cleanup:  # noqa: BLE001 - the original error matters more
@@ -197,57 +202,22 @@ class KubeBackend:
 
     def _up(self) -> None:
         s = self.settings
-        if s.backend == "kind":
-            self._start_engine()
+        self.cluster.prepare()
         self.progress("checking tools")
-        tools = preflight(
-            s.backend, self.release, which=self._which, run=self._run, istioctl=self._cluster_istioctl()
-        )
-        if s.backend == "kind":
-            self.progress(f"kind cluster {s.kind_cluster}")
-            self._cluster = KindCluster(
-                s.kind_cluster,
-                s.state_dir,
-                kind=tools.kind,
-                docker=tools.docker,
-                keep=s.keep_cluster,
-                run=self._run,
-                records=s.cache_dir / "kind-clusters",
-            )
-            if not self._cluster.exists():  # an existing cluster is adopted as it is: no image work
-                self._cluster.node = self._kind_node(tools)
-            self._save(
-                backend=self.name, phase="starting", istio=self.release.label, kind_cluster=s.kind_cluster
-            )
-            self._cluster.start()
-            kubeconfig, context = str(self._cluster.kubeconfig), self._cluster.context
-            self._save(
-                kubeconfig=kubeconfig,
-                context=context,
-                ingress_port=self._cluster.ingress_port,
-                created_cluster=self._cluster.created,
-            )
-        else:
-            kubeconfig, context = "", s.kube_context
-            self._save(
-                backend=self.name,
-                phase="starting",
-                istio=self.release.label,
-                kubeconfig="",
-                context=context,
-                created=[],
-            )
+        tools = self.cluster.preflight()
+        kubeconfig, context = self.cluster.provide(tools)
         self._connect(kubeconfig or None, context or None)
 
-        if self._local_images():  # before istioctl install: the cluster must not pull (policy Never)
-            self._load_mesh_images(tools)
-        self._install_istio(tools, kubeconfig, context)
+        self.cluster.load_mesh_images(
+            tools
+        )  # before istioctl install: the cluster must not pull (policy Never)
+        self.cluster.install_istio(self.api, tools, kubeconfig, context)
         self._save(tracing=istio_install.tracing_provider_configured(self.api))
-        self._image(tools, self._context)
+        self.cluster.load_sample(tools, self._context)
 
         self.progress("applying manifests")
-        objs = self._localized(read_objects([s.manifests]) + relay_objects())
-        self._record_new(objs)
+        objs = self.cluster.localized(read_objects([s.manifests]) + relay_objects())
+        self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
         self._remember(objs)
         self.progress("waiting for Deployments")
@@ -262,58 +232,6 @@ class KubeBackend:
         self._wait_converged(_expectations(a for a in applied), None)
         self._wait_ingress()
         self._save(phase="running")
-
-    def _kind_node(self, tools: ToolPaths) -> NodeOptions:
-        """The node for a new kind cluster: with local images the node image built here (cached; it brings
-        its own CNI config), else kind's default; the cgroup v1 kubelet patch on such hosts."""
-        from harness.backends.kube import nodeimage
-
-        mode = self._images_mode().mode
-        builder = ImageBuilder(
-            self.settings.cache_dir, docker=tools.docker, run=self._run, which=self._which, prefix=NICE,
-            say=self.progress,
-        )  # fmt: skip
-        return nodeimage.node_options(
-            mode,
-            cgroup_v1=host_cgroup_v1(Path("/proc/self/mounts").read_text()),
-            build_node=lambda: builder.kind_node().ref,
-        )
-
-    def _docker_engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = DockerEngine(
-                EngineLayout.under(self.settings.cache_dir),
-                run=self._run,
-                which=self._which,
-                say=self.progress,
-            )
-        return self._engine
-
-    def _start_engine(self) -> None:
-        """A Docker engine for kind: the running one, or a dockerd meshproof starts (and `down` stops)."""
-        self.progress("Docker engine")
-        engine = self._docker_engine()
-        engine.start()
-        if engine.status().mode is EngineMode.OURS:  # recorded so that `down` stops it, even after a failure
-            self._save(backend=self.name, phase="starting", docker_engine="ours")
-        else:
-            self._info["docker_engine"] = "foreign"
-
-    def _stop_engine(self, info: Mapping[str, Any]) -> str:
-        """Stop the engine after the cluster is gone, if meshproof started it and nothing else runs in it."""
-        if info.get("docker_engine") != "ours":
-            return ""
-        engine = self._docker_engine()
-        if engine.status().mode is not EngineMode.OURS:
-            return ""
-        others = engine.containers()
-        if others:
-            return (
-                f"the Docker engine meshproof started keeps running: {len(others)} other container(s) in it "
-                "(`meshproof docker stop` stops it)"
-            )
-        engine.stop()
-        return ""
 
     def _connect(self, kubeconfig: str | None, context: str | None) -> None:
         self._api = self._api_factory(kubeconfig, context)
@@ -331,135 +249,11 @@ class KubeBackend:
         self._context = str(getattr(self._api, "context", "") or context or "")
         self.progress(f"cluster {where}: Kubernetes {version}")
 
-    def _record_new(self, objs: Iterable[Mapping[str, Any]]) -> None:
-        """On existing clusters, note the objects about to be created, *before* creating them, so that
-        ``down`` removes exactly those even when applying fails half-way."""
-        if self.name != "existing":
-            return
-        known = {tuple(k) for k in self._info.get("created") or []}
-        new = [_ref_key(ref_of(o)) for o in objs if self.api.get(ref_of(o)) is None]
-        self._save(created=[list(k) for k in sorted(known | set(new))])
-
-    def _install_istio(self, tools: ToolPaths, kubeconfig: str, context: str) -> None:
-        if self.settings.backend == "existing":
-            istiod = istio_install.require_installed(self.api, self.release)
-            if istiod.version and not same_minor(istiod.version, minor(self.release)):
-                self.progress(
-                    f"warning: istiod runs Istio {istiod.version}, meshproof pins {self.release.label}"
-                )
-            return
-        current = istio_install.find_istiod(self.api)
-        if current and current.ready and same_minor(current.version, minor(self.release)):
-            self.progress(f"Istio {current.version} already installed")
-            return
-        self.progress(f"installing Istio {tools.istioctl_version or self.release.label} with istioctl")
-        istio_install.install(
-            tools.istioctl,
-            self.settings.state_dir,
-            kubeconfig=kubeconfig,
-            context=context,
-            ingress_node_port=INGRESS_NODE_PORT,
-            run=self._run,
-            readiness_timeout=max(self.settings.ready_timeout, 300.0),
-            local_images=(
-                istio_install.LocalImages(PREFIX, meshimages.tag_of("pilot", self.settings.istio_version))
-                if self._local_images()
-                else None
-            ),
-            small_requests=True,  # a kind node is this machine: the chart's requests assume a real cluster
-        )
-        istio_install.wait_istiod_ready(self.api, timeout=self.settings.ready_timeout, clock=self._clock)
-
-    def _image(self, tools: ToolPaths, context: str) -> None:
-        cluster_name = ""
-        if self._cluster is not None:
-            cluster_name = self._cluster.name
-        elif context.startswith("kind-") and tools.docker and tools.kind:
-            cluster_name = context[len("kind-") :]
-        if not cluster_name or not tools.docker or not tools.kind:
-            self.progress(
-                f"not building {SAMPLE_IMAGE}: context {context or '(current)'} is not a kind cluster; "
-                "the cluster must be able to pull it"
-            )
-            return
-        if self._local_images():
-            return  # loaded before Istio's install (_load_mesh_images), the sample with the others
-        self.progress(f"building {SAMPLE_IMAGE}")
-        build_image(tools.docker, context_dir=self._sample_dir, run=self._run)
-        self.progress(f"loading {SAMPLE_IMAGE} into kind cluster {cluster_name}")
-        if self._cluster is not None:
-            self._cluster.load_image(SAMPLE_IMAGE)
-        else:
-            self._run([tools.kind, "load", "docker-image", SAMPLE_IMAGE, "--name", cluster_name], timeout=600)
-
-    # ---- images: official (pulled by the cluster) or built here (meshproof images build) ----------
-    def _images_mode(self) -> ImagesMode:
-        """MESHPROOF_IMAGES decides; with ``auto``, whether kind's default node image is in the engine."""
-        if self._mode is None:
-            official, present = "", None
-            docker = self._which("docker")
-            if self.settings.images == "auto" and docker:
-                official = kind_default_node_image(kindbin.module_dir(run=self._run, which=self._which))
-                builder = ImageBuilder(
-                    self.settings.cache_dir, docker=docker, run=self._run, which=self._which
-                )
-                present = bool(official) and builder.labels(official) is not None
-            self._mode = images_mode(
-                self.settings.images, official_node_image=official, official_present=present
-            )
-        return self._mode
-
-    def _local_images(self) -> bool:
-        return self.settings.backend == "kind" and self._images_mode().mode == "local"
-
-    def _cluster_istioctl(self) -> str:
-        """kind with images built here: the istioctl of the pinned module (built on first use); else ""
-        (preflight then takes istioctl from PATH and checks it against --istio-version)."""
-        if not self._local_images():
-            return ""
-        self.progress(f"images: local ({self._images_mode().why})")
-        built = clusterbin.ensure(
-            self.settings.cache_dir, self.settings.istio_version, say=self.progress, prefix=NICE
-        )
-        return built.istioctl
-
-    def _load_mesh_images(self, tools: ToolPaths) -> None:
-        if self._cluster is None:
-            return
-        for ref in self._mesh_images(tools.docker):
-            self.progress(f"loading {ref} into kind cluster {self._cluster.name}")
-            self._cluster.load_image(ref)
-
-    def _mesh_images(self, docker: str) -> list[str]:
-        """The mesh images the cluster runs, built here when missing or stale (cached otherwise)."""
-        builder = ImageBuilder(
-            self.settings.cache_dir, docker=docker, run=self._run, which=self._which, prefix=NICE,
-            say=self.progress, mesh=meshimages.MeshSources(istio=self.settings.istio_version),
-        )  # fmt: skip
-        names = ["pilot", "proxyv2", "jaeger", "sample", "locust"]
-        missing = [
-            n for n in names if builder.labels(meshimages.ref_of(n, self.settings.istio_version)) is None
-        ]
-        if "jaeger" in missing:  # its binary is the local mesh's Jaeger build, which this layer cannot import
-            raise ToolMissing(
-                meshimages.ref_of("jaeger"), "tracing on the kind cluster (local images)",
-                "run `meshproof images build` (it builds every image of the kind path, Jaeger's included)",
-            )  # fmt: skip
-        if missing:  # (an empty list would mean "every image" to build())
-            builder.build(missing)
-        return [meshimages.ref_of(n, self.settings.istio_version) for n in names]
-
     @property
     def locust_image(self) -> str:
         """The in-cluster Locust image when the images are built here (loaded by ``up``), else "":
         the load run's default (the official image) or MESHPROOF_LOCUST_IMAGE applies."""
-        return meshimages.ref_of("locust") if self._local_images() else ""
-
-    def _localized(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """With local images, the manifests' sample and Jaeger images are the ones built here."""
-        if not self._local_images():
-            return objs
-        return meshimages.localize(objs, meshimages.local_image_map(self.settings.istio_version))
+        return self.cluster.locust_image
 
     def _wait_ingress(self) -> None:
         url = self.ingress_url()
@@ -495,7 +289,7 @@ class KubeBackend:
                 f"{self.settings.kube_context!r}. Fix: drop --kube-context, or pass the --state of the mesh "
                 f"on {self.settings.kube_context!r}"
             )
-        self._info = info
+        self._record.info = info
         self._connect(info.get("kubeconfig") or None, info.get("context") or None)
         self._remember(read_objects([self.settings.manifests]) + relay_objects())
         self.state = State.RUNNING
@@ -510,15 +304,9 @@ class KubeBackend:
         errors: list[str] = []
         if info and not self.settings.keep_cluster:
             try:
-                self._teardown(info)
+                self.cluster.teardown(info, functools.partial(self._connected, info))
             except Exception as e:  # noqa: BLE001 - keep going; report at the end
                 errors.append(str(e))
-            else:
-                try:
-                    if kept := self._stop_engine(info):
-                        self.progress(kept)
-                except Exception as e:  # noqa: BLE001 - keep going; report at the end
-                    errors.append(f"stopping the Docker engine: {e}")
         if self._api is not None:
             self._api.close()
             self._api = None
@@ -530,44 +318,11 @@ class KubeBackend:
                 "tearing down the mesh failed: " + "; ".join(errors) + f" (state kept in {self.marker})"
             )
 
-    def _teardown(self, info: Mapping[str, Any]) -> None:
-        if info.get("backend") == "kind":
-            if self._cluster is None and "kind_cluster" not in info:
-                return  # up failed before a cluster was asked for
-            if self._cluster is not None:
-                self._cluster.stop()
-                return
-            name = str(info.get("kind_cluster") or self.settings.kind_cluster)
-            record = self.settings.cache_dir / "kind-clusters" / name
-            if not info.get("created_cluster") and not record.is_file():
-                self.progress(f"kind cluster {name} was not created by meshproof: left as it is")
-                return
-            kind = self._which("kind")
-            if not kind:
-                raise ToolMissing(
-                    "kind", f"deleting kind cluster {info.get('kind_cluster')}", "put kind on PATH"
-                )
-            argv = [kind, "delete", "cluster", "--name", name]
-            if info.get("kubeconfig"):
-                argv += ["--kubeconfig", str(info["kubeconfig"])]
-            self._run(argv, timeout=300)
-            record.unlink(missing_ok=True)
-            return
-        created = [ObjectRef(*k) for k in info.get("created") or []]
-        if not created:
-            return
+    def _connected(self, info: Mapping[str, Any]) -> KubeApi:
+        """The API, connected by the record ``info`` if this process is not connected yet."""
         if self._api is None:
             self._connect(info.get("kubeconfig") or None, info.get("context") or None)
-        objs = [
-            {
-                "apiVersion": r.api_version,
-                "kind": r.kind,
-                "metadata": {"name": r.name, "namespace": r.namespace},
-            }
-            for r in created
-        ]
-        self.progress(f"deleting {len(objs)} objects this backend created")
-        delete_objects(self.api, objs)
+        return self.api
 
     # ---- port-forwards ----------------------------------------------------------------------
     def _forward(
@@ -810,10 +565,10 @@ class KubeBackend:
 
     def apply(self, paths: Sequence[Path]) -> float:
         self._require_running()
-        objs = self._localized(read_objects(paths))
+        objs = self.cluster.localized(read_objects(paths))
         t0 = self._clock.now()
         baseline = self._push_counters()
-        self._record_new(objs)
+        self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
         changed = [a for a in applied if a.changed]
         self._remember(objs)
@@ -848,9 +603,8 @@ class KubeBackend:
 
     # ---- addresses --------------------------------------------------------------------------
     def ingress_url(self) -> str:
-        port = self._info.get("ingress_port")
-        if self._info.get("backend") == "kind" and port:
-            return f"http://127.0.0.1:{int(port)}"
+        if url := self.cluster.ingress_url(self._info):
+            return url
         gws = self._gateway_pods()
         if not gws:
             raise StateError(f"no ingress gateway pod ({GATEWAY_SELECTOR}) is running")
@@ -1166,7 +920,3 @@ def _expectations(applied: Iterable[Applied]) -> list[propagation.ConfigExpectat
         for a in applied
         if a.ref.group in ISTIO_GROUPS
     ]
-
-
-def _ref_key(ref: ObjectRef) -> tuple[str, str, str, str]:
-    return (ref.api_version, ref.kind, ref.namespace, ref.name)

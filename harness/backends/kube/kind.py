@@ -1,4 +1,5 @@
-"""A kind cluster for one run: created with the ingress NodePort mapped to a 127.0.0.1 host port.
+"""KindCli: one named kind cluster through the kind command, created with the ingress NodePort mapped
+to a 127.0.0.1 host port.
 
 The cluster's kubeconfig goes to ``<state_dir>/kubeconfig`` (``kind create --kubeconfig``), so the
 user's own kubeconfig and current context are never touched. An existing cluster of the same name
@@ -113,8 +114,8 @@ def cluster_names(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and " " not in line.strip()]
 
 
-class KindCluster:
-    """``with KindCluster(...) as c:`` creates (or adopts) the cluster; leaving deletes it unless ``keep``."""
+class KindCli:
+    """``with KindCli(...) as c:`` creates (or adopts) the cluster; leaving deletes it unless ``keep``."""
 
     def __init__(
         self,

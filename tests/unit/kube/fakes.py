@@ -1,4 +1,5 @@
-"""Offline stand-ins for the kube backend's collaborators: a runner, a `which`, and a tiny cluster.
+"""Offline stand-ins for the kube backend's collaborators: a runner, a `which`, a clock, a Docker
+engine, and a tiny cluster.
 
 FakeCluster implements harness.backends.kube.api.KubeApi over dicts. It plays the parts of the
 API server (resourceVersions, server-side apply), the Deployment controller (pods appear, ready,
@@ -19,6 +20,7 @@ import httpx
 
 from harness import proc
 from harness.backends.kube.api import Channel, ObjectRef
+from harness.backends.kube.engine import EngineMode, EngineStatus
 from harness.errors import BackendError, CommandFailed
 
 
@@ -60,6 +62,45 @@ GOOD_REPLIES = {
     "/opt/istio/bin/istioctl version": (0, "client version: 1.30.1\n", ""),
     "/usr/bin/kubectl version": (0, "Client Version: v1.33.1\nKustomize Version: v5.6.0\n", ""),
 }
+
+
+class FakeClock:
+    """wait.until's clock: sleeping advances time instantly."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class FakeEngine:
+    """The Docker engine as the backend sees it: foreign (already running) or started by meshproof."""
+
+    def __init__(self, mode: EngineMode = EngineMode.FOREIGN, others: Sequence[str] = ()) -> None:
+        self.mode, self.others = mode, list(others)
+        self.started = False
+        self.events: list[str] = []
+
+    def start(self) -> FakeEngine:
+        self.events.append("start")
+        if self.mode is EngineMode.ABSENT:
+            self.mode, self.started = EngineMode.OURS, True
+        return self
+
+    def stop(self) -> bool:
+        self.events.append("stop")
+        self.mode, self.started = EngineMode.ABSENT, False
+        return True
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(self.mode)
+
+    def containers(self) -> list[str]:
+        return list(self.others)
 
 
 def _key(ref: ObjectRef) -> tuple[str, str, str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,9 @@ import yaml
 from harness.backends.base import Backend, Fault, State
 from harness.backends.kube import meshimages
 from harness.backends.kube.backend import KubeBackend
-from harness.backends.kube.engine import EngineMode, EngineStatus
+from harness.backends.kube.engine import EngineMode
 from harness.backends.kube.kind import CGROUP_V1_PATCH, NodeOptions
+from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.pods import (
     container_ports,
     deployment_of,
@@ -30,7 +31,7 @@ from harness.mesh import UNREACHED_HEADER
 from harness.settings import Settings
 from harness.versions import DEFAULT_ISTIO
 
-from .fakes import ALL_TOOLS, GOOD_REPLIES, FakeCluster, FakeRunner, which_from
+from .fakes import ALL_TOOLS, GOOD_REPLIES, FakeClock, FakeCluster, FakeEngine, FakeRunner, which_from
 
 MANIFESTS = """
 apiVersion: v1
@@ -101,45 +102,6 @@ kind: DestinationRule
 metadata: {name: web, namespace: sample}
 spec: {host: web}
 """
-
-
-class FakeClock:
-    """wait.until's clock: sleeping advances time instantly."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
-class FakeEngine:
-    """The Docker engine as the backend sees it: foreign (already running) or started by meshproof."""
-
-    def __init__(self, mode: EngineMode = EngineMode.FOREIGN, others: Sequence[str] = ()) -> None:
-        self.mode, self.others = mode, list(others)
-        self.started = False
-        self.events: list[str] = []
-
-    def start(self) -> FakeEngine:
-        self.events.append("start")
-        if self.mode is EngineMode.ABSENT:
-            self.mode, self.started = EngineMode.OURS, True
-        return self
-
-    def stop(self) -> bool:
-        self.events.append("stop")
-        self.mode, self.started = EngineMode.ABSENT, False
-        return True
-
-    def status(self) -> EngineStatus:
-        return EngineStatus(self.mode)
-
-    def containers(self) -> list[str]:
-        return list(self.others)
 
 
 @pytest.fixture
@@ -495,7 +457,7 @@ def test_attach_refuses_another_kube_context_than_the_mesh_runs_on(tmp_path: Pat
 
 def test_kind_flow(tmp_path: Path, manifests: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     node = NodeOptions(image="meshproof.local/kind-node:v1.37.2", own_cni=True, cgroup_v1=True)
-    monkeypatch.setattr(KubeBackend, "_kind_node", lambda self, tools: node)
+    monkeypatch.setattr(KindCluster, "_node", lambda self, tools: node)
     api = FakeCluster(istio_version="1.29.0")  # a different Istio: install the pinned one
     replies = {
         **GOOD_REPLIES,
@@ -583,7 +545,7 @@ def test_kind_flow_with_local_images(
     Jaeger images pointed at them."""
     from types import SimpleNamespace
 
-    from harness.backends.kube import backend as backend_mod
+    from harness.backends.kube import kindcluster
 
     built = str(tmp_path / "cache" / "istio-1.31-dev" / "cluster" / "bin" / "istioctl")
     ensured: list[str] = []
@@ -592,10 +554,8 @@ def test_kind_flow_with_local_images(
         ensured.append(label)
         return SimpleNamespace(istioctl=built)
 
-    monkeypatch.setattr(backend_mod.clusterbin, "ensure", ensure)
-    monkeypatch.setattr(
-        KubeBackend, "_kind_node", lambda self, tools: NodeOptions("meshproof.local/kind-node:x")
-    )
+    monkeypatch.setattr(kindcluster.clusterbin, "ensure", ensure)
+    monkeypatch.setattr(KindCluster, "_node", lambda self, tools: NodeOptions("meshproof.local/kind-node:x"))
     api = FakeCluster(istio_version="1.29.0")
     run = FakeRunner(KIND_REPLIES)
     no_istioctl = {k: v for k, v in ALL_TOOLS.items() if k != "istioctl"}

@@ -1,4 +1,4 @@
-"""kind config generation and the KindCluster lifecycle, with an injected runner."""
+"""kind config generation and the KindCli lifecycle, with an injected runner."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 
 from harness.backends.kube.kind import (
     INGRESS_NODE_PORT,
-    KindCluster,
+    KindCli,
     KindState,
     cluster_names,
     kind_config,
@@ -60,8 +60,8 @@ def test_cluster_names_ignores_the_none_found_message() -> None:
     assert cluster_names("No kind clusters found.\n") == []
 
 
-def _cluster(tmp_path: Path, run: FakeRunner, keep: bool = False) -> KindCluster:
-    return KindCluster(
+def _cluster(tmp_path: Path, run: FakeRunner, keep: bool = False) -> KindCli:
+    return KindCli(
         "meshproof",
         tmp_path / "state",
         kind="/bin/kind",
