@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from harness import proc
+from harness import paths, proc
 from harness.chaos.context import STATE_KEY, chaos_dir
 from harness.errors import UserError
 from harness.settings import Settings
@@ -179,7 +179,7 @@ def run(
         die_with_parent=True,
         env={
             "MESHPROOF_STATE": str(settings_state),
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "PYTHONPATH": str(paths.CHECKOUT),
         },
     )
     signals: list[int] = []

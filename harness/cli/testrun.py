@@ -14,16 +14,13 @@ from pathlib import Path
 
 from rich.text import Text
 
-import harness
 from harness import proc
 from harness.cli.output import Output, table
 from harness.errors import UserError
+from harness.paths import CHECKOUT
 from harness.settings import Settings
 
 CHECK_PROPERTY = "meshproof.check"  # each check as a JUnit property (in the HTML report; not repeated here)
-
-# The checkout the harness package was loaded from: suites/ and manifests/ sit beside harness/.
-CHECKOUT = Path(harness.__file__).resolve().parents[1]
 
 
 def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:

@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import yaml
 
-from harness import proc, wait
+from harness import paths, proc, wait
 from harness.errors import BackendError, HarnessError
 from harness.report import compare
 from harness.report.runs import write_upgrade
@@ -51,7 +51,6 @@ from harness.versions import ISTIO_RELEASES
 
 MODES = ("in-place", "canary")
 ALLOWANCES = Path(__file__).with_name("allowed_diffs.yaml")
-REPO = Path(__file__).resolve().parents[2]
 Progress = Callable[[str], None]
 
 
@@ -188,7 +187,7 @@ class LocalUpgrade:
             "MESHPROOF_ISTIO": label,
         }
         self.say(f"suites on Istio {label}: {' '.join(argv[1:])}")
-        done = proc.run(argv, env=env, cwd=REPO, timeout=3600, check=False)
+        done = proc.run(argv, env=env, cwd=paths.CHECKOUT, timeout=3600, check=False)
         log = self.out_dir / f"suites-{name}.log"
         log.write_text(done.stdout + done.stderr)
         if not report.is_file():

@@ -13,8 +13,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from harness.backends.local.layout import free_port
 from harness.backends.local.tokens import AUDIENCE, JwksServer, ServiceAccountIssuer
+from harness.ports import port_outside_ephemeral_range
 
 
 def _b64(part: str) -> bytes:
@@ -75,7 +75,7 @@ def test_jwt_rule_points_istiod_at_the_served_keys(issuer: ServiceAccountIssuer)
 
 
 def test_jwks_server_serves_the_keys_on_loopback_and_stops(issuer: ServiceAccountIssuer) -> None:
-    port = free_port(set())
+    port = port_outside_ephemeral_range(set())
     with JwksServer(issuer, port) as server, httpx.Client(trust_env=False, timeout=5) as http:
         assert server.url == f"http://127.0.0.1:{port}/keys"
         r = http.get(server.url)

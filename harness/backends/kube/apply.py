@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import proc, wait
+from harness import paths, proc, wait
 from harness.backends.kube.api import KubeApi, ObjectRef
 from harness.errors import UserError
 
 SAMPLE_IMAGE = "meshproof/microservice-1:dev"
-SAMPLE_SERVICE_DIR = Path(__file__).resolve().parents[3] / "sample-service"
+SAMPLE_SERVICE_DIR = paths.SAMPLE_SERVICE
 
 # Kinds that have no namespace; anything else without metadata.namespace lands in "default".
 CLUSTER_SCOPED = frozenset(

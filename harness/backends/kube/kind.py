@@ -10,7 +10,6 @@ is adopted (that is how ``--keep-cluster`` reruns are fast); ``stop()`` deletes 
 from __future__ import annotations
 
 import enum
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -19,6 +18,7 @@ import yaml
 
 from harness import proc
 from harness.errors import BackendError, CommandFailed, ToolMissing
+from harness.ports import free_port
 
 KIND_API_VERSION = "kind.x-k8s.io/v1alpha4"
 INGRESS_NODE_PORT = 30080  # the ingress gateway's HTTP NodePort (see istio_install.operator_overlay)
@@ -91,13 +91,6 @@ def kind_config(
 
 def render_kind_config(host_port: int, **kw: Any) -> str:
     return yaml.safe_dump(kind_config(host_port, **kw), sort_keys=False)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (kind binds it moments later; a clash fails clearly)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def parse_docker_port(text: str) -> int | None:

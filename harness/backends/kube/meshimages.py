@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import paths
 from harness.backends.kube.images import (
     DEBIAN_SUITE,
     PREFIX,
@@ -92,7 +93,7 @@ class MeshSources:
     """Where the inputs of the mesh images come from (the CLI fills in what lives in other layers)."""
 
     istio: str = DEFAULT_ISTIO
-    sample_dir: Path = Path(__file__).resolve().parents[3] / "sample-service"
+    sample_dir: Path = paths.SAMPLE_SERVICE
     # the Jaeger binary `meshproof install` builds (harness.backends.local.jaeger): the backends
     # do not import each other, so the caller hands it over
     jaeger_binary: Callable[[], Path] | None = None

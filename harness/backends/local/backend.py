@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import yaml
 
-from harness import envoy, proc, wait
+from harness import envoy, paths, proc, wait
 from harness.backends.local import workloads as kube_objects
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
@@ -120,7 +120,7 @@ class LocalBackend:
             argv,
             log_path=self.layout.log("supervisor"),
             new_session=True,
-            env={"PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+            env={"PYTHONPATH": str(paths.CHECKOUT)},
         )
         self._sup = sup
         self.layout.marker.write_text(

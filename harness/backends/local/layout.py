@@ -9,11 +9,12 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from harness.ports import port_outside_ephemeral_range
 
 
 class Layout:
@@ -139,7 +140,7 @@ class Reservations:
         with self._locked() as others:
             taken = {int(p) for c in others.values() for p in c.get("ports", [])}
             taken.update(self._mine["ports"])
-            port = free_port(taken)
+            port = port_outside_ephemeral_range(taken)
             self._mine["ports"].append(port)
             self._write()
             return port
@@ -156,35 +157,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port(taken: set[int], *, start: int = 20000) -> int:
-    """A TCP port free on all addresses (Envoy's stats listeners bind 0.0.0.0), not in ``taken``.
-
-    Ports come from below the kernel's ephemeral range, so the outbound connections of the mesh's
-    own processes cannot grab one between allocation and bind.
-    """
-    lo, hi = _ephemeral_range()
-    candidates = range(start, lo) if lo - start > 500 else range(hi + 1, 65535)
-    for port in candidates:
-        if port in taken:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise RuntimeError("no free TCP port outside the ephemeral range")
 
 
 def object_filename(obj: Mapping[str, Any]) -> str:

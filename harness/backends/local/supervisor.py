@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import yaml
 
-from harness import proc, wait
+from harness import paths, proc, wait
 from harness.backends.local import jaeger as jaeger_mod
 from harness.backends.local import tokens
 from harness.backends.local import topology as topo
@@ -41,7 +41,7 @@ from harness.istio.oracles.identity import TRUST_DOMAIN
 from harness.proxy_stats import proxy_stats_matcher
 from harness.settings import Settings, from_env
 
-SAMPLE_SERVICE = Path(__file__).resolve().parents[3] / "sample-service"
+SAMPLE_SERVICE = paths.SAMPLE_SERVICE
 ISTIOD_ENV = {
     # upstream Envoy lacks Istio's own filters (metadata exchange, ALPN override, stats)
     "PILOT_ENABLE_METADATA_EXCHANGE": "false",

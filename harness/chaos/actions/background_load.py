@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import proc, wait
+from harness import paths, proc, wait
 from harness.chaos.context import Configuration, chaos_dir, mesh, state_dir
 from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import HarnessError, UserError
@@ -104,7 +104,7 @@ def start_load(
         log_path=log,
         new_session=True,
         die_with_parent=True,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+        env={"PYTHONPATH": str(paths.CHECKOUT)},
     )
     ledger.update(key, pid=child.pid)
 
