@@ -8,15 +8,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from harness import paths
 from harness.errors import StateError, UserError
 from harness.mesh import Workload
 
 #: The locustfile shipped with meshproof (the only module that imports locust).
-LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
+LOCUSTFILE = paths.LOCUSTFILE
 SHAPES = ("steady", "ramp", "spike", "step")
 #: LoadConfig.users_class -> the locustfile's user classes
 USER_CLASSES: Mapping[str, tuple[str, ...]] = MappingProxyType(

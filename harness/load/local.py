@@ -38,7 +38,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -63,6 +62,7 @@ from harness.load.run import (
     locust_message,
     users_past,
 )
+from harness.ports import free_port
 
 _SPAWNED = re.compile(r"All users spawned|Spawning is complete")
 
@@ -185,7 +185,7 @@ class LocustRun(PhaseClock):
             raise ToolMissing("locust", "meshproof load", "run ./scripts/setup (locust is a dependency)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.events_dir.mkdir(exist_ok=True)
-        argv = self.argv(_free_port() if self.config.processes > 1 else 0)
+        argv = self.argv(free_port() if self.config.processes > 1 else 0)
         (self.workdir / "argv.json").write_text(json.dumps(argv))
         self._started_at = self._wall()
         self._phases = [PhaseMark(SPAWN_PHASE, self._started_at)]
@@ -440,12 +440,6 @@ def load_run(config: LoadConfig, mesh: _Meshlike, *, workdir: Path, image: str =
             return KubeLocustRun(config, api=api, workdir=workdir, image=image)
         return KubeLocustRun(config, api=api, workdir=workdir)
     return LocustRun(config, LoadTarget.from_mesh(mesh), workdir=workdir)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _read_text(path: Path) -> str:
