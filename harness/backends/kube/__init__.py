@@ -12,7 +12,7 @@ Modules, top to bottom::
     apply.py          manifests -> server-side apply / delete, image build
     readiness.py      Deployment rollout status, pods that cannot start, waiting for both
     propagation.py    pure: parse istiod syncz/configz/metrics, decide "every proxy ACKed the config"
-    portforward.py    PortForward: 127.0.0.1 listener, one API port-forward stream per connection
+    portforward.py    PortForward: 127.0.0.1 listener, one API port-forward stream per connection; Forwards: the set
     relay.py          a sidecar-less TCP relay pod, so a plaintext client can reach a sidecar's port
     tools.py          locate docker/kind/istioctl/kubectl, check versions, preflight()
     api.py            KubeApi protocol + ClusterApi (the only importer of the kubernetes client)

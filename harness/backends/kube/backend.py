@@ -36,8 +36,8 @@ import httpx
 
 from harness import envoy, proc, wait
 from harness.backends.istiod import PushCounters, parse_syncz
-from harness.backends.kube import istio_install, propagation
-from harness.backends.kube.api import Channel, ClusterApi, KubeApi, ObjectRef
+from harness.backends.kube import istio_install, portforward, propagation
+from harness.backends.kube.api import ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
     ISTIO_GROUPS,
     SAMPLE_SERVICE_DIR,
@@ -65,9 +65,9 @@ from harness.backends.kube.pods import (
     pod_ready,
     service_target_port,
 )
-from harness.backends.kube.portforward import PortForward
+from harness.backends.kube.portforward import Forwards
 from harness.backends.kube.readiness import deployment_status, wait_deployments_ready
-from harness.backends.kube.relay import RELAY_LABELS, RELAY_NAMESPACE, RELAY_PORT, preamble, relay_objects
+from harness.backends.kube.relay import RELAY_NAMESPACE, preamble, relay_objects
 from harness.backends.kube.tools import default_which
 from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
 from harness.mesh import Fault, State, Workload, find_workload
@@ -134,10 +134,10 @@ class KubeBackend:
             engine=engine,
         )
         self._objects: dict[ObjectRef, dict[str, Any]] = {}  # Deployments and Services the mesh runs
-        self._forwards: dict[tuple[str, str, int, bytes], PortForward] = {}
         self._killed: dict[str, Workload] = {}
         self._context = ""  # the kubeconfig context in use, once connected
         self._lock = threading.RLock()
+        self._forwards = Forwards(lambda: self.api, self._http, lock=self._lock, clock=clock)
 
     # ---- state file -------------------------------------------------------------------------
     @property
@@ -175,7 +175,7 @@ class KubeBackend:
             self.down()
             return
         # A detached mesh outlives this process; this process's port-forwards do not.
-        self._close_forwards()
+        self._forwards.close()
 
     def up(self, *, detach: bool = False) -> Self:
         if self.state is not State.NEW:
@@ -257,7 +257,7 @@ class KubeBackend:
 
     def _wait_ingress(self) -> None:
         url = self.ingress_url()
-        answers = functools.partial(self._answers("/"), url)
+        answers = functools.partial(portforward.answers(self._http, "/"), url)
         wait.until(
             answers,
             what=f"the ingress gateway at {url} to answer",
@@ -299,7 +299,7 @@ class KubeBackend:
     def down(self) -> None:
         """Close every port-forward; delete the kind cluster / the objects created on existing
         (unless keep_cluster); forget the state file. Idempotent."""
-        self._close_forwards()
+        self._forwards.close()
         info = self._info or (json.loads(self.marker.read_text()) if self.marker.is_file() else {})
         errors: list[str] = []
         if info and not self.settings.keep_cluster:
@@ -323,78 +323,6 @@ class KubeBackend:
         if self._api is None:
             self._connect(info.get("kubeconfig") or None, info.get("context") or None)
         return self.api
-
-    # ---- port-forwards ----------------------------------------------------------------------
-    def _forward(
-        self,
-        namespace: str,
-        pod: str,
-        port: int,
-        *,
-        via: bytes = b"",
-        ready_path: str = "/",
-        ready_within: float = 0.0,
-    ) -> PortForward:
-        """The port-forward to ``pod:port`` (made on first use). With ``ready_within`` a new forward is
-        first checked to answer HTTP at ``ready_path``; otherwise a stream opens only on first connection."""
-        key = (namespace, pod, port, via)
-        with self._lock:
-            pf = self._forwards.get(key)
-            if pf is None:
-                api = self.api
-                if via:
-                    what = f"{namespace}/{pod}:{port} via the sidecar relay"
-
-                    def opener() -> Channel:
-                        return api.open_port(RELAY_NAMESPACE, self._relay_pod(), RELAY_PORT)
-                else:
-                    what = f"{namespace}/{pod}:{port}"
-
-                    def opener() -> Channel:
-                        return api.open_port(namespace, pod, port)
-
-                # Through the relay (sidecar_url, the plaintext probe): the relay confirms it reached
-                # the target, and a connection that never did is answered as such, not closed.
-                pf = PortForward(
-                    opener,
-                    what=what,
-                    preamble=via,
-                    confirm=bool(via),
-                    answer_unreached=bool(via),
-                    ready=self._answers(ready_path),
-                ).start()
-                if ready_within:
-                    try:
-                        pf.wait_ready(timeout=ready_within, clock=self._clock)
-                    except BaseException:
-                        pf.stop()
-                        raise
-                self._forwards[key] = pf
-            return pf
-
-    def _answers(self, path: str) -> Callable[[str], bool]:
-        """Readiness of a forward: any HTTP response at ``path`` (through the backend's HTTP client)."""
-
-        def check(base_url: str) -> bool:
-            self._http.get(base_url + path)
-            return True
-
-        return check
-
-    def _close_forwards(self, keep: Callable[[tuple[str, str, int, bytes]], bool] = lambda _k: False) -> None:
-        with self._lock:
-            doomed = {k: pf for k, pf in self._forwards.items() if not keep(k)}
-            for k in doomed:
-                del self._forwards[k]
-        for pf in doomed.values():
-            pf.stop()
-
-    def _relay_pod(self) -> str:
-        sel = ",".join(f"{k}={v}" for k, v in RELAY_LABELS.items())
-        pods = [p for p in self.api.list("v1", "Pod", RELAY_NAMESPACE, sel) if live(p) and pod_ready(p)]
-        if not pods:
-            raise BackendError(f"the sidecar relay ({RELAY_NAMESPACE}, {sel}) has no ready pod")
-        return name_of(pods[0])
 
     # ---- cluster reads ----------------------------------------------------------------------
     def _remember(self, objs: Iterable[Mapping[str, Any]]) -> None:
@@ -431,7 +359,7 @@ class KubeBackend:
     def _istiod_pods(self) -> list[str]:
         pods = self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
         names = sorted(name_of(p) for p in pods if live(p))
-        self._close_forwards(
+        self._forwards.close(
             keep=lambda k: (
                 not (k[0] == istio_install.ISTIO_NAMESPACE and k[2] == ISTIOD_MONITORING_PORT)
                 or k[1] in names
@@ -451,7 +379,7 @@ class KubeBackend:
         labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
         extra = {"node": str(spec.get("nodeName", "")), "pod_ip": ip}
         proxied = has_sidecar(pod) or is_gateway(pod)
-        admin = self._forward(ns, name, ENVOY_ADMIN_PORT, ready_path="/ready").url if proxied else ""
+        admin = self._forwards.get(ns, name, ENVOY_ADMIN_PORT, ready_path="/ready").url if proxied else ""
         if is_gateway(pod):
             return Workload(
                 name=name,
@@ -474,15 +402,17 @@ class KubeBackend:
         target = service_target_port(services, pod)
         sidecar_url = ""
         if target and has_sidecar(pod):
-            sidecar_url = self._forward(ns, name, target, via=preamble(ip, target)).url
+            sidecar_url = self._forwards.get(ns, name, target, via=preamble(ip, target)).url
         return Workload(
             name=name,
             namespace=ns,
             deployment=deployment_of(pod),
             labels=labels,
             address=ip,
-            app_url=self._forward(ns, name, app_port).url if app_port else "",
-            admin_url=self._forward(ns, name, admin_port, ready_path="/healthz").url if admin_port else "",
+            app_url=self._forwards.get(ns, name, app_port).url if app_port else "",
+            admin_url=self._forwards.get(ns, name, admin_port, ready_path="/healthz").url
+            if admin_port
+            else "",
             sidecar_url=sidecar_url,
             proxy_admin_url=admin,
             service_account=str(spec.get("serviceAccountName", "")),
@@ -497,7 +427,7 @@ class KubeBackend:
         services = self._kinds("Service")
         out = [self._workload(p, services) for p in pods]
         present = {(w.namespace, w.name) for w in out}
-        self._close_forwards(keep=lambda k: (k[0], k[1]) in present or k[0] == istio_install.ISTIO_NAMESPACE)
+        self._forwards.close(keep=lambda k: (k[0], k[1]) in present or k[0] == istio_install.ISTIO_NAMESPACE)
         return out
 
     def workload(self, ref: str) -> Workload:
@@ -505,7 +435,9 @@ class KubeBackend:
 
     # ---- config -----------------------------------------------------------------------------
     def _istiod_get(self, pod: str, path: str) -> httpx.Response:
-        pf = self._forward(istio_install.ISTIO_NAMESPACE, pod, ISTIOD_MONITORING_PORT, ready_path="/metrics")
+        pf = self._forwards.get(
+            istio_install.ISTIO_NAMESPACE, pod, ISTIOD_MONITORING_PORT, ready_path="/metrics"
+        )
         r = self._http.get(pf.url + path)
         r.raise_for_status()
         return r
@@ -609,7 +541,7 @@ class KubeBackend:
         if not gws:
             raise StateError(f"no ingress gateway pod ({GATEWAY_SELECTOR}) is running")
         gw = gws[0]
-        return self._forward(
+        return self._forwards.get(
             namespace_of(gw), name_of(gw), self._gateway_target_port(gw), ready_within=60
         ).url
 
@@ -633,7 +565,9 @@ class KubeBackend:
         pods = [p for p in self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=jaeger") if live(p)]
         if not pods:
             return None
-        return self._forward(namespace_of(pods[0]), name_of(pods[0]), JAEGER_QUERY_PORT, ready_within=60).url
+        return self._forwards.get(
+            namespace_of(pods[0]), name_of(pods[0]), JAEGER_QUERY_PORT, ready_within=60
+        ).url
 
     # ---- faults and chaos -------------------------------------------------------------------
     def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
@@ -713,7 +647,7 @@ class KubeBackend:
         with self._lock:
             self._killed[w.name] = w
             self._killed[w.ref] = w
-        self._close_forwards(keep=lambda k: (k[0], k[1]) != (w.namespace, w.name))
+        self._forwards.close(keep=lambda k: (k[0], k[1]) != (w.namespace, w.name))
 
         def gone() -> bool:
             p = self.api.get(ObjectRef("v1", "Pod", w.namespace, w.name))

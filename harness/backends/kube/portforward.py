@@ -14,6 +14,9 @@ is answered instead with ``HTTP 502`` carrying the header :data:`harness.mesh.UN
 (the reason), which no target sends, so the caller can tell "never reached" from the target's
 own answer.
 
+:class:`Forwards` is the backend's set of them: one per pod port (and relay target), made on first
+use and closed by the backend when their pod goes.
+
 Lifecycle: ``start()`` binds and accepts (no cluster traffic yet, so forwards are cheap to create
 eagerly and only cost a stream when used); ``wait_ready()`` polls an HTTP request through the
 forward with ``wait.until``; ``stop()`` closes the listener and every live connection and joins
@@ -32,7 +35,8 @@ from typing import Self
 import httpx
 
 from harness import wait
-from harness.backends.kube.api import Channel
+from harness.backends.kube import relay
+from harness.backends.kube.api import Channel, KubeApi
 from harness.errors import BackendError
 from harness.mesh import UNREACHED_HEADER, State
 
@@ -127,6 +131,16 @@ def http_ready(path: str = "/", timeout: float = 5.0) -> Callable[[str], bool]:
     def check(base_url: str) -> bool:
         with httpx.Client(timeout=timeout, trust_env=False) as c:
             c.get(base_url + path)
+        return True
+
+    return check
+
+
+def answers(http: httpx.Client, path: str) -> Callable[[str], bool]:
+    """Readiness of a forward: any HTTP response at ``path`` (through ``http``)."""
+
+    def check(base_url: str) -> bool:
+        http.get(base_url + path)
         return True
 
     return check
@@ -330,3 +344,85 @@ class PortForward:
             self.errors = [*self.errors[-9:], f"{type(e).__name__}: {e}"]
             if unreached:
                 self.unreached += 1
+
+
+ForwardKey = tuple[str, str, int, bytes]  # namespace, pod, port, relay preamble (b"": direct)
+
+
+class Forwards:
+    """The port-forwards of one backend, keyed by :data:`ForwardKey`, made on first use.
+
+    ``api`` is asked for the cluster only when a forward is made; ``lock`` is the backend's (a
+    forward is made, and the set changed, while holding it)."""
+
+    def __init__(
+        self,
+        api: Callable[[], KubeApi],
+        http: httpx.Client,
+        *,
+        lock: threading.RLock,
+        clock: wait.Clock = wait.REAL_CLOCK,
+    ) -> None:
+        self._api, self._http, self._lock, self._clock = api, http, lock, clock
+        self._forwards: dict[ForwardKey, PortForward] = {}
+
+    def __len__(self) -> int:
+        return len(self._forwards)
+
+    def get(
+        self,
+        namespace: str,
+        pod: str,
+        port: int,
+        *,
+        via: bytes = b"",
+        ready_path: str = "/",
+        ready_within: float = 0.0,
+    ) -> PortForward:
+        """The port-forward to ``pod:port`` (made on first use). With ``ready_within`` a new forward is
+        first checked to answer HTTP at ``ready_path``; otherwise a stream opens only on first connection."""
+        key = (namespace, pod, port, via)
+        with self._lock:
+            pf = self._forwards.get(key)
+            if pf is None:
+                api = self._api()
+                if via:
+                    what = f"{namespace}/{pod}:{port} via the sidecar relay"
+
+                    def opener() -> Channel:
+                        return api.open_port(
+                            relay.RELAY_NAMESPACE, relay.ready_pod(self._api()), relay.RELAY_PORT
+                        )
+                else:
+                    what = f"{namespace}/{pod}:{port}"
+
+                    def opener() -> Channel:
+                        return api.open_port(namespace, pod, port)
+
+                # Through the relay (sidecar_url, the plaintext probe): the relay confirms it reached
+                # the target, and a connection that never did is answered as such, not closed.
+                pf = PortForward(
+                    opener,
+                    what=what,
+                    preamble=via,
+                    confirm=bool(via),
+                    answer_unreached=bool(via),
+                    ready=answers(self._http, ready_path),
+                ).start()
+                if ready_within:
+                    try:
+                        pf.wait_ready(timeout=ready_within, clock=self._clock)
+                    except BaseException:
+                        pf.stop()
+                        raise
+                self._forwards[key] = pf
+            return pf
+
+    def close(self, keep: Callable[[ForwardKey], bool] = lambda _k: False) -> None:
+        """Stop every forward whose key ``keep`` does not accept (all of them by default)."""
+        with self._lock:
+            doomed = {k: pf for k, pf in self._forwards.items() if not keep(k)}
+            for k in doomed:
+                del self._forwards[k]
+        for pf in doomed.values():
+            pf.stop()

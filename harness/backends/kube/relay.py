@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.backends.kube.api import KubeApi
 from harness.backends.kube.apply import SAMPLE_IMAGE
+from harness.backends.kube.pods import live, name_of, pod_ready
+from harness.errors import BackendError
 
 RELAY_NAMESPACE = "meshproof-system"
 RELAY_NAME = "sidecar-relay"
@@ -57,6 +60,15 @@ net.createServer((client) => {
   client.on('data', onData);
 }).listen(Number(process.env.RELAY_PORT || 15999), process.env.RELAY_HOST || '0.0.0.0');
 """
+
+
+def ready_pod(api: KubeApi) -> str:
+    """The name of a ready relay pod; BackendError when none is."""
+    sel = ",".join(f"{k}={v}" for k, v in RELAY_LABELS.items())
+    pods = [p for p in api.list("v1", "Pod", RELAY_NAMESPACE, sel) if live(p) and pod_ready(p)]
+    if not pods:
+        raise BackendError(f"the sidecar relay ({RELAY_NAMESPACE}, {sel}) has no ready pod")
+    return name_of(pods[0])
 
 
 def preamble(ip: str, port: int) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 
 from harness import wait
 from harness.backends.base import State
-from harness.backends.kube.portforward import PortForward
+from harness.backends.kube.portforward import Forwards, PortForward
 from harness.backends.kube.relay import RELAY_JS, preamble
 from harness.errors import BackendError, WaitTimeout
 from harness.mesh import UNREACHED_HEADER, Workload
@@ -315,3 +315,36 @@ def test_mtls_probe_counts_a_reset_after_connect_as_refused(relay: tuple[str, in
                 assert probe(http, w).outcome == "refused-after-connect"
     finally:
         strict.close()
+
+
+def test_forwards_are_made_once_per_key_and_closed_by_key() -> None:
+    from .fakes import FakeCluster
+
+    api = FakeCluster()
+    asked: list[int] = []
+
+    def connected() -> FakeCluster:
+        asked.append(1)
+        return api
+
+    forwards = Forwards(connected, httpx.Client(trust_env=False), lock=threading.RLock())
+    a = forwards.get("sample", "web-0", 3000)
+    assert forwards.get("sample", "web-0", 3000) is a and len(asked) == 1  # reused: no new stream set up
+    b = forwards.get("sample", "web-1", 3000)
+    forwards.close(keep=lambda k: k[1] == "web-1")
+    assert len(forwards) == 1 and a.state is State.STOPPED and b.state is State.RUNNING
+    forwards.close()
+    assert not forwards and b.state is State.STOPPED
+
+
+def test_a_forward_through_the_relay_without_a_ready_relay_pod_is_unreached() -> None:
+    from .fakes import FakeCluster
+
+    api = FakeCluster()  # no relay pod runs in it
+    forwards = Forwards(lambda: api, httpx.Client(trust_env=False), lock=threading.RLock())
+    pf = forwards.get("sample", "web-0", 3000, via=preamble("10.244.0.9", 3000))
+    try:
+        r = httpx.get(pf.url + "/", timeout=5)
+        assert r.status_code == 502 and "has no ready pod" in r.headers[UNREACHED_HEADER]
+    finally:
+        forwards.close()
