@@ -131,7 +131,7 @@ def _authorization(policy: AuthorizationPolicy, bundle: Bundle) -> list[str]:
     every = bundle.authorization_policies()
     targets = [
         w
-        for w in bundle.workloads()
+        for w in bundle.workload_resources()
         if policy in authz.selecting(every, w.namespace, w.labels) and w.kind != "Namespace"
     ]
     if not targets:
@@ -158,7 +158,7 @@ def _authorization(policy: AuthorizationPolicy, bundle: Bundle) -> list[str]:
 def _peer_authentication(pa: PeerAuthentication, bundle: Bundle) -> list[str]:
     every = bundle.peer_authentications()
     lines = []
-    for w in bundle.workloads():
+    for w in bundle.workload_resources():
         if w.kind not in ("Deployment", "StatefulSet", "DaemonSet", "Pod"):
             continue
         in_scope = pa.namespace == mtls.ROOT_NAMESPACE or (

@@ -582,8 +582,10 @@ class PeerAuthentication:
 
 
 @dataclass(frozen=True)
-class Workload:
-    """Anything that runs pods: its kind, name, namespace and pod labels."""
+class WorkloadResource:
+    """A workload resource of the configuration, anything that runs pods (Deployment, StatefulSet,
+    ..., Pod): its kind, name, namespace and pod labels. A running replica is a
+    :class:`harness.mesh.Workload`."""
 
     kind: str
     name: str
@@ -669,13 +671,13 @@ class Bundle:
     def peer_authentications(self) -> tuple[PeerAuthentication, ...]:
         return tuple(PeerAuthentication.from_document(d) for d in self.of_kind("PeerAuthentication"))
 
-    def workloads(self) -> tuple[Workload, ...]:
+    def workload_resources(self) -> tuple[WorkloadResource, ...]:
         """Every object that runs pods (Deployment, StatefulSet, ..., Pod) with its pod labels."""
         out = []
         for d in self.documents:
             path = WORKLOAD_KINDS.get(d.kind)
             if path is not None and d.group in ("", "apps", "batch"):
-                out.append(Workload(d.kind, d.name, _ns(d), _labels(_get(d.body, *path))))
+                out.append(WorkloadResource(d.kind, d.name, _ns(d), _labels(_get(d.body, *path))))
         return tuple(out)
 
     # lookups ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from harness.istio.loader import Document
 from harness.istio.model import (
     DEFAULT_NAMESPACE,
     Bundle,
-    Workload,
+    WorkloadResource,
     document_key,
     fqdn,
     labels_match,
@@ -133,11 +133,11 @@ def _mesh_provided(selector: Mapping[str, str]) -> bool:
     return any(labels_match(selector, labels) for labels in MESH_PROVIDED_LABELS)
 
 
-def _candidates(workloads: Sequence[Workload], namespace: str | None) -> list[Workload]:
+def _candidates(workloads: Sequence[WorkloadResource], namespace: str | None) -> list[WorkloadResource]:
     return [w for w in workloads if namespace is None or w.namespace == namespace]
 
 
-def _workloads_text(workloads: Sequence[Workload]) -> str:
+def _workloads_text(workloads: Sequence[WorkloadResource]) -> str:
     shown = [f"{w.kind} {w.namespace}/{w.name} {_labels_text(w.labels)}" for w in workloads[:6]]
     return "; ".join(shown) + ("; ..." if len(workloads) > 6 else "")
 
@@ -151,7 +151,7 @@ def warn_selectors(doc: Document, bundle: Bundle) -> list[ConfigProblem]:
     provides those pods. DestinationRule subsets must select pods of the Service they name.
     """
     entry = _SELECTORS.get(doc.kind)
-    workloads = bundle.workloads()
+    workloads = bundle.workload_resources()
     if entry is None or not workloads:
         return []
     group, path, namespaced = entry
@@ -187,7 +187,7 @@ def warn_selectors(doc: Document, bundle: Bundle) -> list[ConfigProblem]:
 
 
 def _check_subset_selectors(
-    doc: Document, bundle: Bundle, workloads: Sequence[Workload]
+    doc: Document, bundle: Bundle, workloads: Sequence[WorkloadResource]
 ) -> list[ConfigProblem]:
     host = doc.spec.get("host")
     if not isinstance(host, str) or not host:
