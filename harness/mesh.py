@@ -1,4 +1,4 @@
-"""The data types every layer shares: a workload of the mesh, a fault, a lifecycle state.
+"""The data types every layer shares: a workload of the mesh, an app fault, a lifecycle state.
 
 Imported by backends, traffic, envoy and the suites; imports nothing of the harness above errors.
 """
@@ -18,16 +18,16 @@ from harness.errors import StateError, UserError
 UNREACHED_HEADER = "x-meshproof-unreached"
 
 #: A label that names one replica (its pod name): the selector of per-replica Istio objects (the local
-#: mesh's Sidecars, a replica fault's EnvoyFilter). The local backend gives it to every replica's
-#: proxy at start (its node metadata labels); the kube backend adds it to a pod for a replica fault
+#: mesh's Sidecars, an app fault's EnvoyFilter). The local backend gives it to every replica's
+#: proxy at start (its node metadata labels); the kube backend adds it to a pod for an app fault
 #: and removes it with the fault (Kubernetes gives a pod no label of its own).
 REPLICA_LABEL = "meshproof.dev/replica"
 
-#: How a replica fault is made: ``sidecar``, by the replica's own inbound Envoy (an EnvoyFilter that
+#: How an app fault is made: ``sidecar``, by the replica's own inbound Envoy (an EnvoyFilter that
 #: selects only that replica sets its fault filter's abort/delay: any HTTP service, no help from the
 #: app); ``app``, by the sample app's ``/admin/fault`` endpoint (the sample only; a second way to
 #: compare against).
-FAULT_VIAS = ("sidecar", "app")
+APP_FAULT_VIAS = ("sidecar", "app")
 
 #: the shortest workload certificate lifetime meshproof asks for: pilot-agent rotates at half the
 #: lifetime, so 10 s means a CSR to istiod every 5 s from that one proxy
@@ -94,16 +94,23 @@ class Workload:
 
 
 @dataclass(frozen=True)
-class Fault:
-    """A replica fault: answer ``status`` and/or wait ``delay_ms`` for ``rate`` of the requests.
+class AppFault:
+    """An app fault: one replica answers ``status`` and/or waits ``delay_ms`` for ``rate`` of the
+    requests it serves, as if its app failed. Not a route fault, which a VirtualService injects
+    for the callers of a route (``HTTPFaultInjection``, :mod:`harness.chaos.actions.routes`).
 
-    ``via`` (see :data:`FAULT_VIAS`) defaults to ``app`` so that callers written for the sample's
+    ``via`` (see :data:`APP_FAULT_VIAS`) defaults to ``app`` so that callers written for the sample's
     admin endpoint keep their behaviour; ``meshproof fault`` and the chaos actions use ``sidecar``."""
 
     status: int | None = 503
     rate: float = 1.0
     delay_ms: int = 0
     via: str = "app"
+
+
+#: The old name of :class:`AppFault`, still imported by code other helpers of issue #21 are moving
+#: (the backends, harness/guards.py, the suites and their tests); removed once they use AppFault.
+Fault = AppFault
 
 
 def find_workload(workloads: Sequence[Workload], ref: str) -> Workload:

@@ -1,6 +1,6 @@
-"""Replica faults through the replica's own sidecar: any HTTP service, on every backend.
+"""App faults made by the replica's own sidecar: any HTTP service, on every backend.
 
-A replica fault makes one replica's *inbound* Envoy abort and/or delay requests, with no help from
+Such an app fault makes one replica's *inbound* Envoy abort and/or delay requests, with no help from
 the app (the sample's ``/admin/fault`` is the other way, kept to compare against). Istio decides:
 
 * the fault is an ``EnvoyFilter`` (:func:`envoy_filter`) whose ``workloadSelector`` is the one
@@ -41,7 +41,7 @@ import yaml
 from harness import wait
 from harness.envoy import FaultCounts, admin_get, parse_fault_counts
 from harness.errors import BackendError, UserError, WaitTimeout
-from harness.mesh import REPLICA_LABEL, Fault, Workload
+from harness.mesh import REPLICA_LABEL, AppFault, Workload
 
 if TYPE_CHECKING:
     import httpx
@@ -79,7 +79,7 @@ def _parts_per_million(rate: float) -> int:
     return max(1, min(MILLION, round(rate * MILLION)))
 
 
-def http_fault(fault: Fault) -> dict[str, Any]:
+def http_fault(fault: AppFault) -> dict[str, Any]:
     """The ``HTTPFault`` (Envoy's JSON) that makes the fault filter do ``fault``."""
     percentage = {"numerator": _parts_per_million(fault.rate), "denominator": "MILLION"}
     body: dict[str, Any] = {"@type": HTTP_FAULT_TYPE}
@@ -92,7 +92,7 @@ def http_fault(fault: Fault) -> dict[str, Any]:
     return body
 
 
-def envoy_filter(w: Workload, fault: Fault) -> dict[str, Any]:
+def envoy_filter(w: Workload, fault: AppFault) -> dict[str, Any]:
     """The EnvoyFilter that makes replica ``w``'s inbound sidecar do ``fault`` (and no other proxy)."""
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
@@ -207,7 +207,7 @@ def inbound_faults(http: httpx.Client, w: Workload) -> list[InboundFault]:
     )
 
 
-def matches(found: InboundFault, fault: Fault) -> bool:
+def matches(found: InboundFault, fault: AppFault) -> bool:
     """Whether the proxy runs exactly ``fault`` on this connection manager."""
     want_delay = fault.delay_ms or None
     return (
@@ -291,7 +291,7 @@ def active_anywhere(mesh: Mesh) -> list[str]:
 
 
 def inject(
-    mesh: Mesh, http: httpx.Client, w: Workload, fault: Fault, *, settle_s: float = 20.0
+    mesh: Mesh, http: httpx.Client, w: Workload, fault: AppFault, *, settle_s: float = 20.0
 ) -> dict[str, Any]:
     """Make ``w``'s inbound sidecar do ``fault``; prove it in the effective config of every proxy.
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
 # Re-exported: the shared types live in harness.mesh (suites import them from either place).
-from harness.mesh import Fault, State, Workload, find_workload
+from harness.mesh import AppFault, Fault, State, Workload, find_workload
 
-__all__ = ["Backend", "Fault", "State", "Workload", "find_workload"]
+__all__ = ["AppFault", "Backend", "Fault", "State", "Workload", "find_workload"]
 
 
 @runtime_checkable
@@ -68,7 +68,7 @@ class Backend(Protocol):
         """One workload by pod name, ``ns/pod`` or ``ns/deployment`` (first replica); ``ingress``."""
         ...
 
-    def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
+    def inject_fault(self, pod: str, fault: AppFault) -> dict[str, Any]:
         """Make one replica abort and/or delay requests. ``fault.via`` ``sidecar``: the replica's own
         inbound Envoy, through an EnvoyFilter selecting only that replica, proven in the effective
         config of every proxy (any HTTP service; :mod:`harness.sidecar_fault`); ``app``: the sample

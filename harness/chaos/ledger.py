@@ -1,7 +1,7 @@
 """The chaos ledger: the changes an action made and has not yet undone.
 
 The **ledger** (``<state>/chaos/ledger.json``) is the list of changes an action made and has not
-yet undone: an injected route fault with the object as it was before, a replica fault, a killed
+yet undone: an injected route fault with the object as it was before, an app fault, a killed
 replica, an applied object with its predecessor, a running load generator, a stopped control
 plane. Every action writes its entry *before* it changes the mesh, and its rollback removes the
 entry *after* the change is undone, so whatever ends a run (a failed hypothesis, Ctrl-C, SIGTERM,
@@ -34,7 +34,9 @@ class Entry:
     """One change not undone yet. ``key`` identifies the change (one entry per key)."""
 
     key: str  # e.g. "route-fault:sample/microservice-1/split", "app-fault:sample/microservice-1-v1-0"
-    kind: str  # route-fault | route-policy | replica-fault | app-fault | cert-ttl | kill | object | load | control-plane
+    # route-fault | route-policy | replica-fault (an app fault by the sidecar) | app-fault (by the app's
+    # /admin/fault) | cert-ttl | kill | object | load | control-plane
+    kind: str
     data: Mapping[str, Any]
     since: float
 

@@ -53,7 +53,17 @@ __all__ = [
 
 #: statuses that count as errors: 5xx and "no HTTP response" (0)
 ERROR = "5xx or no response"
-FAULT_KINDS = ("app-fault", "replica-fault", "kill", "route-fault", "control-plane", "object", "cert-ttl")
+#: ledger kinds that disrupt the traffic (app and route faults, kills, objects, istiod, certificates):
+#: :func:`errors_settle` counts from the latest of them (its output still calls it "fault")
+DISRUPTION_KINDS = (
+    "app-fault",
+    "replica-fault",
+    "kill",
+    "route-fault",
+    "control-plane",
+    "object",
+    "cert-ttl",
+)
 
 
 def holds(value: Mapping[str, Any] | None = None) -> bool:
@@ -168,13 +178,14 @@ def errors_settle(
     min_requests: int = 5,
     configuration: Configuration = None,
 ) -> dict[str, Any]:
-    """After the latest fault in the ledger, under the background load: the errors stop within
-    ``within_s`` seconds of the fault (the last error is followed by ``window_s`` seconds of traffic
-    with at most ``max_ratio`` errors), and (count-based, immune to a slow machine) the errors since
-    the fault stay within a budget: ``max_errors``, or from ``destination_rule`` (``ns/name``) the
-    consecutive errors that eject as the ingress gateway's Envoy runs them for its host (the
-    outlier oracle, not the YAML's field names) plus the load's concurrency (requests in flight
-    when the ejection lands). Returns as soon as that is seen, else at ``within_s`` after the fault."""
+    """After the latest disruption in the ledger (:data:`DISRUPTION_KINDS`), under the background
+    load: the errors stop within ``within_s`` seconds of it (the last error is followed by
+    ``window_s`` seconds of traffic with at most ``max_ratio`` errors), and (count-based, immune to a
+    slow machine) the errors since the disruption stay within a budget: ``max_errors``, or from
+    ``destination_rule`` (``ns/name``) the consecutive errors that eject as the ingress gateway's
+    Envoy runs them for its host (the outlier oracle, not the YAML's field names) plus the load's
+    concurrency (requests in flight when the ejection lands). Returns as soon as that is seen, else
+    at ``within_s`` after the disruption."""
     from harness.chaos.loadgen import last_error_of, window_of
 
     max_ratio, within_s, window_s = float(max_ratio), float(within_s), float(window_s)
@@ -182,8 +193,8 @@ def errors_settle(
     if running is None:
         return {"holds": False, "error": f"no background load {load!r} runs: start_load first"}
 
-    faults = [e for e in Ledger.of(configuration).entries() if e.kind in FAULT_KINDS]
-    since = max((e.since for e in faults), default=time.time())
+    disruptions = [e for e in Ledger.of(configuration).entries() if e.kind in DISRUPTION_KINDS]
+    since = max((e.since for e in disruptions), default=time.time())
     budget, derivation = (None if max_errors is None else int(max_errors)), "max_errors"
     if budget is None and destination_rule:
         budget, derivation = _outlier_budget(destination_rule, load, configuration)
@@ -224,7 +235,7 @@ def errors_settle(
         "requests_since_fault": total.total,
         "error_budget": budget,
         "budget_from": derivation,
-        "fault": [e.key for e in faults],
+        "fault": [e.key for e in disruptions],
     }
 
 

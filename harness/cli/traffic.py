@@ -60,7 +60,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings, out: Output) -> int:
 
 def cmd_fault(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     from harness.backends import attach
-    from harness.mesh import Fault
+    from harness.mesh import AppFault
 
     if args.clear:
         if args.status is not None or args.delay_ms is not None or args.rate is not None:
@@ -86,7 +86,7 @@ def cmd_fault(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     if delay < 0:
         raise UserError(f"--delay-ms {delay}: must not be negative")
     backend = attach(settings)
-    fault = Fault(status=args.status, rate=rate, delay_ms=delay, via=args.via)
+    fault = AppFault(status=args.status, rate=rate, delay_ms=delay, via=args.via)
     evidence = backend.inject_fault(args.pod, fault)
     what = [f"status {args.status}"] if args.status is not None else []
     if delay:

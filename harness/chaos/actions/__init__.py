@@ -14,7 +14,7 @@ action                      undo (rollback)              what it changes
 inject_route_fault          remove_route_fault           one named http route of a VirtualService
 set_route_policy            restore_route_policy         retries/timeout of one named http route
 ``app_faults``
-fail_replicas               clear_replica_faults         a replica's own sidecar (or app admin) fault
+fail_replicas               clear_replica_faults         an app fault by a replica's sidecar (or app)
 ``certificates``
 shorten_cert_lifetime       restore_cert_lifetime        a replica's workload certificate lifetime
 ``replica_loss``

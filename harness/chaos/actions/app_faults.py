@@ -18,7 +18,7 @@ from harness.chaos.actions.common import NotYet, pods_of
 from harness.chaos.context import Configuration, mesh
 from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import BackendError, HarnessError, UserError
-from harness.mesh import FAULT_VIAS, Fault
+from harness.mesh import APP_FAULT_VIAS, AppFault
 
 __all__ = [
     "clear_replica_faults",
@@ -47,8 +47,8 @@ def fail_replicas(
     ``proof_from`` to ``proof_path`` (batches of 10; with a running load they move sooner), or the
     action fails with the counters seen. ``via`` ``app``: the sample app's ``/admin/fault`` (a
     second way to compare against), proven by the app reporting the fault active."""
-    if via not in FAULT_VIAS:
-        raise UserError(f"fail_replicas: via {via!r} is not one of {', '.join(FAULT_VIAS)}")
+    if via not in APP_FAULT_VIAS:
+        raise UserError(f"fail_replicas: via {via!r} is not one of {', '.join(APP_FAULT_VIAS)}")
     raw_status: Any = status  # Chaos Toolkit passes configuration values as given (None, "none", "503")
     status = None if raw_status in (None, "", "none") else int(raw_status)
     rate, delay_ms = float(rate), int(delay_ms or 0)
@@ -66,20 +66,21 @@ def fail_replicas(
             for w in workloads:
                 sidecar_fault.check_victim(http, w)
     ledger = Ledger.of(configuration)
-    fault = Fault(status=status, rate=rate, delay_ms=delay_ms, via=via)
+    app_fault = AppFault(status=status, rate=rate, delay_ms=delay_ms, via=via)
     evidence: list[dict[str, Any]] = []
     for w in workloads:
+        # ledger kinds as earlier runs wrote them: replica-fault, made by the sidecar; app-fault, by the app
         kind = "replica-fault" if via == "sidecar" else "app-fault"
         ledger.record(f"{kind}:{w.ref}", kind, {"pod": w.ref, "via": via})
         if via == "sidecar":
             evidence.append(
                 _proven_sidecar_fault(
-                    backend, w, fault, proof_from, proof_path, float(proof_timeout_s), configuration
+                    backend, w, app_fault, proof_from, proof_path, float(proof_timeout_s), configuration
                 )
             )
         else:
-            backend.inject_fault(w.ref, fault)
-            evidence.append(_proven_app_fault(w, configuration))
+            backend.inject_fault(w.ref, app_fault)
+            evidence.append(_proven_admin_fault(w, configuration))
     return {
         "pods": [w.ref for w in workloads],
         "status": status,
@@ -93,7 +94,7 @@ def fail_replicas(
 def _proven_sidecar_fault(
     backend: Any,
     w: Any,
-    fault: Fault,
+    app_fault: AppFault,
     source: str,
     path: str,
     timeout_s: float,
@@ -107,18 +108,18 @@ def _proven_sidecar_fault(
 
     with admin_http(configuration) as http:
         before = sidecar_fault.inbound_counts(http, w)
-        injected = backend.inject_fault(w.ref, fault)
-        counter = "aborts_injected" if fault.status is not None else "delays_injected"
+        injected = backend.inject_fault(w.ref, app_fault)
+        counter = "aborts_injected" if app_fault.status is not None else "delays_injected"
         seen: dict[str, Any] = {}
         t0 = time.monotonic()
         # proof_from "": send nothing, wait for the traffic already flowing (a running load)
-        sampling = Sampler(timeout=max(10.0, fault.delay_ms / 1000 + 5)) if source else nullcontext()
+        sampling = Sampler(timeout=max(10.0, app_fault.delay_ms / 1000 + 5)) if source else nullcontext()
         with sampling as sampler:
 
             def moved() -> bool:
                 d = sidecar_fault.inbound_counts(http, w) - before
                 seen.update(aborts=d.aborts, delays=d.delays, requests=d.requests)
-                if (d.aborts if fault.status is not None else d.delays) > 0:
+                if (d.aborts if app_fault.status is not None else d.delays) > 0:
                     return True
                 if sampler is not None:
                     sampler.sample(backend, source=source, path=path, n=10, concurrency=2)
@@ -145,7 +146,7 @@ def _proven_sidecar_fault(
     return {**injected, "proof": {counter: seen, "proven_s": round(time.monotonic() - t0, 3)}}
 
 
-def _proven_app_fault(w: Any, configuration: Configuration) -> dict[str, Any]:
+def _proven_admin_fault(w: Any, configuration: Configuration) -> dict[str, Any]:
     import httpx
 
     from harness.chaos.context import admin_http
@@ -161,7 +162,7 @@ def _proven_app_fault(w: Any, configuration: Configuration) -> dict[str, Any]:
 
 
 def clear_replica_faults(pods: str | Sequence[str], configuration: Configuration = None) -> dict[str, Any]:
-    """Remove every replica fault of ``pods`` (sidecar EnvoyFilter and app admin fault alike)."""
+    """Remove every app fault of ``pods`` (sidecar EnvoyFilter and app admin fault alike)."""
     backend = mesh(configuration)
     ledger = Ledger.of(configuration)
     cleared = []

@@ -17,7 +17,7 @@ from harness.chaos.actions import routes
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
 from harness.errors import UserError
-from harness.mesh import Fault, Workload, find_workload
+from harness.mesh import AppFault, Workload, find_workload
 
 VS = {
     "apiVersion": "networking.istio.io/v1",
@@ -45,7 +45,7 @@ class FakeBackend:
     def __init__(self, admin: bool = False) -> None:
         self.admin = admin  # the replicas have an app admin endpoint (served by the fixture's transport)
         self.objects: dict[str, dict[str, Any]] = {objects.object_key(VS): copy.deepcopy(VS)}
-        self.faults: dict[str, Fault] = {}
+        self.faults: dict[str, AppFault] = {}
         self.killed: set[str] = set()
         self.applied: list[list[dict[str, Any]]] = []
 
@@ -85,7 +85,7 @@ class FakeBackend:
                 self.objects.pop(objects.object_key(d))
         return 0.01
 
-    def inject_fault(self, pod: str, fault: Fault) -> None:
+    def inject_fault(self, pod: str, fault: AppFault) -> None:
         self.faults[pod] = fault
 
     def clear_fault(self, pod: str) -> None:

@@ -20,7 +20,7 @@ from harness.chaos import actions, context, objects
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
 from harness.errors import BackendError, UserError
-from harness.mesh import REPLICA_LABEL, Fault, Workload, find_workload
+from harness.mesh import REPLICA_LABEL, AppFault, Workload, find_workload
 
 EMPTY_FAULT = {"@type": sidecar_fault.HTTP_FAULT_TYPE}
 
@@ -119,7 +119,7 @@ class FakeMesh:
                 self.objects.pop(objects.object_key(d))
         return 0.01
 
-    def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
+    def inject_fault(self, pod: str, fault: AppFault) -> dict[str, Any]:
         w = self.workload(pod)
         if fault.via == "sidecar":
             return sidecar_fault.inject(
@@ -190,7 +190,7 @@ def fake(tmp_path: Path) -> Iterator[tuple[FakeMesh, dict[str, str]]]:
 
 def test_the_envoy_filter_selects_only_the_replica_and_merges_into_the_inbound_fault_filter() -> None:
     w = FakeMesh().workload("sample/web-v1-0")
-    ef = sidecar_fault.envoy_filter(w, Fault(status=503, rate=0.25, delay_ms=150))
+    ef = sidecar_fault.envoy_filter(w, AppFault(status=503, rate=0.25, delay_ms=150))
     assert ef["metadata"]["name"] == "meshproof-fault-web-v1-0"
     assert ef["spec"]["workloadSelector"] == {"labels": {REPLICA_LABEL: "web-v1-0"}}
     (patch,) = ef["spec"]["configPatches"]
@@ -201,7 +201,7 @@ def test_the_envoy_filter_selects_only_the_replica_and_merges_into_the_inbound_f
     assert value["abort"] == {"http_status": 503, "percentage": share}
     assert value["delay"] == {"fixed_delay": "0.150s", "percentage": share}
     with pytest.raises(UserError, match="needs a status and/or a delay"):
-        sidecar_fault.http_fault(Fault(status=None, delay_ms=0))
+        sidecar_fault.http_fault(AppFault(status=None, delay_ms=0))
 
 
 def test_the_inbound_fault_is_read_from_the_config_dump() -> None:
@@ -213,9 +213,9 @@ def test_the_inbound_fault_is_read_from_the_config_dump() -> None:
     (found,) = sidecar_fault.parse_inbound_faults(listeners_dump("127.10.1.2", merged))
     assert (found.listener, found.stat_prefix) == ("127.10.1.2_3000", "inbound_127.10.1.2_3000;")
     assert (found.abort_status, found.delay_ms, found.ppm) == (503, 150, 250000)
-    assert sidecar_fault.matches(found, Fault(status=503, rate=0.25, delay_ms=150))
-    assert not sidecar_fault.matches(found, Fault(status=503, rate=0.25))  # the delay differs
-    assert not sidecar_fault.matches(found, Fault(status=503, rate=1.0, delay_ms=150))  # the share
+    assert sidecar_fault.matches(found, AppFault(status=503, rate=0.25, delay_ms=150))
+    assert not sidecar_fault.matches(found, AppFault(status=503, rate=0.25))  # the delay differs
+    assert not sidecar_fault.matches(found, AppFault(status=503, rate=1.0, delay_ms=150))  # the share
     (idle,) = sidecar_fault.parse_inbound_faults(listeners_dump("127.10.1.2", EMPTY_FAULT))
     assert not idle.active and idle.describe() == "127.10.1.2_3000: no fault"
 
@@ -227,7 +227,7 @@ def test_inject_proves_the_fault_on_the_victim_only_and_clear_removes_it() -> No
     mesh = FakeMesh()
     with httpx.Client(transport=mesh.transport()) as http:
         w = mesh.workload("sample/web-v1-0")
-        out = sidecar_fault.inject(mesh, http, w, Fault(status=503, rate=1.0))
+        out = sidecar_fault.inject(mesh, http, w, AppFault(status=503, rate=1.0))
         assert out["via"] == "sidecar" and out["envoy_filter"] == "sample/meshproof-fault-web-v1-0"
         assert out["drained_s"] >= 0
         assert out["sidecar"] == ["127.9.1.1_3000: abort 503 for 100.0000%"]
@@ -245,7 +245,7 @@ def test_inject_proves_the_fault_on_the_victim_only_and_clear_removes_it() -> No
 def test_negative_a_filter_istiod_does_not_apply_fails_with_the_evidence_and_is_removed() -> None:
     mesh = FakeMesh(istiod="ignores")
     with httpx.Client(transport=mesh.transport()) as http, pytest.raises(BackendError) as e:
-        sidecar_fault.inject(mesh, http, mesh.workload("web-v1-0"), Fault(status=503), settle_s=0.3)
+        sidecar_fault.inject(mesh, http, mesh.workload("web-v1-0"), AppFault(status=503), settle_s=0.3)
     assert "did not take effect" in str(e.value)
     assert "the sidecar of sample/web-v1-0 does not run the fault: 127.9.1.1_3000: no fault" in str(e.value)
     assert "\n" not in str(e.value)
@@ -256,7 +256,7 @@ def test_negative_a_filter_istiod_does_not_apply_fails_with_the_evidence_and_is_
 def test_negative_a_filter_that_reaches_other_proxies_fails_the_scope_check() -> None:
     mesh = FakeMesh(istiod="everyone")
     with httpx.Client(transport=mesh.transport()) as http, pytest.raises(BackendError) as e:
-        sidecar_fault.inject(mesh, http, mesh.workload("web-v1-0"), Fault(status=503), settle_s=0.3)
+        sidecar_fault.inject(mesh, http, mesh.workload("web-v1-0"), AppFault(status=503), settle_s=0.3)
     assert "other proxies run it too: sample/web-v1-1" in str(e.value)
     assert mesh.objects == {}
 
@@ -272,7 +272,7 @@ def test_negative_a_filter_that_reaches_other_proxies_fails_the_scope_check() ->
 def test_bad_victims_fail_before_anything_is_applied(pod: str, reason: str) -> None:
     mesh = FakeMesh()
     with httpx.Client(transport=mesh.transport()) as http, pytest.raises(UserError, match=reason):
-        sidecar_fault.inject(mesh, http, mesh.workload(pod), Fault(status=503))
+        sidecar_fault.inject(mesh, http, mesh.workload(pod), AppFault(status=503))
     assert mesh.applied == 0
 
 
