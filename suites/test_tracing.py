@@ -28,7 +28,6 @@ produces the spans; Jaeger stores them. The suite reads them back through Jaeger
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +37,6 @@ import pytest
 
 from harness.backends.base import Backend, Workload
 from harness.guards import ConfigGuard
-from harness.settings import Settings
 from harness.tracing.jaeger import JaegerClient, Trace
 from harness.tracing.probes import (
     Hop,
@@ -274,32 +272,12 @@ def test_two_hop_chain_is_one_trace(mesh_backend, baseline, sampler, jaeger, evi
 
 
 @pytest.fixture(scope="module")
-def forgetful_mesh(
-    mesh_backend: Backend, suite_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Backend]:
-    """A mesh that also runs the relay of FORGETFUL_MANIFEST (it does not propagate trace headers).
-
-    Local backend: a second embedded mesh from the manifests plus that file (workloads are fixed
-    at start-up there). Kubernetes backends: the Deployment is applied to the running mesh and
-    deleted afterwards.
-    """
-    if mesh_backend.name != "local":
-        mesh_backend.apply([FORGETFUL_MANIFEST])
-        try:
-            yield mesh_backend
-        finally:
-            mesh_backend.delete([FORGETFUL_MANIFEST])
-        return
-    from harness.backends.local.backend import LocalBackend
-
-    manifests = tmp_path_factory.mktemp("forgetful-manifests")
-    source = suite_settings.manifests
-    for f in sorted(source.glob("*.y*ml")) if source.is_dir() else [source]:
-        shutil.copy(f, manifests / f.name)
-    shutil.copy(FORGETFUL_MANIFEST, manifests / f"90-{FORGETFUL_MANIFEST.name}")
-    state = tmp_path_factory.mktemp("forgetful-state")
-    with LocalBackend(suite_settings.with_overrides(state_dir=state, manifests=manifests)) as mesh:
-        mesh.up()
+def forgetful_mesh(mesh_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """A mesh that also runs the relay of FORGETFUL_MANIFEST (it does not propagate trace headers),
+    from :meth:`Backend.with_workloads`: the running mesh with the relay applied (deleted
+    afterwards), or a second mesh from the manifests plus that file where workloads are fixed at
+    start-up (local)."""
+    with mesh_backend.with_workloads([FORGETFUL_MANIFEST], tmp_path_factory.mktemp("forgetful")) as mesh:
         yield mesh
 
 

@@ -17,6 +17,7 @@ Addresses are URLs reachable from the harness process:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -58,6 +59,13 @@ class Backend(Protocol):
 
     def delete(self, paths: Sequence[Path]) -> float:
         """Delete the objects named in the YAML files and wait for propagation."""
+        ...
+
+    def with_workloads(self, paths: Sequence[Path], workdir: Path) -> AbstractContextManager[Backend]:
+        """A mesh that also runs the objects of ``paths``, new workloads included (a Namespace,
+        Service and Deployment), for the ``with`` block. Kubernetes: this mesh with them applied,
+        deleted on exit. Local (workloads are fixed at start-up): a second mesh from this one's
+        manifests plus ``paths``, its state in ``workdir``, torn down on exit."""
         ...
 
     def workloads(self) -> Sequence[Workload]:

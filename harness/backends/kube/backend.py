@@ -25,10 +25,11 @@ Differences from the local backend, by nature of Kubernetes:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -529,6 +530,15 @@ class KubeBackend:
         ]
         self._wait_converged(expectations, baseline)
         return self._clock.now() - t0
+
+    @contextlib.contextmanager
+    def with_workloads(self, paths: Sequence[Path], workdir: Path) -> Iterator[Self]:
+        """This mesh with ``paths`` applied (a cluster adds workloads while it runs); deleted on exit."""
+        self.apply(paths)
+        try:
+            yield self
+        finally:
+            self.delete(paths)
 
     def config_dir(self) -> Path | None:
         return None

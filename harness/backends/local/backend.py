@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -402,6 +403,24 @@ class LocalBackend:
                 t.unlink()
 
         return self._write_and_wait(remove)
+
+    @contextlib.contextmanager
+    def with_workloads(self, paths: Sequence[Path], workdir: Path) -> Iterator[LocalBackend]:
+        """Workloads are fixed at start-up here: a second mesh from this one's manifests plus
+        ``paths`` (copied after them into ``workdir``/manifests; state in ``workdir``/state),
+        torn down on exit."""
+        manifests = workdir / "manifests"
+        manifests.mkdir(parents=True)
+        source = self.settings.manifests
+        for f in sorted(source.glob("*.y*ml")) if source.is_dir() else [source]:
+            shutil.copy(f, manifests / f.name)
+        for p in paths:
+            shutil.copy(p, manifests / f"90-{p.name}")
+        state = workdir / "state"
+        state.mkdir()
+        with LocalBackend(self.settings.with_overrides(state_dir=state, manifests=manifests)) as mesh:
+            mesh.up()
+            yield mesh
 
     def config_dir(self) -> Path | None:
         return self.layout.config

@@ -379,6 +379,25 @@ def test_apply_and_delete_wait_for_propagation(
         b.delete([tmp_path / "dr.yaml"])
 
 
+def test_with_workloads_applies_for_the_block_and_deletes_after_a_failure(
+    running: tuple[KubeBackend, FakeCluster], tmp_path: Path
+) -> None:
+    """A cluster adds objects while it runs: with_workloads is this mesh with them applied, and
+    they are deleted when the block ends, also when it fails."""
+    b, api = running
+    (tmp_path / "dr.yaml").write_text(DR)
+    key = ("networking.istio.io", "DestinationRule", "sample", "web")
+    seen = []
+    with (  # noqa: PT012 - the failure must happen inside the block
+        pytest.raises(RuntimeError, match="the block failed"),
+        b.with_workloads([tmp_path / "dr.yaml"], tmp_path / "work") as mesh,
+    ):
+        seen.append((mesh is b, key in api.objects))
+        raise RuntimeError("the block failed")
+    assert seen == [(True, True)]
+    assert key not in api.objects
+
+
 def test_wait_synced_gives_up_after_its_own_timeout(tmp_path: Path, manifests: Path) -> None:
     """A proxy istiod sent config that it never ACKs: wait_synced(3) raises after about 3 s of the
     backend's clock, not after the cluster's readiness timeout (it ignored its argument before)."""
