@@ -1,8 +1,7 @@
 """Suite-level fixtures: the shared mesh, guards that always undo changes, and the evidence report.
 
 ``mesh_backend`` (session)
-    The plugin's ``mesh`` fixture when meshproof's pytest plugin is loaded; otherwise a local
-    mesh in a temp state dir, always torn down at the end.
+    The plugin's ``mesh`` fixture (:mod:`harness.plugin`): the suites never know which backend runs.
 ``config`` / ``faults`` (function)
     :class:`~harness.guards.ConfigGuard` / :class:`~harness.guards.FaultGuard`:
     every configuration variant and app fault a test makes is undone in teardown. On failure
@@ -195,22 +194,10 @@ def suite_settings(request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def mesh_backend(
-    request: pytest.FixtureRequest, suite_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Backend]:
-    try:
-        mesh: Backend | None = request.getfixturevalue("mesh")
-    except pytest.FixtureLookupError:
-        mesh = None
-    if mesh is not None:
-        yield mesh
-        return
-    from harness.backends.local.backend import LocalBackend
-
-    state = tmp_path_factory.mktemp("mesh-state")
-    with LocalBackend(suite_settings.with_overrides(state_dir=state)) as backend:
-        backend.up()
-        yield backend
+def mesh_backend(mesh: Backend) -> Backend:
+    """The session's mesh: the plugin's ``mesh`` (brought up through the Backend protocol, or
+    attached to a running one)."""
+    return mesh
 
 
 @pytest.fixture(scope="session")
