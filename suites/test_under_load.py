@@ -44,6 +44,7 @@ from suites._support.load import (
     split_of_load,
     wait_while_loaded,
 )
+from suites._support.outlier import outlier_variant, setup_fast
 from suites.test_circuit_breaking import HOLD_MS, LIMITS, RAISED, Limits, hold_one_subset
 from suites.test_fault_injection import (
     ABORT_PERCENT,
@@ -56,7 +57,6 @@ from suites.test_fault_injection import (
     fault_variant,
     ingress_vs,
 )
-from suites.test_outlier import outlier_variant, setup_fast
 from suites.test_routing import split_variant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
