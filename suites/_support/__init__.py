@@ -1,12 +1,10 @@
-"""Helpers shared by the suites (pure where possible; I/O only through the Backend and the sampler).
+"""Helpers only the suites use (the ones bench/ and tests/ share live in the package: harness.guards,
+harness.envoy, harness.traffic.design and .split, harness.tracing.probes, harness.report.records).
 
 ::
 
-    design    statistical design (alpha, power, min deviation) -> sample sizes, confidence text
-    report    per-check records, the session table and suites-report.json
-    config    ConfigGuard: apply validated variants of the manifests' objects, restore the originals
-    faults    FaultGuard: app faults and killed replicas, always undone
-    routing   expected splits from VirtualServices, subset attribution, convergence, split checks
-    authz     AuthorizationPolicy evaluation (Istio's semantics) and the request-matrix check
-    envoy     reading a proxy's Envoy admin: ejections, cluster config, circuit-breaker counters
+    authz     the request-matrix check over the authorization oracle
+    load      phases of the background load (Locust) and their checks, for the under-load suites
+    outlier   the outlier suite's machinery: the fast variant, driving to an ejection, sampling
+              inside it, the return, the ejection cap, and their checks
 """
