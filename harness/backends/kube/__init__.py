@@ -5,6 +5,7 @@ Modules, top to bottom::
     backend.py        KubeBackend: the Backend protocol over a Cluster and everything below
     cluster.py        the Cluster interface, the state record, ExistingCluster (a context; deletes only its own)
     kindcluster.py    KindCluster: Docker engine, node image, create/adopt/delete, images loaded, istioctl install
+    discovery.py      Discovery: the mesh's Deployments/Services, their pods as Workloads (forwarded addresses)
     pods.py           pure helpers over Pod/Service/Event dicts (owner Deployment, ports, readiness)
     doctor.py         doctor() entries: tools, Docker engine, the existing cluster and its istiod
     kind.py           KindCli: kind create (ingress NodePort mapped to 127.0.0.1), load images, delete

@@ -50,25 +50,20 @@ from harness.backends.kube.apply import (
     wait_gone,
 )
 from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
+from harness.backends.kube.discovery import GATEWAY_SELECTOR, ISTIOD_MONITORING_PORT, Discovery
 from harness.backends.kube.engine import Engine
 from harness.backends.kube.kindbin import kind_which
 from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.pods import (
-    container_ports,
-    container_ports_all,
     deployment_of,
     format_events,
-    has_sidecar,
-    is_gateway,
-    live,
     name_of,
     namespace_of,
     pod_ready,
-    service_target_port,
 )
 from harness.backends.kube.portforward import Forwards
 from harness.backends.kube.readiness import deployment_status, wait_deployments_ready
-from harness.backends.kube.relay import RELAY_NAMESPACE, preamble, relay_objects
+from harness.backends.kube.relay import RELAY_NAMESPACE, relay_objects
 from harness.backends.kube.tools import default_which
 from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
 from harness.mesh import Fault, State, Workload, find_workload
@@ -78,11 +73,6 @@ from harness.versions import ISTIO_RELEASES
 Progress = Callable[[str], None]
 ApiFactory = Callable[[str | None, str | None], KubeApi]  # (kubeconfig, context) -> api
 
-ENVOY_ADMIN_PORT = 15000
-ISTIOD_MONITORING_PORT = 15014
-JAEGER_QUERY_PORT = 16686
-GATEWAY_SELECTOR = "istio=ingressgateway"
-INFRA_NAMESPACES = frozenset({istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE})
 # the Cluster each backend name runs on
 CLUSTERS: dict[str, type[KindCluster] | type[ExistingCluster]] = {
     "kind": KindCluster,
@@ -134,11 +124,11 @@ class KubeBackend:
             clock=clock,
             engine=engine,
         )
-        self._objects: dict[ObjectRef, dict[str, Any]] = {}  # Deployments and Services the mesh runs
         self._killed: dict[str, Workload] = {}
         self._context = ""  # the kubeconfig context in use, once connected
         self._lock = threading.RLock()
         self._forwards = Forwards(lambda: self.api, self._http, lock=self._lock, clock=clock)
+        self._discovery = Discovery(lambda: self.api, self._forwards, lock=self._lock)
 
     # ---- state file -------------------------------------------------------------------------
     @property
@@ -209,9 +199,8 @@ class KubeBackend:
         kubeconfig, context = self.cluster.provide(tools)
         self._connect(kubeconfig or None, context or None)
 
-        self.cluster.load_mesh_images(
-            tools
-        )  # before istioctl install: the cluster must not pull (policy Never)
+        # before istioctl install: the cluster must not pull (policy Never)
+        self.cluster.load_mesh_images(tools)
         self.cluster.install_istio(self.api, tools, kubeconfig, context)
         self._save(tracing=istio_install.tracing_provider_configured(self.api))
         self.cluster.load_sample(tools, self._context)
@@ -220,10 +209,10 @@ class KubeBackend:
         objs = self.cluster.localized(read_objects([s.manifests]) + relay_objects())
         self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
-        self._remember(objs)
+        self._discovery.remember(objs)
         self.progress("waiting for Deployments")
         wait_deployments_ready(self.api, [a.ref for a in applied], timeout=s.ready_timeout, clock=self._clock)
-        if not self._gateway_pods():
+        if not self._discovery.gateway_pods():
             raise ToolMissing(
                 f"an ingress gateway (pods labelled {GATEWAY_SELECTOR})",
                 f"backend {self.name}",
@@ -292,7 +281,7 @@ class KubeBackend:
             )
         self._record.info = info
         self._connect(info.get("kubeconfig") or None, info.get("context") or None)
-        self._remember(read_objects([self.settings.manifests]) + relay_objects())
+        self._discovery.remember(read_objects([self.settings.manifests]) + relay_objects())
         self.state = State.RUNNING
         self.detached = True
         return self
@@ -325,111 +314,10 @@ class KubeBackend:
             self._connect(info.get("kubeconfig") or None, info.get("context") or None)
         return self.api
 
-    # ---- cluster reads ----------------------------------------------------------------------
-    def _remember(self, objs: Iterable[Mapping[str, Any]]) -> None:
-        with self._lock:
-            for o in objs:
-                # Infrastructure (Jaeger in istio-system, the relay) is not a workload under test.
-                if o.get("kind") in ("Deployment", "Service") and namespace_of(o) not in INFRA_NAMESPACES:
-                    self._objects[ref_of(o)] = dict(o)
-
-    def _forget(self, refs: Iterable[ObjectRef]) -> None:
-        with self._lock:
-            for r in refs:
-                self._objects.pop(r, None)
-
-    def _kinds(self, kind: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [o for r, o in self._objects.items() if r.kind == kind]
-
-    def _mesh_pods(self) -> list[dict[str, Any]]:
-        """Live pods of the mesh's Deployments, plus the ingress gateway pods (last)."""
-        deployments = {(namespace_of(d), name_of(d)) for d in self._kinds("Deployment")}
-        pods: list[dict[str, Any]] = []
-        for ns in sorted({ns for ns, _ in deployments}):
-            pods += [
-                p for p in self.api.list("v1", "Pod", ns) if live(p) and (ns, deployment_of(p)) in deployments
-            ]
-        pods.sort(key=lambda p: (namespace_of(p), deployment_of(p), name_of(p)))
-        return pods + self._gateway_pods()
-
-    def _gateway_pods(self) -> list[dict[str, Any]]:
-        pods = [p for p in self.api.list("v1", "Pod", "", GATEWAY_SELECTOR) if live(p)]
-        return sorted(pods, key=lambda p: (namespace_of(p), name_of(p)))
-
-    def _istiod_pods(self) -> list[str]:
-        pods = self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
-        names = sorted(name_of(p) for p in pods if live(p))
-        self._forwards.close(
-            keep=lambda k: (
-                not (k[0] == istio_install.ISTIO_NAMESPACE and k[2] == ISTIOD_MONITORING_PORT)
-                or k[1] in names
-            )
-        )
-        return names
-
-    def _expected_proxies(self) -> set[str]:
-        return {
-            f"{name_of(p)}.{namespace_of(p)}" for p in self._mesh_pods() if has_sidecar(p) or is_gateway(p)
-        }
-
     # ---- workloads --------------------------------------------------------------------------
-    def _workload(self, pod: Mapping[str, Any], services: Sequence[Mapping[str, Any]]) -> Workload:
-        meta, spec, st = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
-        ns, name, ip = namespace_of(pod), name_of(pod), str(st.get("podIP", ""))
-        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
-        extra = {"node": str(spec.get("nodeName", "")), "pod_ip": ip}
-        proxied = has_sidecar(pod) or is_gateway(pod)
-        admin = self._forwards.get(ns, name, ENVOY_ADMIN_PORT, ready_path="/ready").url if proxied else ""
-        if is_gateway(pod):
-            return Workload(
-                name=name,
-                namespace=ns,
-                deployment=deployment_of(pod),
-                labels=labels,
-                address=ip,
-                app_url="",
-                admin_url="",
-                sidecar_url="",
-                proxy_admin_url=admin,
-                service_account=str(spec.get("serviceAccountName", "")),
-                ready=pod_ready(pod),
-                role="gateway",
-                extra=extra,
-            )
-        ports = container_ports(pod)
-        app_port = ports.get("http") or next(iter(ports.values()), 0)
-        admin_port = ports.get("admin", 0)
-        target = service_target_port(services, pod)
-        sidecar_url = ""
-        if target and has_sidecar(pod):
-            sidecar_url = self._forwards.get(ns, name, target, via=preamble(ip, target)).url
-        return Workload(
-            name=name,
-            namespace=ns,
-            deployment=deployment_of(pod),
-            labels=labels,
-            address=ip,
-            app_url=self._forwards.get(ns, name, app_port).url if app_port else "",
-            admin_url=self._forwards.get(ns, name, admin_port, ready_path="/healthz").url
-            if admin_port
-            else "",
-            sidecar_url=sidecar_url,
-            proxy_admin_url=admin,
-            service_account=str(spec.get("serviceAccountName", "")),
-            ready=pod_ready(pod),
-            role="app" if target else "client",
-            extra=extra,
-        )
-
     def workloads(self) -> Sequence[Workload]:
         self._require_running()
-        pods = self._mesh_pods()
-        services = self._kinds("Service")
-        out = [self._workload(p, services) for p in pods]
-        present = {(w.namespace, w.name) for w in out}
-        self._forwards.close(keep=lambda k: (k[0], k[1]) in present or k[0] == istio_install.ISTIO_NAMESPACE)
-        return out
+        return self._discovery.workloads()
 
     def workload(self, ref: str) -> Workload:
         return find_workload(self.workloads(), ref)
@@ -445,7 +333,7 @@ class KubeBackend:
 
     def _push_counters(self) -> dict[str, PushCounters]:
         out = {}
-        for pod in self._istiod_pods():
+        for pod in self._discovery.istiod_pods():
             try:
                 out[pod] = PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
             except httpx.HTTPError:
@@ -454,7 +342,7 @@ class KubeBackend:
 
     def _sample(self, with_config: bool) -> list[propagation.IstiodSample]:
         out = []
-        for pod in self._istiod_pods():
+        for pod in self._discovery.istiod_pods():
             proxies = parse_syncz(self._istiod_get(pod, "/debug/syncz").json(), pod)
             config = (
                 propagation.config_index(self._istiod_get(pod, "/debug/configz").json())
@@ -476,7 +364,7 @@ class KubeBackend:
         t0 = self._clock.now()
         conv = propagation.Convergence(
             lambda: self._sample(bool(expectations)),
-            expected_proxies=self._expected_proxies(),
+            expected_proxies=self._discovery.expected_proxies(),
             expectations=expectations,
             baseline=baseline,
         )
@@ -504,7 +392,7 @@ class KubeBackend:
         self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
         changed = [a for a in applied if a.changed]
-        self._remember(objs)
+        self._discovery.remember(objs)
         wait_deployments_ready(
             self.api, [a.ref for a in changed], timeout=self.settings.ready_timeout, clock=self._clock
         )
@@ -522,7 +410,7 @@ class KubeBackend:
         baseline = self._push_counters()
         gone = delete_objects(self.api, objs)
         wait_gone(self.api, gone, timeout=self.settings.ready_timeout, clock=self._clock)
-        self._forget(gone)
+        self._discovery.forget(gone)
         expectations = [
             propagation.ConfigExpectation(r.group, r.kind, r.namespace, r.name, None)
             for r in gone
@@ -547,23 +435,7 @@ class KubeBackend:
     def ingress_url(self) -> str:
         if url := self.cluster.ingress_url(self._info):
             return url
-        gws = self._gateway_pods()
-        if not gws:
-            raise StateError(f"no ingress gateway pod ({GATEWAY_SELECTOR}) is running")
-        gw = gws[0]
-        return self._forwards.get(
-            namespace_of(gw), name_of(gw), self._gateway_target_port(gw), ready_within=60
-        ).url
-
-    def _gateway_target_port(self, gw: Mapping[str, Any]) -> int:
-        svc = self.api.get(ObjectRef("v1", "Service", namespace_of(gw), istio_install.GATEWAY_SERVICE))
-        for p in ((svc or {}).get("spec") or {}).get("ports") or []:
-            if p.get("port") == 80:
-                t = p.get("targetPort", 80)
-                if isinstance(t, int):
-                    return t
-                return container_ports_all(gw).get(str(t), 8080)
-        return 8080
+        return self._discovery.gateway_url()
 
     def service_url(self, service: str, namespace: str, port: int) -> str:
         return f"http://{service}.{namespace}.svc.cluster.local:{port}"
@@ -572,12 +444,7 @@ class KubeBackend:
         self._require_running()
         if not self._info.get("tracing"):
             return None
-        pods = [p for p in self.api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=jaeger") if live(p)]
-        if not pods:
-            return None
-        return self._forwards.get(
-            namespace_of(pods[0]), name_of(pods[0]), JAEGER_QUERY_PORT, ready_within=60
-        ).url
+        return self._discovery.jaeger_url()
 
     # ---- faults and chaos -------------------------------------------------------------------
     def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
@@ -682,7 +549,7 @@ class KubeBackend:
                 return False
             pods = [
                 p
-                for p in self._mesh_pods()
+                for p in self._discovery.mesh_pods()
                 if namespace_of(p) == w.namespace and deployment_of(p) == w.deployment
             ]
             # count the pods: right after the delete the Deployment's status still says all are
@@ -731,7 +598,7 @@ class KubeBackend:
             self._save(istiod_replicas=replicas)
         self.api.apply(_scaled(istiod.namespace, istiod.deployment, 0))
         wait.until(
-            lambda: not self._istiod_pods(),
+            lambda: not self._discovery.istiod_pods(),
             what="istiod pods gone",
             timeout=self.settings.ready_timeout,
             interval=0.5,
@@ -793,7 +660,7 @@ class KubeBackend:
         pods: list[dict[str, Any]] = []
         try:
             ws = list(self.workloads()) if self.state is State.RUNNING else []
-            pods = self._mesh_pods()
+            pods = self._discovery.mesh_pods()
         except Exception as e:  # noqa: BLE001
             put("kube-backend.txt", functools.partial(str, f"listing workloads failed: {e}"))
         for w in ws:
