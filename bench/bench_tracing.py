@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.backends.local import jaeger as local_jaeger
 from harness.backends.local.backend import LocalBackend
 from harness.settings import from_env
+from harness.toolchain import jaeger as jaeger_build
 from harness.tracing.jaeger import JaegerClient, now_us
 from harness.tracing.probes import send_probes, traces_by_probe
 from harness.traffic.client import Sampler
@@ -61,7 +61,7 @@ def main() -> None:
     out: dict[str, object] = {}
     if a.rebuild:
         t0 = time.monotonic()
-        local_jaeger.install(settings, force=True)
+        jaeger_build.install(settings.cache_dir, force=True)
         out["jaeger_rebuild_warm_s"] = round(time.monotonic() - t0, 1)
     design = Design(settings.alpha, settings.power, settings.min_deviation)
     out["sampling_check_n_at_10pct"] = design.n_proportion(0.10)

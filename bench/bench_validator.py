@@ -6,7 +6,7 @@ istioctl needs are downloaded inside the istioctl step and counted there). What 
 pays on top of the istiod build it does anyway is the incremental time of each step:
 
     1. meshproof-istiod (the local backend's launcher)          cold build cache
-    2. meshproof-analyze (harness/istio/go/analyze)             incremental over 1
+    2. meshproof-analyze (harness/toolchain/go/analyze)         incremental over 1
     3. istioctl (istio.io/istio/istioctl/cmd/istioctl)          incremental over 1 (fresh copy)
 
 Then one validation of manifests/ with each binary (wall time per call).
@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness.istio import analyzer  # noqa: E402
 from harness.istio.loader import load_paths  # noqa: E402
+from harness.toolchain import istio_analyzer, istio_local  # noqa: E402
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES  # noqa: E402
 
 TAGS = "vtprotobuf,disable_pgv"
@@ -61,7 +62,7 @@ def main() -> int:
             istiod,
             "meshproof.local/istiod",
             rel.module_version,
-            [ROOT / "harness/backends/local/go/istiod/main.go"],
+            [istio_local.LAUNCHER_SRC],
         )
         _go(["mod", "tidy"], istiod, env)
         out["istiod_cold_s"] = round(
@@ -70,7 +71,9 @@ def main() -> int:
         shutil.copytree(root / "gocache", root / "gocache-istioctl")
 
         ana = root / "analyze"
-        _module(ana, "meshproof.local/analyze", rel.module_version, sorted(analyzer.SOURCE_DIR.glob("*.go")))
+        _module(
+            ana, "meshproof.local/analyze", rel.module_version, sorted(istio_analyzer.SOURCE_DIR.glob("*.go"))
+        )
         t_tidy = _go(["mod", "tidy"], ana, env)
         t_build = _go(["build", "-trimpath", f"-tags={TAGS}", "-o", "bin", "."], ana, env)
         out["analyze_incremental_s"] = round(t_tidy + t_build, 1)

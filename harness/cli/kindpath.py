@@ -1,8 +1,8 @@
 """Verbs of the kind path's machinery: ``docker`` (the engine) and ``images`` (the local images).
 
-``meshproof docker status|install|start|stop``: Debian's docker.io and kind installed (root,
-apt-get; ``go install`` into the cache), a dockerd started when none answers and stopped only if
-meshproof started it (see :mod:`harness.backends.kube.engine`).
+``meshproof docker status|install|start|stop``: Debian's docker.io (root, apt-get) and kind (``go
+install`` into the cache, :mod:`harness.toolchain.kind`) installed, a dockerd started when none
+answers and stopped only if meshproof started it (see :mod:`harness.backends.kube.engine`).
 ``meshproof images build|plan``: the images of the kind path under one local prefix
 (see :mod:`harness.backends.kube.images`).
 """
@@ -59,19 +59,17 @@ def add_images_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def mesh_sources(settings: Settings, say: Callable[[str], None], prefix: Sequence[str] = ()) -> Any:
-    """Where the mesh images' inputs come from: Istio's binaries of the pin (harness.istio.clusterbin)
-    and the Jaeger build of the local mesh (the backends do not import each other; the CLI can)."""
+    """Where the mesh images' inputs come from: Istio's binaries of the pin and the Jaeger build
+    (both :mod:`harness.toolchain`), built on first use."""
     from harness.backends.kube.meshimages import MeshSources
-    from harness.backends.local import jaeger
-    from harness.backends.local.install import module_dir
-    from harness.istio import clusterbin
-    from harness.versions import JAEGER_MODULE, JAEGER_VERSION
+    from harness.toolchain import istio_cluster
+    from harness.toolchain import jaeger as jaeger_build
 
     return MeshSources(
         istio=settings.istio_version,
-        jaeger_binary=lambda: Path(jaeger.install(settings, say).binary),
-        jaeger_module=lambda: module_dir(JAEGER_MODULE, JAEGER_VERSION),
-        istio_binaries=lambda: clusterbin.ensure(
+        jaeger_binary=lambda: Path(jaeger_build.install(settings.cache_dir, say).binary),
+        jaeger_module=jaeger_build.module_dir,
+        istio_binaries=lambda: istio_cluster.ensure(
             settings.cache_dir, settings.istio_version, say=say, prefix=prefix
         ),
     )
@@ -87,7 +85,7 @@ def _engine(settings: Settings, out: Output, nice: bool) -> Any:
 
 def cmd_docker(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     from harness.backends.kube import engine as eng
-    from harness.backends.kube import kindbin
+    from harness.toolchain import kind as kind_build
 
     def say(m: str) -> None:
         out.note(f"• {m}")
@@ -97,7 +95,7 @@ def cmd_docker(args: argparse.Namespace, settings: Settings, out: Output) -> int
     doc: dict[str, Any] = {}
     if args.action in ("install", "start"):
         doc["installed_docker_io"] = eng.install_docker_io(prefix=prefix, say=say)
-        doc["kind"] = str(kindbin.install(settings.cache_dir, prefix=prefix, say=say))
+        doc["kind"] = str(kind_build.install(settings.cache_dir, prefix=prefix, say=say))
     if args.action == "start":
         e.start()
     if args.action == "stop":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING
@@ -13,7 +12,6 @@ from rich.text import Text
 from harness.cli.output import Output, row, table
 from harness.errors import MeshproofError
 from harness.settings import BACKENDS, Settings
-from harness.versions import ISTIO_RELEASES
 
 if TYPE_CHECKING:
     from harness.doctor import ToolStatus
@@ -107,8 +105,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int
 def cmd_install(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from harness.backends.local import install as local_install
-    from harness.backends.local import jaeger as local_jaeger
+    from harness.toolchain import istio_local
+    from harness.toolchain import jaeger as jaeger_build
 
     with out.err.status("installing the embedded mesh") as status:
 
@@ -118,8 +116,8 @@ def cmd_install(args: argparse.Namespace, settings: Settings, out: Output) -> in
 
         # Istio and Jaeger build side by side: their downloads and links overlap the other's compiles.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="install") as pool:
-            jaeger_job = pool.submit(local_jaeger.install, settings, progress, force=args.force)
-            installed = local_install.install(settings, progress, force=args.force)
+            jaeger_job = pool.submit(jaeger_build.install, settings.cache_dir, progress, force=args.force)
+            installed = istio_local.install(settings, progress, force=args.force)
             jaeger = jaeger_job.result()
     doc = asdict(installed) if is_dataclass(installed) and not isinstance(installed, type) else {}
     doc["jaeger"] = asdict(jaeger)
@@ -137,25 +135,12 @@ def cmd_install(args: argparse.Namespace, settings: Settings, out: Output) -> in
 
 
 def _local_doctor(settings: Settings) -> list[ToolStatus]:
-    from harness.backends.local import jaeger
-    from harness.backends.local.install import doctor
+    from harness.backends.local.doctor import backend_doctor
 
-    return doctor(settings) + jaeger.doctor(settings)
+    return backend_doctor(settings)
 
 
 def _kube_doctor(settings: Settings) -> list[ToolStatus]:
-    from harness.backends.kube.doctor import doctor, kind_path
-    from harness.backends.kube.kindbin import kind_which
-    from harness.backends.kube.tools import default_which
+    from harness.backends.kube.doctor import backend_doctor
 
-    which = kind_which(settings.cache_dir, default_which)
-    machinery = kind_path(settings.cache_dir, settings.images, which=which, istio=settings.istio_version)
-    tools = doctor(release=ISTIO_RELEASES[settings.istio_version], context=settings.kube_context, which=which)
-    if any(t.name.startswith("istioctl (") for t in machinery):  # local images: PATH's istioctl is not used
-        tools = [
-            dataclasses.replace(t, optional=True, needed_for=f"{t.needed_for}; not used with local images")
-            if t.name == "istioctl" and t.backend == "kind"
-            else t
-            for t in tools
-        ]
-    return tools + machinery
+    return backend_doctor(settings)

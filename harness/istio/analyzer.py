@@ -1,11 +1,11 @@
 """Istio's own verdict on configuration: ``meshproof-analyze``, built from the pinned module.
 
-``meshproof-analyze`` (``go/analyze/main.go``) runs what ``istioctl analyze --use-kube=false``
-runs: every Istio kind's ``ValidateConfig`` from ``pkg/config/validation`` (errors IST0106,
-warnings IST0133, e.g. deprecated fields) and Istio's cross-reference analyzers (IST0101 for a
-subset, gateway or host that does not exist, ...). It is built from the same ``istio.io/istio``
-module version as the embedded mesh's istiod (see docs/BENCHMARKS.md for why this binary and
-not istioctl), into ``<cache>/istio-<label>/bin/``, on first use or by ``meshproof install``.
+``meshproof-analyze`` (``harness/toolchain/go/analyze/main.go``, built by
+:mod:`harness.toolchain.istio_analyzer`) runs what ``istioctl analyze --use-kube=false`` runs:
+every Istio kind's ``ValidateConfig`` from ``pkg/config/validation`` (errors IST0106, warnings
+IST0133, e.g. deprecated fields) and Istio's cross-reference analyzers (IST0101 for a subset,
+gateway or host that does not exist, ...). It is built from the same ``istio.io/istio`` module
+version as the embedded mesh's istiod, on first use or by ``meshproof install``.
 
 This module only carries documents to Istio and maps Istio's messages back to the user's file,
 document and field path, with a fix hint. It decides nothing: an Istio Error is a problem (exit
@@ -14,12 +14,8 @@ document and field path, with a fix hint. It decides nothing: an Istio Error is 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,18 +24,11 @@ from typing import Any
 import yaml
 
 from harness import proc
-from harness.cache import locked_install
 from harness.errors import CommandFailed, ConfigProblem, ToolMissing
 from harness.istio.loader import Document
-from harness.versions import ISTIO_RELEASES, IstioRelease
+from harness.toolchain.istio_analyzer import BINARY, SETUP_HINT
 
-SOURCE_DIR = Path(__file__).parent / "go" / "analyze"
-BINARY = "meshproof-analyze"
-BUILD_TAGS = "vtprotobuf,disable_pgv"  # the istiod build's tags: the compiled packages are shared
-SETUP_HINT = "run ./scripts/setup (or `meshproof install`)"
 DOCS_URL = "https://istio.io/latest/docs/reference/config/analysis/{code}/"
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -85,86 +74,7 @@ Runner = Callable[[Mapping[str, Any]], Analysis]
 
 
 # ---------------------------------------------------------------------------------------------
-# Build and locate the binary
-
-
-def _source_digest() -> str:
-    h = hashlib.sha256()
-    for p in sorted(SOURCE_DIR.glob("*.go")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def binary_path(cache_dir: Path, istio_version: str) -> Path:
-    return cache_dir / f"istio-{istio_version}" / "bin" / BINARY
-
-
-def _stamp(cache_dir: Path, istio_version: str) -> Path:
-    return cache_dir / f"istio-{istio_version}" / "analyze.json"
-
-
-def installed(cache_dir: Path, istio_version: str) -> Path | None:
-    """The built analyzer for this release and these sources, or None."""
-    rel = ISTIO_RELEASES[istio_version]
-    binary, stamp = binary_path(cache_dir, istio_version), _stamp(cache_dir, istio_version)
-    try:
-        info = json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        return None
-    if info.get("module_version") != rel.module_version or info.get("source_sha256") != _source_digest():
-        return None
-    return binary if binary.is_file() else None
-
-
-def ensure(cache_dir: Path, istio_version: str, progress: Progress | None = None) -> Path:
-    """The analyzer binary, built first if missing or stale (one build at a time per cache)."""
-    return locked_install(
-        cache_dir / f"istio-{istio_version}",
-        what=f"{BINARY} (Istio {istio_version})",
-        current=lambda: installed(cache_dir, istio_version),
-        build=lambda: _build(
-            cache_dir, istio_version, ISTIO_RELEASES[istio_version], progress or (lambda _m: None)
-        ),
-        lock_name="analyze.lock",
-    )
-
-
-def _build(cache_dir: Path, istio_version: str, rel: IstioRelease, say: Progress) -> Path:
-    go = proc.which("go", needed_for="building Istio's analyzer (meshproof-analyze)", how_to_get=SETUP_HINT)
-    env = {"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    if rel.go_toolchain:
-        env["GOTOOLCHAIN"] = rel.go_toolchain
-    binary = binary_path(cache_dir, istio_version)
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    say(f"building {BINARY} (Istio {rel.label} validation and analyzers) — minutes on a cold cache")
-    with tempfile.TemporaryDirectory(prefix="meshproof-analyze-") as tmp:
-        build = Path(tmp)
-        for src in SOURCE_DIR.glob("*.go"):
-            shutil.copy(src, build / src.name)
-        (build / "go.mod").write_text(rel.go_mod("meshproof.local/analyze", "1.26"))
-        try:
-            proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=1800)
-            out = build / BINARY
-            proc.run(
-                [go, "build", "-trimpath", f"-tags={BUILD_TAGS}", "-o", out, "."],
-                cwd=build,
-                env=env,
-                timeout=3600,
-            )
-        except CommandFailed as exc:
-            err = ToolMissing(BINARY, "validating configuration with Istio's own code", SETUP_HINT)
-            err.add_note(f"the Go build failed: {exc.stderr.strip()[-600:]}")
-            raise err from exc
-        tmp_bin = binary.with_suffix(".tmp")
-        shutil.copy(out, tmp_bin)
-        os.chmod(tmp_bin, 0o755)
-        os.replace(tmp_bin, binary)
-    _stamp(cache_dir, istio_version).write_text(
-        json.dumps({"module_version": rel.module_version, "source_sha256": _source_digest()}, indent=2)
-    )
-    say(f"built {binary}")
-    return binary
+# The built binary (harness.toolchain.istio_analyzer builds it)
 
 
 def run_binary(binary: Path) -> Runner:

@@ -43,9 +43,9 @@ import jsonschema  # type: ignore[import-untyped]
 import yaml
 from referencing import Registry, Resource
 
-from harness import proc
-from harness.errors import CommandFailed, ConfigProblem, HarnessError, ToolMissing, UserError
+from harness.errors import ConfigProblem, HarnessError, ToolMissing, UserError
 from harness.istio.loader import Document
+from harness.toolchain import gomod
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 ISTIO_MODULE = "istio.io/istio"
@@ -219,30 +219,16 @@ def resolve_module_version(istio_version: str | None) -> str:
 
 def istio_module_dir(module_version: str, *, go: str = "go", timeout: float = 900.0) -> Path:
     """Directory of ``istio.io/istio@module_version`` in Go's module cache, downloading it if needed."""
-    argv = [go, "mod", "download", "-json", f"{ISTIO_MODULE}@{module_version}"]
-    needed_for = f"reading Istio's CRD schemas ({ISTIO_MODULE}@{module_version})"
-    try:
+    return gomod.download(
+        ISTIO_MODULE,
+        module_version,
+        go=go,
+        needed_for=f"reading Istio's CRD schemas ({ISTIO_MODULE}@{module_version})",
+        how_to_get=SETUP_HINT,
         # Outside any module: a go.mod in the caller's directory must not change what Go does.
-        done = proc.run(argv, cwd=tempfile.gettempdir(), timeout=timeout, check=False)
-    except ToolMissing as exc:
-        raise ToolMissing("go", needed_for, SETUP_HINT) from exc
-    except CommandFailed as exc:  # proc.run reports a timeout this way
-        err = ToolMissing(f"Go module {ISTIO_MODULE}@{module_version}", needed_for, SETUP_HINT)
-        err.add_note(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s")
-        raise err from exc
-    info: dict[str, Any] = {}
-    try:
-        parsed = json.loads(done.stdout) if done.stdout.strip() else {}
-        info = parsed if isinstance(parsed, dict) else {}
-    except json.JSONDecodeError:
-        pass
-    directory = info.get("Dir")
-    if done.returncode != 0 or info.get("Error") or not isinstance(directory, str):
-        failure = CommandFailed(argv, done.returncode, done.stdout, done.stderr)
-        err = ToolMissing(f"Go module {ISTIO_MODULE}@{module_version}", needed_for, SETUP_HINT)
-        err.add_note(f"go mod download failed: {info.get('Error') or done.stderr.strip() or done.returncode}")
-        raise err from failure
-    return Path(directory)
+        cwd=Path(tempfile.gettempdir()),
+        timeout=timeout,
+    ).dir
 
 
 def read_istio_crds(

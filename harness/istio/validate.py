@@ -26,6 +26,7 @@ from harness.istio.loader import Document, parse_text, read_paths
 from harness.istio.model import Bundle
 from harness.istio.schemas import SchemaSet, load_schemas
 from harness.settings import from_env
+from harness.toolchain import istio_analyzer
 
 
 def validate_paths(
@@ -97,7 +98,7 @@ def default_runner(istio_version: str | None) -> analyzer.Runner:
     """Istio's analyzer for ``istio_version`` from the meshproof cache (built on first use)."""
     settings = from_env()
     version = istio_version or settings.istio_version
-    return analyzer.run_binary(analyzer.ensure(settings.cache_dir, version))
+    return analyzer.run_binary(istio_analyzer.ensure(settings.cache_dir, version))
 
 
 def _validate(

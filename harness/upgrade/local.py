@@ -168,11 +168,11 @@ class LocalUpgrade:
 
     # ---- pieces ------------------------------------------------------------------------
     def install(self) -> float:
-        from harness.backends.local import install
+        from harness.toolchain import istio_local
 
         t0 = time.monotonic()
         for label in dict.fromkeys((self.config.from_label, self.config.to_label)):
-            install.install(self.settings.with_overrides(istio_version=label), self.say)
+            istio_local.install(self.settings.with_overrides(istio_version=label), self.say)
         return time.monotonic() - t0
 
     def run_suites(self, label: str, name: str) -> dict[str, Any]:

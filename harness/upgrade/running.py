@@ -79,9 +79,9 @@ def parse_envoy_version_output(text: str) -> str:
 def expected_of(settings: Settings, label: str) -> Expected:
     """The installed release ``label``'s expectation: its label and its Envoy binary's build string."""
     from harness import proc
-    from harness.backends.local import install
+    from harness.toolchain import istio_local
 
-    inst = install.load(settings.with_overrides(istio_version=label))
+    inst = istio_local.load(settings.with_overrides(istio_version=label))
     out = proc.run([inst.envoy, "--version"], timeout=60)
     return Expected(label, parse_envoy_version_output(out.stdout + out.stderr))
 

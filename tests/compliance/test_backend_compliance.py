@@ -35,8 +35,8 @@ def backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Back
     if settings.backend == name:  # the session's mesh: its own up/attach checks the tools it uses
         yield request.getfixturevalue("mesh")
         return
-    from harness.backends.kube.kindbin import kind_which
     from harness.backends.kube.tools import default_which, preflight
+    from harness.toolchain.kind import kind_which
 
     try:  # the tools as that backend finds them (kind: the one built into the cache too)
         preflight(

@@ -19,8 +19,8 @@ import yaml
 
 from harness import proc
 from harness.backends.kube.istio_install import UPSTREAM_ENVOY_PILOT_ENV, LocalImages, operator_overlay
-from harness.istio import clusterbin
 from harness.settings import from_env
+from harness.toolchain import istio_cluster
 from harness.versions import DEFAULT_ISTIO
 
 pytestmark = [pytest.mark.backend("kind"), pytest.mark.slow]
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.backend("kind"), pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def istioctl() -> str:
-    return clusterbin.ensure(from_env().cache_dir, DEFAULT_ISTIO).istioctl
+    return istio_cluster.ensure(from_env().cache_dir, DEFAULT_ISTIO).istioctl
 
 
 def rendered(istioctl: str, overlay: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:

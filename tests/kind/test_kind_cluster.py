@@ -22,8 +22,8 @@ from harness.backends.kube import engine as eng
 from harness.backends.kube import nodeimage
 from harness.backends.kube.images import ImageBuilder
 from harness.backends.kube.kind import KindCli, host_cgroup_v1
-from harness.backends.kube.kindbin import install as install_kind
 from harness.settings import from_env
+from harness.toolchain.kind import install as install_kind
 
 pytestmark = [pytest.mark.backend("kind"), pytest.mark.slow]
 

@@ -52,7 +52,6 @@ from harness.backends.kube.apply import (
 from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
 from harness.backends.kube.discovery import GATEWAY_SELECTOR, ISTIOD_MONITORING_PORT, Discovery
 from harness.backends.kube.engine import Engine
-from harness.backends.kube.kindbin import kind_which
 from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.pods import (
     deployment_of,
@@ -68,6 +67,7 @@ from harness.backends.kube.tools import default_which
 from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
 from harness.mesh import Fault, State, Workload, find_workload
 from harness.settings import Settings
+from harness.toolchain.kind import kind_which
 from harness.versions import ISTIO_RELEASES
 
 Progress = Callable[[str], None]

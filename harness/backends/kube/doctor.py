@@ -7,7 +7,7 @@ Above :mod:`~harness.backends.kube.tools` (tool lookups and versions) and the cl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import proc
@@ -26,8 +26,11 @@ from harness.backends.kube.tools import (
     tool_version,
 )
 from harness.doctor import ToolStatus
-from harness.errors import MeshproofError, StateError, ToolMissing
-from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, KIND_MODULE, KIND_VERSION, IstioRelease
+from harness.errors import StateError, ToolMissing
+from harness.settings import Settings
+from harness.toolchain import istio_cluster
+from harness.toolchain import kind as kind_build
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, IstioRelease
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,7 @@ def kind_path(
                 optional=st.mode is not EngineMode.OURS,
             )
         )
-    module_dir = kind_module_dir or _kind_module_dir(run, which)
+    module_dir = kind_module_dir or kind_build.cached_module_dir(run=run, which=which)
     node = kind_default_node_image(module_dir) if module_dir else ""
     present: bool | None = None
     docker = which("docker")
@@ -242,28 +245,30 @@ def kind_path(
 
 def pinned_istioctl(cache_dir: Path, istio: str) -> ToolStatus:
     """The istioctl built from the pinned module (kind with local images); built on first use."""
-    from harness.istio import clusterbin
-
     name, needed = (
         f"istioctl ({istio}, from the pin)",
         "installing Istio from the local images into the kind cluster",
     )
     how = f"built on first `meshproof up --backend kind`, or by `meshproof images build --istio {istio}`"
     try:
-        built = clusterbin.load(cache_dir, istio)
+        built = istio_cluster.load(cache_dir, istio)
     except StateError:
         return ToolStatus(name, "kind", f"{needed} (not built yet)", False, how_to_get=how, optional=True)
     return ToolStatus(name, "kind", needed, True, built.label, built.istioctl, how)
 
 
-def _kind_module_dir(run: proc.Runner, which: proc.Which) -> Path | None:
-    """kind's module in the Go module cache (its default node image is a constant there)."""
-    go = which("go")
-    if not go:
-        return None
-    try:
-        out = run([go, "env", "GOMODCACHE"], timeout=30, check=False)
-    except MeshproofError:
-        return None
-    d = Path(out.stdout.strip()) / f"{KIND_MODULE}@{KIND_VERSION}"
-    return d if out.returncode == 0 and d.is_dir() else None
+def backend_doctor(settings: Settings) -> list[ToolStatus]:
+    """What ``meshproof doctor`` shows for the kind and existing backends: the tools (a cached kind
+    build before PATH's), the cluster, and the kind path's machinery. With local images PATH's
+    istioctl is not used (the one built from the pin is), so it is optional then."""
+    which = kind_build.kind_which(settings.cache_dir, default_which)
+    machinery = kind_path(settings.cache_dir, settings.images, which=which, istio=settings.istio_version)
+    tools = doctor(release=ISTIO_RELEASES[settings.istio_version], context=settings.kube_context, which=which)
+    if any(t.name.startswith("istioctl (") for t in machinery):
+        tools = [
+            replace(t, optional=True, needed_for=f"{t.needed_for}; not used with local images")
+            if t.name == "istioctl" and t.backend == "kind"
+            else t
+            for t in tools
+        ]
+    return tools + machinery

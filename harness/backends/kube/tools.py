@@ -15,20 +15,11 @@ from dataclasses import dataclass
 
 from harness import proc
 from harness.errors import CommandFailed, MeshproofError, ToolMissing
-from harness.versions import IstioRelease
+from harness.versions import IstioRelease, parse_version
 
 
 def default_which(tool: str) -> str:
     return proc.which(tool)
-
-
-_VERSION = re.compile(r"v?(\d+\.\d+(?:\.\d+)?(?:-[0-9A-Za-z.]+)?)")
-
-
-def parse_version(text: str) -> str:
-    """The first version number in a tool's output (``kind v0.27.0 go1.23`` -> ``0.27.0``)."""
-    m = _VERSION.search(text)
-    return m.group(1) if m else ""
 
 
 def minor(release: IstioRelease) -> str:

@@ -98,7 +98,7 @@ class LocalBackend:
                     f"a mesh is already running with state dir {self.layout.root} (pid {info['pid']}). "
                     "Fix: `meshproof down` first, or use another --state"
                 )
-        from harness.backends.local.install import load
+        from harness.toolchain.istio_local import load
 
         load(self.settings)  # fail early, before spawning, when binaries are missing
         self.state = State.STARTING

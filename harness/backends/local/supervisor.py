@@ -33,13 +33,14 @@ from harness.backends.local import jaeger as jaeger_mod
 from harness.backends.local import tokens
 from harness.backends.local import topology as topo
 from harness.backends.local.ca import MeshCA
-from harness.backends.local.install import Installed, load
 from harness.backends.local.layout import Layout, Reservations, object_filename
 from harness.backends.local.xds import push_mark, wait_service_accounts
 from harness.errors import MeshproofError, StateError, WaitTimeout
 from harness.istio.oracles.identity import TRUST_DOMAIN
 from harness.proxy_stats import proxy_stats_matcher
 from harness.settings import Settings, from_env
+from harness.toolchain import jaeger as jaeger_build
+from harness.toolchain.istio_local import Installed, load
 
 SAMPLE_SERVICE = paths.SAMPLE_SERVICE
 ISTIOD_ENV = {
@@ -406,7 +407,7 @@ class Supervisor:
     # ---- Jaeger -------------------------------------------------------------------------
     def _start_jaeger(self, native: topo.Native, block: int) -> list[dict[str, Any]]:
         """Start Jaeger for the manifests' Jaeger Deployment; return its WorkloadEntry."""
-        inst = jaeger_mod.load(self.settings)
+        inst = jaeger_build.load(self.settings.cache_dir)
         address = f"127.{block}.4.1"
         ports = jaeger_mod.JaegerPorts(
             address,

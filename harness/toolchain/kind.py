@@ -7,15 +7,14 @@ when missing: about a minute and a quarter on a cold module cache). :func:`kind_
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness import proc
-from harness.backends.kube.tools import parse_version
 from harness.errors import CommandFailed, MeshproofError, ToolMissing
-from harness.versions import KIND_MODULE, KIND_VERSION
+from harness.toolchain import gomod
+from harness.versions import KIND_MODULE, KIND_VERSION, parse_version
 
 GO_HINT = "install Go (see README), or put kind {v} on PATH"
 
@@ -89,22 +88,19 @@ def module_dir(
 ) -> Path:
     """kind's module source in the Go module cache (downloaded when missing): its base-image files,
     Dockerfile and default node image are read from there at run time."""
+    hint = GO_HINT.format(v=version)
+    go = gomod.find_go(needed_for=f"reading kind {version}'s module", how_to_get=hint, which=which)
+    return gomod.download(
+        KIND_MODULE, version, go=go, needed_for="building the kind images", how_to_get=hint, run=run
+    ).dir
+
+
+def cached_module_dir(
+    version: str = KIND_VERSION, *, run: proc.Runner = proc.run, which: proc.Which = proc.which
+) -> Path | None:
+    """kind's module when Go's module cache already holds it (None otherwise; never downloads)."""
     go = which("go")
-    if not go:
-        raise ToolMissing("go", f"reading kind {version}'s module", GO_HINT.format(v=version))
-    try:
-        out = run([go, "mod", "download", "-json", f"{KIND_MODULE}@{version}"], timeout=900)
-    except CommandFailed as e:
-        err = ToolMissing(f"kind {version}'s module", "building the kind images", GO_HINT.format(v=version))
-        err.add_note(f"`go mod download {KIND_MODULE}@{version}` failed: {e.stderr.strip()[-600:]}")
-        raise err from e
-    try:
-        d = Path(json.loads(out.stdout)["Dir"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ToolMissing(
-            f"kind {version}'s module", "building the kind images", GO_HINT.format(v=version)
-        ) from e
-    return d
+    return gomod.cached_dir(KIND_MODULE, version, go=go, run=run) if go else None
 
 
 def kind_which(cache_dir: Path, which: proc.Which, version: str = KIND_VERSION) -> proc.Which:

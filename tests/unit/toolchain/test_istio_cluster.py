@@ -11,7 +11,7 @@ import pytest
 
 from harness import proc
 from harness.errors import StateError, ToolMissing
-from harness.istio import clusterbin
+from harness.toolchain import istio, istio_cluster
 from harness.versions import ISTIO_RELEASES
 
 REL = ISTIO_RELEASES["1.31-dev"]
@@ -53,11 +53,11 @@ def module(tmp_path: Path) -> Path:
 
 def test_builds_the_real_commands_from_the_pin_with_the_version_fields(tmp_path: Path) -> None:
     go = FakeGo(module(tmp_path))
-    got = clusterbin.ensure(
+    got = istio_cluster.ensure(
         tmp_path / "cache", "1.31-dev", run=go, which=lambda _t: "/usr/bin/go", prefix=("nice", "-n", "19")
     )
     builds = [a for a, _ in go.calls if "build" in a]
-    assert [b[-1] for b in builds] == list(clusterbin.PACKAGES.values())
+    assert [b[-1] for b in builds] == list(istio_cluster.PACKAGES.values())
     assert all(b[:3] == ["nice", "-n", "19"] for b in builds)
     flags = builds[0][builds[0].index("-ldflags") + 1]
     assert "pkg/version.buildVersion=1.31-dev" in flags and "pkg/version.buildHub=meshproof.local" in flags
@@ -71,7 +71,9 @@ def test_builds_the_real_commands_from_the_pin_with_the_version_fields(tmp_path:
     assert got.bootstrap_template.endswith("tools/packaging/common/envoy_bootstrap.json")
     # a second call finds the stamp and builds nothing
     again = FakeGo(module(tmp_path / "2"))
-    assert clusterbin.ensure(tmp_path / "cache", "1.31-dev", run=again, which=lambda _t: "/usr/bin/go") == got
+    assert (
+        istio_cluster.ensure(tmp_path / "cache", "1.31-dev", run=again, which=lambda _t: "/usr/bin/go") == got
+    )
     assert again.calls == []
 
 
@@ -84,27 +86,27 @@ def test_wrapper_go_mod_is_the_releases(tmp_path: Path) -> None:
             seen.append((Path(kw["cwd"]) / "go.mod").read_text())
         return go(argv, **kw)
 
-    clusterbin.ensure(tmp_path / "cache", "1.31-dev", run=spy, which=lambda _t: "/usr/bin/go")
-    assert seen == [REL.go_mod("meshproof.local/istio-cluster", "1.26.0")]
+    istio_cluster.ensure(tmp_path / "cache", "1.31-dev", run=spy, which=lambda _t: "/usr/bin/go")
+    assert seen == [istio.go_mod(REL, "meshproof.local/istio-cluster", "1.26.0")]
 
 
 def test_an_istioctl_of_another_version_is_refused(tmp_path: Path) -> None:
     go = FakeGo(module(tmp_path), istioctl_says="1.99.0")
     with pytest.raises(ToolMissing, match="istioctl 1.31-dev"):
-        clusterbin.ensure(tmp_path / "cache", "1.31-dev", run=go, which=lambda _t: "/usr/bin/go")
+        istio_cluster.ensure(tmp_path / "cache", "1.31-dev", run=go, which=lambda _t: "/usr/bin/go")
 
 
 def test_no_go_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ToolMissing, match="Go >= 1.26"):
-        clusterbin.ensure(tmp_path / "cache", "1.31-dev", run=FakeGo(tmp_path), which=lambda _t: "")
+        istio_cluster.ensure(tmp_path / "cache", "1.31-dev", run=FakeGo(tmp_path), which=lambda _t: "")
 
 
 def test_a_stamp_of_another_pin_is_not_used(tmp_path: Path) -> None:
     go = FakeGo(module(tmp_path))
-    got = clusterbin.ensure(tmp_path / "cache", "1.31-dev", run=go, which=lambda _t: "/usr/bin/go")
-    stamp = clusterbin.root_dir(tmp_path / "cache", "1.31-dev") / "cluster.json"
+    got = istio_cluster.ensure(tmp_path / "cache", "1.31-dev", run=go, which=lambda _t: "/usr/bin/go")
+    stamp = istio_cluster.root_dir(tmp_path / "cache", "1.31-dev") / "cluster.json"
     stamp.write_text(json.dumps({**got.__dict__, "module_version": "v0.0.0-older"}))
     with pytest.raises(StateError, match="another build than the pinned one"):
-        clusterbin.load(tmp_path / "cache", "1.31-dev")
+        istio_cluster.load(tmp_path / "cache", "1.31-dev")
     with pytest.raises(StateError, match="meshproof images build --istio 1.30-dev"):
-        clusterbin.load(tmp_path / "cache", "1.30-dev")
+        istio_cluster.load(tmp_path / "cache", "1.30-dev")

