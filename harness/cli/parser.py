@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import __version__
-from harness.cli import chaos, config, kindpath, lifecycle, testrun, tools, traffic
+from harness.cli import chaos, config, doctor, install, kind, lifecycle, testrun, traffic
 from harness.cli import load as load_verb
 from harness.cli import report as report_verb
 from harness.cli.output import Output
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("down", lifecycle.cmd_down, "take down the mesh recorded in the state dir", cluster, keep)
     verb(
         "doctor",
-        tools.cmd_doctor,
+        doctor.cmd_doctor,
         "which tools each backend needs, which are present, how to get the rest",
         cluster,
         as_json,
@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     report_verb.add_summary_arguments(p)
 
     p = verb(
-        "install", tools.cmd_install, "build/install the pinned istiod, pilot-agent and Envoy into the cache"
+        "install",
+        install.cmd_install,
+        "build/install the pinned istiod, pilot-agent and Envoy into the cache",
     )
     p.add_argument(
         "--istio",
@@ -300,19 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb(
         "docker",
-        kindpath.cmd_docker,
+        kind.cmd_docker,
         "the kind path's Docker engine: status, install (docker.io, kind), start (only if none answers), "
         "stop (only the one meshproof started)",
         as_json,
     )
-    kindpath.add_docker_arguments(p)
+    kind.add_docker_arguments(p)
     p = verb(
         "images",
-        kindpath.cmd_images,
+        kind.cmd_images,
         "the kind path's container images, built locally under one prefix: plan, build",
         as_json,
     )
-    kindpath.add_images_arguments(p)
+    kind.add_images_arguments(p)
 
     p = verb("upgrade-check", upgrade_command.run, upgrade_command.SUMMARY, backend, as_json)
     upgrade_command.add_arguments(p)

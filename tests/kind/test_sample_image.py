@@ -24,7 +24,7 @@ from harness import proc
 from harness.backends.kube import engine as eng
 from harness.backends.kube import meshimages
 from harness.backends.kube.images import ImageBuilder
-from harness.cli.kindpath import mesh_sources
+from harness.cli.kind import mesh_sources
 from harness.settings import from_env
 
 pytestmark = [pytest.mark.backend("kind"), pytest.mark.slow]
