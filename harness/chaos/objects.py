@@ -122,21 +122,26 @@ def applicable(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def apply_bodies(bodies: Sequence[Mapping[str, Any]], label: str, configuration: Configuration) -> float:
-    path = chaos_dir(configuration) / "objects" / f"{time.time_ns()}-{label}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump_all([dict(b) for b in bodies], sort_keys=False))
-    try:
-        return mesh(configuration).apply([path])
-    finally:
-        path.unlink(missing_ok=True)
+    """Apply ``bodies`` to the running mesh; returns the propagation seconds."""
+    return _through_file(bodies, label, configuration, delete=False)
 
 
 def delete_bodies(bodies: Sequence[Mapping[str, Any]], label: str, configuration: Configuration) -> float:
+    """Delete ``bodies`` from the running mesh; returns the propagation seconds."""
+    return _through_file(bodies, label, configuration, delete=True)
+
+
+def _through_file(
+    bodies: Sequence[Mapping[str, Any]], label: str, configuration: Configuration, *, delete: bool
+) -> float:
+    """The backend applies and deletes files: write ``bodies`` to one in the chaos dir, hand it over,
+    remove it."""
+    backend = mesh(configuration)
     path = chaos_dir(configuration) / "objects" / f"{time.time_ns()}-{label}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump_all([dict(b) for b in bodies], sort_keys=False))
     try:
-        return mesh(configuration).delete([path])
+        return backend.delete([path]) if delete else backend.apply([path])
     finally:
         path.unlink(missing_ok=True)
 
