@@ -10,6 +10,9 @@
   ``istioctl``.
 - :mod:`~harness.toolchain.jaeger`: the Jaeger binary (the local mesh runs it, the kind image holds it).
 - :mod:`~harness.toolchain.kind`: the kind binary and kind's module.
+- :mod:`~harness.toolchain.nodeparts`: the kind node's binaries (containerd, runc, crictl, the CNI
+  plugins, Kubernetes, etcd, CoreDNS, pause); :mod:`~harness.toolchain.runc_capdrop` the runc
+  capability wrapper.
 
 Everything lands in the shared cache (``~/.cache/meshproof``) under a stamp, built once under a lock
 (:func:`harness.cache.locked_install`). The Go programs meshproof ships are in ``go/``. This layer

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,3 +166,8 @@ def build_argv(
 def version_ldflags(fields: Sequence[tuple[str, str]]) -> str:
     """``-X package.var=value ...``: version fields set at link time, as the projects' builds set them."""
     return " ".join(f"-X {var}={value}" for var, value in fields)
+
+
+def env_argv(env: Mapping[str, str]) -> list[str]:
+    """``env K=V ...``: an environment for a runner that takes none (an argv prefix)."""
+    return ["env", *(f"{k}={v}" for k, v in env.items())]

@@ -11,7 +11,7 @@ What it does, in order (``meshproof docker start``, and ``up --backend kind`` th
    ``<cache>/docker/`` (the data-root is the image cache, kept across runs), listening on the
    default socket so that ``docker`` and ``kind`` find it without settings. Its PID, the PID's
    start time and the data-root are recorded in ``engine.json``.
-4. **The capability wrapper** (``go/runc-capdrop``) is built and registered as dockerd's default
+4. **The capability wrapper** (``runc-capdrop``, :mod:`harness.toolchain.runc_capdrop`) is built and registered as dockerd's default
    runtime only when the host's capability bounding set lacks ``CAP_SYS_RESOURCE``: runc then
    fails every privileged container ("unable to apply caps: operation not permitted"), and kind's
    nodes are privileged. With a full bounding set dockerd runs runc as shipped.
@@ -39,10 +39,10 @@ from typing import Any, Protocol, Self
 
 from harness import proc, wait
 from harness.errors import BackendError, CommandFailed, MeshproofError, StateError, ToolMissing
+from harness.toolchain import runc_capdrop
 
 CAP_SYS_RESOURCE = 24
 RUNTIME_NAME = "capdrop"  # dockerd's name for the wrapper runtime
-WRAPPER_SRC = Path(__file__).parent / "go" / "runc-capdrop"
 WRAPPER_BINARY = "runc-capdrop"
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 DEBIAN_PACKAGE = "docker.io"
@@ -497,18 +497,7 @@ def install_docker_io(
 
 
 def build_cap_wrapper(dest: Path, *, real_runc: str = "", go: str = "") -> Path:
-    """Build ``runc-capdrop`` (stdlib Go, seconds) into ``dest``, execing the real runc found now."""
-    go = go or proc.which(
-        "go", needed_for="building the runc capability wrapper", how_to_get="install Go (see README)"
-    )
+    """Build ``runc-capdrop`` (:mod:`harness.toolchain.runc_capdrop`) into ``dest``, execing the real
+    runc found now."""
     real_runc = real_runc or proc.which("runc", needed_for="running containers", how_to_get=INSTALL_HINT)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    proc.run(
-        [go, "build", "-trimpath", "-ldflags", f"-s -w -X main.realRunc={real_runc}", "-o", tmp, "."],
-        cwd=WRAPPER_SRC,
-        env={"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"},
-        timeout=600,
-    )
-    os.replace(tmp, dest)
-    return dest
+    return runc_capdrop.build(dest, real_runc=real_runc, go=go)

@@ -48,6 +48,7 @@ from typing import Any
 
 from harness import proc
 from harness.errors import CommandFailed, MeshproofError, ToolMissing, UserError
+from harness.toolchain import nodeparts, runc_capdrop
 from harness.versions import KIND_VERSION, KUBERNETES_VERSION
 
 PREFIX = "meshproof.local"
@@ -411,8 +412,6 @@ class ImageBuilder:
 
     def kind_runtime(self, *, force: bool = False) -> BuiltImage:
         """kind-base plus the container runtime kind's Dockerfile builds from git, built here from Go modules."""
-        from harness.backends.kube import engine, nodeparts
-
         base = self.kind_base()
         kind_dockerfile = (self._kind_module_dir() / "images" / "base" / "Dockerfile").read_text()
         go = self._which("go")
@@ -426,7 +425,7 @@ class ImageBuilder:
         )
         cri_step = dockerfile_instruction(kind_dockerfile, "RUN ctr oci spec")
         ref = image_ref("kind-runtime", plan_tag("kind-runtime"))
-        wrapper_src = hashlib.sha256((engine.WRAPPER_SRC / "main.go").read_bytes()).hexdigest()
+        wrapper_src = hashlib.sha256((runc_capdrop.SOURCE_DIR / "main.go").read_bytes()).hexdigest()
         parts = "\n".join(t for p in nodeparts.runtime_parts(kind_dockerfile) for t in p.targets())
         inputs = inputs_digest([base.inputs, parts, cri_step, wrapper_src])
         if not force and self.current(ref, inputs):
@@ -438,9 +437,7 @@ class ImageBuilder:
         try:
             ctx = tmp / "context"
             shutil.copytree(bin_dir, ctx / "bin")
-            engine.build_cap_wrapper(
-                ctx / "bin" / "runc-capdrop", real_runc="/usr/local/sbin/runc.real", go=go
-            )
+            runc_capdrop.build(ctx / "bin" / "runc-capdrop", real_runc="/usr/local/sbin/runc.real", go=go)
             (ctx / "Dockerfile").write_text(runtime_dockerfile(base.ref, cri_step))
             self._say(f"building {ref} (FROM {base.ref})")
             self.docker_build(

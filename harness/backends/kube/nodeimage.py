@@ -3,7 +3,8 @@
 ``kind build node-image`` cannot run offline (it pulls etcd, CoreDNS, pause, kindnetd and the storage images
 inside the build), so this module does what its ``buildImage`` does, from parts built here:
 
-1. **The node's binaries**: kubeadm, kubelet and kubectl (``nodeparts.build_kubernetes``) go to ``/usr/bin``
+1. **The node's binaries**: kubeadm, kubelet and kubectl (:mod:`harness.toolchain.nodeparts`, which builds every
+   binary named below) go to ``/usr/bin``
    of a container of ``kind-runtime`` (kind-base + containerd, runc, crictl, CNI plugins).
 2. **The images kubeadm and kind need**, named as ``kubeadm config images list`` (run inside that container)
    and kind's containerd config (``sandbox_image``) name them, each built here and imported with
@@ -29,7 +30,6 @@ host-local and portmap plugins kind-runtime already has, the cluster is created 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -41,17 +41,15 @@ from pathlib import Path
 from typing import Protocol
 
 from harness import proc, wait
-from harness.backends.kube import nodeparts
 from harness.backends.kube.images import INPUTS_LABEL, inputs_digest
 from harness.backends.kube.kind import NodeOptions
 from harness.cache import sha256_file
 from harness.errors import BackendError, ToolMissing
+from harness.toolchain import nodeparts
 from harness.versions import KUBERNETES_VERSION
 
 REGISTRY = "registry.k8s.io"
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-ETCD_MODULE = "go.etcd.io/etcd/server/v3"
-COREDNS_MODULE = "github.com/coredns/coredns"
 POD_SUBNET = "10.244.0.0/16"  # kind's default podSubnet; the kind config sets it explicitly too
 CNI_CONFIG_PATH = "/etc/cni/net.d/10-meshproof-ptp.conflist"
 
@@ -81,35 +79,10 @@ def kubeadm_images(listing: str) -> dict[str, str]:
     return out
 
 
-def etcd_module_version(tag: str) -> str:
-    """``3.7.0-0`` (the image tag kubeadm names: version and image revision) -> ``v3.7.0``."""
-    m = re.fullmatch(r"v?(\d+\.\d+\.\d+)(?:-\d+)?", tag)
-    if not m:
-        raise ValueError(f"not an etcd image tag: {tag!r}")
-    return f"v{m.group(1)}"
-
-
 def sandbox_image(containerd_config: str) -> str:
     """The ``sandbox_image`` (pause) kind's containerd config pins ("" when it pins none)."""
     m = re.search(r'^\s*sandbox(?:_image)?\s*=\s*"([^"]+)"', containerd_config, re.MULTILINE)
     return m.group(1) if m else ""
-
-
-# ---- etcd's wrapper module ---------------------------------------------------------------------
-_LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+\.\.?/", re.MULTILINE)
-
-
-def local_replaces(go_mod: str) -> list[str]:
-    """Modules a go.mod replaces by relative directories (``=> ../api``)."""
-    return sorted(set(_LOCAL_REPLACE.findall(go_mod)))
-
-
-def wrapper_go_mod(module: str, version: str, module_go_mod: str) -> str:
-    """go.mod of a module that builds ``module@version``, its ``../`` siblings at their published ``version``."""
-    m = re.search(r"^go\s+(\S+)\s*$", module_go_mod, re.MULTILINE)
-    head = f"module meshproof.local/{module.split('/')[0]}\n\ngo {m.group(1) if m else '1.26'}\n\n"
-    head += f"require {module} {version}\n\n"
-    return head + "".join(f"replace {r} => {r} {version}\n" for r in local_replaces(module_go_mod))
 
 
 # ---- the CNI config (instead of kindnetd) ------------------------------------------------------
@@ -158,95 +131,6 @@ def binary_dockerfile(
 def pause_dockerfile() -> str:
     """As build/pause/Dockerfile: the static binary alone, user 65535."""
     return 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n'
-
-
-def pause_cc_argv(gcc: str, source: Path, out: Path, tag: str, kubernetes_version: str) -> list[str]:
-    """build/pause/Makefile's compile line (``-Os -Wall -Werror -static -DVERSION=...``)."""
-    return [gcc, "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{tag}-{kubernetes_version}", "-o", str(out),
-            str(source)]  # fmt: skip
-
-
-# ---- building the parts ----------------------------------------------------------------------------
-def _stamped(out: Path, inputs: str, binaries: Sequence[Path]) -> bool:
-    try:
-        return (out / "inputs").read_text() == inputs and all(b.is_file() for b in binaries)
-    except OSError:
-        return False
-
-
-def module_dir(go: str, target: str, run: proc.Runner) -> Path:
-    """The module cache directory of ``module@version`` (downloaded when missing)."""
-    out = run([go, "mod", "download", "-json", target], timeout=1800)
-    return Path(json.loads(out.stdout)["Dir"])
-
-
-def build_etcd(
-    parts: Path, version: str, *, go: str, run: proc.Runner, prefix: Sequence[str] = (), say: Progress
-) -> Path:
-    """``etcd`` of ``go.etcd.io/etcd/server/v3@version`` into ``<parts>/etcd/bin`` (skipped when current)."""
-    out = parts / "etcd"
-    gomod = wrapper_go_mod(
-        ETCD_MODULE, version, (module_dir(go, f"{ETCD_MODULE}@{version}", run) / "go.mod").read_text()
-    )
-    binary = out / "bin" / "etcd"
-    if _stamped(out, gomod, [binary]):
-        return binary
-    (out / "src").mkdir(parents=True, exist_ok=True)
-    (out / "src" / "go.mod").write_text(gomod)
-    say(f"building etcd {version} ({ETCD_MODULE}, siblings at {version})")
-    run(["env", "GOFLAGS=-mod=mod", *prefix, go, "-C", str(out / "src"), "get", f"{ETCD_MODULE}@{version}"],
-        timeout=1800)  # fmt: skip
-    run(["env", "CGO_ENABLED=0", "GOFLAGS=-mod=mod", *prefix, go, "-C", str(out / "src"), "build", "-trimpath",
-         "-o", str(binary), ETCD_MODULE], timeout=3600)  # fmt: skip
-    (out / "inputs").write_text(gomod)
-    return binary
-
-
-def build_coredns(
-    parts: Path, version: str, *, go: str, run: proc.Runner, prefix: Sequence[str] = (), say: Progress
-) -> Path:
-    """``coredns`` of ``github.com/coredns/coredns@version`` into ``<parts>/coredns/bin``."""
-    out = parts / "coredns"
-    part = nodeparts.GoPart(COREDNS_MODULE, version, ("",))
-    binary = out / "bin" / "coredns"
-    inputs = "\n".join(part.targets())
-    if _stamped(out, inputs, [binary]):
-        return binary
-    (out / "bin").mkdir(parents=True, exist_ok=True)
-    say(f"building coredns {version} ({COREDNS_MODULE})")
-    argv = nodeparts.go_install_argv(go, part)
-    run([argv[0], f"GOBIN={out / 'bin'}", argv[1], *prefix, *argv[2:]], timeout=3600)
-    (out / "inputs").write_text(inputs)
-    return binary
-
-
-def build_pause(
-    parts: Path,
-    tag: str,
-    *,
-    go: str,
-    gcc: str,
-    run: proc.Runner,
-    prefix: Sequence[str] = (),
-    kubernetes_version: str = KUBERNETES_VERSION,
-    say: Progress,
-) -> Path:
-    """pause from ``k8s.io/kubernetes@<version>``'s build/pause/linux/pause.c, static (needs libc6-dev)."""
-    out = parts / "pause"
-    source = (
-        module_dir(go, f"{nodeparts.KUBERNETES_MODULE}@{kubernetes_version}", run)
-        / "build/pause/linux/pause.c"
-    )
-    binary = out / "bin" / "pause"
-    argv = pause_cc_argv(gcc, source, binary, tag, kubernetes_version)
-    inputs = " ".join(argv[1:-3]) + "\n" + hashlib.sha256(source.read_bytes()).hexdigest()
-    if _stamped(out, inputs, [binary]):
-        return binary
-    (out / "bin").mkdir(parents=True, exist_ok=True)
-    say(f"compiling pause {tag} (gcc -static)")
-    run([*prefix, *argv], timeout=600)
-    (out / "inputs").write_text(inputs)
-    return binary
 
 
 # ---- the image -------------------------------------------------------------------------------------
@@ -324,31 +208,13 @@ class NodeImageBuild:
         self.b, self.t = builder, tools
         self.version = version
         self.cache = builder.work.parent
-        self.parts = nodeparts.parts_dir(self.cache, version) / "images"
+        self.parts = nodeparts.images_dir(self.cache, version)
 
     # -- the Kubernetes binaries ---------------------------------------------------------------------
     def kubernetes(self, go: str) -> Path:
-        """``nodeparts.build_kubernetes``'s output; binaries an earlier spike built in ``<cache>/k8s-<version>/bin``
-        are adopted first when they pass ``nodeparts.adopt_kubernetes``'s checks."""
-        gomod = (
-            module_dir(go, f"{nodeparts.KUBERNETES_MODULE}@{self.version}", self.t.run) / "go.mod"
-        ).read_text()
-        spike = self.cache / f"k8s-{self.version}" / "bin"
-        stamp = nodeparts.parts_dir(self.cache, self.version) / "kubernetes" / "inputs"
-        if spike.is_dir() and not stamp.is_file():
-            problems = nodeparts.adopt_kubernetes(
-                self.cache, spike, gomod, go=go, version=self.version, run=self.t.run, say=self.t.say
-            )
-            for p in problems:
-                self.t.say(f"not adopting {spike}: {p}")
-        return nodeparts.build_kubernetes(
-            self.cache,
-            gomod,
-            go=go,
-            version=self.version,
-            run=self.t.run,
-            prefix=self.t.prefix,
-            say=self.t.say,
+        """``nodeparts.kubernetes_binaries``: built from the pinned module (or adopted from a spike)."""
+        return nodeparts.kubernetes_binaries(
+            self.cache, go=go, version=self.version, run=self.t.run, prefix=self.t.prefix, say=self.t.say
         )
 
     # -- the component images ------------------------------------------------------------------------
@@ -360,9 +226,10 @@ class NodeImageBuild:
             )
         kw = {"go": go, "run": self.t.run, "prefix": self.t.prefix, "say": self.t.say}
         out = {k: kube_bin / k for k in (*CONTROL_PLANE, "kube-proxy")}
-        out["etcd"] = build_etcd(self.parts, etcd_module_version(split_ref(wanted["etcd"])[1]), **kw)  # type: ignore[arg-type]
-        out["coredns"] = build_coredns(self.parts, split_ref(wanted["coredns"])[1], **kw)  # type: ignore[arg-type]
-        out["pause"] = build_pause(
+        etcd = nodeparts.etcd_module_version(split_ref(wanted["etcd"])[1])
+        out["etcd"] = nodeparts.build_etcd(self.parts, etcd, **kw)  # type: ignore[arg-type]
+        out["coredns"] = nodeparts.build_coredns(self.parts, split_ref(wanted["coredns"])[1], **kw)  # type: ignore[arg-type]
+        out["pause"] = nodeparts.build_pause(
             self.parts,
             split_ref(wanted["pause"])[1],
             gcc=gcc,

@@ -1,5 +1,5 @@
-"""The kind node image's pure parts: kubeadm's image list, etcd's wrapper module, the CNI config, the
-Dockerfiles; the kind config's node options; adopting Kubernetes binaries built elsewhere."""
+"""The kind node image's pure parts: kubeadm's image list, the CNI config, the Dockerfiles; the kind
+config's node options; the assembly's steps."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from harness import proc
 from harness.backends.kube import nodeimage as ni
-from harness.backends.kube import nodeparts
 from harness.backends.kube.images import INPUTS_LABEL
 from harness.backends.kube.kind import CGROUP_V1_PATCH, NodeOptions, host_cgroup_v1, kind_config
 from harness.errors import BackendError
@@ -39,13 +38,6 @@ def test_kubeadm_images_names_what_is_missing() -> None:
         ni.kubeadm_images(LISTING.replace("registry.k8s.io/etcd:3.7.0-0", ""))
 
 
-@pytest.mark.parametrize(
-    ("tag", "version"), [("3.7.0-0", "v3.7.0"), ("3.5.21-1", "v3.5.21"), ("v3.6.1", "v3.6.1")]
-)
-def test_etcd_module_version(tag: str, version: str) -> None:
-    assert ni.etcd_module_version(tag) == version
-
-
 def test_split_ref_needs_a_tag() -> None:
     assert ni.split_ref("localhost:5000/x:1") == ("localhost:5000/x", "1")
     with pytest.raises(ValueError):
@@ -67,33 +59,6 @@ def test_pause_is_tagged_for_kubeadm_and_for_containerds_sandbox() -> None:
     assert same["pause"].names == ("registry.k8s.io/pause:3.10.2",)
 
 
-ETCD_GO_MOD = """module go.etcd.io/etcd/server/v3
-
-go 1.26
-
-toolchain go1.26.5
-
-require go.uber.org/zap v1.27.0
-
-replace (
-\tgo.etcd.io/etcd/api/v3 => ../api
-\tgo.etcd.io/etcd/client/pkg/v3 => ../client/pkg
-)
-
-replace go.etcd.io/etcd/pkg/v3 => ../pkg
-replace example.com/fork => example.com/fork v1.0.0
-"""
-
-
-def test_wrapper_go_mod_replaces_relative_siblings_by_their_published_version() -> None:
-    text = ni.wrapper_go_mod(ni.ETCD_MODULE, "v3.7.0", ETCD_GO_MOD)
-    assert "require go.etcd.io/etcd/server/v3 v3.7.0\n" in text
-    assert "go 1.26\n" in text
-    for m in ("go.etcd.io/etcd/api/v3", "go.etcd.io/etcd/client/pkg/v3", "go.etcd.io/etcd/pkg/v3"):
-        assert f"replace {m} => {m} v3.7.0\n" in text
-    assert "example.com/fork" not in text  # a versioned replace is the module's own business
-
-
 def test_cni_conflist_uses_the_plugins_kind_runtime_ships() -> None:
     conf = json.loads(ni.cni_conflist("10.9.0.0/16"))
     types = [p["type"] for p in conf["plugins"]]
@@ -113,12 +78,6 @@ def test_dockerfiles() -> None:
     assert 'ENTRYPOINT ["/coredns"]' in ni.binary_dockerfile("b", "coredns", dest="")
     p = ni.pause_dockerfile()
     assert p.startswith("FROM scratch\n") and "USER 65535:65535" in p
-
-
-def test_pause_compile_line_is_the_makefiles() -> None:
-    argv = ni.pause_cc_argv("/usr/bin/gcc", Path("/m/pause.c"), Path("/o/pause"), "3.10.2", "v1.37.2")
-    assert argv == ["/usr/bin/gcc", "-Os", "-Wall", "-Werror", "-static", "-DVERSION=v3.10.2-v1.37.2", "-o",
-                    "/o/pause", "/m/pause.c"]  # fmt: skip
 
 
 def test_node_options_local_builds_the_node_official_does_not() -> None:
@@ -156,103 +115,6 @@ def test_host_cgroup_v1_from_mounts() -> None:
     assert host_cgroup_v1(v1) is True
     assert host_cgroup_v1(v2) is False
     assert host_cgroup_v1("") is False
-
-
-# ---- adopting Kubernetes binaries ----------------------------------------------------------------
-KUBE_GO_MOD = "module k8s.io/kubernetes\n\ngo 1.26.0\n\nreplace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/kubelet => ./staging/src/k8s.io/kubelet\n)\n"  # noqa: E501
-
-
-def version_m(
-    binary: str, *, replaced: str = "k8s.io/api\tv0.37.2", cgo: str = "0", version: str = "v1.37.2"
-) -> str:
-    return (
-        f"x: go1.26.8\n\tpath\tk8s.io/kubernetes/cmd/{binary}\n\tmod\tk8s.io/kubernetes\t{version}\th1:x=\n"
-        f"\tdep\tk8s.io/api\tv0.0.0\n\t=>\t{replaced}\th1:y=\n\tbuild\t-trimpath=true\n\tbuild\tCGO_ENABLED={cgo}\n"
-    )
-
-
-def test_parse_go_version_m() -> None:
-    info = nodeparts.parse_go_version_m(version_m("kubelet"))
-    assert info.path == "k8s.io/kubernetes/cmd/kubelet"
-    assert (info.module, info.module_version) == ("k8s.io/kubernetes", "v1.37.2")
-    assert info.replaced == {"k8s.io/api": "k8s.io/api@v0.37.2"}
-    assert info.settings["CGO_ENABLED"] == "0" and info.settings["-trimpath"] == "true"
-
-
-def test_adoption_problems() -> None:
-    staging = nodeparts.staging_modules(KUBE_GO_MOD)
-    good = nodeparts.parse_go_version_m(version_m("kubelet"))
-    assert nodeparts.adoption_problems("kubelet", good, staging) == []
-    assert nodeparts.adoption_problems("kubeadm", good, staging) == [
-        "main package 'k8s.io/kubernetes/cmd/kubelet', not 'k8s.io/kubernetes/cmd/kubeadm'"
-    ]
-    bad = nodeparts.parse_go_version_m(version_m("kubelet", replaced="k8s.io/api\tv0.36.0", cgo="1"))
-    assert nodeparts.adoption_problems("kubelet", bad, staging) == [
-        "k8s.io/api replaced by k8s.io/api@v0.36.0, not k8s.io/api@v0.37.2",
-        "CGO_ENABLED=1, not 0",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("text", "version"),
-    [
-        ("Kubernetes v1.37.2\n", "v1.37.2"),
-        ('{"clientVersion": {"gitVersion": "v1.37.2"}}', "v1.37.2"),
-        ("", ""),
-    ],
-)
-def test_reported_version(text: str, version: str) -> None:
-    assert nodeparts.reported_version(text) == version
-
-
-def fake_binaries(tmp_path: Path, version: str = "v1.37.2") -> tuple[Path, proc.Runner]:
-    src = tmp_path / "spike"
-    src.mkdir()
-    for b in nodeparts.KUBE_BINARIES:
-        (src / b).write_text(b)
-
-    def run(argv: Sequence[str], *, timeout: float = 60, check: bool = True) -> proc.Completed:
-        a = [str(x) for x in argv]
-        if a[1:3] == ["version", "-m"]:
-            return proc.Completed(tuple(a), 0, version_m(Path(a[3]).name, version=version), "")
-        if Path(a[0]).name == "kubeadm":
-            body = json.dumps(
-                {"clientVersion": {"gitVersion": "v1.37.2", "buildDate": "2026-01-01T00:00:00Z"}}
-            )
-            return proc.Completed(tuple(a), 0, body, "")
-        if Path(a[0]).name == "kubectl":
-            return proc.Completed(tuple(a), 0, json.dumps({"clientVersion": {"gitVersion": "v1.37.2"}}), "")
-        return proc.Completed(tuple(a), 0, "Kubernetes v1.37.2\n", "")
-
-    return src, run
-
-
-def test_adopted_binaries_make_build_kubernetes_a_no_op(tmp_path: Path) -> None:
-    src, run = fake_binaries(tmp_path)
-    cache = tmp_path / "cache"
-    assert nodeparts.adopt_kubernetes(cache, src, KUBE_GO_MOD, go="go", run=run) == []
-    out = nodeparts.parts_dir(cache) / "kubernetes"
-    assert (out / "bin" / "kubelet").read_text() == "kubelet"
-    assert "buildDate as built: 2026-01-01T00:00:00Z" in (out / "adopted-from").read_text()
-
-    def no_build(argv: Sequence[str], *, timeout: float = 60, check: bool = True) -> proc.Completed:
-        raise AssertionError(f"build_kubernetes ran {argv}")
-
-    assert nodeparts.build_kubernetes(cache, KUBE_GO_MOD, go="go", run=no_build) == out / "bin"
-
-
-@pytest.mark.negative
-def test_binaries_of_another_version_are_not_adopted(tmp_path: Path) -> None:
-    src, run = fake_binaries(tmp_path, version="v1.37.1")
-    cache = tmp_path / "cache"
-    problems = nodeparts.adopt_kubernetes(cache, src, KUBE_GO_MOD, go="go", run=run)
-    assert problems and all("k8s.io/kubernetes@v1.37.1, not k8s.io/kubernetes@v1.37.2" in p for p in problems)
-    assert not (nodeparts.parts_dir(cache) / "kubernetes" / "inputs").exists()
-    (src / "kubelet").unlink()
-    assert any(
-        p.startswith("kubelet: missing in")
-        for p in nodeparts.adopt_kubernetes(cache, src, KUBE_GO_MOD, go="go", run=run)
-    )
 
 
 # ---- the assembly's steps, with a recording runner ---------------------------------------------------

@@ -1,4 +1,4 @@
-"""The runc capability wrapper (harness/backends/kube/go/runc-capdrop), built and run as dockerd runs it.
+"""The runc capability wrapper (harness/toolchain/go/runc-capdrop), built and run as dockerd runs it.
 
 The binary is built with its real runc replaced by a recording script and its bounding set read
 from a fake status file, so each test sees exactly what would reach runc: the same arguments, and
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness.backends.kube.engine import WRAPPER_SRC
+from harness.toolchain.runc_capdrop import SOURCE_DIR as WRAPPER_SRC
 
 GO = shutil.which("go")
 pytestmark = pytest.mark.skipif(GO is None, reason="go is needed to build the wrapper")

@@ -12,12 +12,18 @@ Two groups, both built with ``go install``/``go build`` into ``<cache>/kind-node
   its published ``v0.<minor>.<patch>``. kubeadm and kind parse the version, so the ``-ldflags -X`` fields of
   ``k8s.io/component-base/version`` (and client-go's copy) are set as Kubernetes' own build sets them.
 
+- **The images kubeadm names**, their binaries: etcd (``go.etcd.io/etcd/server/v3`` at the version kubeadm
+  names, in a wrapper module: etcd's go.mod replaces its sibling modules by ``../`` paths, each replaced here
+  by its published copy at the same version), CoreDNS (``go install``) and pause (``build/pause/linux/pause.c``
+  of ``k8s.io/kubernetes``, compiled static with gcc as its Makefile does), into ``<parts>/images/``.
+
 What to build and with which flags, and the build calls (cached by an inputs stamp), live here; the node
-image that uses them is still planned (see docs/KIND.md).
+image that holds them is assembled by :mod:`harness.backends.kube.nodeimage` (see docs/KIND.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import proc
+from harness.toolchain import gomod
 from harness.versions import KUBERNETES_VERSION
 
 # ---- the runtime (versions from kind's Dockerfile) ---------------------------------------------
@@ -100,7 +107,6 @@ KUBE_BINARIES = (
     "kube-proxy",
 )
 _STAGING = re.compile(r"^\s*(?:replace\s+)?(k8s\.io/[A-Za-z0-9._-]+)\s+=>\s+\./staging/", re.MULTILINE)
-_GO = re.compile(r"^go\s+(\S+)\s*$", re.MULTILINE)
 
 
 def staging_modules(kubernetes_go_mod: str) -> list[str]:
@@ -118,12 +124,13 @@ def staging_version(kubernetes_version: str) -> str:
 
 def wrapper_go_mod(kubernetes_go_mod: str, version: str = KUBERNETES_VERSION) -> str:
     """go.mod of a module that builds Kubernetes' commands at ``version`` from published modules."""
-    m = _GO.search(kubernetes_go_mod)
-    go = m.group(1) if m else "1.26.0"
     staged = staging_version(version)
-    lines = [f"module meshproof.local/k8s\n\ngo {go}\n\nrequire {KUBERNETES_MODULE} {version}\n"]
-    lines += [f"replace {mod} => {mod} {staged}\n" for mod in staging_modules(kubernetes_go_mod)]
-    return "".join(lines[:1]) + "\n" + "".join(lines[1:])
+    return gomod.wrapper_go_mod(
+        "meshproof.local/k8s",
+        gomod.go_directive(kubernetes_go_mod, "1.26.0"),
+        (KUBERNETES_MODULE, version),
+        [(mod, staged) for mod in staging_modules(kubernetes_go_mod)],
+    )
 
 
 def version_ldflags(version: str = KUBERNETES_VERSION, commit: str = "0" * 40, build_date: str = "") -> str:
@@ -139,28 +146,37 @@ def version_ldflags(version: str = KUBERNETES_VERSION, commit: str = "0" * 40, b
         "gitTreeState": "clean",
         "buildDate": build_date or "1970-01-01T00:00:00Z",
     }
-    flags = [
-        f"-X {pkg}.{k}={v}"
-        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-        for k, v in fields.items()
-    ]
-    return " ".join(["-s", "-w", *flags])
+    flags = gomod.version_ldflags(
+        [
+            (f"{pkg}.{k}", v)
+            for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+            for k, v in fields.items()
+        ]
+    )
+    return f"-s -w {flags}"
 
 
-def kube_build_argv(go: str, out_dir: str, binary: str, version: str = KUBERNETES_VERSION) -> list[str]:
-    """``go build`` of one Kubernetes command inside the wrapper module."""
+def kube_build_argv(
+    go: str,
+    out_dir: str,
+    binary: str,
+    version: str = KUBERNETES_VERSION,
+    *,
+    src: str = "",
+    prefix: Sequence[str] = (),
+) -> list[str]:
+    """``go build`` of one Kubernetes command inside the wrapper module (``go -C src``: the runner
+    takes no working directory, nor an environment: ``env`` sets it)."""
     return [
-        "env",
-        "CGO_ENABLED=0",
-        "GOFLAGS=-mod=mod",
-        go,
-        "build",
-        "-trimpath",
-        "-ldflags",
-        version_ldflags(version),
-        "-o",
-        f"{out_dir}/{binary}",
-        f"{KUBERNETES_MODULE}/cmd/{binary}",
+        *gomod.env_argv(gomod.BUILD_ENV),
+        *prefix,
+        *gomod.build_argv(
+            go,
+            f"{KUBERNETES_MODULE}/cmd/{binary}",
+            f"{out_dir}/{binary}",
+            ldflags=version_ldflags(version),
+            chdir=src,
+        ),
     ]
 
 
@@ -173,10 +189,18 @@ Progress = Callable[[str], None]
 
 
 def _stamp_ok(stamp: Path, inputs: str, binaries: Sequence[Path]) -> bool:
+    """Whether ``stamp`` says these ``inputs`` were built and every binary is there."""
     try:
         return stamp.read_text() == inputs and all(b.is_file() for b in binaries)
     except OSError:
         return False
+
+
+def _module_dir(go: str, module: str, version: str, run: proc.Runner) -> Path:
+    """A module's directory in Go's module cache (downloaded when missing)."""
+    return gomod.download(
+        module, version, go=go, needed_for="building the kind node's parts", run=run, timeout=1800
+    ).dir
 
 
 def build_runtime(
@@ -234,11 +258,35 @@ def build_kubernetes(
         timeout=3600)  # fmt: skip
     for b in KUBE_BINARIES:
         say(f"building {b} {version} (minutes each on a cold build cache)")
-        argv = kube_build_argv(go, str(bin_dir), b, version)
-        i = argv.index(go)
-        run([*argv[:i], *prefix, go, "-C", str(src), *argv[i + 1 :]], timeout=5400)
+        run(kube_build_argv(go, str(bin_dir), b, version, src=str(src), prefix=prefix), timeout=5400)
     (out / "inputs").write_text(inputs)
     return bin_dir
+
+
+def kubernetes_binaries(
+    cache_dir: Path,
+    *,
+    go: str,
+    version: str = KUBERNETES_VERSION,
+    run: proc.Runner = proc.run,
+    prefix: Sequence[str] = (),
+    say: Progress = lambda _m: None,
+) -> Path:
+    """:func:`build_kubernetes`'s output for the pinned ``k8s.io/kubernetes``; binaries an earlier spike
+    built in ``<cache>/k8s-<version>/bin`` are adopted first when they pass :func:`adopt_kubernetes`'s
+    checks."""
+    kubernetes_go_mod = (_module_dir(go, KUBERNETES_MODULE, version, run) / "go.mod").read_text()
+    spike = cache_dir / f"k8s-{version}" / "bin"
+    stamp = parts_dir(cache_dir, version) / "kubernetes" / "inputs"
+    if spike.is_dir() and not stamp.is_file():
+        problems = adopt_kubernetes(
+            cache_dir, spike, kubernetes_go_mod, go=go, version=version, run=run, say=say
+        )
+        for p in problems:
+            say(f"not adopting {spike}: {p}")
+    return build_kubernetes(
+        cache_dir, kubernetes_go_mod, go=go, version=version, run=run, prefix=prefix, say=say
+    )
 
 
 # ---- adopting binaries built elsewhere (the spike's ~/.cache/meshproof/k8s-<version>/bin) -------
@@ -366,3 +414,110 @@ def adopt_kubernetes(
     (out_dir / "adopted-from").write_text(f"{source_bin}\nbuildDate as built: {build_date or '?'}\n")
     (out_dir / "inputs").write_text(gomod + version_ldflags(version))
     return []
+
+
+# ---- the binaries of the images kubeadm names (into <parts>/images/) -----------------------------------
+ETCD_MODULE = "go.etcd.io/etcd/server/v3"
+COREDNS_MODULE = "github.com/coredns/coredns"
+
+
+def images_dir(cache_dir: Path, version: str = KUBERNETES_VERSION) -> Path:
+    return parts_dir(cache_dir, version) / "images"
+
+
+def etcd_module_version(tag: str) -> str:
+    """``3.7.0-0`` (the image tag kubeadm names: version and image revision) -> ``v3.7.0``."""
+    m = re.fullmatch(r"v?(\d+\.\d+\.\d+)(?:-\d+)?", tag)
+    if not m:
+        raise ValueError(f"not an etcd image tag: {tag!r}")
+    return f"v{m.group(1)}"
+
+
+_LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+\.\.?/", re.MULTILINE)
+
+
+def local_replaces(go_mod: str) -> list[str]:
+    """Modules a go.mod replaces by relative directories (``=> ../api``)."""
+    return sorted(set(_LOCAL_REPLACE.findall(go_mod)))
+
+
+def sibling_wrapper_go_mod(module: str, version: str, module_go_mod: str) -> str:
+    """go.mod of a module that builds ``module@version``, its ``../`` siblings at their published ``version``."""
+    return gomod.wrapper_go_mod(
+        f"meshproof.local/{module.split('/')[0]}",
+        gomod.go_directive(module_go_mod),
+        (module, version),
+        [(r, version) for r in local_replaces(module_go_mod)],
+    )
+
+
+def pause_cc_argv(gcc: str, source: Path, out: Path, tag: str, kubernetes_version: str) -> list[str]:
+    """build/pause/Makefile's compile line (``-Os -Wall -Werror -static -DVERSION=...``)."""
+    return [gcc, "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{tag}-{kubernetes_version}", "-o", str(out),
+            str(source)]  # fmt: skip
+
+
+def build_etcd(
+    parts: Path, version: str, *, go: str, run: proc.Runner, prefix: Sequence[str] = (), say: Progress
+) -> Path:
+    """``etcd`` of ``go.etcd.io/etcd/server/v3@version`` into ``<parts>/etcd/bin`` (skipped when current)."""
+    out = parts / "etcd"
+    wrapper = sibling_wrapper_go_mod(
+        ETCD_MODULE, version, (_module_dir(go, ETCD_MODULE, version, run) / "go.mod").read_text()
+    )
+    binary = out / "bin" / "etcd"
+    if _stamp_ok(out / "inputs", wrapper, [binary]):
+        return binary
+    (out / "src").mkdir(parents=True, exist_ok=True)
+    (out / "src" / "go.mod").write_text(wrapper)
+    say(f"building etcd {version} ({ETCD_MODULE}, siblings at {version})")
+    run(["env", "GOFLAGS=-mod=mod", *prefix, go, "-C", str(out / "src"), "get", f"{ETCD_MODULE}@{version}"],
+        timeout=1800)  # fmt: skip
+    build = gomod.build_argv(go, ETCD_MODULE, binary, chdir=out / "src")
+    run([*gomod.env_argv(gomod.BUILD_ENV), *prefix, *build], timeout=3600)
+    (out / "inputs").write_text(wrapper)
+    return binary
+
+
+def build_coredns(
+    parts: Path, version: str, *, go: str, run: proc.Runner, prefix: Sequence[str] = (), say: Progress
+) -> Path:
+    """``coredns`` of ``github.com/coredns/coredns@version`` into ``<parts>/coredns/bin``."""
+    out = parts / "coredns"
+    part = GoPart(COREDNS_MODULE, version, ("",))
+    binary = out / "bin" / "coredns"
+    inputs = "\n".join(part.targets())
+    if _stamp_ok(out / "inputs", inputs, [binary]):
+        return binary
+    (out / "bin").mkdir(parents=True, exist_ok=True)
+    say(f"building coredns {version} ({COREDNS_MODULE})")
+    argv = go_install_argv(go, part)
+    run([argv[0], f"GOBIN={out / 'bin'}", argv[1], *prefix, *argv[2:]], timeout=3600)
+    (out / "inputs").write_text(inputs)
+    return binary
+
+
+def build_pause(
+    parts: Path,
+    tag: str,
+    *,
+    go: str,
+    gcc: str,
+    run: proc.Runner,
+    prefix: Sequence[str] = (),
+    kubernetes_version: str = KUBERNETES_VERSION,
+    say: Progress,
+) -> Path:
+    """pause from ``k8s.io/kubernetes@<version>``'s build/pause/linux/pause.c, static (needs libc6-dev)."""
+    out = parts / "pause"
+    source = _module_dir(go, KUBERNETES_MODULE, kubernetes_version, run) / "build/pause/linux/pause.c"
+    binary = out / "bin" / "pause"
+    argv = pause_cc_argv(gcc, source, binary, tag, kubernetes_version)
+    inputs = " ".join(argv[1:-3]) + "\n" + hashlib.sha256(source.read_bytes()).hexdigest()
+    if _stamp_ok(out / "inputs", inputs, [binary]):
+        return binary
+    (out / "bin").mkdir(parents=True, exist_ok=True)
+    say(f"compiling pause {tag} (gcc -static)")
+    run([*prefix, *argv], timeout=600)
+    (out / "inputs").write_text(inputs)
+    return binary
