@@ -14,6 +14,7 @@ document and field path, with a fix hint. It decides nothing: an Istio Error is 
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -63,9 +64,35 @@ class IstioMessage:
 
 
 @dataclass(frozen=True)
+class CrdError:
+    """One reason the Kubernetes API server would refuse a document (its CRD's schema or CEL rule)."""
+
+    file: str  # source name given to the analyzer
+    field: str  # the API server's field path, e.g. spec.rules[0].backendRefs[0].weight
+    type: str  # the API server's error type, e.g. FieldValueInvalid, FieldValueNotSupported
+    message: str  # the API server's message after the field path, verbatim
+    crd: str = ""  # the CRD file the rule comes from
+    rule: str = ""  # a CEL error's rule (x-kubernetes-validations), as the CRD writes it
+    fields: tuple[str, ...] = ()  # an unknown field's: the fields the CRD defines there
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> CrdError:
+        return cls(
+            file=str(raw.get("file", "")),
+            field=str(raw.get("field", "")),
+            type=str(raw.get("type", "")),
+            message=str(raw.get("message", "")),
+            crd=str(raw.get("crd", "")),
+            rule=str(raw.get("rule", "")),
+            fields=tuple(str(f) for f in raw.get("fields") or ()),
+        )
+
+
+@dataclass(frozen=True)
 class Analysis:
     messages: tuple[IstioMessage, ...]
     source_errors: tuple[str, ...] = ()
+    crd_errors: tuple[CrdError, ...] = ()
 
 
 # An analyzer takes the request (see go/analyze/main.go) and returns Istio's report; tests inject
@@ -91,6 +118,7 @@ def run_binary(binary: Path) -> Runner:
         return Analysis(
             tuple(IstioMessage.from_json(m) for m in raw.get("messages") or ()),
             tuple(str(e) for e in raw.get("sourceErrors") or ()),
+            tuple(CrdError.from_json(e) for e in raw.get("crdErrors") or ()),
         )
 
     return runner
@@ -108,6 +136,7 @@ class Verdict:
     warnings: tuple[ConfigProblem, ...]
     infos: tuple[ConfigProblem, ...]
     messages: tuple[IstioMessage, ...]
+    refused: tuple[ConfigProblem, ...] = ()  # what the API server would refuse (CRD schema, CEL)
 
 
 # Kinds without a namespace; every other object without metadata.namespace lives in "default",
@@ -144,12 +173,15 @@ def request_for(
     *,
     replaced: Sequence[Document] = (),
     namespace: str = "default",
+    crds: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The analyzer request: each document its own source, so a message maps back exactly.
 
     ``context`` is what stays applied, ``replaced`` what ``docs`` replace (analyzed only as the
     "before" that decides which context messages are new). Objects without a namespace are put
-    in ``namespace``; Istio is asked about every namespace.
+    in ``namespace``; Istio is asked about every namespace. ``crds`` are CRD files whose kinds
+    the analyzer admits first as the API server would (schema, defaults, CEL rules): a document
+    it would refuse is reported as :class:`CrdError` and not analyzed.
     """
 
     def source(prefix: str, i: int, d: Document, *, context: bool, replaced: bool = False) -> dict[str, Any]:
@@ -159,7 +191,10 @@ def request_for(
     sources = [source("doc", i, d, context=False) for i, d in enumerate(docs)]
     sources += [source("ctx", i, d, context=True) for i, d in enumerate(context)]
     sources += [source("old", i, d, context=True, replaced=True) for i, d in enumerate(replaced)]
-    return {"namespace": "", "istioNamespace": "istio-system", "sources": sources}
+    request: dict[str, Any] = {"namespace": "", "istioNamespace": "istio-system", "sources": sources}
+    if crds:
+        request["crds"] = list(crds)
+    return request
 
 
 _SOURCE = re.compile(r"(doc|ctx)-(\d+)\.yaml")
@@ -172,9 +207,14 @@ def verdict(
     *,
     replaced: Sequence[Document] = (),
     namespace: str = "default",
+    crds: Sequence[str] = (),
 ) -> Verdict:
-    """Run Istio's analysis over ``docs`` (with ``context``) and map every message to a document."""
-    analysis = runner(request_for(docs, context, replaced=replaced, namespace=namespace))
+    """Run Istio's analysis over ``docs`` (with ``context``) and map every message to a document.
+
+    With ``crds``, the documents of those CRDs' kinds are admitted first as the API server would
+    admit them; its refusals are :attr:`Verdict.refused` (and those documents are not analyzed).
+    """
+    analysis = runner(request_for(docs, context, replaced=replaced, namespace=namespace, crds=crds))
     errors: list[ConfigProblem] = []
     warnings: list[ConfigProblem] = []
     infos: list[ConfigProblem] = []
@@ -200,7 +240,61 @@ def verdict(
         {"Error": errors, "Warning": warnings}.get(m.level, infos).append(problem)
     for text in analysis.source_errors:
         errors.extend(_source_problems(text, docs, context))
-    return Verdict(tuple(errors), tuple(warnings), tuple(infos), analysis.messages)
+    refused = []
+    for e in analysis.crd_errors:
+        where = _SOURCE.fullmatch(e.file)
+        if where is None or where.group(1) != "doc":
+            continue  # context objects were admitted when they were applied
+        refused.append(_crd_problem(docs[int(where.group(2))], e))
+    return Verdict(tuple(errors), tuple(warnings), tuple(infos), analysis.messages, tuple(refused))
+
+
+# ---------------------------------------------------------------------------------------------
+# The API server's refusals (presentation only: its message is shown as it is, without the
+# repeated "<field> in body" of OpenAPI schema errors)
+
+
+def _crd_problem(doc: Document, e: CrdError) -> ConfigProblem:
+    path = "" if e.field in ("", "<nil>") else e.field
+    message = (
+        e.message.replace(f"{path} in body ", "") if path else e.message.removeprefix("Invalid value: null: ")
+    )
+    crd = Path(e.crd).name.removesuffix(".json").removesuffix(".yaml")
+    return doc.problem(path, f"Kubernetes would refuse it ({crd}): {message}", _crd_fix(e, path, message))
+
+
+def _crd_fix(e: CrdError, path: str, message: str) -> str:
+    leaf = re.sub(r"\[\d+\]$", "", path.rsplit(".", 1)[-1]) if path else "the field"
+    if e.type == "FieldValueUnknown":
+        close = difflib.get_close_matches(leaf, e.fields, n=1, cutoff=0.6)
+        if close:
+            return (
+                f"did you mean {close[0]}? Rename {leaf} to {close[0]} (fields here: {', '.join(e.fields)})"
+            )
+        listed = f"; fields allowed here: {', '.join(e.fields)}" if e.fields else ""
+        return f"remove {leaf}{listed}"
+    if e.type == "FieldValueNotSupported":
+        allowed = re.findall(r'"([^"]*)"', message.split("supported values:", 1)[-1])
+        got = re.search(r'Unsupported value: "([^"]*)"', message)
+        close = difflib.get_close_matches(got.group(1), allowed, n=1, cutoff=0.6) if got else []
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"{hint}use one of the supported values for {leaf}"
+    if e.type == "FieldValueRequired":
+        return f"add {leaf}"
+    if e.type == "FieldValueTypeInvalid":
+        want = re.search(r"must be of type (\w+)", message)
+        return f"write {leaf} as {want.group(1) if want else 'the type the CRD names'}"
+    if e.type in ("FieldValueTooLong", "FieldValueTooMany"):
+        return f"shorten {leaf} to the limit the CRD gives"
+    bound = re.search(r"should be (greater|less) than (or equal to )?(-?[\d.e+]+)", message)
+    if bound:
+        op = {"greater": ">", "less": "<"}[bound.group(1)] + ("=" if bound.group(2) else "")
+        return f"use a {leaf} {op} {bound.group(3)}"
+    if "some validation rules were not checked" in message:
+        return "fix the other problems of this document; its CEL rules are checked then"
+    if e.rule:
+        return f"change {leaf} so that the CRD's rule holds: {e.rule}"
+    return f"change {leaf} so that the CRD's rule holds"
 
 
 _PROCESSING = re.compile(r"error processing (doc|ctx)-(\d+)\.yaml(?:\[\d+\])?: (.*)")

@@ -23,10 +23,15 @@ Translation of the OpenAPI v3 structural-schema details (see :func:`translate_op
 * ``x-kubernetes-validations`` (CEL) are not evaluated: the rules that matter for meshproof
   (durations, percentages, weights) are checked by :mod:`harness.istio.semantic`;
 * null values are pruned from documents before validation, as the API server does.
+
+Gateway API kinds are only resolved here (kind, served apiVersion, deprecation): their CRDs
+(located by :func:`read_gateway_api_crds`, see :mod:`harness.istio.crds`) are checked by
+``meshproof-analyze`` with the Kubernetes API server's own code, CEL rules included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib.resources
@@ -34,7 +39,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,8 @@ import yaml
 from referencing import Registry, Resource
 
 from harness.errors import ConfigProblem, HarnessError, ToolMissing, UserError
+from harness.istio import crds
+from harness.istio.crds import CrdEntry, CrdIndex
 from harness.istio.loader import Document
 from harness.toolchain import gomod
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
@@ -231,6 +238,41 @@ def istio_module_dir(module_version: str, *, go: str = "go", timeout: float = 90
     ).dir
 
 
+def read_gateway_api_crds(module_version: str, *, cache_dir: Path | None = None, go: str = "go") -> CrdIndex:
+    """The Gateway API CRDs the Istio module ``module_version`` requires (see :mod:`.crds`).
+
+    Served from the cache's index when its JSON CRDs are still there; else located with ``go``
+    (Istio's ``go.mod`` names the version) and indexed into the cache.
+    """
+    cache = cache_dir or default_cache_dir()
+    index_file = cache / f"gateway-api-for-{module_version}.json"
+    try:
+        cached = crds.index_from_json(json.loads(index_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        cached = None
+    if cached is not None:
+        return cached
+    istio_dir = istio_module_dir(module_version, go=go)
+    try:
+        version = crds.required_version((istio_dir / "go.mod").read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise HarnessError(f"{istio_dir}/go.mod is unreadable: {exc}") from exc
+    module_dir = gomod.download(
+        crds.GATEWAY_API_MODULE,
+        version,
+        go=go,
+        needed_for=f"reading the Gateway API CRDs ({crds.GATEWAY_API_MODULE}@{version})",
+        how_to_get=SETUP_HINT,
+        cwd=Path(tempfile.gettempdir()),
+    ).dir
+    index = crds.read_gateway_api_crds(module_dir, version, cache / f"gateway-api-{version}")
+    with contextlib.suppress(
+        OSError
+    ):  # the cache is an optimisation: a read-only home must not break validation
+        crds.write_index(index_file, index)
+    return index
+
+
 def read_istio_crds(
     module_version: str,
     *,
@@ -414,6 +456,7 @@ def load_kubernetes_schemas(directory: Path | None = None) -> KubernetesSchemas:
 class SchemaCheck:
     problems: tuple[ConfigProblem, ...]
     warnings: tuple[ConfigProblem, ...] = ()
+    crd: str = ""  # the CRD the API server's own code checks the document against (Gateway API)
 
 
 @dataclass(frozen=True)
@@ -425,14 +468,27 @@ class KindSchema:
     source: str
     schema: Mapping[str, Any] = field(repr=False, hash=False)
     warning: tuple[str, str] | None = None  # (message, fix) for a superseded apiVersion
+    crd: str = ""  # a CRD file: checked by meshproof-analyze with the API server's code, not here
 
 
 class SchemaSet:
-    """Kubernetes and Istio schemas for one Istio release; validators are built lazily."""
+    """Kubernetes and Istio schemas for one Istio release; validators are built lazily.
 
-    def __init__(self, istio: IstioCrds, kubernetes: KubernetesSchemas) -> None:
+    ``gateway_api`` gives the Gateway API CRDs the release requires (called once, on the first
+    document of a Gateway API group): those documents are resolved here and checked by
+    ``meshproof-analyze`` with the API server's code (see :mod:`harness.istio.crds`).
+    """
+
+    def __init__(
+        self,
+        istio: IstioCrds,
+        kubernetes: KubernetesSchemas,
+        gateway_api: Callable[[], CrdIndex] | None = None,
+    ) -> None:
         self.istio = istio
         self.kubernetes = kubernetes
+        self._gateway_api_loader = gateway_api
+        self._gateway_api: CrdIndex | None = None
         self._istio_by_group_kind = {(c.group, c.kind): c for c in istio.crds}
         self._istio_groups = istio.groups()
         defs = Resource.from_contents(kubernetes.definitions)
@@ -447,6 +503,8 @@ class SchemaSet:
         group, _, version = api_version.rpartition("/")
         if group in self._istio_groups:
             return self._resolve_istio(api_version, group, version, kind)
+        if group in crds.GATEWAY_API_GROUPS and self._gateway_api_loader is not None:
+            return self._resolve_crd(self.gateway_api(), api_version, group, version, kind)
         def_name = self.kubernetes.index.get((group, version, kind))
         if def_name is not None:
             return KindSchema(
@@ -496,6 +554,54 @@ class SchemaSet:
             warning,
         )
 
+    def gateway_api(self) -> CrdIndex:
+        """The Gateway API CRD index (located on first use)."""
+        if self._gateway_api is None:
+            if self._gateway_api_loader is None:
+                return CrdIndex(module="", entries=())
+            self._gateway_api = self._gateway_api_loader()
+        return self._gateway_api
+
+    def _resolve_crd(
+        self, index: CrdIndex, api_version: str, group: str, version: str, kind: str
+    ) -> KindSchema | tuple[str, str, str]:
+        entry = index.find(group, kind)
+        if entry is None:
+            kinds = sorted(e.kind for e in index.entries if e.group == group)
+            close = difflib.get_close_matches(kind, kinds, n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]}? " if close else ""
+            return (
+                "kind",
+                f"unknown kind {kind} in API group {group} ({index.module})",
+                f"{hint}kinds of {group}: {', '.join(kinds)}",
+            )
+        wanted = f"{group}/{entry.served[0]}" if entry.served else group
+        if version not in entry.served:
+            return (
+                "apiVersion",
+                f"{kind} is not served as {api_version} by {index.module} (served: {', '.join(entry.served)})",
+                f"use apiVersion: {wanted}",
+            )
+        warning = (
+            (entry.deprecated[version], f"use apiVersion: {wanted}") if version in entry.deprecated else None
+        )
+        source = f"{entry.channel} CRD ({index.module})"
+        return KindSchema(api_version, kind, source, {}, warning, crd=entry.path)
+
+    def _gateway_api_kinds(self) -> tuple[CrdEntry, ...]:
+        """Gateway API kinds for suggestions; none when they cannot be located (no go, no cache)."""
+        try:
+            return self.gateway_api().entries
+        except ToolMissing:
+            return ()
+
+    def crd_files(self, docs: Iterable[Document]) -> list[str]:
+        """The CRD files ``meshproof-analyze`` needs for these documents (Gateway API kinds)."""
+        wanted = {(d.group, d.kind) for d in docs if d.group in crds.GATEWAY_API_GROUPS}
+        if not wanted or self._gateway_api_loader is None:
+            return []
+        return self.gateway_api().files(sorted(wanted))
+
     def _istio_label(self) -> str:
         for key, release in ISTIO_RELEASES.items():
             if release.module_version == self.istio.module_version:
@@ -521,14 +627,23 @@ class SchemaSet:
                 f"{kind} is not in API group {group or '(core)'}: it is an Istio kind",
                 f"use apiVersion: {istio_kind.group}/{istio_kind.preferred}",
             )
-        lower = {k.lower(): k for k in self._known_kinds}
+        gateway_kind = next((e for e in self._gateway_api_kinds() if e.kind == kind), None)
+        if gateway_kind is not None:
+            return (
+                "apiVersion",
+                f"{kind} is not in API group {group or '(core)'}: it is a Gateway API kind",
+                f"use apiVersion: {gateway_kind.group}/{gateway_kind.served[0]}",
+            )
+        known = [*self._known_kinds, *(e.kind for e in self._gateway_api_kinds())]
+        lower = {k.lower(): k for k in known}
         close = difflib.get_close_matches(kind.lower(), list(lower), n=1, cutoff=0.75)
         hint = f"did you mean {lower[close[0]]}? " if close else ""
         return (
             "kind",
             f"unknown kind {kind} (apiVersion {api_version})",
-            f"{hint}meshproof accepts Kubernetes built-in kinds and Istio's CRD kinds "
-            "(e.g. VirtualService, DestinationRule, Gateway, AuthorizationPolicy)",
+            f"{hint}meshproof accepts Kubernetes built-in kinds, Istio's CRD kinds "
+            "(e.g. VirtualService, DestinationRule, Gateway, AuthorizationPolicy) and the Gateway "
+            "API's (gateway.networking.k8s.io: e.g. Gateway, HTTPRoute, GRPCRoute, ReferenceGrant)",
         )
 
     # -- validation ------------------------------------------------------------------------------
@@ -542,6 +657,8 @@ class SchemaSet:
         warnings: tuple[ConfigProblem, ...] = ()
         if resolved.warning is not None:
             warnings = (doc.problem("apiVersion", *resolved.warning),)
+        if resolved.crd:
+            return SchemaCheck((), warnings, crd=resolved.crd)
         validator = self._validator(resolved)
         instance = prune_nulls(doc.body)
         problems: list[ConfigProblem] = []
@@ -565,7 +682,11 @@ class SchemaSet:
 
 @functools.lru_cache(maxsize=8)
 def _load_schemas_cached(module_version: str, cache_dir: Path | None, go: str) -> SchemaSet:
-    return SchemaSet(read_istio_crds(module_version, cache_dir=cache_dir, go=go), load_kubernetes_schemas())
+    return SchemaSet(
+        read_istio_crds(module_version, cache_dir=cache_dir, go=go),
+        load_kubernetes_schemas(),
+        gateway_api=lambda: read_gateway_api_crds(module_version, cache_dir=cache_dir, go=go),
+    )
 
 
 def load_schemas(

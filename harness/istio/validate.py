@@ -4,10 +4,13 @@
 2. schemas (:mod:`~harness.istio.schemas`): the Kubernetes schemas and Istio's CRD schemas (what
    the API server would check), plus the Kubernetes API-server rules kept in
    :mod:`~harness.istio.semantic`;
-3. Istio (:mod:`~harness.istio.analyzer`): Istio's own validation and analyzers, over the
-   documents plus the context (what is applied, or the manifests) for cross-references. Istio's
-   errors are problems, its warnings are warnings;
-4. meshproof's own warnings (:func:`harness.istio.semantic.warn`), labelled as such.
+3. the Kubernetes API server's own admission code, in ``meshproof-analyze``, for Gateway API
+   kinds: their CRD's OpenAPI schema, unknown fields, defaults and CEL rules
+   (:mod:`~harness.istio.crds`); a document it would refuse is not given to Istio;
+4. Istio (:mod:`~harness.istio.analyzer`): Istio's own validation and analyzers (the Gateway API
+   analyzers included), over the documents plus the context (what is applied, or the manifests)
+   for cross-references. Istio's errors are problems, its warnings are warnings;
+5. meshproof's own warnings (:func:`harness.istio.semantic.warn`), labelled as such.
 
 ``validate_paths`` is what ``meshproof validate -f`` runs; ``validate_documents`` is what
 ``apply -f`` runs, with the already-applied bundle as context. Every problem of every file is
@@ -129,8 +132,10 @@ def _validate(
         replaced = {id(d) for d in base.documents} - {id(d) for d in bundle.documents}
         still = [d for d in base.documents if id(d) not in replaced]
         gone = [d for d in base.documents if id(d) in replaced]
-        verdict = analyzer.verdict(istio, clean, still, replaced=gone)
-        partial = len(clean) < len(docs) or bool(load_problems)
+        crds = schema_set.crd_files([*clean, *base.documents])
+        verdict = analyzer.verdict(istio, clean, still, replaced=gone, crds=crds)
+        problems.extend(verdict.refused)
+        partial = len(clean) < len(docs) or bool(load_problems) or bool(verdict.refused)
         problems.extend(p for p in verdict.errors if not (partial and "IST0101" in p.message))
         warnings.extend(verdict.warnings)
         infos.extend(verdict.infos)

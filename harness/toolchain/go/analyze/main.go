@@ -6,17 +6,22 @@
 // IST0106/IST0133, plus the cross-reference analyzers), built from the same pinned
 // istio.io/istio module as meshproof-istiod, with which it shares nearly all compiled packages
 // (see docs/BENCHMARKS.md for the measured cost against building istioctl). Nothing here
-// judges configuration: every verdict is Istio's.
+// judges configuration: every verdict is Istio's, or the Kubernetes API server's (crd.go).
 //
 // Request (stdin): {"namespace": "", "istioNamespace": "istio-system", "sources":
-// [{"name": "file.yaml", "text": "...", "context": false, "replaced": false}, ...]}. Sources
+// [{"name": "file.yaml", "text": "...", "context": false, "replaced": false}, ...],
+// "crds": ["/path/crd.json", ...]}. A source whose kind one of the "crds" files defines (the
+// Gateway API's) is first admitted as the API server admits a create (crd.go): if it would be
+// refused, its reasons go to "crdErrors" and Istio does not see it; else Istio sees it pruned
+// and defaulted, as the API server would store it. Sources
 // marked "context" are what is already applied (or the manifests); those also marked
 // "replaced" are context objects the new sources replace. The new sources are analyzed with
 // the context that is not replaced; a message about a context object is reported only if it
 // is new, i.e. not also produced by the context as it was (replaced objects included).
 //
 // Report (stdout): {"messages": [{"code", "level", "message", "kind", "namespace", "name",
-// "file", "line", "fieldLines": {"{.spec...}": line}, "context"}], "sourceErrors": ["..."]}
+// "file", "line", "fieldLines": {"{.spec...}": line}, "context"}], "sourceErrors": ["..."],
+// "crdErrors": [{"file", "field", "type", "message", "crd", "rule"}]}
 package main
 
 import (
@@ -26,11 +31,14 @@ import (
 	"os"
 	"strings"
 
+	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
+
 	"istio.io/istio/pkg/config/analysis/analyzers"
 	"istio.io/istio/pkg/config/analysis/diag"
 	"istio.io/istio/pkg/config/analysis/local"
 	"istio.io/istio/pkg/config/resource"
 	"istio.io/istio/pkg/log"
+	"sigs.k8s.io/yaml"
 )
 
 type analyzeSource struct {
@@ -45,6 +53,7 @@ type analyzeRequest struct {
 	IstioNamespace string          `json:"istioNamespace"`
 	MeshConfig     string          `json:"meshConfig"`
 	Sources        []analyzeSource `json:"sources"`
+	CRDs           []string        `json:"crds"`
 }
 
 type analyzeMessage struct {
@@ -63,6 +72,7 @@ type analyzeMessage struct {
 type analyzeReport struct {
 	Messages     []analyzeMessage `json:"messages"`
 	SourceErrors []string         `json:"sourceErrors"`
+	CRDErrors    []crdError       `json:"crdErrors"`
 }
 
 func runAnalyze(stdin io.Reader, stdout io.Writer) error {
@@ -74,9 +84,14 @@ func runAnalyze(stdin io.Reader, stdout io.Writer) error {
 	if req.IstioNamespace == "" {
 		req.IstioNamespace = "istio-system"
 	}
+	report := analyzeReport{Messages: []analyzeMessage{}, CRDErrors: []crdError{}}
+	sources, err := admitAll(req, &report)
+	if err != nil {
+		return err
+	}
 	contextFiles := map[string]bool{}
 	var now, before []analyzeSource
-	for _, s := range req.Sources {
+	for _, s := range sources {
 		if s.Context {
 			contextFiles[s.Name] = true
 			before = append(before, s)
@@ -99,7 +114,7 @@ func runAnalyze(stdin io.Reader, stdout io.Writer) error {
 			baseline[m.String()] = true
 		}
 	}
-	report := analyzeReport{Messages: []analyzeMessage{}, SourceErrors: srcErrs}
+	report.SourceErrors = srcErrs
 	for _, m := range msgs {
 		out := convertMessage(m)
 		out.Context = contextFiles[out.File]
@@ -111,6 +126,54 @@ func runAnalyze(stdin io.Reader, stdout io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", " ")
 	return enc.Encode(report)
+}
+
+// admitAll admits every source whose kind a CRD of req.CRDs defines, as the API server would
+// on create. A new source the API server would refuse is reported in report.CRDErrors and left
+// out of the analysis (Istio would never see it); the others are analyzed as the API server
+// would store them (pruned and defaulted). Context sources were admitted when they were
+// applied: they are only defaulted.
+func admitAll(req analyzeRequest, report *analyzeReport) ([]analyzeSource, error) {
+	if len(req.CRDs) == 0 {
+		return req.Sources, nil
+	}
+	set, err := loadCRDs(req.CRDs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]analyzeSource, 0, len(req.Sources))
+	for _, s := range req.Sources {
+		obj, errs, crd, handled, err := set.admit(s.Text, !s.Context)
+		if err != nil {
+			if !handled {
+				out = append(out, s) // Istio's reader reports what it cannot parse
+				continue
+			}
+			return nil, fmt.Errorf("%s: %w", s.Name, err)
+		}
+		if !handled {
+			out = append(out, s)
+			continue
+		}
+		if !s.Context && len(errs) > 0 {
+			var crdFile string
+			var structural *structuralschema.Structural
+			if crd != nil {
+				crdFile, structural = crd.file, crd.structural
+			}
+			report.CRDErrors = append(report.CRDErrors, toCRDErrors(s.Name, crdFile, structural, errs)...)
+			continue
+		}
+		if obj != nil {
+			text, err := yaml.Marshal(obj)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.Name, err)
+			}
+			s.Text = string(text)
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 func analyzeOnce(req analyzeRequest, sources []analyzeSource) (diag.Messages, []string, error) {
