@@ -12,6 +12,7 @@ Modules, top to bottom::
     istio_install.py  istioctl install argv + IstioOperator overlay (tracing to Jaeger), istiod checks
     apply.py          manifests -> server-side apply / delete, image build
     readiness.py      Deployment rollout status, pods that cannot start, waiting for both
+    convergence.py    IstiodSync: istiod's syncz/configz/metrics through forwards; wait until every proxy ACKed
     propagation.py    pure: parse istiod syncz/configz/metrics, decide "every proxy ACKed the config"
     portforward.py    PortForward: 127.0.0.1 listener, one API port-forward stream per connection; Forwards: the set
     relay.py          a sidecar-less TCP relay pod, so a plaintext client can reach a sidecar's port

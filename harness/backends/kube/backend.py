@@ -36,7 +36,6 @@ from typing import Any, Self
 import httpx
 
 from harness import envoy, proc, wait
-from harness.backends.istiod import PushCounters, parse_syncz
 from harness.backends.kube import istio_install, portforward, propagation
 from harness.backends.kube.api import ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
@@ -50,7 +49,8 @@ from harness.backends.kube.apply import (
     wait_gone,
 )
 from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
-from harness.backends.kube.discovery import GATEWAY_SELECTOR, ISTIOD_MONITORING_PORT, Discovery
+from harness.backends.kube.convergence import IstiodSync
+from harness.backends.kube.discovery import GATEWAY_SELECTOR, Discovery
 from harness.backends.kube.engine import Engine
 from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.pods import (
@@ -64,7 +64,7 @@ from harness.backends.kube.portforward import Forwards
 from harness.backends.kube.readiness import deployment_status, wait_deployments_ready
 from harness.backends.kube.relay import RELAY_NAMESPACE, relay_objects
 from harness.backends.kube.tools import default_which
-from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
+from harness.errors import BackendError, StateError, ToolMissing, UserError
 from harness.mesh import Fault, State, Workload, find_workload
 from harness.settings import Settings
 from harness.toolchain.kind import kind_which
@@ -129,6 +129,9 @@ class KubeBackend:
         self._lock = threading.RLock()
         self._forwards = Forwards(lambda: self.api, self._http, lock=self._lock, clock=clock)
         self._discovery = Discovery(lambda: self.api, self._forwards, lock=self._lock)
+        self._sync = IstiodSync(
+            self._discovery, self._forwards, self._http, ready_timeout=settings.ready_timeout, clock=clock
+        )
 
     # ---- state file -------------------------------------------------------------------------
     @property
@@ -219,7 +222,7 @@ class KubeBackend:
                 "install Istio with its default profile, which includes istio-ingressgateway",
             )
         self.progress("waiting for every proxy to be in sync")
-        self._wait_converged(_expectations(a for a in applied), None)
+        self._sync.wait_converged(_expectations(a for a in applied), None)
         self._wait_ingress()
         self._save(phase="running")
 
@@ -322,73 +325,11 @@ class KubeBackend:
     def workload(self, ref: str) -> Workload:
         return find_workload(self.workloads(), ref)
 
-    # ---- config -----------------------------------------------------------------------------
-    def _istiod_get(self, pod: str, path: str) -> httpx.Response:
-        pf = self._forwards.get(
-            istio_install.ISTIO_NAMESPACE, pod, ISTIOD_MONITORING_PORT, ready_path="/metrics"
-        )
-        r = self._http.get(pf.url + path)
-        r.raise_for_status()
-        return r
-
-    def _push_counters(self) -> dict[str, PushCounters]:
-        out = {}
-        for pod in self._discovery.istiod_pods():
-            try:
-                out[pod] = PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
-            except httpx.HTTPError:
-                continue  # no baseline for this replica: the push check is skipped for it
-        return out
-
-    def _sample(self, with_config: bool) -> list[propagation.IstiodSample]:
-        out = []
-        for pod in self._discovery.istiod_pods():
-            proxies = parse_syncz(self._istiod_get(pod, "/debug/syncz").json(), pod)
-            config = (
-                propagation.config_index(self._istiod_get(pod, "/debug/configz").json())
-                if with_config
-                else {}
-            )
-            counters = PushCounters.from_metrics(self._istiod_get(pod, "/metrics").text)
-            out.append(propagation.IstiodSample(pod, tuple(proxies), config, counters))
-        return out
-
-    def _wait_converged(
-        self,
-        expectations: Sequence[propagation.ConfigExpectation],
-        baseline: Mapping[str, PushCounters] | None,
-        *,
-        quiet_polls: int = 2,
-        timeout: float | None = None,
-    ) -> float:
-        t0 = self._clock.now()
-        conv = propagation.Convergence(
-            lambda: self._sample(bool(expectations)),
-            expected_proxies=self._discovery.expected_proxies(),
-            expectations=expectations,
-            baseline=baseline,
-        )
-        try:
-            wait.until(
-                conv,
-                what="every proxy to ACK the current config",
-                timeout=self.settings.ready_timeout if timeout is None else timeout,
-                interval=0.25,
-                converge=quiet_polls,
-                retry_on=(httpx.HTTPError, ValueError),
-                hint="`istioctl proxy-status` shows the same sync state",
-                clock=self._clock,
-            )
-        except WaitTimeout as e:
-            e.add_note(f"last seen: {conv.describe()}")
-            raise
-        return self._clock.now() - t0
-
     def apply(self, paths: Sequence[Path]) -> float:
         self._require_running()
         objs = self.cluster.localized(read_objects(paths))
         t0 = self._clock.now()
-        baseline = self._push_counters()
+        baseline = self._sync.push_counters()
         self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
         changed = [a for a in applied if a.changed]
@@ -397,7 +338,7 @@ class KubeBackend:
             self.api, [a.ref for a in changed], timeout=self.settings.ready_timeout, clock=self._clock
         )
         if changed:
-            self._wait_converged(_expectations(changed), baseline)
+            self._sync.wait_converged(_expectations(changed), baseline)
         return self._clock.now() - t0
 
     def delete(self, paths: Sequence[Path]) -> float:
@@ -407,7 +348,7 @@ class KubeBackend:
         if missing:
             raise StateError(f"not applied, cannot delete: {', '.join(missing)}")
         t0 = self._clock.now()
-        baseline = self._push_counters()
+        baseline = self._sync.push_counters()
         gone = delete_objects(self.api, objs)
         wait_gone(self.api, gone, timeout=self.settings.ready_timeout, clock=self._clock)
         self._discovery.forget(gone)
@@ -416,7 +357,7 @@ class KubeBackend:
             for r in gone
             if r.group in ISTIO_GROUPS
         ]
-        self._wait_converged(expectations, baseline)
+        self._sync.wait_converged(expectations, baseline)
         return self._clock.now() - t0
 
     @contextlib.contextmanager
@@ -568,7 +509,7 @@ class KubeBackend:
             interval=0.5,
             clock=self._clock,
         )
-        self._wait_converged((), None)
+        self._sync.wait_converged((), None)
         with self._lock:
             self._killed.pop(w.name, None)
             self._killed.pop(w.ref, None)
@@ -582,7 +523,7 @@ class KubeBackend:
         return out
 
     def wait_synced(self, timeout: float) -> float:
-        return self._wait_converged((), None, timeout=timeout)
+        return self._sync.wait_converged((), None, timeout=timeout)
 
     def lost(self) -> str | None:
         return None  # the cluster outlives this process; `meshproof status` asks it
@@ -630,7 +571,7 @@ class KubeBackend:
         replicas = int(self._info.get("istiod_replicas") or 1)
         self.api.apply(_scaled(istiod.namespace, istiod.deployment, replicas))
         istio_install.wait_istiod_ready(self.api, timeout=self.settings.ready_timeout, clock=self._clock)
-        self._wait_converged((), None)
+        self._sync.wait_converged((), None)
 
     # ---- evidence ---------------------------------------------------------------------------
     def ejections(self) -> dict[str, dict[str, list[str]]]:
@@ -694,7 +635,7 @@ class KubeBackend:
         return self._http.get(url, timeout=30).text
 
     def _syncz_text(self, pod: str) -> str:
-        return json.dumps(self._istiod_get(pod, "/debug/syncz").json(), indent=1)
+        return json.dumps(self._sync.get(pod, "/debug/syncz").json(), indent=1)
 
     def _events_text(self, namespace: str) -> str:
         return format_events(self.api.list("v1", "Event", namespace))
