@@ -6,6 +6,7 @@ Modules, top to bottom::
     cluster.py        the Cluster interface, the state record, ExistingCluster (a context; deletes only its own)
     kindcluster.py    KindCluster: Docker engine, node image, create/adopt/delete, images loaded, istioctl install
     discovery.py      Discovery: the mesh's Deployments/Services, their pods as Workloads (forwarded addresses)
+    faults.py         Faults: app faults on a replica, kills and replacements, istiod scaled away and back
     pods.py           pure helpers over Pod/Service/Event dicts (owner Deployment, ports, readiness)
     doctor.py         doctor() entries: tools, Docker engine, the existing cluster and its istiod
     kind.py           KindCli: kind create (ingress NodePort mapped to 127.0.0.1), load images, delete

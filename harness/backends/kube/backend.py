@@ -37,7 +37,7 @@ import httpx
 
 from harness import envoy, proc, wait
 from harness.backends.kube import istio_install, portforward, propagation
-from harness.backends.kube.api import ClusterApi, KubeApi, ObjectRef
+from harness.backends.kube.api import ClusterApi, KubeApi
 from harness.backends.kube.apply import (
     ISTIO_GROUPS,
     SAMPLE_SERVICE_DIR,
@@ -52,20 +52,19 @@ from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
 from harness.backends.kube.convergence import IstiodSync
 from harness.backends.kube.discovery import GATEWAY_SELECTOR, Discovery
 from harness.backends.kube.engine import Engine
+from harness.backends.kube.faults import Faults
 from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.pods import (
-    deployment_of,
     format_events,
     name_of,
     namespace_of,
-    pod_ready,
 )
 from harness.backends.kube.portforward import Forwards
-from harness.backends.kube.readiness import deployment_status, wait_deployments_ready
+from harness.backends.kube.readiness import wait_deployments_ready
 from harness.backends.kube.relay import RELAY_NAMESPACE, relay_objects
 from harness.backends.kube.tools import default_which
 from harness.errors import BackendError, StateError, ToolMissing, UserError
-from harness.mesh import Fault, State, Workload, find_workload
+from harness.mesh import AppFault, State, Workload, find_workload
 from harness.settings import Settings
 from harness.toolchain.kind import kind_which
 from harness.versions import ISTIO_RELEASES
@@ -124,13 +123,24 @@ class KubeBackend:
             clock=clock,
             engine=engine,
         )
-        self._killed: dict[str, Workload] = {}
         self._context = ""  # the kubeconfig context in use, once connected
         self._lock = threading.RLock()
         self._forwards = Forwards(lambda: self.api, self._http, lock=self._lock, clock=clock)
         self._discovery = Discovery(lambda: self.api, self._forwards, lock=self._lock)
         self._sync = IstiodSync(
             self._discovery, self._forwards, self._http, ready_timeout=settings.ready_timeout, clock=clock
+        )
+        self._faults = Faults(
+            self,
+            lambda: self.api,
+            self._http,
+            discovery=self._discovery,
+            forwards=self._forwards,
+            sync=self._sync,
+            record=self._record,
+            lock=self._lock,
+            ready_timeout=settings.ready_timeout,
+            clock=clock,
         )
 
     # ---- state file -------------------------------------------------------------------------
@@ -387,57 +397,15 @@ class KubeBackend:
             return None
         return self._discovery.jaeger_url()
 
-    # ---- faults and chaos -------------------------------------------------------------------
-    def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
-        """``via`` sidecar: the pod gets the label :data:`~harness.mesh.REPLICA_LABEL` (Kubernetes
-        gives a pod none of its own; istiod re-reads a pod's labels when they change), then the
-        EnvoyFilter selecting it (:mod:`harness.sidecar_fault`); ``via`` app: the sample's admin API."""
-        from harness import sidecar_fault
-
-        w = self.workload(pod)
-        if fault.via == "sidecar":
-            sidecar_fault.check_victim(self._http, w)  # bad input before the pod is touched
-            self._label_replica(w, add=True)
-            try:
-                return sidecar_fault.inject(self, self._http, self.workload(w.ref), fault, settle_s=60.0)
-            except BaseException:
-                self._label_replica(w, add=False)
-                raise
-        if not w.admin_url:
-            raise UserError(f"{w.ref} has no admin port: use the sidecar fault (via sidecar)")
-        body = {"status": fault.status, "rate": fault.rate, "delay_ms": fault.delay_ms}
-        try:
-            r = self._http.post(f"{w.admin_url}/admin/fault", json=body)
-        except httpx.HTTPError as e:
-            raise BackendError(f"cannot reach the admin port of {w.ref}: {e}") from e
-        if r.status_code != 200:
-            raise BackendError(f"fault on {w.ref} refused: {r.status_code} {r.text}")
-        return {"pod": w.ref, "via": "app", "admin": "/admin/fault"}
-
-    def _label_replica(self, w: Workload, *, add: bool) -> None:
-        """Add (server-side apply owns only this label) or drop the pod's replica label."""
-        from harness.mesh import REPLICA_LABEL
-
-        meta: dict[str, Any] = {"name": w.name, "namespace": w.namespace}
-        if add:
-            meta["labels"] = {REPLICA_LABEL: w.name}
-        self.api.apply({"apiVersion": "v1", "kind": "Pod", "metadata": meta})
+    # ---- faults and chaos: see faults.py ----------------------------------------------------
+    def inject_fault(self, pod: str, fault: AppFault) -> dict[str, Any]:
+        """``via`` sidecar: the pod's replica label and the EnvoyFilter selecting it; ``via`` app: the
+        sample's admin API (see :meth:`Faults.inject`)."""
+        return self._faults.inject(pod, fault)
 
     def clear_fault(self, pod: str) -> None:
         """Remove the sidecar fault's EnvoyFilter and the pod label, and any admin fault."""
-        from harness import sidecar_fault
-        from harness.mesh import REPLICA_LABEL
-
-        w = self.workload(pod)
-        sidecar_fault.clear(self, w, self._http)
-        if w.labels.get(REPLICA_LABEL):
-            self._label_replica(w, add=False)
-        if not w.admin_url:
-            return
-        try:
-            self._http.delete(f"{w.admin_url}/admin/fault").raise_for_status()
-        except httpx.HTTPError as e:
-            raise BackendError(f"clearing the fault on {w.ref} failed: {e}") from e
+        self._faults.clear(pod)
 
     def set_cert_ttl(self, pod: str, ttl: str) -> dict[str, Any]:
         """Not on Kubernetes yet: a sidecar's ``SECRET_TTL`` is fixed when the pod is injected, so a
@@ -455,64 +423,11 @@ class KubeBackend:
 
     def kill(self, pod: str) -> None:
         """Delete the pod at once (grace 0); its Deployment starts a replacement under a new name."""
-        self._kill(pod)
-
-    def _kill(self, pod: str) -> Workload:
-        w = self.workload(pod)
-        if w.role == "gateway":
-            raise UserError("killing the ingress gateway is not supported; kill an app or client replica")
-        self.api.delete(ObjectRef("v1", "Pod", w.namespace, w.name), grace_seconds=0)
-        with self._lock:
-            self._killed[w.name] = w
-            self._killed[w.ref] = w
-        self._forwards.close(keep=lambda k: (k[0], k[1]) != (w.namespace, w.name))
-
-        def gone() -> bool:
-            p = self.api.get(ObjectRef("v1", "Pod", w.namespace, w.name))
-            return p is None or bool((p.get("metadata") or {}).get("deletionTimestamp"))
-
-        wait.until(gone, what=f"pod {w.ref} to be deleted", timeout=60, interval=0.25, clock=self._clock)
-        return w
+        self._faults.kill(pod)
 
     def restart(self, pod: str) -> None:
         """Wait until the killed replica's Deployment is back at full strength and every proxy is in sync."""
-        with self._lock:
-            w = self._killed.get(pod)
-        if w is None:
-            w = self._kill(pod)
-        dep = self.api.get(ObjectRef("apps/v1", "Deployment", w.namespace, w.deployment))
-        if dep is None:
-            raise BackendError(f"Deployment {w.namespace}/{w.deployment} of {w.ref} is gone")
-
-        def back() -> bool:
-            d = self.api.get(ObjectRef("apps/v1", "Deployment", w.namespace, w.deployment))
-            if d is None or not deployment_status(d)[0]:
-                return False
-            pods = [
-                p
-                for p in self._discovery.mesh_pods()
-                if namespace_of(p) == w.namespace and deployment_of(p) == w.deployment
-            ]
-            # count the pods: right after the delete the Deployment's status still says all are
-            # ready, before its ReplicaSet has even created the replacement
-            wanted = int((d.get("spec") or {}).get("replicas") or 0)
-            return (
-                len(pods) >= wanted
-                and all(pod_ready(p) for p in pods)
-                and w.name not in {name_of(p) for p in pods}
-            )
-
-        wait.until(
-            back,
-            what=f"a ready replacement for {w.ref}",
-            timeout=self.settings.ready_timeout,
-            interval=0.5,
-            clock=self._clock,
-        )
-        self._sync.wait_converged((), None)
-        with self._lock:
-            self._killed.pop(w.name, None)
-            self._killed.pop(w.ref, None)
+        self._faults.restart(pod)
 
     # ---- control plane and config, for chaos experiments ------------------------------------
     def istio_objects(self) -> list[dict[str, Any]]:
@@ -530,48 +445,15 @@ class KubeBackend:
 
     def stop_control_plane(self) -> None:
         """Scale the istiod Deployment to 0 (its replica count is kept in the state dir)."""
-        istiod = istio_install.find_istiod(self.api)
-        if istiod is None:
-            raise BackendError("no istiod Deployment in istio-system")
-        dep = self.api.get(ObjectRef("apps/v1", "Deployment", istiod.namespace, istiod.deployment)) or {}
-        replicas = int((dep.get("spec") or {}).get("replicas") or 1)
-        if replicas:
-            self._save(istiod_replicas=replicas)
-        self.api.apply(_scaled(istiod.namespace, istiod.deployment, 0))
-        wait.until(
-            lambda: not self._discovery.istiod_pods(),
-            what="istiod pods gone",
-            timeout=self.settings.ready_timeout,
-            interval=0.5,
-            clock=self._clock,
-        )
+        self._faults.stop_control_plane()
 
     def control_plane_serving(self) -> list[str]:
         """Every ready istiod pod, and every ready endpoint of the ``istiod`` Service (what the
         sidecars' pilot-agents dial): empty once the control plane is gone."""
-        ns = istio_install.ISTIO_NAMESPACE
-        serving = [
-            f"istiod pod {ns}/{name_of(p)} is ready"
-            for p in self.api.list("v1", "Pod", ns, "app=istiod")
-            if pod_ready(p) and not (p.get("metadata") or {}).get("deletionTimestamp")
-        ]
-        for eps in self.api.list(
-            "discovery.k8s.io/v1", "EndpointSlice", ns, "kubernetes.io/service-name=istiod"
-        ):
-            for ep in eps.get("endpoints") or []:
-                if (ep.get("conditions") or {}).get("ready") is not False:  # unset means ready
-                    addresses = ",".join(ep.get("addresses") or [])
-                    serving.append(f"Service {ns}/istiod has a ready endpoint {addresses}")
-        return serving
+        return self._faults.control_plane_serving()
 
     def start_control_plane(self) -> None:
-        istiod = istio_install.find_istiod(self.api)
-        if istiod is None:
-            raise BackendError("no istiod Deployment in istio-system")
-        replicas = int(self._info.get("istiod_replicas") or 1)
-        self.api.apply(_scaled(istiod.namespace, istiod.deployment, replicas))
-        istio_install.wait_istiod_ready(self.api, timeout=self.settings.ready_timeout, clock=self._clock)
-        self._sync.wait_converged((), None)
+        self._faults.start_control_plane()
 
     # ---- evidence ---------------------------------------------------------------------------
     def ejections(self) -> dict[str, dict[str, list[str]]]:
@@ -654,15 +536,6 @@ ISTIO_KINDS = (
     ("security.istio.io/v1", "RequestAuthentication"),
     ("telemetry.istio.io/v1", "Telemetry"),
 )
-
-
-def _scaled(namespace: str, name: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"replicas": replicas},
-    }
 
 
 def _expectations(applied: Iterable[Applied]) -> list[propagation.ConfigExpectation]:
