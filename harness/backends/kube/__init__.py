@@ -5,6 +5,7 @@ Modules, top to bottom::
     backend.py        KubeBackend: the Backend protocol over a Cluster and everything below
     cluster.py        the Cluster interface, the state record, ExistingCluster (a context; deletes only its own)
     kindcluster.py    KindCluster: Docker engine, node image, create/adopt/delete, images loaded, istioctl install
+    diagnostics.py    write_diagnostics: Envoy dumps, container logs, istiod syncz, events, each best effort
     discovery.py      Discovery: the mesh's Deployments/Services, their pods as Workloads (forwarded addresses)
     faults.py         Faults: app faults on a replica, kills and replacements, istiod scaled away and back
     pods.py           pure helpers over Pod/Service/Event dicts (owner Deployment, ports, readiness)

@@ -50,18 +50,14 @@ from harness.backends.kube.apply import (
 )
 from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
 from harness.backends.kube.convergence import IstiodSync
+from harness.backends.kube.diagnostics import write_diagnostics
 from harness.backends.kube.discovery import GATEWAY_SELECTOR, Discovery
 from harness.backends.kube.engine import Engine
 from harness.backends.kube.faults import Faults
 from harness.backends.kube.kindcluster import KindCluster
-from harness.backends.kube.pods import (
-    format_events,
-    name_of,
-    namespace_of,
-)
 from harness.backends.kube.portforward import Forwards
 from harness.backends.kube.readiness import wait_deployments_ready
-from harness.backends.kube.relay import RELAY_NAMESPACE, relay_objects
+from harness.backends.kube.relay import relay_objects
 from harness.backends.kube.tools import default_which
 from harness.errors import BackendError, StateError, ToolMissing, UserError
 from harness.mesh import AppFault, State, Workload, find_workload
@@ -463,64 +459,14 @@ class KubeBackend:
     def diagnostics(self, dest: Path) -> list[Path]:
         """Envoy config_dump/clusters/stats per proxy, container logs, events, istiod syncz. Never raises
         for one missing piece: its file says why it is missing."""
-        dest.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
-
-        def put(name: str, produce: Callable[[], str]) -> None:
-            try:
-                text = produce()
-            except Exception as e:  # noqa: BLE001 - diagnostics are best effort, per file
-                text = f"unavailable: {type(e).__name__}: {e}"
-            p = dest / name
-            p.write_text(text)
-            written.append(p)
-
-        if self._api is None:
-            put("kube-backend.txt", lambda: "the backend is not connected to a cluster")
-            return written
-        api = self._api
-        ws: list[Workload] = []
-        pods: list[dict[str, Any]] = []
-        try:
-            ws = list(self.workloads()) if self.state is State.RUNNING else []
-            pods = self._discovery.mesh_pods()
-        except Exception as e:  # noqa: BLE001
-            put("kube-backend.txt", functools.partial(str, f"listing workloads failed: {e}"))
-        for w in ws:
-            for what in ("config_dump", "clusters", "stats"):
-                if w.proxy_admin_url:
-                    put(
-                        f"{w.namespace}.{w.name}.{what}.txt",
-                        functools.partial(self._text, f"{w.proxy_admin_url}/{what}"),
-                    )
-        try:
-            istiod = api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
-        except Exception:  # noqa: BLE001
-            istiod = []
-        for pod in pods + istiod:
-            ns, name = namespace_of(pod), name_of(pod)
-            spec = pod.get("spec") or {}
-            for c in list(spec.get("initContainers") or []) + list(spec.get("containers") or []):
-                cname = str(c.get("name", ""))
-                if cname not in ("istio-init", "istio-validation"):
-                    put(f"{ns}.{name}.{cname}.log", functools.partial(api.pod_log, ns, name, cname, 400))
-        for pod in istiod:
-            put(f"istiod.{name_of(pod)}.syncz.json", functools.partial(self._syncz_text, name_of(pod)))
-        namespaces = sorted(
-            {namespace_of(p) for p in pods} | {istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE}
+        return write_diagnostics(
+            dest,
+            self._api,
+            workloads=lambda: self.workloads() if self.state is State.RUNNING else [],
+            mesh_pods=self._discovery.mesh_pods,
+            http=self._http,
+            sync=self._sync,
         )
-        for ns in namespaces:
-            put(f"events.{ns}.txt", functools.partial(self._events_text, ns))
-        return written
-
-    def _text(self, url: str) -> str:
-        return self._http.get(url, timeout=30).text
-
-    def _syncz_text(self, pod: str) -> str:
-        return json.dumps(self._sync.get(pod, "/debug/syncz").json(), indent=1)
-
-    def _events_text(self, namespace: str) -> str:
-        return format_events(self.api.list("v1", "Event", namespace))
 
 
 ISTIO_KINDS = (
