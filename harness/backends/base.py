@@ -145,6 +145,17 @@ class Backend(Protocol):
         proxy is replaced without a gap by one with that environment. Returns what it measured."""
         ...
 
+    def set_network_loss(self, pod: str, probability: float) -> dict[str, Any]:
+        """Make the network of replica ``pod`` drop ``probability`` of the TCP packets arriving for
+        it (0 removes the loss; :mod:`harness.netfault`). Local: an iptables rule in the host's
+        namespace for exactly the replica's address; kind: in the pod's network namespace. Returns
+        the rule; UserError where the backend cannot reach the pod's network (an existing cluster)."""
+        ...
+
+    def network_dropped(self, pod: str) -> int | None:
+        """Packets the loss rule of replica ``pod`` has dropped so far (None: no rule)."""
+        ...
+
     def control_plane_serving(self) -> list[str]:
         """What of the control plane still serves, one line each; empty once none of it does.
         Local: every istiod whose xDS port still accepts connections. Kubernetes: every ready istiod

@@ -35,7 +35,7 @@ class Entry:
 
     key: str  # e.g. "route-fault:sample/microservice-1/split", "app-fault:sample/microservice-1-v1-0"
     # route-fault | route-policy | replica-fault (an app fault by the sidecar) | app-fault (by the app's
-    # /admin/fault) | cert-ttl | kill | object | load | control-plane
+    # /admin/fault) | cert-ttl | kill | network-loss | object | load | control-plane
     kind: str
     data: Mapping[str, Any]
     since: float

@@ -43,8 +43,10 @@ __all__ = [
     "holds",
     "latency_percentiles",
     "mark_certificate",
+    "mark_network_loss",
     "mark_retry_counters",
     "mesh_ready",
+    "packet_loss_hidden",
     "retries_hid_failures",
     "timeouts_hid_slowness",
     "status_share",
@@ -63,6 +65,7 @@ DISRUPTION_KINDS = (
     "control-plane",
     "object",
     "cert-ttl",
+    "network-loss",
 )
 
 
@@ -755,5 +758,120 @@ def certificates_rotated(
         "rotations": seen,
         "victim_requests_after_last_rotation": served["n"],
         "load": {"requests": w.total, "errors": w.errors, "status": w.status},
+        "why_not": reasons,
+    }
+
+
+#: the caller's Envoy counters :func:`packet_loss_hidden` reports for the host's clusters
+CALLER_COUNTERS = (
+    "upstream_rq_retry",
+    "upstream_cx_connect_fail",
+    "upstream_cx_connect_timeout",
+    "upstream_rq_timeout",
+    "upstream_rq_per_try_timeout",
+)
+
+
+def _caller_counts(host: str, caller: str, configuration: Configuration) -> dict[str, int]:
+    from harness import envoy
+    from harness.chaos.context import admin_http
+
+    if not host:
+        return {}
+    with admin_http(configuration) as http:
+        stats = envoy.cluster_stats(http, mesh(configuration).workload(caller).proxy_admin_url, f"|{host}")
+    return {
+        c: int(sum(v for k, v in stats.items() if k.startswith("cluster.outbound|") and k.endswith(f".{c}")))
+        for c in CALLER_COUNTERS
+    }
+
+
+def mark_network_loss(
+    victim: str,
+    host: str = "",
+    caller: str = "ingress",
+    name: str = "loss",
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Record when, how many packets the victim's loss rule had dropped (0 without one) and, with
+    ``host``, the caller's counters for it, for :func:`packet_loss_hidden` (``<state>/chaos/marks``)."""
+    import json
+
+    dropped = mesh(configuration).network_dropped(victim) or 0
+    counts = _caller_counts(host, caller, configuration)
+    path = chaos_dir(configuration) / "marks" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dropped": dropped, "caller": counts, "at": time.time()}))
+    return {"holds": True, "dropped": dropped, "caller": counts}
+
+
+def packet_loss_hidden(
+    victim: str,
+    host: str = "",
+    caller: str = "ingress",
+    min_dropped: int = 100,
+    max_ratio: float = 0.01,
+    min_requests: int = 100,
+    within_s: float = 120.0,
+    name: str = "loss",
+    load: str = "default",
+    configuration: Configuration = None,
+) -> dict[str, Any]:
+    """Since :func:`mark_network_loss`: the victim's loss rule dropped at least ``min_dropped``
+    packets (awaited up to ``within_s``: the loss was real and sustained), and of the requests the
+    load completed meanwhile (at least ``min_requests``) at most ``max_ratio`` got a 5xx or no
+    answer. Counts only (the rule's packet counter, the load's statuses); the latencies and, with
+    ``host``, the caller's retries, connect failures and timeouts for it are reported, not judged."""
+    import json
+
+    from harness.chaos.loadgen import window_of
+
+    mark = json.loads((chaos_dir(configuration) / "marks" / f"{name}.json").read_text())
+    running = _load(load, configuration)
+    if running is None:
+        return {"holds": False, "error": f"no background load {load!r} runs: start_load first"}
+    backend = mesh(configuration)
+    seen: dict[str, int] = {"dropped": 0, "requests": 0}
+
+    def enough() -> bool:
+        seen["dropped"] = (backend.network_dropped(victim) or 0) - int(mark["dropped"])
+        seen["requests"] = window_of(running, float(mark["at"]), time.time()).total
+        return seen["dropped"] >= int(min_dropped) and seen["requests"] >= int(min_requests)
+
+    reasons = []
+    try:
+        wait.until(
+            enough,
+            what=f"{victim}'s loss rule to drop {min_dropped} packets and the load to complete {min_requests} requests",
+            timeout=float(within_s),
+            interval=0.5,
+        )
+    except WaitTimeout:
+        reasons.append(
+            f"within {float(within_s):g} s the loss rule dropped {seen['dropped']} packets (at least {min_dropped}) "
+            f"and the load completed {seen['requests']} requests (at least {min_requests})"
+        )
+    w = window_of(running, float(mark["at"]), time.time())
+    ratio = w.errors / w.total if w.total else None
+    if ratio is not None and ratio > float(max_ratio):
+        reasons.append(
+            f"the load saw {w.errors} errors of {w.total} (ratio {ratio:.4f} > {float(max_ratio):g})"
+        )
+    lat = sorted(w.latencies_ms)
+    now = _caller_counts(host, caller, configuration)
+    return {
+        "holds": not reasons,
+        "dropped": seen["dropped"],
+        "caller_since_mark": {k: v - int(mark.get("caller", {}).get(k, 0)) for k, v in now.items()},
+        "load": {
+            "requests": w.total,
+            "errors": w.errors,
+            "ratio": None if ratio is None else round(ratio, 5),
+            "status": w.status,
+            "p50_ms": round(lat[len(lat) // 2], 1) if lat else None,
+            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None,
+            "max_ms": round(lat[-1], 1) if lat else None,
+        },
+        "max_ratio": float(max_ratio),
         "why_not": reasons,
     }

@@ -36,8 +36,8 @@ from typing import Any, Self
 import httpx
 
 from harness import envoy, proc, wait
-from harness.backends.kube import istio_install, portforward, propagation
-from harness.backends.kube.api import ClusterApi, KubeApi
+from harness.backends.kube import istio_install, netloss, portforward, propagation
+from harness.backends.kube.api import ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
     ISTIO_GROUPS,
     SAMPLE_SERVICE_DIR,
@@ -119,6 +119,7 @@ class KubeBackend:
             clock=clock,
             engine=engine,
         )
+        self._run, self._which = run, which
         self._context = ""  # the kubeconfig context in use, once connected
         self._lock = threading.RLock()
         self._forwards = Forwards(lambda: self.api, self._http, lock=self._lock, clock=clock)
@@ -416,6 +417,27 @@ class KubeBackend:
             + (ttl or "30s")
             + "}}' on the Deployment's pod template yourself"
         )
+
+    def _pod_network(self, pod: str) -> tuple[Workload, netloss.Runner]:
+        w = self.workload(pod)
+        run = netloss.pod_network(
+            w,
+            lambda: self.api.get(ObjectRef("v1", "Pod", w.namespace, w.name)),
+            kind=isinstance(self.cluster, KindCluster),
+            backend=self.name,
+            docker=self._which("docker"),
+            run=self._run,
+        )
+        return w, run
+
+    def set_network_loss(self, pod: str, probability: float) -> dict[str, Any]:
+        """An iptables rule inside the pod's network namespace (kind only; :mod:`.netloss`)."""
+        w, run = self._pod_network(pod)
+        return netloss.set_loss(run, w, probability)
+
+    def network_dropped(self, pod: str) -> int | None:
+        w, run = self._pod_network(pod)
+        return netloss.dropped(run, w)
 
     def kill(self, pod: str) -> None:
         """Delete the pod at once (grace 0); its Deployment starts a replacement under a new name."""

@@ -183,6 +183,7 @@ class LocalBackend:
         return self
 
     def down(self) -> None:
+        self._remove_loss_chain()  # first: the plan names the mesh's block, and the supervisor may remove it
         marker = self.layout.marker
         if marker.is_file():
             info = json.loads(marker.read_text())
@@ -525,6 +526,55 @@ class LocalBackend:
         if ttl:
             cert_ttl_seconds(ttl)
         return self.upgrade_step("proxy-cert-ttl", proxy=f"{w.namespace}.{w.name}", ttl=ttl)
+
+    def _loss_rule(self, pod: str, probability: float = 0.0) -> tuple[Any, list[str]]:
+        from harness import netfault
+
+        w = self.workload(pod)
+        if w.role == "gateway":
+            raise UserError(f"network loss: {w.ref} is the ingress gateway. Fix: name an app replica")
+        block = int(self.plan["block"])
+        rule = netfault.LossRule(
+            chain=netfault.local_chain(block),
+            address=w.address,
+            probability=probability,
+            comment=f"meshproof loss {w.ref}",
+            not_source=netfault.SIDECAR_TO_APP_SOURCE,
+        )
+        return rule, ["-d", f"127.{block}.0.0/16"]
+
+    def set_network_loss(self, pod: str, probability: float) -> dict[str, Any]:
+        """An iptables rule in the host's namespace, in this mesh's own chain (see
+        :mod:`harness.netfault`); ``down`` removes the chain whatever it still holds."""
+        from harness import netfault
+
+        rule, jump = self._loss_rule(pod, probability)
+        ipt, run = netfault.iptables(), netfault.host_runner()
+        if probability <= 0:
+            removed = netfault.remove(run, ipt, rule.chain, rule.comment, jump)
+            return {"pod": pod, "removed": removed}
+        netfault.install(run, ipt, rule, jump)
+        return {"pod": pod, "chain": rule.chain, "rule": " ".join(rule.spec())}
+
+    def network_dropped(self, pod: str) -> int | None:
+        from harness import netfault
+
+        rule, _ = self._loss_rule(pod)
+        return netfault.dropped(netfault.host_runner(), netfault.iptables(), rule.chain, rule.comment)
+
+    def _remove_loss_chain(self) -> None:
+        """``down``: this mesh's loss chain goes, whatever it holds (Ctrl-C, a killed chaos run)."""
+        from harness import netfault
+
+        try:
+            block = int(json.loads(self.layout.plan.read_text())["block"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        ipt = shutil.which("iptables")
+        if ipt:
+            netfault.remove_chain(
+                netfault.host_runner(), ipt, netfault.local_chain(block), ["-d", f"127.{block}.0.0/16"]
+            )
 
     def kill(self, pod: str) -> None:
         w = self.workload(pod)

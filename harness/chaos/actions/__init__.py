@@ -19,6 +19,9 @@ fail_replicas               clear_replica_faults         an app fault by a repli
 shorten_cert_lifetime       restore_cert_lifetime        a replica's workload certificate lifetime
 ``replica_loss``
 kill_replica                restore_replica              a replica's app process / pod
+``network``
+drop_packets                restore_network              a replica's network drops packets (iptables)
+delay_network               (refuses: needs netem)       a replica's network delays packets
 ``resources``
 apply_resource              restore_resources            any Istio objects (from a YAML file)
 remove_resource             restore_resources            deletes Istio objects (from a YAML file)
@@ -41,6 +44,7 @@ from harness.chaos.actions import (
     background_load,
     certificates,
     control_plane,
+    network,
     replica_loss,
     resources,
     routes,
@@ -49,6 +53,7 @@ from harness.chaos.actions.app_faults import clear_replica_faults, fail_replicas
 from harness.chaos.actions.background_load import start_load, stop_load
 from harness.chaos.actions.certificates import restore_cert_lifetime, shorten_cert_lifetime
 from harness.chaos.actions.control_plane import start_control_plane, stop_control_plane
+from harness.chaos.actions.network import delay_network, drop_packets, restore_network
 from harness.chaos.actions.replica_loss import kill_replica, restore_replica
 from harness.chaos.actions.resources import apply_resource, remove_resource, restore_resources
 from harness.chaos.actions.routes import (
@@ -63,12 +68,15 @@ from harness.errors import BackendError
 __all__ = [
     "apply_resource",
     "clear_replica_faults",
+    "delay_network",
+    "drop_packets",
     "fail_replicas",
     "inject_route_fault",
     "kill_replica",
     "remove_resource",
     "remove_route_fault",
     "restore_replica",
+    "restore_network",
     "restore_resources",
     "restore_route_policy",
     "rollback_all",
@@ -88,6 +96,7 @@ UNDO = ledger.registry(
     app_faults.UNDO,
     certificates.UNDO,
     replica_loss.UNDO,
+    network.UNDO,
     resources.UNDO,
     background_load.UNDO,
     control_plane.UNDO,

@@ -222,6 +222,7 @@ def test_every_ledger_kind_is_undone_by_its_own_family() -> None:
         "app-fault": "app_faults",
         "cert-ttl": "certificates",
         "kill": "replica_loss",
+        "network-loss": "network",
         "object": "resources",
         "load": "background_load",
         "control-plane": "control_plane",
