@@ -29,7 +29,7 @@ from harness.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
 #: short enough for every CI run (about 30 s); the rest are nightly game days (tox -e chaos)
-QUICK = {"authorization-lockdown"}
+QUICK = {"authorization-lockdown", "replica-network-drops-packets"}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -448,4 +448,26 @@ def test_negative_a_per_try_timeout_beyond_the_route_timeout_hides_nothing(
     out = runs["timeouts-hid-the-slow-replica"]["output"]
     assert any(w.startswith("0 per-try timeouts for ") for w in out["why_not"]), out
     assert out["since_mark"]["timeouts"] >= 1, out  # the clients saw the route's timeout instead
+    assert result.residue["clean"], result.residue
+
+
+@pytest.mark.negative
+def test_negative_a_loss_on_a_replica_nobody_calls_drops_nothing(mesh: Backend, settings: Settings) -> None:
+    """Negative control: the victim is a client replica, which the load through the ingress never
+    reaches; its loss rule drops nothing, so drop_packets fails its proof (exit 1, the count seen) and
+    clients-did-not-see-the-loss FAILS for 0 packets dropped. The rule is gone afterwards."""
+    client = next(w for w in mesh.workloads() if w.role == "client")
+    result = runner.run(
+        ROOT / "experiments/replica-network-drops-packets.yaml",
+        settings,
+        [f"victim={client.ref}", "loss_within_s=5"],
+    )
+    assert result.exit_code == 1, runner.summary_lines(result)
+    during = _failed_during(result)
+    assert any(
+        d.startswith("drop-packets-on-the-victims-network: failed:") and "its rule dropped 0 packets" in d
+        for d in during
+    ), during
+    assert "clients-did-not-see-the-loss: did not hold" in during, during
+    assert mesh.network_dropped(client.ref) is None  # the rollback removed the rule
     assert result.residue["clean"], result.residue
