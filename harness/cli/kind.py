@@ -4,7 +4,7 @@
 install`` into the cache, :mod:`harness.toolchain.kind`) installed, a dockerd started when none
 answers and stopped only if meshproof started it (see :mod:`harness.backends.kube.engine`).
 ``meshproof images build|plan``: the images of the kind path under one local prefix
-(see :mod:`harness.backends.kube.images`).
+(see :mod:`harness.backends.kube.kind.images`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def add_images_arguments(p: argparse.ArgumentParser) -> None:
 def mesh_sources(settings: Settings, say: Callable[[str], None], prefix: Sequence[str] = ()) -> Any:
     """Where the mesh images' inputs come from: Istio's binaries of the pin and the Jaeger build
     (both :mod:`harness.toolchain`), built on first use."""
-    from harness.backends.kube.meshimages import MeshSources
+    from harness.backends.kube.kind.meshimages import MeshSources
     from harness.toolchain import istio_cluster
     from harness.toolchain import jaeger as jaeger_build
 
@@ -123,7 +123,8 @@ def cmd_docker(args: argparse.Namespace, settings: Settings, out: Output) -> int
 
 def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     from harness import proc
-    from harness.backends.kube import images
+    from harness.backends.kube.kind import images
+    from harness.backends.kube.kind.base import PREFIX, BuiltImage
 
     def say(m: str) -> None:
         out.note(f"• {m}")
@@ -137,7 +138,7 @@ def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int
     builder = images.ImageBuilder(
         settings.cache_dir, docker=docker, prefix=prefix, say=say, mesh=mesh_sources(settings, say, prefix)
     )
-    built: list[images.BuiltImage] = []
+    built: list[BuiltImage] = []
     if args.action == "build":
         with out.err.status("building images") as status:
 
@@ -171,7 +172,7 @@ def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int
             }
         )
     if args.json:
-        out.json({"prefix": images.PREFIX, "images": rows})
+        out.json({"prefix": PREFIX, "images": rows})
         return 0
     t = table("image", "present", "made by", "what")
     for r in rows:

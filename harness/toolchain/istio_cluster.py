@@ -29,7 +29,7 @@ from harness.errors import StateError, ToolMissing
 from harness.toolchain import gomod, istio
 from harness.versions import ISTIO_RELEASES, IstioRelease
 
-HUB = "meshproof.local"  # the images' prefix (harness.backends.kube.images.PREFIX)
+HUB = "meshproof.local"  # the images' prefix (harness.backends.kube.kind.base.PREFIX)
 BUILD_TIMEOUT = 5400
 PACKAGES = {
     "pilot-discovery": "istio.io/istio/pilot/cmd/pilot-discovery",

@@ -18,7 +18,7 @@ Two groups, both built with ``go install``/``go build`` into ``<cache>/kind-node
   of ``k8s.io/kubernetes``, compiled static with gcc as its Makefile does), into ``<parts>/images/``.
 
 What to build and with which flags, and the build calls (cached by an inputs stamp), live here; the node
-image that holds them is assembled by :mod:`harness.backends.kube.nodeimage` (see docs/KIND.md).
+image that holds them is assembled by :mod:`harness.backends.kube.kind.nodeimage` (see docs/KIND.md).
 """
 
 from __future__ import annotations

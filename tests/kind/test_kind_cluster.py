@@ -19,9 +19,9 @@ import pytest
 
 from harness import proc, wait
 from harness.backends.kube import engine as eng
-from harness.backends.kube import nodeimage
-from harness.backends.kube.images import ImageBuilder
-from harness.backends.kube.kind import KindCli, host_cgroup_v1
+from harness.backends.kube.kind import nodeimage
+from harness.backends.kube.kind.cli import KindCli, host_cgroup_v1
+from harness.backends.kube.kind.images import ImageBuilder
 from harness.settings import from_env
 from harness.toolchain.kind import install as install_kind
 

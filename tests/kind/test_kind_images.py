@@ -15,7 +15,8 @@ import pytest
 
 from harness import proc, wait
 from harness.backends.kube import engine as eng
-from harness.backends.kube.images import ImageBuilder, image_ref, plan_tag
+from harness.backends.kube.kind.base import image_ref
+from harness.backends.kube.kind.images import ImageBuilder, plan_tag
 from harness.settings import from_env
 
 pytestmark = [pytest.mark.backend("kind"), pytest.mark.slow]

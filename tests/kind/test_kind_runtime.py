@@ -20,7 +20,7 @@ import pytest
 
 from harness import proc, wait
 from harness.backends.kube import engine as eng
-from harness.backends.kube.images import ImageBuilder
+from harness.backends.kube.kind.images import ImageBuilder
 from harness.settings import from_env
 
 pytestmark = [pytest.mark.backend("kind"), pytest.mark.slow]

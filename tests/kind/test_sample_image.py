@@ -22,8 +22,8 @@ from testcontainers.core.wait_strategies import HttpWaitStrategy
 
 from harness import proc
 from harness.backends.kube import engine as eng
-from harness.backends.kube import meshimages
-from harness.backends.kube.images import ImageBuilder
+from harness.backends.kube.kind import meshimages
+from harness.backends.kube.kind.images import ImageBuilder
 from harness.cli.kind import mesh_sources
 from harness.settings import from_env
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness import proc
 from harness.backends.kube.engine import DockerEngine, EngineLayout, EngineMode, ProcTable, needs_cap_wrapper
-from harness.backends.kube.images import ImageBuilder, images_mode, kind_default_node_image
+from harness.backends.kube.kind.images import ImageBuilder, images_mode, kind_default_node_image
 from harness.backends.kube.tools import (
     DOCKER,
     KIND,

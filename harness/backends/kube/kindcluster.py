@@ -4,7 +4,7 @@
   so that ``down`` stops it after the cluster is gone, unless other containers run in it).
 - **Node image**: for a new cluster, the node image built here (local images) or kind's default,
   with the cgroup v1 kubelet patch on such hosts.
-- **Create / adopt / delete** through :class:`~harness.backends.kube.kind.KindCli`: a cluster of
+- **Create / adopt / delete** through :class:`~harness.backends.kube.kind.cli.KindCli`: a cluster of
   the same name is adopted as it is; ``down`` deletes it only when meshproof created it (in this
   run, or an earlier ``--keep-cluster`` one), and never with ``keep_cluster``.
 - **Images**: with ``MESHPROOF_IMAGES`` local, the mesh images (Istio's, Jaeger, the sample,
@@ -20,19 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from harness import proc, wait
-from harness.backends.kube import istio_install, meshimages
+from harness.backends.kube import istio_install
 from harness.backends.kube.api import KubeApi
 from harness.backends.kube.apply import SAMPLE_IMAGE
 from harness.backends.kube.cluster import MeshRecord, Progress, build_sample, not_building
 from harness.backends.kube.engine import DockerEngine, Engine, EngineLayout, EngineMode
-from harness.backends.kube.images import (
-    PREFIX,
-    ImageBuilder,
-    ImagesMode,
-    images_mode,
-    kind_default_node_image,
-)
-from harness.backends.kube.kind import INGRESS_NODE_PORT, KindCli, NodeOptions, host_cgroup_v1
+from harness.backends.kube.kind import meshimages
+from harness.backends.kube.kind.base import PREFIX
+from harness.backends.kube.kind.cli import INGRESS_NODE_PORT, KindCli, NodeOptions, host_cgroup_v1
+from harness.backends.kube.kind.images import ImageBuilder, ImagesMode, images_mode, kind_default_node_image
 from harness.backends.kube.tools import ToolPaths, minor, preflight, same_minor
 from harness.errors import BackendError, ToolMissing
 from harness.settings import Settings
@@ -160,7 +156,7 @@ class KindCluster:
     def _node(self, tools: ToolPaths) -> NodeOptions:
         """The node for a new kind cluster: with local images the node image built here (cached; it brings
         its own CNI config), else kind's default; the cgroup v1 kubelet patch on such hosts."""
-        from harness.backends.kube import nodeimage
+        from harness.backends.kube.kind import nodeimage
 
         mode = self._images_mode().mode
         builder = ImageBuilder(

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from harness.backends.base import Backend, Fault, State
-from harness.backends.kube import meshimages
 from harness.backends.kube.backend import KubeBackend
 from harness.backends.kube.engine import EngineMode
-from harness.backends.kube.kind import CGROUP_V1_PATCH, NodeOptions
+from harness.backends.kube.kind import meshimages
+from harness.backends.kube.kind.cli import CGROUP_V1_PATCH, NodeOptions
 from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.pods import (
     container_ports,

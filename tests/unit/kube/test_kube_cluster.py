@@ -12,7 +12,7 @@ import pytest
 from harness.backends.kube.api import KubeApi
 from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
 from harness.backends.kube.engine import EngineMode
-from harness.backends.kube.kind import NodeOptions
+from harness.backends.kube.kind.cli import NodeOptions
 from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.tools import ToolPaths
 from harness.errors import BackendError, ToolMissing

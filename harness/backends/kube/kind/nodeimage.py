@@ -35,14 +35,13 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from harness import proc, wait
-from harness.backends.kube.images import INPUTS_LABEL, inputs_digest
-from harness.backends.kube.kind import NodeOptions
+from harness.backends.kube.kind.base import INPUTS_LABEL, Builder, inputs_digest
+from harness.backends.kube.kind.cli import NodeOptions
 from harness.cache import sha256_file
 from harness.errors import BackendError, ToolMissing
 from harness.toolchain import nodeparts
@@ -155,29 +154,6 @@ def component_images(
     return out
 
 
-class Builder(Protocol):
-    """What the node build uses of ``images.ImageBuilder`` (its engine, cache checks and earlier images)."""
-
-    work: Path
-    docker: str
-
-    def current(self, ref: str, inputs: str) -> bool: ...
-    def buildkit_cli(self) -> str: ...
-    def docker_build(
-        self,
-        ref: str,
-        context: Path,
-        inputs: str,
-        *,
-        build_args: Mapping[str, str],
-        target: str = "",
-        what: str,
-        timeout: float = 3600,
-    ) -> None: ...
-    def debian_base(self) -> BuiltLike: ...
-    def kind_runtime(self) -> BuiltLike: ...
-
-
 @dataclass(frozen=True)
 class Tools:
     """The builder's collaborators: runner, ``which``, progress, the nice/ionice prefix, kind's module."""
@@ -187,13 +163,6 @@ class Tools:
     say: Progress
     prefix: tuple[str, ...]
     kind_module_dir: Path
-
-
-class BuiltLike(Protocol):
-    @property
-    def ref(self) -> str: ...
-    @property
-    def inputs(self) -> str: ...
 
 
 def node_ref(kubernetes_version: str = KUBERNETES_VERSION, prefix: str = "meshproof.local") -> str:

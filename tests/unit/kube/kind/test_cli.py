@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.backends.kube.kind import (
+from harness.backends.kube.kind.cli import (
     INGRESS_NODE_PORT,
     KindCli,
     KindState,
@@ -18,7 +18,7 @@ from harness.backends.kube.kind import (
 )
 from harness.errors import BackendError, CommandFailed
 
-from .fakes import FakeRunner
+from ..fakes import FakeRunner
 
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
 

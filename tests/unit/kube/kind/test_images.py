@@ -10,20 +10,17 @@ from typing import Any
 import pytest
 
 from harness import proc
-from harness.backends.kube import images
-from harness.backends.kube.images import (
-    INPUTS_LABEL,
-    PREFIX,
+from harness.backends.kube.kind import images
+from harness.backends.kube.kind.base import INPUTS_LABEL, PREFIX, image_ref, inputs_digest
+from harness.backends.kube.kind.images import (
     ImageBuilder,
     apt_mirror,
-    image_ref,
     images_mode,
-    inputs_digest,
     kind_default_node_image,
 )
 from harness.errors import ToolMissing, UserError
 
-from .fakes import which_from
+from ..fakes import which_from
 
 DEB822 = """Types: deb
 # http://snapshot.example/archive/debian/20250520T000000Z
@@ -242,7 +239,7 @@ def test_buildkit_cli_prefers_buildx_and_names_what_it_tried(tmp_path: Path) -> 
 
 
 def test_kind_runtime_dockerfile_reuses_kinds_cri_base_step_and_wraps_runc() -> None:
-    from harness.backends.kube.images import dockerfile_instruction, runtime_dockerfile
+    from harness.backends.kube.kind.images import dockerfile_instruction, runtime_dockerfile
 
     kind = (
         "# comment\nFROM base AS build\n"

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import paths
-from harness.backends.kube.images import (
+from harness.backends.kube.kind.base import (
     DEBIAN_SUITE,
     PREFIX,
+    Builder,
     BuiltImage,
-    ImageBuilder,
     image_ref,
     inputs_digest,
 )
@@ -90,12 +90,12 @@ def ref_of(name: str, istio: str = DEFAULT_ISTIO) -> str:
 
 @dataclass(frozen=True)
 class MeshSources:
-    """Where the inputs of the mesh images come from (the CLI fills in what lives in other layers)."""
+    """Where the inputs of the mesh images come from (the CLI hands over the toolchain's builds)."""
 
     istio: str = DEFAULT_ISTIO
     sample_dir: Path = paths.SAMPLE_SERVICE
-    # the Jaeger binary `meshproof install` builds (harness.backends.local.jaeger): the backends
-    # do not import each other, so the caller hands it over
+    # the Jaeger binary `meshproof install` builds (harness.toolchain.jaeger), handed over by the
+    # CLI (`meshproof images build`); without it the jaeger image names that fix
     jaeger_binary: Callable[[], Path] | None = None
     jaeger_module: Callable[[], Path] | None = None  # github.com/jaegertracing/jaeger's directory
     istio_binaries: Callable[[], istio_cluster.ClusterBinaries] | None = None
@@ -188,9 +188,9 @@ def localize(objs: Sequence[Mapping[str, Any]], images: Mapping[str, str]) -> li
 
 # ---- building -------------------------------------------------------------------------------
 class MeshImages:
-    """Builds the mesh images through an :class:`ImageBuilder` (its cache check, prefix and CLI)."""
+    """Builds the mesh images through a :class:`~.base.Builder` (its cache check, prefix and CLI)."""
 
-    def __init__(self, builder: ImageBuilder, sources: MeshSources) -> None:
+    def __init__(self, builder: Builder, sources: MeshSources) -> None:
         if sources.istio not in ISTIO_RELEASES:
             raise UserError(
                 f"unknown Istio release {sources.istio!r}. Fix: one of {', '.join(ISTIO_RELEASES)}"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from harness import proc
-from harness.backends.kube import nodeimage as ni
-from harness.backends.kube.images import INPUTS_LABEL
-from harness.backends.kube.kind import CGROUP_V1_PATCH, NodeOptions, host_cgroup_v1, kind_config
+from harness.backends.kube.kind import nodeimage as ni
+from harness.backends.kube.kind.base import INPUTS_LABEL
+from harness.backends.kube.kind.cli import CGROUP_V1_PATCH, NodeOptions, host_cgroup_v1, kind_config
 from harness.errors import BackendError
 
 LISTING = """registry.k8s.io/kube-apiserver:v1.37.2

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.kube import meshimages
-from harness.backends.kube.images import INPUTS_LABEL, PLAN, PREFIX, ImageBuilder, inputs_digest, plan_ref
-from harness.backends.kube.meshimages import (
+from harness import paths
+from harness.backends.kube.kind import meshimages
+from harness.backends.kube.kind.base import INPUTS_LABEL, PREFIX, inputs_digest
+from harness.backends.kube.kind.images import PLAN, ImageBuilder, plan_ref
+from harness.backends.kube.kind.meshimages import (
     JAEGER_OFFICIAL,
     SAMPLE_OFFICIAL,
     MeshImages,
@@ -20,8 +22,8 @@ from harness.backends.kube.meshimages import (
 from harness.errors import ToolMissing, UserError
 from harness.toolchain.istio_cluster import ClusterBinaries
 
-from .fakes import which_from
-from .test_kube_images import BuildEngine
+from ..fakes import which_from
+from .test_images import BuildEngine
 
 DEBIAN = {INPUTS_LABEL: inputs_digest(["debootstrap", "--variant=minbase", "bookworm"])}
 
@@ -187,7 +189,7 @@ def test_sample_is_built_from_its_own_dockerfile_on_node_base(
 
 
 def test_sample_dockerfile_takes_its_base_as_an_arg_defaulting_to_the_official_node_image() -> None:
-    text = (Path(__file__).resolve().parents[3] / "sample-service" / "Dockerfile").read_text()
+    text = (paths.SAMPLE_SERVICE / "Dockerfile").read_text()
     assert "ARG NODE_IMAGE=node:22-slim\nFROM ${NODE_IMAGE}\n" in text
     assert "USER node" in text  # node-base creates that user (uid 1000, like the official image)
     assert f"--uid {meshimages.NODE_USER_UID}" in meshimages.node_base_dockerfile("b")

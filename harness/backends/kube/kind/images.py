@@ -25,7 +25,7 @@ What is built today, and the plan for the rest (:data:`PLAN`, printed by the ver
    the images kubeadm names (control plane, etcd, CoreDNS, pause), built here and imported into the
    node's containerd, ``/kind/version``, ``docker commit`` with kind's entrypoint (:mod:`nodeimage`;
    ``kind build node-image`` cannot run offline: it pulls those images inside the build).
-3. The mesh's images (built; :mod:`harness.backends.kube.meshimages`): Istio's ``base``, ``pilot``
+3. The mesh's images (built; :mod:`harness.backends.kube.kind.meshimages`): Istio's ``base``, ``pilot``
    and ``proxyv2`` from Istio's own Dockerfiles (pilot-discovery, pilot-agent and Envoy of the pin),
    ``jaeger`` from Jaeger's Dockerfile with the local mesh's Jaeger build, ``node-base`` and the
    ``sample`` from its own Dockerfile (``NODE_IMAGE`` a build ARG), and ``locust``.
@@ -41,24 +41,25 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness import proc
+from harness.backends.kube.kind import meshimages, nodeimage
+from harness.backends.kube.kind.base import (
+    DEBIAN_SUITE,
+    INPUTS_LABEL,
+    BuiltImage,
+    Progress,
+    image_ref,
+    inputs_digest,
+)
 from harness.errors import CommandFailed, MeshproofError, ToolMissing, UserError
 from harness.toolchain import nodeparts, runc_capdrop
 from harness.versions import KIND_VERSION, KUBERNETES_VERSION
 
-PREFIX = "meshproof.local"
-INPUTS_LABEL = "dev.meshproof.inputs"
-DEBIAN_SUITE = "bookworm"
 MODES = ("auto", "local", "official")
-
-
-def image_ref(name: str, tag: str) -> str:
-    return f"{PREFIX}/{name}:{tag}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ PLAN: tuple[PlannedImage, ...] = (
         "meshproof",
         "kind's default node image",
     ),
-    # the mesh's images: harness.backends.kube.meshimages
+    # the mesh's images: harness.backends.kube.kind.meshimages
     PlannedImage(
         "istio-base",
         "Istio's docker/Dockerfile.base (iptables, iproute2, user 1337) with FROM debian-base",
@@ -143,8 +144,6 @@ PLAN: tuple[PlannedImage, ...] = (
 
 def plan_tag(name: str, istio: str = "") -> str:
     """The tag an image of the plan is built under (the mesh images': ``meshimages.tag_of``)."""
-    from harness.backends.kube import meshimages
-
     if name in meshimages.NAMES:
         return meshimages.tag_of(name, *([istio] if istio else []))
     tags = {"debian-base": DEBIAN_SUITE, "kind-base": KIND_VERSION, "kind-runtime": KIND_VERSION}
@@ -152,8 +151,6 @@ def plan_tag(name: str, istio: str = "") -> str:
 
 
 def plan_ref(name: str, istio: str = "") -> str:
-    from harness.backends.kube import meshimages
-
     if name in meshimages.NAMES:
         return meshimages.ref_of(name, *([istio] if istio else []))
     return image_ref(name, plan_tag(name))
@@ -253,19 +250,6 @@ def read_apt_sources(etc_apt: Path = Path("/etc/apt")) -> dict[str, str]:
 
 
 # ---- building ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BuiltImage:
-    name: str
-    ref: str
-    built: bool  # False: the cached image was current
-    seconds: float
-    inputs: str
-
-
-def inputs_digest(parts: Iterable[str]) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
 def debootstrap_argv(debootstrap: str, suite: str, target: Path, mirror: str) -> list[str]:
     return [debootstrap, "--variant=minbase", suite, str(target), mirror]
 
@@ -283,9 +267,6 @@ def import_argv(docker: str, tarball: Path, ref: str, inputs: str) -> list[str]:
     ]
 
 
-Progress = Callable[[str], None]
-
-
 class ImageBuilder:
     """Builds the images of :data:`PLAN` that are implemented, skipping current cached ones."""
 
@@ -301,7 +282,7 @@ class ImageBuilder:
         apt_sources: Mapping[str, str] | None = None,
         is_root: bool | None = None,
         kind_module: Path | None = None,
-        mesh: Any = None,  # meshimages.MeshSources: where the mesh images' inputs come from
+        mesh: meshimages.MeshSources | None = None,  # where the mesh images' inputs come from
     ) -> None:
         self.work = cache_dir / "images"
         self.docker = docker
@@ -448,9 +429,7 @@ class ImageBuilder:
         return BuiltImage("kind-runtime", ref, True, time.monotonic() - t0, inputs)
 
     def kind_node(self, *, force: bool = False) -> BuiltImage:
-        """The kind node image, assembled by :mod:`harness.backends.kube.nodeimage`."""
-        from harness.backends.kube import nodeimage
-
+        """The kind node image, assembled by :mod:`harness.backends.kube.kind.nodeimage`."""
         t0 = time.monotonic()
         tools = nodeimage.Tools(
             self._run, self._which, self._say, tuple(self._prefix), self._kind_module_dir()
@@ -541,8 +520,6 @@ class ImageBuilder:
                 f"image {', '.join(planned)} cannot be built yet ({known[planned[0]].built_by}). "
                 "Fix: build debian-base only for now, or bring a cluster (--backend existing)"
             )
-        from harness.backends.kube import meshimages
-
         mesh = meshimages.MeshImages(self, self.mesh or meshimages.MeshSources())
         builders: dict[str, Callable[..., BuiltImage]] = {
             "debian-base": self.debian_base,
