@@ -386,9 +386,9 @@ def load(
     tmp_path: Path,
     load_charts: ChartWorker,
 ) -> Iterator[LoadRun]:
-    """Background load (Locust, a subprocess) for the duration of the test: a running
-    :class:`~harness.load.LocustRun` (on kind/existing: :class:`~harness.load.kube_run.KubeLocustRun`,
-    master and workers inside the cluster). Mark phases with ``load.phase(name)``; the test's
+    """Background load (Locust) for the duration of the test: the running run of the mesh's
+    :meth:`~harness.backends.base.Backend.load_runner` (local: :class:`~harness.load.LocustRun`, a
+    subprocess; kind/existing: master and workers inside the cluster). Mark phases with ``load.phase(name)``; the test's
     teardown is phase ``teardown``. The report is ``load.report`` after the test, and in the
     test's report sections and ``user_properties``.
 
@@ -397,7 +397,7 @@ def load(
     test that must set its scenario up first), else by ``--load-users``/``--load-shape``/
     ``--load-duration``/``--load-processes`` (and their MESHPROOF_LOAD_* variables).
     """
-    from harness.load import LoadConfig, load_run
+    from harness.load import LoadConfig
 
     marker = request.node.get_closest_marker("under_load")
     kwargs = dict(marker.kwargs) if marker is not None else {}
@@ -423,7 +423,7 @@ def load(
         )
     except TypeError as e:
         pytest.fail(f"@pytest.mark.under_load: {e}", pytrace=False)
-    run = load_run(config, mesh, workdir=tmp_path / "load", image=settings.locust_image)
+    run = mesh.load_runner(config, workdir=tmp_path / "load")
     if autostart:
         with run:
             yield run

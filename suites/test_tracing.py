@@ -68,7 +68,7 @@ INGEST_TIMEOUT = 60.0
 
 def _jaeger_for(mesh: Backend) -> JaegerClient:
     url = mesh.trace_query_url()
-    hint = getattr(mesh, "trace_hint", lambda: "")()
+    hint = mesh.trace_hint()
     if url is None:
         pytest.fail(
             f"backend {mesh.name} reports no Jaeger query URL: tracing is not deployed "

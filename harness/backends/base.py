@@ -19,10 +19,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 # Re-exported: the shared types live in harness.mesh (suites import them from either place).
 from harness.mesh import AppFault, Fault, State, Workload, find_workload
+
+if TYPE_CHECKING:  # harness.load imports numpy: only where a load runs
+    from harness.load.config import LoadConfig
+    from harness.load.run import LoadRun
 
 __all__ = ["AppFault", "Backend", "Fault", "State", "Workload", "find_workload"]
 
@@ -104,6 +108,16 @@ class Backend(Protocol):
 
     def trace_query_url(self) -> str | None:
         """Base URL of the Jaeger query API, or None when tracing is not deployed."""
+        ...
+
+    def trace_hint(self) -> str:
+        """Where to look when the trace query API does not answer (a log file), or ""."""
+        ...
+
+    def load_runner(self, config: LoadConfig, *, workdir: Path) -> LoadRun:
+        """A Locust run (not started) sending ``config``'s load into this mesh, writing into ``workdir``:
+        local, Locust as a subprocess on this machine; kube, a Locust master and workers as
+        Deployments inside the cluster."""
         ...
 
     def config_dir(self) -> Path | None:

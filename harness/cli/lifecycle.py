@@ -105,7 +105,7 @@ def status_doc(backend: Backend, settings: Settings) -> dict[str, Any]:
         "state_dir": str(settings.state_dir),
         "ingress_url": ingress,
         "trace_query_url": backend.trace_query_url(),
-        "tracing_note": getattr(backend, "trace_hint", lambda: "")(),
+        "tracing_note": backend.trace_hint(),
         "workloads": workloads,
         "ejections": None,
         "ejections_by_cluster": None,

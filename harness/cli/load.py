@@ -6,8 +6,8 @@ per second, error ratio, p95 over time, phases shaded), ``load.json`` and a self
 their paths printed.
 Ctrl-C stops Locust at once (its whole process group) and exits 130.
 
-On kind/existing the run is :class:`~harness.load.kube_run.KubeLocustRun`: a Locust master and
-``--processes`` workers as Deployments in other-namespace (sidecar-injected), so the load enters
+The run is the backend's (:meth:`~harness.backends.base.Backend.load_runner`); on kind/existing a
+Locust master and ``--processes`` workers as Deployments in other-namespace (sidecar-injected), so the load enters
 through the mesh; Ctrl-C deletes them.
 """
 
@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
-    from harness.load import LoadConfig, load_run, parse_duration
+    from harness.load import LoadConfig, parse_duration
 
     if not isinstance(args.users, int) or args.users < 1:
         raise UserError(f"--users {args.users}: at least 1 user")
@@ -69,9 +69,8 @@ def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
 
     backend = attach(settings)
     workdir = settings.state_dir / "load" / time.strftime("%Y%m%d-%H%M%S")
-    run = load_run(config, backend, workdir=workdir, image=settings.locust_image)
-    where = "in the cluster" if backend.name in ("kind", "existing") else "on this machine"
-    with out.err.status(f"starting Locust {where} ({config.users} users)") as status, run:
+    run = backend.load_runner(config, workdir=workdir)
+    with out.err.status(f"starting Locust {run.where} ({config.users} users)") as status, run:
         deadline = config.duration_s + config.stop_timeout + 30 if config.duration_s else 10 * 365 * 86400
 
         def finished() -> bool:

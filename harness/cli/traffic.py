@@ -118,7 +118,7 @@ def cmd_traces(args: argparse.Namespace, settings: Settings, out: Output) -> int
         raise UserError(f"--trace-id {args.trace_id!r} is not a trace id. Fix: up to 32 hex digits")
     backend = attach(settings)
     base = backend.trace_query_url()
-    hint = getattr(backend, "trace_hint", lambda: "")()
+    hint = backend.trace_hint()
     if base is None:
         raise UserError(
             "tracing is not deployed in this mesh (the backend reports no Jaeger query URL). "

@@ -26,7 +26,7 @@ from harness.load.config import (
     LoadTarget,
     parse_duration,
 )
-from harness.load.local import LocustRun, load_run
+from harness.load.local import LocustRun
 from harness.load.report import Latency, LoadReport, PhaseMark, PhaseStats, RequestRecord, build_report
 from harness.load.run import FIRST_PHASE, SPAWN_PHASE, LoadRun, PhaseClock, Progress, users_past
 from harness.load.slo import SLOResult, error_ratio_below, latency_at_least
@@ -55,7 +55,6 @@ __all__ = [
     "build_report",
     "error_ratio_below",
     "latency_at_least",
-    "load_run",
     "parse_duration",
     "users_past",
 ]

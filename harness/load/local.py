@@ -46,16 +46,15 @@ from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 
 from harness import proc, wait
-from harness.errors import LoadError, StateError, ToolMissing, UserError, WaitTimeout
-from harness.load.config import LOCUSTFILE, USER_CLASSES, LoadConfig, LoadTarget, MeshTargets
+from harness.errors import LoadError, ToolMissing, UserError, WaitTimeout
+from harness.load.config import LOCUSTFILE, USER_CLASSES, LoadConfig, LoadTarget
 from harness.load.report import LoadReport, PhaseMark, RequestRecord, build_report
 from harness.load.run import (
     FIRST_PHASE,
     SPAWN_PHASE,
-    LoadRun,
     PhaseClock,
     Progress,
     RunState,
@@ -69,6 +68,8 @@ _SPAWNED = re.compile(r"All users spawned|Spawning is complete")
 
 class LocustRun(PhaseClock):
     """Locust headless as a subprocess; a context manager. Reuse after stop is refused."""
+
+    where = "on this machine"
 
     def __init__(
         self,
@@ -418,28 +419,6 @@ class LocustRun(PhaseClock):
         if not self._records:
             return self._wall()
         return max(r.start + r.latency_ms / 1000 for r in self._records)
-
-
-class _Meshlike(MeshTargets, Protocol):
-    name: str
-
-
-def load_run(config: LoadConfig, mesh: _Meshlike, *, workdir: Path, image: str = "") -> LoadRun:
-    """The load run for ``mesh``'s backend: Locust as a local subprocess (local backend), or a Locust
-    master and workers as Deployments inside the cluster (kind, existing: the load enters through the
-    mesh from other-namespace; see :mod:`harness.load.kube_run`), with ``image`` if given
-    (``MESHPROOF_LOCUST_IMAGE``: e.g. one built and loaded for a cluster that cannot pull)."""
-    if mesh.name in ("kind", "existing"):
-        from harness.load.kube_run import KubeLocustRun
-
-        api = getattr(mesh, "api", None)
-        if api is None:
-            raise StateError(f"the {mesh.name} backend has no Kubernetes API connection (is the mesh up?)")
-        image = image or str(getattr(mesh, "locust_image", "") or "")  # kind: the locally built one
-        if image:
-            return KubeLocustRun(config, api=api, workdir=workdir, image=image)
-        return KubeLocustRun(config, api=api, workdir=workdir)
-    return LocustRun(config, LoadTarget.from_mesh(mesh), workdir=workdir)
 
 
 def _read_text(path: Path) -> str:

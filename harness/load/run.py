@@ -90,7 +90,7 @@ class _Phase:
 
 class PhaseClock:
     """Phases on the harness's clock, shared by both runners (:class:`LocustRun`, and
-    :class:`~harness.load.kube_run.KubeLocustRun` inside a cluster): a subclass sets
+    :class:`~harness.backends.kube.load_runner.KubeLocustRun` inside a cluster): a subclass sets
     ``_phases``, ``_state`` and ``_wall``."""
 
     _phases: list[PhaseMark]
@@ -122,13 +122,14 @@ class PhaseClock:
 
 class LoadRun(Protocol):
     """What :class:`LocustRun` (a local subprocess) and the in-cluster
-    :class:`~harness.load.kube_run.KubeLocustRun` share: the API callers use."""
+    :class:`~harness.backends.kube.load_runner.KubeLocustRun` share: the API callers use."""
 
     config: LoadConfig
     target: LoadTarget
     run_id: str
     workdir: Path
     report: LoadReport | None
+    where: str  # where Locust runs, for people: "on this machine", "in the cluster"
 
     @property
     def running(self) -> bool: ...

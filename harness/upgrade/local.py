@@ -295,16 +295,15 @@ class LocalUpgrade:
         return rep
 
     def _upgrade_under_load(self, mesh: Any, book: _Run, expected_to: running.Expected) -> Any:
-        from harness.load import LoadConfig, LoadTarget, LocustRun
+        from harness.load import LoadConfig
 
         cfg = self.config
         # Through the ingress: every hop after Locust is Envoy to Envoy, as in Kubernetes. Not the
         # in-mesh client path: locally a client's app outlives its sidecar's restart and its
         # connections to the old sidecar can race the socket's close, a hop Kubernetes does not
         # have (there the app restarts with its pod).
-        target = LoadTarget.from_mesh(mesh)
-        load = LocustRun(
-            LoadConfig(users=cfg.users, user_class="ingress"), target, workdir=self.out_dir / "load"
+        load = mesh.load_runner(
+            LoadConfig(users=cfg.users, user_class="ingress"), workdir=self.out_dir / "load"
         )
         with load:
 

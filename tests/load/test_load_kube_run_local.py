@@ -27,10 +27,10 @@ import pytest
 
 from harness import proc, wait
 from harness.backends.kube.api import Channel, ObjectRef
+from harness.backends.kube.load_objects import MOUNT, NAME
+from harness.backends.kube.load_runner import KubeLocustRun
 from harness.errors import LoadError
 from harness.load import LOCUSTFILE, LoadConfig, LoadTarget
-from harness.load.kube import MOUNT, NAME
-from harness.load.kube_run import KubeLocustRun
 from tests.unit.kube.fakes import FakeCluster
 
 pytestmark = pytest.mark.slow

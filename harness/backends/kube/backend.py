@@ -31,7 +31,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -64,6 +64,10 @@ from harness.mesh import AppFault, State, Workload, find_workload
 from harness.settings import Settings
 from harness.toolchain.kind import kind_which
 from harness.versions import ISTIO_RELEASES
+
+if TYPE_CHECKING:  # harness.load imports numpy: only where a load runs
+    from harness.backends.kube.load_runner import KubeLocustRun
+    from harness.load.config import LoadConfig
 
 Progress = Callable[[str], None]
 ApiFactory = Callable[[str | None, str | None], KubeApi]  # (kubeconfig, context) -> api
@@ -393,6 +397,20 @@ class KubeBackend:
         if not self._info.get("tracing"):
             return None
         return self._discovery.jaeger_url()
+
+    def trace_hint(self) -> str:
+        return ""
+
+    def load_runner(self, config: LoadConfig, *, workdir: Path) -> KubeLocustRun:
+        """Locust's master and workers as Deployments inside the cluster (:mod:`.load_runner`), in
+        ``MESHPROOF_LOCUST_IMAGE``, else the image built here (:attr:`locust_image`), else the pinned
+        official one."""
+        from harness.backends.kube.load_runner import KubeLocustRun
+
+        image = self.settings.locust_image or self.locust_image
+        if image:
+            return KubeLocustRun(config, api=self.api, workdir=workdir, image=image)
+        return KubeLocustRun(config, api=self.api, workdir=workdir)
 
     # ---- faults and chaos: see faults.py ----------------------------------------------------
     def inject_fault(self, pod: str, fault: AppFault) -> dict[str, Any]:

@@ -28,6 +28,9 @@ from harness.settings import Settings
 if TYPE_CHECKING:  # loaded lazily: attaching to a mesh (`meshproof send`) needs no HTTP client
     import httpx
 
+    from harness.load.config import LoadConfig
+    from harness.load.local import LocustRun
+
 Progress = Callable[[str], None]
 
 
@@ -487,6 +490,13 @@ class LocalBackend:
         """Where to look when Jaeger does not answer: its log file."""
         jaeger = self.plan.get("jaeger")
         return f"Jaeger's log {jaeger['log']}" if jaeger else str(self.plan.get("tracing_off") or "")
+
+    def load_runner(self, config: LoadConfig, *, workdir: Path) -> LocustRun:
+        """Locust as a subprocess on this machine, to this mesh's ingress and client workload."""
+        from harness.load.config import LoadTarget
+        from harness.load.local import LocustRun
+
+        return LocustRun(config, LoadTarget.from_mesh(self), workdir=workdir)
 
     # ---- faults and chaos ---------------------------------------------------------------
     def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:

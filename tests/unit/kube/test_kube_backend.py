@@ -17,6 +17,7 @@ from harness.backends.kube.engine import EngineMode
 from harness.backends.kube.kind import meshimages
 from harness.backends.kube.kind.cli import CGROUP_V1_PATCH, NodeOptions
 from harness.backends.kube.kindcluster import KindCluster
+from harness.backends.kube.load_runner import KubeLocustRun
 from harness.backends.kube.pods import (
     container_ports,
     deployment_of,
@@ -27,6 +28,7 @@ from harness.backends.kube.pods import (
 from harness.backends.kube.relay import RELAY_NAMESPACE
 from harness.envoy import parse_ejected
 from harness.errors import StateError, ToolMissing, WaitTimeout
+from harness.load import LoadConfig
 from harness.mesh import UNREACHED_HEADER
 from harness.settings import Settings
 from harness.versions import DEFAULT_ISTIO
@@ -422,6 +424,34 @@ def test_wait_synced_gives_up_after_its_own_timeout(tmp_path: Path, manifests: P
         stuck["on"] = False
 
 
+def test_load_runner_is_locust_inside_the_cluster(
+    running: tuple[KubeBackend, FakeCluster], tmp_path: Path, manifests: Path
+) -> None:
+    """Backend.load_runner on kind/existing: Locust's master and workers inside the cluster, in the
+    pinned official image unless MESHPROOF_LOCUST_IMAGE names another (kind's own build: see
+    test_kind_flow_with_local_images)."""
+    b, api = running
+    run = b.load_runner(LoadConfig(), workdir=tmp_path / "load")
+    assert isinstance(run, KubeLocustRun) and run.api is api and run.where == "in the cluster"
+    assert _images(run.objects) == {"locustio/locust:2.47.0"}
+    assert run.target.ingress_url == "http://istio-ingressgateway.istio-system.svc.cluster.local:80"
+    (tmp_path / "own").mkdir()
+    own, _ = make(tmp_path / "own", manifests, FakeCluster(), locust_image="mine/locust:1")
+    with own.up():
+        assert _images(own.load_runner(LoadConfig(), workdir=tmp_path / "own-load").objects) == {
+            "mine/locust:1"
+        }
+
+
+def _images(objects: list[dict[str, Any]]) -> set[str]:
+    return {
+        c["image"]
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
+
+
 def test_kill_and_restart(running: tuple[KubeBackend, FakeCluster]) -> None:
     b, _ = running
     victim = b.workload("sample/web")
@@ -603,6 +633,8 @@ def test_kind_flow_with_local_images(
             for c in o["spec"]["template"]["spec"]["containers"]
         ]
         assert images and "meshproof/microservice-1:dev" not in images
+        locust = b.load_runner(LoadConfig(), workdir=tmp_path / "load")  # the Locust image built here
+        assert _images(locust.objects) == {f"meshproof.local/locust:{meshimages.locust_version()}"}
 
 
 def test_kind_keep_cluster(tmp_path: Path, manifests: Path) -> None:

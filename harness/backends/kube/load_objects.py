@@ -8,7 +8,7 @@ as Deployments in ``other-namespace``, sidecar-injected, so the load enters thro
   :func:`target_in_cluster`. The pods wait for their sidecar (``holdApplicationUntilProxyStarts``).
 * The master runs Locust with its web UI on the pod's 127.0.0.1 (``--autostart``, not
   ``--headless``), so the harness reads ``/stats/requests`` (workers connected, state, users) and
-  stops the run (``POST /stop``) through a port-forward (:mod:`harness.load.kube_run`). After a
+  stops the run (``POST /stop``) through a port-forward (:mod:`harness.backends.kube.load_runner`). After a
   stop, or the shape's end, Locust quits ``--autoquit`` seconds later (time for the workers' last
   stats reports) and writes ``--json-file``; the master's shell then prints Locust's exit code and
   that JSON on one line between markers into the pod log and sleeps, so the harness reads both

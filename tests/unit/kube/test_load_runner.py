@@ -12,10 +12,17 @@ import httpx
 import pytest
 
 from harness.backends.kube.api import ObjectRef
+from harness.backends.kube.load_objects import (
+    DONE_MARK,
+    EVENT_MARK,
+    EXIT_MARK,
+    NAMESPACE,
+    STATS_MARK,
+    WEB_PORT,
+)
+from harness.backends.kube.load_runner import KubeLocustRun
 from harness.errors import LoadError, UnsupportedFeature, WaitTimeout
-from harness.load import LoadConfig, LocustRun, load_run
-from harness.load.kube import DONE_MARK, EVENT_MARK, EXIT_MARK, NAMESPACE, STATS_MARK, WEB_PORT
-from harness.load.kube_run import KubeLocustRun
+from harness.load import LoadConfig
 
 from .fakes import FakeCluster
 
@@ -482,56 +489,6 @@ def test_through_the_real_port_forward_over_the_fake_api(tmp_path: Path) -> None
     assert gone(cluster)
 
 
-def test_load_run_picks_the_in_cluster_run_on_kind_and_existing(tmp_path: Path) -> None:
-    class Kube:
-        name = "kind"
-        api = LocustCluster()
-
-        def ingress_url(self) -> str:
-            raise AssertionError("the in-cluster run does not use the host's ingress address")
-
-        def workload(self, ref: str) -> Any:
-            raise AssertionError
-
-        def service_url(self, service: str, namespace: str, port: int) -> str:
-            raise AssertionError
-
-    run = load_run(LoadConfig(), Kube(), workdir=tmp_path)
-    assert isinstance(run, KubeLocustRun)
-    images = {
-        o["spec"]["template"]["spec"]["containers"][0]["image"]
-        for o in run.objects
-        if o["kind"] == "Deployment"
-    }
-    assert images == {"locustio/locust:2.47.0"}
-    own = load_run(LoadConfig(), Kube(), workdir=tmp_path, image="meshproof.local/locust:2.47.0")
-    assert isinstance(own, KubeLocustRun)
-    assert "meshproof.local/locust:2.47.0" in json.dumps(own.objects)
-    assert run.target.ingress_url == "http://istio-ingressgateway.istio-system.svc.cluster.local:80"
-
-    class KindLocalImages(Kube):
-        locust_image = "meshproof.local/locust:2.47.0"  # what a kind mesh with local images offers
-
-    mine = load_run(LoadConfig(), KindLocalImages(), workdir=tmp_path)
-    assert "meshproof.local/locust:2.47.0" in json.dumps(mine.objects)  # type: ignore[attr-defined]
-    chosen = load_run(LoadConfig(), KindLocalImages(), workdir=tmp_path, image="mine/locust:1")
-    assert "mine/locust:1" in json.dumps(chosen.objects)  # type: ignore[attr-defined]  # MESHPROOF_LOCUST_IMAGE wins
-
-    class Local(Kube):
-        name = "local"
-
-        def ingress_url(self) -> str:
-            return "http://127.0.0.1:8080"
-
-        def workload(self, ref: str) -> Any:
-            from harness.errors import UserError
-
-            raise UserError("no client")
-
-    local = load_run(LoadConfig(), Local(), workdir=tmp_path)
-    assert isinstance(local, LocustRun) and local.target.ingress_url == "http://127.0.0.1:8080"
-
-
 def test_meshproof_load_on_an_existing_cluster_runs_locust_inside_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -569,7 +526,9 @@ def test_meshproof_load_on_an_existing_cluster_runs_locust_inside_it(
 
     class Existing:
         name = "existing"
-        api = cluster
+
+        def load_runner(self, config: LoadConfig, *, workdir: Path) -> KubeLocustRun:
+            return KubeLocustRun(config, api=cluster, workdir=workdir)
 
     monkeypatch.setenv("MESHPROOF_STATE", str(tmp_path / "state"))
     monkeypatch.setattr(harness.backends, "attach", lambda _settings: Existing())

@@ -9,7 +9,7 @@ the block. ::
         ...
     run.report.phase("fault").error_ratio
 
-Lifecycle (objects from :func:`harness.load.kube.manifests`, all labelled with the run id):
+Lifecycle (objects from :func:`harness.backends.kube.load_objects.manifests`, all labelled with the run id):
 
 1. ``start()`` server-side applies the ConfigMap (the locustfile), the master Service and
    Deployment (a killed earlier run's objects have the same names: the apply takes them over) and
@@ -20,10 +20,10 @@ Lifecycle (objects from :func:`harness.load.kube.manifests`, all labelled with t
    pod cannot start, a worker's Locust exits (a locustfile error), or the master's Locust exits.
 2. ``phase(name)`` marks phase boundaries on the harness clock (unix seconds).
    ``progress()`` and ``snapshot()`` read the workers' per-request records from their pod logs
-   (:func:`harness.load.kube.parse_events`; each read asks only for the last seconds, records are
+   (:func:`harness.backends.kube.load_objects.parse_events`; each read asks only for the last seconds, records are
    kept once by request id), as a local run reads its event files.
 3. ``stop()`` sends ``POST /stop`` (unless the shape already ended the run), waits until the
-   master's shell has logged Locust's exit code and stats (see :func:`harness.load.kube.parse_master_log`)
+   master's shell has logged Locust's exit code and stats (see :func:`harness.backends.kube.load_objects.parse_master_log`)
    and until every worker's shell has logged its Locust's exit (its records are then complete).
 4. The report is built by :func:`harness.load.build_report` from the records (Locust's own total
    from the master's stats as the cross-check); every object is deleted and the port-forward closed,
@@ -59,12 +59,7 @@ import httpx
 from harness import wait
 from harness.backends.kube.api import KubeApi
 from harness.backends.kube.apply import apply_objects, delete_objects, ref_of, wait_gone
-from harness.backends.kube.pods import live, name_of, pod_ready
-from harness.backends.kube.portforward import PortForward
-from harness.backends.kube.readiness import pod_problems
-from harness.errors import BackendError, LoadError
-from harness.load.config import LOCUSTFILE, LoadConfig, LoadTarget
-from harness.load.kube import (
+from harness.backends.kube.load_objects import (
     AUTOQUIT_S,
     EXCEPTION_MARK,
     IMAGE,
@@ -79,6 +74,11 @@ from harness.load.kube import (
     parse_master_log,
     target_in_cluster,
 )
+from harness.backends.kube.pods import live, name_of, pod_ready
+from harness.backends.kube.portforward import PortForward
+from harness.backends.kube.readiness import pod_problems
+from harness.errors import BackendError, LoadError
+from harness.load.config import LOCUSTFILE, LoadConfig, LoadTarget
 from harness.load.report import LoadReport, PhaseMark, RequestRecord, build_report
 from harness.load.run import (
     FIRST_PHASE,
@@ -117,6 +117,8 @@ READ_OVERLAP_S = 3
 
 class KubeLocustRun(PhaseClock):
     """In-cluster distributed Locust (one master, ``config.processes`` workers); a context manager."""
+
+    where = "in the cluster"
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""harness.load.kube: the in-cluster Locust master/worker objects and what their logs say."""
+"""harness.backends.kube.load_objects: the in-cluster Locust master/worker objects and what their logs say."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import proc
-from harness.errors import UnsupportedFeature
-from harness.load import LoadConfig, RequestRecord
-from harness.load.kube import (
+from harness.backends.kube.load_objects import (
     DONE_MARK,
     EVENT_MARK,
     EXIT_MARK,
@@ -25,6 +23,8 @@ from harness.load.kube import (
     target_in_cluster,
     worker_script,
 )
+from harness.errors import UnsupportedFeature
+from harness.load import LoadConfig, RequestRecord
 
 
 def test_manifests_master_and_workers_sidecar_injected_in_other_namespace() -> None:
