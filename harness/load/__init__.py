@@ -29,7 +29,6 @@ from harness.load.config import (
 from harness.load.local import LocustRun
 from harness.load.report import Latency, LoadReport, PhaseMark, PhaseStats, RequestRecord, build_report
 from harness.load.run import FIRST_PHASE, SPAWN_PHASE, LoadRun, PhaseClock, Progress, users_past
-from harness.load.slo import SLOResult, error_ratio_below, latency_at_least
 
 __all__ = [
     "DEFAULT_CLIENT",
@@ -51,10 +50,7 @@ __all__ = [
     "PhaseStats",
     "Progress",
     "RequestRecord",
-    "SLOResult",
     "build_report",
-    "error_ratio_below",
-    "latency_at_least",
     "parse_duration",
     "users_past",
 ]

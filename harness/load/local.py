@@ -24,7 +24,7 @@ after a headless run with a LoadTestShape has ended, so SIGTERM kills it without
 SIGINT can surface as a KeyboardInterrupt traceback inside a user greenlet (both measured). Locust's own failures raise :class:`~harness.errors.LoadError` with Locust's
 message: an exit code other than 0 (2 = an unhandled greenlet error), or a traceback in its log.
 Failed *requests* never do: Locust runs with ``--exit-code-on-error 0`` and the caller judges the
-report (:func:`error_ratio_below`, :func:`latency_at_least`).
+report (:func:`harness.traffic.checks.error_ratio_below`, :func:`~harness.traffic.checks.latency_at_least`).
 
 The report is built from the per-request event logs the locustfile writes (start time, latency,
 status, answering pod and version, x-request-id), so phase boundaries are exact to the request;

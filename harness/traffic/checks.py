@@ -1,7 +1,8 @@
 """Composable checks over sampled traffic that say what failed (Istio's ``check.And`` style).
 
-Each check takes what the sampler recorded (:class:`~harness.traffic.client.SampleResult`)
-and returns a :class:`CheckResult`: truthy when it passed, and always carrying a ``detail``
+Each check takes what the sampler recorded (:class:`~harness.traffic.client.SampleResult`), or
+what a Locust run logged (:mod:`harness.load.report`: a phase's counts, request records), and
+returns a :class:`CheckResult`: truthy when it passed, and always carrying a ``detail``
 (the observed-versus-expected table a reader needs) and the raw ``evidence``. Checks over a
 batch fail on an empty batch: no traffic proves nothing. Combine with :func:`all_of`; turn a
 failure into a test failure with :func:`assert_check`.
@@ -12,11 +13,12 @@ Pure: no I/O, no clock, no environment.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from harness.errors import CheckFailed
+from harness.load.report import Latency, PhaseStats, RequestRecord
 from harness.traffic import stats
 from harness.traffic.client import RBAC_DENIED_BODY, Response, SampleResult
 
@@ -26,6 +28,8 @@ __all__ = [
     "all_status",
     "allowed",
     "assert_check",
+    "error_ratio_below",
+    "latency_at_least",
     "no_overload",
     "overloaded_at_least",
     "proportion_match",
@@ -233,6 +237,51 @@ def proportion_match(
         passed=verdict.passed,
         detail=detail,
         evidence={"verdict": verdict, "summary": verdict.summary()},
+    )
+
+
+# --------------------------------------------------------------------------- load phases
+
+
+def error_ratio_below(phase: PhaseStats, bound: float, alpha: float = 0.001) -> CheckResult:
+    """A load phase's error ratio is not above ``bound``, one-sided at false-failure rate ``alpha``.
+
+    Fails only when even the Clopper-Pearson lower confidence bound of the error ratio exceeds
+    ``bound``: a mesh whose true error ratio is at most ``bound`` fails with probability <= alpha,
+    whatever the machine's speed (the verdict is on counts, not on time).
+    """
+    n, k = phase.requests, phase.failures
+    # one-sided at alpha: the lower end of the two-sided exact interval at confidence 1 - 2 alpha
+    lower = stats.clopper_pearson(k, n, 1 - 2 * alpha).low if k > 0 else 0.0
+    passed = n > 0 and lower <= bound
+    return CheckResult(
+        name=f"error_ratio_below({bound:g}, phase {phase.name})",
+        passed=passed,
+        detail=(
+            f"phase {phase.name!r}: {k} of {n} requests failed ({100 * (k / n if n else 0):.2f}%), "
+            f"status {dict(phase.by_status)}; lower {100 * (1 - alpha):g}% confidence bound of the error "
+            f"ratio {lower:.4f} vs the allowed {bound:g}" + ("" if n else "; no requests in the phase")
+        ),
+        evidence={"requests": n, "failures": k, "lower_bound": lower, "bound": bound, "alpha": alpha},
+    )
+
+
+def latency_at_least(
+    records: Sequence[RequestRecord], floor_ms: float, *, share: float = 0.5, what: str = "requests"
+) -> CheckResult:
+    """At least ``share`` of ``records`` took ``floor_ms`` or longer (e.g. p50 of delayed requests
+    is above an injected delay). A lower bound on latency: slowness cannot make it fail."""
+    n = len(records)
+    slow = sum(1 for r in records if r.latency_ms >= floor_ms)
+    lat = Latency.of([r.latency_ms for r in records])
+    return CheckResult(
+        name=f"latency_at_least({floor_ms:g} ms for {share:.0%} of {what})",
+        passed=n > 0 and slow >= share * n,
+        detail=(
+            f"{slow} of {n} {what} took >= {floor_ms:g} ms (needed {share:.0%}); p50 {lat.p50_ms:.1f} ms, "
+            f"p95 {lat.p95_ms:.1f} ms"
+        ),
+        evidence={"n": n, "at_least": slow, "p50_ms": lat.p50_ms},
     )
 
 

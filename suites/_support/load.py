@@ -13,15 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from harness import wait
-from harness.load import LoadReport, LocustRun, RequestRecord, SLOResult
+from harness.load import LoadReport, LocustRun, RequestRecord
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
 from harness.traffic.design import Design
 from harness.traffic.split import Attribution
-
-
-def as_check(slo: SLOResult) -> CheckResult:
-    return CheckResult(slo.name, slo.passed, slo.detail, slo.evidence)
 
 
 def collect(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import CheckFailed, HarnessError
+from harness.load.config import LoadConfig, LoadTarget
+from harness.load.report import PhaseMark, build_report
 from harness.traffic import stats
 from harness.traffic.checks import (
     CheckResult,
@@ -12,6 +14,8 @@ from harness.traffic.checks import (
     all_status,
     allowed,
     assert_check,
+    error_ratio_below,
+    latency_at_least,
     no_overload,
     overloaded_at_least,
     proportion_match,
@@ -20,6 +24,7 @@ from harness.traffic.checks import (
     weights_match,
 )
 from harness.traffic.client import RBAC_DENIED_BODY, Response, SampleResult
+from tests.unit.load.records import rec as _rec
 
 ENVOY_503 = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
@@ -242,3 +247,51 @@ def test_assert_check_raises_check_failed_with_the_detail() -> None:
     assert bad.detail in message
     assert isinstance(info.value, AssertionError)
     assert isinstance(info.value, HarnessError)
+
+
+# ---- load phases (what a Locust run logged)
+
+
+def test_error_ratio_below_is_one_sided_on_counts() -> None:
+    t0 = 0.0
+
+    def phase(n: int, k: int):  # type: ignore[no-untyped-def]
+        recs = [_rec(t0 + i * 0.001, status=503 if i < k else 200) for i in range(n)]
+        return build_report(
+            LoadConfig(), LoadTarget("http://x"), recs, [PhaseMark("p", t0)], started_at=t0, ended_at=t0 + 1
+        ).phase("p")
+
+    assert error_ratio_below(phase(1000, 0), 0.0)
+    assert error_ratio_below(phase(1000, 12), 0.01)  # 1.2% observed: not significantly above 1%
+    assert not error_ratio_below(phase(1000, 40), 0.01)  # 4%: far above
+    assert not error_ratio_below(phase(1000, 1), 0.0)  # any error breaks a zero bound
+    assert not error_ratio_below(phase(0, 0), 0.5)  # no requests: no evidence
+
+
+def test_latency_at_least() -> None:
+    slow = [_rec(float(i), latency=210.0 + i) for i in range(10)]
+    fast = [_rec(float(i), latency=5.0) for i in range(10)]
+    assert latency_at_least(slow, 200)
+    assert not latency_at_least(fast, 200)
+    assert not latency_at_least([], 200)
+
+
+def test_error_ratio_below_is_a_check_with_the_exact_one_sided_bound() -> None:
+    """The lower bound is the one-sided Clopper-Pearson bound (beta quantile) at alpha, taken from
+    the stats module's exact interval: the verdict and the reported figures are those numbers."""
+    from scipy.stats import beta
+
+    recs = [_rec(i * 0.001, status=503 if i < 12 else 200) for i in range(1000)]
+    report = build_report(
+        LoadConfig(), LoadTarget("http://x"), recs, [PhaseMark("p", 0.0)], started_at=0.0, ended_at=1.0
+    )
+    check = error_ratio_below(report.phase("p"), 0.01)
+    assert (
+        isinstance(check, CheckResult)
+        and check.passed
+        and check.identity == "error_ratio_below(0.01, phase p)"
+    )
+    lower = check.evidence["lower_bound"]
+    assert lower == pytest.approx(float(beta.ppf(0.001, 12, 1000 - 12 + 1)), rel=1e-5)
+    assert f"lower 99.9% confidence bound of the error ratio {lower:.4f} vs the allowed 0.01" in check.detail
+    assert "12 of 1000 requests failed (1.20%)" in check.detail
