@@ -239,9 +239,9 @@ def settings_for(config: pytest.Config) -> Settings:
 def _duration(raw: str | None) -> float | None:
     if raw is None:
         return None
-    from harness.load import parse_duration
+    from harness.load import duration_seconds
 
-    return parse_duration(raw)
+    return duration_seconds(raw)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -51,14 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
-    from harness.load import LoadConfig, parse_duration
+    from harness.load import LoadConfig, duration_seconds
 
     if not isinstance(args.users, int) or args.users < 1:
         raise UserError(f"--users {args.users}: at least 1 user")
     config = LoadConfig(
         users=args.users,
         spawn_rate=args.spawn_rate,
-        duration_s=parse_duration(args.duration),
+        duration_s=duration_seconds(args.duration),
         shape=args.shape,
         processes=args.processes,
         user_class=args.user_class,

@@ -1,6 +1,6 @@
 """Load with Locust, as a component: what it sends, what it saw, and the runs that drive it.
 
-    config   LoadConfig, LoadTarget (the mesh's URLs), parse_duration
+    config   LoadConfig, LoadTarget (the mesh's URLs), duration_seconds
     report   RequestRecord (one logged request), LoadReport and build_report (pure)
     run      the LoadRun protocol both runners share, PhaseClock, Progress
     local    LocustRun: Locust as a subprocess on this machine (the in-cluster runner is the kube
@@ -24,7 +24,7 @@ from harness.load.config import (
     USER_CLASSES,
     LoadConfig,
     LoadTarget,
-    parse_duration,
+    duration_seconds,
 )
 from harness.load.local import LocustRun
 from harness.load.report import Latency, LoadReport, PhaseMark, PhaseStats, RequestRecord, build_report
@@ -51,6 +51,6 @@ __all__ = [
     "Progress",
     "RequestRecord",
     "build_report",
-    "parse_duration",
+    "duration_seconds",
     "users_past",
 ]

@@ -1,5 +1,5 @@
 """What a load run sends and where: :class:`LoadConfig` (users, shape, path, ...) and
-:class:`LoadTarget` (the running mesh's URLs, never fixed ports); :func:`parse_duration` for the
+:class:`LoadTarget` (the running mesh's URLs, never fixed ports); :func:`duration_seconds` for the
 durations users type."""
 
 from __future__ import annotations
@@ -25,22 +25,24 @@ USER_CLASSES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 #: The client workload in-mesh load is sent from (``meshproof send --from`` has the same default shape).
 DEFAULT_CLIENT = "other-namespace/client"
 DEFAULT_SERVICE: tuple[str, str, int] = ("microservice-1", "sample", 3000)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
-def parse_duration(text: str | float) -> float:
-    """Seconds from ``90``, ``15s``, ``2m``, ``1h30m``, ``500ms``; UserError for anything else."""
+def duration_seconds(text: str | float) -> float:
+    """Seconds from a duration a user typed: a bare number of seconds (``90``) or a Go duration in
+    any case (``15s``, ``2m``, ``1h30m``, ``500ms``; read by :func:`harness.istio.parse_duration`,
+    the harness's one duration parser); UserError with the fix for anything else or a negative."""
     if isinstance(text, int | float):
         seconds = float(text)
     else:
+        from harness.istio.model import parse_duration  # lazily: harness.istio loads its schemas' code
+
         raw = text.strip().lower()
-        if re.fullmatch(r"\d+(?:\.\d+)?", raw):
-            seconds = float(raw)
-        elif raw and _DURATION.sub("", raw) == "":
-            unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-            seconds = sum(float(n) * unit[u] for n, u in _DURATION.findall(raw))
-        else:
-            raise UserError(f"duration {text!r} does not parse. Fix: use e.g. 30s, 2m, 1h30m or 45 (seconds)")
+        try:
+            seconds = float(raw) if re.fullmatch(r"\d+(?:\.\d+)?", raw) else parse_duration(raw)
+        except ValueError:
+            raise UserError(
+                f"duration {text!r} does not parse. Fix: use e.g. 30s, 2m, 1h30m or 45 (seconds)"
+            ) from None
     if not math.isfinite(seconds) or seconds < 0:
         raise UserError(f"duration {text!r} must be a non-negative number of seconds")
     return seconds

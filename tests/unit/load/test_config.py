@@ -1,4 +1,4 @@
-"""harness.load.config: what a load run sends and where (LoadConfig, LoadTarget, parse_duration),
+"""harness.load.config: what a load run sends and where (LoadConfig, LoadTarget, duration_seconds),
 and the locustfile's shapes."""
 
 from __future__ import annotations
@@ -9,22 +9,31 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UserError
-from harness.load.config import LoadConfig, LoadTarget, parse_duration
+from harness.load.config import LoadConfig, LoadTarget, duration_seconds
 from loadtests.shapes import users_at
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90", 90.0), ("15s", 15.0), ("2m", 120.0), ("1h30m", 5400.0), ("500ms", 0.5), ("1.5s", 1.5), (3, 3.0)],
+    [
+        ("90", 90.0),
+        ("15s", 15.0),
+        ("2m", 120.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("1.5s", 1.5),
+        (3, 3.0),
+        (" 2M ", 120.0),
+    ],
 )
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+def test_duration_seconds(text: str, seconds: float) -> None:
+    assert duration_seconds(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "ten", "15x", "s", "-5", "1m-2s"])
-def test_parse_duration_rejects_with_the_fix(text: str) -> None:
+@pytest.mark.parametrize("text", ["", "ten", "15x", "s", "-5", "1m-2s", "-5s", "1h 30m"])
+def test_duration_seconds_rejects_with_the_fix(text: str) -> None:
     with pytest.raises(UserError, match="duration"):
-        parse_duration(text)
+        duration_seconds(text)
 
 
 @pytest.mark.parametrize(
