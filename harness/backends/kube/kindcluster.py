@@ -267,7 +267,8 @@ class KindCluster:
         missing = [
             n for n in names if builder.labels(meshimages.ref_of(n, self.settings.istio_version)) is None
         ]
-        if "jaeger" in missing:  # its binary is the local mesh's Jaeger build, which this layer cannot import
+        # `up` builds no Jaeger binary (MeshSources without the toolchain's Jaeger): `images build` does
+        if "jaeger" in missing:
             raise ToolMissing(
                 meshimages.ref_of("jaeger"), "tracing on the kind cluster (local images)",
                 "run `meshproof images build` (it builds every image of the kind path, Jaeger's included)",
