@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
-from harness import proc
+from harness import paths, proc
 from harness.errors import CommandFailed
 
-SAMPLE = Path(__file__).resolve().parents[2] / "sample-service"
+SAMPLE = paths.SAMPLE_SERVICE
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")

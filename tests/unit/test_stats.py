@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import ast
 import math
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as sps  # type: ignore[import-untyped]
-
-# Repo root on sys.path, so plain `.venv/bin/pytest` works without an installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from harness.traffic import power, stats
 from harness.traffic.stats import (

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from harness import paths
 from harness.istio.explain import explain
 from harness.istio.loader import load_paths, load_text
 from harness.istio.model import Bundle
 
-MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
+MANIFESTS = paths.MANIFESTS
 
 DESIGN = """apiVersion: networking.istio.io/v1
 kind: DestinationRule

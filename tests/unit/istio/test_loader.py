@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
+from harness import paths
 from harness.errors import ConfigError
 from harness.istio.loader import Document, iter_files, load_paths, load_text, parse_text, read_paths
 
 DATA = Path(__file__).parent / "data"
-MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
+MANIFESTS = paths.MANIFESTS
 
 
 def test_manifests_load_in_sorted_file_order() -> None:

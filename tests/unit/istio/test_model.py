@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
+from harness import paths
 from harness.istio.loader import load_paths, load_text
 from harness.istio.model import (
     Bundle,
@@ -26,7 +23,7 @@ from harness.istio.model import (
     parse_duration,
 )
 
-MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
+MANIFESTS = paths.MANIFESTS
 FQDN = "microservice-1.sample.svc.cluster.local"
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
+from harness import paths
 from harness.errors import ToolMissing, UserError
 from harness.istio.loader import Document, load_text
 from harness.istio.schemas import (
@@ -299,7 +297,7 @@ spec:
 def test_manifests_pass_their_schemas(schemas: SchemaSet) -> None:
     from harness.istio.loader import load_paths
 
-    for doc in load_paths([Path(__file__).resolve().parents[3] / "manifests"]):
+    for doc in load_paths([paths.MANIFESTS]):
         result = schemas.check(doc)
         assert result.problems == () and result.warnings == (), doc.ref
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
+from harness import paths
 from harness.istio import semantic
 from harness.istio.loader import Document, load_paths, load_text
 from harness.istio.model import Bundle
 
-MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
+MANIFESTS = paths.MANIFESTS
 
 
 @pytest.fixture(scope="module")

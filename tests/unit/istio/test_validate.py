@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
+from harness import paths
 from harness.errors import ConfigError, UserError
 from harness.istio import Bundle, validate_documents, validate_paths, validate_text
 from harness.istio.loader import load_text
 from harness.istio.schemas import SchemaSet, load_schemas
 
 DATA = Path(__file__).parent / "data"
-MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
+MANIFESTS = paths.MANIFESTS
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from harness import paths
 from harness.backends.kube.api import ObjectRef
 from harness.backends.kube.apply import (
     SAMPLE_IMAGE,
@@ -77,7 +78,7 @@ def test_with_namespace_defaults_namespaced_kinds_only() -> None:
 
 
 def test_read_objects_reads_the_repository_manifests() -> None:
-    objs = read_objects([Path(__file__).resolve().parents[3] / "manifests"])
+    objs = read_objects([paths.MANIFESTS])
     kinds = {o["kind"] for o in objs}
     assert {"Namespace", "Deployment", "Service", "VirtualService", "DestinationRule"} <= kinds
     assert all(o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace")

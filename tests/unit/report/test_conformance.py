@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from harness import paths
 from harness.report import conformance
 
 
@@ -95,7 +96,7 @@ def test_every_suite_test_maps_to_a_named_feature() -> None:
     """Each test in suites/ lands in a named feature (not ``other``), so the profiles cover the suites."""
     import ast
 
-    suites = Path(__file__).resolve().parents[3] / "suites"
+    suites = paths.SUITES
     unmapped = []
     for f in sorted(suites.glob("test_*.py")):
         for node in ast.parse(f.read_text()).body:

@@ -4,12 +4,12 @@ place in the local topology and config."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from harness import paths
 from harness.backends.local import jaeger as local_jaeger
 from harness.backends.local import topology
 from harness.errors import WaitTimeout
@@ -17,7 +17,7 @@ from harness.tracing.jaeger import JaegerClient, JaegerUnavailable, parse_trace
 from harness.tracing.probes import Hop, probe_ids, shape_problems
 from harness.wait import Clock
 
-MANIFESTS = Path(__file__).resolve().parents[3] / "manifests"
+MANIFESTS = paths.MANIFESTS
 
 
 def span(sid: str, parent: str, service: str, kind: str, start: int, url: str = "") -> dict[str, object]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from harness import paths
 from harness.istio.loader import load_paths, load_text
 from harness.istio.oracles.identity import (
     gateway_spiffe_id,
@@ -15,7 +14,7 @@ from harness.istio.oracles.identity import (
     workload_spiffe_id,
 )
 
-MANIFESTS = Path(__file__).resolve().parents[4] / "manifests"
+MANIFESTS = paths.MANIFESTS
 
 
 def deployment(pod_spec: str, ns: str = "  namespace: shop\n") -> str:
