@@ -15,14 +15,28 @@ detectable deviation (``requests`` counts the checks' own, from ``suites-report.
 under-load checks' Locust requests come on top). CPU seconds move less with the machine's load
 than wall time does, but a busy machine still inflates them (cache and frequency): compare runs
 taken side by side. Prints JSON. Never run from tests.
+
+Idle and waits: ``idle_core_s`` is what the run left of its cores (cores x wall minus its CPU;
+``machine_idle_core_s`` what the whole machine left, from ``/proc/stat``: on a busy machine others
+use the rest). ``waits`` says where the pytest processes were while that happened, from the
+spans ``suites-report.json`` carries per test (:mod:`harness.timeline`: every ``wait.until``,
+each traffic batch, each mesh start and stop, with wall-clock times) and each test phase's start
+and stop. At every CPU reading each worker is in one category (its outermost span then, else
+"test code" inside a test phase, else "outside tests": start-up, collection, scheduling); the
+cores' idle time of that interval is split evenly over the workers' categories. Per category:
+``wall_s`` (worker-seconds spent in it), ``count`` and ``idle_core_s``.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
+import itertools
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -31,6 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
+TICKS_NAME = "bench-cpu-ticks.json"  # written into the state dir: (time, the run's CPU so far) per reading
 MESH = ("envoy", "node", "jaeger", "istiod", "pilot-agent")
 
 
@@ -74,11 +89,18 @@ def _snapshot() -> dict[str, tuple[int, str, float, str]]:
     return out
 
 
+def _machine_idle() -> float:
+    """Idle + iowait core-seconds of the whole machine since boot (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return (int(fields[3]) + int(fields[4])) / TICK
+
+
 class CpuPoll:
     def __init__(self, root: int) -> None:
         self.root = str(root)
         self.seen: dict[tuple[str, str], tuple[str, float]] = {}
         self.stop = threading.Event()
+        self.ticks: list[tuple[float, float]] = []  # (time.time(), the run's CPU seconds so far)
 
     def _descends(self, pid: str, procs: dict[str, tuple[int, str, float, str]]) -> bool:
         for _ in range(64):
@@ -103,6 +125,7 @@ class CpuPoll:
                     cmdline = []
                 kind = _kind(comm, cmdline)
             self.seen[key] = (kind, cpu)
+        self.ticks.append((time.time(), sum(cpu for _kind, cpu in self.seen.values())))
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
@@ -115,11 +138,111 @@ class CpuPoll:
         return {k: round(v, 1) for k, v in total.most_common()}
 
 
+# --------------------------------------------------------------------------- where the run waits
+
+#: A wait's category, from its ``what`` (the first pattern that matches).
+WAIT_CATEGORIES = (
+    (re.compile(r"ACKed by every proxy|in sync with istiod|new ServiceAccount|drained"), "ack/propagation"),
+    (re.compile(r"Locust to spawn"), "locust start"),
+    (re.compile(r"Locust|locust"), "locust stop/phases"),
+    (re.compile(r"load requests in phase|s of load"), "under load: collecting the load's requests"),
+    (re.compile(r"5xx from .* counted"), "outlier: one request at a time"),
+    (re.compile(r"ejected|ejection|back in |sampled inside"), "outlier: ejection windows"),
+    (re.compile(r"traces? of|trace |spans of probe"), "tracing: ingestion"),
+    (re.compile(r"split|converge"), "split convergence"),
+    (
+        re.compile(r"to conform|to abort|to see aborts|to accept|to run outbound|to enforce|without outlier"),
+        "config in effect (observed)",
+    ),
+    (re.compile(r"chart"), "charts"),
+)
+
+
+def category(kind: str, what: str, session_meshes: set[str], test: str) -> str:
+    if kind == "mesh":
+        verb, _, root = what.partition(" ")
+        if root in session_meshes:
+            return f"mesh {verb} (session)"
+        return f"another mesh {verb} ({test.split('::')[0].rsplit('/', 1)[-1]})"
+    if kind == "traffic":
+        return "traffic, one request in flight" if what.endswith("concurrency 1") else "traffic"
+    for pattern, name in WAIT_CATEGORIES:
+        if pattern.search(what):
+            return name
+    return "other waits"
+
+
+def _outermost(spans: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The spans not inside an earlier one (sorted by start, longest first on ties)."""
+    out: list[tuple[float, float, str]] = []
+    for start, end, name in sorted(spans, key=lambda s: (s[0], -s[1])):
+        if out and end <= out[-1][1]:
+            continue
+        out.append((start, end, name))
+    return out
+
+
+def where_waited(report: dict, ticks: list[tuple[float, float]], cores: int) -> dict:
+    """Per category: worker-seconds in it, its spans, and the run's idle core-seconds it explains."""
+    tests = report.get("tests") or []
+    by_worker: dict[str, list[dict]] = collections.defaultdict(list)
+    for t in tests:
+        by_worker[str(t.get("worker", ""))].append(t)
+    timelines: dict[str, tuple[list[tuple[float, float, str]], list[tuple[float, float]]]] = {}
+    for worker, ts in by_worker.items():
+        ups = sorted(
+            (s for t in ts for s in t.get("spans", []) if s[0] == "mesh" and s[1].startswith("up ")),
+            key=lambda s: s[2],
+        )
+        session = {ups[0][1].partition(" ")[2]} if ups else set()
+        spans = [
+            (float(s[2]), float(s[3]), category(s[0], s[1], session, t["id"]))
+            for t in ts
+            for s in t.get("spans", [])
+        ]
+        phases = sorted((float(a), float(b)) for t in ts for a, b in (t.get("phases") or {}).values())
+        timelines[worker] = (_outermost(spans), phases)
+    totals: dict[str, dict[str, float]] = collections.defaultdict(
+        lambda: {"wall_s": 0.0, "count": 0, "idle_core_s": 0.0}
+    )
+    for outer, _phases in timelines.values():
+        for _start, _end, name in outer:
+            totals[name]["count"] += 1
+    workers = max(1, len(timelines))
+    for (t0, c0), (t1, c1) in itertools.pairwise(ticks):
+        idle = max(0.0, cores * (t1 - t0) - (c1 - c0))
+        mid = (t0 + t1) / 2
+        for outer, phases in timelines.values():
+            name = "outside tests (start-up, collection, scheduling, exit)"
+            if any(a <= mid <= b for a, b in phases):
+                name = "test code (no wait, no traffic)"
+            i = bisect.bisect_right(outer, (mid, math.inf, "")) - 1
+            if i >= 0 and outer[i][0] <= mid <= outer[i][1]:
+                name = outer[i][2]
+            totals[name]["idle_core_s"] += idle / workers
+            totals[name]["wall_s"] += t1 - t0
+    return {
+        name: {k: round(v, 1) if isinstance(v, float) else v for k, v in d.items()}
+        for name, d in sorted(totals.items(), key=lambda kv: -kv[1]["idle_core_s"])
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", type=Path, default=Path("/tmp/meshproof-bench-cpu"))
+    ap.add_argument(
+        "--waits-only",
+        action="store_true",
+        help=f"run nothing: print the waits of the last run in --state again (from its {TICKS_NAME})",
+    )
     ap.add_argument("args", nargs="*", help="more arguments for `meshproof test`")
     a = ap.parse_args()
+    cores = os.cpu_count() or 1
+    if a.waits_only:
+        doc = json.loads((a.state / "suites-report.json").read_text())
+        ticks = [tuple(t) for t in json.loads((a.state / TICKS_NAME).read_text())]
+        print(json.dumps(where_waited(doc, ticks, cores), indent=1))
+        return 0
     cmd = [
         sys.executable,
         "-c",
@@ -130,22 +253,26 @@ def main() -> int:
         *a.args,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    t0 = time.monotonic()
+    t0, idle0 = time.monotonic(), _machine_idle()
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     poll = CpuPoll(p.pid)
     thread = threading.Thread(target=poll.run, daemon=True)
     thread.start()
     output, _ = p.communicate()
     wall = time.monotonic() - t0
+    machine_idle = _machine_idle() - idle0
     poll.stop.set()
     thread.join()
     kinds = poll.by_kind()
     mesh = sum(v for k, v in kinds.items() if k in MESH)
-    cores = os.cpu_count() or 1
-    requests = None
+    requests, waits = None, {}
+    if a.state.is_dir():  # the CPU readings, for --waits-only
+        (a.state / TICKS_NAME).write_text(json.dumps([[round(t, 3), round(c, 2)] for t, c in poll.ticks]))
     report = a.state / "suites-report.json"
     if report.is_file():
-        requests = sum(int(c.get("requests") or 0) for c in json.loads(report.read_text())["checks"])
+        doc = json.loads(report.read_text())
+        requests = sum(int(c.get("requests") or 0) for c in doc["checks"])
+        waits = where_waited(doc, poll.ticks, cores)
     summary = next((line for line in output.splitlines() if "meshproof test summary" in line), "")
     doc = {
         "exit": p.returncode,
@@ -156,8 +283,11 @@ def main() -> int:
         "mesh_cpu_s": round(mesh, 1),
         "harness_cpu_s": round(sum(kinds.values()) - mesh, 1),
         "floor_s": round(mesh / cores, 1),
+        "idle_core_s": round(max(0.0, cores * wall - sum(kinds.values())), 1),
+        "machine_idle_core_s": round(machine_idle, 1),
         "check_requests": requests,
         "by_kind": kinds,
+        "waits": waits,
         "loadavg": os.getloadavg(),
     }
     print(json.dumps(doc, indent=1))

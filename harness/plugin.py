@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness import timeline
 from harness.errors import StateError, UserError
 from harness.settings import BACKENDS, Settings, from_env
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
@@ -296,9 +297,14 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Keep each phase's report on the item, for fixtures that act on failure (see :func:`node_failed`)."""
+    """Keep each phase's report on the item, for fixtures that act on failure (see :func:`node_failed`);
+    hang the spans of wall time recorded meanwhile (:mod:`harness.timeline`) on it as
+    ``timeline.SPANS_ATTR``, with the process's pytest-xdist worker (pytest-xdist sends a report's
+    attributes to the controller)."""
     report = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    setattr(report, timeline.SPANS_ATTR, [list(s) for s in timeline.take()])
+    setattr(report, timeline.WORKER_ATTR, worker_id(item.config) or "")
     return report
 
 

@@ -4,7 +4,8 @@
 deadline passes (raises :class:`~harness.errors.WaitTimeout` naming what was awaited and the
 last value or exception seen). ``converge`` additionally requires several consecutive
 successes, for checks whose single success can be luck (Istio's ``retry.Converge``).
-The clock and sleep are injectable so tests run instantly.
+The clock and sleep are injectable so tests run instantly. Every wait is recorded as a span of
+wall time (:mod:`harness.timeline`: its ``what``, start and end), so a run can say where it waited.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from harness import timeline
 from harness.errors import WaitTimeout
 
 T = TypeVar("T")
@@ -48,6 +50,20 @@ def until(
     """
     if converge < 1:
         raise ValueError("converge must be >= 1")
+    with timeline.span("wait", what):
+        return _until(check, what, timeout, interval, hint, clock, retry_on, converge)
+
+
+def _until(
+    check: Callable[[], T | None],
+    what: str,
+    timeout: float,
+    interval: float,
+    hint: str,
+    clock: Clock,
+    retry_on: tuple[type[BaseException], ...],
+    converge: int,
+) -> T:
     deadline = clock.now() + timeout
     last: object = "(not called yet)"
     streak = 0

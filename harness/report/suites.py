@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import timeline
 from harness.report import conformance, html
 from harness.report.evidence import diagnostics_dir, excerpts
 from harness.report.html import Markup, details, join, pre, tag, verdict_badge
@@ -101,7 +102,12 @@ def property_of(record: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def fold_test_report(previous: Mapping[str, Any] | None, report: Any) -> dict[str, Any]:
-    """One test's entry from its setup/call/teardown reports (a pytest ``TestReport``), folded in order."""
+    """One test's entry from its setup/call/teardown reports (a pytest ``TestReport``), folded in order.
+
+    Besides outcome, wall time and message: ``worker`` (the pytest-xdist worker, "" without),
+    ``phases`` (per phase its wall-clock start and stop) and ``spans`` (what the harness waited
+    on or sent meanwhile: ``[kind, what, start, end]``, see :mod:`harness.timeline`), for
+    ``bench/bench_cpu.py``'s account of where a run waits."""
     t: dict[str, Any] = (
         dict(previous)
         if previous
@@ -115,6 +121,7 @@ def fold_test_report(previous: Mapping[str, Any] | None, report: Any) -> dict[st
     )
     t["wall_s"] = round(float(t["wall_s"]) + float(getattr(report, "duration", 0.0) or 0.0), 3)
     when = report.when
+    _fold_timeline(t, report)
     if report.skipped and when in ("setup", "call"):
         t["outcome"] = "skipped"
         longrepr = report.longrepr
@@ -131,6 +138,21 @@ def fold_test_report(previous: Mapping[str, Any] | None, report: Any) -> dict[st
             if name in ("load_chart", "diagnostics"):
                 t["properties"][name] = str(value)
     return t
+
+
+def _fold_timeline(t: dict[str, Any], report: Any) -> None:
+    start, stop = getattr(report, "start", None), getattr(report, "stop", None)
+    if isinstance(start, int | float) and isinstance(stop, int | float):
+        t["phases"] = {**t.get("phases", {}), report.when: [round(start, 3), round(stop, 3)]}
+    worker = getattr(report, timeline.WORKER_ATTR, None)
+    if worker is not None:
+        t["worker"] = str(worker)
+    spans = getattr(report, timeline.SPANS_ATTR, None)
+    if spans:
+        t["spans"] = [
+            *t.get("spans", []),
+            *([str(kind), str(what), round(float(a), 3), round(float(b), 3)] for kind, what, a, b in spans),
+        ]
 
 
 def _failure_text(longrepr: str) -> str:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict
 
 import aiohttp
 
+from harness import timeline
 from harness.errors import UserError
 from harness.mesh import Workload
 from harness.traffic.latency import latency_quantiles
@@ -440,13 +441,17 @@ class Sampler:
         with self._lock:
             if self._closed():  # closed by another thread meanwhile
                 raise RuntimeError("this Sampler is closed; create a new one")
-            started = time.perf_counter()
+            started, since = time.perf_counter(), time.time()
             try:
                 responses, discarded = self._loop.run_until_complete(
                     self._run(plan, max_n, min(concurrency, max(1, max_n)), decide, look_every)
                 )
             except BaseExceptionGroup as group:  # decide raised (in one worker or several): the first
                 raise group.exceptions[0] from None
+            finally:
+                timeline.record(
+                    "traffic", f"{plan.method} {path} from {plan.source}, concurrency {concurrency}", since
+                )
             wall_s = time.perf_counter() - started
         return SampleResult(
             responses=responses,
@@ -493,10 +498,13 @@ class Sampler:
         with self._lock:
             if self._closed():
                 raise RuntimeError("this Sampler is closed; create a new one")
-            started = time.perf_counter()
-            slots = self._loop.run_until_complete(
-                self._run_many(plans, [spec.n for spec in specs], concurrency)
-            )
+            started, since = time.perf_counter(), time.time()
+            try:
+                slots = self._loop.run_until_complete(
+                    self._run_many(plans, [spec.n for spec in specs], concurrency)
+                )
+            finally:
+                timeline.record("traffic", f"{len(specs)} batches, concurrency {concurrency}", since)
             wall_s = time.perf_counter() - started
         return [
             SampleResult(

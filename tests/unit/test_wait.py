@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from harness import wait
+from harness import timeline, wait
 from harness.errors import WaitTimeout
 
 
@@ -131,3 +131,14 @@ def test_other_exceptions_propagate_at_once() -> None:
 
 def test_the_real_clock_works_for_an_immediate_success() -> None:
     assert wait.until(lambda: "ok", what="x", timeout=0.1) == "ok"
+
+
+def test_every_wait_is_recorded_as_a_span_with_its_what_also_when_it_times_out() -> None:
+    timeline.take()  # what earlier tests recorded
+    assert wait.until(sequence([None, "up"]), what="istiod /ready", timeout=5, clock=FakeClock()) == "up"
+    with pytest.raises(WaitTimeout):
+        wait.until(lambda: None, what="proxies ACKed", timeout=1, interval=0.5, clock=FakeClock())
+    spans = timeline.take()
+    assert [(s.kind, s.what) for s in spans] == [("wait", "istiod /ready"), ("wait", "proxies ACKed")]
+    assert all(s.start <= s.end for s in spans)
+    assert timeline.take() == []  # taken: the next test phase gets only its own

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import yaml
 
-from harness import envoy, paths, proc, wait
+from harness import envoy, paths, proc, timeline, wait
 from harness.backends.local import workloads as kube_objects
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
@@ -92,6 +92,10 @@ class LocalBackend:
             self.down()
 
     def up(self, *, detach: bool = False) -> Self:
+        with timeline.span("mesh", f"up {self.layout.root}"):
+            return self._up(detach)
+
+    def _up(self, detach: bool) -> Self:
         if self.state is not State.NEW:
             raise BackendError(f"this backend is {self.state.value}; create a new one")
         if self.layout.marker.is_file():
@@ -186,6 +190,10 @@ class LocalBackend:
         return self
 
     def down(self) -> None:
+        with timeline.span("mesh", f"down {self.layout.root}"):
+            self._down()
+
+    def _down(self) -> None:
         self._remove_loss_chain()  # first: the plan names the mesh's block, and the supervisor may remove it
         marker = self.layout.marker
         if marker.is_file():

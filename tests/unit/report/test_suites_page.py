@@ -270,3 +270,27 @@ def test_a_failed_test_keeps_pytests_error_lines_and_location() -> None:
         and t["wall_s"] == 2.0
         and t["properties"] == {"diagnostics": "3 files in /tmp/d"}
     )
+
+
+def test_a_tests_entry_keeps_its_worker_phase_times_and_spans_for_the_bench() -> None:
+    class Report:
+        nodeid, when, duration, skipped, failed = TEST, "setup", 2.0, False, False
+        start, stop = 100.0, 102.0
+        meshproof_worker = "gw1"
+        meshproof_spans = [["mesh", "up /tmp/s", 100.1, 101.9]]
+        user_properties: list[tuple[str, object]] = []
+
+    t = suites.fold_test_report(None, Report())
+    Report.when, Report.start, Report.stop = "call", 102.0, 105.0
+    Report.meshproof_spans = [
+        ["wait", "config change ACKed", 102.5, 102.9],
+        ["traffic", "GET /", 103.0, 104.0],
+    ]
+    t = suites.fold_test_report(t, Report())
+    assert t["worker"] == "gw1"
+    assert t["phases"] == {"setup": [100.0, 102.0], "call": [102.0, 105.0]}
+    assert [s[:2] for s in t["spans"]] == [
+        ["mesh", "up /tmp/s"],
+        ["wait", "config change ACKed"],
+        ["traffic", "GET /"],
+    ]
