@@ -36,9 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import yaml
-
-from harness import wait
+from harness import wait, yamlio
 from harness.envoy import FaultCounts, admin_get, parse_fault_counts
 from harness.errors import BackendError, UserError, WaitTimeout
 from harness.mesh import REPLICA_LABEL, AppFault, Workload
@@ -263,7 +261,7 @@ def check_victim(http: httpx.Client, w: Workload) -> list[InboundFault]:
 def _with_file(bodies: Sequence[Mapping[str, Any]], act: Any) -> float:
     with tempfile.TemporaryDirectory(prefix="meshproof-fault-") as d:
         path = Path(d) / "replica-fault.yaml"
-        path.write_text(yaml.safe_dump_all([dict(b) for b in bodies], sort_keys=False))
+        path.write_text(yamlio.dump_all([dict(b) for b in bodies], sort_keys=False))
         return float(act([path]))
 
 

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness import proc
+from harness import proc, yamlio
 from harness.errors import CommandFailed, ConfigProblem, ToolMissing
 from harness.istio.loader import Document
 from harness.toolchain.istio_analyzer import BINARY, SETUP_HINT
@@ -164,7 +162,7 @@ def _dump(doc: Document, default_namespace: str) -> str:
     meta = body.get("metadata")
     if doc.kind not in CLUSTER_SCOPED and isinstance(meta, dict) and not meta.get("namespace"):
         body = {**body, "metadata": {**meta, "namespace": default_namespace}}
-    return yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+    return yamlio.dump(body, sort_keys=False, default_flow_style=False)
 
 
 def request_for(

@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-import yaml
-
-from harness import envoy, paths, proc, timeline, wait
+from harness import envoy, paths, proc, timeline, wait, yamlio
 from harness.backends.local import workloads as kube_objects
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
@@ -327,7 +325,7 @@ class LocalBackend:
     def _running_workloads(self) -> dict[kube_objects.Key, dict[str, Any]]:
         out = {}
         for f in sorted(self.layout.workloads.glob("*.yaml")):
-            body = yaml.safe_load(f.read_text())
+            body = yamlio.load(f.read_text())
             if isinstance(body, dict):
                 out[kube_objects.key_of(body)] = body
         return out
@@ -339,7 +337,7 @@ class LocalBackend:
         }
         target = self.layout.workloads / object_filename(obj)
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+        tmp.write_text(yamlio.dump(obj, sort_keys=False))
         tmp.replace(target)
 
     def _apply_workloads(self, objs: Sequence[dict[str, Any]]) -> float:
@@ -381,7 +379,7 @@ class LocalBackend:
             meta.setdefault("namespace", "default")
             obj["metadata"] = meta
             target = self.layout.config / object_filename(obj)
-            text = yaml.safe_dump(obj, sort_keys=False)
+            text = yamlio.dump(obj, sort_keys=False)
             if not target.is_file() or target.read_text() != text:
                 changes.append((target, text))
         if not changes:
@@ -666,7 +664,7 @@ class LocalBackend:
 
         out = []
         for f in sorted(self.layout.config.glob("*.yaml")):
-            body = yaml.safe_load(f.read_text())
+            body = yamlio.load(f.read_text())
             if isinstance(body, dict) and is_istio(body):
                 out.append(body)
         return out

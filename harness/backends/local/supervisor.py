@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import yaml
 
-from harness import paths, proc, wait
+from harness import paths, proc, wait, yamlio
 from harness.backends.local import jaeger as jaeger_mod
 from harness.backends.local import tokens
 from harness.backends.local import topology as topo
@@ -215,7 +215,7 @@ class Supervisor:
             meta = dict(obj.get("metadata") or {})
             meta.setdefault("namespace", "default")
             obj["metadata"] = meta
-            (lay.config / object_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
+            (lay.config / object_filename(obj)).write_text(yamlio.dump(obj, sort_keys=False))
 
         istiod = self._start_istiod(inst, PRIMARY_REVISION)
         self.status("starting", "istiod ready")
@@ -306,7 +306,7 @@ class Supervisor:
                 kind == "ServiceAccount" and not topo.is_istio(body)
             ):
                 obj = {**body, "metadata": {**meta, "namespace": ns}}
-                (lay.workloads / object_filename(obj)).write_text(yaml.safe_dump(obj, sort_keys=False))
+                (lay.workloads / object_filename(obj)).write_text(yamlio.dump(obj, sort_keys=False))
 
     def _write_plan(self) -> None:
         self.plan["proxies"] = {
@@ -727,11 +727,11 @@ class Supervisor:
             path = self.layout.config / object_filename(
                 {"kind": "WorkloadEntry", "metadata": {"name": r["pod"], "namespace": ns}}
             )
-            entry = yaml.safe_load(path.read_text())
+            entry = yamlio.load(path.read_text())
             if entry["spec"].get("serviceAccount") != sa:
                 entry["spec"]["serviceAccount"] = sa
                 tmp = path.with_suffix(".tmp")
-                tmp.write_text(yaml.safe_dump(entry, sort_keys=False))
+                tmp.write_text(yamlio.dump(entry, sort_keys=False))
                 tmp.replace(path)
                 changed = True
         if changed:
