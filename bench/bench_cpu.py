@@ -45,6 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
+YOUNG_S = 3.0  # seconds after its start a process's kind is read again (see CpuPoll.poll)
 TICKS_NAME = "bench-cpu-ticks.json"  # written into the state dir: (time, the run's CPU so far) per reading
 MESH = ("envoy", "node", "jaeger", "istiod", "pilot-agent")
 
@@ -113,12 +114,15 @@ class CpuPoll:
 
     def poll(self) -> None:
         procs = _snapshot()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
         for pid, (_ppid, start, cpu, comm) in procs.items():
             if not self._descends(pid, procs):
                 continue
             key = (pid, start)
             kind = self.seen[key][0] if key in self.seen else None
-            if kind is None:
+            # A child read between its fork and its exec still shows its parent's name and command
+            # line: a young process is classified again until it has run for a while.
+            if kind is None or uptime - int(start) / TICK < YOUNG_S:
                 try:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
                 except OSError:
