@@ -43,15 +43,21 @@ def until(
     clock: Clock = REAL_CLOCK,
     retry_on: tuple[type[BaseException], ...] = (),
     converge: int = 1,
+    pace: float = 0.0,
 ) -> T:
     """Poll ``check`` until it returns a truthy value ``converge`` times in a row.
 
     Exceptions of the types in ``retry_on`` count as "not yet" and are reported as last seen.
+    ``pace`` > 0 makes a costly check poll less often: between two checks the wait is at least
+    ``pace`` times what the last check took (so checking takes at most ``1 / (1 + pace)`` of the
+    waiting time, however slow the machine makes each check); ``interval`` stays the minimum.
     """
     if converge < 1:
         raise ValueError("converge must be >= 1")
+    if pace < 0:
+        raise ValueError("pace must be >= 0")
     with timeline.span("wait", what):
-        return _until(check, what, timeout, interval, hint, clock, retry_on, converge)
+        return _until(check, what, timeout, interval, hint, clock, retry_on, converge, pace)
 
 
 def _until(
@@ -63,11 +69,13 @@ def _until(
     clock: Clock,
     retry_on: tuple[type[BaseException], ...],
     converge: int,
+    pace: float,
 ) -> T:
     deadline = clock.now() + timeout
     last: object = "(not called yet)"
     streak = 0
     while True:
+        started = clock.now()
         try:
             value = check()
         except retry_on as e:  # noqa: PERF203 - polling loop
@@ -83,4 +91,5 @@ def _until(
         if clock.now() >= deadline:
             seen = f"{last!s} ({streak}/{converge} consecutive successes)" if converge > 1 else last
             raise WaitTimeout(what, timeout, seen, hint)
-        clock.sleep(min(interval, max(0.0, deadline - clock.now())))
+        pause = max(interval, pace * (clock.now() - started))
+        clock.sleep(min(pause, max(0.0, deadline - clock.now())))

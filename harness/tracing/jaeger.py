@@ -226,7 +226,12 @@ class JaegerClient:
         describe: Callable[[T], str] = str,
     ) -> T:
         """Poll ``look()`` until ``done(value)``; on timeout raise :class:`WaitTimeout` with the
-        last value seen (``describe``d). Jaeger not answering fails at once."""
+        last value seen (``describe``d). Jaeger not answering fails at once.
+
+        A look that takes long (a query answering every trace of a big batch, on a busy machine)
+        is repeated only after :data:`LOOK_PACE` times its own duration: polling never takes more
+        than a quarter of the wait, of our CPU or of Jaeger's, which is ingesting the traces
+        awaited."""
         last: list[T] = []
 
         def check() -> T | None:
@@ -235,7 +240,9 @@ class JaegerClient:
             return value if done(value) else None
 
         try:
-            return wait.until(check, what=what, timeout=timeout, interval=interval, clock=self.clock)
+            return wait.until(
+                check, what=what, timeout=timeout, interval=interval, clock=self.clock, pace=LOOK_PACE
+            )
         except WaitTimeout as e:
             seen = describe(last[0]) if last else "(nothing)"
             raise WaitTimeout(what, timeout, seen, f"Jaeger at {self.base_url}; {self.hint}") from e
@@ -251,6 +258,10 @@ class JaegerClient:
                 if t.mentions(n):
                     traces.append(t)
         return found
+
+
+#: Between two looks of :meth:`JaegerClient.wait_for`: at least this many times the last look's duration.
+LOOK_PACE = 3.0
 
 
 def now_us() -> int:

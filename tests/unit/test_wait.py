@@ -142,3 +142,26 @@ def test_every_wait_is_recorded_as_a_span_with_its_what_also_when_it_times_out()
     assert [(s.kind, s.what) for s in spans] == [("wait", "istiod /ready"), ("wait", "proxies ACKed")]
     assert all(s.start <= s.end for s in spans)
     assert timeline.take() == []  # taken: the next test phase gets only its own
+
+
+def test_pace_polls_a_costly_check_proportionally_less_often() -> None:
+    clock = FakeClock()
+
+    def slow(answers: list[object]) -> Callable[[], object]:
+        def check() -> object:
+            clock.t += 0.5  # each check costs half a second
+            return answers.pop(0)
+
+        return check
+
+    assert (
+        wait.until(slow([None, None, "ok"]), what="x", timeout=60, interval=0.1, pace=3, clock=clock) == "ok"
+    )
+    assert clock.sleeps == [1.5, 1.5]  # 3 x the check's 0.5 s, not the 0.1 s interval
+    clock.sleeps.clear()
+    assert wait.until(slow([None, "ok"]), what="x", timeout=60, interval=0.1, clock=clock) == "ok"
+    assert clock.sleeps == [0.1]  # without pace: the interval
+    with pytest.raises(WaitTimeout):  # the deadline still bounds every pause
+        wait.until(slow([None] * 10), what="x", timeout=2, interval=0.1, pace=10, clock=clock)
+    with pytest.raises(ValueError, match="pace"):
+        wait.until(lambda: 1, what="x", timeout=1, pace=-1)
