@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -861,14 +863,9 @@ class Supervisor:
         srv.settimeout(0.2)
         try:
             while not self.stopping:
-                istiods = {self._istiod_child(rev) for rev in self.plan.get("control_planes", {})}
-                for name, p in list(self.children.items()):
-                    stopped = name == "istiod" and self.istiod_stopped  # on request, not a crash
-                    if p.poll() is not None and name in istiods and not stopped:
-                        self.status("failed", f"{name} exited with code {p.returncode}")
-                        self.stopping = True
-                    elif p.poll() is not None and name == JAEGER and not self.stopping:
-                        self._restart_jaeger()
+                self._check_children()
+                if self.stopping or not _await_request_or_exit(srv, self.children.values()):
+                    continue
                 try:
                     conn, _ = srv.accept()
                 except TimeoutError:
@@ -889,6 +886,17 @@ class Supervisor:
         finally:
             srv.close()
             path.unlink(missing_ok=True)
+
+    def _check_children(self) -> None:
+        """An istiod that exited (not on request) fails the mesh; a Jaeger that exited is started again."""
+        istiods = {self._istiod_child(rev) for rev in self.plan.get("control_planes", {})}
+        for name, p in list(self.children.items()):
+            stopped = name == "istiod" and self.istiod_stopped  # on request, not a crash
+            if p.poll() is not None and name in istiods and not stopped:
+                self.status("failed", f"{name} exited with code {p.returncode}")
+                self.stopping = True
+            elif p.poll() is not None and name == JAEGER and not self.stopping:
+                self._restart_jaeger()
 
     def teardown(self) -> None:
         self.status("stopping", "tearing down")
@@ -918,6 +926,37 @@ class Supervisor:
         self.layout.cleanup_runtime()
         self.reservations.release()
         self.status("stopped", "all processes stopped")
+
+
+#: How often the supervisor looks at its children where it cannot wait for their exit (no pidfd).
+POLL_WITHOUT_PIDFD_S = 0.2
+
+
+def _await_request_or_exit(srv: socket.socket, children: Iterable[subprocess.Popen[bytes]]) -> bool:
+    """Block until a request arrives on ``srv`` (True) or a running child exits (False), without
+    polling: each running child's pidfd becomes readable when it exits. Where the kernel has no
+    pidfds, wake every :data:`POLL_WITHOUT_PIDFD_S` seconds instead (False)."""
+    timeout: float | None = None
+    fds: list[int] = []
+    with selectors.DefaultSelector() as sel:
+        sel.register(srv, selectors.EVENT_READ)
+        try:
+            for p in children:
+                if p.returncode is not None:  # reaped: nothing to wait for
+                    continue
+                try:
+                    fd = os.pidfd_open(p.pid)
+                except ProcessLookupError:  # gone already: look at the children again now
+                    return False
+                except (OSError, AttributeError):
+                    timeout = POLL_WITHOUT_PIDFD_S
+                    continue
+                fds.append(fd)
+                sel.register(fd, selectors.EVENT_READ)
+            return any(key.fileobj is srv for key, _ in sel.select(timeout))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 class PortTaken(MeshproofError):
