@@ -17,7 +17,7 @@ def metric_sum(text: str, name: str, labels: Mapping[str, str] | None = None) ->
     want = labels or {}
     total, found = 0.0, False
     for line in text.splitlines():
-        if not line or line.startswith("#"):
+        if not line.lstrip().startswith(name):  # comments, blank lines, other metrics: no regex
             continue
         m = _SAMPLE.match(line.strip())
         if not m or m.group(1) not in (name, f"{name}_total"):

@@ -90,18 +90,22 @@ def wait_propagated(
 
     t0 = time.monotonic()
     ingested: dict[str, float] = {}
+    pushed = False  # both counters only grow: once seen past the mark, only the ACKs are read again
 
     def check() -> bool:
-        m = push_mark(http, monitoring_url)
-        if m.config_updates <= before.config_updates:
-            check.last = "istiod has not seen the config change yet"  # type: ignore[attr-defined]
-            return False
-        if "debounces" not in ingested:
-            ingested["debounces"] = m.debounces
-        # a push that ran after the change was ingested (or a push since the write, if ingested late)
-        if m.debounces <= before.debounces:
-            check.last = "istiod has not pushed since the change"  # type: ignore[attr-defined]
-            return False
+        nonlocal pushed
+        if not pushed:
+            m = push_mark(http, monitoring_url)
+            if m.config_updates <= before.config_updates:
+                check.last = "istiod has not seen the config change yet"  # type: ignore[attr-defined]
+                return False
+            if "debounces" not in ingested:
+                ingested["debounces"] = m.debounces
+            # a push that ran after the change was ingested (or a push since the write, if ingested late)
+            if m.debounces <= before.debounces:
+                check.last = "istiod has not pushed since the change"  # type: ignore[attr-defined]
+                return False
+            pushed = True
         synced, check.last = all_synced(http, istiod_url, expected_proxies)  # type: ignore[attr-defined]
         return synced
 
