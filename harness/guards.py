@@ -34,8 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from harness import yamlio
 from harness.backends.base import Backend, Fault
 from harness.istio import Bundle, load_paths, load_text, validate_documents
 from harness.istio.loader import Document
@@ -53,7 +52,7 @@ def key_of(body: Mapping[str, Any]) -> Key:
 
 
 def _doc(body: Mapping[str, Any], file: str) -> Document:
-    docs = load_text(yaml.safe_dump(dict(body), sort_keys=False), file)
+    docs = load_text(yamlio.dump(dict(body), sort_keys=False), file)
     if len(docs) != 1:
         raise ValueError(f"expected one object, got {len(docs)}")
     return docs[0]
@@ -204,7 +203,7 @@ class ConfigGuard:
     def _write(self, label: str, bodies: Sequence[Body]) -> Path:
         self._workdir.mkdir(parents=True, exist_ok=True)
         path = self._workdir / f"{next(_counter):03d}-{label}.yaml"
-        path.write_text(yaml.safe_dump_all(list(bodies), sort_keys=False))
+        path.write_text(yamlio.dump_all(list(bodies), sort_keys=False))
         return path
 
 
