@@ -22,20 +22,24 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
-from harness.backends.base import Backend
-from harness.guards import ConfigGuard, FaultGuard, observer, running_config
-from harness.istio import Bundle, validate_paths
-from harness.report.records import Recorder
 from harness.settings import Settings, from_env
-from harness.traffic.checks import CheckResult
-from harness.traffic.client import Sampler
-from harness.traffic.design import Design
 
-RECORDER = pytest.StashKey[Recorder]()
+if TYPE_CHECKING:  # loaded by the fixtures: a pytest-xdist controller runs no test and needs none of it
+    import httpx
+
+    from harness.backends.base import Backend
+    from harness.guards import ConfigGuard, FaultGuard
+    from harness.istio import Bundle
+    from harness.report.records import Recorder
+    from harness.traffic.checks import CheckResult
+    from harness.traffic.client import Sampler
+    from harness.traffic.design import Design
+
+RECORDER = pytest.StashKey["Recorder"]()
 REPORT_PATHS = pytest.StashKey[list[Path]]()
 FAILED = pytest.StashKey[bool]()
 DUMPED = pytest.StashKey[str]()
@@ -135,6 +139,8 @@ def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
     if raw is None:
         return
     config = node.config
+    from harness.report.records import Recorder
+
     recorder = _recorder(config, config._tmp_path_factory.getbasetemp(), _settings(config).state_dir)  # noqa: SLF001
     data = json.loads(raw)
     recorder.extend(Recorder.from_json(data))
@@ -145,6 +151,8 @@ def _recorder(config: pytest.Config, basetemp: Path, state_dir: Path) -> Recorde
     """The run's one Recorder; it writes ``suites-report.json`` into ``basetemp`` and the state dir
     (when there is one) at the end, except in a pytest-xdist worker, whose controller merges and writes."""
     if RECORDER not in config.stash:
+        from harness.report.records import Recorder
+
         config.stash[RECORDER] = Recorder()
         paths = [basetemp / "suites-report.json"]
         if state_dir.is_dir():
@@ -202,11 +210,15 @@ def mesh_backend(mesh: Backend) -> Backend:
 
 @pytest.fixture(scope="session")
 def design(suite_settings: Settings) -> Design:
+    from harness.traffic.design import Design
+
     return Design(suite_settings.alpha, suite_settings.power, suite_settings.min_deviation)
 
 
 @pytest.fixture(scope="session")
 def manifests(request: pytest.FixtureRequest, suite_settings: Settings) -> Bundle:
+    from harness.istio import validate_paths
+
     path = suite_settings.manifests
     if not path.is_absolute() and not path.exists():
         path = request.config.rootpath / path
@@ -221,6 +233,8 @@ def baseline(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Bundle:
     """The mesh runs the manifests' Istio objects (re-applied if an interrupted run left variants)."""
+    from harness.guards import ConfigGuard, observer, running_config
+
     guard = ConfigGuard(
         mesh_backend,
         manifests,
@@ -237,6 +251,8 @@ def baseline(
 
 @pytest.fixture(scope="session")
 def sampler() -> Iterator[Sampler]:
+    from harness.traffic.client import Sampler
+
     with Sampler(timeout=10.0, max_connections=64) as s:
         yield s
 
@@ -244,6 +260,8 @@ def sampler() -> Iterator[Sampler]:
 @pytest.fixture(scope="session")
 def admin_http() -> Iterator[httpx.Client]:
     """A plain HTTP client for Envoy admin endpoints and plaintext probes."""
+    import httpx
+
     with httpx.Client(timeout=10.0, trust_env=False) as http:
         yield http
 
@@ -291,6 +309,8 @@ def config(
     sampler: Sampler,
     tmp_path: Path,
 ) -> Iterator[ConfigGuard]:
+    from harness.guards import ConfigGuard, observer, running_config
+
     guard = ConfigGuard(
         mesh_backend,
         baseline,
@@ -310,6 +330,8 @@ def config(
 
 @pytest.fixture
 def faults(request: pytest.FixtureRequest, mesh_backend: Backend, tmp_path: Path) -> Iterator[FaultGuard]:
+    from harness.guards import FaultGuard
+
     guard = FaultGuard(mesh_backend)
     try:
         yield guard

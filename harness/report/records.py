@@ -25,10 +25,12 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.report.suites import KIND  # what a suites-report.json says it is
-from harness.traffic.checks import CheckResult
+
+if TYPE_CHECKING:  # the checks load scipy: a pytest-xdist controller merges records without it
+    from harness.traffic.checks import CheckResult
 
 _ALPHA = re.compile(r"alpha=([0-9.eE+-]+)")
 
@@ -217,6 +219,8 @@ def observed_of(check: CheckResult) -> tuple[dict[str, Any], ...]:
     """Each category's configured share, observed share and interval from a statistical check's
     verdict (a split's or share's categories, a binomial proportion), through ``all_of``'s parts;
     empty for count checks (their ``detail`` says what was observed)."""
+    from harness.traffic.checks import CheckResult
+
     out: list[dict[str, Any]] = []
 
     def walk(evidence: Any) -> None:
