@@ -24,7 +24,8 @@ each traffic batch, each mesh start and stop, with wall-clock times) and each te
 and stop. At every CPU reading each worker is in one category (its outermost span then, else
 "test code" inside a test phase, else "outside tests": start-up, collection, scheduling); the
 cores' idle time of that interval is split evenly over the workers' categories. Per category:
-``wall_s`` (worker-seconds spent in it), ``count`` and ``idle_core_s``.
+``wall_s`` (worker-seconds spent in it), ``count`` and ``idle_core_s``. ``pytest_workers_cpu_s``:
+each worker's CPU seconds when its last test ended, and the tests that cost the most of it.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def where_waited(report: dict, ticks: list[tuple[float, float]], cores: int) -> 
             for t in ts
             for s in t.get("spans", [])
         ]
-        phases = sorted((float(a), float(b)) for t in ts for a, b in (t.get("phases") or {}).values())
+        phases = sorted((float(p[0]), float(p[1])) for t in ts for p in (t.get("phases") or {}).values())
         timelines[worker] = (_outermost(spans), phases)
     totals: dict[str, dict[str, float]] = collections.defaultdict(
         lambda: {"wall_s": 0.0, "count": 0, "idle_core_s": 0.0}
@@ -231,6 +232,30 @@ def where_waited(report: dict, ticks: list[tuple[float, float]], cores: int) -> 
     }
 
 
+def pytest_cpu(report: dict) -> dict:
+    """Each pytest-xdist worker's CPU seconds by test (from the CPU it had used when each test's
+    teardown ended; the first test of a worker carries its start-up and collection too)."""
+    ends: dict[str, list[tuple[float, float, str]]] = collections.defaultdict(list)
+    for t in report.get("tests") or []:
+        teardown = (t.get("phases") or {}).get("teardown") or []
+        if len(teardown) >= 3:
+            ends[str(t.get("worker", ""))].append((float(teardown[1]), float(teardown[2]), str(t["id"])))
+    by_test: list[tuple[float, str]] = []
+    workers = {}
+    for worker, rows in ends.items():
+        rows.sort()
+        before = 0.0
+        for _end, cpu, test in rows:
+            by_test.append((cpu - before, test))
+            before = cpu
+        workers[worker or "main"] = round(before, 1)
+    by_test.sort(reverse=True)
+    return {
+        "by_worker": workers,
+        "top_tests": [[test.split("/")[-1], round(cpu, 2)] for cpu, test in by_test[:15]],
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state", type=Path, default=Path("/tmp/meshproof-bench-cpu"))
@@ -245,7 +270,11 @@ def main() -> int:
     if a.waits_only:
         doc = json.loads((a.state / "suites-report.json").read_text())
         ticks = [tuple(t) for t in json.loads((a.state / TICKS_NAME).read_text())]
-        print(json.dumps(where_waited(doc, ticks, cores), indent=1))
+        print(
+            json.dumps(
+                {"waits": where_waited(doc, ticks, cores), "pytest_workers_cpu_s": pytest_cpu(doc)}, indent=1
+            )
+        )
         return 0
     cmd = [
         sys.executable,
@@ -269,7 +298,7 @@ def main() -> int:
     thread.join()
     kinds = poll.by_kind()
     mesh = sum(v for k, v in kinds.items() if k in MESH)
-    requests, waits = None, {}
+    requests, waits, workers_cpu = None, {}, {}
     if a.state.is_dir():  # the CPU readings, for --waits-only
         (a.state / TICKS_NAME).write_text(json.dumps([[round(t, 3), round(c, 2)] for t, c in poll.ticks]))
     report = a.state / "suites-report.json"
@@ -277,6 +306,7 @@ def main() -> int:
         doc = json.loads(report.read_text())
         requests = sum(int(c.get("requests") or 0) for c in doc["checks"])
         waits = where_waited(doc, poll.ticks, cores)
+        workers_cpu = pytest_cpu(doc)
     summary = next((line for line in output.splitlines() if "meshproof test summary" in line), "")
     doc = {
         "exit": p.returncode,
@@ -292,6 +322,7 @@ def main() -> int:
         "check_requests": requests,
         "by_kind": kinds,
         "waits": waits,
+        "pytest_workers_cpu_s": workers_cpu,
         "loadavg": os.getloadavg(),
     }
     print(json.dumps(doc, indent=1))

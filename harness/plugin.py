@@ -25,6 +25,7 @@ Marker ``backend(name, ...)`` skips a test on other backends.
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -299,12 +300,13 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Keep each phase's report on the item, for fixtures that act on failure (see :func:`node_failed`);
     hang the spans of wall time recorded meanwhile (:mod:`harness.timeline`) on it as
-    ``timeline.SPANS_ATTR``, with the process's pytest-xdist worker (pytest-xdist sends a report's
-    attributes to the controller)."""
+    ``timeline.SPANS_ATTR``, with the process's pytest-xdist worker and its CPU seconds so far
+    (pytest-xdist sends a report's attributes to the controller)."""
     report = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
     setattr(report, timeline.SPANS_ATTR, [list(s) for s in timeline.take()])
     setattr(report, timeline.WORKER_ATTR, worker_id(item.config) or "")
+    setattr(report, timeline.CPU_ATTR, round(time.process_time(), 3))
     return report
 
 

@@ -21,13 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-__all__ = ["LIMIT", "SPANS_ATTR", "WORKER_ATTR", "Span", "record", "span", "take"]
+__all__ = ["CPU_ATTR", "LIMIT", "SPANS_ATTR", "WORKER_ATTR", "Span", "record", "span", "take"]
 
 #: Spans kept when nobody takes them (the oldest are dropped first).
 LIMIT = 20_000
-#: The attributes of a pytest report that carry its phase's spans and its pytest-xdist worker id.
+#: The attributes of a pytest report that carry its phase's spans, its pytest-xdist worker id and
+#: the worker's CPU seconds (``time.process_time()``) when the phase ended.
 SPANS_ATTR = "meshproof_spans"
 WORKER_ATTR = "meshproof_worker"
+CPU_ATTR = "meshproof_cpu_s"
 
 
 class Span(NamedTuple):

@@ -105,7 +105,8 @@ def fold_test_report(previous: Mapping[str, Any] | None, report: Any) -> dict[st
     """One test's entry from its setup/call/teardown reports (a pytest ``TestReport``), folded in order.
 
     Besides outcome, wall time and message: ``worker`` (the pytest-xdist worker, "" without),
-    ``phases`` (per phase its wall-clock start and stop) and ``spans`` (what the harness waited
+    ``phases`` (per phase its wall-clock start and stop, and the worker's CPU seconds at its end)
+    and ``spans`` (what the harness waited
     on or sent meanwhile: ``[kind, what, start, end]``, see :mod:`harness.timeline`), for
     ``bench/bench_cpu.py``'s account of where a run waits."""
     t: dict[str, Any] = (
@@ -143,7 +144,11 @@ def fold_test_report(previous: Mapping[str, Any] | None, report: Any) -> dict[st
 def _fold_timeline(t: dict[str, Any], report: Any) -> None:
     start, stop = getattr(report, "start", None), getattr(report, "stop", None)
     if isinstance(start, int | float) and isinstance(stop, int | float):
-        t["phases"] = {**t.get("phases", {}), report.when: [round(start, 3), round(stop, 3)]}
+        phase = [round(start, 3), round(stop, 3)]
+        cpu = getattr(report, timeline.CPU_ATTR, None)
+        if isinstance(cpu, int | float):
+            phase.append(round(cpu, 3))
+        t["phases"] = {**t.get("phases", {}), report.when: phase}
     worker = getattr(report, timeline.WORKER_ATTR, None)
     if worker is not None:
         t["worker"] = str(worker)

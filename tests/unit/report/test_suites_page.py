@@ -277,6 +277,7 @@ def test_a_tests_entry_keeps_its_worker_phase_times_and_spans_for_the_bench() ->
         nodeid, when, duration, skipped, failed = TEST, "setup", 2.0, False, False
         start, stop = 100.0, 102.0
         meshproof_worker = "gw1"
+        meshproof_cpu_s = 3.5
         meshproof_spans = [["mesh", "up /tmp/s", 100.1, 101.9]]
         user_properties: list[tuple[str, object]] = []
 
@@ -288,7 +289,7 @@ def test_a_tests_entry_keeps_its_worker_phase_times_and_spans_for_the_bench() ->
     ]
     t = suites.fold_test_report(t, Report())
     assert t["worker"] == "gw1"
-    assert t["phases"] == {"setup": [100.0, 102.0], "call": [102.0, 105.0]}
+    assert t["phases"] == {"setup": [100.0, 102.0, 3.5], "call": [102.0, 105.0, 3.5]}
     assert [s[:2] for s in t["spans"]] == [
         ["mesh", "up /tmp/s"],
         ["wait", "config change ACKed"],
