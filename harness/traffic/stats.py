@@ -279,7 +279,8 @@ class WeightVerdict:
     ``required_n``
         Observations needed for the stated power (:func:`sample_size_for_weights`).
         If ``n < required_n`` the verdict is still valid at ``alpha``, but the power claim
-        does not hold; :meth:`summary` and :meth:`table` say so.
+        does not hold; :meth:`summary` and :meth:`table` say so. 0: not computed (a batch of a
+        convergence poll, ``check_weights(..., sample_size=False)``): no power is claimed.
     ``notes``
         Human-readable reasons and caveats (stray traffic, exact fallback, no data).
     """
@@ -310,6 +311,8 @@ class WeightVerdict:
     def power_claim(self) -> str:
         """What this verdict can detect, e.g. ``"detects >=5.0pp deviation with power 0.99"``."""
         dev = f"{self.min_deviation * 100:.1f}pp"
+        if not self.required_n:
+            return "power not assessed: a batch of a convergence poll, not a verdict"
         if self.underpowered:
             return (
                 f"UNDERPOWERED: N>={self.required_n} needed to detect {dev} deviation "
@@ -367,6 +370,8 @@ def check_weights(
     alpha: float = 0.001,
     power: float = 0.99,
     min_deviation: float = 0.05,
+    *,
+    sample_size: bool = True,
 ) -> WeightVerdict:
     """Check an observed traffic split against configured weights.
 
@@ -382,12 +387,15 @@ def check_weights(
       tests of each category against the rest, Bonferroni over ``k`` (more).
 
     ``power`` and ``min_deviation`` do not change the decision; they set
-    ``WeightVerdict.required_n`` and how the verdict describes its own power.
+    ``WeightVerdict.required_n`` and how the verdict describes its own power. With
+    ``sample_size=False`` that size is not computed (``required_n`` 0, no power claimed): finding
+    it takes 0.1-0.4 s of CPU per design, which a convergence poll's batches, judged only on
+    ``passed``, do not need.
     """
     _require_design(alpha, power, min_deviation)
     shares = _normalise(expected)
     counts = _validate_counts(observed)
-    required_n = _required_n(tuple(shares.values()), alpha, power, min_deviation)
+    required_n = _required_n(tuple(shares.values()), alpha, power, min_deviation) if sample_size else 0
 
     n = sum(counts.values())
     unexpected = {name: counts[name] for name in sorted(counts) if name not in shares and counts[name] > 0}
@@ -451,7 +459,7 @@ def batch_conforms(expected: Mapping[str, float], observed: Mapping[str, int], a
     check. A conforming batch is not a verdict; run :func:`check_weights` on fresh traffic
     at the release ``alpha`` afterwards.
     """
-    return check_weights(expected, observed, alpha=alpha).passed
+    return check_weights(expected, observed, alpha=alpha, sample_size=False).passed
 
 
 @dataclass(frozen=True)
@@ -496,7 +504,7 @@ class SequentialWeights:
 
     def observe(self, observed: Mapping[str, int]) -> SequentialWeights:
         """Account for one batch of counts and return the new state (``last`` is its verdict)."""
-        verdict = check_weights(self.expected, observed, alpha=self.alpha_batch)
+        verdict = check_weights(self.expected, observed, alpha=self.alpha_batch, sample_size=False)
         return replace(
             self,
             batches=self.batches + 1,

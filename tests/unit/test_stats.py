@@ -684,3 +684,15 @@ def test_simulate_sequential_validates_shares() -> None:
     plan = stats.sequential_plan(NINETY)
     with pytest.raises(ValueError, match="probabilities"):
         stats.simulate_sequential(plan, [0.5, 0.6], runs=10, look_every=10, rng=np.random.default_rng(0))
+
+
+def test_a_convergence_batch_is_judged_without_computing_the_designs_sample_size() -> None:
+    stats._required_n.cache_clear()
+    state = stats.SequentialWeights({"v1": 70, "v2": 30}).observe({"v1": 141, "v2": 59})
+    assert stats.batch_conforms({"v1": 70, "v2": 30}, {"v1": 141, "v2": 59})
+    assert stats._required_n.cache_info().misses == 0  # 0.1-0.4 s of CPU per design, not needed here
+    assert state.last is not None and state.last.passed and state.last.required_n == 0
+    assert "power not assessed" in state.last.summary()  # no power claimed for a 200-request batch
+    full = stats.check_weights({"v1": 70, "v2": 30}, {"v1": 141, "v2": 59}, alpha=0.01)
+    assert full.passed == state.last.passed and full.p_value == state.last.p_value
+    assert full.required_n > 200 and "UNDERPOWERED" in full.summary()
