@@ -82,8 +82,16 @@ def preflight(experiment: Mapping[str, Any], configuration: Configuration = None
                     func == "fail_replicas" and str(args.get("via", "sidecar")) == "sidecar"
                 ):
                     _check_victim(w, configuration)  # no sidecar, the gateway, no inbound HTTP: exit 2
+                if func == "drop_packets":  # the gateway, no iptables, an existing cluster: exit 2
+                    backend.network_dropped(w.ref)
             if func == "shorten_cert_lifetime":
                 cert_ttl_seconds(str(args.get("ttl", "20s")))
+            if func == "drop_packets" and not 0.0 < float(args.get("probability", 0.3)) <= 1.0:
+                raise UserError(f"probability {args.get('probability')} must be in (0, 1]")
+            if func == "delay_network":
+                from harness.chaos.actions.network import delay_network
+
+                delay_network(pods or [], int(args.get("delay_ms", 100)), configuration)
             if "victim" in args:
                 backend.workload(str(args["victim"]))
             if "caller" in args:

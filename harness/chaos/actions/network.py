@@ -44,14 +44,20 @@ def drop_packets(
         raise UserError(f"drop_packets: probability {probability:g} must be in (0, 1]")
     backend = mesh(configuration)
     workloads = [backend.workload(p) for p in pods_of(pods)]  # unknown pods fail before anything changes
+    # the gateway, no iptables, a backend that cannot reach the pod's network: refused before any change
+    before = {w.ref: backend.network_dropped(w.ref) or 0 for w in workloads}
     ledger = Ledger.of(configuration)
     evidence = []
     for w in workloads:
         ledger.record(f"network-loss:{w.ref}", "network-loss", {"pod": w.ref, "probability": probability})
-        before = backend.network_dropped(w.ref) or 0
         rule = backend.set_network_loss(w.ref, probability)
         evidence.append(
-            {**rule, "proof": _proven(backend, w.ref, before, proof_from, proof_path, float(proof_timeout_s))}
+            {
+                **rule,
+                "proof": _proven(
+                    backend, w.ref, before[w.ref], proof_from, proof_path, float(proof_timeout_s)
+                ),
+            }
         )
     return {"pods": [w.ref for w in workloads], "probability": probability, "evidence": evidence}
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness import netfault, proc
-from harness.chaos import actions, context, probes
+from harness.chaos import actions, context, control, probes
 from harness.chaos.actions import network
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
@@ -166,7 +166,10 @@ class LossMesh(FakeMesh):
         return {"pod": w.ref, "chain": "MESHPROOF-LOSS-9", "rule": f"-d {w.address}/32 ..."}
 
     def network_dropped(self, pod: str) -> int | None:
-        ref = self.workload(pod).ref
+        w = self.workload(pod)
+        if w.role == "gateway":  # as the backends refuse it
+            raise UserError(f"network loss: {w.ref} is the ingress gateway. Fix: name an app replica")
+        ref = w.ref
         if ref not in self.loss:
             return None
         self.packets[ref] = self.packets.get(ref, 0) + self.per_read
@@ -213,6 +216,42 @@ def test_a_probability_outside_0_1_fails_before_any_change(
     with pytest.raises(UserError, match="probability"):
         actions.drop_packets("sample/web-v1-0", probability=p, configuration=conf)
     assert mesh.loss == {} and Ledger.of(conf).entries() == []
+
+
+def test_a_victim_the_backend_refuses_leaves_nothing_in_the_ledger(
+    fake: tuple[LossMesh, dict[str, str]],
+) -> None:
+    mesh, conf = fake
+    with pytest.raises(UserError, match="is the ingress gateway"):
+        actions.drop_packets(["sample/web-v1-0", "sample/ingress-0"], configuration=conf)
+    assert mesh.loss == {} and Ledger.of(conf).entries() == []
+
+
+def test_preflight_refuses_bad_loss_victims_probabilities_and_a_network_delay_before_the_method(
+    fake: tuple[LossMesh, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mesh, conf = fake
+    monkeypatch.setattr(netfault, "netem_missing", lambda run=None: "Error: Specified qdisc kind is unknown.")
+
+    def act(func: str, **arguments: Any) -> dict[str, Any]:
+        provider = {"type": "python", "module": "harness.chaos.actions", "func": func, "arguments": arguments}
+        return {"type": "action", "name": func, "provider": provider}
+
+    experiment = {
+        "method": [
+            act("drop_packets", pods=["sample/web-v1-0"], probability=0.3),
+            act("drop_packets", pods=["sample/ingress-0"]),
+            act("drop_packets", pods=["sample/web-v1-1"], probability=1.5),
+            act("delay_network", pods=["sample/web-v1-1"], delay_ms=50),
+        ]
+    }
+    problems = control.preflight(experiment, conf)
+    assert [p.split(":")[0] for p in problems] == [
+        "method[1] (drop_packets)",
+        "method[2] (drop_packets)",
+        "method[3] (delay_network)",
+    ], problems
+    assert "no netem qdisc" in problems[2]
 
 
 def test_delay_network_refuses_with_the_kernels_answer_and_the_alternative(
