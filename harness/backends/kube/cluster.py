@@ -123,10 +123,11 @@ def not_building(context: str) -> str:
     )
 
 
-class ExistingCluster:
-    """A cluster someone else made, by kubeconfig context; see the module docstring."""
+class ClusterBase:
+    """What every Cluster gets from the backend: settings, the state record, progress, ``which``,
+    the runner, the sample's build context, the clock, and (kind only) the Docker engine."""
 
-    name = "existing"
+    name: str
 
     def __init__(
         self,
@@ -138,13 +139,21 @@ class ExistingCluster:
         run: proc.Runner,
         sample_dir: Path,
         clock: wait.Clock = wait.REAL_CLOCK,
-        engine: Engine | None = None,  # kind only: never touched here
+        engine: Engine | None = None,
     ) -> None:
         self.settings = settings
         self.release = ISTIO_RELEASES[settings.istio_version]
         self._record, self._say = record, say
         self._which, self._run = which, run
-        self._sample_dir = sample_dir
+        self._sample_dir, self._clock = sample_dir, clock
+        self._engine = engine
+
+
+class ExistingCluster(ClusterBase):
+    """A cluster someone else made, by kubeconfig context; see the module docstring. It never touches
+    a Docker engine."""
+
+    name = "existing"
 
     def failure_note(self) -> str:
         return ""

@@ -19,11 +19,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import proc, wait
 from harness.backends.kube import istio_install
 from harness.backends.kube.api import KubeApi
 from harness.backends.kube.apply import SAMPLE_IMAGE
-from harness.backends.kube.cluster import MeshRecord, Progress, build_sample, not_building
+from harness.backends.kube.cluster import ClusterBase, build_sample, not_building
 from harness.backends.kube.engine import DockerEngine, Engine, EngineLayout, EngineMode
 from harness.backends.kube.kind import meshimages
 from harness.backends.kube.kind.base import PREFIX
@@ -31,40 +30,20 @@ from harness.backends.kube.kind.cli import INGRESS_NODE_PORT, KindCli, NodeOptio
 from harness.backends.kube.kind.images import ImageBuilder, ImagesMode, images_mode, kind_default_node_image
 from harness.backends.kube.tools import ToolPaths, minor, preflight, same_minor
 from harness.errors import BackendError, ToolMissing
-from harness.settings import Settings
 from harness.toolchain import istio_cluster
 from harness.toolchain import kind as kind_build
-from harness.versions import ISTIO_RELEASES
 
 NICE = ("nice", "-n", "19", "ionice", "-c3")  # image and Go builds yield to the tests
 
 
-class KindCluster:
+class KindCluster(ClusterBase):
     """A kind cluster for the run; see the module docstring."""
 
     name = "kind"
 
-    def __init__(
-        self,
-        settings: Settings,
-        record: MeshRecord,
-        *,
-        say: Progress,
-        which: proc.Which,
-        run: proc.Runner,
-        sample_dir: Path,
-        clock: wait.Clock = wait.REAL_CLOCK,
-        engine: Engine | None = None,
-    ) -> None:
-        self.settings = settings
-        self.release = ISTIO_RELEASES[settings.istio_version]
-        self._record, self._say = record, say
-        self._which, self._run = which, run
-        self._sample_dir = sample_dir
-        self._clock = clock
-        self._engine = engine  # the real one is made on first use
-        self._cli: KindCli | None = None  # once the cluster is asked for
-        self._mode: ImagesMode | None = None
+    _cli: KindCli | None = None  # once the cluster is asked for
+    _mode: ImagesMode | None = None  # MESHPROOF_IMAGES' decision, once made
+    # _engine (ClusterBase): the one given, else the real one, made on first use
 
     def failure_note(self) -> str:
         if self.settings.keep_cluster:
