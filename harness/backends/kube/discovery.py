@@ -107,44 +107,33 @@ class Discovery:
         extra = {"node": str(spec.get("nodeName", "")), "pod_ip": ip}
         proxied = has_sidecar(pod) or is_gateway(pod)
         admin = self._forwards.get(ns, name, ENVOY_ADMIN_PORT, ready_path="/ready").url if proxied else ""
-        if is_gateway(pod):
-            return Workload(
-                name=name,
-                namespace=ns,
-                deployment=deployment_of(pod),
-                labels=labels,
-                address=ip,
-                app_url="",
-                admin_url="",
-                sidecar_url="",
-                proxy_admin_url=admin,
-                service_account=str(spec.get("serviceAccountName", "")),
-                ready=pod_ready(pod),
-                role="gateway",
-                extra=extra,
-            )
-        ports = container_ports(pod)
-        app_port = ports.get("http") or next(iter(ports.values()), 0)
-        admin_port = ports.get("admin", 0)
-        target = service_target_port(services, pod)
-        sidecar_url = ""
-        if target and has_sidecar(pod):
-            sidecar_url = self._forwards.get(ns, name, target, via=preamble(ip, target)).url
+        app_url = admin_url = sidecar_url = ""
+        role = "gateway"
+        if not is_gateway(pod):
+            ports = container_ports(pod)
+            app_port = ports.get("http") or next(iter(ports.values()), 0)
+            admin_port = ports.get("admin", 0)
+            target = service_target_port(services, pod)
+            if target and has_sidecar(pod):
+                sidecar_url = self._forwards.get(ns, name, target, via=preamble(ip, target)).url
+            if app_port:
+                app_url = self._forwards.get(ns, name, app_port).url
+            if admin_port:
+                admin_url = self._forwards.get(ns, name, admin_port, ready_path="/healthz").url
+            role = "app" if target else "client"
         return Workload(
             name=name,
             namespace=ns,
             deployment=deployment_of(pod),
             labels=labels,
             address=ip,
-            app_url=self._forwards.get(ns, name, app_port).url if app_port else "",
-            admin_url=self._forwards.get(ns, name, admin_port, ready_path="/healthz").url
-            if admin_port
-            else "",
+            app_url=app_url,
+            admin_url=admin_url,
             sidecar_url=sidecar_url,
             proxy_admin_url=admin,
             service_account=str(spec.get("serviceAccountName", "")),
             ready=pod_ready(pod),
-            role="app" if target else "client",
+            role=role,
             extra=extra,
         )
 
