@@ -1,8 +1,15 @@
-# Over 500 lines: the whole Backend protocol over a cluster in one class; pure parts live in the sibling modules.
-"""KubeBackend: the Backend protocol on a real cluster, over a :class:`~harness.backends.kube.cluster.Cluster`.
+"""KubeBackend: the Backend protocol on a Kubernetes cluster (kind or existing).
 
-The Cluster is what differs between the backends: :class:`~harness.backends.kube.kindcluster.KindCluster`
-(``kind``: created for the run) or :class:`~harness.backends.kube.cluster.ExistingCluster`.
+Its own job: ``up`` / ``attach`` / ``down`` (recorded in ``backend.json``), ``apply`` / ``delete``
+with the wait until istiod and every proxy hold the change, and the protocol's addresses. The rest
+is in sibling modules it calls:
+
+- the cluster, what differs between the backends: :class:`~harness.backends.kube.cluster.Cluster`,
+  :class:`~harness.backends.kube.kindcluster.KindCluster` (``kind``: created for the run) or
+  :class:`~harness.backends.kube.cluster.ExistingCluster`;
+- :mod:`.discovery` (the mesh's pods as Workloads), :mod:`.portforward` (their addresses),
+  :mod:`.convergence` (istiod's sync state), :mod:`.faults` (app faults, kills, istiod outages),
+  :mod:`.diagnostics` (a failed test's evidence).
 
 ``up()``: the cluster's preflight (tools) -> the cluster (kind create/adopt, or the kubeconfig
 context) -> reachable API -> Istio (``istioctl install`` on kind; must already run on existing) ->
@@ -11,10 +18,10 @@ sample image (build, and ``kind load`` when the cluster is a kind cluster) -> se
 ingress answers.
 
 Addresses: every pod port the harness uses (app 3000, admin 3001, Envoy admin 15000, istiod 15014,
-Jaeger 16686) is a :class:`PortForward` on 127.0.0.1, created when a workload listing first needs
-it; a stream to the pod is only opened per connection. The ingress is the kind NodePort mapping
-(127.0.0.1:<host port>) or, on existing clusters, a port-forward to an ingress gateway pod.
-``sidecar_url`` goes through the sidecar-less relay (see :mod:`relay`).
+Jaeger 16686) is a :class:`~.portforward.PortForward` on 127.0.0.1, created when a workload listing
+first needs it; a stream to the pod is only opened per connection. The ingress is the kind NodePort
+mapping (127.0.0.1:<host port>) or, on existing clusters, a port-forward to an ingress gateway pod.
+``sidecar_url`` goes through the sidecar-less relay (see :mod:`.relay`).
 
 Differences from the local backend, by nature of Kubernetes:
 - ``kill`` deletes the pod (sidecar included) and its Deployment starts a replacement with a new
