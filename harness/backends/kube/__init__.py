@@ -8,9 +8,10 @@ Modules, top to bottom::
     diagnostics.py    write_diagnostics: Envoy dumps, container logs, istiod syncz, events, each best effort
     discovery.py      Discovery: the mesh's Deployments/Services, their pods as Workloads (forwarded addresses)
     faults.py         Faults: app faults on a replica, kills and replacements, istiod scaled away and back
+    netloss.py        a replica's packet loss inside its pod's network namespace (from a node: kind only)
     pods.py           pure helpers over Pod/Service/Event dicts (owner Deployment, ports, readiness)
     doctor.py         doctor() entries: tools, Docker engine, the existing cluster and its istiod
-    kind.py           KindCli: kind create (ingress NodePort mapped to 127.0.0.1), load images, delete
+    kind/             the kind command (KindCli) and the images the kind cluster runs (see kind/__init__.py)
     istio_install.py  istioctl install argv + IstioOperator overlay (tracing to Jaeger), istiod checks
     apply.py          manifests -> server-side apply / delete, image build
     readiness.py      Deployment rollout status, pods that cannot start, waiting for both

@@ -130,7 +130,6 @@ class KubeBackend:
             clock=clock,
             engine=engine,
         )
-        self._run, self._which = run, which
         self._context = ""  # the kubeconfig context in use, once connected
         self._lock = threading.RLock()
         self._forwards = Forwards(lambda: self.api, self._http, lock=self._lock, clock=clock)
@@ -445,15 +444,9 @@ class KubeBackend:
 
     def _pod_network(self, pod: str) -> tuple[Workload, netloss.Runner]:
         w = self.workload(pod)
-        run = netloss.pod_network(
-            w,
-            lambda: self.api.get(ObjectRef("v1", "Pod", w.namespace, w.name)),
-            kind=isinstance(self.cluster, KindCluster),
-            backend=self.name,
-            docker=self._which("docker"),
-            run=self._run,
+        return w, self.cluster.pod_network(
+            w, lambda: self.api.get(ObjectRef("v1", "Pod", w.namespace, w.name))
         )
-        return w, run
 
     def set_network_loss(self, pod: str, probability: float) -> dict[str, Any]:
         """An iptables rule inside the pod's network namespace (kind only; :mod:`.netloss`)."""

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness import proc, wait
-from harness.backends.kube import istio_install
+from harness.backends.kube import istio_install, netloss
 from harness.backends.kube.api import KubeApi, ObjectRef
 from harness.backends.kube.apply import SAMPLE_IMAGE, build_image, delete_objects, ref_of
 from harness.backends.kube.engine import Engine
 from harness.backends.kube.tools import ToolPaths, minor, preflight, same_minor
+from harness.mesh import Workload
 from harness.settings import Settings
 from harness.versions import ISTIO_RELEASES
 
@@ -110,6 +111,11 @@ class Cluster(Protocol):
         """Undo what ``provide`` and the applies made, by the record ``info`` (``connect``: the API)."""
         ...
 
+    def pod_network(self, w: Workload, pod: Callable[[], Mapping[str, Any] | None]) -> netloss.Runner:
+        """A runner inside replica ``w``'s network namespace (``pod`` reads its Pod object), entered
+        from its node; refused, before any change, where meshproof has no shell on the nodes."""
+        ...
+
 
 def build_sample(tools: ToolPaths, sample_dir: Path, run: proc.Runner, say: Progress) -> None:
     say(f"building {SAMPLE_IMAGE}")
@@ -147,6 +153,13 @@ class ClusterBase:
         self._which, self._run = which, run
         self._sample_dir, self._clock = sample_dir, clock
         self._engine = engine
+
+    node_shell = False  # whether meshproof may run commands on the cluster's nodes
+
+    def pod_network(self, w: Workload, pod: Callable[[], Mapping[str, Any] | None]) -> netloss.Runner:
+        return netloss.pod_network(
+            w, pod, kind=self.node_shell, backend=self.name, docker=self._which("docker"), run=self._run
+        )
 
 
 class ExistingCluster(ClusterBase):

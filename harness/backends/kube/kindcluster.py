@@ -40,6 +40,7 @@ class KindCluster(ClusterBase):
     """A kind cluster for the run; see the module docstring."""
 
     name = "kind"
+    node_shell = True  # its nodes are containers in the Docker engine here: `docker exec`
 
     _cli: KindCli | None = None  # once the cluster is asked for
     _mode: ImagesMode | None = None  # MESHPROOF_IMAGES' decision, once made

@@ -301,16 +301,25 @@ def test_packet_loss_hidden_judges_the_counts_since_the_mark(
 # --------------------------------------------------------------------------- kube
 
 
-def _kube(name: str, cluster: Any, run: Any = None) -> Any:
+def _kube(cls: Any, run: Any = None) -> Any:
     from harness.backends.kube.backend import KubeBackend
+    from harness.backends.kube.cluster import MeshRecord
     from harness.mesh import Workload
+    from harness.settings import Settings
+
+    cluster = cls(
+        Settings(backend=cls.name),
+        MeshRecord(Path("backend.json")),  # never written here
+        say=lambda _m: None,
+        which=lambda tool: f"/usr/bin/{tool}",
+        run=run,
+        sample_dir=Path("sample-service"),
+    )
 
     class One(KubeBackend):
         def __init__(self) -> None:
-            self.name = name
+            self.name = cls.name
             self.cluster = cluster
-            self._run = run
-            self._which = lambda tool: f"/usr/bin/{tool}"
 
         def workload(self, ref: str) -> Any:
             return Workload("web-v1-abc", "sample", "web-v1", {}, "10.244.0.7", "", "", "", "http://envoy")
@@ -325,9 +334,8 @@ def _kube(name: str, cluster: Any, run: Any = None) -> Any:
 def test_an_existing_cluster_refuses_before_any_change() -> None:
     from harness.backends.kube.cluster import ExistingCluster
 
-    existing = ExistingCluster.__new__(ExistingCluster)
     with pytest.raises(UserError, match=r"needs a shell on its node .* existing backend does not have"):
-        _kube("existing", existing).set_network_loss("sample/web-v1-abc", 0.3)
+        _kube(ExistingCluster).set_network_loss("sample/web-v1-abc", 0.3)
 
 
 def test_on_kind_the_rule_goes_into_the_pods_network_namespace() -> None:
@@ -353,7 +361,7 @@ def test_on_kind_the_rule_goes_into_the_pods_network_namespace() -> None:
         assert rest[:2] == ["nsenter", "--net=/var/run/netns/cni-1"], rest
         return ipt(rest[2:])
 
-    kube = _kube("kind", KindCluster.__new__(KindCluster), run)
+    kube = _kube(KindCluster, run)
     kube.set_network_loss("sample/web-v1-abc", 0.3)
     assert ipt.chains["INPUT"] == [["-i", "eth0", "-j", "MESHPROOF-LOSS"]]
     (rule,) = ipt.chains["MESHPROOF-LOSS"]
