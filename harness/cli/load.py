@@ -21,6 +21,7 @@ from rich.text import Text
 
 from harness import wait
 from harness.cli.output import Output, row, table
+from harness.cli.traffic import parse_headers
 from harness.errors import LoadError, UserError
 from harness.settings import Settings
 
@@ -63,7 +64,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         processes=args.processes,
         user_class=args.user_class,
         path=args.path,
-        headers=_headers(args.header),
+        headers=parse_headers(args.header),
     )
     from harness.backends import attach
 
@@ -126,13 +127,3 @@ def cmd_load(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         out.print(f"chart: {chart}")
     out.print(f"html: {page}")
     return 0
-
-
-def _headers(raw: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for item in raw:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise UserError(f"-H {item!r}: a header is 'Name: value'")
-        headers[name.strip()] = value.strip()
-    return headers

@@ -15,7 +15,7 @@ from harness.settings import Settings
 def cmd_send(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     from harness.backends import attach
 
-    headers = _parse_headers(args.header)
+    headers = parse_headers(args.header)
     if args.n < 1:
         raise UserError(f"-n {args.n}: the number of requests must be at least 1")
     if args.concurrency < 1:
@@ -164,7 +164,8 @@ def cmd_traces(args: argparse.Namespace, settings: Settings, out: Output) -> int
     return 0
 
 
-def _parse_headers(raw: Sequence[str]) -> dict[str, str]:
+def parse_headers(raw: Sequence[str]) -> dict[str, str]:
+    """``-H 'Name: value'`` options of `send` and `load` as a dict; UserError names a malformed one."""
     headers: dict[str, str] = {}
     for h in raw:
         name, sep, value = h.partition(":")
