@@ -1,6 +1,8 @@
 """meshproof: prove that a service mesh does what its configuration says."""
 
-__version__ = "0.1.0"
+from harness.versions import MESHPROOF
+
+__version__ = MESHPROOF
 
 
 def discover(discover_system: bool = True) -> dict[str, object]:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# meshproof itself: the package version (pyproject.toml reads it; harness.__version__ is this)
+MESHPROOF = "0.1.0"
+
 
 @dataclass(frozen=True)
 class IstioRelease:

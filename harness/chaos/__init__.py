@@ -83,9 +83,9 @@ def discover(discover_system: bool = True) -> dict[str, object]:
     """What ``chaos discover meshproof --no-install`` reports: our actions and probes."""
     from chaoslib.discovery.discover import discover_actions, discover_probes, initialize_discovery_result
 
-    from harness import __version__
+    from harness.versions import MESHPROOF
 
-    discovery: dict[str, object] = initialize_discovery_result("meshproof", __version__, "meshproof")
+    discovery: dict[str, object] = initialize_discovery_result("meshproof", MESHPROOF, "meshproof")
     discovery["activities"] = [
         *discover_actions("harness.chaos.actions"),
         *discover_probes("harness.chaos.probes"),

@@ -6,14 +6,13 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import __version__
 from harness.cli import chaos, config, doctor, install, kind, lifecycle, testrun, traffic
 from harness.cli import load as load_verb
 from harness.cli import report as report_verb
 from harness.cli.output import Output
 from harness.settings import BACKENDS, Settings
 from harness.upgrade import command as upgrade_command
-from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
+from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, MESHPROOF
 
 Handler = Callable[[argparse.Namespace, Settings, Output], int]
 
@@ -87,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `meshproof VERB --help` for a verb's options. JSON schemas: docs/CLI.md.",
         allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"meshproof {__version__}")
+    parser.add_argument("--version", action="version", version=f"meshproof {MESHPROOF}")
     parser.add_argument("--state", metavar="DIR", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-import harness
 from harness.report.versions import summary as version_summary
+from harness.versions import MESHPROOF
 
 API_VERSION = "meshproof/v1alpha1"
 KIND = "MeshConformanceReport"
@@ -197,7 +197,7 @@ def report(doc: Mapping[str, Any], *, date: str | None = None) -> dict[str, Any]
         "apiVersion": API_VERSION,
         "kind": KIND,
         "date": date or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "meshproofVersion": harness.__version__,
+        "meshproofVersion": MESHPROOF,
         "implementation": {
             "project": "istio",
             "version": ", ".join(versions["istiod"]) or "unknown (not read)",

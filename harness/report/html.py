@@ -13,7 +13,7 @@ import html
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import harness
+from harness import versions
 
 
 class Markup(str):
@@ -209,7 +209,7 @@ def page(title: str, banner: Markup, *body: object) -> str:
             tag(
                 "body",
                 banner,
-                tag("main", *body, tag("footer", f"written by meshproof {harness.__version__} at {when}")),
+                tag("main", *body, tag("footer", f"written by meshproof {versions.MESHPROOF} at {when}")),
             ),
             lang="en",
         ),
