@@ -1,4 +1,8 @@
-"""Backends run the mesh under test: ``local`` (embedded processes) and ``kube`` (kind / existing)."""
+"""Backends run the mesh under test: ``local`` (embedded processes) and ``kube`` (kind / existing).
+
+This module is the factory: code above the backends reaches ``backends.local`` and ``backends.kube``
+through it (an import-linter contract in pyproject.toml names the few exceptions).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
+    from harness.doctor import ToolStatus
     from harness.settings import Settings
 
 
@@ -18,6 +23,17 @@ def create(settings: Settings) -> Backend:
     from harness.backends.kube.backend import KubeBackend
 
     return KubeBackend(settings)
+
+
+def doctor(settings: Settings, backend: str) -> list[ToolStatus]:
+    """What ``meshproof doctor`` lists for ``backend``: "local", or "kind"/"existing" (one list for both)."""
+    if backend == "local":
+        from harness.backends.local.doctor import backend_doctor as local_doctor
+
+        return local_doctor(settings)
+    from harness.backends.kube.doctor import backend_doctor as kube_doctor
+
+    return kube_doctor(settings)
 
 
 def attach(settings: Settings) -> Backend:

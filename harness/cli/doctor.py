@@ -45,9 +45,11 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int
     ]
     notes: list[str] = []
     checked: dict[str, bool] = {}
-    for backends, check in ((("local",), _local_doctor), (("kind", "existing"), _kube_doctor)):
+    from harness.backends import doctor as backend_doctor
+
+    for backends in (("local",), ("kind", "existing")):
         try:
-            tools.extend(check(settings))
+            tools.extend(backend_doctor(settings, backends[0]))
         except ImportError as e:
             notes.append(f"checks for backend {'/'.join(backends)} are not available: {e}")
             continue
@@ -97,15 +99,3 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int
     for n in notes:
         out.warn(n)
     return 0
-
-
-def _local_doctor(settings: Settings) -> list[ToolStatus]:
-    from harness.backends.local.doctor import backend_doctor
-
-    return backend_doctor(settings)
-
-
-def _kube_doctor(settings: Settings) -> list[ToolStatus]:
-    from harness.backends.kube.doctor import backend_doctor
-
-    return backend_doctor(settings)
