@@ -86,6 +86,7 @@ function resolveConfig(options) {
     meshOutboundHost: meshOutboundHost === null ? null : String(meshOutboundHost),
     propagateTraceHeaders: parseFlag(
       setting(options, 'propagateTraceHeaders', 'PROPAGATE_TRACE_HEADERS', true), 'PROPAGATE_TRACE_HEADERS'),
+    adminFault: parseFlag(setting(options, 'adminFault', 'ADMIN_FAULT', true), 'ADMIN_FAULT'),
     log: typeof log === 'function' ? log : () => {},
   };
 }
@@ -378,21 +379,24 @@ function createAdminApp(ctx) {
     res.json({ status: 'ok', pod: cfg.podName, version: cfg.version });
   });
 
-  app.get('/admin/fault', (req, res) => {
-    res.json(describeFault());
-  });
+  // ADMIN_FAULT=false leaves /admin/fault out (404), like a service with no fault hook of its own.
+  if (cfg.adminFault) {
+    app.get('/admin/fault', (req, res) => {
+      res.json(describeFault());
+    });
 
-  // Any content type is parsed as JSON; an empty body means all defaults.
-  app.post('/admin/fault', express.json({ type: () => true, limit: '16kb' }), (req, res) => {
-    const fault = parseFault(req.body);
-    ctx.fault = { ...fault, since: new Date().toISOString() };
-    res.json(describeFault());
-  });
+    // Any content type is parsed as JSON; an empty body means all defaults.
+    app.post('/admin/fault', express.json({ type: () => true, limit: '16kb' }), (req, res) => {
+      const fault = parseFault(req.body);
+      ctx.fault = { ...fault, since: new Date().toISOString() };
+      res.json(describeFault());
+    });
 
-  app.delete('/admin/fault', (req, res) => {
-    ctx.fault = null;
-    res.json({ active: false });
-  });
+    app.delete('/admin/fault', (req, res) => {
+      ctx.fault = null;
+      res.json({ active: false });
+    });
+  }
 
   app.get('/admin/stats', (req, res) => {
     res.json({ ...counters(), pod: cfg.podName });

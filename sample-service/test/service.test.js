@@ -154,6 +154,25 @@ describe('microservice-1', () => {
       assert.equal(current.body.faults, 5);
     });
 
+    it('with ADMIN_FAULT=false has no /admin/fault (404) but keeps /healthz and /admin/stats', async () => {
+      const closed = await startLocal({ podName: 'pod-closed', adminFault: 'false' });
+      try {
+        for (const method of ['GET', 'POST', 'DELETE']) {
+          const res = await request(closed.adminPort, '/admin/fault', { method, body: method === 'POST' ? { status: 503 } : undefined });
+          assert.equal(res.status, 404, method);
+        }
+        assert.equal((await request(closed.port, '/api/greet')).status, 200, 'no fault was set');
+        assert.equal((await request(closed.adminPort, '/healthz')).status, 200);
+        assert.equal((await request(closed.adminPort, '/admin/stats')).status, 200);
+      } finally {
+        await closed.close();
+      }
+    });
+
+    it('refuses an ADMIN_FAULT that is not a boolean', async () => {
+      await assert.rejects(startLocal({ adminFault: 'maybe' }), /ADMIN_FAULT/);
+    });
+
     it('injects nothing at rate 0', async () => {
       await request(svc.adminPort, '/admin/stats', { method: 'DELETE' });
       await request(svc.adminPort, '/admin/fault', { method: 'POST', body: { status: 500, rate: 0 } });
