@@ -102,7 +102,9 @@ class Faults:
         if not w.admin_url:
             return
         try:
-            self._http.delete(f"{w.admin_url}/admin/fault").raise_for_status()
+            r = self._http.delete(f"{w.admin_url}/admin/fault")
+            if r.status_code != 404:  # 404: the app has no fault hook (ADMIN_FAULT=false), nothing to clear
+                r.raise_for_status()
         except httpx.HTTPError as e:
             raise BackendError(f"clearing the fault on {w.ref} failed: {e}") from e
 

@@ -529,7 +529,9 @@ class LocalBackend:
         w = self.workload(pod)
         sidecar_fault.clear(self, w, self._http)
         if w.admin_url:
-            self._http.delete(f"{w.admin_url}/admin/fault").raise_for_status()
+            r = self._http.delete(f"{w.admin_url}/admin/fault")
+            if r.status_code != 404:  # 404: the app has no fault hook (ADMIN_FAULT=false), nothing to clear
+                r.raise_for_status()
 
     def set_cert_ttl(self, pod: str, ttl: str) -> dict[str, Any]:
         """The supervisor replaces the replica's proxy, without a gap, by one whose pilot-agent has

@@ -27,7 +27,7 @@ from harness.backends.kube.pods import (
 )
 from harness.backends.kube.relay import RELAY_NAMESPACE
 from harness.envoy import parse_ejected
-from harness.errors import StateError, ToolMissing, WaitTimeout
+from harness.errors import BackendError, StateError, ToolMissing, WaitTimeout
 from harness.load import LoadConfig
 from harness.mesh import UNREACHED_HEADER
 from harness.settings import Settings
@@ -363,6 +363,25 @@ def test_faults_go_to_the_admin_port(tmp_path: Path, manifests: Path) -> None:
     assert head.startswith(b"POST /admin/fault HTTP/1.1")
     assert json.loads(body) == {"status": 503, "rate": 0.5, "delay_ms": 20}
     assert deleted.startswith(b"DELETE /admin/fault HTTP/1.1")
+
+
+def test_clearing_a_fault_needs_no_app_fault_hook(tmp_path: Path, manifests: Path) -> None:
+    """An app without /admin/fault (the sample with ADMIN_FAULT=false answers 404) has no app fault to
+    clear: clearing the replica's fault succeeds; any other failure of the app still raises."""
+    api = FakeCluster()
+    answer = {"status": 404}
+
+    def no_fault_hook(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path != "/admin/fault":
+            return None
+        return httpx.Response(answer["status"], json={"error": "not found", "path": "/admin/fault"})
+
+    b, _ = make(tmp_path, manifests, api, http=httpx.Client(transport=api.transport(no_fault_hook)))
+    with b.up():
+        b.clear_fault("sample/web")
+        answer["status"] = 500
+        with pytest.raises(BackendError, match="clearing the fault on sample/web"):
+            b.clear_fault("sample/web")
 
 
 def test_apply_and_delete_wait_for_propagation(
