@@ -12,7 +12,7 @@
     ledger    the changes an action made and has not yet undone; the rollback through each
               entry's own undo, which each action family registers next to its actions
     residue   baseline snapshot and the no-residue check: it compares, it undoes nothing
-    loadgen   the background load process (the harness sampler in a loop)
+    load_window what the background load (Locust) saw in a probe's window
     runner    ``meshproof chaos run``: chaos run --rollback-strategy always, journal, summary
 
 Activities are python providers, e.g.

@@ -94,7 +94,7 @@ def _traffic(
     """(total, status counts, pod counts, latencies, where from) over the window or a burst.
 
     With ``headers`` the probe always sends its own burst (the load sends none)."""
-    from harness.chaos.loadgen import window_of
+    from harness.chaos.load_window import window_of
 
     running = None if headers else _load(load, configuration)
     if running is not None:
@@ -189,7 +189,7 @@ def errors_settle(
     Envoy runs them for its host (the outlier oracle, not the YAML's field names) plus the load's
     concurrency (requests in flight when the ejection lands). Returns as soon as that is seen, else
     at ``within_s`` after the disruption."""
-    from harness.chaos.loadgen import last_error_of, window_of
+    from harness.chaos.load_window import last_error_of, window_of
 
     max_ratio, within_s, window_s = float(max_ratio), float(within_s), float(window_s)
     running = _load(load, configuration)
@@ -556,7 +556,7 @@ def retries_hid_failures(
     a slow machine cannot flip them."""
     import json
 
-    from harness.chaos.loadgen import window_of
+    from harness.chaos.load_window import window_of
 
     mark = json.loads((chaos_dir(configuration) / "marks" / f"{name}.json").read_text())
     now = _retry_counts(host, victim, caller, configuration)
@@ -600,7 +600,7 @@ def timeouts_hid_slowness(
     reach it (a try times out ``perTryTimeout`` after its delay began). Counts only."""
     import json
 
-    from harness.chaos.loadgen import window_of
+    from harness.chaos.load_window import window_of
 
     running = _load(load, configuration)
     if running is None:
@@ -691,7 +691,7 @@ def certificates_rotated(
     it cannot fake one or hide an error."""
     import json
 
-    from harness.chaos.loadgen import window_of
+    from harness.chaos.load_window import window_of
     from harness.errors import BackendError
 
     running = _load(load, configuration)
@@ -824,7 +824,7 @@ def packet_loss_hidden(
     ``host``, the caller's retries, connect failures and timeouts for it are reported, not judged."""
     import json
 
-    from harness.chaos.loadgen import window_of
+    from harness.chaos.load_window import window_of
 
     mark = json.loads((chaos_dir(configuration) / "marks" / f"{name}.json").read_text())
     running = _load(load, configuration)

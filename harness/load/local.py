@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +63,8 @@ from harness.load.run import (
 )
 from harness.ports import free_port
 
+#: The locustfile's per-request event logs in a run's ``events`` directory (one per Locust process).
+EVENT_FILES = "events-*.tsv"
 _SPAWNED = re.compile(r"All users spawned|Spawning is complete")
 
 
@@ -395,7 +397,7 @@ class LocustRun(PhaseClock):
         return True
 
     def _read_events(self) -> None:
-        for path in sorted(self.events_dir.glob("events-*.tsv")):
+        for path in sorted(self.events_dir.glob(EVENT_FILES)):
             offset = self._offsets.get(path, 0)
             try:
                 with open(path, "rb") as fh:
@@ -419,6 +421,20 @@ class LocustRun(PhaseClock):
         if not self._records:
             return self._wall()
         return max(r.start + r.latency_ms / 1000 for r in self._records)
+
+
+def event_records(events_dir: Path) -> Iterator[RequestRecord]:
+    """Every request the event logs in ``events_dir`` hold, file by file (a line still being
+    written is skipped): for a reader in another process than the run's, e.g. a chaos probe."""
+    for path in sorted(events_dir.glob(EVENT_FILES)):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            rec = RequestRecord.parse(line)
+            if rec is not None:
+                yield rec
 
 
 def _read_text(path: Path) -> str:

@@ -1,17 +1,16 @@
-"""Background load: start a load generator (Locust or the harness sampler) that probes read, and stop it."""
+"""Background load: start Locust (the load component's runner) for probes to read, and stop it."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import paths, proc, wait
+from harness import wait
 from harness.chaos.context import Configuration, chaos_dir, mesh, state_dir
 from harness.chaos.ledger import Entry, Ledger, Undo
 from harness.errors import HarnessError, UserError
@@ -36,14 +35,18 @@ def start_load(
     configuration: Configuration = None,
 ) -> dict[str, Any]:
     """Start background load from ``source`` (``ingress`` or an in-mesh client deployment) with
-    ``concurrency`` requests in flight: ``engine`` ``locust`` (Locust users sending back to back,
-    :class:`harness.load.LocustRun`) or ``sampler`` (the harness sampler in a loop). Probes read
-    its recent window. Returns once the load runs."""
+    ``concurrency`` requests in flight: Locust users sending back to back (``engine`` ``locust``,
+    the only one: :class:`harness.load.LocustRun`, on this machine on every backend, since probes
+    read its event logs and a rollback in another process stops it by its pid). Probes read its
+    recent window (:mod:`harness.chaos.load_window`). Returns once the load runs."""
     concurrency = int(concurrency)
     if not 1 <= concurrency <= 64:
         raise UserError(f"start_load: concurrency {concurrency} must be in 1..64")
-    if engine not in ("locust", "sampler"):
-        raise UserError(f"start_load: unknown engine {engine!r}. Fix: use locust or sampler")
+    if engine != "locust":
+        raise UserError(
+            f"start_load: unknown engine {engine!r}: the background load is Locust's. Fix: leave engine "
+            "out (locust); a probe sends its own burst through the harness sampler"
+        )
     backend = mesh(configuration)
     backend.workloads()  # fail now, not in the child, when no mesh runs
     ledger = Ledger.of(configuration)
@@ -61,65 +64,29 @@ def start_load(
         "concurrency": concurrency,
         "pid": 0,
     }
-    if engine == "locust":
-        from harness.load import LoadConfig, LoadTarget, LocustRun
+    from harness.load import LoadConfig, LoadTarget, LocustRun
 
-        user_class = "ingress" if source == "ingress" else "mesh"
-        target = (
-            LoadTarget.from_mesh(backend, client=source)
-            if user_class == "mesh"
-            else LoadTarget.from_mesh(backend)
-        )
-        run = LocustRun(
-            LoadConfig(users=concurrency, user_class=user_class, path=path, headers=dict(headers or {})),
-            target,
-            workdir=workdir,
-        )
-        ledger.record(key, "load", data)
-        run.start()
-        _locust_runs[(str(state_dir(configuration)), name)] = run
-        ledger.update(key, pid=run.pid)
-        return {"name": name, "engine": engine, "pid": run.pid, "source": source, "users": concurrency}
-    records, log = workdir / "records.jsonl", workdir / "loadgen.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "harness.chaos.loadgen",
-        "--state",
-        str(state_dir(configuration)),
-        "--out",
-        str(records),
-        "--source",
-        source,
-        "--path",
-        path,
-        "--concurrency",
-        str(concurrency),
-    ]
-    for k, v in (headers or {}).items():
-        argv += ["--header", f"{k}:{v}"]
-    ledger.record(key, "load", {**data, "records": str(records)})
-    child = proc.spawn(
-        argv,
-        log_path=log,
-        new_session=True,
-        die_with_parent=True,
-        env={"PYTHONPATH": str(paths.CHECKOUT)},
+    user_class = "ingress" if source == "ingress" else "mesh"
+    target = (
+        LoadTarget.from_mesh(backend, client=source)
+        if user_class == "mesh"
+        else LoadTarget.from_mesh(backend)
     )
-    ledger.update(key, pid=child.pid)
-
-    def answering() -> bool:
-        if child.poll() is not None:
-            raise HarnessError(f"the load generator exited {child.returncode}: {proc.tail(log)}")
-        return records.is_file() and records.stat().st_size > 0
-
-    wait.until(answering, what=f"the first answers to load {name!r}", timeout=30, interval=0.05)
-    return {"name": name, "engine": engine, "pid": child.pid, "source": source, "concurrency": concurrency}
+    run = LocustRun(
+        LoadConfig(users=concurrency, user_class=user_class, path=path, headers=dict(headers or {})),
+        target,
+        workdir=workdir,
+    )
+    ledger.record(key, "load", data)
+    run.start()
+    _locust_runs[(str(state_dir(configuration)), name)] = run
+    ledger.update(key, pid=run.pid)
+    return {"name": name, "engine": engine, "pid": run.pid, "source": source, "users": concurrency}
 
 
 def stop_load(name: str = "default", configuration: Configuration = None) -> dict[str, Any]:
     """Stop the background load ``name`` and summarise everything it saw."""
-    from harness.chaos.loadgen import window_of
+    from harness.chaos.load_window import window_of
 
     ledger = Ledger.of(configuration)
     key = f"load:{name}"
@@ -142,32 +109,30 @@ def stop_load(name: str = "default", configuration: Configuration = None) -> dic
 
 
 def terminate_load(data: Mapping[str, Any]) -> None:
-    """Stop a load generator from another process than the one that started it (by its pid)."""
+    """Stop a load from another process than the one that started it (by its pid)."""
     pid = int(data.get("pid") or 0)
-    if data.get("engine") == "locust" and data.get("workdir"):
+    if data.get("workdir"):
         (Path(str(data["workdir"])) / "stop").touch()  # the locustfile's shape stops gracefully
-    if not pid or not _is_loadgen(pid):
+    if not pid or not _is_locust(pid):
         return
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     try:
-        wait.until(
-            lambda: not _is_loadgen(pid), what=f"load generator {pid} to exit", timeout=15, interval=0.05
-        )
+        wait.until(lambda: not _is_locust(pid), what=f"Locust {pid} to exit", timeout=15, interval=0.05)
     except HarnessError:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _is_loadgen(pid: int) -> bool:
-    """Whether ``pid`` is a live (not zombie) load generator (guards against pid reuse)."""
+def _is_locust(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) Locust process (guards against pid reuse)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    ours = b"harness.chaos.loadgen" in cmdline or b"locust" in cmdline
+    ours = b"locust" in cmdline
     return stat.rsplit(")", 1)[1].split()[0] != "Z" and ours
 
 

@@ -23,7 +23,7 @@ from harness.backends.local import supervisor as sup
 from harness.chaos import actions, context, control, probes
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
-from harness.chaos.loadgen import Window
+from harness.chaos.load_window import Window
 from harness.errors import BackendError, UserError
 from harness.mesh import cert_ttl_seconds
 
@@ -130,7 +130,7 @@ def load(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         status = {"200": seen["total"] - seen["errors"], "503": seen["errors"]}
         return Window(start, end, total=seen["total"], status={k: v for k, v in status.items() if v})
 
-    monkeypatch.setattr("harness.chaos.loadgen.window_of", window_of)
+    monkeypatch.setattr("harness.chaos.load_window.window_of", window_of)
     return seen
 
 

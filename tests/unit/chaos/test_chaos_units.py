@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from harness.chaos import actions, context, control, ledger, loadgen, objects, probes, residue, runner
+from harness.chaos import actions, context, control, ledger, load_window, objects, probes, residue, runner
 from harness.chaos.actions import routes
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
@@ -364,25 +364,6 @@ def test_failed_method_probes_fail_the_journal() -> None:
     assert control.failed_probes(journal) == ["p1: did not hold"]
 
 
-def test_load_window_sums_batches_that_ended_inside(tmp_path: Path) -> None:
-    f = tmp_path / "load.jsonl"
-    batches = [
-        {"t0": 0.0, "t1": 1.0, "n": 4, "status": {"200": 4}, "pods": {"a": 4}, "lat": [1, 2, 3, 4]},
-        {
-            "t0": 1.0,
-            "t1": 2.0,
-            "n": 4,
-            "status": {"200": 2, "503": 1, "0": 1},
-            "pods": {"a": 3},
-            "lat": [5, 6, 7],
-        },
-    ]
-    f.write_text("\n".join(json.dumps(b) for b in batches) + "\n{partial")
-    w = loadgen.window(f, 1.5, 2.5)
-    assert (w.total, w.errors, w.status) == (4, 2, {"200": 2, "503": 1, "0": 1})
-    assert loadgen.window(f, 0, 3).total == 8
-
-
 def test_holds_tolerance() -> None:
     assert probes.holds({"holds": True}) is True
     assert probes.holds({"holds": False}) is False
@@ -456,10 +437,10 @@ def test_locust_window_counts_requests_by_completion_time(tmp_path: Path) -> Non
         "garbage\n"
     )
     load = {"engine": "locust", "workdir": str(tmp_path / "load")}
-    w = loadgen.window_of(load, 100.25, 100.6)  # 100.3 (the 503) and 100.5 (the 200) completed here
+    w = load_window.window_of(load, 100.25, 100.6)  # 100.3 (the 503) and 100.5 (the 200) completed here
     assert (w.total, w.errors, w.status, w.pods) == (2, 1, {"200": 1, "503": 1}, {"web-v1-0": 1})
-    assert loadgen.last_error_of(load, 0, 200) == pytest.approx(101.01)
-    assert loadgen.last_error_of(load, 0, 100.9) == pytest.approx(100.3)
+    assert load_window.last_error_of(load, 0, 200) == pytest.approx(101.01)
+    assert load_window.last_error_of(load, 0, 100.9) == pytest.approx(100.3)
 
 
 # --------------------------------------------------------------------------- outlier budget
@@ -583,3 +564,8 @@ def test_route_policy_sets_retries_on_the_named_route_only_and_is_undone(fake: A
     assert backend.objects["VirtualService/sample/web"]["spec"] == VS["spec"]
     with pytest.raises(UserError, match="nothing to set"):
         actions.set_route_policy("sample/web", "split", configuration=conf)
+
+
+def test_start_load_has_one_engine_locust() -> None:
+    with pytest.raises(UserError, match="the background load is Locust's"):
+        actions.start_load(engine="sampler")

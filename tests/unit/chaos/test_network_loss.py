@@ -18,7 +18,7 @@ from harness.chaos import actions, context, control, probes
 from harness.chaos.actions import network
 from harness.chaos.context import STATE_KEY
 from harness.chaos.ledger import Ledger
-from harness.chaos.loadgen import Window
+from harness.chaos.load_window import Window
 from harness.errors import BackendError, UnsupportedFeature, UserError
 
 from .test_replica_fault import FakeMesh
@@ -283,7 +283,7 @@ def test_packet_loss_hidden_judges_the_counts_since_the_mark(
             latencies_ms=(5.0, 6.0, 210.0),
         )
 
-    monkeypatch.setattr("harness.chaos.loadgen.window_of", window_of)
+    monkeypatch.setattr("harness.chaos.load_window.window_of", window_of)
     probes.mark_network_loss("sample/web-v1-0", configuration=conf)
     mesh.loss["sample/web-v1-0"] = 0.3
     out = probes.packet_loss_hidden("sample/web-v1-0", min_dropped=20, within_s=5, configuration=conf)
