@@ -92,7 +92,7 @@ def locust_args(
 ) -> list[str]:
     """The master's Locust arguments (workers get only --worker and the master's address; Locust
     hands them the ``--mp-*`` options with each spawn message). The keyword arguments exist for
-    the rehearsal on this machine (``tests/load``): in the pod the defaults hold."""
+    the rehearsal on this machine (``tests/locust_lifecycle``): in the pod the defaults hold."""
     c = config
     workers = max(1, c.processes)
     bind = (
