@@ -45,7 +45,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from harness import proc, wait
@@ -95,13 +94,11 @@ class LocustRun(PhaseClock):
         self._popen: subprocess.Popen[bytes] | None = None
         self._pgid = 0
         self._phases: list[PhaseMark] = []
-        self._records: list[RequestRecord] = []
+        self._init_records()
         self._offsets: dict[Path, int] = {}
         self._started_at = 0.0
         self._cpu_s = 0.0
         self._cpu_sampled_at = float("-inf")
-        self._newest_start: dict[str, float] = {}  # per Locust user: the latest request start logged
-        self._failures = 0
         self.run_id = f"mp-{uuid.uuid4().hex[:10]}"
         self.report: LoadReport | None = None
 
@@ -234,13 +231,7 @@ class LocustRun(PhaseClock):
         """Figures so far (reads the new lines of the event logs)."""
         self._read_events()
         self._sample_cpu()
-        return Progress.of(
-            self._records,
-            self._failures,
-            started_at=self._started_at,
-            now=self._wall(),
-            phase=self.current_phase,
-        )
+        return self._progress()
 
     def snapshot(self, *, settle_s: float = 1.0, timeout: float = 30.0) -> LoadReport:
         """The report so far, while the load keeps running: every phase up to now, the current one
@@ -341,22 +332,9 @@ class LocustRun(PhaseClock):
         (self.workdir / "report.json").write_text(json.dumps(self.report.to_json(), indent=2))
         return self.report
 
-    def __enter__(self) -> Self:
-        return self.start()  # start() cleans up a half-started run before re-raising
-
-    def __exit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is not None and not isinstance(exc, Exception):  # Ctrl-C, SystemExit: just clean up
-            self._kill()
-            self._state = RunState.STOPPED
-            return
-        try:
-            self.stop()
-        except Exception as e:
-            if exc is None:
-                raise
-            exc.add_note(f"and stopping Locust failed too: {e}")
+    def _abort(self) -> None:
+        self._kill()
+        self._state = RunState.STOPPED
 
     # ---- internals
     def _kill(self) -> None:
@@ -410,11 +388,7 @@ class LocustRun(PhaseClock):
             for line in data[:cut].decode(errors="replace").splitlines():
                 rec = RequestRecord.parse(line)
                 if rec is not None:
-                    self._records.append(rec)
-                    self._failures += rec.failed
-                    key = rec.request_id.rsplit("-", 1)[0]  # <run id>-<pid>.<user>: one Locust user
-                    if rec.start > self._newest_start.get(key, 0.0):
-                        self._newest_start[key] = rec.start
+                    self._keep(rec)
 
     def _last_activity(self) -> float:
         self._read_events()

@@ -89,13 +89,67 @@ class _Phase:
 
 
 class PhaseClock:
-    """Phases on the harness's clock, shared by both runners (:class:`LocustRun`, and
-    :class:`~harness.backends.kube.load_runner.KubeLocustRun` inside a cluster): a subclass sets
-    ``_phases``, ``_state`` and ``_wall``."""
+    """Phases on the harness's clock and the request records read so far, shared by both runners
+    (:class:`LocustRun`, and :class:`~harness.backends.kube.load_runner.KubeLocustRun` inside a
+    cluster): a subclass sets ``_phases``, ``_state``, ``_wall`` and ``_started_at``, hands every
+    record it reads to :meth:`_keep`, and implements ``start``, ``stop`` and ``_abort`` (the context
+    manager's exit on Ctrl-C)."""
 
     _phases: list[PhaseMark]
     _state: RunState
     _wall: Callable[[], float]
+    _started_at: float
+    _records: list[RequestRecord]
+    _failures: int
+    _newest_start: dict[str, float]  # per Locust user: the latest request start read
+    what = "Locust"  # in notes: what failed to stop
+
+    def _init_records(self) -> None:
+        self._records, self._failures, self._newest_start = [], 0, {}
+
+    def _keep(self, rec: RequestRecord) -> None:
+        """One request read from Locust's logs: counted, and its user's newest start remembered."""
+        self._records.append(rec)
+        self._failures += rec.failed
+        key = rec.request_id.rsplit("-", 1)[0]  # <run id>-[<host>.]<pid>.<user>: one Locust user
+        if rec.start > self._newest_start.get(key, 0.0):
+            self._newest_start[key] = rec.start
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> LoadReport:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        """Ctrl-C or SystemExit in the run's block: end the run at once, without a report."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()  # start() cleans up a half-started run before re-raising
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and not isinstance(exc, Exception):  # Ctrl-C, SystemExit: just clean up
+            self._abort()
+            return
+        try:
+            self.stop()
+        except Exception as e:
+            if exc is None:
+                raise
+            exc.add_note(f"and stopping {self.what} failed too: {e}")
+
+    def _progress(self) -> Progress:
+        """The figures of the records read so far, now."""
+        return Progress.of(
+            self._records,
+            self._failures,
+            started_at=self._started_at,
+            now=self._wall(),
+            phase=self.current_phase,
+        )
 
     @property
     def running(self) -> bool:

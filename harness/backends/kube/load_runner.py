@@ -51,7 +51,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, Self
 
 import httpx
@@ -79,7 +78,7 @@ from harness.backends.kube.portforward import PortForward
 from harness.backends.kube.readiness import pod_problems
 from harness.errors import BackendError, LoadError
 from harness.load.config import LOCUSTFILE, LoadConfig, LoadTarget
-from harness.load.report import LoadReport, PhaseMark, RequestRecord, build_report
+from harness.load.report import LoadReport, PhaseMark, build_report
 from harness.load.run import (
     FIRST_PHASE,
     SPAWN_PHASE,
@@ -119,6 +118,7 @@ class KubeLocustRun(PhaseClock):
     """In-cluster distributed Locust (one master, ``config.processes`` workers); a context manager."""
 
     where = "in the cluster"
+    what = "in-cluster Locust"
 
     def __init__(
         self,
@@ -159,10 +159,8 @@ class KubeLocustRun(PhaseClock):
         self._phases: list[PhaseMark] = []
         self._started_at = self._applied_at = 0.0
         self._exit: MasterExit | None = None
-        self._records: list[RequestRecord] = []
+        self._init_records()
         self._seen: set[str] = set()  # request ids of the records read
-        self._failures = 0
-        self._newest_start: dict[str, float] = {}  # per Locust user: the latest request start read
         self._read_at: dict[str, float] = {}  # worker pod -> when its log was last read (our clock)
         self._worker_exit: dict[str, int] = {}  # worker pod -> its Locust's exit code, once logged
         self._events_read = float("-inf")
@@ -245,13 +243,7 @@ class KubeLocustRun(PhaseClock):
         """Figures so far, from the workers' per-request records (read at most every READ_EVERY_S)."""
         if self._state is RunState.RUNNING and self._clock.now() - self._events_read >= READ_EVERY_S:
             self._read_events()
-        return Progress.of(
-            self._records,
-            self._failures,
-            started_at=self._started_at,
-            now=self._wall(),
-            phase=self.current_phase,
-        )
+        return self._progress()
 
     def snapshot(self, *, settle_s: float = 1.0, timeout: float = 30.0) -> LoadReport:
         """The report so far, while the load keeps running (as :meth:`harness.load.LocustRun.snapshot`):
@@ -339,22 +331,9 @@ class KubeLocustRun(PhaseClock):
         (self.workdir / "report.json").write_text(json.dumps(report.to_json(), indent=2))
         return report
 
-    def __enter__(self) -> Self:
-        return self.start()  # start() cleans up a half-started run before re-raising
-
-    def __exit__(
-        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is not None and not isinstance(exc, Exception):  # Ctrl-C, SystemExit: just clean up
-            self._state = RunState.STOPPED
-            self._cleanup()
-            return
-        try:
-            self.stop()
-        except Exception as e:
-            if exc is None:
-                raise
-            exc.add_note(f"and stopping in-cluster Locust failed too: {e}")
+    def _abort(self) -> None:
+        self._state = RunState.STOPPED
+        self._cleanup()
 
     # ---- waiting
     def _connected(self) -> bool:
@@ -496,11 +475,7 @@ class KubeLocustRun(PhaseClock):
                 if rec.request_id in self._seen:
                     continue
                 self._seen.add(rec.request_id)
-                self._records.append(rec)
-                self._failures += rec.failed
-                key = rec.request_id.rsplit("-", 1)[0]  # <run id>-<host>.<pid>.<user>: one Locust user
-                if rec.start > self._newest_start.get(key, 0.0):
-                    self._newest_start[key] = rec.start
+                self._keep(rec)
             if code is not None:  # its Locust quit (its master did): the log is complete
                 self._worker_exit[name] = code
 
