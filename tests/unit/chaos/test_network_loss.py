@@ -369,3 +369,26 @@ def test_on_kind_the_rule_goes_into_the_pods_network_namespace() -> None:
     assert kube.network_dropped("sample/web-v1-abc") == 0
     kube.set_network_loss("sample/web-v1-abc", 0)
     assert set(ipt.chains) == {"INPUT"} and ipt.chains["INPUT"] == []
+
+
+def test_local_down_removes_the_meshs_chain_whatever_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`meshproof down` (and the mesh fixture's teardown) removes the chain of the mesh's block, so an
+    interrupted run whose rollback never ran leaves no rule; another mesh's chain stays."""
+    from harness.backends.local.backend import LocalBackend
+    from harness.settings import Settings
+
+    ipt = FakeIptables()
+    netfault.install(ipt, "iptables", RULE, JUMP)  # block 9: this mesh
+    other = netfault.LossRule("MESHPROOF-LOSS-12", "127.12.1.1", 0.3, "meshproof loss sample/x", "127.0.0.6")
+    netfault.install(ipt, "iptables", other, ["-d", "127.12.0.0/16"])
+    monkeypatch.setattr(netfault, "host_runner", lambda prefix=(), run=None: ipt)
+    monkeypatch.setattr("shutil.which", lambda tool: "iptables")
+    backend = LocalBackend(Settings(state_dir=tmp_path))
+    backend.layout.plan.parent.mkdir(parents=True, exist_ok=True)
+    backend.layout.plan.write_text(json.dumps({"block": 9}))
+    backend.down()
+    assert "MESHPROOF-LOSS-9" not in ipt.chains
+    assert ipt.chains["INPUT"] == [["-d", "127.12.0.0/16", "-j", "MESHPROOF-LOSS-12"]]
+    assert ipt.chains["MESHPROOF-LOSS-12"] == [other.spec()]
