@@ -326,40 +326,15 @@ class WeightVerdict:
             f"{self.verdict} {self.test} N={self.n} p={_fmt_p(self.p_value)} alpha={self.alpha:g}",
             f"({self.power_claim()})",
         ]
-        parts += [f"{c.name} {c.observed_share * 100:.1f}% {c.interval.percent()}" for c in self.categories]
-        if self.unexpected:
-            parts.append("unexpected " + ",".join(f"{k}={v}" for k, v in self.unexpected.items()))
-        return " ".join(parts)
+        return " ".join(parts + _split_words(self.categories, self.unexpected))
 
     def table(self) -> str:
         """Plain-text observed-versus-expected table with a header line and any notes."""
-        k = max(1, len(self.categories))
-        ci_label = f"{(1.0 - self.alpha / k) * 100:.4g}% CI"
         header = (
             f"{self.test} test: N={self.n} p={_fmt_p(self.p_value)} alpha={self.alpha:g} "
             f"verdict={self.verdict} ({self.power_claim()})"
         )
-        rows: list[tuple[str, str, str, str, str]] = [
-            ("category", "expected %", "observed n", "observed %", ci_label),
-            *(
-                (
-                    c.name,
-                    f"{c.expected * 100:.1f}",
-                    str(c.observed),
-                    f"{c.observed_share * 100:.1f}",
-                    c.interval.percent(),
-                )
-                for c in self.categories
-            ),
-        ]
-        for name, count in self.unexpected.items():
-            share = count / self.n if self.n else 0.0
-            rows.append((name, "unexpected", str(count), f"{share * 100:.1f}", "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [header]
-        for r in rows:
-            cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)]
-            lines.append("  ".join(cells).rstrip())
+        lines = [header, *_split_table(self.categories, self.unexpected, self.alpha, n=self.n)]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -942,10 +917,7 @@ class SequentialVerdict:
             f"{self.verdict} sequential N={self.n} (fixed-n {self.fixed_n}) alpha={self.alpha:g}",
             f"({self.power_claim()}): {self.reason}",
         ]
-        parts += [f"{c.name} {c.observed_share * 100:.1f}% {c.interval.percent()}" for c in self.categories]
-        if self.unexpected:
-            parts.append("unexpected " + ",".join(f"{k}={v}" for k, v in self.unexpected.items()))
-        return " ".join(parts)
+        return " ".join(parts + _split_words(self.categories, self.unexpected))
 
     def table(self) -> str:
         """Observed-versus-expected table, the one-sided tests' state, and notes."""
@@ -953,27 +925,7 @@ class SequentialVerdict:
             f"sequential test: N={self.n} (replaces fixed-n {self.fixed_n}) alpha={self.alpha:g} "
             f"verdict={self.verdict} ({self.power_claim()}): {self.reason}"
         )
-        k = max(1, len(self.categories))
-        rows: list[tuple[str, ...]] = [
-            ("category", "expected %", "observed n", "observed %", f"{(1.0 - self.alpha / k) * 100:.4g}% CI"),
-            *(
-                (
-                    c.name,
-                    f"{c.expected * 100:.1f}",
-                    str(c.observed),
-                    f"{c.observed_share * 100:.1f}",
-                    c.interval.percent(),
-                )
-                for c in self.categories
-            ),
-            *((name, "unexpected", str(count), "-", "-") for name, count in self.unexpected.items()),
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [header]
-        lines += [
-            "  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)]).rstrip()
-            for r in rows
-        ]
+        lines = [header, *_split_table(self.categories, self.unexpected, self.alpha, n=None)]
         if self.llr:
             lines.append(f"SPRT boundaries: accept <= {self.log_b:.2f}, reject >= {self.log_a:.2f}")
             lines += [f"  H1 {name}: LLR {value:.2f} ({state})" for name, value, state in self.llr]
@@ -1210,6 +1162,44 @@ def _fit_test(weighted: Sequence[CategoryResult], notes: list[str]) -> tuple[flo
         float(stats.binomtest(c.observed, n, f / n).pvalue) for c, f in zip(weighted, f_exp, strict=True)
     ]
     return statistic, min(1.0, k * min(p_values)), "binomial-bonferroni"
+
+
+def _split_words(categories: Sequence[CategoryResult], unexpected: Mapping[str, int]) -> list[str]:
+    """A summary line's observed split: each category's share and interval, then any unexpected."""
+    words = [f"{c.name} {c.observed_share * 100:.1f}% {c.interval.percent()}" for c in categories]
+    if unexpected:
+        words.append("unexpected " + ",".join(f"{k}={v}" for k, v in unexpected.items()))
+    return words
+
+
+def _split_table(
+    categories: Sequence[CategoryResult], unexpected: Mapping[str, int], alpha: float, *, n: int | None
+) -> list[str]:
+    """The observed-versus-expected table's lines: a header row, one row per category with its
+    Bonferroni-adjusted interval (alpha / k), one per unexpected value with its share of ``n``
+    ("-" when ``n`` is None)."""
+    k = max(1, len(categories))
+    rows: list[tuple[str, str, str, str, str]] = [
+        ("category", "expected %", "observed n", "observed %", f"{(1.0 - alpha / k) * 100:.4g}% CI"),
+        *(
+            (
+                c.name,
+                f"{c.expected * 100:.1f}",
+                str(c.observed),
+                f"{c.observed_share * 100:.1f}",
+                c.interval.percent(),
+            )
+            for c in categories
+        ),
+    ]
+    for name, count in unexpected.items():
+        share = "-" if n is None else f"{(count / n if n else 0.0) * 100:.1f}"
+        rows.append((name, "unexpected", str(count), share, "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return [
+        "  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, 5)]).rstrip()
+        for r in rows
+    ]
 
 
 def _fmt_p(p: float) -> str:
