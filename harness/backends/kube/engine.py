@@ -468,31 +468,55 @@ def install_docker_io(
     Returns True when it installed. The package's own service start is left to the system's
     policy (a policy-rc.d that forbids it is respected); an engine started that way is foreign.
     """
-    if which("dockerd"):
+    return apt_install(
+        DEBIAN_PACKAGE,
+        "dockerd",
+        "the kind cluster's nodes",
+        INSTALL_HINT,
+        run=run,
+        which=which,
+        is_root=is_root,
+        prefix=prefix,
+        say=say,
+    )
+
+
+def apt_install(
+    package: str,
+    binary: str,
+    needed_for: str,
+    hint: str,
+    *,
+    run: proc.Runner = proc.run,
+    which: proc.Which = proc.which,
+    is_root: bool | None = None,
+    prefix: Sequence[str] = (),
+    say: Progress = lambda _m: None,
+) -> bool:
+    """Install Debian's ``package`` (as root, apt-get; ``apt-get update`` once if the lists do not
+    name it) unless ``binary`` is found. True when it installed; ToolMissing (with ``hint``) when it
+    cannot: not root, no apt-get, or the package brought no ``binary``."""
+    if which(binary):
         return False
     if not (os.geteuid() == 0 if is_root is None else is_root):
-        raise ToolMissing("dockerd", "the kind cluster's nodes", INSTALL_HINT)
+        raise ToolMissing(binary, needed_for, hint)
     apt = which("apt-get")
     if not apt:
         raise ToolMissing(
-            "dockerd",
-            "the kind cluster's nodes",
-            "install Docker Engine for your distribution (this machine has no apt-get)",
+            binary, needed_for, f"install {package} for your distribution (this machine has no apt-get)"
         )
-    argv = [*prefix, apt, "install", "-y", "--no-install-recommends", DEBIAN_PACKAGE]
-    say(f"installing Debian's {DEBIAN_PACKAGE} (apt-get)")
+    argv = [*prefix, apt, "install", "-y", "--no-install-recommends", package]
+    say(f"installing Debian's {package} (apt-get)")
     try:
         run(argv, timeout=1800)
     except CommandFailed as e:
         if "Unable to locate package" not in e.stderr + e.stdout:
             raise
-        say("apt-get update (the package lists do not name docker.io yet)")
+        say(f"apt-get update (the package lists do not name {package} yet)")
         run([*prefix, apt, "update"], timeout=900)
         run(argv, timeout=1800)
-    if not which("dockerd"):
-        raise ToolMissing(
-            "dockerd", "the kind cluster's nodes", f"{DEBIAN_PACKAGE} installed no dockerd; " + INSTALL_HINT
-        )
+    if not which(binary):
+        raise ToolMissing(binary, needed_for, f"{package} installed no {binary}; " + hint)
     return True
 
 

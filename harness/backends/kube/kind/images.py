@@ -325,15 +325,27 @@ class ImageBuilder:
                 f"no apt source for Debian {suite} (main) in /etc/apt/sources.list(.d). Fix: add one, "
                 f"e.g. a deb822 stanza with Suites: {suite} and Components: main"
             )
-        debootstrap = self._which("debootstrap")
-        if not debootstrap:
-            raise ToolMissing(
-                "debootstrap",
-                "building the Debian base image",
-                "run `apt-get install -y debootstrap` as root",
-            )
         if not self._is_root:
             raise ToolMissing("root", "debootstrap (building the Debian base image)", "run as root")
+        from harness.backends.kube.engine import apt_install
+
+        # installed here when missing, as `meshproof docker install` installs docker.io
+        apt_install(
+            "debootstrap",
+            "debootstrap",
+            "building the Debian base image",
+            "run `apt-get install -y debootstrap` as root",
+            run=self._run,
+            which=self._which,
+            is_root=self._is_root,
+            prefix=self._prefix,
+            say=self._say,
+        )
+        debootstrap = self._which("debootstrap")
+        if not debootstrap:  # apt_install raises first; for the type checker
+            raise ToolMissing(
+                "debootstrap", "building the Debian base image", "apt-get install -y debootstrap"
+            )
         self.work.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix="debian-base-", dir=self.work))
