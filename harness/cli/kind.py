@@ -172,7 +172,7 @@ def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int
             }
         )
     if args.json:
-        out.json({"prefix": PREFIX, "images": rows})
+        out.json({"prefix": PREFIX, "images": rows, **host_cluster(settings)})
         return 0
     t = table("image", "present", "made by", "what")
     for r in rows:
@@ -182,3 +182,22 @@ def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int
         row(t, r["ref"], present, r["made_by"], r["what"])
     out.print(t)
     return 0
+
+
+def host_cluster(settings: Settings) -> dict[str, Any]:
+    """What a person's own ``kind create cluster`` and ``istioctl install`` need on this host, from
+    the code the kind backend uses: ``kind_config`` (its node image, CNI and cgroup settings, no
+    published ports) and ``istio`` (hub and tag of the locally built pilot/proxyv2)."""
+    from harness.backends.kube.kind import images, meshimages, nodeimage
+    from harness.backends.kube.kind.base import PREFIX
+    from harness.backends.kube.kind.cli import host_cgroup_v1, kind_config
+
+    node = nodeimage.node_options(
+        "local",
+        cgroup_v1=host_cgroup_v1(Path("/proc/self/mounts").read_text()),
+        build_node=lambda: images.plan_ref("kind-node"),
+    )
+    return {
+        "kind_config": kind_config(None, node=node),
+        "istio": {"hub": PREFIX, "tag": meshimages.tag_of("pilot", settings.istio_version)},
+    }

@@ -59,26 +59,26 @@ def host_cgroup_v1(mounts: str) -> bool:
 
 
 def kind_config(
-    host_port: int,
+    host_port: int | None,
     *,
     node_port: int = INGRESS_NODE_PORT,
     listen_address: str = "127.0.0.1",
     node: NodeOptions = NodeOptions(),
 ) -> dict[str, Any]:
-    """A one-node cluster whose ``node_port`` is published on ``listen_address:host_port``."""
-    if not 0 < host_port < 65536:
-        raise ValueError(f"host port {host_port} is out of range")
-    control_plane: dict[str, Any] = {
-        "role": "control-plane",
-        "extraPortMappings": [
+    """A one-node cluster whose ``node_port`` is published on ``listen_address:host_port`` (None:
+    nothing published, the config a person's own ``kind create cluster`` needs on this host)."""
+    control_plane: dict[str, Any] = {"role": "control-plane"}
+    if host_port is not None:
+        if not 0 < host_port < 65536:
+            raise ValueError(f"host port {host_port} is out of range")
+        control_plane["extraPortMappings"] = [
             {
                 "containerPort": node_port,
                 "hostPort": host_port,
                 "listenAddress": listen_address,
                 "protocol": "TCP",
             }
-        ],
-    }
+        ]
     if node.image:
         control_plane["image"] = node.image
     cfg: dict[str, Any] = {"kind": "Cluster", "apiVersion": KIND_API_VERSION, "nodes": [control_plane]}

@@ -164,3 +164,21 @@ def test_load_image_argv(tmp_path: Path) -> None:
     assert run.calls == [
         ["/bin/kind", "load", "docker-image", "meshproof/microservice-1:dev", "--name", "meshproof"]
     ]
+
+
+def test_images_plan_names_the_kind_config_of_this_host_and_the_istio_images(tmp_path: Path) -> None:
+    """`images plan --json`'s kind_config is the backend's own kind_config (no published port), for a
+    person's own `kind create cluster`; istio names the hub/tag of the local pilot/proxyv2."""
+    from harness.backends.kube.kind.base import PREFIX
+    from harness.backends.kube.kind.cli import NodeOptions
+    from harness.backends.kube.kind.images import plan_ref
+    from harness.cli.kind import host_cluster
+    from harness.settings import Settings
+
+    plan = host_cluster(Settings(cache_dir=tmp_path))
+    cfg = plan["kind_config"]
+    assert cfg["nodes"] == [{"role": "control-plane", "image": plan_ref("kind-node")}]
+    assert cfg["networking"]["disableDefaultCNI"] is True
+    node = NodeOptions(image=plan_ref("kind-node"), own_cni=True, cgroup_v1="kubeadmConfigPatches" in cfg)
+    assert cfg == kind_config(None, node=node)
+    assert plan["istio"]["hub"] == PREFIX and f"{PREFIX}/pilot:{plan['istio']['tag']}" == plan_ref("pilot")
