@@ -44,6 +44,8 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: _cache_home(os.environ))
     istio_version: str = DEFAULT_ISTIO
     kube_context: str = ""  # for backend "existing"
+    istio_revision: str = ""  # backend existing: the Istio revision (or tag) to inject ("": the only one)
+    image_registry: str = ""  # backend existing: where the cluster pulls meshproof's images ("": load them)
     kind_cluster: str = "meshproof"
     keep_cluster: bool = False
     images: str = "auto"  # kind path: "local" (build every image here), "official" (pull releases), "auto"
@@ -88,6 +90,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         cache_dir=_cache_home(env),
         istio_version=env.get("MESHPROOF_ISTIO", DEFAULT_ISTIO),
         kube_context=env.get("MESHPROOF_KUBE_CONTEXT", ""),
+        istio_revision=env.get("MESHPROOF_ISTIO_REVISION", ""),
+        image_registry=env.get("MESHPROOF_IMAGE_REGISTRY", ""),
         kind_cluster=env.get("MESHPROOF_KIND_CLUSTER", "meshproof"),
         keep_cluster=env.get("MESHPROOF_KEEP_CLUSTER", "") not in ("", "0", "false"),
         images=env.get("MESHPROOF_IMAGES", "auto"),

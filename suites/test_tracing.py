@@ -69,6 +69,8 @@ INGEST_TIMEOUT = 60.0
 def _jaeger_for(mesh: Backend) -> JaegerClient:
     url = mesh.trace_query_url()
     hint = mesh.trace_hint()
+    if url is None and (why := getattr(mesh, "unavailable", dict)().get("tracing")):
+        pytest.skip(f"tracing suite skipped: {why}")  # backend existing: the cluster has no tracing provider
     if url is None:
         pytest.fail(
             f"backend {mesh.name} reports no Jaeger query URL: tracing is not deployed "

@@ -37,6 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         manifests=path(getattr(args, "manifests", None)),
         istio_version=getattr(args, "istio_version", None),
         kube_context=getattr(args, "kube_context", None),
+        istio_revision=getattr(args, "istio_revision", None),
         keep_cluster=getattr(args, "keep_cluster", None),
     )
 

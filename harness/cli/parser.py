@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="kubeconfig context of the cluster (backend existing; default: $MESHPROOF_KUBE_CONTEXT or "
         "the current context)",
     )
+    cluster.add_argument(
+        "--revision",
+        dest="istio_revision",
+        metavar="REV",
+        help="backend existing: the installed Istio revision or revision tag whose sidecars meshproof's "
+        "namespaces get (default: $MESHPROOF_ISTIO_REVISION, or the only one installed)",
+    )
     keep = argparse.ArgumentParser(add_help=False)
     keep.add_argument(
         "--keep-cluster",

@@ -39,6 +39,7 @@ def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         "MESHPROOF_MANIFESTS": str(manifests),
         "MESHPROOF_ISTIO": settings.istio_version,
         "MESHPROOF_KUBE_CONTEXT": settings.kube_context,
+        "MESHPROOF_ISTIO_REVISION": settings.istio_revision,
         "MESHPROOF_KEEP_CLUSTER": "1" if settings.keep_cluster else "",
     }
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # the reports go there
@@ -186,6 +187,16 @@ def read_junit(path: Path) -> list[Case] | None:
     return cases
 
 
+def skip_reasons(cases: Sequence[Case]) -> dict[str, int]:
+    """Each distinct reason a test was skipped -> how many were, in the order first seen."""
+    reasons: dict[str, int] = {}
+    for c in cases:
+        if c.outcome == "skipped":
+            why = c.message.removeprefix("Skipped: ") or "(no reason given)"
+            reasons[why] = reasons.get(why, 0) + 1
+    return reasons
+
+
 def print_test_summary(
     out: Output, settings: Settings, cases: list[Case] | None, code: int, elapsed: float
 ) -> None:
@@ -211,6 +222,8 @@ def print_test_summary(
             f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped, "
             f"{counts['error']} errors"
         )
+        for why, n in skip_reasons(cases).items():
+            out.print(f"skipped {n}: {why}", style="yellow")
     verdict = {
         0: "PASSED: every check held",
         1: "FAILED: some checks did not hold (see above)",

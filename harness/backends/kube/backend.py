@@ -66,7 +66,7 @@ from harness.backends.kube.portforward import Forwards
 from harness.backends.kube.readiness import wait_deployments_ready
 from harness.backends.kube.relay import relay_objects
 from harness.backends.kube.tools import default_which
-from harness.errors import BackendError, StateError, ToolMissing, UserError
+from harness.errors import BackendError, StateError, ToolMissing, UnsupportedFeature, UserError
 from harness.mesh import AppFault, State, Workload, find_workload
 from harness.settings import Settings
 from harness.toolchain.kind import kind_which
@@ -400,7 +400,7 @@ class KubeBackend:
 
     def trace_query_url(self) -> str | None:
         self._require_running()
-        if not self._info.get("tracing"):
+        if not self._info.get("tracing") or "tracing" in self.unavailable():
             return None
         return self._discovery.jaeger_url()
 
@@ -417,6 +417,11 @@ class KubeBackend:
         if image:
             return KubeLocustRun(config, api=self.api, workdir=workdir, image=image)
         return KubeLocustRun(config, api=self.api, workdir=workdir)
+
+    def unavailable(self) -> dict[str, str]:
+        """What this cluster lacks that a suite needs -> why (backend existing: e.g. no tracing provider);
+        the suite skips with that reason instead of failing."""
+        return dict(self._info.get("unavailable") or {})
 
     # ---- faults and chaos: see faults.py ----------------------------------------------------
     def inject_fault(self, pod: str, fault: AppFault) -> dict[str, Any]:
@@ -480,7 +485,13 @@ class KubeBackend:
         return None  # the cluster outlives this process; `meshproof status` asks it
 
     def stop_control_plane(self) -> None:
-        """Scale the istiod Deployment to 0 (its replica count is kept in the state dir)."""
+        """Scale the istiod Deployment to 0 (its replica count is kept in the state dir). Never on
+        backend existing: that control plane is the user's."""
+        if self.name == "existing":
+            raise UnsupportedFeature(
+                "stopping istiod on backend existing: the control plane is the cluster's own, which meshproof "
+                "never changes. Fix: run the experiment on --backend kind or local"
+            )
         self._faults.stop_control_plane()
 
     def control_plane_serving(self) -> list[str]:

@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness import proc, wait
-from harness.backends.kube import istio_install, netloss
+from harness.backends.kube import installed, istio_install, netloss
 from harness.backends.kube.api import KubeApi, ObjectRef
 from harness.backends.kube.apply import SAMPLE_IMAGE, build_image, delete_objects, ref_of
+from harness.backends.kube.discovery import GATEWAY_SELECTOR
 from harness.backends.kube.engine import Engine
+from harness.backends.kube.kind.base import PREFIX
 from harness.backends.kube.tools import ToolPaths, minor, preflight, same_minor
+from harness.errors import ToolMissing
 from harness.mesh import Workload
 from harness.settings import Settings
 from harness.versions import ISTIO_RELEASES
@@ -167,6 +170,7 @@ class ExistingCluster(ClusterBase):
     a Docker engine."""
 
     name = "existing"
+    _revision = ""  # the Istio revision meshproof's namespaces are labelled for, once discovered
 
     def failure_note(self) -> str:
         return ""
@@ -193,26 +197,111 @@ class ExistingCluster(ClusterBase):
         return None  # the cluster pulls its images
 
     def install_istio(self, api: KubeApi, tools: ToolPaths, kubeconfig: str, context: str) -> None:
-        """Istio must already run: never installed or changed here; another minor line is a warning."""
+        """Istio must already run: never installed or changed here; another minor line is a warning.
+        Discovers the revision(s), injection webhooks and tags, the ingress gateway and tracing
+        (:mod:`~harness.backends.kube.installed`); a missing piece stops ``up`` before anything is
+        created, a missing optional one (tracing) is recorded as what the suites skip and why."""
         istiod = istio_install.require_installed(api, self.release)
         if istiod.version and not same_minor(istiod.version, minor(self.release)):
             self._say(f"warning: istiod runs Istio {istiod.version}, meshproof pins {self.release.label}")
+        found = installed.discover(api)
+        revision = installed.choose_revision(found, self.settings.istio_revision, context)
+        if not found.gateways:
+            raise ToolMissing(
+                f"an ingress gateway (pods labelled {GATEWAY_SELECTOR}, any namespace)",
+                f"backend existing (context {context or '(current)'})",
+                "install one (e.g. istioctl's ingressGateways component, or the gateway Helm chart)",
+            )
+        labels = installed.injection_labels(revision)
+        self._say(
+            f"Istio revision {revision} (installed: {', '.join(found.revisions)}); meshproof's namespaces get "
+            + ", ".join(f"{k}={v}" for k, v in labels.items())
+            + f"; ingress gateway {found.gateways[0]}"
+        )
+        unavailable: dict[str, str] = {}
+        providers = found.tracing.get(found.tags.get(revision, revision), ())
+        if not providers:
+            unavailable["tracing"] = (
+                f"no tracing provider in the mesh config of Istio revision {revision} "
+                "(meshConfig.extensionProviders): meshproof does not change a control plane it did not install"
+            )
+        elif not api.list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=jaeger"):
+            unavailable["tracing"] = (
+                f"tracing provider(s) {', '.join(providers)} but no Jaeger query (pods app=jaeger in "
+                f"{istio_install.ISTIO_NAMESPACE}) to read the spans from"
+            )
+        for what, why in unavailable.items():
+            self._say(f"skipping the {what} suite: {why}")
+        self._revision = revision
+        self._record.save(revision=revision, discovered=found.as_json(), unavailable=unavailable)
 
     def load_sample(self, tools: ToolPaths, context: str) -> None:
-        """Built and ``kind load``-ed when the context is a kind cluster and docker and kind are here;
-        otherwise the cluster must be able to pull it."""
+        """meshproof's own images (the sample, Locust), in this order: from the registry the user
+        names (MESHPROOF_IMAGE_REGISTRY: nothing is loaded); the images built here (`meshproof images
+        build`), ``kind load``-ed when the context is a kind cluster; else the sample built and loaded
+        there; otherwise the cluster must be able to pull them."""
+        registry = self.settings.image_registry.rstrip("/")
+        if registry:
+            images = {k: v.replace(PREFIX, registry, 1) for k, v in self._local_refs().items()}
+            self._say(f"images from registry {registry}: {', '.join(sorted(images.values()))}")
+            self._record.save(images=images)
+            return
         cluster_name = ""
         if context.startswith("kind-") and tools.docker and tools.kind:
             cluster_name = context[len("kind-") :]
         if not cluster_name:
             self._say(not_building(context))
             return
+        local = self._local_refs()
+        if all(self._present(tools.docker, ref) for ref in local.values()):
+            for ref in sorted(local.values()):
+                self._say(f"loading {ref} into kind cluster {cluster_name}")
+                self._run([tools.kind, "load", "docker-image", ref, "--name", cluster_name], timeout=900)
+            self._record.save(images=local)
+            return
         build_sample(tools, self._sample_dir, self._run, self._say)
         self._say(f"loading {SAMPLE_IMAGE} into kind cluster {cluster_name}")
         self._run([tools.kind, "load", "docker-image", SAMPLE_IMAGE, "--name", cluster_name], timeout=600)
 
+    def _local_refs(self) -> dict[str, str]:
+        """The manifests' sample image and Locust -> meshproof's own builds of them."""
+        from harness.backends.kube.kind import meshimages
+
+        return {
+            SAMPLE_IMAGE: meshimages.ref_of("sample", self.settings.istio_version),
+            "locust": meshimages.ref_of("locust", self.settings.istio_version),
+        }
+
+    def _present(self, docker: str, ref: str) -> bool:
+        out = self._run([docker, "image", "inspect", "--format", "{{.Id}}", ref], timeout=60, check=False)
+        return out.returncode == 0
+
     def localized(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return objs
+        """Nothing in the Istio namespace (the control plane is the user's: Jaeger and the mesh-wide
+        Telemetry of the manifests are left out); injected namespaces labelled for the revision in
+        use; the images the record names (built here or from the user's registry)."""
+        from harness.backends.kube.kind import meshimages
+
+        ns = istio_install.ISTIO_NAMESPACE
+        if skipped := installed.namespaced_in(objs, ns):
+            self._say(f"not applying into {ns} (the cluster's control plane): {', '.join(skipped)}")
+        keep = [o for o in objs if (o.get("metadata") or {}).get("namespace") != ns]
+        keep = installed.relabelled(keep, self.revision)
+        images = {k: v for k, v in (self._record.info.get("images") or {}).items() if k != "locust"}
+        if not images:
+            return keep
+        keep = meshimages.localize(keep, images)
+        if self.settings.image_registry:  # pulled from the registry, not loaded into the nodes
+            for o in keep:
+                spec = ((o.get("spec") or {}).get("template") or {}).get("spec") or {}
+                for c in spec.get("containers") or []:
+                    if c.get("image") in images.values():
+                        c["imagePullPolicy"] = "IfNotPresent"
+        return keep
+
+    @property
+    def revision(self) -> str:
+        return self._revision or str(self._record.info.get("revision") or installed.DEFAULT_REVISION)
 
     def record_new(self, api: KubeApi, objs: Iterable[Mapping[str, Any]]) -> None:
         """Note the objects about to be created, *before* creating them, so that ``down`` removes
@@ -226,7 +315,8 @@ class ExistingCluster(ClusterBase):
 
     @property
     def locust_image(self) -> str:
-        return ""
+        """meshproof's Locust image when ``up`` loaded it or names it in a registry ("": the default)."""
+        return str((self._record.info.get("images") or {}).get("locust") or "")
 
     def teardown(self, info: Mapping[str, Any], connect: Callable[[], KubeApi]) -> None:
         """Delete the objects this backend created (the record's ``created``), nothing else."""

@@ -117,8 +117,12 @@ class FakeCluster:
         gateway: bool = True,
         reachable: bool = True,
         istio_version: str = "1.30.1",
+        revision: str = "",  # istiod's istio.io/rev label ("": the default revision)
+        gateway_namespace: str = "istio-system",
+        tracing: bool = True,  # the mesh config defines the tracing provider "jaeger"
     ) -> None:
         self.istio_version = istio_version
+        self.revision = revision
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.rv = 100
         self.reachable = reachable
@@ -141,12 +145,31 @@ class FakeCluster:
                 self.kinds.add(("security.istio.io/v1", k))
             self.kinds.add(("telemetry.istio.io/v1", "Telemetry"))
             self._put(self._istiod())
+            mesh = (
+                "extensionProviders:\n- name: jaeger\n  opentelemetry: {port: 4317}\n" if tracing else "{}\n"
+            )
             self._put(
                 {
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
-                    "metadata": {"name": "istio", "namespace": "istio-system"},
-                    "data": {"mesh": "extensionProviders:\n- name: jaeger\n  opentelemetry: {port: 4317}\n"},
+                    "metadata": {
+                        "name": f"istio-{revision}" if revision else "istio",
+                        "namespace": "istio-system",
+                    },
+                    "data": {"mesh": mesh},
+                }
+            )
+            self._put(
+                {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "MutatingWebhookConfiguration",
+                    "metadata": {
+                        "name": f"istio-sidecar-injector-{revision}"
+                        if revision
+                        else "istio-sidecar-injector",
+                        "labels": {"istio.io/rev": revision or "default"},
+                    },
+                    "webhooks": [{"name": "rev.namespace.sidecar-injector.istio.io"}],
                 }
             )
             self._pod(
@@ -154,7 +177,7 @@ class FakeCluster:
             )
         if gateway:
             self._pod(
-                "istio-system",
+                gateway_namespace,
                 "istio-ingressgateway-7f9-xyz12",
                 {"app": "istio-ingressgateway", "istio": "ingressgateway"},
                 sidecar=True,
@@ -179,7 +202,7 @@ class FakeCluster:
             "metadata": {
                 "name": "istiod",
                 "namespace": "istio-system",
-                "labels": {"app": "istiod"},
+                "labels": {"app": "istiod", **({"istio.io/rev": self.revision} if self.revision else {})},
                 "generation": 1,
             },
             "spec": {
@@ -244,7 +267,10 @@ class FakeCluster:
 
     def _injected(self, ns: str) -> bool:
         nsobj = self.objects.get(("", "Namespace", "", ns))
-        return bool(nsobj and (nsobj["metadata"].get("labels") or {}).get("istio-injection") == "enabled")
+        labels = (nsobj or {}).get("metadata", {}).get("labels") or {}
+        if self.revision:  # a revision's injector selects istio.io/rev (without istio-injection)
+            return labels.get("istio.io/rev") == self.revision and "istio-injection" not in labels
+        return labels.get("istio-injection") == "enabled"
 
     def _roll_out(self, dep: dict[str, Any]) -> None:
         """The Deployment controller: replace the pods, mark the rollout complete."""

@@ -27,7 +27,7 @@ from harness.backends.kube.pods import (
 )
 from harness.backends.kube.relay import RELAY_NAMESPACE
 from harness.envoy import parse_ejected
-from harness.errors import BackendError, StateError, ToolMissing, WaitTimeout
+from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
 from harness.load import LoadConfig
 from harness.mesh import UNREACHED_HEADER
 from harness.settings import Settings
@@ -289,6 +289,42 @@ def test_up_on_existing_then_down_removes_only_what_it_created(tmp_path: Path, m
     assert {"Namespace/sample", "VirtualService/sample/web", f"Namespace/{RELAY_NAMESPACE}"} <= deleted
     assert "Namespace/other" not in deleted
     assert not b.marker.exists() and b.state is State.STOPPED and api.closed
+
+
+def test_existing_with_a_revision_creates_only_its_own_and_down_deletes_only_that(
+    tmp_path: Path, manifests: Path
+) -> None:
+    """The SRE's cluster: revision 1-31, the gateway in istio-ingress, no tracing provider. meshproof's
+    namespaces get istio.io/rev=1-31; nothing lands in istio-system; down deletes exactly what up created."""
+    (manifests / "40-jaeger.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: jaeger-query, namespace: istio-system}\nspec: {}\n"
+    )
+    api = FakeCluster(revision="1-31", gateway_namespace="istio-ingress", tracing=False)
+    before = {k: json.dumps(v, sort_keys=True) for k, v in api.objects.items()}
+    b, _ = make(tmp_path, manifests, api, kube_context="kind-theirs")
+    with b.up():
+        labels = api.objects[("", "Namespace", "", "sample")]["metadata"]["labels"]
+        assert labels.get("istio.io/rev") == "1-31" and "istio-injection" not in labels
+        assert not [k for k in api.objects if k[2] == "istio-system" and k not in before]
+        assert b.trace_query_url() is None and "no tracing provider" in b.unavailable()["tracing"]
+        created = {tuple(k) for k in json.loads(b.marker.read_text())["created"]}
+        new = {k for k in api.objects if k not in before and k[1] != "Pod"}
+        assert {(k[1], k[2], k[3]) for k in new} == {(k[1], k[2], k[3]) for k in created}
+    # every object of the cluster as it was, nothing of meshproof's left (the fake does not cascade a
+    # namespace's deletion to its pods, as the API server does)
+    after = {k: json.dumps(v, sort_keys=True) for k, v in api.objects.items() if k[1] != "Pod" or k in before}
+    assert after == before
+
+
+def test_existing_with_a_revision_that_is_not_installed_creates_nothing(
+    tmp_path: Path, manifests: Path
+) -> None:
+    api = FakeCluster(revision="1-31")
+    before = dict(api.objects)
+    b, _ = make(tmp_path, manifests, api, istio_revision="1-30")
+    with pytest.raises(UserError, match="'1-30' is not installed"):
+        b.up()
+    assert api.objects.keys() == before.keys() and api.deleted == [] and not b.marker.exists()
 
 
 def test_up_refuses_a_recorded_mesh(tmp_path: Path, manifests: Path) -> None:

@@ -13,6 +13,7 @@ from harness.backends.kube.api import KubeApi
 from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
 from harness.backends.kube.engine import EngineMode
 from harness.backends.kube.kind.cli import NodeOptions
+from harness.backends.kube.kind.meshimages import ref_of
 from harness.backends.kube.kindcluster import KindCluster
 from harness.backends.kube.tools import ToolPaths
 from harness.errors import BackendError, ToolMissing
@@ -152,32 +153,91 @@ def test_existing_teardown_of_nothing_created_does_not_connect(tmp_path: Path) -
 def test_existing_never_installs_istio_and_warns_about_another_minor(tmp_path: Path) -> None:
     m = Made(tmp_path, ExistingCluster)
     m.cluster.install_istio(FakeCluster(istio_version="1.30.1"), KIND_TOOLS, "", "")
-    assert m.said == [f"warning: istiod runs Istio 1.30.1, meshproof pins {m.settings.istio_version}"]
+    assert m.said[0] == f"warning: istiod runs Istio 1.30.1, meshproof pins {m.settings.istio_version}"
     with pytest.raises(ToolMissing, match="Istio"):
         m.cluster.install_istio(FakeCluster(istio=False), KIND_TOOLS, "", "")
     assert m.run.calls == []
 
 
+NO_LOCAL_IMAGES = {**KIND_REPLIES, "/usr/bin/docker image inspect": (1, "", "Error: No such image")}
+
+
 def test_existing_loads_the_sample_only_into_a_kind_context(tmp_path: Path) -> None:
-    m = Made(tmp_path, ExistingCluster)
+    m = Made(tmp_path, ExistingCluster, replies=NO_LOCAL_IMAGES)
     m.cluster.load_sample(KIND_TOOLS, "prod")
     assert m.run.calls == [] and "is not a kind cluster" in m.said[-1]
     m.cluster.load_sample(ToolPaths(), "kind-foo")  # no docker, no kind here
     assert m.run.calls == []
     m.cluster.load_sample(KIND_TOOLS, "kind-foo")
-    assert m.run.calls == [
+    assert [c for c in m.run.calls if c[1:3] != ["image", "inspect"]] == [
         ["/usr/bin/docker", "build", "-t", "meshproof/microservice-1:dev", str(tmp_path / "sample")],
         ["/usr/bin/kind", "load", "docker-image", "meshproof/microservice-1:dev", "--name", "foo"],
     ]
 
 
-def test_existing_leaves_images_and_the_ingress_to_the_cluster(tmp_path: Path) -> None:
+def test_existing_loads_the_images_built_here_into_a_kind_context(tmp_path: Path) -> None:
+    """`meshproof images build`'s sample and Locust are kind-loaded and stand for the manifests' image."""
+    m = Made(tmp_path, ExistingCluster)  # docker image inspect answers: present
+    m.cluster.load_sample(KIND_TOOLS, "kind-foo")
+    loads = [c for c in m.run.calls if c[1:2] == ["load"]]
+    assert [c[3] for c in loads] == sorted(ref_of(n) for n in ("locust", "sample"))
+    assert m.cluster.locust_image == ref_of("locust")
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "sample"},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "web", "image": "meshproof/microservice-1:dev"}]}}
+        },
+    }
+    (c,) = m.cluster.localized([dep])[0]["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == ref_of("sample") and c["imagePullPolicy"] == "Never"
+
+
+def test_existing_takes_the_images_from_a_registry_the_user_names(tmp_path: Path) -> None:
+    m = Made(tmp_path, ExistingCluster, image_registry="registry.example/team/")
+    m.cluster.load_sample(KIND_TOOLS, "kind-foo")
+    assert m.run.calls == []  # nothing built, nothing loaded
+    assert m.cluster.locust_image == ref_of("locust").replace("meshproof.local", "registry.example/team")
+
+
+def test_existing_leaves_the_control_plane_namespace_and_the_ingress_to_the_cluster(tmp_path: Path) -> None:
     m = Made(tmp_path, ExistingCluster)
-    objs = [VS]
-    assert m.cluster.localized(objs) is objs
+    jaeger = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "jaeger", "namespace": "istio-system"},
+    }
+    assert m.cluster.localized([VS, jaeger]) == [VS]
+    assert "not applying into istio-system" in m.said[-1] and "Service/jaeger" in m.said[-1]
     m.cluster.load_mesh_images(KIND_TOOLS)
     assert m.cluster.ingress_url({"ingress_port": 41234}) == "" and m.cluster.locust_image == ""
     assert m.run.calls == []
+
+
+def test_existing_labels_its_namespaces_for_the_installed_revision(tmp_path: Path) -> None:
+    m = Made(tmp_path, ExistingCluster)
+    api = FakeCluster(revision="1-31", gateway_namespace="istio-ingress", tracing=False)
+    m.cluster.install_istio(api, KIND_TOOLS, "", "kind-theirs")
+    injected = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "sample", "labels": {"istio-injection": "enabled"}},
+    }
+    off = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "relay", "labels": {"istio-injection": "disabled"}},
+    }
+    out = m.cluster.localized([injected, off])
+    assert out[0]["metadata"]["labels"] == {"istio.io/rev": "1-31"}
+    assert out[1]["metadata"]["labels"] == {"istio-injection": "disabled"}
+    info = json.loads(m.record.path.read_text())
+    assert info["revision"] == "1-31" and info["discovered"]["gateways"] == [
+        "istio-ingress/istio-ingressgateway-7f9-xyz12"
+    ]
+    assert "no tracing provider" in info["unavailable"]["tracing"]
+    assert any(line.startswith("skipping the tracing suite: no tracing provider") for line in m.said)
 
 
 # ---- KindCluster --------------------------------------------------------------------------------
