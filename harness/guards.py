@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import yamlio
-from harness.backends.base import Backend, Fault
+from harness.backends.base import AppFault, Backend
 from harness.istio import Bundle, load_paths, load_text, validate_documents
 from harness.istio.loader import Document
 from harness.istio.model import document_key
@@ -243,7 +243,7 @@ class FaultGuard:
         self._faulted: list[str] = []
         self._killed: list[str] = []
 
-    def inject(self, pods: str | Iterable[str], fault: Fault) -> None:
+    def inject(self, pods: str | Iterable[str], fault: AppFault) -> None:
         for pod in [pods] if isinstance(pods, str) else list(pods):
             if pod not in self._faulted:
                 self._faulted.append(pod)

@@ -108,11 +108,6 @@ class AppFault:
     via: str = "app"
 
 
-#: The old name of :class:`AppFault`, still imported by code other helpers of issue #21 are moving
-#: (the backends, harness/guards.py, the suites and their tests); removed once they use AppFault.
-Fault = AppFault
-
-
 def find_workload(workloads: Sequence[Workload], ref: str) -> Workload:
     """A workload by pod name, ``ns/pod``, ``ns/deployment`` (first replica) or ``ingress``."""
     candidates = [w for w in workloads if w.role == "gateway"] if ref == "ingress" else list(workloads)

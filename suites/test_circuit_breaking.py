@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from harness import wait
-from harness.backends.base import Backend, Fault
+from harness.backends.base import AppFault, Backend
 from harness.envoy import EnvoyAdmin, outbound_cluster
 from harness.guards import ConfigGuard, FaultGuard
 from harness.istio.oracles.overflow import Limits
@@ -106,7 +106,7 @@ def hold_one_subset(
     who = attribution(config.applied, live, mesh.workloads())
     # at concurrency 1 (within the limits: nothing may be shed while converging)
     converge_split(sampler, mesh, who, expected_split(live), batch=50, consecutive=2, concurrency=1)
-    faults.inject(who.pods(d.subset or d.host), Fault(status=None, rate=1.0, delay_ms=HOLD_MS))
+    faults.inject(who.pods(d.subset or d.host), AppFault(status=None, rate=1.0, delay_ms=HOLD_MS))
     return Scenario(admin, cluster, limits, apply_s)
 
 

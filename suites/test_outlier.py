@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from harness.backends.base import Fault
+from harness.backends.base import AppFault
 from harness.envoy import EnvoyAdmin, outbound_cluster
 from harness.istio import parse_duration
 from suites._support.outlier import (
@@ -83,7 +83,7 @@ def test_faulted_replica_is_ejected_then_returns(
     threshold, interval = od.ejects_after_5xx, od.interval_s
     assert threshold is not None, f"the gateway's cluster does not eject on 5xx: {od.describe()}"
     victim = f.pods[0]
-    faults.inject(victim.name, Fault(status=503, rate=1.0))
+    faults.inject(victim.name, AppFault(status=503, rate=1.0))
     deadline = interval + SLACK_S
 
     run = drive_to_threshold(
@@ -192,7 +192,7 @@ def test_gateway_errors_only_count_502_503_504(
     )
     victim = f.pods[0]
 
-    faults.inject(victim.name, Fault(status=500, rate=1.0))
+    faults.inject(victim.name, AppFault(status=500, rate=1.0))
     many = 4 * gateway_threshold
     run = drive_to_threshold(mesh_backend, sampler, admin, cluster, victim, threshold=many, deadline_s=0.0)
     evidence.require(
@@ -209,7 +209,7 @@ def test_gateway_errors_only_count_502_503_504(
         notes=f"DR ACK {f.apply_s:.2f}s",
     )
 
-    faults.inject(victim.name, Fault(status=503, rate=1.0))  # positive control in the same config
+    faults.inject(victim.name, AppFault(status=503, rate=1.0))  # positive control in the same config
     run = drive_to_threshold(
         mesh_backend,
         sampler,
@@ -255,7 +255,7 @@ def test_negative_lower_threshold_fails_the_ejection_check(
     od = predicted(f.od, "the ejection")
     assert od.ejects_after_5xx == LOW_THRESHOLD, od.describe()
     victim = f.pods[0]
-    faults.inject(victim.name, Fault(status=503, rate=1.0))
+    faults.inject(victim.name, AppFault(status=503, rate=1.0))
     run = drive_to_threshold(
         mesh_backend,
         sampler,
@@ -300,7 +300,7 @@ def test_negative_shorter_base_ejection_time_fails_the_return_check(
     threshold = od.ejects_after_5xx
     assert threshold is not None, od.describe()
     victim = f.pods[0]
-    faults.inject(victim.name, Fault(status=503, rate=1.0))
+    faults.inject(victim.name, AppFault(status=503, rate=1.0))
     run = drive_to_threshold(
         mesh_backend,
         sampler,
@@ -405,7 +405,7 @@ def test_negative_outlier_detection_removed_fails_the_no_5xx_while_ejected_check
     f = setup_fast(config, mesh_backend, admin_http, no_outlier_detection)
     assert f.od is None, f"the gateway still runs outlier detection on {cluster}: {f.od.describe()}"
     victim = f.pods[0]
-    faults.inject(victim.name, Fault(status=503, rate=1.0))
+    faults.inject(victim.name, AppFault(status=503, rate=1.0))
     run = drive_to_threshold(
         mesh_backend, sampler, f.admin, f.cluster, victim, threshold=threshold, deadline_s=0.0
     )
@@ -451,7 +451,7 @@ def test_negative_5xx_mode_fails_the_not_ejected_on_500_check(
     od = predicted(f.od, "the ejection")
     assert od.ejects_after_5xx is not None, od.describe()
     victim = f.pods[0]
-    faults.inject(victim.name, Fault(status=500, rate=1.0))
+    faults.inject(victim.name, AppFault(status=500, rate=1.0))
     run = drive_to_threshold(
         mesh_backend, sampler, f.admin, f.cluster, victim, threshold=4 * gateway_threshold, deadline_s=0.0
     )

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from harness import wait
-from harness.backends.base import Backend, Fault, Workload
+from harness.backends.base import AppFault, Backend, Workload
 from harness.envoy import EnvoyAdmin, address_owner, outbound_cluster
 from harness.guards import ConfigGuard, FaultGuard
 from harness.istio.oracles.outlier import EffectiveOutlier
@@ -81,7 +81,7 @@ def ejection_on_500s(
     hosts = admin.hosts(cluster)
     address = next((a for a in hosts if address_owner(a, [victim])), "")
     assert address, f"{victim.name} is not an endpoint of {cluster}: {list(hosts)}"
-    faults.inject(victim.name, Fault(status=500, rate=1.0))
+    faults.inject(victim.name, AppFault(status=500, rate=1.0))
     errors = sent = 0
     budget = 4 * threshold
 

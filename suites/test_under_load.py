@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from harness import wait
-from harness.backends.base import Fault
+from harness.backends.base import AppFault
 from harness.envoy import EnvoyAdmin, address_owner
 from harness.load import RequestRecord
 from harness.traffic.checks import CheckResult, all_of
@@ -130,7 +130,7 @@ def _ejection_window(mesh, load, config, faults, admin_http, evidence, *, detect
     address = next(a for a in admin.hosts(cluster) if address_owner(a, [victim]))
     load.phase("fault")
     load.snapshot(settle_s=0.0)  # every request started in "load" has ended: none meets the fault
-    faults.inject(victim.name, Fault(status=503, rate=1.0))
+    faults.inject(victim.name, AppFault(status=503, rate=1.0))
     threshold = od.consecutive_5xx  # effective: Envoy's default (5) where Istio leaves it unset
     users = load.config.users
 

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 # Re-exported: the shared types live in harness.mesh (suites import them from either place).
-from harness.mesh import AppFault, Fault, State, Workload, find_workload
+from harness.mesh import AppFault, State, Workload, find_workload
 
 if TYPE_CHECKING:  # harness.load imports numpy: only where a load runs
     from harness.load.config import LoadConfig
     from harness.load.run import LoadRun
 
-__all__ = ["AppFault", "Backend", "Fault", "State", "Workload", "find_workload"]
+__all__ = ["AppFault", "Backend", "State", "Workload", "find_workload"]
 
 
 @runtime_checkable

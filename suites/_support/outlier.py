@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from harness import wait
-from harness.backends.base import Backend, Fault, Workload
+from harness.backends.base import AppFault, Backend, Workload
 from harness.envoy import EnvoyAdmin, HostState, address_owner, outbound_cluster
 from harness.errors import WaitTimeout
 from harness.guards import ConfigGuard
@@ -651,7 +651,7 @@ def cap_run(
         f"the cap {cap} of {len(hosts)} hosts does not bind with {len(failing)} failing"
     )
     overflow0 = admin.counter(cluster, OVERFLOW)
-    faults.inject(failing, Fault(status=503, rate=1.0))
+    faults.inject(failing, AppFault(status=503, rate=1.0))
     workloads = list(mesh.workloads())
     owner = {a: address_owner(a, workloads) for a in hosts}
     failing_addrs = {a for a, w in owner.items() if w and w.name in failing}

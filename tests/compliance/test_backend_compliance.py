@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from harness import wait
-from harness.backends.base import Backend, Fault
+from harness.backends.base import AppFault, Backend
 from harness.errors import ToolMissing, WaitTimeout
 from harness.mesh import Workload
 from harness.settings import Settings
@@ -68,7 +68,7 @@ def test_fault_round_trip_and_kill_restart(backend: Backend) -> None:
     app = next(w for w in backend.workloads() if w.role == "app")
     replicas = len(_replicas(backend, app))
     with httpx.Client(timeout=5, trust_env=False) as http:
-        backend.inject_fault(app.name, Fault(status=503, rate=1.0))
+        backend.inject_fault(app.name, AppFault(status=503, rate=1.0))
         try:
             assert http.get(f"{app.app_url}/api/greet").status_code == 503
         finally:
@@ -103,7 +103,7 @@ def test_sidecar_fault_is_made_by_the_victims_own_envoy(backend: Backend) -> Non
 
     v1 = [w for w in backend.workloads() if w.role == "app" and w.version == "v1"]
     victim = v1[0]
-    fault = Fault(status=None, rate=1.0, delay_ms=20, via="sidecar")
+    fault = AppFault(status=None, rate=1.0, delay_ms=20, via="sidecar")
     with httpx.Client(timeout=5, trust_env=False) as http, Sampler() as sampler:
         before = sidecar_fault.inbound_counts(http, victim)
         evidence = backend.inject_fault(victim.ref, fault)

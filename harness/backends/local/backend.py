@@ -20,7 +20,7 @@ from harness.backends.local import workloads as kube_objects
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
 from harness.errors import BackendError, StateError, UserError, WaitTimeout
-from harness.mesh import Fault, State, Workload, find_workload
+from harness.mesh import AppFault, State, Workload, find_workload
 from harness.settings import Settings
 
 if TYPE_CHECKING:  # loaded lazily: attaching to a mesh (`meshproof send`) needs no HTTP client
@@ -505,7 +505,7 @@ class LocalBackend:
         return LocustRun(config, LoadTarget.from_mesh(self), workdir=workdir)
 
     # ---- faults and chaos ---------------------------------------------------------------
-    def inject_fault(self, pod: str, fault: Fault) -> dict[str, Any]:
+    def inject_fault(self, pod: str, fault: AppFault) -> dict[str, Any]:
         """``via`` sidecar: an EnvoyFilter selecting the replica's own label (every replica's proxy
         carries :data:`~harness.mesh.REPLICA_LABEL` from its start); ``via`` app: the sample's
         ``/admin/fault``. Returns the evidence (see :mod:`harness.sidecar_fault`)."""

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from harness.backends.base import Backend, Fault, State
+from harness.backends.base import AppFault, Backend, State
 from harness.backends.kube.backend import KubeBackend
 from harness.backends.kube.engine import EngineMode
 from harness.backends.kube.kind import meshimages
@@ -390,7 +390,7 @@ def test_faults_go_to_the_admin_port(tmp_path: Path, manifests: Path) -> None:
     with b.up(), real:
         web = b.workload("sample/web")
         other = next(w for w in b.workloads() if w.deployment == "web" and w.name != web.name)
-        b.inject_fault("sample/web", Fault(status=503, rate=0.5, delay_ms=20))
+        b.inject_fault("sample/web", AppFault(status=503, rate=0.5, delay_ms=20))
         b.clear_fault("sample/web")
     (ns, pod, port, posted), (_, pod2, port2, deleted) = api.served
     assert (ns, pod, port) == ("sample", web.name, 3001) and (pod2, port2) == (web.name, 3001)
