@@ -24,7 +24,9 @@ each traffic batch, each mesh start and stop, with wall-clock times) and each te
 and stop. At every CPU reading each worker is in one category (its outermost span then, else
 "test code" inside a test phase, else "outside tests": start-up, collection, scheduling); the
 cores' idle time of that interval is split evenly over the workers' categories. Per category:
-``wall_s`` (worker-seconds spent in it), ``count`` and ``idle_core_s``. ``pytest_workers_cpu_s``:
+``wall_s`` (worker-seconds spent in it), ``count`` and ``idle_core_s``. ``pytest_processes``: pytest's
+CPU split into the process ``meshproof test`` started (the pytest-xdist controller) and its workers.
+``pytest_workers_cpu_s``:
 each worker's CPU seconds when its last test ended, and the tests that cost the most of it.
 """
 
@@ -103,6 +105,7 @@ class CpuPoll:
         self.seen: dict[tuple[str, str], tuple[str, float]] = {}
         self.stop = threading.Event()
         self.ticks: list[tuple[float, float]] = []  # (time.time(), the run's CPU seconds so far)
+        self.parents: dict[tuple[str, str], str] = {}
 
     def _descends(self, pid: str, procs: dict[str, tuple[int, str, float, str]]) -> bool:
         for _ in range(64):
@@ -130,11 +133,21 @@ class CpuPoll:
                     cmdline = []
                 kind = _kind(comm, cmdline)
             self.seen[key] = (kind, cpu)
+            self.parents[key] = str(_ppid)
         self.ticks.append((time.time(), sum(cpu for _kind, cpu in self.seen.values())))
 
     def run(self) -> None:
         while not self.stop.wait(0.2):
             self.poll()
+
+    def pytest_split(self) -> dict[str, float]:
+        """pytest's CPU: the process ``meshproof test`` started (the pytest-xdist controller, or
+        the one pytest of a run without workers) and the rest (its workers)."""
+        out = {"controller": 0.0, "workers": 0.0}
+        for key, (kind, cpu) in self.seen.items():
+            if kind == "pytest":
+                out["controller" if self.parents.get(key) == self.root else "workers"] += cpu
+        return {k: round(v, 1) for k, v in out.items()}
 
     def by_kind(self) -> dict[str, float]:
         total: collections.Counter[str] = collections.Counter()
@@ -321,6 +334,7 @@ def main() -> int:
         "machine_idle_core_s": round(machine_idle, 1),
         "check_requests": requests,
         "by_kind": kinds,
+        "pytest_processes": poll.pytest_split(),
         "waits": waits,
         "pytest_workers_cpu_s": workers_cpu,
         "loadavg": os.getloadavg(),
