@@ -130,6 +130,17 @@ def spawn(
             raise ToolMissing(args[0], "starting the mesh", "run ./scripts/setup") from e
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0; one we may not signal still exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def tail(path: Path, lines: int = 20) -> str:
     """Last ``lines`` lines of a log file ('' if absent), for error notes."""
     try:

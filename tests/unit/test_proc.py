@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -120,3 +121,11 @@ def test_tail_returns_the_last_lines(tmp_path: Path) -> None:
     log.write_text("\n".join(f"l{i}" for i in range(50)))
     assert proc.tail(log, 3) == "l47\nl48\nl49"
     assert proc.tail(tmp_path / "absent.log") == ""
+
+
+def test_pid_alive_tells_a_live_process_from_a_reaped_one() -> None:
+    assert proc.pid_alive(os.getpid())
+    assert proc.pid_alive(1)  # exists even where we may not signal it
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not proc.pid_alive(child.pid)

@@ -32,16 +32,6 @@ if TYPE_CHECKING:  # loaded lazily: attaching to a mesh (`meshproof send`) needs
 Progress = Callable[[str], None]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group ``pgid``."""
     out = []
@@ -98,7 +88,7 @@ class LocalBackend:
             raise BackendError(f"this backend is {self.state.value}; create a new one")
         if self.layout.marker.is_file():
             info = json.loads(self.layout.marker.read_text())
-            if _alive(int(info.get("pid", 0))):
+            if proc.pid_alive(int(info.get("pid", 0))):
                 raise StateError(
                     f"a mesh is already running with state dir {self.layout.root} (pid {info['pid']}). "
                     "Fix: `meshproof down` first, or use another --state"
@@ -178,7 +168,7 @@ class LocalBackend:
                 f"no local mesh is running with state dir {self.layout.root}. Fix: meshproof up --detach"
             )
         info = json.loads(self.layout.marker.read_text())
-        if not _alive(int(info.get("pid", 0))):
+        if not proc.pid_alive(int(info.get("pid", 0))):
             raise StateError(
                 f"the mesh in {self.layout.root} is not running (supervisor gone). Fix: meshproof down"
             )
@@ -197,12 +187,12 @@ class LocalBackend:
         if marker.is_file():
             info = json.loads(marker.read_text())
             pid, pgid = int(info.get("pid", 0)), int(info.get("pgid", 0))
-            if pid and _alive(pid):
+            if pid and proc.pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
                 with contextlib.suppress(WaitTimeout):  # the process group is killed below anyway
                     wait.until(
-                        lambda: not _alive(pid) or _zombie(pid),
+                        lambda: not proc.pid_alive(pid) or _zombie(pid),
                         what=f"supervisor {pid} to exit",
                         timeout=30,
                         interval=0.05,

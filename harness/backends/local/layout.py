@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.ports import port_outside_ephemeral_range
+from harness.proc import pid_alive
 
 
 class Layout:
@@ -116,7 +117,7 @@ class Reservations:
                 continue
             if pid == self.owner:
                 continue
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 f.unlink(missing_ok=True)
                 continue
             live[pid] = claim
@@ -147,16 +148,6 @@ class Reservations:
 
     def release(self) -> None:
         self._file.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def object_filename(obj: Mapping[str, Any]) -> str:
