@@ -379,29 +379,23 @@ class ImageBuilder:
         dockerfile = (src / "Dockerfile").read_bytes()
         ref = image_ref("kind-base", plan_tag("kind-base"))
         inputs = inputs_digest([base.inputs, KIND_VERSION, hashlib.sha256(dockerfile).hexdigest()])
-        if not force and self.current(ref, inputs):
-            self._say(f"{ref} is current (cached)")
-            return BuiltImage("kind-base", ref, False, 0.0, inputs)
-        self.work.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix="kind-base-", dir=self.work))
-        try:
-            ctx = tmp / "context"
+
+        def fill(ctx: Path) -> None:
             shutil.copytree(src, ctx)  # the module cache is read-only; BuildKit wants its own context
             for p in (ctx, *ctx.rglob("*")):
                 p.chmod(p.stat().st_mode | 0o200)
-            self._say(f"building {ref} (kind's Dockerfile, target base, FROM {base.ref}) — about 2 minutes")
-            self.docker_build(
-                ref,
-                ctx,
-                inputs,
-                build_args={"BASE_IMAGE": base.ref},
-                target="base",
-                what="docker build of kind's base stage",
-            )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return BuiltImage("kind-base", ref, True, time.monotonic() - t0, inputs)
+
+        return self._build_cached(
+            "kind-base",
+            ref,
+            inputs,
+            fill,
+            force=force,
+            message=f"building {ref} (kind's Dockerfile, target base, FROM {base.ref}) — about 2 minutes",
+            build_args={"BASE_IMAGE": base.ref},
+            target="base",
+            what="docker build of kind's base stage",
+        )
 
     def kind_runtime(self, *, force: bool = False) -> BuiltImage:
         """kind-base plus the container runtime kind's Dockerfile builds from git, built here from Go modules."""
@@ -421,24 +415,56 @@ class ImageBuilder:
         wrapper_src = hashlib.sha256((runc_capdrop.SOURCE_DIR / "main.go").read_bytes()).hexdigest()
         parts = "\n".join(t for p in nodeparts.runtime_parts(kind_dockerfile) for t in p.targets())
         inputs = inputs_digest([base.inputs, parts, cri_step, wrapper_src])
-        if not force and self.current(ref, inputs):
-            self._say(f"{ref} is current (cached)")
-            return BuiltImage("kind-runtime", ref, False, 0.0, inputs)
-        self.work.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix="kind-runtime-", dir=self.work))
-        try:
-            ctx = tmp / "context"
+
+        def fill(ctx: Path) -> None:
             shutil.copytree(bin_dir, ctx / "bin")
             runc_capdrop.build(ctx / "bin" / "runc-capdrop", real_runc="/usr/local/sbin/runc.real", go=go)
             (ctx / "Dockerfile").write_text(runtime_dockerfile(base.ref, cri_step))
-            self._say(f"building {ref} (FROM {base.ref})")
+
+        return self._build_cached(
+            "kind-runtime",
+            ref,
+            inputs,
+            fill,
+            force=force,
+            message=f"building {ref} (FROM {base.ref})",
+            build_args={},
+            what="docker build of kind-runtime",
+            timeout=1800,
+        )
+
+    def _build_cached(
+        self,
+        name: str,
+        ref: str,
+        inputs: str,
+        fill: Callable[[Path], None],
+        *,
+        force: bool,
+        message: str,
+        build_args: Mapping[str, str],
+        target: str = "",
+        what: str,
+        timeout: float = 3600,
+    ) -> BuiltImage:
+        """``ref`` as it is when its inputs label matches ``inputs`` (unless ``force``), else one BuildKit
+        build of a fresh context directory that ``fill`` writes (removed afterwards, pass or fail)."""
+        if not force and self.current(ref, inputs):
+            self._say(f"{ref} is current (cached)")
+            return BuiltImage(name, ref, False, 0.0, inputs)
+        self.work.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.work))
+        try:
+            ctx = tmp / "context"
+            fill(ctx)
+            self._say(message)
             self.docker_build(
-                ref, ctx, inputs, build_args={}, what="docker build of kind-runtime", timeout=1800
+                ref, ctx, inputs, build_args=build_args, target=target, what=what, timeout=timeout
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return BuiltImage("kind-runtime", ref, True, time.monotonic() - t0, inputs)
+        return BuiltImage(name, ref, True, time.monotonic() - t0, inputs)
 
     def kind_node(self, *, force: bool = False) -> BuiltImage:
         """The kind node image, assembled by :mod:`harness.backends.kube.kind.nodeimage`."""

@@ -299,3 +299,34 @@ def test_runc_build_headers_are_installed_with_apt_or_named(tmp_path: Path) -> N
     quiet = Engine()
     builder(tmp_path, quiet, root=False).ensure_build_headers(headers)
     assert quiet.calls == []
+
+
+def test_build_cached_skips_a_current_image_and_removes_its_context_even_when_the_build_fails(
+    tmp_path: Path,
+) -> None:
+    engine = BuildEngine({"/usr/bin/docker": "20.10.24+dfsg1"})
+    b = ImageBuilder(tmp_path / "cache", docker="/usr/bin/docker", run=engine, which=which_from({}))
+    filled: list[Path] = []
+
+    def fill(ctx: Path) -> None:
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text("FROM scratch\n")
+        filled.append(ctx)
+
+    ref = image_ref("kind-runtime", "t")
+    kw: dict[str, Any] = {"force": False, "message": "building", "build_args": {"A": "1"}, "what": "x"}
+    built = b._build_cached("kind-runtime", ref, "in-1", fill, **kw)
+    assert built.built and built.inputs == "in-1" and engine.contexts == [["Dockerfile"]]
+    assert "A=1" in engine.calls[-1] and "--target" not in engine.calls[-1]
+    assert b._build_cached("kind-runtime", ref, "in-1", fill, **kw).built is False  # current: cached
+    assert len(filled) == 1
+    assert b._build_cached("kind-runtime", ref, "in-1", fill, **{**kw, "force": True}).built
+    assert b._build_cached("kind-runtime", ref, "in-2", fill, **kw).built  # changed inputs rebuild
+
+    def broken(ctx: Path) -> None:
+        ctx.mkdir()
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        b._build_cached("kind-runtime", ref, "in-3", broken, **kw)
+    assert not list((tmp_path / "cache" / "images").iterdir())  # no context directory left behind
