@@ -333,26 +333,6 @@ class LocalUpgrade:
                 book.step_mismatches += runs_to(read)
                 book.marks.append((name, kind, time.monotonic() - t0, detail))
 
-            def proxy_runs_to(key: str) -> Callable[[running.Snapshot], list[str]]:
-                def check(read: running.Snapshot) -> list[str]:
-                    p = read.proxy(key)
-                    if p is None:
-                        return [f"{read.when}: proxy {key} is gone"]
-                    line = running.proxy_mismatch(p, expected_to, read.when)
-                    return [line] if line else []
-
-                return check
-
-            def istiod_runs_to(revision: str) -> Callable[[running.Snapshot], list[str]]:
-                def check(read: running.Snapshot) -> list[str]:
-                    c = read.control_plane(revision)
-                    if c is None:
-                        return [f"{read.when}: no istiod of revision {revision}"]
-                    line = running.control_plane_mismatch(c, expected_to, read.when)
-                    return [line] if line else []
-
-                return check
-
             phase("baseline", "baseline")
             to, rev = cfg.to_label, skew.revision_of(cfg.to_label)
             if cfg.mode == "in-place":
@@ -366,7 +346,7 @@ class LocalUpgrade:
                     f"control-plane {cfg.from_label}->{to}",
                     "control-plane",
                     lambda: self._cp_replace(mesh),
-                    istiod_runs_to("default"),
+                    running.control_plane_runs("default", expected_to),
                 )
                 target_rev = "default"
             else:
@@ -374,7 +354,7 @@ class LocalUpgrade:
                     f"control-plane canary {rev}",
                     "control-plane",
                     lambda: mesh.upgrade_step("istiod-add", istio=to, revision=rev, timeout=cfg.step_timeout),
-                    istiod_runs_to(rev),
+                    running.control_plane_runs(rev, expected_to),
                 )
                 target_rev = rev
             if cfg.to_config:
@@ -404,7 +384,7 @@ class LocalUpgrade:
                             revision=target_rev,
                             timeout=cfg.step_timeout,
                         ),
-                        proxy_runs_to(key),
+                        running.proxy_runs(key, expected_to),
                     )
             if cfg.mode == "canary":
                 phase(

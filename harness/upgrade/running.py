@@ -14,8 +14,9 @@ bookkeeping and decides nothing. The comparisons are pure.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.errors import BackendError
 from harness.report.versions import (
@@ -41,6 +42,7 @@ __all__ = [
     "Snapshot",
     "VersionReport",
     "control_plane_mismatch",
+    "control_plane_runs",
     "envoy_release",
     "expected_of",
     "mismatches",
@@ -48,6 +50,7 @@ __all__ = [
     "parse_istiod",
     "parse_server_info",
     "proxy_mismatch",
+    "proxy_runs",
     "read_istiod",
     "read_mesh",
     "read_proxy",
@@ -106,6 +109,37 @@ def control_plane_mismatch(c: ControlPlaneVersion, expected: Expected, when: str
             f"{when}: istiod (revision {c.revision}) runs Istio {c.istio_version}, expected {expected.label}"
         )
     return ""
+
+
+Check = Callable[[Snapshot], list[str]]  # a snapshot -> one line per way it is wrong
+_Found = TypeVar("_Found", ProxyVersion, ControlPlaneVersion)
+
+
+def proxy_runs(key: str, expected: Expected) -> Check:
+    """A check that proxy ``key`` is in the snapshot and runs ``expected``'s builds."""
+    return _runs(lambda s: s.proxy(key), proxy_mismatch, expected, f"proxy {key} is gone")
+
+
+def control_plane_runs(revision: str, expected: Expected) -> Check:
+    """A check that an istiod of ``revision`` is in the snapshot and runs ``expected``'s build."""
+    gone = f"no istiod of revision {revision}"
+    return _runs(lambda s: s.control_plane(revision), control_plane_mismatch, expected, gone)
+
+
+def _runs(
+    find: Callable[[Snapshot], _Found | None],
+    mismatch: Callable[[_Found, Expected, str], str],
+    expected: Expected,
+    gone: str,
+) -> Check:
+    def check(read: Snapshot) -> list[str]:
+        found = find(read)
+        if found is None:
+            return [f"{read.when}: {gone}"]
+        line = mismatch(found, expected, read.when)
+        return [line] if line else []
+
+    return check
 
 
 def mismatches(snap: Snapshot, expected: Expected, when: str = "") -> list[str]:

@@ -150,3 +150,18 @@ def test_istiod_version_is_what_precedes_git_revision_and_build_status() -> None
     assert running.mismatches(running.Snapshot("after", (), (junk,)), TO)[0].startswith(
         "after: istiod (revision default): cannot read its version"
     )
+
+
+def test_step_checks_name_a_component_gone_or_on_the_wrong_build_and_pass_one_on_to() -> None:
+    snap = read(
+        fake_mesh({PROXIES[1]: TO, PROXIES[2]: FROM}, {"default": TO}), "p", PROXIES[1:3], ["default"]
+    )
+    assert running.proxy_runs(PROXIES[1], TO)(snap) == []
+    (stale,) = running.proxy_runs(PROXIES[2], TO)(snap)
+    assert stale.startswith(f"p: proxy {PROXIES[2]} runs Envoy") and FROM.envoy in stale
+    assert running.proxy_runs(PROXIES[0], TO)(snap) == [f"p: proxy {PROXIES[0]} is gone"]
+    assert running.control_plane_runs("default", TO)(snap) == []
+    assert running.control_plane_runs("default", FROM)(snap) == [
+        "p: istiod (revision default) runs Istio 1.31-dev, expected 1.30-dev"
+    ]
+    assert running.control_plane_runs("canary", TO)(snap) == ["p: no istiod of revision canary"]
