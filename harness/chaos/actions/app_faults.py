@@ -13,11 +13,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness import wait
-from harness.chaos.actions.common import NotYet, pods_of
+from harness.chaos.actions.common import NotYet, pods_of, prove
 from harness.chaos.context import Configuration, mesh
 from harness.chaos.ledger import Entry, Ledger, Undo
-from harness.errors import BackendError, HarnessError, UserError
+from harness.errors import BackendError, UserError
 from harness.mesh import APP_FAULT_VIAS, AppFault
 
 __all__ = [
@@ -128,21 +127,17 @@ def _proven_sidecar_fault(
                     f"{d.delays} delays_injected since the fault"
                 )
 
-            try:
-                wait.until(
-                    moved,
-                    what=f"the fault to take effect on {w.ref}'s own sidecar ({counter} moving)",
-                    timeout=timeout_s,
-                    interval=0.05,
-                    retry_on=(NotYet,),
-                )
-            except HarnessError as e:
-                raise BackendError(
+            prove(
+                moved,
+                what=f"the fault to take effect on {w.ref}'s own sidecar ({counter} moving)",
+                timeout_s=timeout_s,
+                failure=lambda: (
                     f"fail_replicas: the sidecar fault on {w.ref} did not take effect within "
                     f"{timeout_s:g} s: its inbound Envoy counted {seen.get('requests', 0)} requests, "
                     f"{seen.get('aborts', 0)} aborts_injected, {seen.get('delays', 0)} delays_injected "
                     f"({f'traffic from {source} to {path}' if source else 'the traffic already flowing'})"
-                ) from e
+                ),
+            )
     return {**injected, "proof": {counter: seen, "proven_s": round(time.monotonic() - t0, 3)}}
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness import wait
-from harness.chaos.actions.common import NotYet, pods_of
+from harness.chaos.actions.common import NotYet, pods_of, prove, restore_each
 from harness.chaos.context import Configuration, mesh
 from harness.chaos.ledger import Entry, Ledger, Undo
-from harness.errors import BackendError, HarnessError
+from harness.errors import BackendError
 
 __all__ = [
     "restore_cert_lifetime",
@@ -62,36 +61,32 @@ def shorten_cert_lifetime(
                 return True
             raise NotYet(f"{ref}'s Envoy holds certificate {cert.serial} valid until {cert.not_after}")
 
-        try:
-            wait.until(
-                short,
-                what=f"{w.ref}'s Envoy to hold a certificate expiring within {ttl}",
-                timeout=float(proof_timeout_s),
-                interval=0.2,
-                retry_on=(NotYet, BackendError),
-            )
-        except HarnessError as e:
-            raise BackendError(
-                f"shorten_cert_lifetime: {w.ref}'s sidecar did not get a certificate of lifetime {ttl} within "
+        def failure(ref: str = w.ref, seen: dict[str, Any] = seen) -> str:
+            return (
+                f"shorten_cert_lifetime: {ref}'s sidecar did not get a certificate of lifetime {ttl} within "
                 f"{float(proof_timeout_s):g} s: its Envoy holds {seen or 'no certificate'}"
-            ) from e
+            )
+
+        prove(
+            short,
+            what=f"{w.ref}'s Envoy to hold a certificate expiring within {ttl}",
+            timeout_s=float(proof_timeout_s),
+            failure=failure,
+            interval=0.2,
+            retry_on=(NotYet, BackendError),
+        )
         out.append({"pod": w.ref, "ttl": ttl, "replaced": replaced, "certificate": seen})
     return {"pods": [w.ref for w in workloads], "ttl": ttl, "evidence": out}
 
 
 def restore_cert_lifetime(pods: str | Sequence[str], configuration: Configuration = None) -> dict[str, Any]:
     """Give each replica's sidecar its default certificate lifetime back (no-op when not shortened)."""
-    backend = mesh(configuration)
-    ledger = Ledger.of(configuration)
-    restored = []
-    for pod in pods_of(pods):
-        ref = backend.workload(pod).ref
-        if ledger.get(f"cert-ttl:{ref}") is None:
-            continue
+
+    def undo(backend: Any, ref: str) -> str:
         backend.set_cert_ttl(ref, "")
-        ledger.done(f"cert-ttl:{ref}")
-        restored.append(ref)
-    return {"restored": restored}
+        return ref
+
+    return {"restored": restore_each(pods, configuration, "cert-ttl", undo)}
 
 
 def _undo_cert_ttl(entry: Entry, configuration: Configuration) -> str:

@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
-from harness import wait
-from harness.chaos.actions.common import NotYet, pods_of
+from harness.chaos.actions.common import NotYet, pods_of, prove, restore_each
 from harness.chaos.context import Configuration, mesh
 from harness.chaos.ledger import Entry, Ledger, Undo
-from harness.errors import BackendError, HarnessError, UnsupportedFeature, UserError
+from harness.errors import UnsupportedFeature, UserError
 
 __all__ = [
     "delay_network",
@@ -82,36 +81,27 @@ def _proven(backend: Any, ref: str, before: int, source: str, path: str, timeout
                 else f"{ref} has no loss rule"
             )
 
-        try:
-            wait.until(
-                moved,
-                what=f"the packet loss to take effect on {ref}'s network (its rule's packet counter moving)",
-                timeout=timeout_s,
-                interval=0.05,
-                retry_on=(NotYet,),
-            )
-        except HarnessError as e:
-            raise BackendError(
+        prove(
+            moved,
+            what=f"the packet loss to take effect on {ref}'s network (its rule's packet counter moving)",
+            timeout_s=timeout_s,
+            failure=lambda: (
                 f"drop_packets: the loss on {ref}'s network did not take effect within {timeout_s:g} s: its rule "
                 f"dropped {seen['dropped']} packets ({f'traffic from {source} to {path}' if source else 'the traffic already flowing'})"
-            ) from e
+            ),
+        )
     return {**seen, "proven_s": round(time.monotonic() - t0, 3)}
 
 
 def restore_network(pods: str | Sequence[str], configuration: Configuration = None) -> dict[str, Any]:
     """Remove each replica's packet loss (no-op when there is none); says how many packets it dropped."""
-    backend = mesh(configuration)
-    ledger = Ledger.of(configuration)
-    restored = []
-    for pod in pods_of(pods):
-        ref = backend.workload(pod).ref
-        if ledger.get(f"network-loss:{ref}") is None:
-            continue
+
+    def undo(backend: Any, ref: str) -> dict[str, Any]:
         dropped = backend.network_dropped(ref)
         backend.set_network_loss(ref, 0.0)
-        ledger.done(f"network-loss:{ref}")
-        restored.append({"pod": ref, "dropped": dropped})
-    return {"restored": restored}
+        return {"pod": ref, "dropped": dropped}
+
+    return {"restored": restore_each(pods, configuration, "network-loss", undo)}
 
 
 def delay_network(
