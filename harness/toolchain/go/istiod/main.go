@@ -1,14 +1,22 @@
 // Command meshproof-istiod runs Istio's real control plane (pilot's bootstrap.Server,
-// the same code as pilot-discovery) with configuration from a directory and no Kubernetes.
+// the same code as pilot-discovery) against an in-memory Kubernetes cluster.
 //
-// Why it exists: from Istio 1.30 on, the ServiceEntry registry reads namespaces from the
-// multicluster controller, which istiod only creates when it has a Kubernetes client; with
-// --configDir and no registries it is nil and pilot-discovery panics in
-// serviceentry.newController. This launcher hands istiod Istio's own in-memory Kubernetes
-// client (pkg/kube.NewFakeClient, the one istiod's own server tests use) holding nothing, so
-// every Kubernetes-backed controller starts against an empty cluster while services,
-// endpoints and all routing/security config come from the watched directory. Everything
-// that turns config into xDS is Istio's code, unchanged.
+// Kubernetes mode (-kubeDir): istiod gets Istio's own in-memory Kubernetes client
+// (pkg/kube.NewFakeClient, the one istiod's own tests feed) holding the objects of a directory of
+// Kubernetes YAML (Namespaces, ServiceAccounts, Services, Pods, Nodes, Istio and Gateway API
+// objects; see cluster.go), kept in sync with it, with the CRDs of -crds registered. istiod runs
+// as on a cluster: the Kubernetes service registry, the CRD config controller and the Gateway API
+// controller (with its leader-elected status writers) read that client. EndpointSlices come from
+// Kubernetes' own reconciler (endpointslices.go). -kubeAPIAddr serves the stored objects, with
+// their status, and POST /sync.
+//
+// File mode (-configDir, kept for callers of the previous launcher): services, endpoints and
+// config come from Istio YAML in a directory, the client holds nothing (from Istio 1.30 on the
+// ServiceEntry registry needs the multicluster controller, which istiod only creates with a
+// Kubernetes client).
+//
+// Why a launcher: bootstrap.Server creates a client for a real API server unless one is set
+// (its kubeClient field is unexported). Everything that turns config into xDS is Istio's code.
 package main
 
 import (
@@ -20,6 +28,7 @@ import (
 	"unsafe"
 
 	"istio.io/istio/pilot/pkg/bootstrap"
+	"istio.io/istio/pilot/pkg/serviceregistry/provider"
 	"istio.io/istio/pkg/cmd"
 	"istio.io/istio/pkg/ctrlz"
 	"istio.io/istio/pkg/kube"
@@ -45,10 +54,22 @@ func main() {
 	fs.StringVar(&args.ServerOptions.MonitoringAddr, "monitoringAddr", "127.0.0.1:15014", "monitoring address")
 	ctrlzPort := fs.Uint("ctrlzPort", 0, "ControlZ port (0 disables)")
 	logLevel := fs.String("logLevel", "default:info", "per-scope log levels, scope:level,...")
+	kubeDir := fs.String("kubeDir", "", "comma-separated directories of Kubernetes YAML the in-memory cluster holds (Kubernetes mode)")
+	crds := fs.String("crds", "", "comma-separated CRD YAML files or directories to register (Kubernetes mode)")
+	kubeAPIAddr := fs.String("kubeAPIAddr", "", "address of the in-memory cluster's object view and /sync")
+	kubernetesVersion := fs.String("kubernetesVersion", "", "version the in-memory cluster reports, e.g. v1.37.2")
 	_ = fs.Parse(os.Args[1:])
 
 	args.ServerOptions.TLSOptions.TLSMinVersion = bootstrap.TLSMinVersion1_2
-	args.RegistryOptions.Registries = nil // services come from ServiceEntry/WorkloadEntry files only
+	if *kubeDir != "" && args.RegistryOptions.FileDir != "" {
+		fmt.Fprintln(os.Stderr, "meshproof-istiod: -kubeDir and -configDir exclude each other")
+		os.Exit(2)
+	}
+	if *kubeDir != "" {
+		args.RegistryOptions.Registries = []string{string(provider.Kubernetes)}
+	} else {
+		args.RegistryOptions.Registries = nil // services come from ServiceEntry/WorkloadEntry files only
+	}
 	args.CtrlZOptions.Port = uint16(*ctrlzPort)
 	args.CtrlZOptions.Address = "127.0.0.1"
 	opts := log.DefaultOptions()
@@ -67,7 +88,32 @@ func main() {
 	}
 
 	stop := make(chan struct{})
-	server, err := bootstrap.NewServer(args, withEmptyCluster)
+	var client kube.Client = kube.NewFakeClient()
+	if *kubeDir != "" {
+		var paths []string
+		for _, p := range strings.Split(*crds, ",") {
+			if p != "" {
+				paths = append(paths, p)
+			}
+		}
+		c, err := newCluster(strings.Split(*kubeDir, ","), paths, *kubernetesVersion)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "meshproof-istiod:", err)
+			os.Exit(2)
+		}
+		if err := c.watch(stop); err != nil {
+			fmt.Fprintln(os.Stderr, "meshproof-istiod: watching", *kubeDir, err)
+			os.Exit(1)
+		}
+		if *kubeAPIAddr != "" {
+			if err := c.serve(*kubeAPIAddr); err != nil {
+				fmt.Fprintln(os.Stderr, "meshproof-istiod: serving the cluster view:", err)
+				os.Exit(1)
+			}
+		}
+		client = c.client
+	}
+	server, err := bootstrap.NewServer(args, withClient(client))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshproof-istiod: failed to create discovery service:", err)
 		os.Exit(1)
@@ -80,14 +126,15 @@ func main() {
 	server.WaitUntilCompletion()
 }
 
-// withEmptyCluster sets bootstrap.Server.kubeClient (unexported; the bootstrap code skips
-// creating a client when one is already set) to Istio's in-memory fake client.
-func withEmptyCluster(s *bootstrap.Server) {
-	field := reflect.ValueOf(s).Elem().FieldByName("kubeClient")
-	if !field.IsValid() {
-		fmt.Fprintln(os.Stderr, "meshproof-istiod: this Istio version has no bootstrap.Server.kubeClient field")
-		os.Exit(3)
+// withClient sets bootstrap.Server.kubeClient (unexported; the bootstrap code skips creating a
+// client when one is already set) to Istio's in-memory fake client.
+func withClient(client kube.Client) func(s *bootstrap.Server) {
+	return func(s *bootstrap.Server) {
+		field := reflect.ValueOf(s).Elem().FieldByName("kubeClient")
+		if !field.IsValid() {
+			fmt.Fprintln(os.Stderr, "meshproof-istiod: this Istio version has no bootstrap.Server.kubeClient field")
+			os.Exit(3)
+		}
+		reflect.NewAt(field.Type(), unsafe.Pointer(field.UnsafeAddr())).Elem().Set(reflect.ValueOf(&client).Elem())
 	}
-	var client kube.Client = kube.NewFakeClient()
-	reflect.NewAt(field.Type(), unsafe.Pointer(field.UnsafeAddr())).Elem().Set(reflect.ValueOf(&client).Elem())
 }
