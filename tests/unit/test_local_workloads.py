@@ -100,31 +100,22 @@ def test_differing_paths() -> None:
     ]
 
 
-def test_istiods_view_of_workload_entries_and_endpoint_identities() -> None:
-    from harness.backends.local.xds import parse_endpoint_identities, workload_entry_accounts
+def test_istiods_view_of_endpoint_identities() -> None:
+    from harness.backends.local.xds import parse_endpoint_identities
 
-    configz = [  # /debug/configz, as istiod answers it
-        {
-            "kind": "WorkloadEntry",
-            "metadata": {"name": "client-0", "namespace": "other-namespace"},
-            "spec": {"address": "127.11.1.6", "serviceAccount": "impostor"},
-        },
-        {"kind": "ServiceEntry", "metadata": {"name": "svc", "namespace": "sample"}, "spec": {}},
-    ]
-    assert workload_entry_accounts(configz) == {("other-namespace", "client-0"): "impostor"}
     shardz = {  # /debug/endpointShardz: host -> namespace -> shards
         "microservice-1.sample.svc.cluster.local": {
             "sample": {
                 "Shards": {
-                    "External/Kubernetes": [
+                    "Kubernetes/Kubernetes": [
                         {
                             "Namespace": "sample",
-                            "WorkloadName": "microservice-1-v2-0",
+                            "WorkloadName": "microservice-1-v2",
                             "ServiceAccount": "spiffe://cluster.local/ns/sample/sa/canary",
                         },
                         {
                             "Namespace": "sample",
-                            "WorkloadName": "microservice-1-v1-0",
+                            "WorkloadName": "microservice-1-v1",
                             "ServiceAccount": "spiffe://cluster.local/ns/sample/sa/microservice-1",
                         },
                     ]
@@ -133,7 +124,7 @@ def test_istiods_view_of_workload_entries_and_endpoint_identities() -> None:
         }
     }
     assert parse_endpoint_identities(shardz) == {
-        ("sample", "microservice-1-v2-0"): {"spiffe://cluster.local/ns/sample/sa/canary"},
-        ("sample", "microservice-1-v1-0"): {"spiffe://cluster.local/ns/sample/sa/microservice-1"},
+        ("sample", "microservice-1-v2"): {"spiffe://cluster.local/ns/sample/sa/canary"},
+        ("sample", "microservice-1-v1"): {"spiffe://cluster.local/ns/sample/sa/microservice-1"},
     }
     assert parse_endpoint_identities(None) == {}

@@ -291,12 +291,14 @@ class LocalBackend:
 
     # ---- config -------------------------------------------------------------------------
     def _load(self, paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The Istio objects and the workload objects (Deployments, ServiceAccounts) of ``paths``."""
-        from harness.backends.local.topology import is_istio
+        """The configuration (Istio and Gateway API objects) and the workload objects
+        (Deployments, ServiceAccounts) of ``paths``."""
+        from harness.backends.local.cluster import namespaced
+        from harness.backends.local.topology import is_config
         from harness.istio.loader import load_paths
 
-        docs = [dict(d.body) for d in load_paths(list(paths))]
-        kube = [d for d in docs if not is_istio(d)]
+        docs = [namespaced(d.body) for d in load_paths(list(paths))]
+        kube = [d for d in docs if not is_config(d)]
         other = [
             f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
             for d in kube
@@ -306,11 +308,23 @@ class LocalBackend:
             from harness.errors import UnsupportedFeature
 
             raise UnsupportedFeature(
-                "the local backend applies Istio objects, ServiceAccounts and a Deployment's "
-                f"ServiceAccount only, not {', '.join(other)}. "
+                "the local backend applies Istio and Gateway API objects, ServiceAccounts and a "
+                f"Deployment's ServiceAccount only, not {', '.join(other)}. "
                 "Fix: change workloads in manifests/ and restart the mesh, or use --backend kind"
             )
-        return [d for d in docs if is_istio(d)], kube
+        return [d for d in docs if is_config(d)], kube
+
+    def _sync_cluster(self) -> None:
+        """Make every istiod's in-memory cluster hold the state dir's objects now."""
+        for plane in self.control_planes().values():
+            if plane.get("kube_api_url"):
+                xds.sync_cluster(self._http, plane["kube_api_url"])
+
+    def _write_cluster(self, obj: dict[str, Any]) -> None:
+        target = self.layout.kube / object_filename(obj)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(yamlio.dump(obj, sort_keys=False))
+        tmp.replace(target)
 
     def _running_workloads(self) -> dict[kube_objects.Key, dict[str, Any]]:
         out = {}
@@ -336,6 +350,9 @@ class LocalBackend:
         change = kube_objects.plan_apply(self._running_workloads(), objs)
         for sa in change.service_accounts:
             self._write_workload(dict(sa))
+            self._write_cluster(dict(sa))
+        if change.service_accounts:
+            self._sync_cluster()
         t0 = time.monotonic()
         for r in change.rollouts:
             reply = self._control(
@@ -356,18 +373,16 @@ class LocalBackend:
         istiod = self.plan["istiod"]
         before = xds.push_mark(self._http, istiod["monitoring_url"])
         change()
+        self._sync_cluster()
         return xds.wait_propagated(
             self._http, istiod["url"], istiod["monitoring_url"], before, self._proxy_count(), timeout=60
         )
 
     def apply(self, paths: Sequence[Path]) -> float:
-        istio, kube = self._load(paths)
+        config, kube = self._load(paths)
         seconds = self._apply_workloads(kube) if kube else 0.0
         changes: list[tuple[Path, str]] = []
-        for obj in istio:
-            meta = dict(obj.get("metadata") or {})
-            meta.setdefault("namespace", "default")
-            obj["metadata"] = meta
+        for obj in config:
             target = self.layout.config / object_filename(obj)
             text = yamlio.dump(obj, sort_keys=False)
             if not target.is_file() or target.read_text() != text:
@@ -391,10 +406,11 @@ class LocalBackend:
         if missing:
             raise StateError(f"not applied, cannot delete: {', '.join(missing)}")
         for kind, ns, name in accounts:  # nothing runs on them: no process to change, no push
-            (
-                self.layout.workloads
-                / object_filename({"kind": kind, "metadata": {"namespace": ns, "name": name}})
-            ).unlink()
+            sa = {"apiVersion": "v1", "kind": kind, "metadata": {"namespace": ns, "name": name}}
+            (self.layout.workloads / object_filename(sa)).unlink()
+            (self.layout.kube / object_filename(sa)).unlink(missing_ok=True)
+        if accounts:
+            self._sync_cluster()
         if not targets:
             return 0.0
 
@@ -652,10 +668,11 @@ class LocalBackend:
         return xds.wait_synced(self._http, self.plan["istiod"]["url"], self._proxy_count(), timeout=timeout)
 
     def istio_objects(self) -> list[dict[str, Any]]:
+        """The user's Istio objects and the Sidecars the mesh binds its listeners with."""
         from harness.backends.local.topology import is_istio
 
         out = []
-        for f in sorted(self.layout.config.glob("*.yaml")):
+        for f in sorted([*self.layout.config.glob("*.yaml"), *self.layout.kube.glob("*.yaml")]):
             body = yamlio.load(f.read_text())
             if isinstance(body, dict) and is_istio(body):
                 out.append(body)

@@ -3,21 +3,23 @@
 - Build: :mod:`harness.toolchain.jaeger` (the pinned Jaeger v2 binary, in the cache).
 - Config: :func:`config` writes Jaeger's own collector config: in-memory storage, the OTLP
   (gRPC, HTTP) and Zipkin receivers in the traces pipeline, the query extension (HTTP API and
-  gRPC), every listener on the mesh's Jaeger address at a port we allocated, no telemetry
-  listener of its own. Without ``--config`` Jaeger would run an embedded config whose query
-  port listens on every interface.
-- Istio finds the collector the Kubernetes way: ``manifests/40-jaeger.yaml``'s Services become
-  ServiceEntries (:mod:`~harness.backends.local.topology`), and the Jaeger process stands in
-  for the Deployment's pod as a WorkloadEntry whose ports map each Service port to ours.
-  meshConfig ``extensionProviders`` names the collector service (:func:`mesh_providers`); the
-  manifests' Telemetry picks the provider and the sampling percentage.
+  gRPC), every listener on the mesh's Jaeger address (its pod IP) at the Deployment's container
+  port (:func:`pod_ports`), no telemetry listener of its own. Without ``--config`` Jaeger would
+  run an embedded config whose query port listens on every interface.
+- Istio finds the collector the Kubernetes way: ``manifests/40-jaeger.yaml``'s Services and the
+  Jaeger process's Pod are in istiod's in-memory cluster (:mod:`~harness.backends.local.cluster`),
+  and EndpointSlices join them. meshConfig ``extensionProviders`` names the collector service
+  (:func:`mesh_providers`); the manifests' Telemetry picks the provider and the sampling
+  percentage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import socket
 from dataclasses import dataclass
 from typing import Any
+
+from harness.errors import StateError
 
 #: The tracing provider the manifests' Telemetry names, and the collector Service it sends to
 #: (the same names as Istio's samples/addons and the kube backend's install overlay).
@@ -106,19 +108,17 @@ def mesh_providers() -> list[dict[str, Any]]:
     return [{"name": PROVIDER, "opentelemetry": {"service": host, "port": OTLP_GRPC_PORT}}]
 
 
-def workload_entry(
-    name: str, labels: Mapping[str, str], ports: JaegerPorts, service_ports: Mapping[str, int]
-) -> dict[str, Any]:
-    """The WorkloadEntry standing in for Jaeger's pod: its address, and for each Service port
-    (by name) the port our process listens on."""
-    mapped = {
-        port_name: local
-        for port_name, target in service_ports.items()
-        if (local := ports.for_container_port(target)) is not None
-    }
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "WorkloadEntry",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"address": ports.address, "labels": dict(labels), "ports": mapped},
-    }
+def pod_ports(address: str) -> JaegerPorts:
+    """Jaeger listens where its pod would: on its own address, at the container ports. Raises
+    StateError when one is taken there (a listener on every interface at that port, say)."""
+    ports = JaegerPorts(address, **{name: port for port, name in CONTAINER_PORTS.items()})
+    for port in CONTAINER_PORTS:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((address, port))
+            except OSError as e:
+                raise StateError(
+                    f"Jaeger's port {address}:{port} is taken ({e.strerror}): another process listens "
+                    f"there or on every interface at port {port}. Fix: stop it, then restart the mesh"
+                ) from e
+    return ports

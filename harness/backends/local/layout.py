@@ -26,7 +26,8 @@ class Layout:
         self.marker = self.root / "backend.json"
         self.status = self.root / "status.json"
         self.plan = self.root / "plan.json"
-        self.config = self.root / "config"  # istiod's config dir: the Istio objects the mesh runs
+        self.config = self.root / "config"  # the Istio and Gateway API objects the mesh runs
+        self.kube = self.root / "kube"  # the rest of the in-memory cluster (Namespaces, Pods, ...)
         self.workloads = self.root / "workloads"  # the Deployments and ServiceAccounts it runs
         self.istiod = self.root / "istiod"
         self.proxies = self.root / "proxies"
@@ -52,7 +53,7 @@ class Layout:
 
     def cleanup_runtime(self) -> None:
         """Remove everything but the logs and status (certs, config, proxy work dirs, socket)."""
-        for d in (self.config, self.workloads, self.istiod, self.proxies, self.root / "jaeger"):
+        for d in (self.config, self.kube, self.workloads, self.istiod, self.proxies, self.root / "jaeger"):
             shutil.rmtree(d, ignore_errors=True)
         for f in (self.plan, self.ca_root, self.marker):
             f.unlink(missing_ok=True)
@@ -151,11 +152,12 @@ class Reservations:
 
 
 def object_filename(obj: Mapping[str, Any]) -> str:
-    """One file per object in istiod's config dir: ``<kind>.<namespace>.<name>.yaml``."""
+    """One file per object: ``<kind>.<namespace>.<name>.yaml``, the kind qualified by its API group
+    outside Kubernetes' core and Istio's groups (a Gateway API Gateway is not an Istio Gateway)."""
     meta = obj.get("metadata") or {}
-    parts = [
-        str(obj.get("kind", "Unknown")),
-        str(meta.get("namespace") or "default"),
-        str(meta.get("name", "")),
-    ]
+    kind = str(obj.get("kind", "Unknown"))
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    if group and not group.endswith("istio.io"):
+        kind = f"{kind}.{group}"
+    parts = [kind, str(meta.get("namespace") or "default"), str(meta.get("name", ""))]
     return ".".join(re.sub(r"[^A-Za-z0-9_-]", "_", p) for p in parts) + ".yaml"

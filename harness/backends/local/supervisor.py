@@ -28,21 +28,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from harness import paths, proc, wait, yamlio
+from harness.backends.local import cluster as kube_cluster
 from harness.backends.local import jaeger as jaeger_mod
 from harness.backends.local import tokens
 from harness.backends.local import topology as topo
 from harness.backends.local.ca import MeshCA
 from harness.backends.local.layout import Layout, Reservations, object_filename
-from harness.backends.local.xds import push_mark, wait_service_accounts
+from harness.backends.local.xds import push_mark, sync_cluster, wait_service_accounts
 from harness.errors import MeshproofError, StateError, WaitTimeout
 from harness.istio.oracles.identity import TRUST_DOMAIN
 from harness.proxy_stats import proxy_stats_matcher
 from harness.settings import Settings, from_env
 from harness.toolchain import jaeger as jaeger_build
-from harness.toolchain.istio_local import Installed, load
+from harness.toolchain.istio_local import Installed, crd_paths, load
+from harness.versions import KUBERNETES_VERSION
 
 SAMPLE_SERVICE = paths.SAMPLE_SERVICE
 ISTIOD_ENV = {
@@ -54,7 +55,14 @@ ISTIOD_ENV = {
     "PILOT_ENABLE_CROSS_CLUSTER_WORKLOAD_ENTRY": "false",
     "PILOT_ENABLE_WORKLOAD_ENTRY_AUTOREGISTRATION": "false",
     "ENABLE_CA_SERVER": "true",
+    # nothing would run the Deployments istiod creates for a Gateway API Gateway: Gateways bind
+    # the mesh's ingress gateway instead (spec.addresses naming its Service)
+    "PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER": "false",
 }
+#: Ports of one istiod: xDS (plaintext, TLS), debug/ready HTTP, webhook HTTPS, monitoring, and the
+#: launcher's view of its in-memory cluster.
+ISTIOD_PORTS = ("grpc", "http", "https", "secure_grpc", "monitoring", "kube_api")
+
 JAEGER = "jaeger"
 # Jaeger's own OpenTelemetry SDK would export Jaeger's traces to localhost:4317 (not ours)
 JAEGER_ENV = {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
@@ -201,23 +209,27 @@ class Supervisor:
         self.jwks = tokens.JwksServer(self.issuer, self._port()).start()
 
         tracing = [n for n in topology.native if n.image.startswith("jaegertracing/")]
-        native_entries: list[dict[str, Any]] = []
+        jaeger_address: str | None = None
         self.tracing_off = ""
         if tracing:
             try:
-                native_entries = self._start_jaeger(tracing[0], block)
+                jaeger_address = self._start_jaeger(tracing[0], block)
             except StateError as e:  # not installed: the mesh runs, without tracing, and says why
                 self.tracing_off = str(e)
                 tracing = []
                 self.status("starting", f"tracing is off: {e}")
 
-        lay.config.mkdir(parents=True, exist_ok=True)
-        for obj in (*topology.generated, *native_entries, *topology.user_istio):
-            obj = dict(obj)
-            meta = dict(obj.get("metadata") or {})
-            meta.setdefault("namespace", "default")
-            obj["metadata"] = meta
-            (lay.config / object_filename(obj)).write_text(yamlio.dump(obj, sort_keys=False))
+        # the in-memory cluster istiod watches: the user's configuration, and the rest of what a
+        # cluster would hold (cluster.py), with a Sidecar per replica binding its listeners
+        cluster = kube_cluster.objects([d.body for d in docs], topology, jaeger_address=jaeger_address)
+        for directory, objs in (
+            (lay.config, topology.config),
+            (lay.kube, (*cluster, *topology.sidecars)),
+        ):
+            directory.mkdir(parents=True, exist_ok=True)
+            for obj in objs:
+                obj = kube_cluster.namespaced(obj)
+                (directory / object_filename(obj)).write_text(yamlio.dump(obj, sort_keys=False))
 
         istiod = self._start_istiod(inst, PRIMARY_REVISION)
         self.status("starting", "istiod ready")
@@ -305,7 +317,7 @@ class Supervisor:
             ns = str(meta.get("namespace") or "default")
             kind = body.get("kind")
             if (kind == "Deployment" and (ns, str(meta.get("name"))) in run) or (
-                kind == "ServiceAccount" and not topo.is_istio(body)
+                kind == "ServiceAccount" and not topo.is_config(body)
             ):
                 obj = {**body, "metadata": {**meta, "namespace": ns}}
                 (lay.workloads / object_filename(obj)).write_text(yamlio.dump(obj, sort_keys=False))
@@ -340,7 +352,7 @@ class Supervisor:
         """Start an istiod of ``inst`` for ``revision`` (on ``ports``, or fresh ones); wait until
         ready unless ``wait_ready`` is false (then the caller waits)."""
         lay = self.layout
-        ports = ports or {k: self._port() for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+        ports = ports or {k: self._port() for k in ISTIOD_PORTS}
         work = lay.istiod if revision == PRIMARY_REVISION else lay.istiod / f"rev-{revision}"
         work.mkdir(parents=True, exist_ok=True)
         mesh = {
@@ -355,13 +367,16 @@ class Supervisor:
         }
         if self.jaeger_plan:  # the manifests' Telemetry selects this provider and decides the sampling
             mesh["extensionProviders"] = jaeger_mod.mesh_providers()
-        (work / "mesh.yaml").write_text(yaml.safe_dump(mesh))
+        (work / "mesh.yaml").write_text(yamlio.dump(mesh))
         name = self._istiod_child(revision)
         self._spawn(
             name,
             [
                 inst.istiod,
-                f"-configDir={lay.config}",
+                f"-kubeDir={lay.kube},{lay.config}",
+                f"-crds={','.join(str(p) for p in crd_paths(inst))}",
+                f"-kubeAPIAddr=127.0.0.1:{ports['kube_api']}",
+                f"-kubernetesVersion={KUBERNETES_VERSION}",
                 f"-meshConfig={work / 'mesh.yaml'}",
                 f"-grpcAddr=127.0.0.1:{ports['grpc']}",
                 f"-httpAddr=127.0.0.1:{ports['http']}",
@@ -374,6 +389,7 @@ class Supervisor:
                 **ISTIOD_ENV,
                 "ROOT_CA_DIR": str(lay.istiod / "cacerts"),
                 "POD_NAMESPACE": "istio-system",
+                "POD_NAME": name,  # its identity in leader elections (the status writers')
                 # the CA authenticates pilot-agent's CSR by its ServiceAccount token (tokens.py)
                 "JWT_RULE": self._issuer().jwt_rule(self._jwks().url),
             },
@@ -389,6 +405,7 @@ class Supervisor:
             **ports,
             "url": url,
             "monitoring_url": f"http://127.0.0.1:{ports['monitoring']}",
+            "kube_api_url": f"http://127.0.0.1:{ports['kube_api']}",
             "istio": inst.label,
             "revision": revision,
         }
@@ -407,21 +424,15 @@ class Supervisor:
         return p.returncode
 
     # ---- Jaeger -------------------------------------------------------------------------
-    def _start_jaeger(self, native: topo.Native, block: int) -> list[dict[str, Any]]:
-        """Start Jaeger for the manifests' Jaeger Deployment; return its WorkloadEntry."""
+    def _start_jaeger(self, native: topo.Native, block: int) -> str:
+        """Start Jaeger for the manifests' Jaeger Deployment; return its address (its pod IP)."""
         inst = jaeger_build.load(self.settings.cache_dir)
         address = f"127.{block}.4.1"
-        ports = jaeger_mod.JaegerPorts(
-            address,
-            *(
-                self.reservations.port()
-                for _ in ("otlp_grpc", "otlp_http", "zipkin", "query_http", "query_grpc")
-            ),
-        )
+        ports = jaeger_mod.pod_ports(address)
         work = self.layout.root / "jaeger"
         work.mkdir(parents=True, exist_ok=True)
         cfg = work / "config.yaml"
-        cfg.write_text(yaml.safe_dump(jaeger_mod.config(ports), sort_keys=False))
+        cfg.write_text(yamlio.dump(jaeger_mod.config(ports), sort_keys=False))
         self.jaeger_argv = [inst.binary, f"--config={cfg}"]
         self._spawn(JAEGER, self.jaeger_argv, env=JAEGER_ENV, cwd=work)
         self.jaeger_plan = {
@@ -434,7 +445,7 @@ class Supervisor:
             "deployment": native.name,
         }
         self.status("starting", f"Jaeger {inst.version} starting on {address}")
-        return [jaeger_mod.workload_entry(f"{native.name}-0", native.labels, ports, native.service_ports)]
+        return address
 
     def _await_jaeger(self) -> None:
         url = str((self.jaeger_plan or {})["query_url"])
@@ -494,6 +505,16 @@ class Supervisor:
             raise StateError("the ServiceAccount token issuer's JWKS is not served yet")
         return self.jwks
 
+    def _pod_path(self, ns: str, name: str) -> Path:
+        return self.layout.kube / object_filename(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": ns, "name": name}}
+        )
+
+    def _pod(self, ns: str, name: str) -> dict[str, Any]:
+        """The Pod object of a replica or the gateway, as the in-memory cluster holds it."""
+        body = yamlio.load(self._pod_path(ns, name).read_text())
+        return body if isinstance(body, dict) else {}
+
     def _start_proxy(self, spec: ProxySpec) -> None:
         assert self.ca is not None
         inst = self._install_of(spec.istio)
@@ -509,6 +530,12 @@ class Supervisor:
         (work / tokens.TOKEN_PATH).write_text(self._issuer().token(ns, sa))
         (work / tokens.CA_ROOT_PATH).parent.mkdir(parents=True, exist_ok=True)
         (work / tokens.CA_ROOT_PATH).write_bytes(self.ca.root_pem)
+        # the injector's podinfo volume: the pod's labels and annotations through the downward API
+        pod_obj = self._pod(ns, pod)
+        podinfo = work / "etc" / "istio" / "pod"
+        podinfo.mkdir(parents=True, exist_ok=True)
+        for name in ("labels", "annotations"):
+            (podinfo / name).write_text(kube_cluster.downward_api((pod_obj.get("metadata") or {}).get(name)))
         proxy_config = {
             "discoveryAddress": f"127.0.0.1:{grpc_port}",
             "controlPlaneAuthPolicy": "NONE",
@@ -530,16 +557,30 @@ class Supervisor:
             # the counters the suites read as evidence (Istio trims Envoy's stats by default)
             "proxyStatsMatcher": proxy_stats_matcher(),
         }
+        # what Istio's sidecar injector puts into the istio-proxy container of the pod (its
+        # injection template), so istiod attaches the proxy to its Pod
+        workload = pod.rsplit("-", 1)[0]  # the Deployment (pods are named <deployment>-<i>)
+        owner = f"kubernetes://apis/apps/v1/namespaces/{ns}/deployments/{workload}"
+        container_ports = [
+            p for c in (pod_obj.get("spec") or {}).get("containers") or [] for p in c.get("ports") or []
+        ]
         env = {
             "POD_NAME": pod,
             "POD_NAMESPACE": ns,
             "INSTANCE_IP": spec.address,
             "SERVICE_ACCOUNT": sa,
+            "HOST_IP": "127.0.0.1",
             "CLOUD_PLATFORM": "none",
+            "ISTIO_META_POD_PORTS": json.dumps(container_ports),
+            "ISTIO_META_APP_CONTAINERS": ",".join(
+                str(c.get("name")) for c in (pod_obj.get("spec") or {}).get("containers") or []
+            ),
             "ISTIO_META_CLUSTER_ID": "Kubernetes",
+            "ISTIO_META_NODE_NAME": kube_cluster.NODE_NAME,
             "ISTIO_META_INTERCEPTION_MODE": "NONE",
-            "ISTIO_META_WORKLOAD_NAME": pod.rsplit("-", 1)[0],
-            "ISTIO_METAJSON_LABELS": json.dumps(dict(spec.labels)),
+            "ISTIO_META_WORKLOAD_NAME": workload,
+            "ISTIO_META_OWNER": owner,
+            "ISTIO_META_MESH_ID": TRUST_DOMAIN,
             "ENVOY_STATUS_PORT": str(ports.envoy_status),
             "ENVOY_PROMETHEUS_PORT": str(ports.prometheus),
             "PROXY_CONFIG": json.dumps(proxy_config),
@@ -592,7 +633,7 @@ class Supervisor:
             p = self.children.get("istiod")
             if p is None or p.poll() is not None:
                 cp = self.plan["control_planes"][PRIMARY_REVISION]
-                ports = {k: cp[k] for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+                ports = {k: cp[k] for k in ISTIOD_PORTS}
                 # the client waits for /ready: this socket has a short timeout
                 self._start_istiod(self._install_of(cp["istio"]), PRIMARY_REVISION, ports, wait_ready=False)
                 self.status("ready", "istiod started again on request")
@@ -641,7 +682,7 @@ class Supervisor:
         name = self._istiod_child(revision)
         code = self._stop_child(name)
         t_stopped = time.monotonic()
-        ports = {k: old[k] for k in ("grpc", "http", "https", "secure_grpc", "monitoring")}
+        ports = {k: old[k] for k in ISTIOD_PORTS}
         new = self._start_istiod(inst, revision, ports, log=f"{name}.{inst.label}")
         self.plan["control_planes"][revision] = new
         if revision == PRIMARY_REVISION:
@@ -709,13 +750,14 @@ class Supervisor:
         """Run Deployment ``namespace/deployment`` as ServiceAccount ``service_account`` from now on.
 
         What Kubernetes does when a Deployment's ``serviceAccountName`` changes, on the local
-        mesh's terms: each replica's WorkloadEntry names the new ServiceAccount (istiod reads a
-        pod's ServiceAccount from there), and each replica's proxy is replaced, without a gap, by
-        one that holds a token of the new ServiceAccount, so istiod's CA issues it a certificate
-        of the new identity. The app process keeps running (it plays no part in the identity).
-        Unlike Kubernetes' rolling update, old and new identity never serve side by side: for a
-        Deployment behind a Service, calls between the endpoints' change and its proxy's
-        replacement can fail the clients' check of the server's identity.
+        mesh's terms: each replica's Pod names the new ServiceAccount (Kubernetes would replace the
+        pods; here the Pod objects change in place, keeping their names), istiod's endpoints of the
+        Services selecting them carry the new identity, and each replica's proxy is replaced,
+        without a gap, by one that holds a token of the new ServiceAccount, so istiod's CA issues it
+        a certificate of the new identity. The app process keeps running (it plays no part in the
+        identity). Unlike Kubernetes' rolling update, old and new identity never serve side by
+        side: for a Deployment behind a Service, calls between the endpoints' change and its
+        proxy's replacement can fail the clients' check of the server's identity.
         """
         ns, deployment, sa = str(req["namespace"]), str(req["deployment"]), str(req["service_account"])
         replicas = [r for r in self.plan["replicas"] if (r["namespace"], r["deployment"]) == (ns, deployment)]
@@ -726,18 +768,18 @@ class Supervisor:
         before = push_mark(self.http, istiod["monitoring_url"])
         changed = False
         for r in replicas:
-            path = self.layout.config / object_filename(
-                {"kind": "WorkloadEntry", "metadata": {"name": r["pod"], "namespace": ns}}
-            )
-            entry = yamlio.load(path.read_text())
-            if entry["spec"].get("serviceAccount") != sa:
-                entry["spec"]["serviceAccount"] = sa
+            path = self._pod_path(ns, str(r["pod"]))
+            pod = yamlio.load(path.read_text())
+            if pod["spec"].get("serviceAccountName") != sa:
+                pod["spec"]["serviceAccountName"] = sa
                 tmp = path.with_suffix(".tmp")
-                tmp.write_text(yamlio.dump(entry, sort_keys=False))
+                tmp.write_text(yamlio.dump(pod, sort_keys=False))
                 tmp.replace(path)
                 changed = True
         if changed:
-            wanted = {(ns, str(r["pod"])): (sa, f"spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/{sa}") for r in replicas}
+            for plane in self.plan["control_planes"].values():
+                sync_cluster(self.http, plane["kube_api_url"])
+            wanted = {(ns, deployment): (sa, f"spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/{sa}")}
             wait_service_accounts(
                 self.http,
                 istiod["url"],

@@ -1,19 +1,17 @@
 """From the manifests' Kubernetes objects, derive the embedded mesh: replicas, addresses, ports,
-and the Istio objects that stand in for what Kubernetes would provide (pure, no I/O).
+and the Sidecars that bind their listeners (pure, no I/O).
 
-Kubernetes gives istiod Services and Pods; outside Kubernetes we give it the same facts as Istio
-objects, the way Istio meshes VMs:
-- each Service becomes a MESH_INTERNAL ServiceEntry with a workloadSelector (same ports);
-- each replica of a Deployment becomes a WorkloadEntry on its own loopback address
-  (``127.B.1.k``) with the pod template's labels, its service account and tlsMode istio;
-- with no iptables (interception mode NONE), a Sidecar per replica binds the inbound listener
-  on the replica address at each target port, forwarding to the app on ``target+10000``, and
-  binds the outbound listeners on a second address of the replica (``127.B.2.k``) at every
-  service port; the app reaches its sidecar there (``MESH_OUTBOUND_HOST``);
-- the ingress gateway is a router proxy on ``127.B.3.1`` behind a ServiceEntry whose ports map
-  each Gateway server port to a free local port (Kubernetes' port -> targetPort mapping).
-Every Istio object of the user (VirtualService, DestinationRule, AuthorizationPolicy, ...) is
-passed to istiod unchanged.
+istiod learns the mesh from an in-memory Kubernetes cluster (:mod:`cluster` says what it holds:
+Namespaces, ServiceAccounts, Services, a Pod per replica, ...). What Kubernetes cannot give on
+loopback is traffic capture: with no iptables (interception mode NONE), a Sidecar per replica
+binds its listeners (the one Istio object the local backend adds):
+- the inbound listener on the replica address (the pod IP, ``127.B.1.k``) at each target port,
+  forwarding to the app on ``target+10000``;
+- the outbound listeners on a second address of the replica (``127.B.2.k``) at every service
+  port; the app reaches its sidecar there (``MESH_OUTBOUND_HOST``).
+The ingress gateway is a router proxy on ``127.B.3.1`` whose Service maps each Gateway server port
+to a free local port (Kubernetes' port -> targetPort). Every Istio and Gateway API object of the
+user (VirtualService, DestinationRule, HTTPRoute, ...) is passed to istiod unchanged.
 """
 
 from __future__ import annotations
@@ -33,8 +31,10 @@ GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 GATEWAY_SA = "istio-ingressgateway-service-account"
 GATEWAY_NAME = "istio-ingressgateway"
-# Istio kinds istiod reads from the config dir; anything else in the manifests is for the kube path
+# Istio kinds; with Gateway API kinds, the configuration the user gives istiod (apply/delete)
 ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/", "telemetry.istio.io/", "extensions.istio.io/")
+GATEWAY_API_GROUPS = ("gateway.networking.k8s.io/", "gateway.networking.x-k8s.io/")
+GATEWAY_HOST = f"{GATEWAY_NAME}.{GATEWAY_NAMESPACE}.svc.cluster.local"
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,9 @@ class Topology:
     replicas: tuple[Replica, ...]
     gateway: Gateway | None
     service_ports: tuple[int, ...]  # every port any Service exposes (outbound listeners)
-    generated: tuple[dict[str, Any], ...]  # ServiceEntry/WorkloadEntry/Sidecar objects for istiod
-    user_istio: tuple[dict[str, Any], ...]  # the user's Istio objects, unchanged
-    native: tuple[Native, ...] = ()  # run as processes; their WorkloadEntries come from the backend
+    sidecars: tuple[dict[str, Any], ...]  # a Sidecar per replica binding its listeners
+    config: tuple[dict[str, Any], ...]  # the user's Istio and Gateway API objects, unchanged
+    native: tuple[Native, ...] = ()  # run as processes (their Pods: see cluster.py)
 
 
 def _meta(doc: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -120,11 +120,13 @@ def is_istio(doc: Mapping[str, Any]) -> bool:
     return str(doc.get("apiVersion", "")).startswith(ISTIO_GROUPS)
 
 
-def _protocol(port: Mapping[str, Any]) -> str:
-    proto = str(port.get("appProtocol") or port.get("name") or "tcp").split("-")[0].lower()
-    return {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "https": "HTTPS", "tls": "TLS"}.get(
-        proto, "TCP"
-    )
+def is_gateway_api(doc: Mapping[str, Any]) -> bool:
+    return str(doc.get("apiVersion", "")).startswith(GATEWAY_API_GROUPS)
+
+
+def is_config(doc: Mapping[str, Any]) -> bool:
+    """An Istio or Gateway API object: configuration istiod reads (the rest is workloads)."""
+    return is_istio(doc) or is_gateway_api(doc)
 
 
 def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -140,9 +142,9 @@ def derive(
     doc_index: Sequence[int] | None = None,
 ) -> Topology:
     """Derive the embedded mesh from the manifests' documents (``sources[i]`` names doc i's file)."""
-    services = [d for d in docs if d.get("kind") == "Service" and not is_istio(d)]
+    services = [d for d in docs if d.get("kind") == "Service" and not is_config(d)]
     deployments = [(i, d) for i, d in enumerate(docs) if d.get("kind") == "Deployment" and not _native(d)]
-    user_istio = tuple(dict(d) for d in docs if is_istio(d))
+    config = tuple(dict(d) for d in docs if is_config(d))
     problems: list[ConfigProblem] = []
 
     service_ports = sorted(
@@ -217,9 +219,15 @@ def derive(
     gateway_ports = sorted(
         {
             int(srv["port"]["number"])
-            for d in user_istio
-            if d.get("kind") == "Gateway"
+            for d in config
+            if d.get("kind") == "Gateway" and is_istio(d)
             for srv in (d.get("spec") or {}).get("servers") or []
+        }
+        | {
+            int(listener["port"])
+            for d in config
+            if d.get("kind") == "Gateway" and is_gateway_api(d) and _on_ingress(d)
+            for listener in (d.get("spec") or {}).get("listeners") or []
         }
     )
     gateway = (
@@ -231,12 +239,26 @@ def derive(
         if gateway_ports
         else None
     )
-    generated = _generate(services, replicas, gateway, service_ports)
     native = tuple(
         _native_workload(d, services) for d in docs if d.get("kind") == "Deployment" and _native(d)
     )
     return Topology(
-        block, tuple(replicas), gateway, tuple(service_ports), tuple(generated), user_istio, native
+        block,
+        tuple(replicas),
+        gateway,
+        tuple(service_ports),
+        tuple(sidecars(replicas, service_ports)),
+        config,
+        native,
+    )
+
+
+def _on_ingress(gateway: Mapping[str, Any]) -> bool:
+    """A Gateway API Gateway deployed onto the ingress gateway (``spec.addresses`` names its Service)."""
+    return any(
+        str(a.get("value")) in (GATEWAY_HOST, f"{GATEWAY_NAME}.{GATEWAY_NAMESPACE}.svc")
+        for a in (gateway.get("spec") or {}).get("addresses") or []
+        if a.get("type", "IPAddress") == "Hostname"
     )
 
 
@@ -263,104 +285,32 @@ def _native_workload(dep: Mapping[str, Any], services: Sequence[Mapping[str, Any
     return Native(str(meta.get("name", "")), ns, str(container.get("image", "")), labels, ports)
 
 
-def _generate(
-    services: Sequence[Mapping[str, Any]],
-    replicas: Sequence[Replica],
-    gateway: Gateway | None,
-    service_ports: Sequence[int],
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for s in services:
-        meta, spec = _meta(s), s.get("spec") or {}
-        ns = str(meta.get("namespace") or "default")
-        out.append(
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "ServiceEntry",
-                "metadata": {"name": f"svc-{meta['name']}", "namespace": ns},
-                "spec": {
-                    "hosts": [f"{meta['name']}.{ns}.svc.cluster.local"],
-                    "location": "MESH_INTERNAL",
-                    "resolution": "STATIC",
-                    "ports": [
-                        {
-                            "number": int(p["port"]),
-                            "name": str(p.get("name") or f"port-{p['port']}"),
-                            "protocol": _protocol(p),
-                        }
-                        for p in spec.get("ports") or []
-                    ],
-                    "workloadSelector": {"labels": dict(spec.get("selector") or {})},
-                },
-            }
-        )
-    for r in replicas:
-        out.append(
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "WorkloadEntry",
-                "metadata": {"name": r.pod, "namespace": r.namespace},
-                "spec": {
-                    "address": r.address,
-                    "labels": {**r.labels, "security.istio.io/tlsMode": "istio"},
-                    "serviceAccount": r.service_account,
-                },
-            }
-        )
-        out.append(
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "Sidecar",
-                "metadata": {"name": r.pod, "namespace": r.namespace},
-                "spec": {
-                    "workloadSelector": {"labels": {REPLICA_LABEL: r.pod}},
-                    "ingress": [
-                        {
-                            "port": {"number": t, "protocol": "HTTP", "name": f"http-{t}"},
-                            "bind": r.address,
-                            "defaultEndpoint": f"0.0.0.0:{t + APP_PORT_OFFSET}",
-                        }
-                        for t in r.target_ports
-                    ],
-                    "egress": [
-                        {
-                            "port": {"number": p, "protocol": "HTTP", "name": f"http-{p}"},
-                            "bind": r.egress_address,
-                            "hosts": ["*/*"],
-                        }
-                        for p in service_ports
-                    ],
-                },
-            }
-        )
-    if gateway is not None:
-        out.append(
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "ServiceEntry",
-                "metadata": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE},
-                "spec": {
-                    "hosts": [f"{GATEWAY_NAME}.{GATEWAY_NAMESPACE}.svc.cluster.local"],
-                    "location": "MESH_INTERNAL",
-                    "resolution": "STATIC",
-                    "ports": [
-                        {"number": p, "name": f"http-{p}", "protocol": "HTTP", "targetPort": local}
-                        for p, local in gateway.port_map.items()
-                    ],
-                    "workloadSelector": {"labels": {"istio": "ingressgateway"}},
-                },
-            }
-        )
-        out.append(
-            {
-                "apiVersion": "networking.istio.io/v1",
-                "kind": "WorkloadEntry",
-                "metadata": {"name": gateway.pod, "namespace": GATEWAY_NAMESPACE},
-                "spec": {
-                    "address": gateway.address,
-                    "labels": dict(gateway.labels),
-                    "serviceAccount": gateway.service_account,
-                },
-            }
-        )
-    return out
+def sidecars(replicas: Sequence[Replica], service_ports: Sequence[int]) -> list[dict[str, Any]]:
+    """A Sidecar per replica binding its inbound and outbound listeners (no traffic capture)."""
+    return [
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Sidecar",
+            "metadata": {"name": r.pod, "namespace": r.namespace},
+            "spec": {
+                "workloadSelector": {"labels": {REPLICA_LABEL: r.pod}},
+                "ingress": [
+                    {
+                        "port": {"number": t, "protocol": "HTTP", "name": f"http-{t}"},
+                        "bind": r.address,
+                        "defaultEndpoint": f"0.0.0.0:{t + APP_PORT_OFFSET}",
+                    }
+                    for t in r.target_ports
+                ],
+                "egress": [
+                    {
+                        "port": {"number": p, "protocol": "HTTP", "name": f"http-{p}"},
+                        "bind": r.egress_address,
+                        "hosts": ["*/*"],
+                    }
+                    for p in service_ports
+                ],
+            },
+        }
+        for r in replicas
+    ]

@@ -133,15 +133,22 @@ def parse_endpoint_identities(shardz: Any) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def workload_entry_accounts(configz: Any) -> dict[tuple[str, str], str]:
-    """From istiod's ``/debug/configz``: the serviceAccount of every WorkloadEntry istiod holds."""
-    return {
-        (str(c["metadata"].get("namespace", "")), str(c["metadata"].get("name", ""))): str(
-            (c.get("spec") or {}).get("serviceAccount", "")
+def sync_cluster(http: httpx.Client, kube_api_url: str) -> dict[str, Any]:
+    """Make istiod's in-memory cluster hold the state dir's objects now (the launcher's POST /sync;
+    it also syncs by itself when files change). Returns what changed; raises BackendError naming
+    the objects it could not store."""
+    r = http.post(f"{kube_api_url}/sync", timeout=30)
+    try:
+        report: dict[str, Any] = r.json()
+    except ValueError as e:
+        raise BackendError(
+            f"istiod's cluster sync at {kube_api_url} answered {r.status_code}: {r.text[:300]}"
+        ) from e
+    if r.status_code != 200 or report.get("errors"):
+        raise BackendError(
+            f"istiod's in-memory cluster refused objects: {'; '.join(report.get('errors') or [r.text[:300]])}"
         )
-        for c in configz or []
-        if c.get("kind") == "WorkloadEntry"
-    }
+    return report
 
 
 def wait_service_accounts(
@@ -154,10 +161,10 @@ def wait_service_accounts(
     *,
     timeout: float,
 ) -> float:
-    """After rewriting WorkloadEntries' ``serviceAccount`` (``want``: (namespace, name) ->
-    (ServiceAccount, its SPIFFE ID)): wait until istiod holds them, its endpoints of every service
-    they back carry the new identity, and, if any does, until istiod pushed that and every proxy
-    ACKed it. A WorkloadEntry that backs no service changes no proxy's config: istiod pushes nothing.
+    """After changing the ServiceAccount of Pods (``want``: (namespace, workload name) ->
+    (ServiceAccount, its SPIFFE ID)): wait until istiod's endpoints of every service they back carry
+    the new identity and, if any does, until istiod pushed that and every proxy ACKed it. Pods that
+    back no service change no proxy's config: istiod pushes nothing.
     """
     import httpx  # the caller's client has loaded it
 
@@ -169,11 +176,6 @@ def wait_service_accounts(
         return r.json()
 
     def check() -> bool:
-        held = workload_entry_accounts(get("/debug/configz"))
-        behind = sorted(f"{ns}/{n}" for (ns, n), (sa, _) in want.items() if held.get((ns, n)) != sa)
-        if behind:
-            check.last = f"istiod does not hold the new serviceAccount of {behind} yet"  # type: ignore[attr-defined]
-            return False
         endpoints = parse_endpoint_identities(get("/debug/endpointShardz"))
         served = [k for k in want if k in endpoints]
         stale = sorted(
@@ -191,7 +193,7 @@ def wait_service_accounts(
     try:
         wait.until(
             check,
-            what="istiod to hold the workloads' new ServiceAccount and every proxy to ACK its effect",
+            what="istiod's endpoints to carry the workloads' new ServiceAccount and every proxy to ACK it",
             timeout=timeout,
             interval=0.05,
             retry_on=(httpx.HTTPError, ValueError),

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from harness import paths
+from harness.backends.local import cluster, topology
 from harness.backends.local import jaeger as local_jaeger
-from harness.backends.local import topology
 from harness.errors import WaitTimeout
 from harness.tracing.jaeger import JaegerClient, JaegerUnavailable, parse_trace
 from harness.tracing.probes import Hop, probe_ids, shape_problems
@@ -151,10 +151,19 @@ def test_the_manifests_jaeger_becomes_a_native_workload_with_its_service_ports()
     assert native.service_ports["grpc-otlp"] == 4317
     assert native.service_ports["http-query"] == 16686
     assert all(r.deployment != "jaeger" for r in topo.replicas)
-    p = local_jaeger.JaegerPorts("127.10.4.1", 1, 2, 3, 4, 5)
-    we = local_jaeger.workload_entry("jaeger-0", native.labels, p, native.service_ports)
-    assert we["spec"]["ports"] == {"grpc-otlp": 1, "http-otlp": 2, "http-zipkin": 3, "http-query": 4}
-    assert we["spec"]["labels"]["app"] == "jaeger"
+    # its Pod in istiod's cluster: Jaeger's address, the Deployment's labels and container ports
+    (pod,) = [
+        o
+        for o in cluster.objects(_docs(), topo, jaeger_address="127.10.4.1")
+        if o["kind"] == "Pod" and o["metadata"]["name"] == "jaeger-0"
+    ]
+    assert pod["status"]["podIP"] == "127.10.4.1"
+    assert pod["metadata"]["labels"]["app"] == "jaeger"
+    assert "security.istio.io/tlsMode" not in pod["metadata"]["labels"]  # not injected
+    ports = {p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    assert {4317, 4318, 9411, 16686} <= ports
+    # the process listens where the pod would: its address, the container ports
+    assert local_jaeger.JaegerPorts("127.10.4.1", 4317, 4318, 9411, 16686, 16685).query_url.endswith(":16686")
 
 
 def test_jaeger_config_binds_every_listener_to_the_mesh_address() -> None:
