@@ -136,6 +136,11 @@ class Backend(Protocol):
         """Every Istio object the mesh runs now (kube: as stored, with ``metadata.resourceVersion``)."""
         ...
 
+    def gateway_api_objects(self) -> list[dict[str, Any]]:
+        """The Gateway API objects the mesh holds (GatewayClasses, Gateways, routes), each with the
+        status Istio's controllers wrote (``status.conditions``; a route's ``status.parents``)."""
+        ...
+
     def wait_synced(self, timeout: float) -> float:
         """Block until every proxy is connected and has ACKed what istiod sent; returns seconds waited."""
         ...

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from harness import wait
 from harness.cli.output import Output, row, table
-from harness.errors import StateError, UserError
+from harness.errors import MeshproofError, StateError, UserError
 from harness.settings import Settings
 
 if TYPE_CHECKING:
@@ -109,7 +109,12 @@ def status_doc(backend: Backend, settings: Settings) -> dict[str, Any]:
         "workloads": workloads,
         "ejections": None,
         "ejections_by_cluster": None,
+        "gateway_api": None,
     }
+    try:
+        doc["gateway_api"] = gateway_api_status(backend.gateway_api_objects())
+    except MeshproofError as e:  # the control plane is down: the rest of the status still holds
+        doc["gateway_api_note"] = str(e)
     ejections = getattr(backend, "ejections", None)
     if callable(ejections):
         by_proxy: dict[str, list[str]] = {}
@@ -123,6 +128,36 @@ def status_doc(backend: Backend, settings: Settings) -> dict[str, Any]:
         doc["ejections"] = by_proxy
         doc["ejections_by_cluster"] = by_cluster or None
     return doc
+
+
+def gateway_api_status(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each Gateway API object with Istio's conditions, verbatim: a Gateway's or GatewayClass's
+    ``status.conditions``, a route's per parent (``status.parents[].conditions``)."""
+    out = []
+    for o in objects:
+        meta, status = o.get("metadata") or {}, o.get("status") or {}
+        entry: dict[str, Any] = {
+            "kind": o.get("kind"),
+            "namespace": meta.get("namespace", ""),
+            "name": meta.get("name"),
+            "generation": meta.get("generation"),
+            "conditions": list(status.get("conditions") or []),
+        }
+        if "parents" in status or str(o.get("kind", "")).endswith("Route"):
+            entry["parents"] = [
+                {"parentRef": p.get("parentRef"), "conditions": list(p.get("conditions") or [])}
+                for p in status.get("parents") or []
+            ]
+        out.append(entry)
+    return out
+
+
+def _conditions_text(conditions: list[dict[str, Any]]) -> str:
+    return ", ".join(
+        f"{c.get('type')}={c.get('status')}"
+        + ("" if c.get("status") == "True" else f" ({c.get('reason')}: {c.get('message')})")
+        for c in conditions
+    )
 
 
 def print_status(out: Output, doc: Mapping[str, Any]) -> None:
@@ -147,6 +182,23 @@ def print_status(out: Output, doc: Mapping[str, Any]) -> None:
         out.print(f"tracing: Jaeger query API {doc['trace_query_url']} (`meshproof traces`)")
     else:
         out.print(f"tracing: not deployed{f' ({note})' if note else ''}")
+    gateway_api = [g for g in doc.get("gateway_api") or [] if g["kind"] != "GatewayClass"]
+    if doc.get("gateway_api_note"):
+        out.print(f"Gateway API: not readable ({doc['gateway_api_note']})")
+    if gateway_api:
+        gtable = table("Gateway API", "namespace", "name", "conditions (Istio's)")
+        for g in gateway_api:
+            parents = g.get("parents")
+            text = (
+                "; ".join(
+                    f"{(p.get('parentRef') or {}).get('name')}: {_conditions_text(p['conditions'])}"
+                    for p in parents
+                )
+                if parents is not None
+                else _conditions_text(g["conditions"])
+            )
+            row(gtable, g["kind"], g["namespace"], g["name"], text or "(no status yet)")
+        out.print(gtable)
     ejections = doc.get("ejections")
     if ejections is None:
         out.print("ejections: not reported by this backend")

@@ -478,6 +478,13 @@ class KubeBackend:
                 out.extend(self.api.list(api_version, kind))
         return out
 
+    def gateway_api_objects(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for api_version, kind in GATEWAY_API_KINDS:
+            if self.api.has_kind(api_version, kind):
+                out.extend(self.api.list(api_version, kind))
+        return out
+
     def wait_synced(self, timeout: float) -> float:
         return self._sync.wait_converged((), None, timeout=timeout)
 
@@ -532,6 +539,12 @@ ISTIO_KINDS = (
     ("security.istio.io/v1", "PeerAuthentication"),
     ("security.istio.io/v1", "RequestAuthentication"),
     ("telemetry.istio.io/v1", "Telemetry"),
+)
+GATEWAY_API_KINDS = (
+    ("gateway.networking.k8s.io/v1", "GatewayClass"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
 )
 
 

@@ -678,6 +678,27 @@ class LocalBackend:
                 out.append(body)
         return out
 
+    def gateway_api_objects(self) -> list[dict[str, Any]]:
+        """The Gateway API objects istiod holds, with the status its controllers wrote."""
+        from harness.backends.local.cluster import GATEWAY_API_RESOURCES
+
+        url = self.plan["istiod"].get("kube_api_url")
+        if not url:
+            return []
+        import httpx
+
+        out: list[dict[str, Any]] = []
+        for resource in GATEWAY_API_RESOURCES:
+            try:
+                r = self._http.get(f"{url}/apis/{resource}")
+                r.raise_for_status()
+            except httpx.HTTPError as e:
+                raise BackendError(
+                    f"istiod's cluster at {url} does not answer ({e}); is istiod running?"
+                ) from e
+            out.extend(r.json().get("items") or [])
+        return out
+
     # ---- evidence -----------------------------------------------------------------------
     def ejections(self) -> dict[str, dict[str, list[str]]]:
         """Per calling proxy, per upstream cluster, the hosts outlier detection has ejected."""
