@@ -30,8 +30,9 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError
+from harness.toolchain import gomod
+from harness.toolchain.istio import GATEWAY_API_MODULE
 
-GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 # The API groups the Gateway API CRDs define (checked against the CRDs by a unit test): a
 # document of another group never needs them, so they are not even located for it.
 GATEWAY_API_GROUPS = frozenset({"gateway.networking.k8s.io", "gateway.networking.x-k8s.io"})
@@ -75,10 +76,10 @@ class CrdIndex:
 
 def required_version(go_mod: str, module: str = GATEWAY_API_MODULE) -> str:
     """The version of ``module`` a ``go.mod`` requires (its own line, not a sub-module's)."""
-    found = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", go_mod, re.M)
-    if found is None:
+    found = gomod.required_version(go_mod, module)
+    if not found:
         raise HarnessError(f"the Istio module's go.mod requires no {module}: update harness/istio/crds.py")
-    return found.group(1)
+    return found
 
 
 def _version_key(version: str) -> tuple[int, int, int]:

@@ -53,6 +53,7 @@ from harness.istio import crds
 from harness.istio.crds import CrdEntry, CrdIndex
 from harness.istio.loader import Document
 from harness.toolchain import gomod
+from harness.toolchain.istio import GATEWAY_API_MODULE
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 ISTIO_MODULE = "istio.io/istio"
@@ -258,10 +259,10 @@ def read_gateway_api_crds(module_version: str, *, cache_dir: Path | None = None,
     except OSError as exc:
         raise HarnessError(f"{istio_dir}/go.mod is unreadable: {exc}") from exc
     module_dir = gomod.download(
-        crds.GATEWAY_API_MODULE,
+        GATEWAY_API_MODULE,
         version,
         go=go,
-        needed_for=f"reading the Gateway API CRDs ({crds.GATEWAY_API_MODULE}@{version})",
+        needed_for=f"reading the Gateway API CRDs ({GATEWAY_API_MODULE}@{version})",
         how_to_get=SETUP_HINT,
         cwd=Path(tempfile.gettempdir()),
     ).dir

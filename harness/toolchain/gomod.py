@@ -124,6 +124,13 @@ def cached_dir(module: str, version: str, *, go: str, run: Run = proc.run) -> Pa
 _GO_LINE = re.compile(r"^go\s+(\S+)", re.MULTILINE)
 
 
+def required_version(go_mod: str, module: str) -> str:
+    """The version ``module`` is required at in a go.mod's text, on its own line (not a
+    sub-module's); "" when the go.mod does not require it."""
+    m = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", go_mod, re.M)
+    return m.group(1) if m else ""
+
+
 def go_directive(go_mod: str, default: str = DEFAULT_DIRECTIVE) -> str:
     """The ``go`` directive of a go.mod text (``1.25.0``), ``default`` when it has none."""
     m = _GO_LINE.search(go_mod)

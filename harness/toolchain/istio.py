@@ -20,6 +20,7 @@ from harness.toolchain import gomod
 from harness.versions import ISTIO_RELEASES, IstioRelease
 
 MODULE = "istio.io/istio"
+GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"  # its version: the one the istio module requires
 # Envoy's bootstrap template ships inside the module (pilot-agent renders it; proxyv2 holds it)
 BOOTSTRAP_TEMPLATE = Path("tools/packaging/common/envoy_bootstrap.json")
 BUILD_TAGS = "vtprotobuf,disable_pgv"  # istiod's tags: every Istio build but pilot-agent's uses them

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -39,7 +38,6 @@ from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, IstioRelease
 LAUNCHER_SRC = gomod.GO_SOURCES / "istiod" / "main.go"
 LAUNCHER_STAMP = "launcher.json"
 ISTIO_CRDS = Path("manifests") / "charts" / "base" / "files" / "crd-all.gen.yaml"
-GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
 GATEWAY_API_CRDS = Path("config") / "crd" / "standard"
 SETUP_HINT = "run ./scripts/setup (or `meshproof install`)"
 ERROR_FILE = "install-error.txt"
@@ -78,12 +76,6 @@ def launcher_gomod(rel: IstioRelease, go_directive: str, kubernetes: str = "") -
     return text + (f"\nrequire k8s.io/endpointslice {kubernetes}\n" if kubernetes else "")
 
 
-def required_version(go_mod: str, module: str) -> str:
-    """The version ``module`` is required at in a go.mod's text ("" if it is not)."""
-    m = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", go_mod, re.M)
-    return m.group(1) if m else ""
-
-
 def launcher_digest(sources: Path = LAUNCHER_SRC.parent) -> str:
     """Digest of the launcher's sources (its stamp: a change rebuilds it)."""
     h = hashlib.sha256()
@@ -96,7 +88,7 @@ def crd_paths(inst: Installed) -> list[Path]:
     """The CRDs istiod's in-memory cluster registers: Istio's, from the istio module, and the
     standard Gateway API CRDs at the version the istio module requires, from the module cache."""
     module = Path(inst.module_dir)
-    version = required_version((module / "go.mod").read_text(), GATEWAY_API_MODULE)
+    version = gomod.required_version((module / "go.mod").read_text(), istio.GATEWAY_API_MODULE)
     # the module cache: <GOMODCACHE>/istio.io/istio@<version>
     gateway_api = module.parents[1] / "sigs.k8s.io" / f"gateway-api@{version}" / GATEWAY_API_CRDS
     paths = [module / ISTIO_CRDS, gateway_api]
@@ -204,7 +196,7 @@ def _compile_launcher(rel: IstioRelease, mod: Path, build: Path, out: Path, *, g
     for src in LAUNCHER_SRC.parent.glob("*.go"):
         shutil.copy(src, build / src.name)
     go_mod = (mod / "go.mod").read_text()
-    kubernetes = required_version(go_mod, "k8s.io/client-go")
+    kubernetes = gomod.required_version(go_mod, "k8s.io/client-go")
     (build / "go.mod").write_text(launcher_gomod(rel, gomod.go_directive(go_mod), kubernetes))
     proc.run([go, "mod", "tidy"], cwd=build, env=env, timeout=BUILD_TIMEOUT)
     fresh = out.with_name(out.name + ".new")

@@ -28,6 +28,7 @@ from harness.istio.schemas import (
     load_schemas,
     resolve_module_version,
 )
+from harness.toolchain.istio import GATEWAY_API_MODULE
 from harness.versions import DEFAULT_ISTIO
 
 ROUTE: dict[str, Any] = {
@@ -75,7 +76,7 @@ def refused(text: str, schemas: SchemaSet) -> list[ConfigProblem]:
 def test_the_crds_are_the_version_istio_requires(schemas: SchemaSet) -> None:
     index = schemas.gateway_api()
     go_mod = (istio_module_dir(resolve_module_version(None)) / "go.mod").read_text()
-    assert index.module == f"{crds.GATEWAY_API_MODULE}@{crds.required_version(go_mod)}"
+    assert index.module == f"{GATEWAY_API_MODULE}@{crds.required_version(go_mod)}"
     assert index.groups() == crds.GATEWAY_API_GROUPS
     if DEFAULT_ISTIO == "1.31-dev":  # what docs/CLI.md says
         assert index.module == "sigs.k8s.io/gateway-api@v1.6.0"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.toolchain import istio_local as install
-from harness.toolchain.istio_local import launcher_gomod, required_version
+from harness.toolchain.gomod import required_version
+from harness.toolchain.istio_local import launcher_gomod
 from harness.versions import ISTIO_RELEASES
 
 
