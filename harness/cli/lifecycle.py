@@ -143,7 +143,7 @@ def gateway_api_status(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "generation": meta.get("generation"),
             "conditions": list(status.get("conditions") or []),
         }
-        if "parents" in status or str(o.get("kind", "")).endswith("Route"):
+        if "parents" in status:  # a route's status (absent until Istio wrote one)
             entry["parents"] = [
                 {"parentRef": p.get("parentRef"), "conditions": list(p.get("conditions") or [])}
                 for p in status.get("parents") or []
@@ -197,7 +197,9 @@ def print_status(out: Output, doc: Mapping[str, Any]) -> None:
                 if parents is not None
                 else _conditions_text(g["conditions"])
             )
-            row(gtable, g["kind"], g["namespace"], g["name"], text or "(no status yet)")
+            if not text:
+                text = "(Istio lists no parent)" if parents is not None else "(no status yet)"
+            row(gtable, g["kind"], g["namespace"], g["name"], text)
         out.print(gtable)
     ejections = doc.get("ejections")
     if ejections is None:

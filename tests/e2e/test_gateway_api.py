@@ -151,3 +151,26 @@ def test_a_deleted_httproute_routes_no_more(mesh: Backend, tmp_path: Path) -> No
     after = _sample(mesh, HOST)
     assert [r.headers.get(ROUTE_HEADER) for r in after] == [None] * N
     assert not _conditions(mesh)
+
+
+def test_a_route_that_changes_no_proxy_applies_once_istiod_holds_it(mesh: Backend, tmp_path: Path) -> None:
+    """An HTTPRoute of a Gateway that does not exist changes no proxy's config, so istiod pushes
+    nothing: apply returns once istiod holds it (it waited for a push that never came before)."""
+    orphan = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": f"{NAME}-orphan", "namespace": "sample"},
+        "spec": {
+            "parentRefs": [{"name": f"{NAME}-missing", "namespace": "istio-system"}],
+            "rules": [{"backendRefs": [{"name": "microservice-1", "port": 3000}]}],
+        },
+    }
+    path = tmp_path / "orphan.yaml"
+    path.write_text(yaml.safe_dump(orphan, sort_keys=False))
+    mesh.apply([path])
+    try:
+        held = [o for o in mesh.gateway_api_objects() if o["metadata"]["name"] == f"{NAME}-orphan"]
+        assert [o["kind"] for o in held] == ["HTTPRoute"]
+    finally:
+        mesh.delete([path])
+    assert not [o for o in mesh.gateway_api_objects() if o["metadata"]["name"] == f"{NAME}-orphan"]

@@ -27,7 +27,12 @@ def test_gateways_show_their_conditions_and_routes_theirs_per_parent() -> None:
         },
     }
     fresh = {"kind": "HTTPRoute", "metadata": {"name": "new", "namespace": "sample"}}
-    g, r, f = gateway_api_status([gateway, route, fresh])
+    orphan = {
+        "kind": "HTTPRoute",
+        "metadata": {"name": "orphan", "namespace": "sample"},
+        "status": {"parents": []},
+    }
+    g, r, f, o = gateway_api_status([gateway, route, fresh, orphan])
     assert g == {
         "kind": "Gateway",
         "namespace": "istio-system",
@@ -37,4 +42,5 @@ def test_gateways_show_their_conditions_and_routes_theirs_per_parent() -> None:
     }
     assert "parents" not in g
     assert r["parents"] == [{"parentRef": {"name": "web"}, "conditions": [ACCEPTED]}]
-    assert f["parents"] == [] and f["conditions"] == []  # no status written yet
+    assert "parents" not in f and f["conditions"] == []  # no status written yet
+    assert o["parents"] == []  # Istio's status: no parent accepted or rejected it

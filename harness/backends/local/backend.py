@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -314,11 +314,16 @@ class LocalBackend:
             )
         return [d for d in docs if is_config(d)], kube
 
-    def _sync_cluster(self) -> None:
-        """Make every istiod's in-memory cluster hold the state dir's objects now."""
+    def _sync_cluster(self) -> dict[str, Any]:
+        """Make every istiod's in-memory cluster hold the state dir's objects now; returns what the
+        primary istiod's cluster reported (created, updated, deleted, the stored versions)."""
+        primary = self.plan["istiod"].get("kube_api_url")
+        report: dict[str, Any] = {}
         for plane in self.control_planes().values():
             if plane.get("kube_api_url"):
-                xds.sync_cluster(self._http, plane["kube_api_url"])
+                got = xds.sync_cluster(self._http, plane["kube_api_url"])
+                report = got if plane["kube_api_url"] == primary else report or got
+        return report
 
     def _write_cluster(self, obj: dict[str, Any]) -> None:
         target = self.layout.kube / object_filename(obj)
@@ -369,34 +374,50 @@ class LocalBackend:
             self._write_workload(dict(d))
         return time.monotonic() - t0
 
-    def _write_and_wait(self, change: Callable[[], None]) -> float:
+    def _write_and_wait(
+        self, change: Callable[[], None], objs: Sequence[Mapping[str, Any]], *, deleted: bool
+    ) -> float:
+        """Write (or remove) ``objs``, store them in istiod's cluster, and wait until istiod holds
+        them at their stored versions (or no longer holds them), pushed what they change and every
+        proxy ACKed it. An Istio object always makes istiod push; a Gateway API object only when
+        its translation changes some proxy's config (an HTTPRoute of a missing Gateway does not)."""
+        from harness.backends.local.topology import is_istio
+
         istiod = self.plan["istiod"]
         before = xds.push_mark(self._http, istiod["monitoring_url"])
         change()
-        self._sync_cluster()
+        versions = self._sync_cluster().get("versions") or {}
+        expect = {xds.config_key(o): None if deleted else versions.get(xds.cluster_name(o), "") for o in objs}
         return xds.wait_propagated(
-            self._http, istiod["url"], istiod["monitoring_url"], before, self._proxy_count(), timeout=60
+            self._http,
+            istiod["url"],
+            istiod["monitoring_url"],
+            before,
+            self._proxy_count(),
+            timeout=60,
+            expect=expect,
+            require_push=any(is_istio(o) for o in objs),
         )
 
     def apply(self, paths: Sequence[Path]) -> float:
         config, kube = self._load(paths)
         seconds = self._apply_workloads(kube) if kube else 0.0
-        changes: list[tuple[Path, str]] = []
+        changes: list[tuple[Path, str, dict[str, Any]]] = []
         for obj in config:
             target = self.layout.config / object_filename(obj)
             text = yamlio.dump(obj, sort_keys=False)
             if not target.is_file() or target.read_text() != text:
-                changes.append((target, text))
+                changes.append((target, text, obj))
         if not changes:
             return seconds  # nothing changed: istiod will push nothing, and every proxy already has it
 
         def write() -> None:
-            for target, text in changes:
+            for target, text, _ in changes:
                 tmp = target.with_suffix(".tmp")
                 tmp.write_text(text)
                 tmp.replace(target)
 
-        return seconds + self._write_and_wait(write)
+        return seconds + self._write_and_wait(write, [o for _, _, o in changes], deleted=False)
 
     def delete(self, paths: Sequence[Path]) -> float:
         docs, kube = self._load(paths)
@@ -418,7 +439,7 @@ class LocalBackend:
             for t in targets:
                 t.unlink()
 
-        return self._write_and_wait(remove)
+        return self._write_and_wait(remove, docs, deleted=True)
 
     @contextlib.contextmanager
     def with_workloads(self, paths: Sequence[Path], workdir: Path) -> Iterator[LocalBackend]:

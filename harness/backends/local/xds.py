@@ -5,6 +5,7 @@ Reads istiod through :mod:`harness.backends.istiod` (shared with the kube backen
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,47 @@ def push_mark(http: httpx.Client, monitoring_url: str) -> PushMark:
     return PushMark(c.config_updates or 0.0, c.pushes or 0.0)
 
 
+ConfigKey = tuple[str, str, str, str]  # (group, kind, namespace, name), as istiod's configz lists it
+
+
+def config_key(obj: Mapping[str, Any]) -> ConfigKey:
+    meta = obj.get("metadata") or {}
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    return (group, str(obj.get("kind", "")), str(meta.get("namespace") or ""), str(meta.get("name", "")))
+
+
+def cluster_name(obj: Mapping[str, Any]) -> str:
+    """How istiod's in-memory cluster names an object in its sync reports: ``[GROUP/]KIND/[NS/]NAME``."""
+    group, kind, ns, name = config_key(obj)
+    return "/".join(p for p in (group, kind, ns, name) if p)
+
+
+def held_versions(configz: Any) -> dict[ConfigKey, str]:
+    """``/debug/configz``: the resourceVersion of every object istiod's config store holds."""
+    return {config_key(c): str((c.get("metadata") or {}).get("resourceVersion") or "") for c in configz or []}
+
+
+def _at_least(seen: str, want: str) -> bool:
+    """A held resourceVersion is the wanted one or newer (istiod's status writes bump it)."""
+    if seen.isdigit() and want.isdigit():
+        return int(seen) >= int(want)
+    return seen == want
+
+
+def config_lag(held: Mapping[ConfigKey, str], expect: Mapping[ConfigKey, str | None]) -> list[str]:
+    """What istiod's store does not reflect yet: an object not held at its version (None: still
+    held after its deletion)."""
+    out = []
+    for key, want in expect.items():
+        seen = held.get(key)
+        name = "/".join(p for p in key if p)
+        if want is None and seen is not None:
+            out.append(f"{name} still held")
+        elif want is not None and (seen is None or not _at_least(seen, want)):
+            out.append(f"{name} at {want or 'its new version'} (holds {seen})")
+    return out
+
+
 def wait_propagated(
     http: httpx.Client,
     istiod_url: str,
@@ -84,34 +126,52 @@ def wait_propagated(
     expected_proxies: int,
     *,
     timeout: float,
+    expect: Mapping[ConfigKey, str | None] | None = None,
+    require_push: bool = True,
 ) -> float:
-    """After a config write: wait until istiod ingested it, pushed it, and every proxy ACKed."""
+    """After a config write: wait until istiod holds the changed objects at their stored versions
+    (``expect``; None: deleted), has pushed what changed (``require_push``: the change must make
+    istiod push, as every Istio object does; otherwise only a push that was started), every proxy
+    ACKed, and istiod's push counters stayed unchanged over the last two reads (no push still
+    debounced)."""
     import httpx  # the caller's client has loaded it
 
     t0 = time.monotonic()
-    ingested: dict[str, float] = {}
+    held = not expect
     pushed = False  # both counters only grow: once seen past the mark, only the ACKs are read again
+    previous: list[PushMark] = []
 
     def check() -> bool:
-        nonlocal pushed
+        nonlocal held, pushed
+        if not held:
+            r = http.get(f"{istiod_url}/debug/configz")
+            r.raise_for_status()
+            lag = config_lag(held_versions(r.json()), expect or {})
+            if lag:
+                check.last = f"istiod does not hold {', '.join(lag[:4])} yet"  # type: ignore[attr-defined]
+                return False
+            held = True
+        quiet = True
         if not pushed:
             m = push_mark(http, monitoring_url)
-            if m.config_updates <= before.config_updates:
+            seen = m.config_updates > before.config_updates
+            if require_push and not seen:
                 check.last = "istiod has not seen the config change yet"  # type: ignore[attr-defined]
                 return False
-            if "debounces" not in ingested:
-                ingested["debounces"] = m.debounces
             # a push that ran after the change was ingested (or a push since the write, if ingested late)
-            if m.debounces <= before.debounces:
+            if seen and m.debounces <= before.debounces:
                 check.last = "istiod has not pushed since the change"  # type: ignore[attr-defined]
                 return False
-            pushed = True
+            pushed = seen
+            # no push triggered (yet): the counters must hold still between two reads
+            quiet = seen or previous == [m]
+            previous[:] = [m]
         synced, check.last = all_synced(http, istiod_url, expected_proxies)  # type: ignore[attr-defined]
-        return synced
+        return synced and quiet
 
     wait.until(
         check,
-        what="config change pushed by istiod and ACKed by every proxy",
+        what="config change held and pushed by istiod and ACKed by every proxy",
         timeout=timeout,
         interval=0.05,
         retry_on=(httpx.HTTPError,),

@@ -29,8 +29,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -73,10 +75,14 @@ type objKey struct {
 }
 
 func (k objKey) String() string {
-	if k.namespace == "" {
-		return fmt.Sprintf("%s/%s", k.gvk.Kind, k.name)
+	kind := k.gvk.Kind
+	if k.gvk.Group != "" {
+		kind = k.gvk.Group + "/" + kind
 	}
-	return fmt.Sprintf("%s/%s/%s", k.gvk.Kind, k.namespace, k.name)
+	if k.namespace == "" {
+		return fmt.Sprintf("%s/%s", kind, k.name)
+	}
+	return fmt.Sprintf("%s/%s/%s", kind, k.namespace, k.name)
 }
 
 type desired struct {
@@ -84,12 +90,15 @@ type desired struct {
 	file string
 }
 
-// syncReport is what one sync did; POST /sync answers with it.
+// syncReport is what one sync did; POST /sync answers with it. Objects are named
+// [GROUP/]KIND/[NAMESPACE/]NAME; Versions holds the resourceVersion each created or updated one
+// was stored at.
 type syncReport struct {
-	Created []string `json:"created"`
-	Updated []string `json:"updated"`
-	Deleted []string `json:"deleted"`
-	Errors  []string `json:"errors"`
+	Created  []string          `json:"created"`
+	Updated  []string          `json:"updated"`
+	Deleted  []string          `json:"deleted"`
+	Versions map[string]string `json:"versions"`
+	Errors   []string          `json:"errors"`
 }
 
 type cluster struct {
@@ -117,7 +126,8 @@ func newCluster(dirs []string, crdPaths []string, kubernetesVersion string) (*cl
 			fakeSet
 			PrependReactor(verb, resource string, reaction clienttesting.ReactionFunc)
 		})
-		f.PrependReactor("update", "*", statusSubresource(f.Tracker()))
+		f.PrependReactor("*", "*", stampResourceVersion)
+		f.PrependReactor("update", "*", statusSubresource(f.Tracker())) // runs first: checks the sent version
 	}
 	if err := c.registerCRDs(crdPaths); err != nil {
 		return nil, err
@@ -260,7 +270,9 @@ func kindOrder(kind string) int {
 func (c *cluster) sync() syncReport {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	report := syncReport{Created: []string{}, Updated: []string{}, Deleted: []string{}, Errors: []string{}}
+	report := syncReport{
+		Created: []string{}, Updated: []string{}, Deleted: []string{}, Versions: map[string]string{}, Errors: []string{},
+	}
 	var docs []desired
 	for _, dir := range c.dirs {
 		d, err := readDocs(dir)
@@ -321,6 +333,11 @@ func (c *cluster) sync() syncReport {
 			continue
 		}
 		c.applied[key] = d.obj
+		if stored, err := c.fakeFor(key.gvr.Group).Tracker().Get(key.gvr, key.namespace, key.name); err == nil {
+			if m, err := meta.Accessor(stored); err == nil {
+				report.Versions[key.String()] = m.GetResourceVersion()
+			}
+		}
 		if had {
 			report.Updated = append(report.Updated, key.String())
 		} else {
@@ -359,6 +376,26 @@ func (c *cluster) sync() syncReport {
 
 func affectsEndpoints(kind string) bool {
 	return kind == "Service" || kind == "Pod" || kind == "Node" || kind == "Namespace"
+}
+
+// revision is the cluster's last resourceVersion: like etcd's revision, one counter for every write.
+var revision atomic.Int64
+
+// stampResourceVersion gives every created or updated object a new resourceVersion, as the API
+// server does (the fake trackers keep versions of their own but leave metadata.resourceVersion as
+// sent). It lets the write go on to the tracker.
+func stampResourceVersion(action clienttesting.Action) (bool, runtime.Object, error) {
+	var obj runtime.Object
+	switch a := action.(type) {
+	case clienttesting.CreateAction:
+		obj = a.GetObject()
+	case clienttesting.UpdateAction:
+		obj = a.GetObject()
+	}
+	if m, err := meta.Accessor(obj); obj != nil && err == nil {
+		m.SetResourceVersion(strconv.FormatInt(revision.Add(1), 10))
+	}
+	return false, nil, nil
 }
 
 // statusSubresource gives updates of the status subresource the API server's meaning: only the
@@ -403,6 +440,9 @@ func statusSubresource(t clienttesting.ObjectTracker) clienttesting.ReactionFunc
 		out := reflect.New(reflect.TypeOf(current).Elem()).Interface().(runtime.Object)
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(cur, out); err != nil {
 			return true, nil, err
+		}
+		if m, err := meta.Accessor(out); err == nil {
+			m.SetResourceVersion(strconv.FormatInt(revision.Add(1), 10))
 		}
 		if err := t.Update(res, out, ns); err != nil {
 			return true, nil, err
