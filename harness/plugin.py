@@ -35,7 +35,7 @@ import pytest
 
 from harness import timeline
 from harness.errors import StateError, UserError
-from harness.settings import BACKENDS, Settings, from_env
+from harness.settings import BACKENDS, TRAFFIC_APIS, Settings, from_env
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 if TYPE_CHECKING:
@@ -78,6 +78,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help="workload and Istio YAML the mesh starts from (default: $MESHPROOF_MANIFESTS or manifests)",
+    )
+    group.addoption(
+        "--traffic-api",
+        choices=TRAFFIC_APIS,
+        default=None,
+        help="the manifests' routes the mesh runs and the suites prove: VirtualServices (istio) or "
+        "HTTPRoutes (gateway-api) (default: $MESHPROOF_TRAFFIC_API or istio)",
     )
     group.addoption(
         "--istio-version",
@@ -226,6 +233,7 @@ def settings_for(config: pytest.Config) -> Settings:
                 load_shape=opt("load_shape"),
                 load_duration_s=_duration(opt("load_duration")),
                 load_processes=opt("load_processes"),
+                traffic_api=opt("traffic_api"),
             )
         except UserError as e:
             raise pytest.UsageError(str(e)) from e
@@ -330,6 +338,13 @@ def mesh(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Backend
         except StateError:
             pass  # recorded but gone: bring a fresh mesh up below
         else:
+            if running.traffic_api != settings.traffic_api:
+                pytest.fail(
+                    f"the mesh in {settings.state_dir} runs the {running.traffic_api} routes, not the "
+                    f"{settings.traffic_api} ones. Fix: pass --traffic-api {running.traffic_api} "
+                    f"(or MESHPROOF_TRAFFIC_API), or `meshproof down --state {settings.state_dir}` first",
+                    pytrace=False,
+                )
             _remember_mesh(request.config, running, settings)
             yield running  # someone else's mesh: leave it running
             return

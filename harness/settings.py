@@ -15,6 +15,7 @@ from harness.errors import UserError
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
 BACKENDS = ("local", "kind", "existing")
+TRAFFIC_APIS = ("istio", "gateway-api")  # harness.istio.traffic_api: which routes `up` applies
 
 
 def _cache_home(env: Mapping[str, str]) -> Path:
@@ -59,6 +60,7 @@ class Settings:
     load_duration_s: float = 60.0  # only shapes other than steady follow a duration
     load_processes: int = 1
     locust_image: str = ""  # kind/existing: the in-cluster Locust image ("": the pinned official one)
+    traffic_api: str = "istio"  # the routes `up` applies: VirtualServices (istio) or HTTPRoutes (gateway-api)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -66,6 +68,11 @@ class Settings:
         if self.istio_version not in ISTIO_RELEASES:
             known = ", ".join(sorted(ISTIO_RELEASES))
             raise UserError(f"unknown Istio version {self.istio_version!r}. Fix: use one of {known}")
+        if self.traffic_api not in TRAFFIC_APIS:
+            raise UserError(
+                f"unknown traffic API {self.traffic_api!r}. Fix: use one of {', '.join(TRAFFIC_APIS)} "
+                "(--traffic-api or MESHPROOF_TRAFFIC_API)"
+            )
         if self.images not in ("auto", "local", "official"):
             raise UserError(
                 f"MESHPROOF_IMAGES={self.images!r} is not one of auto, local, official. Fix: unset it or pick one"
@@ -104,4 +111,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         load_duration_s=_float(env, "MESHPROOF_LOAD_DURATION", 60.0),
         load_processes=int(_float(env, "MESHPROOF_LOAD_PROCESSES", 1)),
         locust_image=env.get("MESHPROOF_LOCUST_IMAGE", ""),
+        traffic_api=env.get("MESHPROOF_TRAFFIC_API") or "istio",
     )

@@ -232,9 +232,12 @@ def baseline(
     suite_settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Bundle:
-    """The mesh runs the manifests' Istio objects (re-applied if an interrupted run left variants)."""
+    """The mesh runs the manifests' Istio objects (re-applied if an interrupted run left variants):
+    those ``up`` applied for the mesh's traffic API (:mod:`harness.istio.traffic_api`)."""
     from harness.guards import ConfigGuard, observer, running_config
+    from harness.istio.traffic_api import select_bundle
 
+    manifests = select_bundle(manifests, mesh_backend.traffic_api)
     guard = ConfigGuard(
         mesh_backend,
         manifests,

@@ -37,6 +37,14 @@ class Backend(Protocol):
 
     name: str
 
+    @property
+    def traffic_api(self) -> str:
+        """Which of the manifests' routes ``up`` applied: ``istio`` (VirtualServices) or
+        ``gateway-api`` (HTTPRoutes); documents annotated ``meshproof.dev/traffic-api`` for the
+        other are left out (:mod:`harness.istio.traffic_api`). A mesh attached to reports the one
+        it was brought up with."""
+        ...
+
     def up(self, *, detach: bool = False) -> Self:
         """Bring the mesh up and block until every proxy has ACKed the current config.
 

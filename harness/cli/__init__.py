@@ -39,6 +39,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         kube_context=getattr(args, "kube_context", None),
         istio_revision=getattr(args, "istio_revision", None),
         keep_cluster=getattr(args, "keep_cluster", None),
+        traffic_api=getattr(args, "traffic_api", None),
     )
 
 

@@ -178,8 +178,11 @@ def _running_config(backend: Backend, settings: Settings) -> Bundle:
     """
     from harness.istio.loader import load_paths
     from harness.istio.model import Bundle
+    from harness.istio.traffic_api import select
 
-    context = Bundle(load_paths([settings.manifests]) if settings.manifests.exists() else ())
+    # the manifests as `up` applied them (the routes of the mesh's traffic API only)
+    manifests = load_paths([settings.manifests]) if settings.manifests.exists() else ()
+    context = Bundle(select(manifests, backend.traffic_api))
     config = backend.config_dir()
     if config is not None and config.is_dir():
         context = context.merged(load_paths([config]))

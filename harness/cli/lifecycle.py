@@ -103,6 +103,7 @@ def status_doc(backend: Backend, settings: Settings) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "backend": backend.name,
         "state_dir": str(settings.state_dir),
+        "traffic_api": backend.traffic_api,
         "ingress_url": ingress,
         "trace_query_url": backend.trace_query_url(),
         "tracing_note": backend.trace_hint(),

@@ -10,7 +10,7 @@ from harness.cli import chaos, config, doctor, install, kind, lifecycle, testrun
 from harness.cli import load as load_verb
 from harness.cli import report as report_verb
 from harness.cli.output import Output
-from harness.settings import BACKENDS, Settings
+from harness.settings import BACKENDS, TRAFFIC_APIS, Settings
 from harness.upgrade import command as upgrade_command
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES, MESHPROOF
 
@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not delete the kind cluster (or the objects created on an existing one) when the mesh "
         "goes down; faults, port-forwards and processes are still cleaned up ($MESHPROOF_KEEP_CLUSTER)",
     )
+    # Verbs that bring a mesh up: which of the manifests' routes it runs (harness.istio.traffic_api).
+    routes = argparse.ArgumentParser(add_help=False)
+    routes.add_argument(
+        "--traffic-api",
+        choices=TRAFFIC_APIS,
+        help="the manifests' routes the mesh runs: VirtualServices (istio) or HTTPRoutes (gateway-api); "
+        "documents annotated meshproof.dev/traffic-api for the other API are left out "
+        "(default: $MESHPROOF_TRAFFIC_API or istio)",
+    )
     files = argparse.ArgumentParser(add_help=False)
     files.add_argument(
         "-f",
@@ -115,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         mesh,
         cluster,
         keep,
+        routes,
     )
     p.add_argument(
         "--detach", action="store_true", help="leave the mesh running; stop it with `meshproof down`"
@@ -212,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         mesh,
         cluster,
         keep,
+        routes,
     )
     p.add_argument(
         "--workers",

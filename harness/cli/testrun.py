@@ -41,6 +41,7 @@ def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         "MESHPROOF_KUBE_CONTEXT": settings.kube_context,
         "MESHPROOF_ISTIO_REVISION": settings.istio_revision,
         "MESHPROOF_KEEP_CLUSTER": "1" if settings.keep_cluster else "",
+        "MESHPROOF_TRAFFIC_API": settings.traffic_api,
     }
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # the reports go there
     own_junit = not any(a.startswith(("--junitxml", "--junit-xml")) for a in pytest_args)
@@ -49,7 +50,10 @@ def cmd_test(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     if own_junit:  # xunit1 keeps each test's record_property values (shown in the summary)
         junit.unlink(missing_ok=True)  # never summarise an earlier run's
         argv += [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
-    out.note(f"$ MESHPROOF_BACKEND={settings.backend} MESHPROOF_STATE={settings.state_dir} {' '.join(argv)}")
+    out.note(
+        f"$ MESHPROOF_BACKEND={settings.backend} MESHPROOF_STATE={settings.state_dir} "
+        f"MESHPROOF_TRAFFIC_API={settings.traffic_api} {' '.join(argv)}"
+    )
     started, wall_started = time.monotonic(), time.time() - 1.0
     code, interrupted = _run_attached(argv, env, out)
     elapsed = time.monotonic() - started

@@ -10,7 +10,9 @@
 4. Istio (:mod:`~harness.istio.analyzer`): Istio's own validation and analyzers (the Gateway API
    analyzers included), over the documents plus the context (what is applied, or the manifests)
    for cross-references. Istio's errors are problems, its warnings are warnings;
-5. meshproof's own warnings (:func:`harness.istio.semantic.warn`), labelled as such.
+5. meshproof's own annotation ``meshproof.dev/traffic-api`` must name a known traffic API
+   (:mod:`~harness.istio.traffic_api`);
+6. meshproof's own warnings (:func:`harness.istio.semantic.warn`), labelled as such.
 
 ``validate_paths`` is what ``meshproof validate -f`` runs; ``validate_documents`` is what
 ``apply -f`` runs, with the already-applied bundle as context. Every problem of every file is
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import ConfigError, ConfigProblem
-from harness.istio import analyzer, semantic
+from harness.istio import analyzer, semantic, traffic_api
 from harness.istio.loader import Document, parse_text, read_paths
 from harness.istio.model import Bundle
 from harness.istio.schemas import SchemaSet, load_schemas
@@ -124,6 +126,7 @@ def _validate(
     base = context if context is not None else Bundle(())
     bundle = base.merged(docs)
     problems.extend(semantic.check(docs, bundle))
+    problems.extend(traffic_api.problems(docs))  # meshproof's own annotation: which routes `up` applies
     infos: list[ConfigProblem] = []
     if clean:
         # Istio reads what passed the schemas. Its messages about context objects are reported

@@ -18,7 +18,7 @@ from harness import wait
 from harness.backends.base import AppFault, Backend
 from harness.errors import ToolMissing, WaitTimeout
 from harness.mesh import Workload
-from harness.settings import Settings
+from harness.settings import TRAFFIC_APIS, Settings
 from harness.versions import ISTIO_RELEASES
 
 
@@ -51,6 +51,7 @@ def backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Back
 
 def test_backend_protocol(backend: Backend) -> None:
     assert isinstance(backend, Backend)
+    assert backend.traffic_api in TRAFFIC_APIS
     roles = {w.role for w in backend.workloads()}
     assert {"app", "client", "gateway"} <= roles, roles
     assert backend.workload("ingress").role == "gateway"

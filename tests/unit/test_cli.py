@@ -463,3 +463,31 @@ def test_test_verb_refuses_workers_that_would_share_a_mesh(argv: list[str], tmp_
     settings = from_env({}).with_overrides(state_dir=tmp_path, backend=getattr(args, "backend", None))
     with pytest.raises(UserError, match="--workers"):
         testrun._workers(args, settings, extra)  # noqa: SLF001
+
+
+@pytest.mark.parametrize("verb", ["up", "test"])
+def test_traffic_api_reaches_the_settings_and_an_unknown_one_exits_2(
+    verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import _settings, build_parser
+
+    args, _ = build_parser().parse_known_args([verb, "--traffic-api", "gateway-api"])
+    assert _settings(args).traffic_api == "gateway-api"
+    assert main([verb, "--traffic-api", "smi"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'smi'" in err and "'istio', 'gateway-api'" in err
+
+
+def test_test_verb_passes_the_traffic_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_suite(
+        tmp_path,
+        "import os\ndef test_env(settings):\n"
+        "    assert os.environ['MESHPROOF_TRAFFIC_API'] == 'gateway-api'\n"
+        "    assert settings.traffic_api == 'gateway-api'\n",
+        monkeypatch,
+    )
+    code = main(["test", "--traffic-api", "gateway-api", "-p", "no:cacheprovider"])
+    assert code == 0, capfd.readouterr().out

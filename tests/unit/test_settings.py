@@ -22,6 +22,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert s.keep_cluster is False
     assert s.kube_context == ""
     assert s.kind_cluster == "meshproof"
+    assert s.traffic_api == "istio"
 
 
 def test_every_variable_is_read() -> None:
@@ -38,6 +39,7 @@ def test_every_variable_is_read() -> None:
         "MESHPROOF_POWER": "0.9",
         "MESHPROOF_MIN_DEVIATION": "0.1",
         "MESHPROOF_READY_TIMEOUT": "30",
+        "MESHPROOF_TRAFFIC_API": "gateway-api",
     }
     s = from_env(env)
     assert s.backend == "existing"
@@ -48,6 +50,7 @@ def test_every_variable_is_read() -> None:
     assert s.kind_cluster == "mp2"
     assert s.keep_cluster is True
     assert (s.alpha, s.power, s.min_deviation, s.ready_timeout) == (0.01, 0.9, 0.1, 30.0)
+    assert s.traffic_api == "gateway-api"
 
 
 @pytest.mark.parametrize(

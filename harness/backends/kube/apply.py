@@ -103,6 +103,15 @@ def read_objects(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return [with_namespace(d.body) for d in load_paths(list(paths))]
 
 
+def read_manifests(path: Path, traffic_api: str) -> list[dict[str, Any]]:
+    """The manifests' objects ``up`` applies when the mesh routes with ``traffic_api``
+    (:func:`harness.istio.traffic_api.select`; ConfigError naming an unknown annotation value)."""
+    from harness.istio import traffic_api as api
+    from harness.istio.loader import load_paths
+
+    return [with_namespace(d.body) for d in api.select(load_paths([path]), traffic_api)]
+
+
 def ref_of(obj: Mapping[str, Any]) -> ObjectRef:
     return ObjectRef.of(with_namespace(obj))
 

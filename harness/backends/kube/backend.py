@@ -51,6 +51,7 @@ from harness.backends.kube.apply import (
     Applied,
     apply_objects,
     delete_objects,
+    read_manifests,
     read_objects,
     ref_of,
     wait_gone,
@@ -150,6 +151,12 @@ class KubeBackend:
             clock=clock,
         )
 
+    @property
+    def traffic_api(self) -> str:
+        """Which of the manifests' routes ``up`` applied: as the mesh's record says (attached), else
+        the settings'."""
+        return str(self._info.get("traffic_api") or self.settings.traffic_api)
+
     # ---- state file -------------------------------------------------------------------------
     @property
     def marker(self) -> Path:
@@ -226,7 +233,8 @@ class KubeBackend:
         self.cluster.load_sample(tools, self._context)
 
         self.progress("applying manifests")
-        objs = self.cluster.localized(read_objects([s.manifests]) + relay_objects())
+        objs = self.cluster.localized(read_manifests(s.manifests, s.traffic_api) + relay_objects())
+        self._save(traffic_api=s.traffic_api)
         self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
         self._discovery.remember(objs)
@@ -301,7 +309,7 @@ class KubeBackend:
             )
         self._record.info = info
         self._connect(info.get("kubeconfig") or None, info.get("context") or None)
-        self._discovery.remember(read_objects([self.settings.manifests]) + relay_objects())
+        self._discovery.remember(read_manifests(self.settings.manifests, self.traffic_api) + relay_objects())
         self.state = State.RUNNING
         self.detached = True
         return self

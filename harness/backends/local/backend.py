@@ -96,6 +96,11 @@ class LocalBackend:
         from harness.toolchain.istio_local import load
 
         load(self.settings)  # fail early, before spawning, when binaries are missing
+        from harness.istio import traffic_api
+        from harness.istio.loader import load_paths
+
+        # and on manifests whose traffic API annotation names no known API (ConfigError, exit 2)
+        traffic_api.select(load_paths([self.settings.manifests]), self.settings.traffic_api)
         self.state = State.STARTING
         self.detached = detach
         self.layout.status.unlink(missing_ok=True)
@@ -109,6 +114,8 @@ class LocalBackend:
             str(self.settings.manifests.resolve()),
             "--istio-version",
             self.settings.istio_version,
+            "--traffic-api",
+            self.settings.traffic_api,
         ]
         if not detach:
             argv.append("--parent-death")
@@ -260,6 +267,14 @@ class LocalBackend:
                 self._plan = json.loads(self.layout.plan.read_text())
                 self._plan_seen = seen
         return self._plan
+
+    @property
+    def traffic_api(self) -> str:
+        """Which of the manifests' routes ``up`` applied (:mod:`harness.istio.traffic_api`): the
+        running mesh's, as its plan records it; before ``up``, the settings'."""
+        if self.state is State.RUNNING:
+            return str(self.plan.get("traffic_api") or self.settings.traffic_api)
+        return self.settings.traffic_api
 
     def _proxy_count(self) -> int:
         return len(self.plan["replicas"]) + (1 if self.plan.get("gateway") else 0)

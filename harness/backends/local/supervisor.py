@@ -193,9 +193,10 @@ class Supervisor:
         ca.write_istiod_cacerts(lay.istiod / "cacerts")
         lay.ca_root.write_bytes(ca.root_pem)
 
+        from harness.istio import traffic_api
         from harness.istio.loader import load_paths
 
-        docs = load_paths([s.manifests])
+        docs = traffic_api.select(load_paths([s.manifests]), s.traffic_api)
         block = self.reservations.block(lay)
         topology = topo.derive(
             [d.body for d in docs],
@@ -248,6 +249,7 @@ class Supervisor:
             "service_ports": list(topology.service_ports),
             "jaeger": self.jaeger_plan,
             "tracing_off": self.tracing_off,
+            "traffic_api": s.traffic_api,
         }
         for r in topology.replicas:
             self._start_app(r)
@@ -1018,12 +1020,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state", required=True)
     ap.add_argument("--manifests", required=True)
     ap.add_argument("--istio-version", required=True)
+    ap.add_argument("--traffic-api", default="istio")
     ap.add_argument("--parent-death", action="store_true")
     a = ap.parse_args(argv)
     if a.parent_death:
         proc.set_parent_death_signal(signal.SIGTERM)
     settings = from_env().with_overrides(
-        state_dir=Path(a.state), manifests=Path(a.manifests), istio_version=a.istio_version, backend="local"
+        state_dir=Path(a.state),
+        manifests=Path(a.manifests),
+        istio_version=a.istio_version,
+        backend="local",
+        traffic_api=a.traffic_api,
     )
     sup = Supervisor(settings, Layout(Path(a.state)))
 
