@@ -666,7 +666,10 @@ class Bundle:
         return tuple(AuthorizationPolicy.from_document(d) for d in self.of_kind("AuthorizationPolicy"))
 
     def gateways(self) -> tuple[Gateway, ...]:
-        return tuple(Gateway.from_document(d) for d in self.of_kind("Gateway"))
+        """Istio's Gateways (networking.istio.io), not Gateway API ones of the same kind name."""
+        return tuple(
+            Gateway.from_document(d) for d in self.of_kind("Gateway") if d.group == "networking.istio.io"
+        )
 
     def peer_authentications(self) -> tuple[PeerAuthentication, ...]:
         return tuple(PeerAuthentication.from_document(d) for d in self.of_kind("PeerAuthentication"))

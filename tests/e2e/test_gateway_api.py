@@ -126,7 +126,9 @@ def test_an_httproute_on_the_ingress_gateway_routes_and_reports_istios_condition
         e.add_note(f"last seen: {getattr(accepted, 'last', None)}")
         raise
     # `meshproof status --json` lists them with the same conditions
-    listed = {(g["kind"], g["name"]): g for g in status_doc(mesh, settings)["gateway_api"]}
+    doc = status_doc(mesh, settings)
+    assert doc["traffic_api"] == mesh.traffic_api == settings.traffic_api  # the routes `up` applied
+    listed = {(g["kind"], g["name"]): g for g in doc["gateway_api"]}
     assert listed[("Gateway", NAME)]["conditions"] == seen["Gateway"]
     assert [p["conditions"] for p in listed[("HTTPRoute", NAME)]["parents"]] == [seen["HTTPRoute"]]
 

@@ -36,6 +36,7 @@ def test_manifests_validate_clean(applied: Bundle) -> None:
         "Deployment",
         "DestinationRule",
         "Gateway",
+        "HTTPRoute",
         "Namespace",
         "PeerAuthentication",
         "Service",
@@ -48,6 +49,7 @@ def test_manifests_validate_clean(applied: Bundle) -> None:
         "security.istio.io/v1",
         "telemetry.istio.io/v1",
     }
+    assert {d.api_version for d in applied if d.group.endswith("k8s.io")} == {"gateway.networking.k8s.io/v1"}
 
 
 def test_manifests_ingress_virtual_service_is_first_with_gateways(applied: Bundle) -> None:
