@@ -15,6 +15,11 @@ counters Envoy keeps itself, so both backends include these in every proxy's con
   ``upstream_rq_per_try_timeout`` (one try's ``perTryTimeout`` fired);
 * tracing: ``http.<prefix>.tracing.random_sampling`` (requests the proxy chose to trace) and
   ``tracing.opentelemetry.spans_sent`` (spans handed to the collector);
+* the router's own answers: ``http.<prefix>.no_cluster`` (a route's cluster does not exist: Envoy
+  answers with the route's ``cluster_not_found_response_code``, as Istio routes a Gateway API
+  backendRef that does not resolve) and ``http.<prefix>.rq_direct_response`` (answered by the
+  route itself, e.g. the redirect of an HTTPRoute RequestRedirect filter; Envoy counts its
+  redirects there, not in ``rq_redirect``, which stayed 0 when measured);
 * the xDS connection: ``control_plane.connected_state`` (1 while the proxy's ADS stream is up):
   the control-plane-loss experiment proves with it that every proxy lost, then regained, its
   config stream (Istio's own inclusion list keeps ``cluster.xds-grpc.*`` but not this gauge).
@@ -35,6 +40,7 @@ INCLUSION_REGEXPS: tuple[str, ...] = (
     ".*\\.fault\\..*",
     "http\\..*\\.downstream_rq_total",
     "(.*\\.)?tracing\\..*",
+    "http\\..*\\.(no_cluster|rq_direct_response)",
     "control_plane\\.connected_state",
 )
 

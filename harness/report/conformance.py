@@ -47,6 +47,12 @@ FEATURES: tuple[Feature, ...] = (
     ),
     Feature("routing", "header-match", ("test_routing.py",), ("header",)),
     Feature("routing", "path-match", ("test_routing.py",), ("uri_prefix",)),
+    Feature(
+        "routing", "httproute-request-header-modifier", ("test_gateway_api.py",), (), ("header_modifier",)
+    ),
+    Feature("routing", "httproute-url-rewrite", ("test_gateway_api.py",), (), ("url_rewrite",)),
+    Feature("routing", "httproute-request-redirect", ("test_gateway_api.py",), (), ("request_redirect",)),
+    Feature("routing", "httproute-backend-not-found", ("test_gateway_api.py",), (), ("backend_not_found",)),
     Feature("resilience", "outlier-detection", ("test_outlier.py", "test_outlier_defaults.py")),
     Feature("resilience", "circuit-breaking", ("test_circuit_breaking.py",)),
     Feature("resilience", "fault-injection-abort", ("test_fault_injection.py",), (), ("abort",)),
