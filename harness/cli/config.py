@@ -122,7 +122,8 @@ def require_documents(files: list[Path], documents: int) -> None:
 
 def cmd_explain(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     """Per object of the files: what the mesh will do (route proportions, authz decisions, mTLS
-    modes; outlier detection and pool limits as the running mesh's Envoy runs them)."""
+    modes; outlier detection and pool limits as the running mesh's Envoy runs them; an HTTPRoute's
+    rules, with Istio's conditions when the running mesh holds it)."""
     import httpx
 
     from harness import envoy
@@ -152,13 +153,21 @@ def cmd_explain(args: argparse.Namespace, settings: Settings, out: Output) -> in
                     got = envoy.active_cluster(http, proxy.proxy_admin_url, name)
                     return dict(got) if got is not None else None
 
-        lines = explain(docs, bundle, lookup)
+        held = None
+        if backend is not None and any(d.kind == "HTTPRoute" for d in docs):
+            from harness.errors import BackendError
+
+            try:
+                held = backend.gateway_api_objects()
+            except BackendError as e:
+                out.warn(f"Istio's conditions on the routes are not readable: {e}")
+        lines = explain(docs, bundle, lookup, held)
     if args.json:
         out.json({"explain": lines})
     else:
         for line in lines or [
-            "nothing to explain (no VirtualService, DestinationRule, AuthorizationPolicy "
-            "or PeerAuthentication)"
+            "nothing to explain (no VirtualService, DestinationRule, AuthorizationPolicy, "
+            "PeerAuthentication or HTTPRoute)"
         ]:
             out.print(line)
     return 0

@@ -8,6 +8,13 @@
 * AuthorizationPolicy: the decision per caller (every Deployment of the configuration, the
   ingress gateway, a plaintext caller) and method, for each workload the policy selects.
 * PeerAuthentication: the effective mTLS mode of each workload it can affect.
+* HTTPRoute (Gateway API): its parent refs and hostnames, then per rule its matches, filters
+  and backend proportions (each weight over the rule's total; an unset weight is the CRD's
+  default, 1). Whether a parent accepts the route and a backend resolves is Istio's decision,
+  not the object's: explain names a backend the configuration has no Service for, a
+  cross-namespace one and a rule with nothing to forward to, and says that the route's
+  conditions (``meshproof status``) and the gateway's Envoy decide what is served there. With a
+  running mesh that holds the route with the same spec, the conditions Istio wrote are shown.
 
 Everything here is pure: the running mesh is reached through ``clusters``, a callable the CLI
 passes in (cluster name -> Envoy cluster JSON, or None).
@@ -33,11 +40,20 @@ from harness.istio.oracles.outlier import EffectiveOutlier
 from harness.istio.oracles.overflow import Limits
 
 ClusterLookup = Callable[[str], Mapping[str, Any] | None]
+#: the Gateway API objects a running mesh holds, with the status Istio wrote
+#: (:meth:`harness.backends.base.Backend.gateway_api_objects`)
+GatewayApiObjects = Sequence[Mapping[str, Any]]
 METHODS = ("GET", "POST", "PUT", "DELETE")
 
 
-def explain(docs: Sequence[Document], bundle: Bundle, clusters: ClusterLookup | None = None) -> list[str]:
-    """Lines describing what the mesh does with each of ``docs`` (``bundle``: docs plus context)."""
+def explain(
+    docs: Sequence[Document],
+    bundle: Bundle,
+    clusters: ClusterLookup | None = None,
+    gateway_api: GatewayApiObjects | None = None,
+) -> list[str]:
+    """Lines describing what the mesh does with each of ``docs`` (``bundle``: docs plus context;
+    ``clusters`` and ``gateway_api``: what a running mesh runs and holds, None without one)."""
     out: list[str] = []
     for doc in docs:
         head = f"{doc.kind} {doc.namespace or 'default'}/{doc.name} ({doc.file}, document {doc.index})"
@@ -49,6 +65,8 @@ def explain(docs: Sequence[Document], bundle: Bundle, clusters: ClusterLookup | 
             body = _authorization(AuthorizationPolicy.from_document(doc), bundle)
         elif doc.kind == "PeerAuthentication":
             body = _peer_authentication(PeerAuthentication.from_document(doc), bundle)
+        elif doc.kind == "HTTPRoute" and doc.api_version.startswith(GATEWAY_API_GROUP + "/"):
+            body = _http_route(doc, bundle, gateway_api)
         else:
             continue
         out.append(head)
@@ -178,3 +196,226 @@ def _peer_authentication(pa: PeerAuthentication, bundle: Bundle) -> list[str]:
         text = ", ".join(f"port {p}: {m}" if p else m for p, m in modes.items())
         lines.append(f"{w.namespace}/{w.name}: {text}")
     return lines or ["affects no workload of the configuration"]
+
+
+# --------------------------------------------------------------------------- Gateway API HTTPRoute
+
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+#: the HTTPRoute CRD's defaults for an unset backendRef weight and redirect status code (its
+#: schema's ``default``s; a unit test reads them from the CRD of the Gateway API version the
+#: pinned Istio requires)
+DEFAULT_BACKEND_WEIGHT = 1
+DEFAULT_REDIRECT_STATUS = 302
+
+
+def _http_route(doc: Document, bundle: Bundle, held: GatewayApiObjects | None) -> list[str]:
+    spec = doc.spec
+    namespace = doc.namespace or "default"
+    parents = [_parent_text(p, namespace) for p in _dicts(spec.get("parentRefs"))]
+    lines = [f"parents: {', '.join(parents) if parents else 'none (the route attaches nowhere)'}"]
+    hostnames = [str(h) for h in spec.get("hostnames") or []]
+    lines.append(
+        f"hostnames: {', '.join(hostnames)}"
+        if hostnames
+        else "hostnames: none set (those of the parent's listeners apply)"
+    )
+    rules = _dicts(spec.get("rules"))
+    for i, rule in enumerate(rules):
+        name = f" {rule['name']}" if rule.get("name") else ""
+        matches = _dicts(rule.get("matches"))
+        when = " or ".join(_route_match_text(m) for m in matches) if matches else "every request"
+        lines.append(f"rules[{i}]{name}: {when}")
+        lines.extend(f"  filter: {_filter_text(f, namespace)}" for f in _dicts(rule.get("filters")))
+        lines.extend(f"  {line}" for line in _backends(rule, namespace, bundle))
+    if not rules:
+        lines.append("no rules")
+    lines.extend(_held_conditions(doc, held))
+    return lines
+
+
+def _dicts(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in value or [] if isinstance(v, Mapping)]
+
+
+def _parent_text(ref: Mapping[str, Any], namespace: str) -> str:
+    kind = str(ref.get("kind") or "Gateway")
+    text = f"{kind} {ref.get('namespace') or namespace}/{ref.get('name')}"
+    extra = [f"section {ref['sectionName']}"] if ref.get("sectionName") else []
+    extra += [f"port {ref['port']}"] if ref.get("port") is not None else []
+    if kind == "Service":
+        extra.append("in-mesh callers of that Service (GAMMA)")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _route_match_text(m: Mapping[str, Any]) -> str:
+    parts = []
+    path = m.get("path")
+    if isinstance(path, Mapping):
+        parts.append(f"path {path.get('type') or 'PathPrefix'} {path.get('value', '/')!r}")
+    parts += [
+        f"header {h.get('name')} {h.get('type') or 'Exact'} {h.get('value')!r}"
+        for h in _dicts(m.get("headers"))
+    ]
+    parts += [
+        f"query {q.get('name')} {q.get('type') or 'Exact'} {q.get('value')!r}"
+        for q in _dicts(m.get("queryParams"))
+    ]
+    if m.get("method"):
+        parts.append(f"method {m['method']}")
+    return "(" + " and ".join(parts) + ")" if parts else "(path PathPrefix '/')"
+
+
+def _header_changes(body: Mapping[str, Any]) -> str:
+    parts = [f"set {h.get('name')}: {h.get('value')!r}" for h in _dicts(body.get("set"))]
+    parts += [f"add {h.get('name')}: {h.get('value')!r}" for h in _dicts(body.get("add"))]
+    parts += [f"remove {name}" for name in body.get("remove") or []]
+    return ", ".join(parts) or "no change"
+
+
+def _path_modifier(path: Mapping[str, Any]) -> str:
+    kind = str(path.get("type") or "")
+    value = path.get("replacePrefixMatch") if kind == "ReplacePrefixMatch" else path.get("replaceFullPath")
+    return f"path {kind} {value!r}"
+
+
+def _filter_text(f: Mapping[str, Any], namespace: str) -> str:
+    kind = str(f.get("type"))
+    if kind in ("RequestHeaderModifier", "ResponseHeaderModifier"):
+        key = kind[0].lower() + kind[1:]
+        return f"{kind}: {_header_changes(f.get(key) or {})}"
+    if kind == "URLRewrite":
+        body = f.get("urlRewrite") or {}
+        parts = [f"hostname {body['hostname']!r}"] if body.get("hostname") else []
+        if isinstance(body.get("path"), Mapping):
+            parts.append(_path_modifier(body["path"]))
+        return f"URLRewrite: {', '.join(parts) or 'no change'}"
+    if kind == "RequestRedirect":
+        body = f.get("requestRedirect") or {}
+        parts = [f"{k} {body[k]!r}" for k in ("scheme", "hostname", "port") if body.get(k) is not None]
+        if isinstance(body.get("path"), Mapping):
+            parts.append(_path_modifier(body["path"]))
+        code = body.get("statusCode")
+        parts.append(
+            f"status {code}"
+            if code is not None
+            else f"status {DEFAULT_REDIRECT_STATUS} (unset: the CRD's default)"
+        )
+        return (
+            f"RequestRedirect: {', '.join(parts)}; the gateway answers with the redirect, nothing is "
+            "forwarded"
+        )
+    if kind == "RequestMirror":
+        body = f.get("requestMirror") or {}
+        ref = body.get("backendRef") or {}
+        share = ""
+        if body.get("percent") is not None:
+            share = f", {body['percent']}% of requests"
+        elif isinstance(body.get("fraction"), Mapping):
+            frac = body["fraction"]
+            share = f", {frac.get('numerator')}/{frac.get('denominator', 100)} of requests"
+        return f"RequestMirror: copies to {_ref_text(ref, namespace)}{share} (responses ignored)"
+    if kind == "ExtensionRef":
+        ref = f.get("extensionRef") or {}
+        return (
+            f"ExtensionRef {ref.get('group')}/{ref.get('kind')} {ref.get('name')}: what it does is "
+            "the implementation's (Istio's) decision"
+        )
+    return f"{kind}: not described by meshproof; Istio's translation and the gateway's Envoy config decide"
+
+
+def _ref_text(ref: Mapping[str, Any], namespace: str) -> str:
+    kind = str(ref.get("kind") or "Service")
+    port = f":{ref['port']}" if ref.get("port") is not None else ""
+    prefix = "" if kind == "Service" else f"{kind} "
+    return f"{prefix}{ref.get('namespace') or namespace}/{ref.get('name')}{port}"
+
+
+def _backends(rule: Mapping[str, Any], namespace: str, bundle: Bundle) -> list[str]:
+    refs = _dicts(rule.get("backendRefs"))
+    redirects = any(f.get("type") == "RequestRedirect" for f in _dicts(rule.get("filters")))
+    if not refs:
+        if redirects:
+            return []
+        return [
+            "no backendRefs: nothing to forward to; what the gateway answers is Istio's decision "
+            "(the route's conditions in `meshproof status`, the gateway's Envoy config)"
+        ]
+    weights = [_weight(r) for r in refs]
+    total = sum(weights)
+    lines = []
+    for ref, weight in zip(refs, weights, strict=True):
+        given = "weight unset, the CRD's default 1" if ref.get("weight") is None else f"weight {weight}"
+        if total <= 0:
+            share = "no traffic"
+        elif weight == 0:
+            share = "0% (weight 0: gets no traffic)"
+        else:
+            share = f"{100.0 * weight / total:.1f}% ({given} of {total})"
+        note = _unresolved(ref, namespace, bundle)
+        lines.append(f"-> {_ref_text(ref, namespace)} {share}{f'; {note}' if note else ''}")
+    if total <= 0:
+        lines.append(
+            "every weight is 0: no backend gets traffic; what the gateway answers is Istio's decision "
+            "(the route's conditions in `meshproof status`, the gateway's Envoy config)"
+        )
+    if redirects:
+        lines.append("a RequestRedirect answers before any backend is chosen")
+    return lines
+
+
+def _weight(ref: Mapping[str, Any]) -> int:
+    value = ref.get("weight")
+    return DEFAULT_BACKEND_WEIGHT if value is None else int(value)
+
+
+def _unresolved(ref: Mapping[str, Any], namespace: str, bundle: Bundle) -> str:
+    """Why the configuration alone cannot say this backend resolves ("" when it can)."""
+    kind = str(ref.get("kind") or "Service")
+    group = str(ref.get("group") or "")
+    target_ns = str(ref.get("namespace") or namespace)
+    decide = (
+        "whether it resolves is Istio's decision (the route's ResolvedRefs condition, `meshproof status`)"
+    )
+    if (group, kind) != ("", "Service"):
+        return f"a {kind} backend: {decide}"
+    if bundle.find("Service", target_ns, str(ref.get("name"))) is None:
+        return (
+            f"no Service {target_ns}/{ref.get('name')} in the configuration: {decide}; its share is "
+            "then answered by the gateway's Envoy, not forwarded"
+        )
+    if target_ns != namespace:
+        return f"in another namespace (needs a ReferenceGrant there): {decide}"
+    return ""
+
+
+def _held_conditions(doc: Document, held: GatewayApiObjects | None) -> list[str]:
+    """Istio's conditions on the route the running mesh holds, if it holds this spec."""
+    if held is None:
+        return [
+            "whether each parent accepts the route is Istio's decision: no running mesh to ask "
+            "(`meshproof apply` it, then `meshproof status`)"
+        ]
+    namespace = doc.namespace or "default"
+    same = next(
+        (
+            o
+            for o in held
+            if o.get("kind") == doc.kind
+            and (o.get("metadata") or {}).get("name") == doc.name
+            and ((o.get("metadata") or {}).get("namespace") or "default") == namespace
+        ),
+        None,
+    )
+    if same is None:
+        return ["the running mesh does not hold this route: Istio's conditions appear once it is applied"]
+    if same.get("spec") != doc.spec:
+        return ["the running mesh holds another spec of this route: its conditions are not this file's"]
+    lines = []
+    for parent in _dicts((same.get("status") or {}).get("parents")):
+        ref = parent.get("parentRef") or {}
+        conditions = "; ".join(
+            f"{c.get('type')}={c.get('status')} ({c.get('reason')}: {c.get('message')})"
+            for c in _dicts(parent.get("conditions"))
+        )
+        lines.append(f"Istio's conditions for {_parent_text(ref, namespace)}: {conditions or 'none yet'}")
+    return lines or ["the running mesh holds this route; Istio has written no conditions for it yet"]
