@@ -8,14 +8,28 @@ holds the answers the mesh gave in it, however long each request took.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import wait
+from harness.errors import WaitTimeout
 from harness.load.local import event_records
 from harness.load.report import RequestRecord
+
+
+class WallClock(wait.Clock):
+    """The wall clock the load's events are stamped with (``time.time``)."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+WALL_CLOCK = WallClock()
 
 
 @dataclass(frozen=True)
@@ -66,3 +80,35 @@ def last_error_of(load: Mapping[str, Any], start: float, end: float) -> float | 
         if start <= done <= end and (r.status == 0 or r.status >= 500):
             last = done if last is None else max(last, done)
     return last
+
+
+def window_with_at_least(
+    load: Mapping[str, Any],
+    window_s: float,
+    min_requests: int,
+    *,
+    timeout: float,
+    clock: wait.Clock = WALL_CLOCK,
+) -> Window:
+    """The last ``window_s`` seconds of the load, extended forward (the load keeps sending) until
+    they hold at least ``min_requests`` completed requests, or ``timeout`` seconds passed.
+
+    A count, not a speed: a busy machine that completes fewer requests per second makes the probe
+    wait longer, it does not turn "too few requests" into a verdict. At the deadline the window is
+    returned as it is (the caller decides that too few requests is no evidence)."""
+    start = clock.now() - float(window_s)
+    seen = [window_of(load, start, clock.now())]
+
+    def enough() -> bool:
+        seen[0] = window_of(load, start, clock.now())
+        return seen[0].total >= int(min_requests)
+
+    with contextlib.suppress(WaitTimeout):  # what the window holds at the deadline is the answer
+        wait.until(
+            enough,
+            what=f"{min_requests} requests of the load completed since {window_s:g} s before the probe",
+            timeout=max(0.0, float(timeout)),
+            interval=0.1,
+            clock=clock,
+        )
+    return seen[0]

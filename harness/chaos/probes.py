@@ -16,8 +16,10 @@ journal failed; see :mod:`harness.chaos.control`).
 Traffic-based probes read the running background load (:func:`harness.chaos.actions.start_load`)
 over the last ``window_s`` seconds when it runs, else they send a burst of ``n`` requests with
 the harness sampler. Verdicts rest on counts: a healthy mesh answers every request, so "at most
-``max_ratio`` errors" holds exactly (0 errors) on a busy machine; too few requests in a window is
-"no evidence" and fails instead of passing.
+``max_ratio`` errors" holds exactly (0 errors) on a busy machine. A load window is a count: it is
+extended until it holds ``min_requests`` requests (up to ``wait_s`` seconds more), so a slow load
+makes the probe wait instead of failing; still too few at that deadline is "no evidence" and fails
+instead of passing.
 """
 
 from __future__ import annotations
@@ -90,17 +92,24 @@ def _traffic(
     n: int,
     configuration: Configuration,
     headers: Mapping[str, str] | None = None,
+    min_requests: int = 0,
+    wait_s: float = 30.0,
 ) -> tuple[int, dict[str, int], dict[str, int], list[float], str]:
     """(total, status counts, pod counts, latencies, where from) over the window or a burst.
 
+    With a running load: its last ``window_s`` seconds, extended until they hold ``min_requests``
+    requests (at most ``wait_s`` seconds more), so the sample is a count however slow the machine.
     With ``headers`` the probe always sends its own burst (the load sends none)."""
-    from harness.chaos.load_window import window_of
+    from harness.chaos.load_window import window_with_at_least
 
     running = None if headers else _load(load, configuration)
     if running is not None:
-        now = time.time()
-        w = window_of(running, now - window_s, now)
-        return w.total, w.status, w.pods, list(w.latencies_ms), f"load {load!r}, last {window_s:g} s"
+        w = window_with_at_least(running, window_s, min_requests, timeout=wait_s)
+        span = w.end - w.start
+        where = f"load {load!r}, last {window_s:g} s" + (
+            f" (extended to {span:.3g} s for {min_requests} requests)" if span > window_s + 0.05 else ""
+        )
+        return w.total, w.status, w.pods, list(w.latencies_ms), where
     from harness.traffic.client import Sampler
 
     with Sampler(timeout=5.0) as sampler:
@@ -123,13 +132,17 @@ def error_ratio(
     min_requests: int = 20,
     headers: Mapping[str, str] | None = None,
     only_deployment: str | None = None,
+    wait_s: float = 30.0,
     configuration: Configuration = None,
 ) -> dict[str, Any]:
     """Share of requests answered 5xx or not at all; holds when at most ``max_ratio`` (and there
     were at least ``min_requests``; with ``only_deployment`` ``ns/name``, every answer came from
-    one of its replicas)."""
+    one of its replicas). Under a running load the window of ``window_s`` seconds is extended (up to
+    ``wait_s`` seconds) until it holds ``min_requests`` requests: a count, not a rate."""
     max_ratio = float(max_ratio)
-    total, status, pods, _lat, where = _traffic(load, float(window_s), source, int(n), configuration, headers)
+    total, status, pods, _lat, where = _traffic(
+        load, float(window_s), source, int(n), configuration, headers, int(min_requests), float(wait_s)
+    )
     errors = _errors(status)
     ratio = errors / total if total else None
     ok = total >= int(min_requests) and ratio is not None and ratio <= max_ratio
@@ -157,15 +170,19 @@ def latency_percentiles(
     source: str = "ingress",
     n: int = 200,
     min_requests: int = 20,
+    wait_s: float = 30.0,
     configuration: Configuration = None,
 ) -> dict[str, Any]:
     """p50/p90/p99 latency (ms) of answered requests; holds when p99 <= ``max_p99_ms`` (if given).
 
     A latency bound is the one verdict a slow machine can flip: use it for observation, or with
-    a bound far above the configured delays."""
+    a bound far above the configured delays. Under a running load the window is extended (up to
+    ``wait_s`` seconds) until it holds ``min_requests`` requests."""
     from harness.traffic import stats
 
-    total, _status, _pods, lat, where = _traffic(load, window_s, source, n, configuration)
+    total, _status, _pods, lat, where = _traffic(
+        load, float(window_s), source, int(n), configuration, None, int(min_requests), float(wait_s)
+    )
     q = stats.latency_quantiles(lat)
     ok = total >= min_requests and (max_p99_ms is None or q["p99"] <= max_p99_ms)
     return {"holds": ok, "requests": total, **{k: round(v, 2) for k, v in q.items()}, "measured": where}
