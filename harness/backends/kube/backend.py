@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 
 from harness import envoy, proc, wait
-from harness.backends.kube import istio_install, netloss, portforward, propagation
+from harness.backends.kube import gateway_api, istio_install, netloss, portforward, propagation
 from harness.backends.kube.api import ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
     ISTIO_GROUPS,
@@ -105,6 +105,7 @@ class KubeBackend:
         sample_dir: Path = SAMPLE_SERVICE_DIR,
         clock: wait.Clock = wait.REAL_CLOCK,
         engine: Engine | None = None,
+        gateway_api_crds: gateway_api.IndexReader = gateway_api.read_index,
     ) -> None:
         provider = CLUSTERS.get(settings.backend)
         if provider is None:
@@ -130,6 +131,7 @@ class KubeBackend:
             sample_dir=sample_dir,
             clock=clock,
             engine=engine,
+            gateway_api_crds=gateway_api_crds,
         )
         self._context = ""  # the kubeconfig context in use, once connected
         self._lock = threading.RLock()
@@ -225,6 +227,9 @@ class KubeBackend:
         tools = self.cluster.preflight()
         kubeconfig, context = self.cluster.provide(tools)
         self._connect(kubeconfig or None, context or None)
+        # kind: the Gateway API CRDs, before Istio and the manifests; existing: only looked for
+        unserved = self.cluster.gateway_api(self.api)
+        self._save(gateway_api_unserved=unserved)
 
         # before istioctl install: the cluster must not pull (policy Never)
         self.cluster.load_mesh_images(tools)
@@ -233,7 +238,7 @@ class KubeBackend:
         self.cluster.load_sample(tools, self._context)
 
         self.progress("applying manifests")
-        objs = self.cluster.localized(read_manifests(s.manifests, s.traffic_api) + relay_objects())
+        objs = self.cluster.localized(self._manifests() + relay_objects())
         self._save(traffic_api=s.traffic_api)
         self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
@@ -250,6 +255,19 @@ class KubeBackend:
         self._sync.wait_converged(_expectations(a for a in applied), None)
         self._wait_ingress()
         self._save(phase="running")
+
+    def _manifests(self, *, quiet: bool = False) -> list[dict[str, Any]]:
+        """The manifests' objects ``up`` applies: those of the mesh's traffic API, and no Gateway API
+        object where the cluster serves no Gateway API (saying so, once, unless ``quiet``)."""
+        objs = read_manifests(self.settings.manifests, self.traffic_api)
+        unserved = str(self._info.get("gateway_api_unserved") or "")
+        if unserved and (skipped := gateway_api.names(objs)):
+            if not quiet:
+                self.progress(
+                    f"skipping the manifests' Gateway API objects ({', '.join(skipped)}): {unserved}"
+                )
+            objs = gateway_api.without_gateway_api(objs)
+        return objs
 
     def _connect(self, kubeconfig: str | None, context: str | None) -> None:
         self._api = self._api_factory(kubeconfig, context)
@@ -309,7 +327,7 @@ class KubeBackend:
             )
         self._record.info = info
         self._connect(info.get("kubeconfig") or None, info.get("context") or None)
-        self._discovery.remember(read_manifests(self.settings.manifests, self.traffic_api) + relay_objects())
+        self._discovery.remember(self._manifests(quiet=True) + relay_objects())
         self.state = State.RUNNING
         self.detached = True
         return self

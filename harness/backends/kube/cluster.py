@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness import proc, wait
-from harness.backends.kube import installed, istio_install, netloss
+from harness.backends.kube import gateway_api, installed, istio_install, netloss
 from harness.backends.kube.api import KubeApi, ObjectRef
 from harness.backends.kube.apply import SAMPLE_IMAGE, build_image, delete_objects, ref_of
 from harness.backends.kube.discovery import GATEWAY_SELECTOR
 from harness.backends.kube.engine import Engine
 from harness.backends.kube.kind.base import PREFIX
 from harness.backends.kube.tools import ToolPaths, minor, preflight, same_minor
-from harness.errors import ToolMissing
+from harness.errors import MeshproofError, ToolMissing
 from harness.mesh import Workload
 from harness.settings import Settings
 from harness.versions import ISTIO_RELEASES
@@ -83,6 +83,11 @@ class Cluster(Protocol):
 
     def load_mesh_images(self, tools: ToolPaths) -> None:
         """Images the cluster must not pull, in before Istio is installed."""
+        ...
+
+    def gateway_api(self, api: KubeApi) -> str:
+        """The Gateway API's CRDs, before Istio and the manifests (kind: applied; existing: never
+        installed, only looked for). Returns why the cluster serves no Gateway API ("" when it does)."""
         ...
 
     def install_istio(self, api: KubeApi, tools: ToolPaths, kubeconfig: str, context: str) -> None:
@@ -149,6 +154,7 @@ class ClusterBase:
         sample_dir: Path,
         clock: wait.Clock = wait.REAL_CLOCK,
         engine: Engine | None = None,
+        gateway_api_crds: gateway_api.IndexReader = gateway_api.read_index,
     ) -> None:
         self.settings = settings
         self.release = ISTIO_RELEASES[settings.istio_version]
@@ -156,6 +162,7 @@ class ClusterBase:
         self._which, self._run = which, run
         self._sample_dir, self._clock = sample_dir, clock
         self._engine = engine
+        self._gateway_api_crds = gateway_api_crds
 
     node_shell = False  # whether meshproof may run commands on the cluster's nodes
 
@@ -195,6 +202,21 @@ class ExistingCluster(ClusterBase):
 
     def load_mesh_images(self, tools: ToolPaths) -> None:
         return None  # the cluster pulls its images
+
+    def gateway_api(self, api: KubeApi) -> str:
+        """Never installs CRDs here: the reason the cluster serves no Gateway API, or "". A mesh
+        asked to route with it (``--traffic-api gateway-api``) is refused (exit 2, with the fix)."""
+        lacking = gateway_api.missing(api)
+        if not lacking:
+            return ""
+        reason = f"the cluster serves no {', '.join(lacking)} (the Gateway API CRDs are not installed)"
+        if self.settings.traffic_api == "gateway-api":
+            try:
+                module = self._gateway_api_crds(self.release).module
+            except MeshproofError:  # the message names the module without its version then
+                module = ""
+            raise gateway_api.refuse_gateway_api_mode(reason, module)
+        return reason
 
     def install_istio(self, api: KubeApi, tools: ToolPaths, kubeconfig: str, context: str) -> None:
         """Istio must already run: never installed or changed here; another minor line is a warning.

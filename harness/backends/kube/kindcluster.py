@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.backends.kube import istio_install
+from harness import wait
+from harness.backends.kube import gateway_api, istio_install
 from harness.backends.kube.api import KubeApi
-from harness.backends.kube.apply import SAMPLE_IMAGE
+from harness.backends.kube.apply import SAMPLE_IMAGE, apply_objects
 from harness.backends.kube.cluster import ClusterBase, build_sample, not_building
 from harness.backends.kube.engine import DockerEngine, Engine, EngineLayout, EngineMode
 from harness.backends.kube.kind import meshimages
@@ -184,6 +185,24 @@ class KindCluster(ClusterBase):
         """The ingress NodePort as kind publishes it on 127.0.0.1 ("" when not recorded)."""
         port = info.get("ingress_port")
         return f"http://127.0.0.1:{int(port)}" if port else ""
+
+    # ---- Gateway API ------------------------------------------------------------------------
+    def gateway_api(self, api: KubeApi) -> str:
+        """Applies the standard-channel Gateway API CRDs the pinned Istio requires and waits until
+        the cluster serves their kinds (a CRD must be Established before its objects apply)."""
+        index = self._gateway_api_crds(self.release)
+        crds = gateway_api.standard_crds(index)
+        self._say(f"applying the Gateway API CRDs ({index.module}, standard channel: {len(crds)})")
+        apply_objects(api, crds)
+        wait.until(
+            lambda: not gateway_api.missing(api),
+            what=f"the cluster to serve the Gateway API kinds of {index.module}",
+            timeout=self.settings.ready_timeout,
+            interval=0.5,
+            hint="check the CustomResourceDefinitions' Established condition (kubectl get crd -o yaml)",
+            clock=self._clock,
+        )
+        return ""
 
     # ---- Istio ------------------------------------------------------------------------------
     def install_istio(self, api: KubeApi, tools: ToolPaths, kubeconfig: str, context: str) -> None:

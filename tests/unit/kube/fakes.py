@@ -120,6 +120,7 @@ class FakeCluster:
         revision: str = "",  # istiod's istio.io/rev label ("": the default revision)
         gateway_namespace: str = "istio-system",
         tracing: bool = True,  # the mesh config defines the tracing provider "jaeger"
+        gateway_api: bool = False,  # the Gateway API CRDs are installed (else applying them adds them)
     ) -> None:
         self.istio_version = istio_version
         self.revision = revision
@@ -138,6 +139,10 @@ class FakeCluster:
             ("v1", k) for k in ("Namespace", "Pod", "Service", "ServiceAccount", "ConfigMap", "Event")
         }
         self.kinds.add(("apps/v1", "Deployment"))
+        self.kinds.add(("apiextensions.k8s.io/v1", "CustomResourceDefinition"))
+        if gateway_api:
+            for k in ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute"):
+                self.kinds.add(("gateway.networking.k8s.io/v1", k))
         if istio:
             for k in ("VirtualService", "DestinationRule", "Gateway"):
                 self.kinds.add(("networking.istio.io/v1", k))
@@ -349,6 +354,11 @@ class FakeCluster:
             return copy.deepcopy(old)  # no change: same resourceVersion, like the API server
         if ref.group.endswith("istio.io"):
             self.istio_writes += 1
+        if ref.kind == "CustomResourceDefinition":  # served at once (the fake has no Established lag)
+            spec = new.get("spec") or {}
+            for v in spec.get("versions") or []:
+                if v.get("served"):
+                    self.kinds.add((f"{spec['group']}/{v['name']}", spec["names"]["kind"]))
         if ref.kind == "Deployment":
             new["metadata"]["generation"] = int((old or {}).get("metadata", {}).get("generation") or 0)
             self._roll_out(new)

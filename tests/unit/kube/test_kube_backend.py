@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,11 @@ from harness.backends.kube.pods import (
 from harness.backends.kube.relay import RELAY_NAMESPACE
 from harness.envoy import parse_ejected
 from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
+from harness.istio.crds import CrdEntry, CrdIndex
 from harness.load import LoadConfig
 from harness.mesh import UNREACHED_HEADER
 from harness.settings import Settings
-from harness.versions import DEFAULT_ISTIO
+from harness.versions import DEFAULT_ISTIO, IstioRelease
 
 from .fakes import ALL_TOOLS, GOOD_REPLIES, FakeClock, FakeCluster, FakeEngine, FakeRunner, which_from
 
@@ -158,8 +159,40 @@ def make(
         sample_dir=sample_dir,
         clock=FakeClock(),
         engine=engine or FakeEngine(),
+        gateway_api_crds=fake_gateway_api_crds(tmp_path / "crds"),
     )
     return b, connects
+
+
+GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api@v1.6.0"
+
+
+def fake_gateway_api_crds(where: Path) -> Callable[[IstioRelease], CrdIndex]:
+    """A Gateway API module with two standard-channel CRDs (Gateway, HTTPRoute) and an
+    experimental one (TCPRoute), as harness.istio.crds indexes them."""
+    entries = []
+    for channel, kind, plural in (
+        ("standard", "Gateway", "gateways"),
+        ("standard", "HTTPRoute", "httproutes"),
+        ("experimental", "TCPRoute", "tcproutes"),
+    ):
+        group = "gateway.networking.k8s.io"
+        crd = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {
+                "group": group,
+                "names": {"kind": kind, "plural": plural},
+                "scope": "Namespaced",
+                "versions": [{"name": "v1" if channel == "standard" else "v1alpha2", "served": True}],
+            },
+        }
+        path = where / channel / f"{plural}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(crd))
+        entries.append(CrdEntry(group, kind, ("v1",), {}, True, channel, str(path)))
+    return lambda release: CrdIndex(GATEWAY_API_MODULE, tuple(entries))
 
 
 @pytest.fixture
@@ -611,6 +644,9 @@ def test_kind_flow(tmp_path: Path, manifests: Path, monkeypatch: pytest.MonkeyPa
         assert verbs.index("/usr/bin/kind create cluster") < verbs.index(
             "/opt/istio/bin/istioctl install --skip-confirmation"
         )
+        # the standard channel's Gateway API CRDs are applied (never the experimental ones)
+        crds = {k[3] for k in api.objects if k[1] == "CustomResourceDefinition"}
+        assert crds == {"gateways.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io"}
     assert run.calls[-1][:3] == ["/usr/bin/kind", "delete", "cluster"]
     assert not b.marker.exists()
     assert not (tmp_path / "cache" / "kind-clusters" / "meshproof").exists()
@@ -830,3 +866,101 @@ def test_control_plane_serving_names_ready_istiod_pods_and_endpoints(
     pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
     api.objects[slice_key]["endpoints"] = []
     assert b.control_plane_serving() == []
+
+
+GATEWAY_API_DOCS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: sample, annotations: {meshproof.dev/traffic-api: gateway-api}}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 3000}]
+  rules: [{backendRefs: [{name: web, port: 3000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: sample}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"""
+
+
+def _with_gateway_api(manifests: Path) -> Path:
+    (manifests / "35-gateway-api.yaml").write_text(GATEWAY_API_DOCS)
+    return manifests
+
+
+def _gateway_api_objects(api: FakeCluster) -> set[str]:
+    return {f"{k[1]}/{k[3]}" for k in api.objects if k[0].startswith("gateway.networking.k8s.io")}
+
+
+def test_kind_applies_the_gateway_api_crds_before_the_manifests_gateway_api_objects(
+    tmp_path: Path, manifests: Path
+) -> None:
+    api = FakeCluster(istio_version="1.31.0")  # installed: no istioctl install
+    run = FakeRunner(KIND_REPLIES)
+    messages: list[str] = []
+    b, _ = make(
+        tmp_path,
+        _with_gateway_api(manifests),
+        api,
+        backend="kind",
+        run=run,
+        which=ALL_TOOLS,
+        traffic_api="gateway-api",
+    )
+    b.progress = messages.append
+    with b.up():
+        assert _gateway_api_objects(api) == {"HTTPRoute/web", "Gateway/web"}
+        assert any(
+            f"applying the Gateway API CRDs ({GATEWAY_API_MODULE}, standard channel: 2)" in m
+            for m in messages
+        )
+        assert b.traffic_api == "gateway-api"
+        assert json.loads(b.marker.read_text())["traffic_api"] == "gateway-api"
+
+
+def test_istio_mode_leaves_out_the_documents_annotated_for_gateway_api(
+    tmp_path: Path, manifests: Path
+) -> None:
+    api = FakeCluster(gateway_api=True)
+    b, _ = make(tmp_path, _with_gateway_api(manifests), api)
+    with b.up():
+        assert _gateway_api_objects(api) == {"Gateway/web"}  # the HTTPRoute is the gateway-api mode's
+        assert b.traffic_api == "istio"
+        assert not [k for k in api.objects if k[1] == "CustomResourceDefinition"]  # never installed here
+
+
+def test_existing_without_the_gateway_api_skips_its_documents_saying_why(
+    tmp_path: Path, manifests: Path
+) -> None:
+    api = FakeCluster()
+    messages: list[str] = []
+    b, _ = make(tmp_path, _with_gateway_api(manifests), api)
+    b.progress = messages.append
+    with b.up():
+        assert not _gateway_api_objects(api)
+        assert not [k for k in api.objects if k[1] == "CustomResourceDefinition"]  # never installed
+        skipped = [m for m in messages if m.startswith("skipping the manifests' Gateway API objects")]
+        assert len(skipped) == 1
+        assert "Gateway sample/web" in skipped[0] and "Gateway API CRDs are not installed" in skipped[0]
+        # a later process attached to the mesh sees the same objects (and says nothing)
+        again, _ = make(tmp_path, manifests, api)
+        again.progress = messages.append
+        again.attach()
+        assert [m for m in messages if m.startswith("skipping the manifests'")] == skipped
+
+
+def test_existing_without_the_gateway_api_refuses_gateway_api_mode_before_creating_anything(
+    tmp_path: Path, manifests: Path
+) -> None:
+    api = FakeCluster()
+    before = set(api.objects)
+    b, _ = make(tmp_path, _with_gateway_api(manifests), api, traffic_api="gateway-api")
+    with pytest.raises(UserError) as info:
+        b.up()
+    message = str(info.value)
+    assert info.value.exit_code == 2
+    assert "--traffic-api gateway-api needs the Gateway API" in message
+    assert GATEWAY_API_MODULE in message and "ref=v1.6.0" in message and "--traffic-api istio" in message
+    assert set(api.objects) == before
