@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.cli.output import Output, plural
-from harness.errors import ConfigError, ConfigProblem
+from harness.errors import ConfigError, ConfigProblem, WaitTimeout
 from harness.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,21 +42,87 @@ def _apply_or_delete(args: argparse.Namespace, settings: Settings, out: Output, 
     require_documents(files, documents)
     seconds = backend.delete(files) if delete else backend.apply(files)
     verb = "deleted" if delete else "applied"
-    if args.json:
-        out.json(
-            {
-                "action": verb,
-                "files": [str(f) for f in files],
-                "documents": documents,
-                "propagation_s": round(seconds, 3),
-            }
-        )
-    else:
+    doc: dict[str, object] = {
+        "action": verb,
+        "files": [str(f) for f in files],
+        "documents": documents,
+        "propagation_s": round(seconds, 3),
+    }
+    if not args.json:
         out.print(
             f"{verb} {plural(documents, 'document')} from {', '.join(map(str, files))}; "
             f"every proxy had the change after {seconds:.2f} s"
         )
+    try:
+        accepted = () if delete else await_istio_conditions(backend, files, out)
+    except ConfigError as e:
+        if not args.json:
+            raise
+        out.json({**doc, "problems": [asdict(p) for p in e.problems]})
+        return e.exit_code
+    if args.json:
+        out.json({**doc, "accepted": list(accepted)} if accepted else doc)
+    elif accepted:
+        out.print(f"Istio reports every condition True on: {', '.join(accepted)}")
     return 0
+
+
+#: how long ``apply`` waits for Istio to report on the Gateway API objects it applied
+CONDITIONS_TIMEOUT_S = 60.0
+
+
+def await_istio_conditions(
+    backend: Backend, files: list[Path], out: Output, timeout: float = CONDITIONS_TIMEOUT_S
+) -> tuple[str, ...]:
+    """Wait until Istio reported on every applied Gateway and route (its conditions for the current
+    generation: a Gateway's Accepted and Programmed, a route's Accepted and ResolvedRefs per
+    parent); a condition that is not True is an error naming the file, the object, the field and
+    Istio's condition verbatim (exit 2). Returns the objects Istio reported every condition True on.
+    """
+    from harness import wait
+    from harness.istio.conditions import Judgement, applies_to, judge
+    from harness.istio.loader import load_paths
+
+    docs = [d for d in load_paths(files) if applies_to(d.body)]
+    if not docs:
+        return ()
+    bodies = [d.body for d in docs]
+
+    last: list[Judgement] = []
+
+    def reported() -> Judgement | None:
+        judgement = judge(bodies, backend.gateway_api_objects())
+        last[:] = [judgement]
+        return judgement if judgement.done else None
+
+    what = "Istio's conditions on the applied Gateway API objects, for their current generation"
+    hint = "`meshproof status` shows the conditions Istio has written so far"
+    try:
+        judgement = wait.until(reported, what=what, timeout=timeout, interval=0.3, hint=hint)
+    except WaitTimeout as e:
+        if not last:
+            raise
+        missing = "; ".join(last[0].pending)
+        raise WaitTimeout(what, timeout, f"Istio has not reported on {missing}", hint) from e
+    for note in judgement.notes:
+        out.warn(note)
+    if judgement.refused:
+        where = {(d.kind, d.namespace or "default", d.name): d for d in docs}
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    (doc := where[(r.kind, r.namespace, r.name)]).file,
+                    doc.index,
+                    r.path,
+                    f"Istio's condition{f' for {r.parent}' if r.parent else ''}: {r.text}",
+                    r.fix,
+                    r.kind,
+                    r.name,
+                )
+                for r in judgement.refused
+            ]
+        )
+    return judgement.accepted
 
 
 def _manifests_context(args: argparse.Namespace, settings: Settings) -> Bundle | None:
