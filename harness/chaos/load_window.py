@@ -97,7 +97,10 @@ def window_with_at_least(
     wait longer, it does not turn "too few requests" into a verdict. At the deadline the window is
     returned as it is (the caller decides that too few requests is no evidence)."""
     start = clock.now() - float(window_s)
-    seen = [window_of(load, start, clock.now())]
+    first = window_of(load, start, start + float(window_s))  # the window as asked, if it is enough
+    if first.total >= int(min_requests):
+        return first
+    seen = [first]
 
     def enough() -> bool:
         seen[0] = window_of(load, start, clock.now())

@@ -107,7 +107,7 @@ def _traffic(
         w = window_with_at_least(running, window_s, min_requests, timeout=wait_s)
         span = w.end - w.start
         where = f"load {load!r}, last {window_s:g} s" + (
-            f" (extended to {span:.3g} s for {min_requests} requests)" if span > window_s + 0.05 else ""
+            f" (extended to {span:.3g} s for {min_requests} requests)" if span > window_s else ""
         )
         return w.total, w.status, w.pods, list(w.latencies_ms), where
     from harness.traffic.client import Sampler

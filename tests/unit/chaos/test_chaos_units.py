@@ -449,10 +449,12 @@ class LoadClock(wait.Clock):
     """Wall time that moves only when the wait sleeps; each sleep lets the fake load complete
     ``per_sleep`` more requests (200s), stamped at the new time, in its events file."""
 
-    def __init__(self, events: Path, t: float, per_sleep: int) -> None:
+    def __init__(self, events: Path, t: float, per_sleep: int, per_read: float = 0.0) -> None:
         self.events, self.t, self.per_sleep, self.sleeps = events, t, per_sleep, 0
+        self.per_read = per_read  # how far the clock moves each time it is read (a slow machine)
 
     def now(self) -> float:
+        self.t += self.per_read
         return self.t
 
     def sleep(self, seconds: float) -> None:
@@ -486,9 +488,9 @@ def test_a_slow_load_window_is_extended_until_it_holds_the_requests(tmp_path: Pa
 
 def test_a_full_load_window_is_not_extended(tmp_path: Path) -> None:
     load, events = _slow_load(tmp_path, in_window=25)
-    clock = LoadClock(events, t=1000.0, per_sleep=1)
+    clock = LoadClock(events, t=1000.0, per_sleep=1, per_read=0.2)  # reading takes time
     w = load_window.window_with_at_least(load, 2.0, 20, timeout=30.0, clock=clock)
-    assert (w.total, clock.sleeps, w.end) == (25, 0, 1000.0)
+    assert (w.total, clock.sleeps, w.start, w.end) == (25, 0, 998.2, 1000.2)  # exactly the 2 s asked
 
 
 def test_a_load_that_stalls_gives_its_window_at_the_deadline(tmp_path: Path) -> None:
