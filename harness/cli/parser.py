@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="`ingress` (default) or NS/DEPLOYMENT or NS/POD of a client inside the mesh",
     )
+    p.add_argument(
+        "--gateway",
+        metavar="NS/NAME",
+        help="send through this Gateway API Gateway (deployed onto the ingress gateway; it must be "
+        "Programmed): to the ingress gateway, with its HTTP listener's hostname as Host",
+    )
     p.add_argument("--method", default="GET", help="HTTP method (default GET)")
     p.add_argument("--path", default="/api/greet", help="request path (default /api/greet)")
     p.add_argument(

@@ -20,7 +20,19 @@ def cmd_send(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         raise UserError(f"-n {args.n}: the number of requests must be at least 1")
     if args.concurrency < 1:
         raise UserError(f"--concurrency {args.concurrency}: must be at least 1")
+    if args.gateway and args.source != "ingress":
+        raise UserError(f"--gateway sends through the ingress gateway; drop --from {args.source}")
+    if args.gateway and any(k.lower() == "host" for k in headers):
+        raise UserError(
+            "--gateway sets the Host header from the Gateway's HTTP listener; drop -H 'Host: ...'"
+        )
     backend = attach(settings)
+    target = None
+    if args.gateway:
+        from harness.traffic.gateway import ingress_service_host, resolve
+
+        ingress = backend.workload("ingress")
+        target = resolve(backend.gateway_api_objects(), args.gateway, ingress_service_host(ingress.namespace))
 
     from harness.traffic.client import Sampler
 
@@ -33,15 +45,21 @@ def cmd_send(args: argparse.Namespace, settings: Settings, out: Output) -> int:
             n=args.n,
             concurrency=args.concurrency,
             headers=headers,
+            host_header=target.host if target else None,
         )
     summary = result.summary_json()
+    if target is not None:
+        summary["gateway"] = target.as_json()
     if args.json:
         out.json(summary)
         return 0
+    through = f"through Gateway {target.ref} (Host {target.host})" if target else f"from {args.source}"
     out.print(
-        f"{summary['total']} × {args.method} {args.path} from {args.source} in {result.wall_s:.2f} s",
+        f"{summary['total']} × {args.method} {args.path} {through} in {result.wall_s:.2f} s",
         style="bold",
     )
+    if target is not None and target.note:
+        out.print(target.note)
     print_counts(out, "status", summary["status"], summary["total"])
     ok = summary["status"].get("200", 0)
     print_counts(out, "version (200s)", summary["versions"], ok)
