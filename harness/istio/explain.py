@@ -217,7 +217,7 @@ def _http_route(doc: Document, bundle: Bundle, held: GatewayApiObjects | None) -
     lines.append(
         f"hostnames: {', '.join(hostnames)}"
         if hostnames
-        else "hostnames: none set (those of the parent's listeners apply)"
+        else "hostnames: none set (the parents' own: a Gateway listener's hostname, a Service's name)"
     )
     rules = _dicts(spec.get("rules"))
     for i, rule in enumerate(rules):
