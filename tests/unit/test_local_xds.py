@@ -129,3 +129,39 @@ def test_a_change_that_makes_istiod_push_nothing_propagates_once_held_and_quiet(
         )
     # held only at the second read; then the counters must read the same twice before ACKs count
     assert reads == ["/debug/configz", "/debug/configz", *["/metrics", "/debug/syncz"] * 3]
+
+
+def test_the_stored_version_of_an_object_the_launchers_watcher_synced_first_is_read_back() -> None:
+    """When the launcher's file watcher stored a change before the backend's POST /sync, the sync
+    reports no version for it: the backend reads the stored one back, at the Kubernetes API path."""
+    import httpx
+
+    from harness.backends.local.xds import resource_path, stored_version
+
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "sample"},
+    }
+    policy = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "p", "namespace": "sample"},
+    }
+    gateway = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "g"}}
+    assert resource_path(route) == "/apis/gateway.networking.k8s.io/v1/namespaces/sample/httproutes/r"
+    assert resource_path(policy) == "/apis/security.istio.io/v1/namespaces/sample/authorizationpolicies/p"
+    assert resource_path(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "x"}}
+    ) == ("/api/v1/namespaces/x/services/s")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == resource_path(route):
+            return httpx.Response(
+                200, json={**route, "metadata": {**route["metadata"], "resourceVersion": "41"}}
+            )
+        return httpx.Response(404, text="not found")
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as http:
+        assert stored_version(http, "http://kube", route) == "41"
+        assert stored_version(http, "http://kube", gateway) == ""  # not stored: the wait says so

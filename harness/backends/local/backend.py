@@ -401,7 +401,11 @@ class LocalBackend:
         istiod = self.plan["istiod"]
         before = xds.push_mark(self._http, istiod["monitoring_url"])
         change()
-        versions = self._sync_cluster().get("versions") or {}
+        versions = dict(self._sync_cluster().get("versions") or {})
+        kube_api = istiod.get("kube_api_url")
+        for o in () if deleted or not kube_api else objs:
+            if xds.cluster_name(o) not in versions:  # the launcher's file watcher stored it before our sync
+                versions[xds.cluster_name(o)] = xds.stored_version(self._http, kube_api, o)
         expect = {xds.config_key(o): None if deleted else versions.get(xds.cluster_name(o), "") for o in objs}
         return xds.wait_propagated(
             self._http,

@@ -92,6 +92,25 @@ def cluster_name(obj: Mapping[str, Any]) -> str:
     return "/".join(p for p in (group, kind, ns, name) if p)
 
 
+def resource_path(obj: Mapping[str, Any]) -> str:
+    """Where istiod's in-memory cluster serves ``obj``: ``/apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME``
+    (``/api/v1/...`` for the core group); the plural as Kubernetes' REST mapper guesses it."""
+    group, kind, ns, name = config_key(obj)
+    version = str(obj.get("apiVersion", "")).rpartition("/")[2]
+    lower = kind.lower()
+    plural = lower[:-1] + "ies" if lower.endswith("y") and lower[-2:-1] not in "aeiou" else lower + "s"
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    return f"{base}/namespaces/{ns}/{plural}/{name}" if ns else f"{base}/{plural}/{name}"
+
+
+def stored_version(http: httpx.Client, kube_api_url: str, obj: Mapping[str, Any]) -> str:
+    """The resourceVersion istiod's in-memory cluster stores ``obj`` at ("" if it does not)."""
+    r = http.get(f"{kube_api_url}{resource_path(obj)}")
+    if r.status_code != 200:
+        return ""
+    return str((r.json().get("metadata") or {}).get("resourceVersion") or "")
+
+
 def held_versions(configz: Any) -> dict[ConfigKey, str]:
     """``/debug/configz``: the resourceVersion of every object istiod's config store holds."""
     return {config_key(c): str((c.get("metadata") or {}).get("resourceVersion") or "") for c in configz or []}
