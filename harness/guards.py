@@ -11,7 +11,7 @@ file and applies it through the Backend, which blocks until every proxy ACKed it
 :meth:`ConfigGuard.restore` the originals of every object it changed are applied back in one
 go (objects the manifests did not have are deleted).
 
-Besides Istio objects, a guard varies the workloads' Kubernetes objects that say who a workload
+Besides Istio and Gateway API objects, a guard varies the workloads' Kubernetes objects that say who a workload
 is (:data:`WORKLOAD_KINDS`: Deployments and ServiceAccounts), e.g. to run a client under another
 ServiceAccount; the backend restarts the workload as that ServiceAccount, and restore puts the
 original back.
@@ -37,6 +37,7 @@ from typing import Any
 from harness import yamlio
 from harness.backends.base import AppFault, Backend
 from harness.istio import Bundle, load_paths, load_text, validate_documents
+from harness.istio.crds import GATEWAY_API_GROUPS
 from harness.istio.loader import Document
 from harness.istio.model import document_key
 
@@ -62,7 +63,9 @@ WORKLOAD_KINDS = ("Deployment", "ServiceAccount")  # Kubernetes objects a guard 
 
 
 def istio_documents(bundle: Bundle) -> tuple[Document, ...]:
-    return tuple(d for d in bundle if d.api_version.split("/")[0].endswith(".istio.io"))
+    """The routing and policy configuration: Istio's objects and Gateway API objects (HTTPRoutes
+    and Gateways, which a guard varies like VirtualServices)."""
+    return tuple(d for d in bundle if d.group.endswith(".istio.io") or d.group in GATEWAY_API_GROUPS)
 
 
 def guarded_documents(bundle: Bundle) -> tuple[Document, ...]:

@@ -594,6 +594,130 @@ class WorkloadResource:
 
 
 # ---------------------------------------------------------------------------------------------
+# Gateway API views (gateway.networking.k8s.io)
+
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """An HTTPRoute's parentRef: a Gateway (ingress) or, GAMMA, a Service (the mesh's callers)."""
+
+    group: str  # as written; Gateway API's default is gateway.networking.k8s.io
+    kind: str  # as written; default Gateway
+    name: str
+    namespace: str  # resolved against the route's namespace
+    port: int | None
+    section_name: str | None
+
+    @property
+    def is_service(self) -> bool:
+        """A GAMMA parent: the core group's Service."""
+        return self.kind == "Service" and self.group in ("", "core")
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    """One backendRef of an HTTPRoute rule."""
+
+    name: str
+    namespace: str  # resolved against the route's namespace
+    port: int | None
+    weight: int  # Gateway API's default is 1
+    group: str = ""
+    kind: str = "Service"
+
+    @property
+    def fqdn(self) -> str:
+        return fqdn(self.name, self.namespace)
+
+    @property
+    def is_service(self) -> bool:
+        return self.kind == "Service" and self.group in ("", "core")
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """One rule of an HTTPRoute: its matches (as written), filters (as written) and backendRefs."""
+
+    name: str | None
+    matches: tuple[Mapping[str, Any], ...]
+    filters: tuple[Mapping[str, Any], ...]
+    backend_refs: tuple[BackendRef, ...]
+
+
+@dataclass(frozen=True)
+class HTTPRouteObject:
+    """A Gateway API HTTPRoute (the object; :class:`HttpRoute` is one ``http`` entry of a
+    VirtualService)."""
+
+    name: str
+    namespace: str
+    parent_refs: tuple[ParentRef, ...]
+    hostnames: tuple[str, ...]
+    rules: tuple[RouteRule, ...]
+
+    @property
+    def binds_to_mesh(self) -> bool:
+        """GAMMA: a parentRef is a Service, so the callers' sidecars apply the route."""
+        return any(p.is_service for p in self.parent_refs)
+
+    def gateway_refs(self) -> tuple[tuple[str, str], ...]:
+        """``(namespace, name)`` of every Gateway parent."""
+        return tuple((p.namespace, p.name) for p in self.parent_refs if p.kind == "Gateway")
+
+    @classmethod
+    def from_document(cls, doc: Document) -> HTTPRouteObject:
+        ns = _ns(doc)
+        spec = doc.spec
+        parents = []
+        for p in _list(spec.get("parentRefs")):
+            p = _map(p)
+            parents.append(
+                ParentRef(
+                    group=_str(p.get("group"), GATEWAY_API_GROUP),
+                    kind=_str(p.get("kind"), "Gateway"),
+                    name=_str(p.get("name")),
+                    namespace=_str(p.get("namespace"), ns),
+                    port=_int(p.get("port")),
+                    section_name=p.get("sectionName") if isinstance(p.get("sectionName"), str) else None,
+                )
+            )
+        rules = []
+        for r in _list(spec.get("rules")):
+            r = _map(r)
+            refs = []
+            for b in _list(r.get("backendRefs")):
+                b = _map(b)
+                weight = _int(b.get("weight"))
+                refs.append(
+                    BackendRef(
+                        name=_str(b.get("name")),
+                        namespace=_str(b.get("namespace"), ns),
+                        port=_int(b.get("port")),
+                        weight=1 if weight is None else weight,
+                        group=_str(b.get("group")),
+                        kind=_str(b.get("kind"), "Service"),
+                    )
+                )
+            rules.append(
+                RouteRule(
+                    name=r.get("name") if isinstance(r.get("name"), str) else None,
+                    matches=tuple(_map(m) for m in _list(r.get("matches"))),
+                    filters=tuple(_map(f) for f in _list(r.get("filters"))),
+                    backend_refs=tuple(refs),
+                )
+            )
+        return cls(
+            name=doc.name,
+            namespace=ns,
+            parent_refs=tuple(parents),
+            hostnames=tuple(h for h in _list(spec.get("hostnames")) if isinstance(h, str)),
+            rules=tuple(rules),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
 # Bundle
 
 
@@ -669,6 +793,14 @@ class Bundle:
         """Istio's Gateways (networking.istio.io), not Gateway API ones of the same kind name."""
         return tuple(
             Gateway.from_document(d) for d in self.of_kind("Gateway") if d.group == "networking.istio.io"
+        )
+
+    def http_routes(self) -> tuple[HTTPRouteObject, ...]:
+        """Gateway API HTTPRoutes (gateway.networking.k8s.io)."""
+        return tuple(
+            HTTPRouteObject.from_document(d)
+            for d in self.of_kind("HTTPRoute")
+            if d.group == GATEWAY_API_GROUP
         )
 
     def peer_authentications(self) -> tuple[PeerAuthentication, ...]:

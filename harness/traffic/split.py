@@ -1,11 +1,16 @@
-"""Routing expectations derived from the VirtualServices themselves, and the checks over them.
+"""Routing expectations derived from the routes themselves (VirtualServices or Gateway API
+HTTPRoutes), and the checks over them.
 
-* :func:`route_for` (the route oracle) picks the HTTP route a request takes.
+* :func:`route_for` (the route oracle) picks the HTTP route a request takes;
+  :func:`rule_for` the HTTPRoute rule (:mod:`harness.istio.oracles.httproute`).
 * :func:`expected_split` is that route's traffic proportions by destination (subset, or host
-  without one), in percent: Envoy routes by each weight's share of the total.
+  without one), in percent: Envoy routes by each weight's share of the total;
+  :func:`expected_rule_split` the same for an HTTPRoute rule, by backend Service.
 * :class:`Attribution` says which destination answered a response: the responding pod's labels
-  against the DestinationRule subset's labels. It refuses overlapping subsets (a pod selected
-  by two routed subsets cannot be attributed, so no exact expectation exists).
+  against the Service's selector and the DestinationRule subset's labels (:func:`attribution`),
+  or against the backendRef Service's selector (:func:`backend_attribution`). It refuses
+  overlapping destinations (a pod selected by two routed destinations cannot be attributed, so
+  no exact expectation exists).
 * :func:`converge_split` waits until the split conforms several batches in a row (config
   propagates asynchronously); :func:`split_check` is the verdict on fresh traffic.
 """
@@ -22,8 +27,8 @@ from harness import wait
 from harness.backends.base import Workload
 from harness.errors import UnsupportedFeature, WaitTimeout
 from harness.istio import Bundle, HttpRoute
-from harness.istio.model import labels_match
-from harness.istio.oracles import routing
+from harness.istio.model import RouteRule, Service, labels_match
+from harness.istio.oracles import httproute, routing
 from harness.traffic import stats
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Response, SampleOptions, Sampler, SampleResult, TrafficTarget
@@ -33,11 +38,17 @@ from harness.traffic.sequential import SequentialRun, run_sequential
 # --------------------------------------------------------------------------- which route
 # The route oracle decides (harness/istio/oracles/routing.py); re-exported for the suites.
 route_for = routing.route_for
+rule_for = httproute.rule_for
 
 
 def expected_split(route: HttpRoute) -> dict[str, float]:
     """Each destination's expected share in percent: its weight over the route's total weight."""
     return {k: round(v * 100, 4) for k, v in routing.proportions(route).items()}
+
+
+def expected_rule_split(rule: RouteRule) -> dict[str, float]:
+    """Each backend Service's expected share in percent: its weight over the rule's total weight."""
+    return {k: round(v * 100, 4) for k, v in httproute.proportions(rule).items()}
 
 
 def fmt_split(expected: Mapping[str, float]) -> str:
@@ -79,11 +90,8 @@ class Attribution:
 
 def attribution(bundle: Bundle, route: HttpRoute, workloads: Sequence[Workload]) -> Attribution:
     """Attribute pods to the route's destinations via the Service selector and subset labels."""
-    pod_category: dict[str, str] = {}
-    categories = []
+    targets: list[tuple[str, Service, Mapping[str, str]]] = []
     for d in route.destinations:
-        category = d.subset or d.host
-        categories.append(category)
         service = bundle.service_for(d.fqdn)
         if service is None:
             raise LookupError(f"no Service for route destination {d.fqdn}")
@@ -93,16 +101,41 @@ def attribution(bundle: Bundle, route: HttpRoute, workloads: Sequence[Workload])
             if not rules:
                 raise LookupError(f"no DestinationRule defines subset {d.subset} of {d.fqdn}")
             subset_labels = rules[0].subset(d.subset).labels  # type: ignore[union-attr]
+        targets.append((d.subset or d.host, service, subset_labels))
+    return _attribute(targets, workloads, "subsets")
+
+
+def backend_attribution(bundle: Bundle, rule: RouteRule, workloads: Sequence[Workload]) -> Attribution:
+    """Attribute pods to an HTTPRoute rule's backendRefs via each backend Service's selector."""
+    targets: list[tuple[str, Service, Mapping[str, str]]] = []
+    for ref in rule.backend_refs:
+        service = bundle.service_for(ref.fqdn)
+        if service is None:
+            raise LookupError(f"no Service {ref.namespace}/{ref.name} for the HTTPRoute's backendRef")
+        targets.append((ref.name, service, {}))
+    return _attribute(targets, workloads, "backend Services")
+
+
+def _attribute(
+    targets: Sequence[tuple[str, Service, Mapping[str, str]]], workloads: Sequence[Workload], what: str
+) -> Attribution:
+    """Each app pod to the one destination (category) whose Service selector and extra labels
+    select it; UnsupportedFeature when two destinations select the same pod."""
+    pod_category: dict[str, str] = {}
+    categories: list[str] = []
+    for category, service, extra in targets:
+        if category not in categories:
+            categories.append(category)
         for w in workloads:
             if w.namespace != service.namespace or w.role != "app":
                 continue
-            if not (labels_match(service.selector, w.labels) and labels_match(subset_labels, w.labels)):
+            if not (labels_match(service.selector, w.labels) and labels_match(extra, w.labels)):
                 continue
             other = pod_category.get(w.name)
             if other is not None and other != category:
                 raise UnsupportedFeature(
-                    f"subsets {other} and {category} both select pod {w.name}: responses cannot be "
-                    "attributed to one destination. Fix: make the routed subsets' labels disjoint"
+                    f"{what} {other} and {category} both select pod {w.name}: responses cannot be "
+                    f"attributed to one destination. Fix: make the routed {what}' selectors disjoint"
                 )
             pod_category[w.name] = category
     empty = [c for c in categories if c not in pod_category.values()]

@@ -8,7 +8,9 @@ tests case by case (tests/unit/istio/oracles/).
 ::
 
     authz     AuthorizationPolicy decision for (peer, request) at a workload
-    routing   which HTTP route a request takes; the route's traffic proportions
+    routing   which HTTP route of a VirtualService a request takes; the route's traffic proportions
+    httproute which rule of a Gateway API HTTPRoute a request takes (Gateway API's match
+              precedence); the rule's proportions by backendRef
     mtls      the PeerAuthentication mode of a workload's port
     identity  the SPIFFE ID a workload gets, from its ServiceAccount and namespace
     outlier   effective outlier detection of an Envoy cluster (Envoy's defaults filled in)
