@@ -418,7 +418,9 @@ def load(
     Configured by the ``under_load(...)`` marker's keyword arguments (users, shape, user_class,
     path, headers, spawn_rate, processes, duration_s; ``start=False`` yields it unstarted, for a
     test that must set its scenario up first), else by ``--load-users``/``--load-shape``/
-    ``--load-duration``/``--load-processes`` (and their MESHPROOF_LOAD_* variables).
+    ``--load-duration``/``--load-processes`` (and their MESHPROOF_LOAD_* variables). A test that
+    requests a ``load_headers`` fixture (a dict) has the load send those headers too (the
+    marker's ``headers`` win).
     """
     from harness.load import LoadConfig
 
@@ -436,6 +438,8 @@ def load(
     # default of `users` per second; a test that wants a ramp says so (spawn_rate=..., or a shape).
     if isinstance(users, int) and users > 0:
         kwargs.setdefault("spawn_rate", float(min(max(users, 10 * users), 100)))
+    if "load_headers" in request.fixturenames:  # the test's own: e.g. the Host its route needs
+        kwargs["headers"] = {**request.getfixturevalue("load_headers"), **dict(kwargs.get("headers") or {})}
     try:
         config = LoadConfig(
             users=users,

@@ -34,7 +34,7 @@ from harness.backends.base import AppFault
 from harness.envoy import EnvoyAdmin, address_owner
 from harness.load import RequestRecord
 from harness.traffic.checks import CheckResult, all_of
-from harness.traffic.split import attribution, expected_split, route_for, split_toward
+from harness.traffic.split import route_for, split_toward
 from suites._support.load import (
     SequentialLoad,
     collect,
@@ -45,6 +45,7 @@ from suites._support.load import (
     wait_while_loaded,
 )
 from suites._support.outlier import outlier_variant, setup_fast
+from suites._support.routes import ingress_route
 from suites.test_circuit_breaking import HOLD_MS, LIMITS, RAISED, Limits, hold_one_subset
 from suites.test_fault_injection import (
     ABORT_PERCENT,
@@ -57,7 +58,7 @@ from suites.test_fault_injection import (
     fault_variant,
     ingress_vs,
 )
-from suites.test_routing import split_variant
+from suites.test_routing import swapped
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -69,12 +70,19 @@ FI_USERS = 48  # half the requests wait 200 ms: more users keep the phase short
 # --------------------------------------------------------------------------- routing weights
 
 
+@pytest.fixture
+def load_headers(mesh_backend, config) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Headers every load request carries (the plugin's ``load`` fixture reads them): the Host the
+    ingress route needs (a Gateway API listener takes only its hostname), else none."""
+    host = ingress_route(config.applied, mesh_backend.traffic_api).request.get("host_header")
+    return {"Host": host} if host else {}
+
+
 def _prove_split_under_load(mesh, load, config, design, evidence, *, asserted=None, negative=False) -> None:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
-    route = route_for(ingress_vs(config))
-    running = expected_split(route)
+    predicted = ingress_route(config.applied, mesh.traffic_api).predict(config.applied, mesh.workloads())
+    running, who = predicted.split, predicted.who
     expected = asserted or running
-    who = attribution(config.applied, route, mesh.workloads())
     n = design.n_weights(expected)
     snap = collect(load, "split", requests=n)
     check = split_of_load(snap.in_phase("split"), who, expected, design, what="via the ingress")
@@ -82,7 +90,9 @@ def _prove_split_under_load(mesh, load, config, design, evidence, *, asserted=No
         "requests": snap.phase("split").requests,
         "confidence": design.weights_confidence(expected),
         "wall_s": time.perf_counter() - started,
-        "notes": load_notes(snap, "split") + (f"; running {running}" if negative else ""),
+        "notes": f"{predicted.via}; "
+        + load_notes(snap, "split")
+        + (f"; running {running}" if negative else ""),
     }
     if negative:
         evidence.require_failure(check, **common, because=split_toward(running, expected))
@@ -91,19 +101,24 @@ def _prove_split_under_load(mesh, load, config, design, evidence, *, asserted=No
 
 
 @pytest.mark.under_load(users=USERS)
-def test_routing_weights_hold_under_load(mesh_backend, load, config, design, evidence) -> None:
-    """The ingress split (90/10 in the manifests) holds for the load's own requests."""
+def test_routing_weights_hold_under_load(mesh_backend, load_headers, load, config, design, evidence) -> None:
+    """The ingress split (90/10 in the manifests) holds for the load's own requests (through the
+    VirtualService, or the HTTPRoute on the Gateway API Gateway)."""
     _prove_split_under_load(mesh_backend, load, config, design, evidence)
 
 
 @pytest.mark.negative
 @pytest.mark.under_load(users=USERS)
-def test_negative_swapped_split_fails_under_load(mesh_backend, load, config, design, evidence) -> None:
+def test_negative_swapped_split_fails_under_load(
+    mesh_backend, load_headers, load, config, design, evidence
+) -> None:
     """Negative control: 10/90 applied while the load runs; asserting 90/10 on the load FAILS."""
-    original = expected_split(route_for(ingress_vs(config)))
-    swapped = dict(zip(original, reversed(list(original.values())), strict=True))
-    assert swapped != original, f"the manifests' split {original} is symmetric: swapping proves nothing"
-    config.apply(split_variant(config, {k: int(v) for k, v in swapped.items()}), label="swapped-under-load")
+    ingress = ingress_route(config.applied, mesh_backend.traffic_api)
+    original = ingress.predict(config.applied, mesh_backend.workloads()).split
+    running = swapped(original)
+    config.apply(
+        ingress.weighted(config, {k: int(v) for k, v in running.items()}), label="swapped-under-load"
+    )
     _prove_split_under_load(mesh_backend, load, config, design, evidence, asserted=original, negative=True)
 
 
