@@ -245,7 +245,9 @@ def describe(mesh: Backend, release: str, when: str = "during the run") -> dict[
 
     out: dict[str, Any] = {"backend": mesh.name, "istio_release": release}
     try:
-        out["traffic_api"] = traffic_api(mesh.istio_objects())
+        # the routes `up` applied (the mesh's --traffic-api); the routing kinds it holds, counted
+        seen = traffic_api([*mesh.istio_objects(), *mesh.gateway_api_objects()])
+        out["traffic_api"] = {"api": mesh.traffic_api, "kinds": seen["kinds"], "seen": seen["api"]}
     except Exception as e:  # the report's header must not fail the run
         out["traffic_api"] = {"api": "unknown", "error": f"{type(e).__name__}: {e}"}
     try:
