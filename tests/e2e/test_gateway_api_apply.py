@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness import paths
 from harness.backends.base import Backend
 from harness.cli import main
 from harness.settings import Settings
@@ -113,8 +114,16 @@ def _condition(mesh: Backend, kind: str) -> dict[str, Any]:
     return next(c for c in parent["conditions"] if c["type"] == kind)
 
 
-def test_a_route_its_gateway_does_not_accept_prints_istios_condition(mesh: Backend, apply: Any) -> None:
-    code, out, err, path = apply(variant(lambda s: s["parentRefs"][0].update(sectionName="https")))
+def test_a_route_its_gateway_does_not_accept_prints_istios_condition(
+    mesh: Backend, apply: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wrong = variant(lambda s: s["parentRefs"][0].update(sectionName="https"))
+    # validate alone cannot tell: acceptance is Istio's controller's, on a running mesh
+    offline = tmp_path / "offline.yaml"
+    offline.write_text(yaml.safe_dump(wrong))
+    assert main(["validate", "-f", str(offline), "--manifests", str(paths.MANIFESTS)]) == 0
+    assert capsys.readouterr().out.strip() == "1 document valid"
+    code, out, err, path = apply(wrong)
     assert code == 2
     assert out.startswith(f"applied 1 document from {path}; every proxy had the change")
     c = _condition(mesh, "Accepted")  # what the mesh holds: Istio's own words
