@@ -474,7 +474,8 @@ class LocalBackend:
             shutil.copy(p, manifests / f"90-{p.name}")
         state = workdir / "state"
         state.mkdir()
-        with LocalBackend(self.settings.with_overrides(state_dir=state, manifests=manifests)) as mesh:
+        changes = {"state_dir": state, "manifests": manifests, "traffic_api": self.traffic_api}
+        with LocalBackend(self.settings.with_overrides(**changes)) as mesh:
             mesh.up()
             yield mesh
 
