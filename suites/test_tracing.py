@@ -23,6 +23,10 @@ produces the spans; Jaeger stores them. The suite reads them back through Jaeger
   test (and no more are traced than Envoy says the gateway sampled).
 - ingestion delay: seconds from sending a request to its complete trace being visible in the
   query API, p50/p95, reported in the evidence (never asserted: a busy machine is slower).
+
+Requests through the ingress take the mesh's ingress route whichever traffic API it runs
+(``--traffic-api``): under Gateway API they carry the Gateway listener's hostname as ``Host``, and
+in-mesh calls take the GAMMA route; the expected shapes are the same.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from harness.tracing.probes import (
 from harness.traffic.checks import CheckResult, proportion_match
 from harness.traffic.client import Sampler
 from harness.traffic.design import Design
+from suites._support.routes import ingress_route
 
 pytestmark = [pytest.mark.e2e]
 
@@ -64,6 +69,14 @@ INGEST_TIMEOUT = 60.0
 
 
 # --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def ingress_host(mesh_backend: Backend, baseline: Any) -> str | None:
+    """The Host requests through the ingress need: a Gateway API listener takes only its hostname
+    (``--traffic-api gateway-api``); None for the Istio Gateway's ``*``."""
+    host = ingress_route(baseline, mesh_backend.traffic_api).request.get("host_header")
+    return str(host) if host else None
 
 
 def _jaeger_for(mesh: Backend) -> JaegerClient:
@@ -228,8 +241,9 @@ def _mesh_call_chain(mesh: Backend, probe: Probe, via: str | None = None) -> lis
 
 
 def test_ingress_request_is_one_trace_gateway_to_sidecar(
-    mesh_backend, baseline, sampler, jaeger, evidence, admin_http
+    mesh_backend, baseline, sampler, jaeger, evidence, admin_http, ingress_host
 ) -> None:
+    """Through the ingress route (the VirtualService, or the HTTPRoute on the Gateway API Gateway)."""
     _probe_shape(
         mesh_backend,
         sampler,
@@ -238,6 +252,7 @@ def test_ingress_request_is_one_trace_gateway_to_sidecar(
         evidence,
         lambda probe: _ingress_chain(mesh_backend, probe),
         "ingress -> microservice-1",
+        host_header=ingress_host,
     )
 
 
@@ -330,12 +345,12 @@ def _await_sampled(
 
 
 def _completeness(
-    mesh: Backend, sampler: Sampler, jaeger: JaegerClient, design: Design, admin: Any
+    mesh: Backend, sampler: Sampler, jaeger: JaegerClient, design: Design, admin: Any, host: str | None
 ) -> tuple[CheckResult, dict[str, float], int, int]:
     """N probes through the ingress; how many have their complete trace (3 spans, one root)."""
     n = design.n_exact()
     before = _gateway_sampled(mesh, admin)
-    probes = send_probes(sampler, mesh, n=n)
+    probes = send_probes(sampler, mesh, n=n, host_header=host)
     after = _gateway_sampled(mesh, admin)
     answered = [p for p in probes if p.response.ok]
     # Envoy counted how many it traced; wait for exactly those (all of them if it cannot say).
@@ -363,12 +378,12 @@ def _completeness(
 
 
 def test_every_request_has_a_complete_trace(
-    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http, ingress_host
 ) -> None:
     started = time.monotonic()
     share = _sampling(config)
     assert share == 1.0, f"the manifests' Telemetry samples {share:.0%}; this check needs 100%"
-    check, delay, n, _sampled = _completeness(mesh_backend, sampler, jaeger, design, admin_http)
+    check, delay, n, _sampled = _completeness(mesh_backend, sampler, jaeger, design, admin_http, ingress_host)
     evidence.require(
         check,
         requests=n,
@@ -380,11 +395,13 @@ def test_every_request_has_a_complete_trace(
 
 @pytest.mark.negative
 def test_sampling_one_percent_fails_completeness(
-    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http, ingress_host
 ) -> None:
     started = time.monotonic()
     _set_sampling(config, 1)
-    check, _delay, n, _sampled = _completeness(mesh_backend, sampler, jaeger, design, admin_http)
+    check, _delay, n, _sampled = _completeness(
+        mesh_backend, sampler, jaeger, design, admin_http, ingress_host
+    )
     evidence.require_failure(
         check,
         requests=n,
@@ -409,14 +426,20 @@ SHARE_PERCENT = 10
 
 
 def _sampling_share(
-    mesh: Backend, sampler: Sampler, jaeger: JaegerClient, design: Design, admin: Any, expected: float
+    mesh: Backend,
+    sampler: Sampler,
+    jaeger: JaegerClient,
+    design: Design,
+    admin: Any,
+    expected: float,
+    host: str | None,
 ) -> tuple[CheckResult, int, int, int]:
     """N probes through the ingress (N from the design for ``expected``); the share that produced
     a trace against ``expected`` (exact binomial), once Jaeger holds as many traces of ours as
     Envoy says the gateway sampled. Returns the check, N, Envoy's sampled count, the traced."""
     n = design.n_proportion(expected)
     before = _gateway_sampled(mesh, admin)
-    probes = send_probes(sampler, mesh, n=n, concurrency=32)
+    probes = send_probes(sampler, mesh, n=n, concurrency=32, host_header=host)
     after = _gateway_sampled(mesh, admin)
     assert before is not None and after is not None, "the gateway exposes no tracing.random_sampling counter"
     sampled = after - before
@@ -435,13 +458,15 @@ def _sampling_share(
 
 
 def test_sampling_share_matches_telemetry(
-    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http, ingress_host
 ) -> None:
     """randomSamplingPercentage 10: the share of requests with a trace is 10% (exact binomial)."""
     started = time.monotonic()
     _set_sampling(config, SHARE_PERCENT)
     expected = _sampling(config)
-    check, n, sampled, got = _sampling_share(mesh_backend, sampler, jaeger, design, admin_http, expected)
+    check, n, sampled, got = _sampling_share(
+        mesh_backend, sampler, jaeger, design, admin_http, expected, ingress_host
+    )
     evidence.require(
         check,
         requests=n,
@@ -457,7 +482,7 @@ WRONG_SHARE_PERCENT = 50
 
 @pytest.mark.negative
 def test_negative_sampling_fifty_percent_fails_the_share_check(
-    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http
+    mesh_backend, baseline, config, sampler, jaeger, design, evidence, admin_http, ingress_host
 ) -> None:
     """Negative control: the Telemetry samples 50% while the share check asserts the positive
     test's 10%: far more requests produce a trace, so the check FAILS on the share."""
@@ -465,7 +490,9 @@ def test_negative_sampling_fifty_percent_fails_the_share_check(
     _set_sampling(config, WRONG_SHARE_PERCENT)
     assert _sampling(config) == WRONG_SHARE_PERCENT / 100
     asserted = SHARE_PERCENT / 100
-    check, n, sampled, got = _sampling_share(mesh_backend, sampler, jaeger, design, admin_http, asserted)
+    check, n, sampled, got = _sampling_share(
+        mesh_backend, sampler, jaeger, design, admin_http, asserted, ingress_host
+    )
     evidence.require_failure(
         check,
         requests=n,

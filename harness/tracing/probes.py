@@ -68,10 +68,12 @@ def send_probes(
     target: tuple[str, str, int] | None = None,
     traceparent: bool = False,
     concurrency: int = 16,
+    host_header: str | None = None,
 ) -> list[Probe]:
     """Send ``n`` probes, each a single request with its own id (and traceparent if asked), at
-    most ``concurrency`` in flight (one :meth:`Sampler.sample_many` batch). A probe's ``sent_us``
-    is the batch's start: delays measured from it are upper bounds."""
+    most ``concurrency`` in flight (one :meth:`Sampler.sample_many` batch), with ``host_header``
+    as Host if given (e.g. a Gateway API listener's hostname). A probe's ``sent_us`` is the
+    batch's start: delays measured from it are upper bounds."""
     ids = [(secrets.token_hex(8), secrets.token_hex(16) if traceparent else "") for _ in range(n)]
     specs = [
         SampleSpec(
@@ -80,6 +82,7 @@ def send_probes(
             path=path(pid),
             headers={"traceparent": f"00-{trace_id}-{pid}-01"} if traceparent else None,
             target=target or DEFAULT_TARGET,
+            host_header=host_header,
         )
         for pid, trace_id in ids
     ]
