@@ -60,3 +60,22 @@ def test_traffic_api_is_the_running_meshs_and_its_second_mesh_runs_the_same(
     with mesh.with_workloads([extra], tmp_path / "second"):
         pass
     assert started == ["gateway-api"]
+
+
+def test_up_refuses_an_unknown_traffic_api_annotation_before_starting_anything(tmp_path: Path) -> None:
+    from harness.errors import ConfigError
+    from harness.mesh import State
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "30-routes.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: r, namespace: sample, annotations: {meshproof.dev/traffic-api: isito}}\n"
+        "spec: {hosts: [r]}\n"
+    )
+    mesh = LocalBackend(
+        from_env({}).with_overrides(backend="local", state_dir=tmp_path / "state", manifests=manifests)
+    )
+    with pytest.raises(ConfigError, match=r"30-routes.yaml .*traffic-api\]: unknown traffic API 'isito'"):
+        mesh.up()
+    assert mesh.state is State.NEW and not mesh.layout.marker.exists()  # nothing was started

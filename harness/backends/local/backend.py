@@ -93,14 +93,14 @@ class LocalBackend:
                     f"a mesh is already running with state dir {self.layout.root} (pid {info['pid']}). "
                     "Fix: `meshproof down` first, or use another --state"
                 )
-        from harness.toolchain.istio_local import load
-
-        load(self.settings)  # fail early, before spawning, when binaries are missing
         from harness.istio import traffic_api
         from harness.istio.loader import load_paths
+        from harness.toolchain.istio_local import load
 
-        # and on manifests whose traffic API annotation names no known API (ConfigError, exit 2)
+        # fail early, before spawning: on manifests whose traffic API annotation names no known API
+        # (ConfigError, exit 2), and when binaries are missing
         traffic_api.select(load_paths([self.settings.manifests]), self.settings.traffic_api)
+        load(self.settings)
         self.state = State.STARTING
         self.detached = detach
         self.layout.status.unlink(missing_ok=True)
