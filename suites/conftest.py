@@ -94,6 +94,11 @@ def _check_properties(item: pytest.Item) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_TestLog(config), "meshproof-suites-testlog")
+    config.addinivalue_line(
+        "markers",
+        "istio_routes(reason): proves the manifests' VirtualServices or the DestinationRule their "
+        "routes reach: skipped, with the reason, when the mesh routes with Gateway API HTTPRoutes",
+    )
 
 
 class _TestLog:
@@ -253,6 +258,16 @@ def baseline(
 
 
 @pytest.fixture(scope="session")
+def ingress_host(mesh_backend: Backend, baseline: Bundle) -> str | None:
+    """The Host requests through the ingress need: a Gateway API listener takes only its hostname
+    (``--traffic-api gateway-api``); None for the Istio Gateway's ``*`` (suites/_support/routes.py)."""
+    from suites._support.routes import ingress_route
+
+    host = ingress_route(baseline, mesh_backend.traffic_api).request.get("host_header")
+    return str(host) if host else None
+
+
+@pytest.fixture(scope="session")
 def sampler() -> Iterator[Sampler]:
     from harness.traffic.client import Sampler
 
@@ -301,6 +316,18 @@ def _diagnostics_on_failure(
 ) -> Iterator[None]:
     yield
     _dump_if_failed(request, mesh_backend, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _istio_routes_only(request: pytest.FixtureRequest, mesh_backend: Backend) -> None:
+    """A test marked ``istio_routes(reason=...)`` needs the manifests' VirtualServices: skipped,
+    with its reason, when the mesh runs the HTTPRoutes instead (``--traffic-api gateway-api``)."""
+    marker = request.node.get_closest_marker("istio_routes")
+    if marker is not None and mesh_backend.traffic_api != "istio":
+        pytest.skip(
+            f"{marker.kwargs.get('reason', 'proves the VirtualServices')}; the mesh routes with "
+            f"{mesh_backend.traffic_api}. Fix: --traffic-api istio"
+        )
 
 
 @pytest.fixture

@@ -69,16 +69,26 @@ def expected_cells(bundle: Bundle, mesh: Backend) -> list[Cell]:
     return cells
 
 
-def run_matrix(sampler: Sampler, mesh: Backend, cells: Sequence[Cell], n: int) -> list[Outcome]:
-    """``n`` requests per cell, all cells interleaved in one window (independent read-only checks)."""
+def run_matrix(
+    sampler: Sampler, mesh: Backend, cells: Sequence[Cell], n: int, host: str | None = None
+) -> list[Outcome]:
+    """``n`` requests per cell, all cells interleaved in one window (independent read-only checks);
+    those from the ingress with ``host`` as Host (a Gateway API listener's hostname)."""
     specs = [
-        SampleSpec(n=n, source=c.peer.source, method=c.request.method, path=c.request.path) for c in cells
+        SampleSpec(
+            n=n,
+            source=c.peer.source,
+            method=c.request.method,
+            path=c.request.path,
+            host_header=host if c.peer.source == "ingress" else None,
+        )
+        for c in cells
     ]
     results = sampler.sample_many(mesh, specs, concurrency=CONCURRENCY)
     return [outcome(c, r) for c, r in zip(cells, results, strict=True)]
 
 
-def settle(sampler: Sampler, mesh: Backend, cells: Sequence[Cell]) -> int:
+def settle(sampler: Sampler, mesh: Backend, cells: Sequence[Cell], host: str | None = None) -> int:
     """Wait until a light pass over every cell conforms twice in a row; returns requests sent.
 
     After a policy change the proxies have ACKed, but connections opened under the old listener
@@ -88,7 +98,7 @@ def settle(sampler: Sampler, mesh: Backend, cells: Sequence[Cell]) -> int:
 
     def light_pass() -> Any:
         nonlocal sent
-        outcomes = run_matrix(sampler, mesh, cells, 3)
+        outcomes = run_matrix(sampler, mesh, cells, 3, host)
         sent += sum(o.total for o in outcomes)
         return matrix_check(outcomes, name="settle")
 
@@ -96,16 +106,18 @@ def settle(sampler: Sampler, mesh: Backend, cells: Sequence[Cell]) -> int:
     return sent
 
 
-def test_authorization_matrix_matches_policy(mesh_backend, sampler, config, design, evidence) -> None:
+def test_authorization_matrix_matches_policy(
+    mesh_backend, sampler, config, design, evidence, ingress_host
+) -> None:
     """Allow vs deny for every source x method x path cell, exactly as Istio evaluates the policy."""
     started = time.perf_counter()
     cells = expected_cells(config.applied, mesh_backend)
     allowed = {c.label for c in cells if c.allow}
     # the design's policy, spelled out: only GET from ingress and other-namespace gets through
     assert allowed == {f"{s} GET {p}" for s in ("ingress", "other-namespace/client") for p in PATHS}, allowed
-    gate = settle(sampler, mesh_backend, cells)
+    gate = settle(sampler, mesh_backend, cells, ingress_host)
     n = design.n_exact()
-    outcomes = run_matrix(sampler, mesh_backend, cells, n)
+    outcomes = run_matrix(sampler, mesh_backend, cells, n, ingress_host)
     evidence.require(
         matrix_check(outcomes),
         requests=gate + sum(o.total for o in outcomes),
@@ -116,7 +128,7 @@ def test_authorization_matrix_matches_policy(mesh_backend, sampler, config, desi
 
 @pytest.mark.negative
 def test_negative_mutant_policy_without_not_namespaces_fails_matrix(
-    mesh_backend, sampler, config, design, evidence
+    mesh_backend, sampler, config, design, evidence, ingress_host
 ) -> None:
     """Negative control: a mutant policy without ``notNamespaces`` makes the matrix check FAIL,
     exactly in the trusted-namespace GET cells (the ones the mutant flips)."""
@@ -137,11 +149,11 @@ def test_negative_mutant_policy_without_not_namespaces_fails_matrix(
     running = expected_cells(config.applied, mesh_backend)
     flipped = {a.label for a, r in zip(asserted, running, strict=True) if a.allow != r.allow}
     assert flipped == {f"trusted-namespace/client GET {p}" for p in PATHS}, flipped
-    gate = settle(sampler, mesh_backend, running)  # the mutant is live: its own matrix conforms
+    gate = settle(sampler, mesh_backend, running, ingress_host)  # the mutant is live: its own matrix conforms
     # A mismatch is exact (one wrong answer fails the cell), and the mutant's flipped cells answer
     # wrongly every time: a tenth of the zero-rule sample shows it as surely as all of it.
     n = max(3, design.n_exact() // 10)
-    outcomes = run_matrix(sampler, mesh_backend, asserted, n)
+    outcomes = run_matrix(sampler, mesh_backend, asserted, n, ingress_host)
     evidence.require_failure(
         matrix_check(outcomes),
         requests=gate + sum(o.total for o in outcomes),

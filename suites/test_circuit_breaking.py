@@ -37,8 +37,13 @@ from harness.istio.oracles.overflow import Limits
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler, SampleResult
 from harness.traffic.split import attribution, converge_split, expected_split, route_for
+from suites._support.routes import POLICY_IS_THE_DESTINATION_RULE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.istio_routes(reason=POLICY_IS_THE_DESTINATION_RULE),
+]
 
 HOLD_MS = 300
 HIGH_CONCURRENCY = 16

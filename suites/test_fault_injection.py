@@ -37,8 +37,9 @@ from harness.traffic import stats
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import SampleResult
 from harness.traffic.split import route_for
+from suites._support.routes import FAULTS_ARE_VIRTUAL_SERVICES
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.istio_routes(reason=FAULTS_ARE_VIRTUAL_SERVICES)]
 
 ABORT_STATUS = 555
 ABORT_PERCENT = 30.0

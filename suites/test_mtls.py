@@ -148,7 +148,14 @@ def server_element(xfcc: str) -> dict[str, list[str]]:
 
 
 def identity_check(
-    mesh_backend, sampler, design, admin_http, source: str, expected: str, bundle: Bundle
+    mesh_backend,
+    sampler,
+    design,
+    admin_http,
+    source: str,
+    expected: str,
+    bundle: Bundle,
+    host: str | None = None,
 ) -> tuple[CheckResult, int, float]:  # type: ignore[no-untyped-def]
     """The identities the mesh issued, read from the certificates its sidecars present, are the
     ones the manifests predict, and the server saw every request come with the caller's.
@@ -167,7 +174,10 @@ def identity_check(
     predicted = server_identities(bundle, servers)
     held = {w.name: envoy.workload_certificate(admin_http, w.proxy_admin_url).spiffe_id for w in servers}
     server_mismatch = sorted(f"{k}: {held[k]} (predicted {v})" for k, v in predicted.items() if held[k] != v)
-    result = sampler.sample(mesh_backend, source=source, n=n, concurrency=16)
+    # from the ingress with ``host`` as Host (a Gateway API listener's hostname)
+    result = sampler.sample(
+        mesh_backend, source=source, n=n, concurrency=16, host_header=host if source == "ingress" else None
+    )
     seen = [(r, server_element(r.xfcc)) for r in result.responses]
     from_client = sum(
         1 for r, e in seen if r.ok and e.get("uri") == [client.spiffe_id] and e.get("hash") == [client.sha256]
@@ -209,7 +219,7 @@ def identity_check(
 
 @pytest.mark.parametrize("source", ["other-namespace/client", "ingress"])
 def test_in_mesh_callers_carry_their_spiffe_identity(
-    mesh_backend, sampler, design, evidence, source, manifests, admin_http
+    mesh_backend, sampler, design, evidence, source, manifests, admin_http, ingress_host
 ) -> None:
     """The mesh issued each caller and server the SPIFFE ID its manifests predict (read from the
     certificate each sidecar presents), and the server saw every request come with the caller's.
@@ -218,7 +228,14 @@ def test_in_mesh_callers_carry_their_spiffe_identity(
     ServiceAccount); the observed ones from the certificates the mesh's CA issued.
     """
     check, n, wall = identity_check(
-        mesh_backend, sampler, design, admin_http, source, expected_identity(manifests, source), manifests
+        mesh_backend,
+        sampler,
+        design,
+        admin_http,
+        source,
+        expected_identity(manifests, source),
+        manifests,
+        ingress_host,
     )
     evidence.require(check, requests=n, confidence=design.exact_confidence(), wall_s=wall)
 

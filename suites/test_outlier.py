@@ -65,8 +65,13 @@ from suites._support.outlier import (
     sample_inside_ejection,
     setup_fast,
 )
+from suites._support.routes import POLICY_IS_THE_DESTINATION_RULE
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.istio_routes(reason=POLICY_IS_THE_DESTINATION_RULE),
+]
 
 
 # --------------------------------------------------------------------------- tests

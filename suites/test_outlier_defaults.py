@@ -26,8 +26,9 @@ from harness.istio.oracles.outlier import EffectiveOutlier
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler
 from harness.traffic.split import attribution, route_for
+from suites._support.routes import POLICY_IS_THE_DESTINATION_RULE
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.istio_routes(reason=POLICY_IS_THE_DESTINATION_RULE)]
 
 # The design's outlier detection, as written there (000_5f6f375ae6cf420d.txt, code example 5).
 DESIGN_OUTLIER: dict[str, Any] = {

@@ -56,7 +56,6 @@ from harness.tracing.probes import (
 from harness.traffic.checks import CheckResult, proportion_match
 from harness.traffic.client import Sampler
 from harness.traffic.design import Design
-from suites._support.routes import ingress_route
 
 pytestmark = [pytest.mark.e2e]
 
@@ -69,14 +68,6 @@ INGEST_TIMEOUT = 60.0
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def ingress_host(mesh_backend: Backend, baseline: Any) -> str | None:
-    """The Host requests through the ingress need: a Gateway API listener takes only its hostname
-    (``--traffic-api gateway-api``); None for the Istio Gateway's ``*``."""
-    host = ingress_route(baseline, mesh_backend.traffic_api).request.get("host_header")
-    return str(host) if host else None
 
 
 def _jaeger_for(mesh: Backend) -> JaegerClient:

@@ -45,7 +45,11 @@ from suites._support.load import (
     wait_while_loaded,
 )
 from suites._support.outlier import outlier_variant, setup_fast
-from suites._support.routes import ingress_route
+from suites._support.routes import (
+    FAULTS_ARE_VIRTUAL_SERVICES,
+    POLICY_IS_THE_DESTINATION_RULE,
+    ingress_route,
+)
 from suites.test_circuit_breaking import HOLD_MS, LIMITS, RAISED, Limits, hold_one_subset
 from suites.test_fault_injection import (
     ABORT_PERCENT,
@@ -217,12 +221,14 @@ def _ejection_window(mesh, load, config, faults, admin_http, evidence, *, detect
     )
 
 
+@pytest.mark.istio_routes(reason=POLICY_IS_THE_DESTINATION_RULE)
 @pytest.mark.under_load(users=USERS)
 def test_outlier_ejection_under_load(mesh_backend, load, config, faults, evidence, admin_http) -> None:
     """A replica failing under load is ejected; while it is out, the load sees no new errors."""
     _ejection_window(mesh_backend, load, config, faults, admin_http, evidence, detection=True)
 
 
+@pytest.mark.istio_routes(reason=POLICY_IS_THE_DESTINATION_RULE)
 @pytest.mark.negative
 @pytest.mark.under_load(users=USERS)
 def test_negative_without_outlier_detection_errors_continue_under_load(
@@ -290,6 +296,7 @@ def _shed_under_load(
     )
 
 
+@pytest.mark.istio_routes(reason=POLICY_IS_THE_DESTINATION_RULE)
 @pytest.mark.under_load(users=CB_USERS, start=False)
 def test_circuit_breaker_sheds_under_load(
     mesh_backend, load, sampler, config, faults, evidence, admin_http
@@ -298,6 +305,7 @@ def test_circuit_breaker_sheds_under_load(
     _shed_under_load(mesh_backend, load, sampler, config, faults, admin_http, evidence, pool=LIMITS)
 
 
+@pytest.mark.istio_routes(reason=POLICY_IS_THE_DESTINATION_RULE)
 @pytest.mark.negative
 @pytest.mark.under_load(users=CB_USERS, start=False)
 def test_negative_raised_limits_fail_the_shed_check_under_load(
@@ -473,6 +481,7 @@ def delay_check_under_load(run: SequentialLoad, delay_s: float) -> CheckResult:
     )
 
 
+@pytest.mark.istio_routes(reason=FAULTS_ARE_VIRTUAL_SERVICES)
 @pytest.mark.under_load(users=FI_USERS)
 def test_fault_injection_shares_under_load(mesh_backend, load, config, design, evidence, admin_http) -> None:
     """abort 555 for 30% of the load's requests (its records) and a 200ms delay for 50% (the gateway's
@@ -490,6 +499,7 @@ def test_fault_injection_shares_under_load(mesh_backend, load, config, design, e
     )
 
 
+@pytest.mark.istio_routes(reason=FAULTS_ARE_VIRTUAL_SERVICES)
 @pytest.mark.negative
 @pytest.mark.under_load(users=FI_USERS)
 def test_negative_delay_share_too_low_under_load(
@@ -513,6 +523,7 @@ def test_negative_delay_share_too_low_under_load(
     )
 
 
+@pytest.mark.istio_routes(reason=FAULTS_ARE_VIRTUAL_SERVICES)
 @pytest.mark.negative
 @pytest.mark.under_load(users=FI_USERS)
 def test_negative_abort_share_differs_under_load(

@@ -40,6 +40,12 @@ from harness.traffic.split import (
 )
 
 Body = dict[str, Any]
+#: why a suite runs only over the VirtualServices (``pytest.mark.istio_routes(reason=...)``)
+FAULTS_ARE_VIRTUAL_SERVICES = "fault injection is a VirtualService route's (Gateway API has no fault filter)"
+POLICY_IS_THE_DESTINATION_RULE = (
+    "its traffic policy is the DestinationRule of microservice-1, the VirtualServices' destination; "
+    "the HTTPRoutes route to the per-version Services, which it does not reach"
+)
 #: a per-pod label the local backend puts on every replica (the kube backend has none)
 REPLICA_LABEL = "meshproof.dev/replica"
 
