@@ -222,6 +222,7 @@ class KubeBackend:
 
     def _up(self) -> None:
         s = self.settings
+        read_manifests(s.manifests, s.traffic_api)  # bad input exits 2 before any cluster is touched
         self.cluster.prepare()
         self.progress("checking tools")
         tools = self.cluster.preflight()

@@ -27,7 +27,7 @@ from harness.backends.kube.pods import (
 )
 from harness.backends.kube.relay import RELAY_NAMESPACE
 from harness.envoy import parse_ejected
-from harness.errors import BackendError, StateError, ToolMissing, UserError, WaitTimeout
+from harness.errors import BackendError, ConfigError, StateError, ToolMissing, UserError, WaitTimeout
 from harness.istio.crds import CrdEntry, CrdIndex
 from harness.load import LoadConfig
 from harness.mesh import UNREACHED_HEADER
@@ -964,3 +964,17 @@ def test_existing_without_the_gateway_api_refuses_gateway_api_mode_before_creati
     assert "--traffic-api gateway-api needs the Gateway API" in message
     assert GATEWAY_API_MODULE in message and "ref=v1.6.0" in message and "--traffic-api istio" in message
     assert set(api.objects) == before
+
+
+def test_an_unknown_traffic_api_annotation_exits_2_before_the_cluster_is_touched(
+    tmp_path: Path, manifests: Path
+) -> None:
+    (manifests / "35-gateway-api.yaml").write_text(
+        GATEWAY_API_DOCS.replace("traffic-api: gateway-api", "traffic-api: gw")
+    )
+    api = FakeCluster()
+    before = set(api.objects)
+    b, connects = make(tmp_path, manifests, api)
+    with pytest.raises(ConfigError, match=r"35-gateway-api.yaml .*unknown traffic API 'gw'"):
+        b.up()
+    assert connects == [] and set(api.objects) == before
