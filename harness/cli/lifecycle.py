@@ -175,7 +175,12 @@ def print_status(out: Output, doc: Mapping[str, Any]) -> None:
             "yes" if w["ready"] else "NO",
             w["proxy_admin_url"],
         )
-    out.print(f"backend {doc['backend']} · state dir {doc['state_dir']}", style="bold")
+    routes = {"istio": "VirtualServices", "gateway-api": "HTTPRoutes"}.get(str(doc.get("traffic_api")), "")
+    out.print(
+        f"backend {doc['backend']} · state dir {doc['state_dir']} · traffic API {doc.get('traffic_api')}"
+        + (f" (the manifests' {routes})" if routes else ""),
+        style="bold",
+    )
     out.print(t)
     out.print(f"ingress: {doc['ingress_url'] or '(no gateway)'}")
     note = doc.get("tracing_note") or ""

@@ -491,3 +491,22 @@ def test_test_verb_passes_the_traffic_api(
     )
     code = main(["test", "--traffic-api", "gateway-api", "-p", "no:cacheprovider"])
     assert code == 0, capfd.readouterr().out
+
+
+def test_status_names_the_meshs_traffic_api(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.lifecycle import print_status
+    from harness.cli.output import Output
+
+    doc = {
+        "backend": "local",
+        "state_dir": ".meshproof",
+        "traffic_api": "gateway-api",
+        "ingress_url": None,
+        "trace_query_url": None,
+        "tracing_note": "",
+        "workloads": [],
+        "ejections": None,
+        "gateway_api": [],
+    }
+    print_status(Output(), doc)
+    assert "traffic API gateway-api (the manifests' HTTPRoutes)" in capsys.readouterr().out
