@@ -187,7 +187,10 @@ def cmd_images(args: argparse.Namespace, settings: Settings, out: Output) -> int
 def host_cluster(settings: Settings) -> dict[str, Any]:
     """What a person's own ``kind create cluster`` and ``istioctl install`` need on this host, from
     the code the kind backend uses: ``kind_config`` (its node image, CNI and cgroup settings, no
-    published ports) and ``istio`` (hub and tag of the locally built pilot/proxyv2)."""
+    published ports) and ``istio``: hub and tag of the locally built pilot/proxyv2, and the
+    IstioOperator ``spec.values`` an install with them needs (their Envoy is upstream Envoy, without
+    Istio's own filters: :func:`~harness.backends.kube.istio_install.upstream_envoy_values`)."""
+    from harness.backends.kube.istio_install import upstream_envoy_values
     from harness.backends.kube.kind import images, meshimages, nodeimage
     from harness.backends.kube.kind.base import PREFIX
     from harness.backends.kube.kind.cli import host_cgroup_v1, kind_config
@@ -199,5 +202,14 @@ def host_cluster(settings: Settings) -> dict[str, Any]:
     )
     return {
         "kind_config": kind_config(None, node=node),
-        "istio": {"hub": PREFIX, "tag": meshimages.tag_of("pilot", settings.istio_version)},
+        "istio": {
+            "hub": PREFIX,
+            "tag": meshimages.tag_of("pilot", settings.istio_version),
+            "values": upstream_envoy_values(),
+            "why": (
+                "the proxyv2 image holds upstream Envoy, which lacks Istio's metadata exchange, ALPN and "
+                "istio.stats filters: istiod must not send them (merge `values` into the IstioOperator's "
+                "spec.values), or no proxy gets Ready"
+            ),
+        },
     }

@@ -43,6 +43,16 @@ GATEWAY_SERVICE = "istio-ingressgateway"
 UPSTREAM_ENVOY_PILOT_ENV = {"PILOT_ENABLE_METADATA_EXCHANGE": "false", "PILOT_ENABLE_ALPN_FILTER": "false"}
 
 
+def upstream_envoy_values() -> dict[str, Any]:
+    """The IstioOperator ``spec.values`` an istiod needs whose proxies are meshproof's proxyv2 (upstream
+    Envoy, without Istio's own filters): no metadata exchange or ALPN filter, no default Prometheus
+    provider (its ``istio.stats`` filter). Without them Envoy rejects the clusters istiod sends
+    ("Didn't find a registered implementation for 'istio.metadata_exchange'") and no proxy gets
+    Ready. ``up --backend kind`` installs with these; ``images plan --json`` names them for a person
+    installing Istio by hand with these images."""
+    return {"pilot": {"env": dict(UPSTREAM_ENVOY_PILOT_ENV)}, "telemetry": {"enabled": False}}
+
+
 @dataclass(frozen=True)
 class LocalImages:
     """Istio's images built here (``meshproof images build``): ``<hub>/pilot:<tag>``, ``<hub>/proxyv2:<tag>``."""
@@ -89,11 +99,7 @@ def operator_overlay(
     values: dict[str, Any] = {}
     if local_images is not None:
         spec["hub"], spec["tag"] = local_images.hub, local_images.tag
-        values = {
-            "global": {"imagePullPolicy": "Never"},
-            "pilot": {"env": dict(UPSTREAM_ENVOY_PILOT_ENV)},
-            "telemetry": {"enabled": False},
-        }
+        values = {"global": {"imagePullPolicy": "Never"}, **upstream_envoy_values()}
     if small_requests:
         r = KIND_CPU_REQUESTS
         g = values.setdefault("global", {})

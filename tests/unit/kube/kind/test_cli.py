@@ -182,3 +182,23 @@ def test_images_plan_names_the_kind_config_of_this_host_and_the_istio_images(tmp
     node = NodeOptions(image=plan_ref("kind-node"), own_cni=True, cgroup_v1="kubeadmConfigPatches" in cfg)
     assert cfg == kind_config(None, node=node)
     assert plan["istio"]["hub"] == PREFIX and f"{PREFIX}/pilot:{plan['istio']['tag']}" == plan_ref("pilot")
+
+
+def test_images_plan_names_the_istio_values_the_local_proxy_needs(tmp_path: Path) -> None:
+    """A hand install with the local images needs istiod's upstream-Envoy settings (found on a plain kind
+    cluster with istioctl by hand: without them every proxy rejected its clusters, 'Didn't find a
+    registered implementation for istio.metadata_exchange'): the plan names exactly the values
+    `up --backend kind` installs with."""
+    from harness.backends.kube.istio_install import LocalImages, operator_overlay
+    from harness.cli.kind import host_cluster
+    from harness.settings import Settings
+
+    istio = host_cluster(Settings(cache_dir=tmp_path))["istio"]
+    kind_values = operator_overlay(local_images=LocalImages(istio["hub"], istio["tag"]))["spec"]["values"]
+    assert istio["values"] == {k: v for k, v in kind_values.items() if k != "global"}
+    assert istio["values"]["pilot"]["env"] == {
+        "PILOT_ENABLE_METADATA_EXCHANGE": "false",
+        "PILOT_ENABLE_ALPN_FILTER": "false",
+    }
+    assert istio["values"]["telemetry"] == {"enabled": False}
+    assert "upstream Envoy" in istio["why"]
