@@ -228,6 +228,18 @@ class ExistingCluster(ClusterBase):
             self._say(f"warning: istiod runs Istio {istiod.version}, meshproof pins {self.release.label}")
         found = installed.discover(api)
         revision = installed.choose_revision(found, self.settings.istio_revision, context)
+        if not found.gateways and found.unready_gateways:
+            pod = found.unready_gateways[0]
+            ns, name = pod.split("/", 1)
+            raise ToolMissing(
+                f"a Ready ingress gateway (not Ready: {', '.join(found.unready_gateways)})",
+                f"backend existing (context {context or '(current)'})",
+                f"see `kubectl -n {ns} logs {name} -c istio-proxy`. A revisioned gateway outside "
+                f"{istio_install.ISTIO_NAMESPACE} must be injected to find its istiod (IstioOperator "
+                "values.gateways.istio-ingressgateway.injectionTemplate: gateway, as Istio's gateway install "
+                "docs do), and with meshproof's own Istio images istiod needs the values "
+                "`meshproof images plan --json` names (istio.values)",
+            )
         if not found.gateways:
             raise ToolMissing(
                 f"an ingress gateway (pods labelled {GATEWAY_SELECTOR}, any namespace)",

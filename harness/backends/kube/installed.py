@@ -6,7 +6,8 @@
   ``istio.io/rev``): which revisions inject, and which revision tags (``istio.io/tag``) point where.
   A namespace of revision ``default`` is labelled ``istio-injection=enabled``; any other revision
   (or tag) is selected by ``istio.io/rev=<revision>``, as Istio documents it.
-- **Ingress gateway**: pods labelled ``istio=ingressgateway`` in any namespace.
+- **Ingress gateway**: pods labelled ``istio=ingressgateway`` in any namespace, Ready ones (a gateway
+  whose proxy never got its config stays Running but not Ready: it is named apart).
 - **Tracing**: the tracing providers (``extensionProviders`` with a tracing kind) of the chosen
   revision's mesh config (ConfigMap ``istio`` or ``istio-<revision>``).
 """
@@ -39,8 +40,9 @@ class InstalledIstio:
     revisions: tuple[str, ...]  # istiod revisions, sorted; "default" for an unlabelled istiod
     injecting: tuple[str, ...] = ()  # revisions with a sidecar injector webhook
     tags: Mapping[str, str] = field(default_factory=dict)  # revision tag -> revision
-    gateways: tuple[str, ...] = ()  # namespace/pod of every live ingress gateway pod
+    gateways: tuple[str, ...] = ()  # namespace/pod of every Ready ingress gateway pod
     tracing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # revision -> tracing providers
+    unready_gateways: tuple[str, ...] = ()  # namespace/pod of gateway pods not (yet) Ready
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class InstalledIstio:
             "injecting": list(self.injecting),
             "tags": dict(self.tags),
             "gateways": list(self.gateways),
+            "unready_gateways": list(self.unready_gateways),
             "tracing": {k: list(v) for k, v in self.tracing.items()},
         }
 
@@ -92,12 +95,14 @@ def discover(api: KubeApi, namespace: str = ISTIO_NAMESPACE) -> InstalledIstio:
             tags[labels[TAG_LABEL]] = rev
         else:
             injecting.add(rev)
-    gateways = sorted(
-        f"{(p.get('metadata') or {}).get('namespace', '')}/{_name(p)}"
+    live = [
+        p
         for p in api.list("v1", "Pod", "", GATEWAY_SELECTOR)
         if (p.get("status") or {}).get("phase") == "Running"
         and not (p.get("metadata") or {}).get("deletionTimestamp")
-    )
+    ]
+    gateways = sorted(_pod_ref(p) for p in live if _ready(p))
+    unready = sorted(_pod_ref(p) for p in live if not _ready(p))
     meshes = {
         _name(cm): str((cm.get("data") or {}).get("mesh", ""))
         for cm in api.list("v1", "ConfigMap", namespace)
@@ -106,7 +111,21 @@ def discover(api: KubeApi, namespace: str = ISTIO_NAMESPACE) -> InstalledIstio:
         rev: tracing_providers(meshes.get("istio" if rev == DEFAULT_REVISION else f"istio-{rev}", ""))
         for rev in revisions
     }
-    return InstalledIstio(tuple(revisions), tuple(sorted(injecting)), tags, tuple(gateways), tracing)
+    return InstalledIstio(
+        tuple(revisions), tuple(sorted(injecting)), tags, tuple(gateways), tracing, tuple(unready)
+    )
+
+
+def _pod_ref(pod: Mapping[str, Any]) -> str:
+    return f"{(pod.get('metadata') or {}).get('namespace', '')}/{_name(pod)}"
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    """The pod's Ready condition, as the kubelet reports it (its readiness probes passed)."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def choose_revision(installed: InstalledIstio, wanted: str, context: str) -> str:

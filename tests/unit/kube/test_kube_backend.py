@@ -360,6 +360,26 @@ def test_existing_with_a_revision_that_is_not_installed_creates_nothing(
     assert api.objects.keys() == before.keys() and api.deleted == [] and not b.marker.exists()
 
 
+def test_existing_whose_gateway_is_not_ready_is_one_line_and_creates_nothing(
+    tmp_path: Path, manifests: Path
+) -> None:
+    """Seen on a plain kind cluster with istioctl by hand (revision 1-31, gateway in istio-ingress): the
+    gateway pod Running, 0/1 Ready (its proxy dialled istiod.istio-system.svc). `up` names that pod and
+    what makes such a gateway work, before creating anything."""
+    api = FakeCluster(revision="1-31", gateway_namespace="istio-ingress", tracing=False)
+    pod = api.objects[("", "Pod", "istio-ingress", "istio-ingressgateway-7f9-xyz12")]
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    before = dict(api.objects)
+    b, _ = make(tmp_path, manifests, api, kube_context="kind-theirs")
+    with pytest.raises(ToolMissing) as e:
+        b.up()
+    msg = str(e.value)
+    assert "not Ready: istio-ingress/istio-ingressgateway-7f9-xyz12" in msg and "\n" not in msg
+    assert "kubectl -n istio-ingress logs istio-ingressgateway-7f9-xyz12 -c istio-proxy" in msg
+    assert "injectionTemplate: gateway" in msg and "images plan --json" in msg
+    assert api.objects.keys() == before.keys() and api.deleted == [] and not b.marker.exists()
+
+
 def test_up_refuses_a_recorded_mesh(tmp_path: Path, manifests: Path) -> None:
     b, _ = make(tmp_path, manifests, FakeCluster())
     b.marker.parent.mkdir(parents=True)

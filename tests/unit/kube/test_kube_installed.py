@@ -20,6 +20,16 @@ def test_discovers_a_revision_its_injector_a_gateway_elsewhere_and_no_tracing() 
     assert installed.injection_labels("1-31") == {"istio.io/rev": "1-31"}
 
 
+def test_a_gateway_pod_that_is_running_but_not_ready_is_not_a_gateway() -> None:
+    api = FakeCluster(revision="1-31", gateway_namespace="istio-ingress")
+    pod = api.objects[("", "Pod", "istio-ingress", "istio-ingressgateway-7f9-xyz12")]
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    found = installed.discover(api)
+    assert found.gateways == () and found.unready_gateways == (
+        "istio-ingress/istio-ingressgateway-7f9-xyz12",
+    )
+
+
 def test_the_default_revision_uses_istio_injection_and_reads_the_istio_configmap() -> None:
     found = installed.discover(FakeCluster())
     assert found.revisions == ("default",) and found.tracing == {"default": ("jaeger",)}
