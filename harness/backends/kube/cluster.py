@@ -32,6 +32,7 @@ from harness.backends.kube.kind.base import PREFIX
 from harness.backends.kube.tools import ToolPaths, minor, preflight, same_minor
 from harness.errors import MeshproofError, ToolMissing
 from harness.mesh import Workload
+from harness.proxy_stats import proxy_stats_matcher
 from harness.settings import Settings
 from harness.versions import ISTIO_RELEASES
 
@@ -313,7 +314,9 @@ class ExistingCluster(ClusterBase):
     def localized(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Nothing in the Istio namespace (the control plane is the user's: Jaeger and the mesh-wide
         Telemetry of the manifests are left out); injected namespaces labelled for the revision in
-        use; the images the record names (built here or from the user's registry)."""
+        use; pod templates annotated with the Envoy statistics the suites read (the mesh config that
+        would include them is the user's); the images the record names (built here or from the
+        user's registry)."""
         from harness.backends.kube.kind import meshimages
 
         ns = istio_install.ISTIO_NAMESPACE
@@ -321,6 +324,8 @@ class ExistingCluster(ClusterBase):
             self._say(f"not applying into {ns} (the cluster's control plane): {', '.join(skipped)}")
         keep = [o for o in objs if (o.get("metadata") or {}).get("namespace") != ns]
         keep = installed.relabelled(keep, self.revision)
+        # the cluster's mesh config trims Envoy's stats: meshproof's proxies keep the suites' evidence
+        keep = installed.with_proxy_config(keep, {"proxyStatsMatcher": proxy_stats_matcher()})
         images = {k: v for k, v in (self._record.info.get("images") or {}).items() if k != "locust"}
         if not images:
             return keep

@@ -172,6 +172,31 @@ def relabelled(objs: Sequence[Mapping[str, Any]], revision: str) -> list[dict[st
     return out
 
 
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def with_proxy_config(objs: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Copies of ``objs`` whose pod templates carry ``settings`` in the ``proxy.istio.io/config``
+    annotation: Istio's per-workload ProxyConfig, which the injector merges over the mesh config's
+    ``defaultConfig``. So meshproof's own workloads get what the suites need from their proxies (the
+    counters of :mod:`harness.proxy_stats`) without a change to the cluster's mesh config. A key the
+    annotation already sets is kept as it is."""
+    import copy
+    import json
+
+    out = []
+    for obj in objs:
+        o = copy.deepcopy(dict(obj))
+        template = (o.get("spec") or {}).get("template")
+        if isinstance(template, dict):
+            meta = template.setdefault("metadata", {})
+            annotations = meta.setdefault("annotations", {})
+            current = yaml.safe_load(annotations.get(PROXY_CONFIG_ANNOTATION) or "{}") or {}
+            annotations[PROXY_CONFIG_ANNOTATION] = json.dumps({**settings, **current}, sort_keys=True)
+        out.append(o)
+    return out
+
+
 def namespaced_in(objs: Sequence[Mapping[str, Any]], namespace: str) -> list[str]:
     return [
         f"{o.get('kind')}/{(o.get('metadata') or {}).get('name')}"

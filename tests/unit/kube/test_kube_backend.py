@@ -338,6 +338,8 @@ def test_existing_with_a_revision_creates_only_its_own_and_down_deletes_only_tha
     with b.up():
         labels = api.objects[("", "Namespace", "", "sample")]["metadata"]["labels"]
         assert labels.get("istio.io/rev") == "1-31" and "istio-injection" not in labels
+        template = api.objects[("apps", "Deployment", "sample", "web")]["spec"]["template"]
+        assert "proxyStatsMatcher" in template["metadata"]["annotations"]["proxy.istio.io/config"]
         assert not [k for k in api.objects if k[2] == "istio-system" and k not in before]
         assert b.trace_query_url() is None and "no tracing provider" in b.unavailable()["tracing"]
         created = {tuple(k) for k in json.loads(b.marker.read_text())["created"]}

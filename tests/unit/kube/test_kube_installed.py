@@ -86,3 +86,37 @@ def test_the_test_summary_names_each_skip_reason_once_with_its_count() -> None:
     cases = [Case(f"t::{i}", "skipped", 0.0, f"Skipped: {why}", ()) for i in range(3)]
     cases += [Case("r::a", "passed", 1.0, "", ()), Case("r::b", "skipped", 0.0, "", ())]
     assert skip_reasons(cases) == {why: 3, "(no reason given)": 1}
+
+
+def test_meshproofs_pod_templates_get_the_suites_stats_matcher_as_a_proxy_config_annotation() -> None:
+    """The cluster's mesh config is the user's (Istio trims Envoy's stats by default: on the hand-installed
+    cluster no outbound cluster counter was exposed): meshproof's own pods carry Istio's per-workload
+    proxy.istio.io/config instead, merged with what the manifest already sets there."""
+    import json
+
+    from harness.proxy_stats import proxy_stats_matcher
+
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "sample"},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "annotations": {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"}
+                }
+            }
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "sample"},
+        "spec": {},
+    }
+    matcher = {"proxyStatsMatcher": proxy_stats_matcher()}
+    out = installed.with_proxy_config([dep, svc], matcher)
+    config = json.loads(out[0]["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
+    assert config == {"holdApplicationUntilProxyStarts": True, **matcher}
+    assert out[1] == svc and "annotations" in dep["spec"]["template"]["metadata"]  # copies; input unchanged
+    assert dep["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"].startswith("hold")
