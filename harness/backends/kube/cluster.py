@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from harness import proc, wait
 from harness.backends.kube import gateway_api, installed, istio_install, netloss
 from harness.backends.kube.api import KubeApi, ObjectRef
-from harness.backends.kube.apply import SAMPLE_IMAGE, build_image, delete_objects, ref_of
+from harness.backends.kube.apply import SAMPLE_IMAGE, build_image, delete_objects, ref_of, wait_gone
 from harness.backends.kube.discovery import GATEWAY_SELECTOR
 from harness.backends.kube.engine import Engine
 from harness.backends.kube.kind.base import PREFIX
@@ -358,7 +358,9 @@ class ExistingCluster(ClusterBase):
         return str((self._record.info.get("images") or {}).get("locust") or "")
 
     def teardown(self, info: Mapping[str, Any], connect: Callable[[], KubeApi]) -> None:
-        """Delete the objects this backend created (the record's ``created``), nothing else."""
+        """Delete the objects this backend created (the record's ``created``), nothing else, and wait
+        until they are gone: a Namespace stays (Terminating) until its contents are deleted, and a
+        cluster listed right after ``down`` must look as it did before ``up``."""
         created = [ObjectRef(*k) for k in info.get("created") or []]
         if not created:
             return
@@ -372,7 +374,8 @@ class ExistingCluster(ClusterBase):
             for r in created
         ]
         self._say(f"deleting {len(objs)} objects this backend created")
-        delete_objects(api, objs)
+        gone = delete_objects(api, objs)
+        wait_gone(api, gone, timeout=self.settings.ready_timeout, clock=self._clock)
 
 
 def _ref_key(ref: ObjectRef) -> tuple[str, str, str, str]:

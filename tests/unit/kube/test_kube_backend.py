@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from harness.backends.base import AppFault, Backend, State
+from harness.backends.kube.api import ObjectRef
 from harness.backends.kube.backend import KubeBackend
 from harness.backends.kube.engine import EngineMode
 from harness.backends.kube.kind import meshimages
@@ -380,6 +381,39 @@ def test_existing_whose_gateway_is_not_ready_is_one_line_and_creates_nothing(
     assert "kubectl -n istio-ingress logs istio-ingressgateway-7f9-xyz12 -c istio-proxy" in msg
     assert "injectionTemplate: gateway" in msg and "images plan --json" in msg
     assert api.objects.keys() == before.keys() and api.deleted == [] and not b.marker.exists()
+
+
+class TerminatingNamespaces(FakeCluster):
+    """An API server where a deleted Namespace stays readable (Terminating) for a few reads."""
+
+    def __init__(self, reads: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.reads, self.terminating = reads, {}  # type: ignore[var-annotated]
+
+    def delete(self, ref: ObjectRef, *, grace_seconds: int | None = None) -> bool:
+        obj = self.objects.get((ref.api_version.rpartition("/")[0], ref.kind, ref.namespace, ref.name))
+        if ref.kind == "Namespace" and obj is not None:
+            self.terminating[ref.name] = [self.reads, obj]
+        return super().delete(ref, grace_seconds=grace_seconds)
+
+    def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        left = self.terminating.get(ref.name) if ref.kind == "Namespace" else None
+        if left and left[0] > 0:
+            left[0] -= 1
+            return dict(left[1])
+        return super().get(ref)
+
+
+def test_down_on_existing_returns_once_its_namespaces_are_gone(tmp_path: Path, manifests: Path) -> None:
+    """Seen on the hand-installed kind cluster: `down` returned with meshproof's namespaces still
+    Terminating, so a listing right after it differed from the one before `up`."""
+    api = TerminatingNamespaces(reads=3, revision="1-31", tracing=False)
+    b, _ = make(tmp_path, manifests, api)
+    b.up()
+    namespaces = [k[3] for k in api.objects if k[1] == "Namespace"]
+    b.down()
+    assert api.terminating and all(left == 0 for left, _ in api.terminating.values())
+    assert all(api.get(ObjectRef("v1", "Namespace", "", n)) is None for n in namespaces)
 
 
 def test_up_refuses_a_recorded_mesh(tmp_path: Path, manifests: Path) -> None:
