@@ -59,7 +59,7 @@ from harness.backends.kube.apply import (
 from harness.backends.kube.cluster import Cluster, ExistingCluster, MeshRecord
 from harness.backends.kube.convergence import IstiodSync
 from harness.backends.kube.diagnostics import write_diagnostics
-from harness.backends.kube.discovery import GATEWAY_SELECTOR, Discovery
+from harness.backends.kube.discovery import Discovery
 from harness.backends.kube.engine import Engine
 from harness.backends.kube.faults import Faults
 from harness.backends.kube.kindcluster import KindCluster
@@ -136,7 +136,9 @@ class KubeBackend:
         self._context = ""  # the kubeconfig context in use, once connected
         self._lock = threading.RLock()
         self._forwards = Forwards(lambda: self.api, self._http, lock=self._lock, clock=clock)
-        self._discovery = Discovery(lambda: self.api, self._forwards, lock=self._lock)
+        self._discovery = Discovery(
+            lambda: self.api, self._forwards, lock=self._lock, gateway_selector=self.cluster.gateway_selector
+        )
         self._sync = IstiodSync(
             self._discovery, self._forwards, self._http, ready_timeout=settings.ready_timeout, clock=clock
         )
@@ -239,7 +241,7 @@ class KubeBackend:
         self.cluster.load_sample(tools, self._context)
 
         self.progress("applying manifests")
-        objs = self.cluster.localized(self._manifests() + relay_objects())
+        objs = self.cluster.localized(self._manifests() + relay_objects() + self.cluster.extra_objects())
         self._save(traffic_api=s.traffic_api)
         self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
@@ -248,7 +250,7 @@ class KubeBackend:
         wait_deployments_ready(self.api, [a.ref for a in applied], timeout=s.ready_timeout, clock=self._clock)
         if not self._discovery.gateway_pods():
             raise ToolMissing(
-                f"an ingress gateway (pods labelled {GATEWAY_SELECTOR})",
+                f"an ingress gateway (pods labelled {self.cluster.gateway_selector})",
                 f"backend {self.name}",
                 "install Istio with its default profile, which includes istio-ingressgateway",
             )
@@ -438,12 +440,14 @@ class KubeBackend:
         """Locust's master and workers as Deployments inside the cluster (:mod:`.load_runner`), in
         ``MESHPROOF_LOCUST_IMAGE``, else the image built here (:attr:`locust_image`), else the pinned
         official one."""
+        from harness.backends.kube.load_objects import target_in_cluster
         from harness.backends.kube.load_runner import KubeLocustRun
 
+        target = target_in_cluster(config.user_class, gateway_namespace=self.cluster.gateway_namespace)
         image = self.settings.locust_image or self.locust_image
         if image:
-            return KubeLocustRun(config, api=self.api, workdir=workdir, image=image)
-        return KubeLocustRun(config, api=self.api, workdir=workdir)
+            return KubeLocustRun(config, api=self.api, workdir=workdir, target=target, image=image)
+        return KubeLocustRun(config, api=self.api, workdir=workdir, target=target)
 
     def unavailable(self) -> dict[str, str]:
         """What this cluster lacks that a suite needs -> why (backend existing: e.g. no tracing provider);

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from harness import proc, wait
-from harness.backends.kube import gateway_api, installed, istio_install, netloss
+from harness.backends.kube import gateway_api, installed, istio_install, netloss, own_gateway
 from harness.backends.kube.api import KubeApi, ObjectRef
 from harness.backends.kube.apply import SAMPLE_IMAGE, build_image, delete_objects, ref_of, wait_gone
 from harness.backends.kube.discovery import GATEWAY_SELECTOR
 from harness.backends.kube.engine import Engine
 from harness.backends.kube.kind.base import PREFIX
 from harness.backends.kube.tools import ToolPaths, minor, preflight, same_minor
-from harness.errors import MeshproofError, ToolMissing
+from harness.errors import MeshproofError
 from harness.mesh import Workload
 from harness.proxy_stats import proxy_stats_matcher
 from harness.settings import Settings
@@ -65,6 +65,8 @@ class Cluster(Protocol):
     """What the kube backend asks of the cluster it runs on, in the order ``up`` asks it."""
 
     name: str  # the backend's name, recorded in backend.json
+    gateway_selector: str  # the label selector of the ingress gateway pods the mesh uses
+    gateway_namespace: str  # the namespace of that gateway's Service (in-cluster load goes there)
 
     def failure_note(self) -> str:
         """A note for the error of a failed ``up`` ("" for none)."""
@@ -97,6 +99,10 @@ class Cluster(Protocol):
 
     def load_sample(self, tools: ToolPaths, context: str) -> None:
         """The sample service's image, where the cluster can run it."""
+        ...
+
+    def extra_objects(self) -> list[dict[str, Any]]:
+        """Objects ``up`` applies besides the manifests (existing: meshproof's own ingress gateway)."""
         ...
 
     def localized(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -143,6 +149,8 @@ class ClusterBase:
     the runner, the sample's build context, the clock, and (kind only) the Docker engine."""
 
     name: str
+    gateway_selector = GATEWAY_SELECTOR  # the gateway Istio's install made (kind: in istio-system)
+    gateway_namespace = istio_install.ISTIO_NAMESPACE
 
     def __init__(
         self,
@@ -167,6 +175,9 @@ class ClusterBase:
 
     node_shell = False  # whether meshproof may run commands on the cluster's nodes
 
+    def extra_objects(self) -> list[dict[str, Any]]:
+        return []
+
     def pod_network(self, w: Workload, pod: Callable[[], Mapping[str, Any] | None]) -> netloss.Runner:
         return netloss.pod_network(
             w, pod, kind=self.node_shell, backend=self.name, docker=self._which("docker"), run=self._run
@@ -179,6 +190,9 @@ class ExistingCluster(ClusterBase):
 
     name = "existing"
     _revision = ""  # the Istio revision meshproof's namespaces are labelled for, once discovered
+    # meshproof's own gateway (own_gateway.py), not the user's
+    gateway_selector = own_gateway.SELECTOR
+    gateway_namespace = own_gateway.NAMESPACE
 
     def failure_note(self) -> str:
         return ""
@@ -221,7 +235,8 @@ class ExistingCluster(ClusterBase):
 
     def install_istio(self, api: KubeApi, tools: ToolPaths, kubeconfig: str, context: str) -> None:
         """Istio must already run: never installed or changed here; another minor line is a warning.
-        Discovers the revision(s), injection webhooks and tags, the ingress gateway and tracing
+        Discovers the revision(s), injection webhooks and tags, the cluster's ingress gateways (named,
+        not used: meshproof runs its own, :mod:`.own_gateway`) and tracing
         (:mod:`~harness.backends.kube.installed`); a missing piece stops ``up`` before anything is
         created, a missing optional one (tracing) is recorded as what the suites skip and why."""
         istiod = istio_install.require_installed(api, self.release)
@@ -229,29 +244,14 @@ class ExistingCluster(ClusterBase):
             self._say(f"warning: istiod runs Istio {istiod.version}, meshproof pins {self.release.label}")
         found = installed.discover(api)
         revision = installed.choose_revision(found, self.settings.istio_revision, context)
-        if not found.gateways and found.unready_gateways:
-            pod = found.unready_gateways[0]
-            ns, name = pod.split("/", 1)
-            raise ToolMissing(
-                f"a Ready ingress gateway (not Ready: {', '.join(found.unready_gateways)})",
-                f"backend existing (context {context or '(current)'})",
-                f"see `kubectl -n {ns} logs {name} -c istio-proxy`. A revisioned gateway outside "
-                f"{istio_install.ISTIO_NAMESPACE} must be injected to find its istiod (IstioOperator "
-                "values.gateways.istio-ingressgateway.injectionTemplate: gateway, as Istio's gateway install "
-                "docs do), and with meshproof's own Istio images istiod needs the values "
-                "`meshproof images plan --json` names (istio.values)",
-            )
-        if not found.gateways:
-            raise ToolMissing(
-                f"an ingress gateway (pods labelled {GATEWAY_SELECTOR}, any namespace)",
-                f"backend existing (context {context or '(current)'})",
-                "install one (e.g. istioctl's ingressGateways component, or the gateway Helm chart)",
-            )
         labels = installed.injection_labels(revision)
         self._say(
             f"Istio revision {revision} (installed: {', '.join(found.revisions)}); meshproof's namespaces get "
             + ", ".join(f"{k}={v}" for k, v in labels.items())
-            + f"; ingress gateway {found.gateways[0]}"
+            + f"; meshproof runs its own ingress gateway in {own_gateway.NAMESPACE} (the cluster's: "
+            + (", ".join(found.gateways) or "none")
+            + (f"; not Ready: {', '.join(found.unready_gateways)}" if found.unready_gateways else "")
+            + ", left alone)"
         )
         unavailable: dict[str, str] = {}
         providers = found.tracing.get(found.tags.get(revision, revision), ())
@@ -269,6 +269,10 @@ class ExistingCluster(ClusterBase):
             self._say(f"skipping the {what} suite: {why}")
         self._revision = revision
         self._record.save(revision=revision, discovered=found.as_json(), unavailable=unavailable)
+
+    def extra_objects(self) -> list[dict[str, Any]]:
+        """meshproof's own ingress gateway, injected by the revision in use (own_gateway.py)."""
+        return own_gateway.objects()
 
     def load_sample(self, tools: ToolPaths, context: str) -> None:
         """meshproof's own images (the sample, Locust), in this order: from the registry the user
@@ -314,16 +318,16 @@ class ExistingCluster(ClusterBase):
     def localized(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Nothing in the Istio namespace (the control plane is the user's: Jaeger and the mesh-wide
         Telemetry of the manifests are left out); injected namespaces labelled for the revision in
-        use; pod templates annotated with the Envoy statistics the suites read (the mesh config that
-        would include them is the user's); the images the record names (built here or from the
-        user's registry)."""
+        use; Gateways selecting meshproof's own ingress gateway; pod templates annotated with the
+        Envoy statistics the suites read (the mesh config that would include them is the user's);
+        the images the record names (built here or from the user's registry)."""
         from harness.backends.kube.kind import meshimages
 
         ns = istio_install.ISTIO_NAMESPACE
         if skipped := installed.namespaced_in(objs, ns):
             self._say(f"not applying into {ns} (the cluster's control plane): {', '.join(skipped)}")
         keep = [o for o in objs if (o.get("metadata") or {}).get("namespace") != ns]
-        keep = installed.relabelled(keep, self.revision)
+        keep = own_gateway.select_own(installed.relabelled(keep, self.revision))
         # the cluster's mesh config trims Envoy's stats: meshproof's proxies keep the suites' evidence
         keep = installed.with_proxy_config(keep, {"proxyStatsMatcher": proxy_stats_matcher()})
         images = {k: v for k, v in (self._record.info.get("images") or {}).items() if k != "locust"}

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.backends.kube import istio_install
+from harness.backends.kube import istio_install, own_gateway
 from harness.backends.kube.api import KubeApi, ObjectRef
 from harness.backends.kube.apply import ref_of
 from harness.backends.kube.pods import (
@@ -36,7 +36,8 @@ ENVOY_ADMIN_PORT = 15000
 ISTIOD_MONITORING_PORT = 15014
 JAEGER_QUERY_PORT = 16686
 GATEWAY_SELECTOR = "istio=ingressgateway"
-INFRA_NAMESPACES = frozenset({istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE})
+# not workloads under test (the gateways are listed by their selector, apart)
+INFRA_NAMESPACES = frozenset({istio_install.ISTIO_NAMESPACE, RELAY_NAMESPACE, own_gateway.NAMESPACE})
 
 
 class Discovery:
@@ -44,8 +45,16 @@ class Discovery:
 
     ``api`` is asked for the cluster on every read; ``lock`` is the backend's."""
 
-    def __init__(self, api: Callable[[], KubeApi], forwards: Forwards, *, lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        api: Callable[[], KubeApi],
+        forwards: Forwards,
+        *,
+        lock: threading.RLock,
+        gateway_selector: str = GATEWAY_SELECTOR,
+    ) -> None:
         self._api, self._forwards, self._lock = api, forwards, lock
+        self.gateway_selector = gateway_selector  # the ingress gateway pods this mesh uses
         self._objects: dict[ObjectRef, dict[str, Any]] = {}  # Deployments and Services the mesh runs
 
     # ---- what the mesh runs -----------------------------------------------------------------
@@ -79,7 +88,7 @@ class Discovery:
         return pods + self.gateway_pods()
 
     def gateway_pods(self) -> list[dict[str, Any]]:
-        pods = [p for p in self._api().list("v1", "Pod", "", GATEWAY_SELECTOR) if live(p)]
+        pods = [p for p in self._api().list("v1", "Pod", "", self.gateway_selector) if live(p)]
         return sorted(pods, key=lambda p: (namespace_of(p), name_of(p)))
 
     def istiod_pods(self) -> list[str]:
@@ -161,7 +170,7 @@ class Discovery:
         """A port-forward to the first ingress gateway pod's HTTP port (checked to answer)."""
         gws = self.gateway_pods()
         if not gws:
-            raise StateError(f"no ingress gateway pod ({GATEWAY_SELECTOR}) is running")
+            raise StateError(f"no ingress gateway pod ({self.gateway_selector}) is running")
         gw = gws[0]
         return self._forwards.get(
             namespace_of(gw), name_of(gw), self.gateway_target_port(gw), ready_within=60

@@ -6,8 +6,9 @@
   ``istio.io/rev``): which revisions inject, and which revision tags (``istio.io/tag``) point where.
   A namespace of revision ``default`` is labelled ``istio-injection=enabled``; any other revision
   (or tag) is selected by ``istio.io/rev=<revision>``, as Istio documents it.
-- **Ingress gateway**: pods labelled ``istio=ingressgateway`` in any namespace, Ready ones (a gateway
-  whose proxy never got its config stays Running but not Ready: it is named apart).
+- **Ingress gateway**: pods labelled ``istio=ingressgateway`` in any namespace (but meshproof's own),
+  Ready ones (a gateway whose proxy never got its config stays Running but not Ready: it is named
+  apart). Reported only: meshproof runs a gateway of its own (:mod:`.own_gateway`).
 - **Tracing**: the tracing providers (``extensionProviders`` with a tracing kind) of the chosen
   revision's mesh config (ConfigMap ``istio`` or ``istio-<revision>``).
 """
@@ -29,6 +30,7 @@ DEFAULT_REVISION = "default"
 REV_LABEL = "istio.io/rev"
 TAG_LABEL = "istio.io/tag"
 LEGACY_LABEL = "istio-injection"
+OWN_GATEWAY_LABEL = "meshproof.dev/ingress"  # own_gateway.OWN_LABEL: meshproof's gateway, not the cluster's
 # extensionProviders kinds that export spans (Istio's MeshConfig.ExtensionProvider)
 TRACING_KINDS = frozenset(
     {"zipkin", "opentelemetry", "datadog", "lightstep", "skywalking", "stackdriver", "opencensus"}
@@ -99,6 +101,7 @@ def discover(api: KubeApi, namespace: str = ISTIO_NAMESPACE) -> InstalledIstio:
         p
         for p in api.list("v1", "Pod", "", GATEWAY_SELECTOR)
         if (p.get("status") or {}).get("phase") == "Running"
+        and OWN_GATEWAY_LABEL not in _labels(p)
         and not (p.get("metadata") or {}).get("deletionTimestamp")
     ]
     gateways = sorted(_pod_ref(p) for p in live if _ready(p))

@@ -60,12 +60,16 @@ RUN_LABEL = "meshproof/run"
 
 
 def target_in_cluster(
-    user_class: str = "ingress", service: tuple[str, str, int] = DEFAULT_SERVICE
+    user_class: str = "ingress",
+    service: tuple[str, str, int] = DEFAULT_SERVICE,
+    *,
+    gateway_namespace: str = ISTIO_NAMESPACE,
 ) -> LoadTarget:
-    """Where in-cluster workers send: ``ingress`` through the ingress gateway's Service (as outside
-    users do, but from inside the mesh), ``mesh`` straight to the service (sidecar to sidecar)."""
+    """Where in-cluster workers send: ``ingress`` through the ingress gateway's Service in
+    ``gateway_namespace`` (as outside users do, but from inside the mesh), ``mesh`` straight to the
+    service (sidecar to sidecar)."""
     if user_class == "ingress":
-        return LoadTarget(ingress_url=f"http://{GATEWAY_SERVICE}.{ISTIO_NAMESPACE}.svc.cluster.local:80")
+        return LoadTarget(ingress_url=f"http://{GATEWAY_SERVICE}.{gateway_namespace}.svc.cluster.local:80")
     if user_class == "mesh":
         name, ns, port = service
         return LoadTarget(service_url=f"http://{name}.{ns}.svc.cluster.local:{port}")

@@ -363,24 +363,44 @@ def test_existing_with_a_revision_that_is_not_installed_creates_nothing(
     assert api.objects.keys() == before.keys() and api.deleted == [] and not b.marker.exists()
 
 
-def test_existing_whose_gateway_is_not_ready_is_one_line_and_creates_nothing(
-    tmp_path: Path, manifests: Path
-) -> None:
+def test_existing_runs_its_own_gateway_and_leaves_the_clusters_alone(tmp_path: Path, manifests: Path) -> None:
     """Seen on a plain kind cluster with istioctl by hand (revision 1-31, gateway in istio-ingress): the
-    gateway pod Running, 0/1 Ready (its proxy dialled istiod.istio-system.svc). `up` names that pod and
-    what makes such a gateway work, before creating anything."""
+    cluster's gateway 0/1 Ready, and its Envoy keeping only the user's statistics. meshproof names it
+    and runs a gateway of its own (injected by the revision's gateway template), which its Gateways
+    select; the cluster's gateway pod is not selected by any of them and is left as it was."""
+    from harness.backends.kube import own_gateway
+
+    (manifests / "35-gateway.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: sample}\n"
+        "spec: {selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, "
+        "hosts: ['*']}]}\n"
+    )
     api = FakeCluster(revision="1-31", gateway_namespace="istio-ingress", tracing=False)
-    pod = api.objects[("", "Pod", "istio-ingress", "istio-ingressgateway-7f9-xyz12")]
-    pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
-    before = dict(api.objects)
+    theirs = ("", "Pod", "istio-ingress", "istio-ingressgateway-7f9-xyz12")
+    api.objects[theirs]["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    before = json.dumps(api.objects[theirs], sort_keys=True)
     b, _ = make(tmp_path, manifests, api, kube_context="kind-theirs")
-    with pytest.raises(ToolMissing) as e:
-        b.up()
-    msg = str(e.value)
-    assert "not Ready: istio-ingress/istio-ingressgateway-7f9-xyz12" in msg and "\n" not in msg
-    assert "kubectl -n istio-ingress logs istio-ingressgateway-7f9-xyz12 -c istio-proxy" in msg
-    assert "injectionTemplate: gateway" in msg and "images plan --json" in msg
-    assert api.objects.keys() == before.keys() and api.deleted == [] and not b.marker.exists()
+    messages: list[str] = []
+    b.progress = messages.append
+    with b.up():
+        said = next(m for m in messages if m.startswith("Istio revision 1-31"))
+        assert "own ingress gateway in meshproof-ingress" in said
+        assert "not Ready: istio-ingress/istio-ingressgateway-7f9-xyz12" in said
+        ns = api.objects[("", "Namespace", "", own_gateway.NAMESPACE)]["metadata"]["labels"]
+        assert ns.get("istio.io/rev") == "1-31"
+        dep = api.objects[("apps", "Deployment", own_gateway.NAMESPACE, "istio-ingressgateway")]
+        template = dep["spec"]["template"]["metadata"]
+        assert template["annotations"]["inject.istio.io/templates"] == "gateway"
+        assert "proxyStatsMatcher" in template["annotations"]["proxy.istio.io/config"]
+        gateways = [o for k, o in api.objects.items() if k[1] == "Gateway"]
+        assert gateways and all(
+            g["spec"]["selector"] == {"istio": "ingressgateway", "meshproof.dev/ingress": "true"}
+            for g in gateways
+        )
+        assert [w.namespace for w in b.workloads() if w.role == "gateway"] == [own_gateway.NAMESPACE]
+        assert "meshproof-ingress" in b.ingress_url() or b.ingress_url().startswith("http://127.0.0.1:")
+    assert json.dumps(api.objects[theirs], sort_keys=True) == before
+    assert ("apps", "Deployment", own_gateway.NAMESPACE, "istio-ingressgateway") not in api.objects
 
 
 class TerminatingNamespaces(FakeCluster):
@@ -431,7 +451,7 @@ def test_workloads(running: tuple[KubeBackend, FakeCluster]) -> None:
         ("other", "client", "client"),
         ("sample", "web", "app"),
         ("sample", "web", "app"),
-        ("istio-system", "istio-ingressgateway", "gateway"),
+        ("meshproof-ingress", "istio-ingressgateway", "gateway"),  # existing: meshproof's own gateway
     ]
     web = ws[1]
     assert web.version == "v1" and web.service_account == "web" and web.address.startswith("10.244.")
@@ -578,7 +598,8 @@ def test_load_runner_is_locust_inside_the_cluster(
     run = b.load_runner(LoadConfig(), workdir=tmp_path / "load")
     assert isinstance(run, KubeLocustRun) and run.api is api and run.where == "in the cluster"
     assert _images(run.objects) == {"locustio/locust:2.47.0"}
-    assert run.target.ingress_url == "http://istio-ingressgateway.istio-system.svc.cluster.local:80"
+    # existing: through meshproof's own gateway's Service
+    assert run.target.ingress_url == "http://istio-ingressgateway.meshproof-ingress.svc.cluster.local:80"
     (tmp_path / "own").mkdir()
     own, _ = make(tmp_path / "own", manifests, FakeCluster(), locust_image="mine/locust:1")
     with own.up():
