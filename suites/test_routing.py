@@ -203,11 +203,6 @@ def test_three_way_split_over_disjoint_subsets(
     labelled = [w for w in mesh_backend.workloads() if w.name in v1_pods and REPLICA_LABEL in w.labels]
     if len(labelled) < 2:
         pytest.skip(f"needs two v1 replicas carrying the per-pod label {REPLICA_LABEL} (local backend)")
-    if ingress.api == "gateway-api":
-        pytest.skip(
-            f"needs per-replica Services (selecting {REPLICA_LABEL}) as backendRefs, and the local "
-            "backend applies no Service to a running mesh"
-        )
     three = ingress.three_way(config, labelled[0], labelled[1])
     apply_s = config.apply(*three.bodies, label="three-way", unvalidated_because=three.unvalidated_because)
     prove_split(mesh_backend, sampler, config, design, evidence, ingress, apply_s=apply_s)

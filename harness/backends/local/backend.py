@@ -317,17 +317,139 @@ class LocalBackend:
         other = [
             f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
             for d in kube
-            if d.get("kind") not in kube_objects.WORKLOAD_KINDS
+            if d.get("kind") not in (*kube_objects.WORKLOAD_KINDS, "Service")
         ]
         if other:
             from harness.errors import UnsupportedFeature
 
             raise UnsupportedFeature(
-                "the local backend applies Istio and Gateway API objects, ServiceAccounts and a "
-                f"Deployment's ServiceAccount only, not {', '.join(other)}. "
+                "the local backend applies Istio and Gateway API objects, ServiceAccounts, a "
+                f"Deployment's ServiceAccount and new Services only, not {', '.join(other)}. "
                 "Fix: change workloads in manifests/ and restart the mesh, or use --backend kind"
             )
         return [d for d in docs if is_config(d)], kube
+
+    # ---- Services added to the running mesh ----------------------------------------------
+    @property
+    def _added_services(self) -> Path:
+        """The Services ``apply`` added (the manifests' ones are fixed at start-up)."""
+        return self.layout.root / "services"
+
+    def _cluster_services(self) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for f in sorted(self.layout.kube.glob("Service.*.yaml")):
+            body = yamlio.load(f.read_text())
+            if isinstance(body, dict):
+                meta = body.get("metadata") or {}
+                out[(str(meta.get("namespace") or "default"), str(meta.get("name")))] = body
+        return out
+
+    def _apply_services(self, services: Sequence[Mapping[str, Any]]) -> float:
+        """New Services go into istiod's cluster with a ClusterIP of the mesh's block (the
+        EndpointSlice reconciler selects their pods); returns once istiod's registry lists each
+        with an endpoint per pod it selects and every proxy ACKed. A manifests' Service cannot
+        change here: the mesh's listeners were bound for it at start-up."""
+        from harness.backends.local import cluster
+        from harness.errors import UnsupportedFeature
+        from harness.istio.model import fqdn
+
+        existing = self._cluster_services()
+        block = int(self.plan["block"])
+        prefix = f"127.{block}.5."
+        taken = [
+            int(ip.removeprefix(prefix))
+            for b in existing.values()
+            if (ip := str((b.get("spec") or {}).get("clusterIP") or "")).startswith(prefix)
+        ]
+        wanted: dict[str, int] = {}
+        self._added_services.mkdir(exist_ok=True)
+        t0 = time.monotonic()
+        for svc in services:
+            meta = svc.get("metadata") or {}
+            key = (str(meta.get("namespace") or "default"), str(meta.get("name")))
+            record = self._added_services / object_filename(svc)
+            current = existing.get(key)
+            if current is not None and not record.is_file():
+                raise UnsupportedFeature(
+                    f"Service {key[0]}/{key[1]} is the manifests': the local backend adds Services to a "
+                    "running mesh but cannot change its own. Fix: change manifests/ and restart the mesh"
+                )
+            if current is not None:
+                ip = str((current.get("spec") or {}).get("clusterIP"))
+            else:
+                ip = cluster.cluster_ip(block, max(taken, default=0) + 1)
+                taken.append(int(ip.removeprefix(prefix)))
+            stored = cluster.service(svc, ip)
+            if stored == current:
+                continue
+            self._write_cluster(stored)
+            record.write_text(yamlio.dump(dict(svc), sort_keys=False))
+            selector = dict((stored.get("spec") or {}).get("selector") or {})
+            wanted[fqdn(key[1], key[0])] = sum(
+                1
+                for w in self.workloads()
+                if w.namespace == key[0] and w.role != "gateway" and selector
+                if all(w.labels.get(k) == v for k, v in selector.items())
+            )
+        if wanted:
+            self._sync_cluster()
+            self._wait_registry(wanted)
+        return time.monotonic() - t0 if wanted else 0.0
+
+    def _delete_services(self, services: Sequence[Mapping[str, Any]]) -> float:
+        from harness.istio.model import fqdn
+
+        gone: dict[str, int | None] = {}
+        for svc in services:
+            record = self._added_services / object_filename(svc)
+            if not record.is_file():
+                raise StateError(f"Service {object_filename(svc)} was not added by apply, cannot delete it")
+            record.unlink()
+            (self.layout.kube / object_filename(svc)).unlink(missing_ok=True)
+            meta = svc.get("metadata") or {}
+            gone[fqdn(str(meta.get("name")), str(meta.get("namespace") or "default"))] = None
+        if not gone:
+            return 0.0
+        t0 = time.monotonic()
+        self._sync_cluster()
+        self._wait_registry(gone)
+        return time.monotonic() - t0
+
+    def _wait_registry(self, hosts: Mapping[str, int | None]) -> None:
+        """Until istiod's registry lists each host with that many endpoints (None: no longer lists
+        it), and every proxy ACKed what it pushed for them."""
+        istiod = self.plan["istiod"]
+
+        def check() -> bool:
+            listed = {s.get("hostname") for s in self._http.get(f"{istiod['url']}/debug/registryz").json()}
+            shards = self._http.get(f"{istiod['url']}/debug/endpointShardz").json() or {}
+            for host, endpoints in hosts.items():
+                if endpoints is None:
+                    if host in listed:
+                        check.last = f"{host} still in istiod's registry"  # type: ignore[attr-defined]
+                        return False
+                    continue
+                held = sum(
+                    len(eps or [])
+                    for by_ns in (shards.get(host) or {}).values()
+                    for eps in ((by_ns or {}).get("Shards") or {}).values()
+                )
+                if host not in listed or held < endpoints:
+                    check.last = f"{host}: listed {host in listed}, {held}/{endpoints} endpoints"  # type: ignore[attr-defined]
+                    return False
+            synced, check.last = xds.all_synced(self._http, istiod["url"], self._proxy_count())  # type: ignore[attr-defined]
+            return synced
+
+        import httpx
+
+        wait.until(
+            check,
+            what=f"istiod's registry to hold {', '.join(f'{h} ({n} endpoints)' if n is not None else f'no {h}' for h, n in hosts.items())} and every proxy to ACK",
+            timeout=60,
+            interval=0.05,
+            retry_on=(httpx.HTTPError,),
+            converge=2,
+        )
 
     def _sync_cluster(self) -> dict[str, Any]:
         """Make every istiod's in-memory cluster hold the state dir's objects now; returns what the
@@ -420,7 +542,10 @@ class LocalBackend:
 
     def apply(self, paths: Sequence[Path]) -> float:
         config, kube = self._load(paths)
-        seconds = self._apply_workloads(kube) if kube else 0.0
+        services = [o for o in kube if o.get("kind") == "Service"]
+        kube = [o for o in kube if o.get("kind") != "Service"]
+        seconds = self._apply_services(services) if services else 0.0  # before the routes naming them
+        seconds += self._apply_workloads(kube) if kube else 0.0
         changes: list[tuple[Path, str, dict[str, Any]]] = []
         for obj in config:
             target = self.layout.config / object_filename(obj)
@@ -440,6 +565,12 @@ class LocalBackend:
 
     def delete(self, paths: Sequence[Path]) -> float:
         docs, kube = self._load(paths)
+        services = [o for o in kube if o.get("kind") == "Service"]
+        kube = [o for o in kube if o.get("kind") != "Service"]
+        seconds = self._delete_config_and_accounts(docs, kube)
+        return seconds + (self._delete_services(services) if services else 0.0)  # after the routes
+
+    def _delete_config_and_accounts(self, docs: list[dict[str, Any]], kube: list[dict[str, Any]]) -> float:
         accounts = kube_objects.plan_delete(self._running_workloads(), kube)
         targets = [self.layout.config / object_filename(o) for o in docs]
         missing = [t.name for t in targets if not t.is_file()]
