@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from harness import httpclient
 from harness.settings import Settings, from_env
 
 if TYPE_CHECKING:  # loaded by the fixtures: a pytest-xdist controller runs no test and needs none of it
@@ -278,9 +279,8 @@ def sampler() -> Iterator[Sampler]:
 @pytest.fixture(scope="session")
 def admin_http() -> Iterator[httpx.Client]:
     """A plain HTTP client for Envoy admin endpoints and plaintext probes."""
-    import httpx
 
-    with httpx.Client(timeout=10.0, trust_env=False) as http:
+    with httpclient.client(timeout=10.0) as http:
         yield http
 
 

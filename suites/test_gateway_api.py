@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import envoy, wait
+from harness import envoy, httpclient, wait
 from harness.backends.base import Backend
 from harness.guards import ConfigGuard
 from harness.traffic.checks import CheckResult
@@ -62,7 +62,7 @@ MISSING = {"name": "microservice-1-gone", "port": 3000}
 
 @pytest.fixture
 def http(mesh_backend: Backend) -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10.0, trust_env=False) as client:
+    with httpclient.client(timeout=10.0) as client:
         yield client
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness import httpclient
 from harness.backends.base import Backend
 from harness.settings import Settings, from_env
 
@@ -68,10 +69,9 @@ _transports: dict[Path, Any] = {}
 
 def admin_http(configuration: Configuration = None) -> Any:
     """An ``httpx.Client`` for the proxies' Envoy admin (the caller closes it)."""
-    import httpx
 
     transport = _transports.get(settings_for(configuration).state_dir.resolve())
-    return httpx.Client(timeout=10.0, trust_env=False, transport=transport)
+    return httpclient.client(timeout=10.0, transport=transport)
 
 
 def chaos_dir(configuration: Configuration = None) -> Path:

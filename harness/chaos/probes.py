@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from harness import wait
+from harness import httpclient, wait
 from harness.chaos.context import Configuration, chaos_dir, mesh
 from harness.chaos.ledger import Ledger
 from harness.errors import MeshproofError, WaitTimeout
@@ -278,7 +278,7 @@ def _outlier_budget(destination_rule: str, load: str, configuration: Configurati
     namespace = str(((dr or {}).get("metadata") or {}).get("namespace") or "default")
     target = fqdn(host, namespace)
     gateway = mesh(configuration).workload("ingress")
-    with httpx.Client(timeout=10.0, trust_env=False) as http:
+    with httpclient.client(timeout=10.0) as http:
         clusters = envoy.active_clusters(http, gateway.proxy_admin_url, envoy.outbound_clusters_regex(target))
     thresholds = {}
     for c in clusters:
@@ -455,7 +455,7 @@ def mesh_ready(timeout_s: float = 30.0, configuration: Configuration = None) -> 
     backend = mesh(configuration)
     workloads = list(backend.workloads())
     unready = [w.ref for w in workloads if not w.ready]
-    with httpx.Client(timeout=5.0, trust_env=False) as http:
+    with httpclient.client(timeout=5.0) as http:
         for w in workloads:
             if not w.admin_url or w.ref in unready:
                 continue
@@ -493,7 +493,7 @@ def trace_completeness(
     if base is None:
         return {"holds": False, "error": "tracing is not deployed in this mesh"}
     try:
-        with httpx.Client(timeout=10.0, trust_env=False) as http:
+        with httpclient.client(timeout=10.0) as http:
             r = http.get(f"{base.rstrip('/')}/api/traces", params={"service": service, "limit": str(limit)})
             r.raise_for_status()
             traces = list(r.json().get("data") or [])

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness import httpclient
 from harness.cli.output import Output, plural
 from harness.errors import ConfigError, ConfigProblem, WaitTimeout
 from harness.settings import Settings
@@ -190,7 +191,6 @@ def cmd_explain(args: argparse.Namespace, settings: Settings, out: Output) -> in
     """Per object of the files: what the mesh will do (route proportions, authz decisions, mTLS
     modes; outlier detection and pool limits as the running mesh's Envoy runs them; an HTTPRoute's
     rules, with Istio's conditions when the running mesh holds it)."""
-    import httpx
 
     from harness import envoy
     from harness.backends import attach
@@ -209,7 +209,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings, out: Output) -> in
     for w in bundle.warnings:
         out.warn(str(w))
     docs = load_paths(args.files)
-    with httpx.Client(trust_env=False, timeout=10) as http:
+    with httpclient.client(timeout=10) as http:
         lookup = None
         if backend is not None:
             proxy = next((w for w in backend.workloads() if w.role == "gateway" and w.proxy_admin_url), None)

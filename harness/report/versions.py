@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness import httpclient
+
 if TYPE_CHECKING:
     import httpx
 
@@ -241,7 +243,6 @@ def describe(mesh: Backend, release: str, when: str = "during the run") -> dict[
     """What a report says about the mesh it ran against: backend, pinned release, traffic API and
     the versions read from every proxy and istiod now. Never raises: a part that cannot be read
     says why (a report must not fail for its header)."""
-    import httpx
 
     out: dict[str, Any] = {"backend": mesh.name, "istio_release": release}
     try:
@@ -251,7 +252,7 @@ def describe(mesh: Backend, release: str, when: str = "during the run") -> dict[
     except Exception as e:  # the report's header must not fail the run
         out["traffic_api"] = {"api": "unknown", "error": f"{type(e).__name__}: {e}"}
     try:
-        with httpx.Client(timeout=5.0, trust_env=False) as http:
+        with httpclient.client(timeout=5.0) as http:
             out["readings"] = [read_mesh(http, mesh, when).as_json()]
     except Exception as e:
         out["readings"] = []

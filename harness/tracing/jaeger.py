@@ -22,7 +22,7 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from harness import wait
+from harness import httpclient, wait
 from harness.errors import HarnessError, WaitTimeout
 
 T = TypeVar("T")
@@ -148,7 +148,7 @@ class JaegerClient:
         self.base_url = base_url.rstrip("/")
         self.hint = hint
         self.clock = clock
-        self._http = httpx.Client(timeout=timeout, trust_env=False, transport=transport)
+        self._http = httpclient.client(timeout=timeout, transport=transport)
 
     def __enter__(self) -> Self:
         return self

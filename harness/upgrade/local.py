@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import yaml
 
-from harness import paths, proc, wait
+from harness import httpclient, paths, proc, wait
 from harness.errors import BackendError, HarnessError
 from harness.report import compare
 from harness.report.runs import write_upgrade
@@ -164,7 +164,7 @@ class LocalUpgrade:
         # what a release runs: from its installed binaries (a test may inject another expectation)
         self.expected_of = expected_of or functools.partial(running.expected_of, settings)
         self.out_dir = (config.out_dir or settings.state_dir / "upgrade").resolve()
-        self.http = httpx.Client(timeout=15.0, trust_env=False)
+        self.http = httpclient.client(timeout=15.0)
 
     # ---- pieces ------------------------------------------------------------------------
     def install(self) -> float:

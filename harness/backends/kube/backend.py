@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
-from harness import envoy, proc, wait
+from harness import envoy, httpclient, proc, wait
 from harness.backends.kube import gateway_api, istio_install, netloss, portforward, propagation
 from harness.backends.kube.api import ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
@@ -115,7 +115,7 @@ class KubeBackend:
         self.release = ISTIO_RELEASES[settings.istio_version]
         self.progress = progress or (lambda _m: None)
         self._api_factory = api_factory or self._default_api
-        self._http = http or httpx.Client(timeout=10.0, trust_env=False)
+        self._http = http or httpclient.client(timeout=10.0)
         self._clock = clock
         self.state = State.NEW
         self.detached = False

@@ -55,7 +55,7 @@ from typing import Any, Protocol, Self
 
 import httpx
 
-from harness import wait
+from harness import httpclient, wait
 from harness.backends.kube.api import KubeApi
 from harness.backends.kube.apply import apply_objects, delete_objects, ref_of, wait_gone
 from harness.backends.kube.load_objects import (
@@ -149,7 +149,7 @@ class KubeLocustRun(PhaseClock):
         )
         self.ready_timeout = ready_timeout
         self._own_http = http is None
-        self._http = http or httpx.Client(timeout=10.0, trust_env=False)
+        self._http = http or httpclient.client(timeout=10.0)
         self._forward_factory = forward or self._port_forward
         self._wall, self._clock, self._poll = wall, clock, poll
         self._state = RunState.NEW

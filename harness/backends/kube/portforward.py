@@ -34,7 +34,7 @@ from typing import Self
 
 import httpx
 
-from harness import wait
+from harness import httpclient, wait
 from harness.backends.kube import relay
 from harness.backends.kube.api import Channel, KubeApi
 from harness.errors import BackendError
@@ -129,7 +129,7 @@ def http_ready(path: str = "/", timeout: float = 5.0) -> Callable[[str], bool]:
     """A readiness check: any HTTP response at ``path`` means the forward reaches the pod port."""
 
     def check(base_url: str) -> bool:
-        with httpx.Client(timeout=timeout, trust_env=False) as c:
+        with httpclient.client(timeout=timeout) as c:
             c.get(base_url + path)
         return True
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from harness import envoy, paths, proc, timeline, wait, yamlio
+from harness import envoy, httpclient, paths, proc, timeline, wait, yamlio
 from harness.backends.local import workloads as kube_objects
 from harness.backends.local import xds
 from harness.backends.local.layout import Layout, object_filename
@@ -66,9 +66,7 @@ class LocalBackend:
     def _http(self) -> httpx.Client:
         """The admin/istiod HTTP client, made on first use (attaching to send traffic needs none)."""
         if self._http_client is None:
-            import httpx
-
-            self._http_client = httpx.Client(timeout=10.0, trust_env=False)
+            self._http_client = httpclient.client(timeout=10.0)
         return self._http_client
 
     # ---- lifecycle ----------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from harness import paths, proc, wait, yamlio
+from harness import httpclient, paths, proc, wait, yamlio
 from harness.backends.local import cluster as kube_cluster
 from harness.backends.local import jaeger as jaeger_mod
 from harness.backends.local import tokens
@@ -125,7 +125,7 @@ class Supervisor:
         self.plan: dict[str, Any] = {}
         self.error = ""
         self.istiod_stopped = False  # the primary istiod was stopped on request (chaos)
-        self.http = httpx.Client(timeout=5.0, trust_env=False)
+        self.http = httpclient.client(timeout=5.0)
         # block and ports are claimed machine-wide, so concurrent meshes never pick the same ones
         self.reservations = Reservations(os.getpid())
         self.jaeger_plan: dict[str, Any] | None = None

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness import wait
+from harness import httpclient, wait
 from harness.chaos.actions.common import NotYet
 from harness.chaos.context import Configuration, mesh
 from harness.chaos.ledger import Entry, Ledger, Undo
@@ -21,12 +21,11 @@ __all__ = [
 def xds_connections(configuration: Configuration = None) -> dict[str, int]:
     """Per proxy (``ns/pod``), Envoy's ``control_plane.connected_state`` gauge: 1 while its ADS
     stream is up, 0 once it ended (see :data:`harness.envoy.XDS_CONNECTED`)."""
-    import httpx
 
     from harness import envoy
 
     out: dict[str, int] = {}
-    with httpx.Client(timeout=5.0, trust_env=False) as http:
+    with httpclient.client(timeout=5.0) as http:
         for w in mesh(configuration).workloads():
             if not w.proxy_admin_url:
                 continue
