@@ -176,3 +176,57 @@ def test_a_route_that_changes_no_proxy_applies_once_istiod_holds_it(mesh: Backen
     finally:
         mesh.delete([path])
     assert not [o for o in mesh.gateway_api_objects() if o["metadata"]["name"] == f"{NAME}-orphan"]
+
+
+def test_a_match_without_a_path_is_stored_defaulted_and_routes(mesh: Backend, tmp_path: Path) -> None:
+    """An HTTPRoute match with only a header: the Gateway API schema defaults its path to
+    PathPrefix "/", which the API server applies before anyone sees the object. The mesh stores it
+    defaulted (read back as `kubectl get` shows it), stays up, and routes by the header (istiod
+    crashed on the undefaulted match when the local cluster stored objects as written)."""
+    gateway = objects()[0]
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": f"{NAME}-header", "namespace": "sample"},
+        "spec": {
+            "parentRefs": [{"name": NAME, "namespace": "istio-system"}],
+            "rules": [
+                {
+                    "matches": [{"headers": [{"name": "x-meshproof-lane", "value": "header"}]}],
+                    "filters": [
+                        {
+                            "type": "ResponseHeaderModifier",
+                            "responseHeaderModifier": {"add": [{"name": ROUTE_HEADER, "value": "header"}]},
+                        }
+                    ],
+                    "backendRefs": [{"name": "microservice-1", "port": 3000}],
+                }
+            ],
+        },
+    }
+    path = tmp_path / "header-route.yaml"
+    path.write_text(yaml.safe_dump_all([gateway, route], sort_keys=False))
+    mesh.apply([path])
+    try:
+        held = [o for o in mesh.gateway_api_objects() if o["metadata"]["name"] == f"{NAME}-header"]
+        assert [o["spec"]["rules"][0]["matches"] for o in held] == [
+            [
+                {
+                    "headers": [{"name": "x-meshproof-lane", "type": "Exact", "value": "header"}],
+                    "path": {"type": "PathPrefix", "value": "/"},
+                }
+            ]
+        ]
+        with httpx.Client(base_url=mesh.ingress_url(), timeout=10, trust_env=False) as http:
+            lane = [
+                http.get("/api/greet", headers={"host": HOST, "x-meshproof-lane": "header"}) for _ in range(N)
+            ]
+            off_lane = [http.get("/api/greet", headers={"host": HOST}) for _ in range(N)]
+        assert [r.status_code for r in lane] == [200] * N
+        assert [r.headers.get(ROUTE_HEADER) for r in lane] == ["header"] * N
+        # no rule of the listener matches a request without the header: Envoy has no route for it
+        assert [r.status_code for r in off_lane] == [404] * N
+        # the rest of the mesh is still served (istiod is up and pushing): the VirtualService route
+        assert [r.status_code for r in _sample(mesh, "elsewhere.meshproof.test")] == [200] * N
+    finally:
+        mesh.delete([path])

@@ -11,7 +11,8 @@ package main
 //   - CRD registration: CustomResourceDefinitions read from YAML files at start (Istio's from the
 //     istio module, Gateway API's from the sigs.k8s.io/gateway-api module the istio module
 //     requires), stored as the API server would hold them, so istiod's CRD watcher starts its
-//     informers for them;
+//     informers for them; a custom resource of their kinds is pruned and defaulted by its CRD's
+//     structural schema before it is stored, with the API server's own code (crddefaults.go);
 //   - a read-only view of the stored objects at Kubernetes API paths (with the status Istio's
 //     controllers wrote), and POST /sync to apply the directory now and answer when it is stored.
 // Controllers stay istiod's own (Kubernetes service registry, CRD config controller, Gateway API
@@ -106,8 +107,10 @@ type cluster struct {
 	dirs   []string
 	slices *sliceController
 
+	schemas map[schema.GroupVersionKind]crdSchema // of the registered CRDs, by served version
+
 	mu      sync.Mutex
-	applied map[objKey]*unstructured.Unstructured // as last applied from the directory
+	applied map[objKey]*unstructured.Unstructured // as last applied from the directory, pruned and defaulted
 }
 
 func newCluster(dirs []string, crdPaths []string, kubernetesVersion string) (*cluster, error) {
@@ -120,7 +123,10 @@ func newCluster(dirs []string, crdPaths []string, kubernetesVersion string) (*cl
 		}
 		client.Kube().Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = info
 	}
-	c := &cluster{client: client, dirs: dirs, applied: map[objKey]*unstructured.Unstructured{}}
+	c := &cluster{
+		client: client, dirs: dirs, applied: map[objKey]*unstructured.Unstructured{},
+		schemas: map[schema.GroupVersionKind]crdSchema{},
+	}
 	for _, fs := range []any{client.Kube(), client.Istio(), client.GatewayAPI(), client.GatewayAPIInference()} {
 		f := fs.(interface {
 			fakeSet
@@ -181,6 +187,15 @@ func (c *cluster) registerCRDs(paths []string) error {
 			crd := &apiextensionsv1.CustomResourceDefinition{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(d.obj.Object, crd); err != nil {
 				return fmt.Errorf("%s: CRD %s: %v", d.file, d.obj.GetName(), err)
+			}
+			schemas, err := crdSchemas(crd)
+			if err != nil {
+				return fmt.Errorf("%s: CRD %s: %v", d.file, crd.Name, err)
+			}
+			for k, s := range schemas {
+				if _, seen := c.schemas[k]; !seen { // one CRD per kind: the first file defining it
+					c.schemas[k] = s
+				}
 			}
 			crd.UID = uuid.NewUUID()
 			crd.CreationTimestamp = metav1.Now()
@@ -296,6 +311,11 @@ func (c *cluster) sync() syncReport {
 				d.obj.SetAPIVersion(watched.GroupVersion().String())
 				k = watched
 			}
+		}
+		// a custom resource is stored as the API server stores it: pruned and defaulted by its
+		// CRD's structural schema (crddefaults.go)
+		if s, ok := c.schemas[k]; ok {
+			s.admit(d.obj.Object)
 		}
 		key := objKey{gvr: resourceFor(k), gvk: k, namespace: d.obj.GetNamespace(), name: d.obj.GetName()}
 		if other, dup := want[key]; dup {
