@@ -388,6 +388,22 @@ def _unresolved(ref: Mapping[str, Any], namespace: str, bundle: Bundle) -> str:
     return ""
 
 
+def _given_in(given: Any, held: Any) -> bool:
+    """Every field the file gives is held with that value (the cluster may hold more: the fields
+    the API server defaults, e.g. a backendRef's ``group``, ``kind`` and ``weight``)."""
+    if isinstance(given, Mapping):
+        return isinstance(held, Mapping) and all(
+            k in held and _given_in(v, held[k]) for k, v in given.items()
+        )
+    if isinstance(given, list):
+        return (
+            isinstance(held, list)
+            and len(given) == len(held)
+            and all(_given_in(g, h) for g, h in zip(given, held, strict=True))
+        )
+    return bool(given == held)
+
+
 def _held_conditions(doc: Document, held: GatewayApiObjects | None) -> list[str]:
     """Istio's conditions on the route the running mesh holds, if it holds this spec."""
     if held is None:
@@ -408,7 +424,7 @@ def _held_conditions(doc: Document, held: GatewayApiObjects | None) -> list[str]
     )
     if same is None:
         return ["the running mesh does not hold this route: Istio's conditions appear once it is applied"]
-    if same.get("spec") != doc.spec:
+    if not _given_in(doc.spec, same.get("spec")):
         return ["the running mesh holds another spec of this route: its conditions are not this file's"]
     lines = []
     for parent in _dicts((same.get("status") or {}).get("parents")):

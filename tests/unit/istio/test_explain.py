@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,12 @@ def test_istios_conditions_are_shown_when_the_running_mesh_holds_the_same_spec()
         "Istio's conditions for Gateway istio-system/microservice-1 (section http): Accepted=True (Accepted: "
         "Route was valid); ResolvedRefs=False (BackendNotFound: backend(microservice-1-gone.sample.svc."
         "cluster.local) not found)"
+    )
+    # what the cluster holds carries the fields the API server defaulted: still this file's spec
+    defaulted = copy.deepcopy(held)
+    defaulted["spec"]["rules"][1]["backendRefs"][0].update(group="", kind="Service", weight=1)
+    assert route_lines([defaulted])[-1].startswith(
+        "Istio's conditions for Gateway istio-system/microservice-1"
     )
     other = {**held, "spec": {"rules": []}}
     assert route_lines([other])[-1] == (
