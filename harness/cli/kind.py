@@ -189,7 +189,8 @@ def host_cluster(settings: Settings) -> dict[str, Any]:
     the code the kind backend uses: ``kind_config`` (its node image, CNI and cgroup settings, no
     published ports) and ``istio``: hub and tag of the locally built pilot/proxyv2, and the
     IstioOperator ``spec.values`` an install with them needs (their Envoy is upstream Envoy, without
-    Istio's own filters: :func:`~harness.backends.kube.istio_install.upstream_envoy_values`)."""
+    Istio's own filters: :func:`~harness.backends.kube.istio_install.upstream_envoy_values`; and pull
+    policy IfNotPresent, since they are loaded into the nodes, not pulled)."""
     from harness.backends.kube.istio_install import upstream_envoy_values
     from harness.backends.kube.kind import images, meshimages, nodeimage
     from harness.backends.kube.kind.base import PREFIX
@@ -205,11 +206,13 @@ def host_cluster(settings: Settings) -> dict[str, Any]:
         "istio": {
             "hub": PREFIX,
             "tag": meshimages.tag_of("pilot", settings.istio_version),
-            "values": upstream_envoy_values(),
+            # merged into the IstioOperator's spec.values (deep: keep your own global.* keys)
+            "values": {**upstream_envoy_values(), "global": {"imagePullPolicy": "IfNotPresent"}},
             "why": (
                 "the proxyv2 image holds upstream Envoy, which lacks Istio's metadata exchange, ALPN and "
-                "istio.stats filters: istiod must not send them (merge `values` into the IstioOperator's "
-                "spec.values), or no proxy gets Ready"
+                "istio.stats filters: istiod must not send them, or no proxy gets Ready; and the images are "
+                "in no registry (loaded into the nodes): a gateway with `image: auto` (no tag, so pull "
+                "policy Always) could not pull them"
             ),
         },
     }

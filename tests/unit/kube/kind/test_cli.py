@@ -195,7 +195,12 @@ def test_images_plan_names_the_istio_values_the_local_proxy_needs(tmp_path: Path
 
     istio = host_cluster(Settings(cache_dir=tmp_path))["istio"]
     kind_values = operator_overlay(local_images=LocalImages(istio["hub"], istio["tag"]))["spec"]["values"]
-    assert istio["values"] == {k: v for k, v in kind_values.items() if k != "global"}
+    assert {k: v for k, v in istio["values"].items() if k != "global"} == {
+        k: v for k, v in kind_values.items() if k != "global"
+    }
+    # a hand install's injected gateway (image: auto, no tag: Kubernetes defaults the policy to Always)
+    # stayed in ImagePullBackOff on the loaded proxyv2 until the chart was given a pull policy
+    assert istio["values"]["global"] == {"imagePullPolicy": "IfNotPresent"}
     assert istio["values"]["pilot"]["env"] == {
         "PILOT_ENABLE_METADATA_EXCHANGE": "false",
         "PILOT_ENABLE_ALPN_FILTER": "false",
