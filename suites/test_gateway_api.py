@@ -69,7 +69,11 @@ def http(mesh_backend: Backend) -> Iterator[httpx.Client]:
 @pytest.fixture
 def route_on_gateway(mesh_backend: Backend, config: ConfigGuard) -> Any:
     """Apply an HTTPRoute (and the sample's Gateway when the manifests lack it) and wait until Istio
-    reported the route's conditions on its current generation; returns them and the seconds."""
+    reported the route's conditions on its current generation; returns them and the seconds. Skipped,
+    with the reason, where the mesh's cluster serves no Gateway API (an existing cluster without the
+    CRDs: meshproof never installs them there)."""
+    if why := getattr(mesh_backend, "unavailable", dict)().get("gateway-api"):
+        pytest.skip(f"Gateway API suite skipped: {why}")
 
     def apply(body: dict[str, Any], label: str) -> tuple[gw.RouteStatus, float]:
         bodies = [body]

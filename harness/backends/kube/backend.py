@@ -452,7 +452,10 @@ class KubeBackend:
     def unavailable(self) -> dict[str, str]:
         """What this cluster lacks that a suite needs -> why (backend existing: e.g. no tracing provider);
         the suite skips with that reason instead of failing."""
-        return dict(self._info.get("unavailable") or {})
+        out = dict(self._info.get("unavailable") or {})
+        if unserved := str(self._info.get("gateway_api_unserved") or ""):
+            out.setdefault("gateway-api", unserved)  # existing: the cluster has no Gateway API CRDs
+        return out
 
     # ---- faults and chaos: see faults.py ----------------------------------------------------
     def inject_fault(self, pod: str, fault: AppFault) -> dict[str, Any]:
