@@ -1,7 +1,8 @@
 """Load with Locust, as a component: what it sends, what it saw, and the runs that drive it.
 
     config   LoadConfig, LoadTarget (the mesh's URLs), duration_seconds
-    report   RequestRecord (one logged request), LoadReport and build_report (pure)
+    report   RequestRecord (one logged request), LoadReport and build_report (pure); per phase
+             error_seconds and longest_gap (what an outage cost)
     run      the LoadRun protocol both runners share, PhaseClock, Progress
     local    LocustRun: Locust as a subprocess on this machine (the in-cluster runner is the kube
              backend's)
@@ -27,7 +28,16 @@ from harness.load.config import (
     duration_seconds,
 )
 from harness.load.local import LocustRun
-from harness.load.report import Latency, LoadReport, PhaseMark, PhaseStats, RequestRecord, build_report
+from harness.load.report import (
+    Latency,
+    LoadReport,
+    PhaseMark,
+    PhaseStats,
+    RequestRecord,
+    build_report,
+    error_seconds,
+    longest_gap,
+)
 from harness.load.run import FIRST_PHASE, SPAWN_PHASE, LoadRun, PhaseClock, Progress, users_past
 
 __all__ = [
@@ -52,5 +62,7 @@ __all__ = [
     "RequestRecord",
     "build_report",
     "duration_seconds",
+    "error_seconds",
+    "longest_gap",
     "users_past",
 ]

@@ -1,14 +1,19 @@
 """What the load saw, built from the per-request records the locustfile writes (start time,
 latency, status, answering pod and version, x-request-id): :class:`RequestRecord` parses one line,
 :func:`build_report` (pure) splits the records at the phase boundaries into a :class:`LoadReport`
-(totals, per phase, per time bin), so each request counts in the phase in which it started."""
+(totals, per phase, per time bin), so each request counts in the phase in which it started.
+
+What an outage cost, per phase, from the same records (no extra logging: a record's start and
+latency give when its answer or error arrived, :attr:`RequestRecord.end`):
+:func:`error_seconds` (distinct wall-clock seconds in which a failure arrived) and
+:func:`longest_gap` (the longest stretch of the phase in which no successful response arrived)."""
 
 from __future__ import annotations
 
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -36,6 +41,11 @@ class RequestRecord:
     @property
     def failed(self) -> bool:
         return not 200 <= self.status < 400
+
+    @property
+    def end(self) -> float:
+        """Unix seconds when its answer (or error) arrived: start plus latency."""
+        return self.start + self.latency_ms / 1000.0
 
     @classmethod
     def parse(cls, line: str) -> RequestRecord | None:
@@ -92,6 +102,8 @@ class PhaseStats:
     versions: Mapping[str, int]  # who answered the 200s, by version label
     pods: Mapping[str, int]
     overloaded: int = 0  # 503s Envoy shed (x-envoy-overloaded)
+    error_seconds: int = 0  # distinct wall-clock seconds in which one of its failures arrived
+    longest_gap_s: float = 0.0  # the longest stretch of the phase without a successful response
 
     @property
     def seconds(self) -> float:
@@ -174,6 +186,8 @@ class LoadReport:
                 "versions": dict(p.versions),
                 "pods": dict(p.pods),
                 "overloaded": p.overloaded,
+                "error_seconds": p.error_seconds,
+                "longest_gap_s": round(p.longest_gap_s, 3),
             }
 
         return {
@@ -243,11 +257,18 @@ def build_report(
     recs = tuple(sorted(records, key=lambda r: r.start))
     duration = max(ended_at - started_at, 1e-9)
     marks = [p if p.end is not None else PhaseMark(p.name, p.start, ended_at) for p in phases]
+    ok_ends = np.sort(np.fromiter((r.end for r in recs if not r.failed), dtype=float))
+    # the gaps are measured while the load ran: from its first request to its last answer (not
+    # over Locust's spawn before it, nor its stop after it)
+    first = recs[0].start if recs else started_at
+    last = max((r.end for r in recs), default=ended_at)
     phase_stats = []
     for m in marks:
         end = m.end if m.end is not None else ended_at
         inside = [r for r in recs if m.start <= r.start < end]
-        phase_stats.append(_phase_stats(m.name, m.start - started_at, end - started_at, inside))
+        stats = _phase_stats(m.name, m.start - started_at, end - started_at, inside)
+        gap = longest_gap(ok_ends, max(m.start, first), min(end, last))
+        phase_stats.append(replace(stats, error_seconds=error_seconds(inside), longest_gap_s=gap))
     series = bin_series(
         [r.start - started_at for r in recs],
         [r.latency_ms for r in recs],
@@ -276,6 +297,25 @@ def build_report(
         workdir=workdir,
         records=recs,
     )
+
+
+def error_seconds(records: Iterable[RequestRecord]) -> int:
+    """How many distinct wall-clock seconds (unix seconds, floored) one of ``records``' failures
+    arrived in (:attr:`RequestRecord.end`): 40 failures in one burst cost 1, 3 failures a few
+    seconds apart cost 3."""
+    return len({int(r.end // 1) for r in records if r.failed})
+
+
+def longest_gap(ok_ends: Sequence[float] | np.ndarray, lo: float, hi: float) -> float:
+    """The longest stretch of ``[lo, hi]`` (unix seconds) in which no successful response arrived,
+    ``ok_ends`` being when each did (any order); the whole interval when none did, 0.0 when it is
+    empty. Its ends count as edges: a phase that starts in an outage shows it from its start."""
+    if not hi > lo:
+        return 0.0
+    ends = np.asarray(ok_ends, dtype=float)
+    inside = np.sort(ends[(ends >= lo) & (ends <= hi)])
+    edges = np.concatenate(([lo], inside, [hi]))
+    return round(float(np.max(np.diff(edges))), 6)
 
 
 def _phase_stats(name: str, start_s: float, end_s: float, recs: Sequence[RequestRecord]) -> PhaseStats:

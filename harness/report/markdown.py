@@ -80,8 +80,17 @@ def upgrade_md(path: Path, doc: Mapping[str, Any]) -> list[str]:
         "",
     ]
     out += table(
-        ["phase", "requests", "failed"],
-        [[p.get("phase"), p.get("requests"), p.get("failures")] for p in doc.get("phases") or []],
+        ["phase", "requests", "failed", "error-seconds", "longest gap s"],
+        [
+            [
+                p.get("phase"),
+                p.get("requests"),
+                p.get("failures"),
+                p.get("error_seconds"),
+                p.get("longest_gap_s"),
+            ]
+            for p in doc.get("phases") or []
+        ],
     )
     out += [f"- {r}" for r in doc.get("reasons") or []]
     return [*out, ""]

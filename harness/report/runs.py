@@ -381,6 +381,8 @@ def upgrade_page(doc: Mapping[str, Any]) -> str:
                 tag("td", f"{float(p.get('start_s', 0)):.1f}-{float(p.get('end_s', 0)):.1f}", class_="num"),
                 tag("td", p.get("requests"), class_="num"),
                 tag("td", p.get("failures"), class_="num"),
+                tag("td", p.get("error_seconds", ""), class_="num"),
+                tag("td", _seconds(p.get("longest_gap_s")), class_="num"),
                 tag("td", _ms(d.get("p95_ms")), class_="num"),
                 tag("td", ", ".join(f"{k}: {v}" for k, v in (d.get("by_status") or {}).items())),
                 class_="bad" if bad else None,
@@ -407,7 +409,25 @@ def upgrade_page(doc: Mapping[str, Any]) -> str:
             html.png(doc.get("chart"), "upgrade chart"),
         ),
         tag("h2", "Phases"),
-        html.table(["phase", "kind", "seconds", "requests", "failed", "p95 ms", "status"], phase_rows),
+        html.table(
+            [
+                "phase",
+                "kind",
+                "seconds",
+                "requests",
+                "failed",
+                "error-seconds",
+                "longest gap s",
+                "p95 ms",
+                "status",
+            ],
+            phase_rows,
+        ),
+        tag(
+            "p",
+            "error-seconds: distinct wall-clock seconds in which a request failed; longest gap: the longest "
+            "stretch of the phase in which no request succeeded",
+        ),
     ]
     versions = doc.get("versions") or {}
     if versions:
@@ -447,6 +467,10 @@ def upgrade_page(doc: Mapping[str, Any]) -> str:
     return html.page(title, html.banner(title, line, "pass" if passed else "fail"), *body)
 
 
+def _seconds(v: object) -> str:
+    return f"{float(v):.2f}" if isinstance(v, int | float) else ""
+
+
 def _expected(e: Mapping[str, Any] | None) -> str:
     return f"Istio {e.get('istio_version')}, Envoy {e.get('envoy_version')}" if e else ""
 
@@ -466,7 +490,12 @@ def upgrade_junit(doc: Mapping[str, Any]) -> ET.Element:
                 if failures <= bound
                 else f"{failures} of {requests} requests failed (bound {bound})",
                 text=json.dumps(p.get("detail") or {}, default=str),
-                properties={"requests": str(requests), "failures": str(failures)},
+                properties={
+                    "requests": str(requests),
+                    "failures": str(failures),
+                    "error_seconds": str(p.get("error_seconds", "")),
+                    "longest_gap_s": str(p.get("longest_gap_s", "")),
+                },
             )
         )
     totals = doc.get("totals") or {}

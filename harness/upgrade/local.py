@@ -407,23 +407,6 @@ class LocalUpgrade:
             if p.name not in details:
                 continue  # Locust's own spawn / first phase before the upgrade began
             kind, detail = details[p.name]
-            phases.append(
-                Phase(
-                    p.name,
-                    kind,
-                    p.start_s,
-                    p.end_s,
-                    p.requests,
-                    p.failures,
-                    {
-                        **detail,
-                        "rps": round(p.rps, 1),
-                        "p50_ms": p.latency.p50_ms,
-                        "p95_ms": p.latency.p95_ms,
-                        "p99_ms": p.latency.p99_ms,
-                        "by_status": {str(k): v for k, v in p.by_status.items()},
-                    },
-                )
-            )
+            phases.append(Phase.of(p, kind, detail))
         timeline = [Point(b.t, b.requests, b.failures, b.width_s) for b in load_report.series]
         return phases, timeline

@@ -1,17 +1,21 @@
-"""The upgrade check's report: phases with request/failure counts, the versions read from every
-proxy and istiod before and after, suite figures before vs after, config differences per proxy, the
-verdict with its reasons; JSON, text and a chart."""
+"""The upgrade check's report: phases with request/failure counts, error-seconds and the longest
+gap without a successful response (:meth:`Phase.of`, from either load runner's report), the
+versions read from every proxy and istiod before and after, suite figures before vs after, config
+differences per proxy, the verdict with its reasons; JSON, text and a chart."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.report.compare import BY_ID, SuiteComparison
 from harness.upgrade.configdiff import Classified
 from harness.upgrade.running import VersionReport
+
+if TYPE_CHECKING:
+    from harness.load import PhaseStats
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,31 @@ class Phase:
     requests: int  # requests the load generator completed in the phase
     failures: int  # of which failed (any non-2xx, connection error or timeout)
     detail: dict[str, Any] = field(default_factory=dict)  # what the step measured
+    error_seconds: int = 0  # distinct wall-clock seconds in which a failure arrived
+    longest_gap_s: float = 0.0  # the longest stretch without a successful response
+
+    @classmethod
+    def of(cls, stats: PhaseStats, kind: str, detail: Mapping[str, Any] | None = None) -> Phase:
+        """The phase of a load report (either runner's: :func:`harness.load.build_report`) with what
+        its step measured: counts, error-seconds, longest gap, and the load's rate and latency."""
+        return cls(
+            stats.name,
+            kind,
+            stats.start_s,
+            stats.end_s,
+            stats.requests,
+            stats.failures,
+            {
+                **(detail or {}),
+                "rps": round(stats.rps, 1),
+                "p50_ms": stats.latency.p50_ms,
+                "p95_ms": stats.latency.p95_ms,
+                "p99_ms": stats.latency.p99_ms,
+                "by_status": {str(k): v for k, v in stats.by_status.items()},
+            },
+            stats.error_seconds,
+            stats.longest_gap_s,
+        )
 
     @property
     def wall_s(self) -> float:
@@ -37,6 +66,8 @@ class Phase:
             "wall_s": self.wall_s,
             "requests": self.requests,
             "failures": self.failures,
+            "error_seconds": self.error_seconds,
+            "longest_gap_s": round(self.longest_gap_s, 3),
             "detail": self.detail,
         }
 
@@ -106,6 +137,8 @@ class UpgradeReport:
             "totals": {
                 "requests": sum(p.requests for p in self.phases),
                 "failures": sum(p.failures for p in self.phases),
+                "error_seconds": sum(p.error_seconds for p in self.phases),
+                "longest_gap_s": round(max((p.longest_gap_s for p in self.phases), default=0.0), 3),
             },
             "versions": self.versions.as_json(),
             "suites": {"ran": False} if self.suites is None else {"ran": True, **self.suites.as_json()},
@@ -121,9 +154,17 @@ class UpgradeReport:
             f"upgrade {self.from_label} -> {self.to_label} ({self.mode}, {self.backend} backend, "
             f"{self.users} users, {self.load_tool})",
             "",
-            f"{'phase':<44} {'wall s':>7} {'requests':>9} {'failed':>7}",
+            f"{'phase':<44} {'wall s':>7} {'requests':>9} {'failed':>7} {'err-s':>6} {'gap s':>6}",
         ]
-        lines += [f"{p.name:<44} {p.wall_s:>7.2f} {p.requests:>9} {p.failures:>7}" for p in self.phases]
+        lines += [
+            f"{p.name:<44} {p.wall_s:>7.2f} {p.requests:>9} {p.failures:>7} {p.error_seconds:>6} "
+            f"{p.longest_gap_s:>6.2f}"
+            for p in self.phases
+        ]
+        lines.append(
+            "err-s: distinct seconds in which a request failed; gap s: the longest stretch without a "
+            "successful response"
+        )
         lines.append("")
         v = self.versions
         lines.append(

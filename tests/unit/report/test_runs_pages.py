@@ -77,6 +77,8 @@ def upgrade_doc(chart: Path) -> dict[str, Any]:
                 "wall_s": 3,
                 "requests": 300,
                 "failures": 2,
+                "error_seconds": 1,
+                "longest_gap_s": 0.417,
                 "detail": {},
             },
         ],
@@ -149,6 +151,9 @@ def test_upgrade_page_and_junit_one_case_per_phase_and_check(tmp_path: Path) -> 
     assert cases["phase baseline"].find("failure") is None
     failure = cases["phase proxy sample/a-0"].find("failure")
     assert failure is not None and failure.get("message") == "2 of 300 requests failed (bound 0)"
+    props = {p.get("name"): p.get("value") for p in cases["phase proxy sample/a-0"].iter("property")}
+    assert props["error_seconds"] == "1" and props["longest_gap_s"] == "0.417"
+    assert "longest gap s" in text and "0.42" in text
     assert cases["suites t::split"].find("failure") is None
     assert cases["suites t::authz"].find("failure") is not None
     assert "versions read from the mesh" in cases and "config differences all reviewed" in cases
