@@ -492,11 +492,17 @@ def apt_install(
     is_root: bool | None = None,
     prefix: Sequence[str] = (),
     say: Progress = lambda _m: None,
+    installed: Callable[[], bool] | None = None,
 ) -> bool:
     """Install Debian's ``package`` (as root, apt-get; ``apt-get update`` once if the lists do not
     name it) unless ``binary`` is found. True when it installed; ToolMissing (with ``hint``) when it
-    cannot: not root, no apt-get, or the package brought no ``binary``."""
-    if which(binary):
+    cannot: not root, no apt-get, or the package brought no ``binary``.
+
+    ``package`` may name several packages (``"gcc libc6-dev"``). ``installed`` replaces the
+    ``which(binary)`` test where what is needed is not a command (a header file); ``binary`` then
+    only names it in the error."""
+    present = installed if installed is not None else (lambda: bool(which(binary)))
+    if present():
         return False
     if not (os.geteuid() == 0 if is_root is None else is_root):
         raise ToolMissing(binary, needed_for, hint)
@@ -505,7 +511,7 @@ def apt_install(
         raise ToolMissing(
             binary, needed_for, f"install {package} for your distribution (this machine has no apt-get)"
         )
-    argv = [*prefix, apt, "install", "-y", "--no-install-recommends", package]
+    argv = [*prefix, apt, "install", "-y", "--no-install-recommends", *package.split()]
     say(f"installing Debian's {package} (apt-get)")
     try:
         run(argv, timeout=1800)
@@ -515,7 +521,7 @@ def apt_install(
         say(f"apt-get update (the package lists do not name {package} yet)")
         run([*prefix, apt, "update"], timeout=900)
         run(argv, timeout=1800)
-    if not which(binary):
+    if not present():
         raise ToolMissing(binary, needed_for, f"{package} installed no {binary}; " + hint)
     return True
 

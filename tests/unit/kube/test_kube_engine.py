@@ -22,6 +22,7 @@ from harness.backends.kube.engine import (
     EngineMode,
     EngineRecord,
     ProcTable,
+    apt_install,
     bounding_set,
     dockerd_argv,
     install_docker_io,
@@ -288,6 +289,25 @@ def test_install_updates_the_package_lists_once_when_apt_does_not_know_docker_io
         ["update"],
         ["install", "-y", "--no-install-recommends", "docker.io"],
     ]
+
+
+def test_apt_install_takes_several_packages_and_a_presence_test_other_than_which(tmp_path: Path) -> None:
+    """The one apt helper: gcc's pair of packages, a header file rather than a command."""
+    header = tmp_path / "x.h"
+    calls: list[list[str]] = []
+
+    def run(argv: Sequence[str], *, timeout: float = 600.0, check: bool = True) -> proc.Completed:
+        calls.append(list(argv))
+        header.write_text("")
+        return proc.Completed(tuple(argv), 0, "", "")
+
+    found = {"apt-get": "/usr/bin/apt-get"}
+    assert apt_install("gcc libc6-dev", "x.h", "t", "h", run=run, which=found.get, is_root=True,
+                       installed=header.is_file) is True  # fmt: skip
+    assert calls == [["/usr/bin/apt-get", "install", "-y", "--no-install-recommends", "gcc", "libc6-dev"]]
+    assert apt_install("gcc libc6-dev", "x.h", "t", "h", run=run, which=found.get, is_root=True,
+                       installed=header.is_file) is False  # fmt: skip
+    assert len(calls) == 1
 
 
 def test_doctor_reports_owner_wrapper_and_images_mode(tmp_path: Path) -> None:

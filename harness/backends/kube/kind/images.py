@@ -477,18 +477,22 @@ class ImageBuilder:
 
     def ensure_build_headers(self, headers: Path = Path("/usr/include/seccomp.h")) -> None:
         """runc is built with cgo and seccomp, like kind's: it needs libseccomp's headers (Debian's
-        libseccomp-dev), installed here with apt-get when missing (root), else one error naming the fix."""
-        if headers.is_file():
-            return
-        apt = self._which("apt-get")
-        fix = "run `apt-get install -y libseccomp-dev` as root"
-        if not apt or not self._is_root:
-            raise ToolMissing(
-                "libseccomp-dev (seccomp.h)", "building runc for the kind node (cgo, seccomp)", fix
-            )
-        self._say("installing Debian's libseccomp-dev (runc's seccomp headers)")
-        self._step([*self._prefix, apt, "install", "-y", "--no-install-recommends", "libseccomp-dev"], 1800,
-                   "apt-get install libseccomp-dev")  # fmt: skip
+        libseccomp-dev), installed here with apt-get when missing (root, the one
+        :func:`~harness.backends.kube.engine.apt_install`), else one error naming the fix."""
+        from harness.backends.kube.engine import apt_install
+
+        apt_install(
+            "libseccomp-dev",
+            f"libseccomp-dev ({headers.name})",
+            "building runc for the kind node (cgo, seccomp)",
+            "run `apt-get install -y libseccomp-dev` as root",
+            run=self._run,
+            which=self._which,
+            is_root=self._is_root,
+            prefix=self._prefix,
+            say=self._say,
+            installed=headers.is_file,
+        )
 
     def _kind_module_dir(self) -> Path:
         from harness.toolchain import kind as kind_build

@@ -188,11 +188,22 @@ class NodeImageBuild:
 
     # -- the component images ------------------------------------------------------------------------
     def component_binaries(self, wanted: dict[str, str], kube_bin: Path, go: str) -> dict[str, Path]:
+        from harness.backends.kube.engine import apt_install
+
+        # installed here when missing (root), as debootstrap and libseccomp-dev are
+        apt_install(
+            "gcc libc6-dev",
+            "gcc",
+            "compiling pause for the kind node",
+            "run `apt-get install -y gcc libc6-dev` as root",
+            run=self.t.run,
+            which=self.t.which,
+            prefix=self.t.prefix,
+            say=self.t.say,
+        )
         gcc = self.t.which("gcc")
-        if not gcc:
-            raise ToolMissing(
-                "gcc", "compiling pause for the kind node", "run `apt-get install -y gcc libc6-dev`"
-            )
+        if not gcc:  # apt_install raises first; for the type checker
+            raise ToolMissing("gcc", "compiling pause for the kind node", "apt-get install -y gcc libc6-dev")
         kw = {"go": go, "run": self.t.run, "prefix": self.t.prefix, "say": self.t.say}
         out = {k: kube_bin / k for k in (*CONTROL_PLANE, "kube-proxy")}
         etcd = nodeparts.etcd_module_version(split_ref(wanted["etcd"])[1])

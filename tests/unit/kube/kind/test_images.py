@@ -284,17 +284,29 @@ def test_kind_runtime_dockerfile_reuses_kinds_cri_base_step_and_wraps_runc() -> 
 
 
 def test_runc_build_headers_are_installed_with_apt_or_named(tmp_path: Path) -> None:
+    """Through the one apt helper `docker install` and the debootstrap install use, not its own apt-get."""
     headers = tmp_path / "seccomp.h"
     engine = Engine()
+
+    def run(argv: Sequence[str], *, timeout: float = 600.0, check: bool = True) -> proc.Completed:
+        if list(argv)[-1] == "libseccomp-dev":  # the package install puts the header in place
+            headers.write_text("/* installed */")
+        return engine(argv, timeout=timeout, check=check)
+
     b = builder(tmp_path, engine, tools={"apt-get": "/usr/bin/apt-get"})
+    b._run = run
     b.ensure_build_headers(headers)
-    assert engine.calls[-1] == [
-        "nice", "-n", "19", "/usr/bin/apt-get", "install", "-y", "--no-install-recommends", "libseccomp-dev",
+    assert engine.calls == [
+        ["nice", "-n", "19", "/usr/bin/apt-get", "install", "-y", "--no-install-recommends", "libseccomp-dev"],
     ]  # fmt: skip
+    headers.unlink()
     with pytest.raises(ToolMissing, match="apt-get install -y libseccomp-dev"):
         builder(tmp_path, Engine(), root=False, tools={"apt-get": "/usr/bin/apt-get"}).ensure_build_headers(
             headers
         )
+    # apt-get ran but the header is still missing: named, not a compile error later
+    with pytest.raises(ToolMissing, match="installed no libseccomp-dev"):
+        builder(tmp_path, Engine(), tools={"apt-get": "/usr/bin/apt-get"}).ensure_build_headers(headers)
     headers.write_text("/* present */")
     quiet = Engine()
     builder(tmp_path, quiet, root=False).ensure_build_headers(headers)
