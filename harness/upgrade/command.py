@@ -53,13 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
+    from harness.upgrade.kubecheck import BACKENDS, KubeUpgrade
     from harness.upgrade.local import LocalUpgrade, UpgradeConfig
 
-    if settings.backend != "local":
+    if settings.backend not in ("local", *BACKENDS):
         raise UserError(
-            f"upgrade-check runs on the local backend; for {settings.backend} the flow is in "
-            "harness/upgrade/kube.py (not wired to the CLI yet: it has never run on a real cluster). "
-            "Fix: --backend local"
+            f"upgrade-check runs on backends local, {', '.join(BACKENDS)}, not {settings.backend!r}. "
+            "Fix: --backend local|kind|existing"
         )
     config = UpgradeConfig(
         from_label=args.from_label,
@@ -76,7 +76,11 @@ def run(args: argparse.Namespace, settings: Settings, out: Any) -> int:
     for f in config.to_config:
         if not f.exists():
             raise UserError(f"--to-config {f}: no such file. Fix: name an Istio YAML file or directory")
-    upgrade = LocalUpgrade(settings, config, progress=out.note)
+    upgrade = (
+        LocalUpgrade(settings, config, progress=out.note)
+        if settings.backend == "local"
+        else KubeUpgrade(settings, config, progress=out.note)
+    )
     report = upgrade.run()
     files = {
         "json": upgrade.out_dir / "upgrade-report.json",

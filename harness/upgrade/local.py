@@ -180,12 +180,7 @@ class LocalUpgrade:
         report = self.settings.state_dir / "suites-report.json"
         report.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pytest", *self.config.suites, "-q", "-p", "no:cacheprovider"]
-        env = {
-            "MESHPROOF_BACKEND": "local",
-            "MESHPROOF_STATE": str(self.settings.state_dir.resolve()),
-            "MESHPROOF_MANIFESTS": str(self.settings.manifests.resolve()),
-            "MESHPROOF_ISTIO": label,
-        }
+        env = self.suite_env(label)
         self.say(f"suites on Istio {label}: {' '.join(argv[1:])}")
         done = proc.run(argv, env=env, cwd=paths.CHECKOUT, timeout=3600, check=False)
         log = self.out_dir / f"suites-{name}.log"
@@ -201,6 +196,15 @@ class LocalUpgrade:
             shutil.copy(page, self.out_dir / f"suites-{name}.html")
         doc: dict[str, Any] = json.loads(report.read_text())
         return doc
+
+    def suite_env(self, label: str) -> dict[str, str]:
+        """The suites attach to the running mesh through its state dir."""
+        return {
+            "MESHPROOF_BACKEND": "local",
+            "MESHPROOF_STATE": str(self.settings.state_dir.resolve()),
+            "MESHPROOF_MANIFESTS": str(self.settings.manifests.resolve()),
+            "MESHPROOF_ISTIO": label,
+        }
 
     def _admin_urls(self, mesh: Any) -> dict[str, str]:
         return {w.ref: w.proxy_admin_url for w in mesh.workloads() if w.proxy_admin_url}

@@ -170,6 +170,11 @@ class KubeBackend:
     def _info(self) -> dict[str, Any]:
         return self._record.info
 
+    @property
+    def recorded(self) -> dict[str, Any]:
+        """What ``backend.json`` records of this mesh (kubeconfig, context, ...), read-only."""
+        return dict(self._info)
+
     def _save(self, **changes: Any) -> None:
         self._record.save(**changes)
 
@@ -534,6 +539,15 @@ class KubeBackend:
                 "never changes. Fix: run the experiment on --backend kind or local"
             )
         self._faults.stop_control_plane()
+
+    def control_planes(self) -> dict[str, dict[str, Any]]:
+        """Revision -> {pod, monitoring_url} of every running istiod (its ``istio.io/rev`` label;
+        ``default`` for an install without a revision): where its version is read."""
+        self._require_running()
+        return {
+            rev: {"pod": pod, "monitoring_url": self._discovery.istiod_monitoring_url(pod)}
+            for rev, pod in self._discovery.istiod_by_revision().items()
+        }
 
     def control_plane_serving(self) -> list[str]:
         """Every ready istiod pod, and every ready endpoint of the ``istiod`` Service (what the

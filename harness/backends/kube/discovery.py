@@ -102,6 +102,27 @@ class Discovery:
         )
         return names
 
+    def istiod_by_revision(self) -> dict[str, str]:
+        """Revision (the pod's ``istio.io/rev`` label; ``default`` without one) -> its newest ready,
+        live istiod pod (during a rollout the old pod may still be live)."""
+        pods = self._api().list("v1", "Pod", istio_install.ISTIO_NAMESPACE, "app=istiod")
+        out: dict[str, tuple[str, str]] = {}
+        for p in pods:
+            if not (live(p) and pod_ready(p)):
+                continue
+            meta = p.get("metadata") or {}
+            rev = str((meta.get("labels") or {}).get("istio.io/rev") or "default")
+            born = str(meta.get("creationTimestamp") or "")
+            if rev not in out or (born, name_of(p)) > out[rev]:
+                out[rev] = (born, name_of(p))
+        self.istiod_pods()  # closes the forwards of istiod pods gone
+        return {rev: name for rev, (_, name) in sorted(out.items())}
+
+    def istiod_monitoring_url(self, pod: str) -> str:
+        return self._forwards.get(
+            istio_install.ISTIO_NAMESPACE, pod, ISTIOD_MONITORING_PORT, ready_path="/version"
+        ).url
+
     def expected_proxies(self) -> set[str]:
         return {
             f"{name_of(p)}.{namespace_of(p)}" for p in self.mesh_pods() if has_sidecar(p) or is_gateway(p)

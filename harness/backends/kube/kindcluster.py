@@ -276,6 +276,48 @@ class KindCluster(ClusterBase):
             builder.build(missing)
         return [meshimages.ref_of(n, self.settings.istio_version) for n in names]
 
+    def load_release_images(self, label: str) -> list[str]:
+        """Istio release ``label``'s pilot and proxyv2 in the nodes, for an upgrade to it: with local
+        images, built here first when missing (only now: the second release's images are needed by
+        an upgrade check alone), then loaded; with official ones the cluster pulls them (nothing)."""
+        if not self._local_images() or self._cli is None:
+            return []
+        docker = self._which("docker")
+        if not docker:
+            raise ToolMissing("docker", f"building Istio {label}'s images", "run `meshproof docker start`")
+        builder = ImageBuilder(
+            self.settings.cache_dir, docker=docker, run=self._run, which=self._which, prefix=NICE,
+            say=self._say, mesh=meshimages.MeshSources(istio=label),
+        )  # fmt: skip
+        names = ["pilot", "proxyv2"]
+        missing = [n for n in names if builder.labels(meshimages.ref_of(n, label)) is None]
+        if missing:
+            self._say(f"building Istio {label}'s {' and '.join(missing)} image(s) (needed by the upgrade)")
+            builder.build(missing)
+        refs = [meshimages.ref_of(n, label) for n in names]
+        for ref in refs:
+            self._say(f"loading {ref} into kind cluster {self._cli.name}")
+            self._cli.load_image(ref)
+        return refs
+
+    def upgrade_overlay(self, label: str) -> Path:
+        """The IstioOperator overlay ``up`` installed with, for Istio release ``label`` (its images'
+        tag): what TO's ``istioctl install`` gets, so that the upgrade changes the release only."""
+        spec = istio_install.operator_overlay(
+            ingress_node_port=INGRESS_NODE_PORT,
+            local_images=(
+                istio_install.LocalImages(PREFIX, meshimages.tag_of("pilot", label))
+                if self._local_images()
+                else None
+            ),
+            small_requests=True,
+        )
+        path = self.settings.state_dir / f"istio-operator-{label}.yaml"
+        import yaml
+
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
     def load_sample(self, tools: ToolPaths, context: str) -> None:
         """Official images: the sample image built here and loaded (local ones are in already)."""
         if self._cli is None or not self._cli.name or not tools.docker or not tools.kind:
