@@ -56,6 +56,27 @@ def test_every_replica_is_a_ready_pod_on_its_loopback_address_as_injected() -> N
     assert ("Node", "", cluster.NODE_NAME) in objs
 
 
+def test_container_ports_carry_the_api_servers_default_protocol() -> None:
+    """As stored on a cluster (protocol TCP when unset): the proxy's POD_PORTS, and the Pod istiod
+    sees, are the kind cluster's (bench/fidelity.py found ``"protocol": ""`` on local)."""
+    topo, objs = _objects()
+    ports = [p for r in topo.replicas for c in objs[("Pod", r.namespace, r.pod)]["spec"]["containers"]
+             for p in c.get("ports") or []]  # fmt: skip
+    assert ports and all(p["protocol"] == "TCP" for p in ports)
+
+
+def test_pilot_agent_leaves_the_hosts_interfaces_out_of_the_proxys_addresses() -> None:
+    """On loopback pilot-agent would add the host's addresses to the proxy's (INSTANCE_IPS): every
+    interface but loopback is excluded through Istio's own annotation, for pilot-agent only."""
+    out = cluster.podinfo_annotations({"a": "1"}, ["lo", "eth0", "docker0", "eth0"])
+    assert out == {"a": "1", cluster.EXCLUDE_INTERFACES: "docker0,eth0"}
+    assert cluster.podinfo_annotations(None, ["lo"]) == {}
+    assert (
+        cluster.downward_api(out).splitlines()[1]
+        == 'traffic.sidecar.istio.io/excludeInterfaces="docker0,eth0"'
+    )
+
+
 def test_services_get_a_cluster_ip_and_the_api_servers_defaults() -> None:
     topo, objs = _objects()
     svc = objs[("Service", "sample", "microservice-1")]

@@ -15,7 +15,8 @@ once the manifests were applied, their pods scheduled and Istio installed.
 - One Pod per replica the mesh runs (:mod:`topology`), as a ReplicaSet of its Deployment makes
   it (owner reference, ``pod-template-hash``; Istio derives the workload name from them), with
   the labels Istio's sidecar injector adds (``security.istio.io/tlsMode``, the canonical
-  service name and revision), the pod template's containers and service account, scheduled on
+  service name and revision), the pod template's containers (a port's protocol TCP when unset,
+  as the API server defaults it) and service account, scheduled on
   the Node, Running and Ready, its IP the replica's loopback address.
 - The ingress gateway as the Istio install makes it: ServiceAccount, a Service
   ``istio-ingressgateway`` whose ports are the Gateways' server ports, each targeting the local
@@ -176,10 +177,18 @@ def pod(
         "spec": {
             "nodeName": NODE_NAME,
             "serviceAccountName": service_account,
-            "containers": [dict(c) for c in containers],
+            "containers": [_container(c) for c in containers],
         },
         "status": _running(address),
     }
+
+
+def _container(c: Mapping[str, Any]) -> dict[str, Any]:
+    """A container as the API server stores it: each port's protocol defaults to TCP."""
+    out = dict(c)
+    if c.get("ports"):
+        out["ports"] = [{**p, "protocol": p.get("protocol") or "TCP"} for p in c["ports"]]
+    return out
 
 
 def injected_labels(labels: Mapping[str, str], deployment: str) -> dict[str, str]:
@@ -316,6 +325,27 @@ def objects(
                 containers=_containers(template),
             )
         )
+    return out
+
+
+EXCLUDE_INTERFACES = "traffic.sidecar.istio.io/excludeInterfaces"
+
+
+def podinfo_annotations(annotations: Mapping[str, str] | None, interfaces: Iterable[str]) -> dict[str, str]:
+    """The pod's annotations as its proxy's pilot-agent reads them (the podinfo volume), plus
+    Istio's ``excludeInterfaces`` naming every interface of this host but loopback.
+
+    In a pod, pilot-agent adds the addresses of the pod's own interfaces to the proxy's IPs
+    (``INSTANCE_IPS``, after ``INSTANCE_IP``); on loopback those are the host's (Docker bridges,
+    IPv6 addresses), so istiod would take every local proxy for a dual-stack one holding the
+    host's addresses (``InboundPassthroughCluster`` then gets an extra IPv6 source ``::6``;
+    bench/fidelity.py found it). Excluded, the proxy has only the replica's address, as in a pod.
+    The annotation is written for pilot-agent only: the Pod istiod sees keeps its own annotations.
+    """
+    names = sorted({i for i in interfaces if i and i != "lo"})
+    out = {str(k): str(v) for k, v in (annotations or {}).items()}
+    if names:
+        out[EXCLUDE_INTERFACES] = ",".join(names)
     return out
 
 

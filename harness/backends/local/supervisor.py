@@ -536,8 +536,12 @@ class Supervisor:
         pod_obj = self._pod(ns, pod)
         podinfo = work / "etc" / "istio" / "pod"
         podinfo.mkdir(parents=True, exist_ok=True)
-        for name in ("labels", "annotations"):
-            (podinfo / name).write_text(kube_cluster.downward_api((pod_obj.get("metadata") or {}).get(name)))
+        meta = pod_obj.get("metadata") or {}
+        (podinfo / "labels").write_text(kube_cluster.downward_api(meta.get("labels")))
+        annotations = kube_cluster.podinfo_annotations(
+            meta.get("annotations"), (name for _, name in socket.if_nameindex())
+        )
+        (podinfo / "annotations").write_text(kube_cluster.downward_api(annotations))
         proxy_config = {
             "discoveryAddress": f"127.0.0.1:{grpc_port}",
             "controlPlaneAuthPolicy": "NONE",
