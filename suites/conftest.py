@@ -93,6 +93,33 @@ def _check_properties(item: pytest.Item) -> None:
             item.user_properties.append(property_of(asdict(record)))
 
 
+#: The suites whose tests mostly wait on their mesh, leaving the cores idle (``bench/bench_cpu.py``,
+#: each test's wait spans against its wall): outlier ejection windows, a restarted client's new
+#: identity and one-at-a-time probes (mTLS, Gateway API), trace ingestion and the tracing suite's
+#: second mesh. The rest keep the cores busy: Locust's load, the sampler's concurrent batches.
+WAITING_SUITES = frozenset(
+    ("test_outlier.py", "test_outlier_defaults.py", "test_mtls.py", "test_gateway_api.py", "test_tracing.py")
+)
+
+
+def suite_lane(nodeid: str) -> str:
+    """A test's lane for :mod:`harness.schedule`, from its id (``suites/test_x.py::test_y[...]``)."""
+    from harness.schedule import BUSY, WAITS
+
+    return WAITS if nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in WAITING_SUITES else BUSY
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    """pytest-xdist's ``load`` distribution (``meshproof test``'s workers), a waiting test beside
+    a busy one (:mod:`harness.schedule`); any other ``--dist`` is left to pytest-xdist."""
+    if config.getvalue("dist") != "load":
+        return None
+    from harness.schedule import make_scheduler
+
+    return make_scheduler(config, log, suite_lane)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_TestLog(config), "meshproof-suites-testlog")
     config.addinivalue_line(

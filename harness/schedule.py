@@ -1,0 +1,87 @@
+"""Which test a pytest-xdist worker runs next: tests that keep the cores busy beside tests that wait.
+
+Each worker of ``meshproof test`` runs its own mesh on the same cores. Some tests keep those cores
+busy the whole time (Locust's load, the sampler's batches of concurrent requests); others mostly
+wait on their mesh (an ejection window, trace ingestion, a restarted client, one probe at a time)
+and leave the cores idle. pytest-xdist's default ``load`` scheduling hands out tests in chunks in
+collection order, so both workers ran their busy tests together (the cores saturated, each test
+slowed by the other) and later their waiting tests together (the cores idle): the idle core-seconds
+``bench/bench_cpu.py`` reports. :class:`LaneScheduling` sends each worker one test ahead instead and
+picks it by lane: while another worker has a busy test, the next is a waiting one if any is left;
+otherwise a busy one. Within a lane, tests keep their collection order (the workers sort the
+longest, under-load tests first). Which test is which lane is the suites' knowledge (a function of
+the test id: the controller collects nothing and sees no markers).
+
+Scheduling changes only which worker runs a test and when: every test runs once, on a mesh of its
+own worker's, with the same statistics and verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pytest
+
+#: A test that keeps the cores busy (load, concurrent traffic) / one that mostly waits on its mesh.
+BUSY, WAITS = "busy", "waits"
+
+
+def busy_at_once(cores: int | None = None) -> int:
+    """How many busy tests may run at once: all cores but one, at least one (on 2 cores: one, so
+    the other worker's mesh waits meanwhile instead of idling later)."""
+    return max(1, (cores if cores is not None else os.cpu_count() or 1) - 1)
+
+
+def pick(pending: Sequence[int], lanes: Sequence[str], others: Iterable[int], limit: int) -> int:
+    """The position in ``pending`` (collection indices not yet sent) of the test to send next.
+
+    ``others``: the tests the other workers hold (running or queued); ``lanes[i]`` is test i's lane.
+    While ``limit`` or more of them are busy, the first waiting test; otherwise the first busy
+    one; the first pending test when the wanted lane is empty."""
+    busy = sum(1 for i in others if lanes[i] == BUSY)
+    want = WAITS if busy >= limit else BUSY
+    return next((pos for pos, i in enumerate(pending) if lanes[i] == want), 0)
+
+
+def make_scheduler(config: pytest.Config, log: Any, lane: Callable[[str], str]) -> Any:
+    """A pytest-xdist scheduler (``pytest_xdist_make_scheduler``) that sends tests by :func:`pick`."""
+    from xdist.scheduler.load import LoadScheduling  # type: ignore[import-untyped]
+
+    class LaneScheduling(LoadScheduling):  # type: ignore[misc]
+        """``--dist load`` with one test sent ahead per worker, chosen by lane."""
+
+        def __init__(self) -> None:
+            super().__init__(config, log)
+            self.lanes: list[str] = []
+            self.limit = busy_at_once()
+
+        def schedule(self) -> None:
+            if self.collection is None and self.collection_is_completed:
+                self.lanes = [lane(nodeid) for nodeid in next(iter(self.node2collection.values()))]
+            super().schedule()  # validates the collections; sends a first chunk we take back below
+
+        def _send_tests(self, node: Any, num: int) -> None:
+            # A worker runs a test once it holds the next one too (pytest's nextitem): it holds two,
+            # and gets one more, picked then, whenever one completes. The base class's chunks
+            # (its first distribution) are cut to that.
+            held = self.node2pending[node]
+            for _ in range(min(num, max(1, 2 - len(held)))):
+                if not self.pending:
+                    return
+                others = [i for n, theirs in self.node2pending.items() if n is not node for i in theirs]
+                index = self.pending.pop(pick(self.pending, self.lanes, others, self.limit))
+                held.append(index)
+                node.send_runtest_some([index])
+
+        def check_schedule(self, node: Any, duration: float = 0) -> None:
+            if node.shutting_down:
+                return
+            if self.pending:
+                self._send_tests(node, 2 - len(self.node2pending[node]))
+            else:
+                node.shutdown()
+
+    return LaneScheduling()
