@@ -28,6 +28,10 @@ cores' idle time of that interval is split evenly over the workers' categories. 
 CPU split into the process ``meshproof test`` started (the pytest-xdist controller) and its workers.
 ``pytest_workers_cpu_s``:
 each worker's CPU seconds when its last test ended, and the tests that cost the most of it.
+``lanes_together``: what the workers ran at once by lane (a test that keeps the cores busy, or one
+of a suite that mostly waits: ``suites.conftest.suite_lane``), with the seconds and idle core-seconds
+of each combination: what the lane scheduling of :mod:`harness.schedule` overlaps.
+``exit`` is ``meshproof test``'s exit status.
 """
 
 from __future__ import annotations
@@ -245,6 +249,36 @@ def where_waited(report: dict, ticks: list[tuple[float, float]], cores: int) -> 
     }
 
 
+def lanes_together(report: dict, ticks: list[tuple[float, float]], cores: int) -> dict:
+    """What the workers ran at once, by lane (``suites.conftest.suite_lane``: busy or waits; "-"
+    outside tests): per combination, the seconds it lasted and the run's idle core-seconds then.
+    Shows what the lane scheduling (:mod:`harness.schedule`) overlaps; empty where the suites
+    define no lanes."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # suites/ is no installed package
+    try:
+        from suites.conftest import suite_lane
+    except ImportError:
+        return {}
+    spans: dict[str, list[tuple[float, float, str]]] = collections.defaultdict(list)
+    for t in report.get("tests") or []:
+        phases = [p for p in (t.get("phases") or {}).values() if len(p) >= 2]
+        if phases:
+            start, end = min(float(p[0]) for p in phases), max(float(p[1]) for p in phases)
+            spans[str(t.get("worker", ""))].append((start, end, suite_lane(str(t["id"]))))
+    totals: dict[str, dict[str, float]] = collections.defaultdict(lambda: {"s": 0.0, "idle_core_s": 0.0})
+    for (t0, c0), (t1, c1) in itertools.pairwise(ticks):
+        mid = (t0 + t1) / 2
+        lanes = sorted(next((lane for a, b, lane in ss if a <= mid <= b), "-") for ss in spans.values())
+        key = " + ".join(lanes)
+        totals[key]["s"] += t1 - t0
+        totals[key]["idle_core_s"] += max(0.0, cores * (t1 - t0) - (c1 - c0))
+    return {
+        k: {m: round(v, 1) for m, v in d.items()}
+        for k, d in sorted(totals.items(), key=lambda kv: -kv[1]["s"])
+    }
+
+
 def pytest_cpu(report: dict) -> dict:
     """Each pytest-xdist worker's CPU seconds by test (from the CPU it had used when each test's
     teardown ended; the first test of a worker carries its start-up and collection too)."""
@@ -285,14 +319,19 @@ def main() -> int:
         ticks = [tuple(t) for t in json.loads((a.state / TICKS_NAME).read_text())]
         print(
             json.dumps(
-                {"waits": where_waited(doc, ticks, cores), "pytest_workers_cpu_s": pytest_cpu(doc)}, indent=1
+                {
+                    "waits": where_waited(doc, ticks, cores),
+                    "lanes_together": lanes_together(doc, ticks, cores),
+                    "pytest_workers_cpu_s": pytest_cpu(doc),
+                },
+                indent=1,
             )
         )
         return 0
     cmd = [
         sys.executable,
         "-c",
-        "from harness.cli import main; main()",
+        "import sys; from harness.cli import main; sys.exit(main())",
         "test",
         "--state",
         str(a.state),
@@ -311,7 +350,7 @@ def main() -> int:
     thread.join()
     kinds = poll.by_kind()
     mesh = sum(v for k, v in kinds.items() if k in MESH)
-    requests, waits, workers_cpu = None, {}, {}
+    requests, waits, workers_cpu, together = None, {}, {}, {}
     if a.state.is_dir():  # the CPU readings, for --waits-only
         (a.state / TICKS_NAME).write_text(json.dumps([[round(t, 3), round(c, 2)] for t, c in poll.ticks]))
     report = a.state / "suites-report.json"
@@ -319,6 +358,7 @@ def main() -> int:
         doc = json.loads(report.read_text())
         requests = sum(int(c.get("requests") or 0) for c in doc["checks"])
         waits = where_waited(doc, poll.ticks, cores)
+        together = lanes_together(doc, poll.ticks, cores)
         workers_cpu = pytest_cpu(doc)
     summary = next((line for line in output.splitlines() if "meshproof test summary" in line), "")
     doc = {
@@ -336,6 +376,7 @@ def main() -> int:
         "by_kind": kinds,
         "pytest_processes": poll.pytest_split(),
         "waits": waits,
+        "lanes_together": together,
         "pytest_workers_cpu_s": workers_cpu,
         "loadavg": os.getloadavg(),
     }
