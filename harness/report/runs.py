@@ -429,6 +429,39 @@ def upgrade_page(doc: Mapping[str, Any]) -> str:
             "stretch of the phase in which no request succeeded",
         ),
     ]
+    held_rows = [
+        tag(
+            "tr",
+            tag("td", p.get("phase")),
+            tag("td", h.get("protocol")),
+            tag("td", h.get("fate")),
+            tag("td", f"{h.get('answered')}/{h.get('requests')}", class_="num"),
+            tag("td", h.get("failed"), class_="num"),
+            tag("td", h.get("evidence")),
+            tag("td", ", ".join(f"{k}: {v}" for k, v in (h.get("last_headers") or {}).items())),
+            tag("td", h.get("reconnect")),
+            class_=None if h.get("clean") else "bad",
+        )
+        for p in doc.get("phases") or []
+        for h in p.get("held") or []
+    ]
+    if held_rows:
+        body += [
+            tag("h2", "Connections held across each proxy restart (shown, never decided)"),
+            html.table(
+                [
+                    "phase",
+                    "protocol",
+                    "fate",
+                    "answered",
+                    "non-2xx",
+                    "evidence",
+                    "last response headers",
+                    "new connection",
+                ],
+                held_rows,
+            ),
+        ]
     versions = doc.get("versions") or {}
     if versions:
         exp = versions.get("expected") or {}

@@ -15,14 +15,18 @@ Flow (each step's wall time and the load's request/failure counts are kept per p
    time) restarts on the TO build: the new pilot-agent + Envoy starts beside the old one, is
    ready and has ACKed its config, then the old one drains and stops. The skew rule is checked
    before each step on the versions read at the end of the previous phase, and each step is its
-   own phase; at its end the versions are read again (a restarted proxy, a new istiod must run TO's);
+   own phase; at its end the versions are read again (a restarted proxy, a new istiod must run TO's).
+   Across each proxy step two connections to the ingress gateway are held (:mod:`.held`: an
+   HTTP/1.1 keep-alive connection, an HTTP/2 stream kept open) and their fate reported;
 6. canary: the old istiod is removed; phase ``after``; Locust stops;
 7. every proxy's and istiod's version is read and must be TO's; every proxy's config_dump is
    compared with its baseline; the suites run again on TO, their records paired with the first
    run's on their stable ``id``.
 
 A phase ends only after the load completed ``phase_requests`` further requests, so every phase
-holds evidence (counts), whatever the machine's speed.
+holds evidence (counts), whatever the machine's speed. What each phase cost (failed requests,
+error-seconds, the longest gap without a successful response) comes from the load report
+(:meth:`.report.Phase.of`); the held connections' fate is shown, never decided.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from harness.report import compare
 from harness.report.runs import write_upgrade
 from harness.settings import Settings
 from harness.upgrade import configdiff, running, skew
+from harness.upgrade import held as held_mod
 from harness.upgrade.report import Phase, Point, UpgradeReport, chart
 from harness.versions import ISTIO_RELEASES
 
@@ -67,6 +72,9 @@ class UpgradeConfig:
     to_config: tuple[Path, ...] = ()  # extra Istio YAML applied with the TO control plane
     out_dir: Path | None = None  # report, chart, suite reports (default: <state>/upgrade)
     step_timeout: float = 300.0
+    # internal, never a CLI option: False kills each old proxy before its successor starts (no
+    # drain, a gap): the negative control of what the report says a restart costs
+    drain: bool = True
 
     def __post_init__(self) -> None:
         from harness.errors import UserError
@@ -145,6 +153,7 @@ class _Run:
     timings: dict[str, float] = field(default_factory=dict)
     read: running.Snapshot | None = None  # the versions read last (at the end of the last phase)
     step_mismatches: list[str] = field(default_factory=list)
+    held: dict[str, list[held_mod.Held]] = field(default_factory=dict)  # phase -> held connections
 
 
 class LocalUpgrade:
@@ -318,25 +327,33 @@ class LocalUpgrade:
                 runs_to: Callable[[running.Snapshot], list[str]] = lambda _r: [],
             ) -> None:
                 """A step and N more load requests; then the versions read again, and what the
-                step started (``runs_to``: a restarted proxy, a new istiod) must run TO's."""
+                step started (``runs_to``: a restarted proxy, a new istiod) must run TO's. A proxy
+                restart holds two connections to the ingress gateway across it (:mod:`.held`)."""
                 load.phase(name)
+                held = held_mod.hold(held_mod.PROTOCOLS, *ingress) if kind == "data-plane" else []
                 t0 = time.monotonic()
-                detail = step() if step is not None else {}
-                detail["step_s"] = round(time.monotonic() - t0, 3)
-                self.say(f"{name}: {detail}")
-                start = load.progress().requests  # then N more requests: late failures show here
-                wait.until(
-                    lambda: load.progress().requests >= start + cfg.phase_requests,
-                    what=f"{cfg.phase_requests} load requests during phase {name!r}",
-                    timeout=cfg.step_timeout,
-                    interval=0.1,
-                    hint="Locust is not completing requests: see its log in " + str(self.out_dir / "load"),
-                )
+                try:
+                    detail = step() if step is not None else {}
+                    detail["step_s"] = round(time.monotonic() - t0, 3)
+                    self.say(f"{name}: {detail}")
+                    start = load.progress().requests  # then N more requests: late failures show here
+                    wait.until(
+                        lambda: load.progress().requests >= start + cfg.phase_requests,
+                        what=f"{cfg.phase_requests} load requests during phase {name!r}",
+                        timeout=cfg.step_timeout,
+                        interval=0.1,
+                        hint="Locust is not completing requests: see its log in "
+                        + str(self.out_dir / "load"),
+                    )
+                finally:  # the held connections end with the phase, whatever happened
+                    book.held[name] = [h.stop() for h in held]
                 book.read = read = self.read_versions(mesh, f"end of phase {name!r}")
                 detail["versions"] = read.compact()
                 book.step_mismatches += runs_to(read)
                 book.marks.append((name, kind, time.monotonic() - t0, detail))
 
+            url = httpx.URL(mesh.ingress_url())
+            ingress = (url.host, url.port or 80)
             phase("baseline", "baseline")
             to, rev = cfg.to_label, skew.revision_of(cfg.to_label)
             if cfg.mode == "in-place":
@@ -386,6 +403,7 @@ class LocalUpgrade:
                             proxy=key,
                             istio=to,
                             revision=target_rev,
+                            drain=cfg.drain,
                             timeout=cfg.step_timeout,
                         ),
                         running.proxy_runs(key, expected_to),
@@ -411,6 +429,6 @@ class LocalUpgrade:
             if p.name not in details:
                 continue  # Locust's own spawn / first phase before the upgrade began
             kind, detail = details[p.name]
-            phases.append(Phase.of(p, kind, detail))
+            phases.append(Phase.of(p, kind, detail, book.held.get(p.name, ())))
         timeline = [Point(b.t, b.requests, b.failures, b.width_s) for b in load_report.series]
         return phases, timeline

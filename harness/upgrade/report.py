@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.report.compare import BY_ID, SuiteComparison
 from harness.upgrade.configdiff import Classified
+from harness.upgrade.held import Held
 from harness.upgrade.running import VersionReport
 
 if TYPE_CHECKING:
@@ -29,11 +30,19 @@ class Phase:
     detail: dict[str, Any] = field(default_factory=dict)  # what the step measured
     error_seconds: int = 0  # distinct wall-clock seconds in which a failure arrived
     longest_gap_s: float = 0.0  # the longest stretch without a successful response
+    held: tuple[Held, ...] = ()  # connections held across the step (data-plane phases): their fate
 
     @classmethod
-    def of(cls, stats: PhaseStats, kind: str, detail: Mapping[str, Any] | None = None) -> Phase:
+    def of(
+        cls,
+        stats: PhaseStats,
+        kind: str,
+        detail: Mapping[str, Any] | None = None,
+        held: Sequence[Held] = (),
+    ) -> Phase:
         """The phase of a load report (either runner's: :func:`harness.load.build_report`) with what
-        its step measured: counts, error-seconds, longest gap, and the load's rate and latency."""
+        its step measured: counts, error-seconds, longest gap, the load's rate and latency, and the
+        fate of the connections held across it (:mod:`harness.upgrade.held`)."""
         return cls(
             stats.name,
             kind,
@@ -51,6 +60,7 @@ class Phase:
             },
             stats.error_seconds,
             stats.longest_gap_s,
+            tuple(held),
         )
 
     @property
@@ -68,6 +78,7 @@ class Phase:
             "failures": self.failures,
             "error_seconds": self.error_seconds,
             "longest_gap_s": round(self.longest_gap_s, 3),
+            "held": [h.as_json() for h in self.held],
             "detail": self.detail,
         }
 
@@ -165,6 +176,10 @@ class UpgradeReport:
             "err-s: distinct seconds in which a request failed; gap s: the longest stretch without a "
             "successful response"
         )
+        held = [(p, h) for p in self.phases for h in p.held]
+        if held:
+            lines.append("connections held across each proxy restart (shown, never decided):")
+            lines += [f"  {p.name:<42} {h.summary}" for p, h in held]
         lines.append("")
         v = self.versions
         lines.append(

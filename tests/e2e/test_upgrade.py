@@ -6,7 +6,10 @@ self, under load, with zero failed requests and no config difference; and the sa
 TO (a DestinationRule change applied with the new control plane), which must fail naming it.
 
 Nightly (``tox -e upgrade`` = ``pytest tests/e2e/test_upgrade.py --upgrade-from 1.30-dev``): the
-full check from the older release, in place and canary, with the suites before and after.
+full check from the older release, in place and canary, with the suites before and after; and the
+negative control of what a restart costs: the short form with every old proxy killed before its
+successor starts (no drain) must lose requests and reset the connections held across the
+gateway's restart.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pytest
 import yaml
 
 from harness.settings import Settings
-from harness.upgrade import running
+from harness.upgrade import held, running
 from harness.upgrade.local import LocalUpgrade, UpgradeConfig
 from harness.versions import DEFAULT_ISTIO, ISTIO_RELEASES
 
@@ -111,3 +114,36 @@ def test_full_upgrade(mode: str, settings: Settings, tmp_path: Path, request: py
     report = LocalUpgrade(settings, config).run()
     (tmp_path / "report" / "upgrade.txt").write_text(report.text())
     assert report.passed, report.text()
+
+
+@pytest.mark.negative
+def test_undrained_restart_loses_requests_and_resets_held_connections(
+    settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Negative control of the per-phase cost (requests, failures, error-seconds, longest gap, the
+    held connections' fate): a restart without drain (UpgradeConfig.drain=False, internal: the old
+    proxy SIGKILLed, its successor started after) must fail the phase bound with failed requests
+    in the gateway's phase, and the connections held across it must end reset, not closed
+    cleanly. Nightly with the full check (about 90 s)."""
+    if not request.config.getoption("upgrade_from"):
+        pytest.skip("nightly with the full upgrade check: pass --upgrade-from VERSION (tox -e upgrade)")
+    report = LocalUpgrade(settings, short(settings, tmp_path, drain=False)).run()
+    (tmp_path / "report" / "upgrade.txt").write_text(report.text())
+    gw = next(p for p in report.phases if p.kind == "data-plane" and "ingressgateway" in p.name)
+    assert all(p.detail.get("drain") is False for p in report.phases if p.kind == "data-plane")
+    # the check fails, and for the intended reason: requests lost in the gateway's restart
+    reason = f"phase {gw.name}: {gw.failures} of {gw.requests} requests failed"
+    assert not report.passed, report.text()
+    assert any(r.startswith(reason) for r in report.reasons), (
+        f"negative control: the check failed, but not because the gateway's restart lost requests:\n"
+        f"{report.text()}"
+    )
+    assert gw.failures > 0 and gw.error_seconds >= 1 and gw.longest_gap_s > 0
+    # ... and the connections held across it were cut without notice: the HTTP/2 stream held open
+    # is reset (end of file or RST with it in flight, no GOAWAY), the HTTP/1.1 connection not
+    # closed with Connection: close
+    fates = {h.protocol: h for h in gw.held}
+    assert fates["h2"].fate == held.RESET and fates["h2"].in_flight, report.text()
+    assert fates["h2"].evidence.endswith("no GOAWAY"), report.text()
+    assert fates["http/1.1"].fate in (held.RESET, held.NO_NOTICE), report.text()
+    assert all(h.reconnect == "ok" for h in gw.held), report.text()  # the successor then serves

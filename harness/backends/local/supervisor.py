@@ -13,6 +13,7 @@ not detached, the supervisor itself gets SIGTERM when the process that started i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import selectors
@@ -737,9 +738,10 @@ class Supervisor:
         revision = str(req.get("revision") or old.revision)
         if revision not in self.plan["control_planes"]:
             raise ValueError(f"no control plane of revision {revision}")
-        result = self._replace_proxy(old, istio=label, revision=revision)
+        drain = req.get("drain", True) is not False  # False: the upgrade check's negative control
+        result = self._replace_proxy(old, istio=label, revision=revision, drain=drain)
         self.status("ready", f"proxy {old.key} on Istio {label} ({revision})")
-        return {"proxy": old.key, "istio": label, "revision": revision, **result}
+        return {"proxy": old.key, "istio": label, "revision": revision, "drain": drain, **result}
 
     def op_proxy_cert_ttl(self, req: dict[str, Any]) -> dict[str, Any]:
         """Replace proxy ``proxy`` (without a gap) by one whose pilot-agent asks istiod's CA for
@@ -810,7 +812,7 @@ class Supervisor:
             "restart_s": round(time.monotonic() - t_endpoints, 3),
         }
 
-    def _replace_proxy(self, old: ProxySpec, **changes: Any) -> dict[str, Any]:
+    def _replace_proxy(self, old: ProxySpec, *, drain: bool = True, **changes: Any) -> dict[str, Any]:
         """Replace proxy ``old`` by a new generation with ``changes`` (release, revision,
         ServiceAccount), without a gap; return what it measured.
 
@@ -819,10 +821,23 @@ class Supervisor:
         and must be ready and have ACKed its config before the old one drains gracefully
         (``/drain_listeners?graceful``: HTTP/1 responses say ``Connection: close``, then its
         listen sockets close) and stops.
+
+        ``drain=False`` is the negative control of that (never a default): the old pilot-agent is
+        SIGKILLed first, with its Envoy, and the new one starts only when the old Envoy's admin port
+        is closed, so there is a gap and no notice to its clients.
         """
         revision = str(changes.get("revision", old.revision))
         t0 = time.monotonic()
         old_proc = self.children.pop(old.child)
+        if not drain:
+            _kill_now(old_proc)
+            wait.until(
+                lambda: not _accepts(old.ports.admin),
+                what=f"the killed proxy {old.key}'s Envoy gone (admin port {old.ports.admin} closed)",
+                timeout=15,
+                interval=0.05,
+            )
+        t_killed = time.monotonic()
         collisions = 0
         while True:
             ports = topo.ProxyPorts(*(self._port() for _ in range(4)))
@@ -832,10 +847,13 @@ class Supervisor:
                 self._await_proxy_ready(new, timeout=90)
                 t_ready = time.monotonic()
                 # the old generation is still connected too when it uses the same revision
-                self._synced(revision, self._proxies_on(revision) + (1 if old.revision == revision else 0))
+                still = 1 if drain and old.revision == revision else 0
+                self._synced(revision, self._proxies_on(revision) + still)
                 break
             except BaseException as e:
                 self._stop_child(new.child)
+                if not drain:
+                    raise  # the old one is dead: nothing to give back
                 self.children[old.child] = old_proc
                 self.proxy_specs[old.key] = old
                 # another process on the machine took one of the new ports between allocation
@@ -846,15 +864,18 @@ class Supervisor:
                     continue
                 raise
         t_acked = time.monotonic()
-        old_admin = f"http://127.0.0.1:{old.ports.admin}"
-        drained = self._drain(old_admin)
-        t_drained = time.monotonic()
-        old_proc.terminate()
-        try:
-            old_proc.wait(15)
-        except subprocess.TimeoutExpired:
-            old_proc.kill()
-            old_proc.wait(5)
+        if drain:
+            old_admin = f"http://127.0.0.1:{old.ports.admin}"
+            drained = self._drain(old_admin)
+            t_drained = time.monotonic()
+            old_proc.terminate()
+            try:
+                old_proc.wait(15)
+            except subprocess.TimeoutExpired:
+                old_proc.kill()
+                old_proc.wait(5)
+        else:
+            drained, t_drained = {"killed_s": round(t_killed - t0, 3)}, t_acked
         t_stopped = time.monotonic()
         for r in self.plan["replicas"]:
             if f"{r['namespace']}.{r['pod']}" == old.key:
@@ -864,7 +885,7 @@ class Supervisor:
             gw["ports"] = asdict(ports)
         self._synced(revision, self._proxies_on(revision))
         return {
-            "ready_s": round(t_ready - t0, 3),
+            "ready_s": round(t_ready - t_killed, 3),
             "acked_s": round(t_acked - t_ready, 3),
             "drain_s": round(t_drained - t_acked, 3),
             "stop_s": round(t_stopped - t_drained, 3),
@@ -1009,6 +1030,28 @@ def _await_request_or_exit(srv: socket.socket, children: Iterable[subprocess.Pop
 
 class PortTaken(MeshproofError):
     """Envoy failed to bind a port allocated to it: another process took it meanwhile."""
+
+
+def _kill_now(p: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a child and its own children (pilot-agent's Envoy: it would outlive its agent)."""
+    kids = []
+    for task in Path(f"/proc/{p.pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in task.read_text().split()]
+    p.kill()
+    for k in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(k, signal.SIGKILL)
+    p.wait(5)
+
+
+def _accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _port_taken(log: Path) -> bool:

@@ -79,6 +79,19 @@ def upgrade_doc(chart: Path) -> dict[str, Any]:
                 "failures": 2,
                 "error_seconds": 1,
                 "longest_gap_s": 0.417,
+                "held": [
+                    {
+                        "protocol": "h2",
+                        "fate": "reset",
+                        "clean": False,
+                        "requests": 1,
+                        "answered": 0,
+                        "failed": 0,
+                        "evidence": "end of file with the held stream open, no GOAWAY",
+                        "last_headers": {"server": "istio-envoy"},
+                        "reconnect": "ok",
+                    }
+                ],
                 "detail": {},
             },
         ],
@@ -154,6 +167,7 @@ def test_upgrade_page_and_junit_one_case_per_phase_and_check(tmp_path: Path) -> 
     props = {p.get("name"): p.get("value") for p in cases["phase proxy sample/a-0"].iter("property")}
     assert props["error_seconds"] == "1" and props["longest_gap_s"] == "0.417"
     assert "longest gap s" in text and "0.42" in text
+    assert "end of file with the held stream open, no GOAWAY" in text and "server: istio-envoy" in text
     assert cases["suites t::split"].find("failure") is None
     assert cases["suites t::authz"].find("failure") is not None
     assert "versions read from the mesh" in cases and "config differences all reviewed" in cases
