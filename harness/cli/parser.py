@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kind.add_images_arguments(p)
 
-    p = verb("upgrade-check", upgrade_command.run, upgrade_command.SUMMARY, backend, as_json)
+    p = verb("upgrade-check", upgrade_command.run, upgrade_command.SUMMARY, backend, cluster, keep, as_json)
     upgrade_command.add_arguments(p)
     p.add_argument(
         "--manifests",

@@ -282,3 +282,24 @@ def test_the_recovery_steps_run_when_the_cluster_stays(tmp_path: Path) -> None:
         ("Deployment", "v2"),
     ]
     assert said[-1].startswith("interrupted: the cluster is left on revision default (Istio 1.30-dev)")
+
+
+def test_the_cli_refuses_a_missing_context_in_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli import main
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: kind-a\n"
+        "clusters: [{name: a, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: a, user: {}}]\n"
+        "contexts: [{name: kind-a, context: {cluster: a, user: a}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    state = tmp_path / "state"
+    argv = ["upgrade-check", "--backend", "existing", "--kube-context", "kind-gone", "--state", str(state)]
+    assert main([*argv, "--from", "1.30-dev", "--to", "1.31-dev", "--no-suites"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'kind-gone' is not a context" in err and "kind-a" in err and "Traceback" not in err
+    assert not state.exists()
