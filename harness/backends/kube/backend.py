@@ -450,9 +450,13 @@ class KubeBackend:
 
         target = target_in_cluster(config.user_class, gateway_namespace=self.cluster.gateway_namespace)
         image = self.settings.locust_image or self.locust_image
+        # its pods start like any (MESHPROOF_READY_TIMEOUT), never sooner than the run's own 300 s
+        wait_s = max(300.0, self.settings.ready_timeout)
         if image:
-            return KubeLocustRun(config, api=self.api, workdir=workdir, target=target, image=image)
-        return KubeLocustRun(config, api=self.api, workdir=workdir, target=target)
+            return KubeLocustRun(
+                config, api=self.api, workdir=workdir, target=target, image=image, ready_timeout=wait_s
+            )
+        return KubeLocustRun(config, api=self.api, workdir=workdir, target=target, ready_timeout=wait_s)
 
     def unavailable(self) -> dict[str, str]:
         """What this cluster lacks that a suite needs -> why (backend existing: e.g. no tracing provider);
