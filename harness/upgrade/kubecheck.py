@@ -67,10 +67,14 @@ def check_context(wanted: str, contexts: Sequence[str], kubeconfig: str) -> None
 
 def kube_contexts(kubeconfig: str = "") -> list[str]:
     """The context names of ``kubeconfig`` (KUBECONFIG / ~/.kube/config by default); [] when unreadable."""
+    import os
+
     from kubernetes import config as kconfig
 
+    # KUBECONFIG read now: the client library reads it once, when first imported
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     try:
-        contexts, _current = kconfig.list_kube_config_contexts(config_file=kubeconfig or None)  # type: ignore[no-untyped-call]
+        contexts, _current = kconfig.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
     except Exception:  # noqa: BLE001 - no file, or not a kubeconfig: reported as "no contexts"
         return []
     return [str(c.get("name")) for c in contexts or []]

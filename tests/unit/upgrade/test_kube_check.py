@@ -287,6 +287,8 @@ def test_the_recovery_steps_run_when_the_cluster_stays(tmp_path: Path) -> None:
 def test_the_cli_refuses_a_missing_context_in_one_line_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import kubernetes.config  # noqa: F401 - imported before KUBECONFIG changes, as in a full test run
+
     from harness.cli import main
 
     kubeconfig = tmp_path / "kubeconfig"
