@@ -28,6 +28,10 @@ from harness.upgrade import skew
 REV_LABEL = "istio.io/rev"
 INJECTION_LABEL = "istio-injection"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+# A restart is applied by a field manager of its own, owning the annotation only: applied by
+# meshproof's (which applied the whole Deployment at `up`) it would drop the rest of the spec
+# (seen on kind: "spec.selector: Required value").
+RESTART_MANAGER = "meshproof-rollout"
 PROXY_CONTAINER = "istio-proxy"
 
 
@@ -374,7 +378,10 @@ def run_step(
         if problems:
             raise SkewError("; ".join(problems))
     for body in step.apply:
-        api.apply(body)
+        if body.get("kind") == "Deployment":
+            api.apply(body, field_manager=RESTART_MANAGER)
+        else:
+            api.apply(body)
         if body.get("kind") == "Namespace" and REV_LABEL in body["metadata"]["labels"]:
             problem = namespace_problem(api.get(ObjectRef("v1", "Namespace", "", step.namespace)) or {})
             if problem:

@@ -79,8 +79,10 @@ class KubeApi(Protocol):
         """Objects of a kind; ``namespace`` "" lists every namespace."""
         ...
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply (field manager ``meshproof``, conflicts forced); returns the live object."""
+    def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """Server-side apply (field manager ``meshproof``, conflicts forced); returns the live object.
+        Another ``field_manager`` owns only the fields ``obj`` names (a restart's annotation): an
+        apply by a manager drops the fields it applied before and no longer names."""
         ...
 
     def delete(self, ref: ObjectRef, *, grace_seconds: int | None = None) -> bool:
@@ -243,7 +245,7 @@ class ClusterApi:
         items: list[dict[str, Any]] = obj.to_dict().get("items") or []
         return items
 
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
         ref = ObjectRef.of(obj)
         res = self._resource(ref.api_version, ref.kind)
         body = dict(obj)
@@ -254,7 +256,7 @@ class ClusterApi:
                 res,
                 body=body,
                 namespace=(body["metadata"].get("namespace") if res.namespaced else None),
-                field_manager=FIELD_MANAGER,
+                field_manager=field_manager,
                 force_conflicts=True,
                 _request_timeout=self._timeout,
             )

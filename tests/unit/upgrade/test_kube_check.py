@@ -37,7 +37,7 @@ class FakeApi:
     ) -> list[dict[str, Any]]:
         return list(self.deployments) if kind == "Deployment" else []
 
-    def apply(self, obj: Any) -> Any:
+    def apply(self, obj: Any, field_manager: str = "meshproof") -> Any:
         self.writes.append(obj)
         return obj
 
@@ -242,7 +242,7 @@ def test_the_recovery_steps_run_when_the_cluster_stays(tmp_path: Path) -> None:
     class Api:
         applied: list[Any] = []
 
-        def apply(self, obj: Any) -> Any:
+        def apply(self, obj: Any, field_manager: str = "meshproof") -> Any:
             self.applied.append(obj)
             return obj
 

@@ -99,6 +99,7 @@ class FakeApi:
 
     def __init__(self, proxy_image: str, ns_labels: dict[str, str] | None = None) -> None:
         self.applied: list[dict[str, object]] = []
+        self.managers: list[str] = []
         self.proxy_image = proxy_image
         self.ns_labels = ns_labels or {}
 
@@ -116,7 +117,8 @@ class FakeApi:
     ) -> list[dict[str, object]]:
         return [pod(namespace, "p-0", self.proxy_image)]
 
-    def apply(self, obj: dict[str, object]) -> dict[str, object]:
+    def apply(self, obj: dict[str, object], field_manager: str = "meshproof") -> dict[str, object]:
+        self.managers.append(field_manager)
         self.applied.append(obj)
         return obj
 
@@ -132,6 +134,8 @@ def test_run_plan_runs_istioctl_relabels_restarts_and_checks_skew_first() -> Non
     assert [r.name for r in results] == [s.name for s in p.steps]
     assert ran[0][:2] == ["istioctl", "install"] and ran[-1][:2] == ["istioctl", "uninstall"]
     assert [b["kind"] for b in api.applied] == ["Namespace", "Deployment"]
+    # the restart by a manager of its own: meshproof's would drop the Deployment's spec
+    assert api.managers == ["meshproof", "meshproof-rollout"]
     assert results[1].detail == {"restarted": ["d"]}
 
 
