@@ -37,11 +37,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from harness import proc, wait
 from harness.errors import UserError
 from harness.report import compare
 from harness.report.runs import write_upgrade
 from harness.settings import Settings
+from harness.upgrade import held as held_mod
 from harness.upgrade import kube, running, skew
 from harness.upgrade.local import LocalUpgrade, UpgradeConfig, _Run, config_dumps, diff_all, load_allowances
 from harness.upgrade.report import UpgradeReport, chart
@@ -364,22 +367,35 @@ class KubeUpgrade(LocalUpgrade):
                 name: str, kind: str, step: Callable[[], dict[str, Any]] | None, runs_to: running.Check
             ) -> None:
                 load.phase(name)
+                # across a step, two connections to the ingress held (held.py); the gateway restarts
+                # in the control plane's step here (istioctl install changes its Deployment)
+                restarts = kind in ("control-plane", "data-plane") and ingress is not None
+                held = held_mod.hold(held_mod.PROTOCOLS, *ingress) if restarts and ingress else []
                 t0 = time.monotonic()
-                detail = step() if step is not None else {}
-                detail["step_s"] = round(time.monotonic() - t0, 3)
-                self.say(f"{name}: {detail}")
-                start = load.progress().requests
-                wait.until(
-                    lambda: load.progress().requests >= start + cfg.phase_requests,
-                    what=f"{cfg.phase_requests} load requests during phase {name!r}",
-                    timeout=cfg.step_timeout,
-                    interval=0.5,
-                    hint="in-cluster Locust is not completing requests: see " + str(self.out_dir / "load"),
-                )
+                try:
+                    detail = step() if step is not None else {}
+                    detail["step_s"] = round(time.monotonic() - t0, 3)
+                    self.say(f"{name}: {detail}")
+                    start = load.progress().requests
+                    wait.until(
+                        lambda: load.progress().requests >= start + cfg.phase_requests,
+                        what=f"{cfg.phase_requests} load requests during phase {name!r}",
+                        timeout=cfg.step_timeout,
+                        interval=0.5,
+                        hint="in-cluster Locust is not completing requests: see "
+                        + str(self.out_dir / "load"),
+                    )
+                finally:  # the held connections end with the phase, whatever happened
+                    book.held[name] = [h.stop() for h in held]
                 book.read = read = self.read_versions(mesh, f"end of phase {name!r}")
                 detail["versions"] = read.compact()
                 book.step_mismatches += runs_to(read)
                 book.marks.append((name, kind, time.monotonic() - t0, detail))
+
+            url = httpx.URL(mesh.ingress_url())
+            # kind publishes the ingress on 127.0.0.1; a port-forward (existing) is not held across
+            # the gateway's restart, so nothing is held there
+            ingress = (url.host, url.port or 80) if url.host == "127.0.0.1" else None
 
             def control_plane_version(rev: str) -> str:
                 assert book.read is not None
