@@ -38,15 +38,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from harness import proc, wait
 from harness.errors import UserError
 from harness.report import compare
 from harness.report.runs import write_upgrade
 from harness.settings import Settings
+from harness.upgrade import configdiff, kube, running, skew
 from harness.upgrade import held as held_mod
-from harness.upgrade import kube, running, skew
-from harness.upgrade.local import LocalUpgrade, UpgradeConfig, _Run, config_dumps, diff_all, load_allowances
+from harness.upgrade.local import (
+    ALLOWANCES,
+    LocalUpgrade,
+    UpgradeConfig,
+    _Run,
+    config_dumps,
+    diff_all,
+    load_allowances,
+)
 from harness.upgrade.report import UpgradeReport, chart
 from harness.versions import ISTIO_RELEASES
 
@@ -124,6 +133,18 @@ def check_cluster(api: Any, from_label: str, to_label: str, where: str) -> str:
             f"{where}: revision {rev} is TO's revision name already. Fix: install FROM without that revision"
         )
     return rev
+
+
+def cluster_allowances(mode: str, path: Path = ALLOWANCES) -> tuple[configdiff.Allowance, ...]:
+    """The reviewed differences a canary on a cluster makes whatever the releases (the control
+    plane's Services change): ``allowed_diffs.yaml``'s ``canary on a cluster``; none in place."""
+    if mode != "canary":
+        return ()
+    table = yaml.safe_load(path.read_text()) or {}
+    return configdiff.allowances_for({"x->y": table.get(CANARY_KEY) or []}, "x", "y")
+
+
+CANARY_KEY = "canary on a cluster"
 
 
 # ---- stable proxy keys ---------------------------------------------------------------------------
@@ -234,7 +255,7 @@ class KubeUpgrade(LocalUpgrade):
         book = _Run()
         book.timings["install_s"] = self.install()
         expected_from, expected_to = self.expected_of(cfg.from_label), self.expected_of(cfg.to_label)
-        allowances = load_allowances(cfg.from_label, cfg.to_label)
+        allowances = load_allowances(cfg.from_label, cfg.to_label) + cluster_allowances(cfg.mode)
         s_from = self.settings.with_overrides(istio_version=cfg.from_label)
         t0 = time.monotonic()
         self.say(f"mesh up on Istio {cfg.from_label} ({s_from.backend})")

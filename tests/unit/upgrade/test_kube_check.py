@@ -305,3 +305,33 @@ def test_the_cli_refuses_a_missing_context_in_one_line_exit_2(
     err = capsys.readouterr().err.strip()
     assert "'kind-gone' is not a context" in err and "kind-a" in err and "Traceback" not in err
     assert not state.exists()
+
+
+def test_the_canarys_control_plane_services_are_reviewed_differences_and_nothing_else() -> None:
+    """The differences the first kind canary run (1.30-dev -> 1.31-dev) found, one of each kind,
+    are covered; a workload's cluster or a gateway listener's other change is not; in place: none."""
+    from harness.upgrade.configdiff import Difference, PathChange, classify
+
+    allow = kubecheck.cluster_allowances("canary")
+    assert kubecheck.cluster_allowances("in-place") == ()
+    tag = "filter_chains[0].filters[envoy.filters.network.http_connection_manager].typed_config.tracing.custom_tags[4].literal.value"
+    host = "virtual_hosts[istiod-1-31-dev.istio-system.svc.cluster.local:15010].domains[0]"
+    seen = [
+        Difference("p", "cluster/outbound|15012||istiod-1-31-dev.istio-system.svc.cluster.local", "added"),
+        Difference("p", "cluster/outbound|443||istiod.istio-system.svc.cluster.local", "removed"),
+        Difference("p", "cluster/outbound|15014||istiod-revision-tag-default.istio-system.svc.cluster.local", "removed"),
+        Difference("p", "listener/10.96.77.149_15012", "added"),
+        Difference("p", "listener/10.96.168.201_443", "removed"),
+        Difference("p", "route/15010", "changed", (PathChange(host, None, '"istiod-1-31-dev"'),)),
+        Difference("gw", "listener/0.0.0.0_8080", "changed", (PathChange(tag, '"latest"', '"1-31-dev"'),)),
+    ]  # fmt: skip
+    allowed, unexpected = classify(seen, allow)
+    assert unexpected == [] and len(allowed) == len(seen)
+    not_the_canarys = [
+        Difference("p", "cluster/outbound|3000||microservice-1.sample.svc.cluster.local", "removed"),
+        Difference("gw", "listener/10.96.0.20_443", "changed", (PathChange("x", "1", "2"),)),
+        Difference("gw", "listener/0.0.0.0_8080", "changed", (PathChange("filter_chains[0].x", "1", "2"),)),
+        Difference("p", "route/15010", "changed", (PathChange("virtual_hosts[jaeger:15010].x", "1", "2"),)),
+    ]  # fmt: skip
+    allowed, unexpected = classify(not_the_canarys, allow)
+    assert allowed == [] and len(unexpected) == len(not_the_canarys)
