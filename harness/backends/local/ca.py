@@ -71,11 +71,15 @@ class MeshCA:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def write_istiod_cacerts(self, directory: Path) -> Path:
-        """The plugged-CA layout istiod reads from ``ROOT_CA_DIR``."""
+        """The plugged-CA layout istiod reads from ``ROOT_CA_DIR``. The root signs workload
+        certificates itself, so there is no intermediate: ``cert-chain.pem`` is empty (istiod
+        appends the root to each workload chain; with the root in ``cert-chain.pem`` too, every
+        chain held it twice, where a cluster's self-signed istiod sends leaf and root: found by
+        bench/fidelity.py)."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "ca-cert.pem").write_bytes(self.root_pem)
         (directory / "ca-key.pem").write_bytes(_pem_key(self.key))
         (directory / "root-cert.pem").write_bytes(self.root_pem)
-        (directory / "cert-chain.pem").write_bytes(self.root_pem)
+        (directory / "cert-chain.pem").write_bytes(b"")
         (directory / "ca-key.pem").chmod(0o600)
         return directory
