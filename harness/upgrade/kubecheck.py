@@ -525,4 +525,8 @@ def _run_verbatim(say: Callable[[str], None], out_dir: Path, argv: list[str], *,
         e.add_note(f"istioctl's whole output: {log}")
         raise
     log.write_text(f"$ {' '.join(argv)}\nexit 0\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
+    # what istioctl said, its lines as printed (a warning it proceeds past included), but its banner
+    for line in (done.stdout + done.stderr).splitlines():
+        if any(c.isalnum() for c in line):
+            say(f"  istioctl: {line.rstrip()}")
     return done

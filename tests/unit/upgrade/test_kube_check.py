@@ -335,3 +335,23 @@ def test_the_canarys_control_plane_services_are_reviewed_differences_and_nothing
     ]  # fmt: skip
     allowed, unexpected = classify(not_the_canarys, allow)
     assert allowed == [] and len(unexpected) == len(not_the_canarys)
+
+
+def test_istioctl_says_what_it_said_and_its_failure_names_the_whole_log(tmp_path: Path) -> None:
+    from harness.errors import CommandFailed
+
+    said: list[str] = []
+    script = tmp_path / "istioctl"
+    script.write_text(
+        "#!/bin/sh\necho '  /__\\\\'\necho 'There are still 9 proxies pointing to the control plane revision default'\n"
+        'if [ "$1" = fail ]; then echo "Error: failed to uninstall" >&2; exit 1; fi\n'
+    )
+    script.chmod(0o755)
+    kubecheck._run_verbatim(said.append, tmp_path, [str(script), "uninstall"], timeout=30)
+    assert "  istioctl: There are still 9 proxies pointing to the control plane revision default" in said
+    assert not any("/__" in line for line in said)  # the banner
+    with pytest.raises(CommandFailed) as e:
+        kubecheck._run_verbatim(said.append, tmp_path, [str(script), "fail"], timeout=30)
+    assert "Error: failed to uninstall" in str(e.value)
+    assert f"istioctl's whole output: {tmp_path / 'istioctl-2.log'}" in e.value.__notes__
+    assert "Error: failed to uninstall" in (tmp_path / "istioctl-2.log").read_text()
