@@ -135,6 +135,11 @@ class HeldConnection:
         self.last_status, self.last_headers = 0, dict[str, str]()
 
     @property
+    def ended(self) -> bool:
+        """Its fate is decided (and a new connection tried) before :meth:`stop`."""
+        return self._thread.ident is not None and not self._thread.is_alive()
+
+    @property
     def authority(self) -> str:
         return f"{self.host}:{self.port}"
 
@@ -250,7 +255,9 @@ class HeldConnection:
 
     # ---- HTTP/2 ------------------------------------------------------------------------
     def _run_h2(self) -> str:
-        import h2.connection
+        """The held stream: h2 decodes the frames until a GOAWAY; after it h2 refuses every frame
+        (it takes GOAWAY for the connection's end), so the held stream's last frames are read
+        raw (hyperframe): END_STREAM on it is a clean close, end of file or RST_STREAM a reset."""
         import h2.events
 
         with self._connect() as s:
@@ -259,51 +266,91 @@ class HeldConnection:
             sid = _h2_request(conn, self)
             s.sendall(conn.data_to_send())
             self.requests += 1
-            goaway = ""
+            frames = _Frames()
+            released = False  # the window opened: at the phase's end
             s.settimeout(0.2)
-            done = False
-            while not done:
+            while True:
                 try:
                     data = s.recv(65536)
                 except TimeoutError:
-                    if self._stop.is_set():  # the phase ended: let the held response finish
+                    if self._stop.is_set() and not released:  # let the held response finish
                         conn.increment_flow_control_window(1 << 20, stream_id=sid)
                         s.sendall(conn.data_to_send())
-                        self._stop.clear()  # once
+                        released = True
                         s.settimeout(READ_TIMEOUT_S)
-                        goaway = goaway or "phase ended"
                     continue
                 except OSError as e:
                     raise _Ended(RESET, f"{type(e).__name__}: {e}", in_flight=True) from e
                 if not data:
-                    raise _Ended(RESET, _h2_eof(goaway), in_flight=True)
-                for ev in conn.receive_data(data):
-                    if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
-                        self._answer(_h2_status(ev.headers), ev.headers)
-                        self.answered -= 1  # counted when its body completes
-                    elif isinstance(ev, h2.events.DataReceived):
-                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                    elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
-                        self.answered += 1
-                        done = True
-                    elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
-                        raise _Ended(
-                            RESET, f"RST_STREAM {ev.error_code!r} on the held stream", in_flight=True
-                        )
-                    elif isinstance(ev, h2.events.ConnectionTerminated):
-                        goaway = f"GOAWAY {ev.error_code!r}, last stream id {ev.last_stream_id}"
-                        if ev.last_stream_id is not None and ev.last_stream_id < sid:
-                            raise _Ended(RESET, goaway + ": the held stream refused", in_flight=True)
-                        # a graceful close: let the held response finish, then the server closes
-                        conn.increment_flow_control_window(1 << 20, stream_id=sid)
-                        s.settimeout(READ_TIMEOUT_S)
-                with contextlib.suppress(OSError):
-                    s.sendall(conn.data_to_send())
-            if goaway.startswith("GOAWAY"):
-                raise _Ended(
-                    CLEAN, f"{goaway}; the held stream completed (HTTP {self.last_status})", in_flight=False
-                )
-            return f"the held stream completed at the end of the phase (HTTP {self.last_status})"
+                    raise _Ended(RESET, "end of file with the held stream open, no GOAWAY", in_flight=True)
+                batch = frames.feed(data)
+                for i, raw in enumerate(batch):
+                    for ev in conn.receive_data(raw):
+                        if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                            self._answer(_h2_status(ev.headers), ev.headers)
+                            self.answered -= 1  # counted when its body completes
+                        elif isinstance(ev, h2.events.DataReceived):
+                            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                            self.answered += 1
+                            status = self.last_status
+                            return f"the held stream completed at the end of the phase (HTTP {status})"
+                        elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                            raise _Ended(
+                                RESET, f"RST_STREAM {ev.error_code!r} on the held stream", in_flight=True
+                            )
+                        elif isinstance(ev, h2.events.ConnectionTerminated):
+                            goaway = f"GOAWAY {ev.error_code!r}, last stream id {ev.last_stream_id}"
+                            if ev.last_stream_id is not None and ev.last_stream_id < sid:
+                                raise _Ended(RESET, goaway + ": the held stream refused", in_flight=True)
+                            self._after_goaway(s, frames, sid, goaway, batch[i + 1 :])  # raises
+                s.sendall(conn.data_to_send())
+
+    def _after_goaway(
+        self, s: socket.socket, frames: _Frames, sid: int, goaway: str, pending: list[bytes]
+    ) -> None:
+        """A graceful GOAWAY covering the held stream: open its window, read its last frames raw
+        (``pending``: the frames read with the GOAWAY, after it)."""
+        import hyperframe.frame as hf
+
+        s.settimeout(READ_TIMEOUT_S)
+        with contextlib.suppress(OSError):
+            s.sendall(hf.WindowUpdateFrame(sid, window_increment=1 << 20).serialize())
+        while True:
+            for raw in pending:
+                frame, _ = hf.Frame.parse_frame_header(memoryview(raw[:9]))
+                if frame.stream_id != sid:
+                    continue
+                if isinstance(frame, hf.RstStreamFrame):
+                    raise _Ended(RESET, f"{goaway}; then RST_STREAM on the held stream", in_flight=True)
+                if isinstance(frame, hf.DataFrame | hf.HeadersFrame) and "END_STREAM" in frame.flags:
+                    self.answered += 1
+                    raise _Ended(CLEAN, f"{goaway}; the held stream completed", in_flight=False)
+            try:
+                data = s.recv(65536)
+            except OSError as e:
+                raise _Ended(RESET, f"{goaway}; then {type(e).__name__}: {e}", in_flight=True) from e
+            if not data:
+                raise _Ended(RESET, f"{goaway}; then end of file with the held stream open", in_flight=True)
+            pending = frames.feed(data)
+
+
+class _Frames:
+    """Splits the bytes read into whole HTTP/2 frames (9-byte header: 24-bit length first)."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.buf += data
+        out = []
+        while len(self.buf) >= 9:
+            size = 9 + int.from_bytes(self.buf[:3], "big")
+            if len(self.buf) < size:
+                break
+            out.append(self.buf[:size])
+            self.buf = self.buf[size:]
+        return out
 
 
 class _H2Error(Exception):
