@@ -7,8 +7,8 @@ and leave the cores idle. pytest-xdist's default ``load`` scheduling hands out t
 collection order, so both workers ran their busy tests together (the cores saturated, each test
 slowed by the other) and later their waiting tests together (the cores idle): the idle core-seconds
 ``bench/bench_cpu.py`` reports. :class:`LaneScheduling` sends each worker one test ahead instead and
-picks it by lane: while another worker has a busy test, the next is a waiting one if any is left;
-otherwise a busy one. Within a lane, tests keep their collection order (the workers sort the
+picks it by lane: while the other workers hold as many busy tests as there are cores, the next is a
+waiting one if any is left; otherwise a busy one. Within a lane, tests keep their collection order (the workers sort the
 longest, under-load tests first). Which test is which lane is the suites' knowledge (a function of
 the test id: the controller collects nothing and sees no markers).
 
@@ -30,24 +30,28 @@ BUSY, WAITS = "busy", "waits"
 
 
 def busy_at_once(cores: int | None = None) -> int:
-    """How many busy tests may run at once: all cores but one, at least one (on 2 cores: one, so
-    the other worker's mesh waits meanwhile instead of idling later)."""
-    return max(1, (cores if cores is not None else os.cpu_count() or 1) - 1)
+    """How many busy tests may run at once: one per core (measured on 2 cores: one busy test
+    beside a waiting one leaves a quarter of the cores idle, two busy tests a tenth), so a worker
+    beyond the cores takes the waiting tests meanwhile."""
+    return max(1, cores if cores is not None else os.cpu_count() or 1)
 
 
 def pick(pending: Sequence[int], lanes: Sequence[str], others: Iterable[int], limit: int) -> int:
     """The position in ``pending`` (collection indices not yet sent) of the test to send next.
 
-    ``others``: the tests the other workers hold (running or queued); ``lanes[i]`` is test i's lane.
-    While ``limit`` or more of them are busy, the first waiting test; otherwise the first busy
-    one; the first pending test when the wanted lane is empty."""
+    ``others``: the test each other worker runs next (the last it holds: what runs beside the one
+    sent now); ``lanes[i]`` is test i's lane. While ``limit`` or more of them are busy, the first
+    waiting test; otherwise the first busy one; the first pending test when the wanted lane is empty."""
     busy = sum(1 for i in others if lanes[i] == BUSY)
     want = WAITS if busy >= limit else BUSY
     return next((pos for pos, i in enumerate(pending) if lanes[i] == want), 0)
 
 
-def make_scheduler(config: pytest.Config, log: Any, lane: Callable[[str], str]) -> Any:
-    """A pytest-xdist scheduler (``pytest_xdist_make_scheduler``) that sends tests by :func:`pick`."""
+def make_scheduler(
+    config: pytest.Config, log: Any, lane: Callable[[str], str], limit: int | None = None
+) -> Any:
+    """A pytest-xdist scheduler (``pytest_xdist_make_scheduler``) that sends tests by :func:`pick`,
+    at most ``limit`` busy tests at once (default :func:`busy_at_once`)."""
     from xdist.scheduler.load import LoadScheduling  # type: ignore[import-untyped]
 
     class LaneScheduling(LoadScheduling):  # type: ignore[misc]
@@ -56,7 +60,7 @@ def make_scheduler(config: pytest.Config, log: Any, lane: Callable[[str], str]) 
         def __init__(self) -> None:
             super().__init__(config, log)
             self.lanes: list[str] = []
-            self.limit = busy_at_once()
+            self.limit = limit if limit is not None else busy_at_once()
 
         def schedule(self) -> None:
             if self.collection is None and self.collection_is_completed:
@@ -71,7 +75,7 @@ def make_scheduler(config: pytest.Config, log: Any, lane: Callable[[str], str]) 
             for _ in range(min(num, max(1, 2 - len(held)))):
                 if not self.pending:
                     return
-                others = [i for n, theirs in self.node2pending.items() if n is not node for i in theirs]
+                others = [theirs[-1] for n, theirs in self.node2pending.items() if n is not node and theirs]
                 index = self.pending.pop(pick(self.pending, self.lanes, others, self.limit))
                 held.append(index)
                 node.send_runtest_some([index])

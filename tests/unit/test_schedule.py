@@ -11,10 +11,10 @@ from harness.schedule import BUSY, WAITS, busy_at_once, make_scheduler, pick
 B, W = BUSY, WAITS
 
 
-def test_busy_at_once_leaves_a_core_to_the_waiting_tests() -> None:
+def test_busy_at_once_is_one_per_core() -> None:
     assert busy_at_once(1) == 1
-    assert busy_at_once(2) == 1
-    assert busy_at_once(8) == 7
+    assert busy_at_once(2) == 2
+    assert busy_at_once(0) == 1
 
 
 def test_pick_a_waiting_test_while_another_worker_is_busy() -> None:
@@ -58,12 +58,12 @@ class Node:
         self.shutting_down = True
 
 
-def run(lanes: dict[str, str], workers: int, order: list[int]) -> tuple[Any, list[Node]]:
+def run(lanes: dict[str, str], workers: int, order: list[int], limit: int = 1) -> tuple[Any, list[Node]]:
     """Schedule the collection ``lanes`` (test id -> lane) on ``workers`` fake nodes; then complete
     tests in turn, worker ``order[k % len(order)]`` each time, until every node shut down."""
     pytest.importorskip("xdist")
     ids = list(lanes)
-    sched = make_scheduler(cast("pytest.Config", Config(workers)), None, lanes.__getitem__)
+    sched = make_scheduler(cast("pytest.Config", Config(workers)), None, lanes.__getitem__, limit)
     nodes = [Node(f"gw{i}") for i in range(workers)]
     for node in nodes:
         sched.add_node(node)
@@ -91,6 +91,16 @@ def test_one_worker_takes_the_busy_tests_while_the_other_takes_the_waiting_ones(
     assert [ids[i] for i in b.received][:4] == [f"suites/test_outlier.py::t{i}" for i in range(4)]
     assert sorted(a.received + b.received) == list(range(len(ids)))  # each test once
     assert not sched.pending and a.shutting_down and b.shutting_down
+
+
+def test_three_workers_on_two_cores_run_two_busy_tests_and_one_waiting() -> None:
+    lanes = {f"suites/test_under_load.py::t{i}": B for i in range(6)}
+    lanes |= {f"suites/test_tracing.py::t{i}": W for i in range(4)}
+    _sched, (a, b, c) = run(lanes, 3, [0, 1, 2], limit=2)
+    ids = list(lanes)
+    assert all(lanes[ids[i]] == B for i in a.received[:2] + b.received[:2])
+    assert all(lanes[ids[i]] == W for i in c.received[:4])
+    assert sorted(a.received + b.received + c.received) == list(range(len(ids)))
 
 
 def test_without_a_waiting_test_the_order_is_the_collection_order() -> None:
