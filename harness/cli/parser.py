@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.cli import chaos, config, doctor, install, kind, lifecycle, testrun, traffic
+from harness.cli import chaos, config, conformance, doctor, install, kind, lifecycle, testrun, traffic
 from harness.cli import load as load_verb
 from harness.cli import report as report_verb
 from harness.cli.output import Output
@@ -338,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
         as_json,
     )
     kind.add_images_arguments(p)
+
+    p = verb(
+        "conformance",
+        conformance.cmd_conformance,
+        "run the upstream Gateway API conformance suite against the running kind mesh; ConformanceReport",
+        backend,
+    )
+    conformance.add_arguments(p)
 
     p = verb("upgrade-check", upgrade_command.run, upgrade_command.SUMMARY, backend, cluster, keep, as_json)
     upgrade_command.add_arguments(p)
