@@ -12,6 +12,7 @@ or fail (the suite deletes its own namespaces: ``-cleanup-base-resources``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ NAME = "gateway-conformance"
 REPORT_BEGIN = "=== meshproof: conformance report begins"
 REPORT_END = "=== meshproof: conformance report ends"
 REPORT_PATH = "/tmp/conformance-report.yaml"
+CLASS_DEFAULTS_LABEL = "gateway.istio.io/defaults-for-class"
 # the namespaces the suite's manifests create (left behind by an interrupted run; deleted before a run)
 SUITE_NAMESPACES = (
     "gateway-conformance-infra",
@@ -47,11 +49,34 @@ def shell(argv: Sequence[str]) -> str:
     )
 
 
-def objects(image: str, argv: Sequence[str], *, deadline_s: int) -> list[dict[str, Any]]:
-    """Namespace, ServiceAccount, its cluster-admin binding, and the Job running ``argv``."""
+def class_defaults(gateway_class: str, istio_namespace: str = "istio-system") -> dict[str, Any]:
+    """Istio's per-GatewayClass defaults (a ConfigMap labelled ``gateway.istio.io/defaults-for-class``
+    in its namespace, overlaid on every Gateway deployment it makes for the class): the Gateways'
+    Services of type ClusterIP. A LoadBalancer Service on a cluster without a load balancer keeps
+    its Gateway ``Programmed=False`` (``AddressNotAssigned``: "address pending for hostname"); with a
+    ClusterIP Service Istio gives the Gateway the Service's cluster hostname as its address, which the
+    suite, running in the cluster, can reach."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"meshproof-gateway-class-{gateway_class}",
+            "namespace": istio_namespace,
+            "labels": {CLASS_DEFAULTS_LABEL: gateway_class, "app.kubernetes.io/managed-by": "meshproof"},
+        },
+        "data": {"service": "spec:\n  type: ClusterIP\n"},
+    }
+
+
+def objects(
+    image: str, argv: Sequence[str], *, deadline_s: int, gateway_class: str = "istio"
+) -> list[dict[str, Any]]:
+    """Istio's class defaults (:func:`class_defaults`), the runner's Namespace, ServiceAccount, its
+    cluster-admin binding, and the Job running ``argv``."""
     labels = {"app.kubernetes.io/managed-by": "meshproof", "app": NAME}
     meta = {"name": NAME, "namespace": NAMESPACE, "labels": labels}
     return [
+        class_defaults(gateway_class),
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {
@@ -119,11 +144,13 @@ def job_state(job: Mapping[str, Any] | None) -> str:
     return "running"
 
 
-def progress_lines(log: str) -> list[str]:
-    """The ``--- PASS/FAIL/SKIP: TestConformance/NAME`` lines of a ``go test -v`` log so far."""
-    return [
-        ln.strip() for ln in log.splitlines() if ln.strip().startswith(("--- PASS", "--- FAIL", "--- SKIP"))
-    ]
+_STARTED = re.compile(r"^=== RUN\s+TestConformance/(\w+)$")
+
+
+def started_tests(log: str) -> list[str]:
+    """The suite's tests started so far, in order, from a ``go test -v`` log (``=== RUN`` lines: Go
+    prints a sub-test's ``--- PASS`` line only when its parent, the whole suite, ends)."""
+    return [m.group(1) for ln in log.splitlines() if (m := _STARTED.match(ln.strip()))]
 
 
 class SuiteJob:
@@ -149,7 +176,7 @@ class SuiteJob:
 
     def cleanup(self) -> None:
         for ref in reversed(refs(self._objs)):
-            if ref.kind in ("Namespace", "ClusterRoleBinding", "Job"):
+            if ref.kind in ("Namespace", "ClusterRoleBinding", "Job", "ConfigMap"):
                 self.api.delete(ref, grace_seconds=0)
 
     def _gone(self, ref: ObjectRef) -> bool:
@@ -180,12 +207,10 @@ class SuiteJob:
                     "Succeeded",
                     "Failed",
                 ):
-                    lines = progress_lines(
-                        self.api.pod_log(NAMESPACE, pod["metadata"]["name"], "suite", tail_lines=None)
-                    )
-                    for line in lines[len(seen) :]:
-                        self._say(line)
-                    seen[:] = lines
+                    log = self.api.pod_log(NAMESPACE, pod["metadata"]["name"], "suite", tail_lines=None)
+                    for name in started_tests(log)[len(seen) :]:
+                        seen.append(name)
+                        self._say(f"running {name} ({len(seen)})")
                 state = job_state(self.api.get(ObjectRef("batch/v1", "Job", NAMESPACE, NAME)))
                 return None if state == "running" else state
 
@@ -316,7 +341,11 @@ def load_images(
         ),
         run=run,
     )
-    suite_images, _ = images.build([r for r in manifest if r not in unknown])
+    if settings.images == "official":
+        say("MESHPROOF_IMAGES=official: the cluster pulls the suite's own images; building only the runner")
+        suite_images, _ = images.build_runner_only()
+    else:
+        suite_images, _ = images.build([r for r in manifest if r not in unknown])
     for ref in suite_images.refs():
         say(f"loading {ref} into kind cluster {cluster}")
         run([kind, "load", "docker-image", ref, "--name", cluster], timeout=900)

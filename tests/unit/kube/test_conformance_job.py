@@ -40,14 +40,32 @@ def test_argv_uses_the_suites_own_flags() -> None:
 
 def test_job_runs_the_binary_then_prints_the_report_between_markers() -> None:
     objs = kc.objects("meshproof.local/gateway-conformance:x", ["/bin/t", "-x=it's"], deadline_s=600)
-    assert [o["kind"] for o in objs] == ["Namespace", "ServiceAccount", "ClusterRoleBinding", "Job"]
-    assert objs[2]["roleRef"]["name"] == "cluster-admin"
-    pod = objs[3]["spec"]["template"]["spec"]
+    assert [o["kind"] for o in objs] == [
+        "ConfigMap",
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRoleBinding",
+        "Job",
+    ]
+    assert objs[3]["roleRef"]["name"] == "cluster-admin"
+    pod = objs[4]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == kc.NAME and pod["restartPolicy"] == "Never"
     script = pod["containers"][0]["command"][2]
     assert script.startswith("'/bin/t' '-x=it'\\''s'; rc=$?;")  # quoted for the shell
     assert kc.REPORT_BEGIN in script and script.endswith("exit $rc")
-    assert "istio-injection" not in str(objs[0]["metadata"])  # the runner gets no sidecar
+    assert "istio-injection" not in str(objs[1]["metadata"])  # the runner gets no sidecar
+
+
+def test_istios_class_defaults_make_the_gateway_services_cluster_ip() -> None:
+    cm = kc.class_defaults("istio")
+    assert cm["metadata"]["namespace"] == "istio-system"
+    assert cm["metadata"]["labels"]["gateway.istio.io/defaults-for-class"] == "istio"
+    assert __import__("yaml").safe_load(cm["data"]["service"]) == {"spec": {"type": "ClusterIP"}}
+
+
+def test_started_tests_are_the_top_level_runs() -> None:
+    log = "=== RUN   TestConformance\n=== RUN   TestConformance/A\n=== RUN   TestConformance/A/0_sub\n=== RUN   TestConformance/B\n"
+    assert kc.started_tests(log) == ["A", "B"]
 
 
 @pytest.mark.parametrize(
@@ -120,15 +138,15 @@ class Api:
 
 
 def test_job_run_reports_progress_returns_the_log_and_cleans_up() -> None:
-    log = f"    --- PASS: TestConformance/A (1.00s)\n{kc.REPORT_BEGIN}\nkind: ConformanceReport\n{kc.REPORT_END}\n"
+    log = f"=== RUN   TestConformance/A\n    --- PASS: TestConformance/A (1.00s)\n{kc.REPORT_BEGIN}\nkind: ConformanceReport\n{kc.REPORT_END}\n"
     api = Api(polls=3, log=log)
     said: list[str] = []
     job = kc.SuiteJob(api, "img", ["/t"], timeout=600, say=said.append, clock=Clock())  # type: ignore[arg-type]
     result = job.run()
     assert result.succeeded and result.pod == "gateway-conformance-abc"
     assert kc.report_text(result.log) == "kind: ConformanceReport\n"
-    assert said.count("--- PASS: TestConformance/A (1.00s)") == 1  # each line once, however often polled
-    assert not [r for r in api.objs if r.kind in ("Job", "Namespace", "ClusterRoleBinding")]
+    assert said.count("running A (1)") == 1  # each test once, however often polled
+    assert not [r for r in api.objs if r.kind in ("Job", "Namespace", "ClusterRoleBinding", "ConfigMap")]
 
 
 def test_a_failed_job_still_returns_its_log() -> None:

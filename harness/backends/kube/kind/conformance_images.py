@@ -28,11 +28,12 @@ from pathlib import Path
 
 from harness import proc
 from harness.backends.kube.kind.base import Builder, BuiltImage, image_ref, inputs_digest
-from harness.toolchain.gateway_conformance import ConformanceBinaries, image_version
+from harness.toolchain.gateway_conformance import ECHO_CERTS, ConformanceBinaries, image_version
 
 ECHO_BASIC = "registry.k8s.io/gateway-api/echo-basic"
 ECHO_ADVANCED = "registry.k8s.io/gateway-api/echo-advanced"
 COREDNS = "registry.k8s.io/coredns/coredns"
+OFFICIAL_RUNNER_BASE = "debian:bookworm-slim"  # official images mode: pulled by the engine
 
 
 def _sha(path: Path | str) -> str:
@@ -130,13 +131,20 @@ class ConformanceImages:
             shutil.rmtree(tmp, ignore_errors=True)
         return BuiltImage(name, ref, True, time.monotonic() - t0, digest)
 
+    def build_runner_only(self, base: str = OFFICIAL_RUNNER_BASE) -> tuple[SuiteImages, list[BuiltImage]]:
+        """Official images (MESHPROOF_IMAGES=official): the cluster pulls the images the manifests
+        name from their registries; only the runner is built, on Debian's own image."""
+        runner = self._build("gateway-conformance", f"{self.bin.suite_version}-{self.bin.label}",
+                             [base, self.bin.sha256["conformance.test"]],
+                             {"conformance.test": self.bin.conformance_test}, runner_dockerfile(base))  # fmt: skip
+        return SuiteImages(runner.ref, {}), [runner]
+
     def build(self, manifest_images: Sequence[str]) -> tuple[SuiteImages, list[BuiltImage]]:
         debian = self.b.debian_base()
         istio_base = self._istio_base()
         suite = self.bin.suite_version
         istio_dir = Path(self.bin.istio_dir)
-        certs = {k: istio_dir / v for k, v in {"cert.crt": "tests/testdata/certs/dns/cert-chain.pem",
-                                                 "cert.key": "tests/testdata/certs/dns/key.pem"}.items()}  # fmt: skip
+        certs = {k: istio_dir / v for k, v in ECHO_CERTS.items()}
         built = [
             self._build("gateway-conformance", f"{suite}-{self.bin.label}",
                         [debian.inputs, self.bin.sha256["conformance.test"]],
