@@ -134,6 +134,8 @@ def cmd_conformance(args: argparse.Namespace, settings: Settings, out: Output) -
         out.note(f"• {m}")
 
     t0 = time.monotonic()
+    if warning := kube_run.inotify_warning():
+        out.note(warning)
     info: dict[str, Any] = dict(getattr(backend, "_info", {}) or {})
     label = str(info.get("istio") or settings.istio_version)
     binaries = gateway_conformance.ensure(settings.cache_dir, label, say=say, prefix=NICE)

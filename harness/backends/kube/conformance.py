@@ -346,7 +346,28 @@ def load_images(
         suite_images, _ = images.build_runner_only()
     else:
         suite_images, _ = images.build([r for r in manifest if r not in unknown])
-    for ref in suite_images.refs():
-        say(f"loading {ref} into kind cluster {cluster}")
-        run([kind, "load", "docker-image", ref, "--name", cluster], timeout=900)
+    refs = suite_images.refs()
+    say(f"loading {', '.join(refs)} into kind cluster {cluster}")
+    run([kind, "load", "docker-image", *refs, "--name", cluster], timeout=1800)  # one archive for all
     return suite_images.runner
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_NEEDED = 512  # kind's known-issues value
+
+
+def inotify_warning(read: Callable[[], str] = INOTIFY_INSTANCES.read_text) -> str:
+    """A warning when the host's inotify instance limit is below :data:`INOTIFY_NEEDED`: kind's nodes
+    share it with the host, and every pilot-agent takes instances (its SDS server watches its
+    certificates); past the limit a Gateway's proxy exits with "couldn't initialize inotify: too
+    many open files" and its Gateway never becomes ready (seen on this machine at 128)."""
+    try:
+        limit = int(read().strip())
+    except (OSError, ValueError):
+        return ""
+    if limit >= INOTIFY_NEEDED:
+        return ""
+    return (
+        f"warning: fs.inotify.max_user_instances is {limit}: the suite's gateways may fail with 'couldn't "
+        f"initialize inotify: too many open files'. Fix (root): sysctl -w fs.inotify.max_user_instances={INOTIFY_NEEDED}"
+    )

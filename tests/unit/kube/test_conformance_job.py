@@ -160,3 +160,9 @@ def test_a_job_that_never_ends_times_out_and_is_cleaned_up() -> None:
     with pytest.raises(WaitTimeout, match="the conformance suite"):
         kc.SuiteJob(api, "img", ["/t"], timeout=60, clock=Clock()).run()  # type: ignore[arg-type]
     assert ObjectRef("batch/v1", "Job", kc.NAMESPACE, kc.NAME) not in api.objs
+
+
+def test_inotify_limit_below_kinds_value_warns_with_the_fix() -> None:
+    assert "sysctl -w fs.inotify.max_user_instances=512" in kc.inotify_warning(lambda: "128\n")
+    assert kc.inotify_warning(lambda: "512\n") == ""
+    assert kc.inotify_warning(lambda: "garbage") == ""
