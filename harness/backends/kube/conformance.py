@@ -244,7 +244,7 @@ def report_text(log: str) -> str:
 
 # ---- the suite's argv ----------------------------------------------------------------------------
 USABLE_ADDRESS = "infra-backend-v1.gateway-conformance-infra.svc.cluster.local"  # a Service hostname
-CONTACT = "meshproof (a run of the upstream suite, not Istio's own)"
+CONTACT = "meshproof (a run of the upstream suite by meshproof; not Istio's own)"  # -contact splits on commas
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,8 @@ def test_inotify_limit_below_kinds_value_warns_with_the_fix() -> None:
     assert "sysctl -w fs.inotify.max_user_instances=512" in kc.inotify_warning(lambda: "128\n")
     assert kc.inotify_warning(lambda: "512\n") == ""
     assert kc.inotify_warning(lambda: "garbage") == ""
+
+
+def test_contact_is_one_entry() -> None:
+    # the suite's -contact flag splits on commas (conformance/utils/flags)
+    assert "," not in kc.CONTACT
