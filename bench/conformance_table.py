@@ -7,8 +7,9 @@ Usage: .venv/bin/python bench/conformance_table.py OURS_DIR PUBLISHED_REPORT PUB
   the plan of our suite (``plan.json``: the output of the ``conformance-plan`` it built);
 * PUBLISHED_REPORT: Istio's report in the suite module (``reports/v1.4.0/istio-istio/...yaml``);
 * PUBLISHED_SUITE_TESTS: the test list of the suite version that report ran (JSON with ``tests``
-  [{name, features, provisional}] and ``profiles``), printed by a program that lists
-  ``tests.ConformanceTests`` of that version.
+  [{name, features, provisional}] and ``profiles``), printed by ``bench/suite_tests`` (a Go
+  program listing ``tests.ConformanceTests``; its go.mod requires the suite version to list:
+  ``cd bench/suite_tests && GOFLAGS=-mod=mod go run . > tests.json``).
 
 A published report lists failed and skipped tests by name and counts the rest, so its column says
 ``PASS`` for a test of that suite version whose features the report claims in that profile and that
@@ -60,8 +61,13 @@ def main() -> None:
                     mine = f"SKIP ({reasons.get(name) or 'not claimed: ' + ', '.join(missing)})"
             else:
                 mine = "not run"
-            theirs = gc.published_outcome(pub, pub_plan, profile, pub_tests[name]) if name in pub_tests else "not in suite v1.4.0"
-            counts[f"{mine.split(' ')[0]} / {theirs.split(' (')[0]}"] = counts.get(f"{mine.split(' ')[0]} / {theirs.split(' (')[0]}", 0) + 1
+            theirs = (
+                gc.published_outcome(pub, pub_plan, profile, pub_tests[name])
+                if name in pub_tests
+                else "not in suite v1.4.0"
+            )
+            key = f"{mine.split(' ')[0]} / {theirs.split(' (')[0]}"
+            counts[key] = counts.get(key, 0) + 1
             print(f"| {name}{' (provisional)' if t.provisional else ''} | {level} | {mine} | {theirs} |")
         p, q = ours.profile(profile), pub.profile(profile)
         for label, r in (("ours", p), ("Istio 1.28.0", q)):
@@ -74,6 +80,31 @@ def main() -> None:
                 + (f"; extended {ext.passed} / {ext.failed} / {ext.skipped}" if ext else "")
             )
         print("\ncounts (ours / theirs): " + "; ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    in_profiles = {t.name for p in profiles for t in plan.in_profile(p)}
+    outside = [
+        t
+        for t in plan.tests
+        if t.name not in in_profiles and outcomes.get(t.name, {}).get("result") != "SKIP"
+    ]
+    if outside:
+        print("\n### Ran outside the chosen profiles\n")
+        print("Their features span more than one profile, so the suite counts them in none (its rule: a test")
+        print("belongs to a profile when all its features do).\n")
+        print("| test | features | ours |")
+        print("|---|---|---|")
+        for t in outside:
+            print(
+                f"| {t.name} | {', '.join(t.features)} | {outcomes.get(t.name, {}).get('result', 'not run')} |"
+            )
+    skipped: dict[str, list[str]] = {}
+    for name, o in sorted(outcomes.items()):
+        if o["result"] == "SKIP":
+            skipped.setdefault(reasons.get(name, "no reason logged"), []).append(name)
+    print("\n### Every test skipped, by the suite's reason\n")
+    print("| reason | tests |")
+    print("|---|---|")
+    for reason, names in sorted(skipped.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        print(f"| {reason} | {len(names)}: {', '.join(names)} |")
 
 
 if __name__ == "__main__":
