@@ -57,3 +57,32 @@ def test_existing_backend_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_namespace_labels_follow_the_revision() -> None:
     assert conformance.namespace_labels({}) == {"istio-injection": "enabled"}
     assert conformance.namespace_labels({"revision": "canary"}) == {"istio.io/rev": "canary"}
+
+
+REPORT = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: ConformanceReport
+profiles:
+- name: GATEWAY-HTTP
+  core: {result: success, statistics: {Failed: 0, Passed: 37, Skipped: 0}}
+  extended: {result: failure, statistics: {Failed: 1, Passed: 51, Skipped: 0}, failedTests: [SerialOne]}
+"""
+
+
+def test_summary_fails_on_a_failure_only_the_suites_log_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harness.cli.output import Output
+
+    report = tmp_path / "r.yaml"
+    report.write_text(
+        REPORT.replace("failure", "success").replace("Failed: 1", "Failed: 0").replace("[SerialOne]", "[]")
+    )
+    written = {"report": str(report), "log": "suite.log"}
+    assert conformance.print_summary(Output(), written, 1.0) == 0
+    assert conformance.print_summary(Output(), written, 1.0, failed_in_log=["ParallelOne"]) == 1
+    assert "counted passed by its report (parallel tests): ParallelOne" in capsys.readouterr().out
+    report.write_text(REPORT)
+    assert conformance.print_summary(Output(), written, 1.0, failed_in_log=["SerialOne"]) == 1
+    out = capsys.readouterr().out
+    assert "GATEWAY-HTTP extended failed: SerialOne" in out and "parallel tests" not in out

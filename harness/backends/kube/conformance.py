@@ -186,7 +186,7 @@ class SuiteJob:
         leftovers = [ObjectRef("v1", "Namespace", "", n) for n in (NAMESPACE, *SUITE_NAMESPACES)]
         for ref in leftovers:
             if self.api.delete(ref):
-                self._say(f"deleting {ref} left by an earlier run")
+                self._say(f"deleting {ref} (left by an earlier run, or still being deleted)")
         wait.until(
             lambda: all(self._gone(r) for r in leftovers),
             what="namespaces of an earlier conformance run to be deleted",
@@ -254,6 +254,7 @@ class SuiteOptions:
     skip_tests: tuple[str, ...]
     namespace_labels: Mapping[str, str]
     istio_version: str
+    run_test: str = ""
     gateway_class: str = "istio"
     timeout_s: int = 5400
 
@@ -285,6 +286,8 @@ def suite_argv(o: SuiteOptions, binary: str = "/usr/local/bin/conformance.test")
     ]
     if o.skip_tests:
         argv.append(f"-skip-tests={','.join(o.skip_tests)}")
+    if o.run_test:
+        argv.append(f"-run-test={o.run_test}")
     return argv
 
 

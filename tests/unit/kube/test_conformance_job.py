@@ -36,6 +36,8 @@ def test_argv_uses_the_suites_own_flags() -> None:
     assert "-usable-address=infra-backend-v1.gateway-conformance-infra.svc.cluster.local" in argv
     assert not any(a.startswith("-skip-tests") for a in argv)
     assert "-skip-tests=A,B" in kc.suite_argv(options(skip_tests=("A", "B")))
+    assert "-run-test=A" in kc.suite_argv(options(run_test="A"))
+    assert not any(a.startswith("-run-test") for a in argv)
 
 
 def test_job_runs_the_binary_then_prints_the_report_between_markers() -> None:
