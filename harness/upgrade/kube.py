@@ -265,6 +265,7 @@ def recovery(
     deployments: Mapping[str, Sequence[str]],
     when: str,
     tag_before: str = "",
+    reinstall_from: Sequence[str] = (),
 ) -> Recovery:
     """The decision on Ctrl-C, given the index of the step that had started (-1: none).
 
@@ -272,7 +273,8 @@ def recovery(
       sidecar on a TO istiod is within the skew rule), the reading after says which istiod runs;
     - canary, before the removal of FROM started: back to FROM, Istio's documented rollback: every
       namespace that was moved gets its labels back (or the tag goes back to FROM), its Deployments
-      restart on FROM, then TO's revision is uninstalled;
+      restart on FROM; FROM's install runs again (``reinstall_from``: the gateway TO's install took
+      over goes back to FROM), then TO's revision is uninstalled;
     - canary, once the removal of FROM started: forward to TO (the removal is run again: it is
       idempotent, and FROM may be half gone)."""
     rev_to = skew.revision_of(p.to_label)
@@ -316,6 +318,18 @@ def recovery(
                 "data-plane",
                 apply=tuple(bodies),
                 namespace=s.namespace,
+                revision=rev_from,
+            )
+        )
+    if reinstall_from:
+        # the canary's install upgraded the ingress gateway in place: it is TO's now, and
+        # `istioctl uninstall --revision TO` would remove it (istioctl warns so, seen on kind);
+        # FROM's own install, as `up` ran it, takes it back to FROM first
+        back.append(
+            KubeStep(
+                f"control-plane {p.from_label} again",
+                "control-plane",
+                tuple(reinstall_from),
                 revision=rev_from,
             )
         )

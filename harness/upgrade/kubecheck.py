@@ -474,6 +474,23 @@ class KubeUpgrade(LocalUpgrade):
             return check
         return lambda _r: []
 
+    def _reinstall_from(self, mesh: Any, p: kube.KubePlan) -> tuple[str, ...]:
+        """FROM's install as ``up`` ran it (FROM's istioctl and overlay), for a rollback; () where
+        meshproof did not install FROM (existing: the control plane's options are the user's)."""
+        from harness.toolchain import istio_cluster
+
+        write = getattr(getattr(mesh, "cluster", None), "upgrade_overlay", None)
+        if not callable(write):
+            return ()
+        istioctl = istio_cluster.load(self.settings.cache_dir, p.from_label).istioctl
+        where = kube._where(p.steps[0].argv)
+        return kube.install_argv(
+            istioctl,
+            overlay=str(write(p.from_label)),
+            timeout_s=int(max(self.config.step_timeout, 300)),
+            **where,
+        )
+
     def _interrupted(
         self,
         mesh: Any,
@@ -487,7 +504,13 @@ class KubeUpgrade(LocalUpgrade):
     ) -> None:
         """Ctrl-C: the decision (:func:`.kube.recovery`), carried out where the cluster stays."""
         rec = kube.recovery(
-            p, started, rev_from=rev_from, labels_before=labels_before, deployments=deployments, when=when
+            p,
+            started,
+            rev_from=rev_from,
+            labels_before=labels_before,
+            deployments=deployments,
+            when=when,
+            reinstall_from=self._reinstall_from(mesh, p) if p.mode == "canary" and started >= 0 else (),
         )
         stays = self.settings.backend == "existing" or self.settings.keep_cluster
         if not stays:

@@ -199,6 +199,29 @@ def test_ctrl_c_during_the_canary_install_uninstalls_it() -> None:
     assert rec.steps[0].argv[-2:] == ("--context", "kind-x")
 
 
+def test_ctrl_c_puts_the_gateway_back_on_from_before_uninstalling_the_canary() -> None:
+    """Seen on kind: the canary's install took the ingress gateway over, and `istioctl uninstall
+    --revision 1-31-dev` removed it ('You are about to remove the following gateways'). FROM's own
+    install runs first, so the gateway is FROM's again when TO's revision goes."""
+    from_install = (
+        "/from/istioctl",
+        "install",
+        "--skip-confirmation",
+        "--filename",
+        "/s/istio-operator-1.30-dev.yaml",
+    )
+    rec = kube.recovery(
+        canary(), 1, rev_from="default", labels_before={}, deployments=DEPLOYMENTS, when="t1",
+        reinstall_from=from_install,
+    )  # fmt: skip
+    assert [s.name for s in rec.steps] == [
+        "namespace other back to default",
+        "control-plane 1.30-dev again",
+        "remove 1-31-dev",
+    ]
+    assert rec.steps[1].argv == from_install
+
+
 def test_ctrl_c_after_a_namespace_moved_moves_it_back_then_uninstalls_the_canary() -> None:
     p = canary()
     assert p.steps[1].namespace == "other"
