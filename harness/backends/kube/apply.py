@@ -16,6 +16,7 @@ from typing import Any
 
 from harness import paths, proc, wait
 from harness.backends.kube.api import KubeApi, ObjectRef
+from harness.backends.kube.propagation import ConfigExpectation
 from harness.errors import UserError
 
 SAMPLE_IMAGE = "meshproof/microservice-1:dev"
@@ -196,3 +197,33 @@ def build_image(
             "(sample-service/ next to harness/)"
         )
     run(build_argv(docker, context_dir, tag), timeout=900)
+
+
+ISTIO_KINDS = (
+    ("networking.istio.io/v1", "Gateway"),
+    ("networking.istio.io/v1", "VirtualService"),
+    ("networking.istio.io/v1", "DestinationRule"),
+    ("networking.istio.io/v1", "ServiceEntry"),
+    ("networking.istio.io/v1", "Sidecar"),
+    ("networking.istio.io/v1", "WorkloadEntry"),
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"),
+    ("security.istio.io/v1", "AuthorizationPolicy"),
+    ("security.istio.io/v1", "PeerAuthentication"),
+    ("security.istio.io/v1", "RequestAuthentication"),
+    ("telemetry.istio.io/v1", "Telemetry"),
+)
+GATEWAY_API_KINDS = (
+    ("gateway.networking.k8s.io/v1", "GatewayClass"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
+)
+
+
+def config_expectations(applied: Iterable[Applied]) -> list[ConfigExpectation]:
+    """istiod must hold these Istio objects at their applied resourceVersions."""
+    return [
+        ConfigExpectation(a.ref.group, a.ref.kind, a.ref.namespace, a.ref.name, a.after)
+        for a in applied
+        if a.ref.group in ISTIO_GROUPS
+    ]

@@ -36,7 +36,7 @@ import contextlib
 import functools
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -46,10 +46,12 @@ from harness import envoy, httpclient, proc, wait
 from harness.backends.kube import gateway_api, istio_install, netloss, portforward, propagation
 from harness.backends.kube.api import ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
+    GATEWAY_API_KINDS,
     ISTIO_GROUPS,
+    ISTIO_KINDS,
     SAMPLE_SERVICE_DIR,
-    Applied,
     apply_objects,
+    config_expectations,
     delete_objects,
     read_manifests,
     read_objects,
@@ -260,7 +262,7 @@ class KubeBackend:
                 "install Istio with its default profile, which includes istio-ingressgateway",
             )
         self.progress("waiting for every proxy to be in sync")
-        self._sync.wait_converged(_expectations(a for a in applied), None)
+        self._sync.wait_converged(config_expectations(a for a in applied), None)
         self._wait_ingress()
         self._save(phase="running")
 
@@ -389,7 +391,7 @@ class KubeBackend:
             self.api, [a.ref for a in changed], timeout=self.settings.ready_timeout, clock=self._clock
         )
         if changed:
-            self._sync.wait_converged(_expectations(changed), baseline)
+            self._sync.wait_converged(config_expectations(changed), baseline)
         return self._clock.now() - t0
 
     def delete(self, paths: Sequence[Path]) -> float:
@@ -577,33 +579,3 @@ class KubeBackend:
             http=self._http,
             sync=self._sync,
         )
-
-
-ISTIO_KINDS = (
-    ("networking.istio.io/v1", "Gateway"),
-    ("networking.istio.io/v1", "VirtualService"),
-    ("networking.istio.io/v1", "DestinationRule"),
-    ("networking.istio.io/v1", "ServiceEntry"),
-    ("networking.istio.io/v1", "Sidecar"),
-    ("networking.istio.io/v1", "WorkloadEntry"),
-    ("networking.istio.io/v1alpha3", "EnvoyFilter"),
-    ("security.istio.io/v1", "AuthorizationPolicy"),
-    ("security.istio.io/v1", "PeerAuthentication"),
-    ("security.istio.io/v1", "RequestAuthentication"),
-    ("telemetry.istio.io/v1", "Telemetry"),
-)
-GATEWAY_API_KINDS = (
-    ("gateway.networking.k8s.io/v1", "GatewayClass"),
-    ("gateway.networking.k8s.io/v1", "Gateway"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
-    ("gateway.networking.k8s.io/v1", "GRPCRoute"),
-)
-
-
-def _expectations(applied: Iterable[Applied]) -> list[propagation.ConfigExpectation]:
-    """istiod must hold these Istio objects at their applied resourceVersions."""
-    return [
-        propagation.ConfigExpectation(a.ref.group, a.ref.kind, a.ref.namespace, a.ref.name, a.after)
-        for a in applied
-        if a.ref.group in ISTIO_GROUPS
-    ]
