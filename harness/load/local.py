@@ -187,6 +187,11 @@ class LocustRun(PhaseClock):
             raise ToolMissing("locust", "meshproof load", "run ./scripts/setup (locust is a dependency)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.events_dir.mkdir(exist_ok=True)
+        # an earlier run in this workdir (one interrupted before its report, say) left its stop file,
+        # which would end this run at once, and its event files, which this run's report would count
+        self.stop_file.unlink(missing_ok=True)
+        for old in self.events_dir.glob(EVENT_FILES):
+            old.unlink()
         argv = self.argv(free_port() if self.config.processes > 1 else 0)
         (self.workdir / "argv.json").write_text(json.dumps(argv))
         self._started_at = self._wall()

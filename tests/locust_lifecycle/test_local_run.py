@@ -80,6 +80,22 @@ def test_phases_report_and_cleanup(server: str, tmp_path: Path) -> None:
         run.start()
 
 
+def test_a_workdir_an_earlier_run_left_starts_clean(server: str, tmp_path: Path) -> None:
+    """A second run in the same workdir (upgrade-check's load directory after an interrupted check)
+    neither stops at once on the first run's stop file nor counts the first run's records."""
+    first = LocustRun(LoadConfig(users=2, path="/ok"), LoadTarget(ingress_url=server), workdir=tmp_path)
+    with first:
+        wait.until(lambda: first.progress().requests >= 10, what="10 requests of the first run", timeout=30)
+    assert (tmp_path / "stop").exists() and list((tmp_path / "events").glob("events-*.tsv"))
+    second = LocustRun(LoadConfig(users=2, path="/ok"), LoadTarget(ingress_url=server), workdir=tmp_path)
+    with second:
+        wait.until(lambda: second.progress().requests >= 10, what="10 requests of the second run", timeout=30)
+    r = second.report
+    assert r is not None and r.requests >= 10
+    assert all(rec.request_id.startswith(second.run_id) for rec in r.records)
+    assert r.locust_requests == r.requests
+
+
 def test_failed_requests_are_counted_not_raised(server: str, tmp_path: Path) -> None:
     cfg = LoadConfig(users=2, path="/fail", duration_s=2.0)
     with LocustRun(cfg, LoadTarget(ingress_url=server), workdir=tmp_path) as run:
