@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import yaml
 
-from harness import proc, wait
+from harness import proc
 from harness.errors import UserError
 from harness.report import compare
 from harness.report.runs import write_upgrade
@@ -392,26 +392,18 @@ class KubeUpgrade(LocalUpgrade):
                 # in the control plane's step here (istioctl install changes its Deployment)
                 restarts = kind in ("control-plane", "data-plane") and ingress is not None
                 held = held_mod.hold(held_mod.PROTOCOLS, *ingress) if restarts and ingress else []
-                t0 = time.monotonic()
-                try:
-                    detail = step() if step is not None else {}
-                    detail["step_s"] = round(time.monotonic() - t0, 3)
-                    self.say(f"{name}: {detail}")
-                    start = load.progress().requests
-                    wait.until(
-                        lambda: load.progress().requests >= start + cfg.phase_requests,
-                        what=f"{cfg.phase_requests} load requests during phase {name!r}",
-                        timeout=cfg.step_timeout,
-                        interval=0.5,
-                        hint="in-cluster Locust is not completing requests: see "
-                        + str(self.out_dir / "load"),
-                    )
-                finally:  # the held connections end with the phase, whatever happened
-                    book.held[name] = [h.stop() for h in held]
-                book.read = read = self.read_versions(mesh, f"end of phase {name!r}")
-                detail["versions"] = read.compact()
-                book.step_mismatches += runs_to(read)
-                book.marks.append((name, kind, time.monotonic() - t0, detail))
+                self._phase(
+                    mesh,
+                    book,
+                    load,
+                    name,
+                    kind,
+                    step,
+                    runs_to,
+                    held,
+                    interval=0.5,
+                    hint="in-cluster Locust is not completing requests: see " + str(self.out_dir / "load"),
+                )
 
             url = httpx.URL(mesh.ingress_url())
             # kind publishes the ingress on 127.0.0.1; a port-forward (existing) is not held across

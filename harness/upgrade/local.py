@@ -307,6 +307,44 @@ class LocalUpgrade:
         write_upgrade(self.out_dir, rep.as_json())
         return rep
 
+    def _phase(
+        self,
+        mesh: Any,
+        book: _Run,
+        load: Any,
+        name: str,
+        kind: str,
+        step: Callable[[], dict[str, Any]] | None,
+        runs_to: running.Check,
+        held: Sequence[held_mod.HeldConnection],
+        *,
+        interval: float,
+        hint: str,
+    ) -> None:
+        """One phase (its load phase already marked, ``held`` opened): the step, then
+        ``phase_requests`` more load requests (late failures show here), the held connections
+        ended whatever happened, the versions read again and what the step started checked."""
+        cfg = self.config
+        t0 = time.monotonic()
+        try:
+            detail = step() if step is not None else {}
+            detail["step_s"] = round(time.monotonic() - t0, 3)
+            self.say(f"{name}: {detail}")
+            start = load.progress().requests
+            wait.until(
+                lambda: load.progress().requests >= start + cfg.phase_requests,
+                what=f"{cfg.phase_requests} load requests during phase {name!r}",
+                timeout=cfg.step_timeout,
+                interval=interval,
+                hint=hint,
+            )
+        finally:
+            book.held[name] = [h.stop() for h in held]
+        book.read = read = self.read_versions(mesh, f"end of phase {name!r}")
+        detail["versions"] = read.compact()
+        book.step_mismatches += runs_to(read)
+        book.marks.append((name, kind, time.monotonic() - t0, detail))
+
     def _upgrade_under_load(self, mesh: Any, book: _Run, expected_to: running.Expected) -> Any:
         from harness.load import LoadConfig
 
@@ -331,26 +369,18 @@ class LocalUpgrade:
                 restart holds two connections to the ingress gateway across it (:mod:`.held`)."""
                 load.phase(name)
                 held = held_mod.hold(held_mod.PROTOCOLS, *ingress) if kind == "data-plane" else []
-                t0 = time.monotonic()
-                try:
-                    detail = step() if step is not None else {}
-                    detail["step_s"] = round(time.monotonic() - t0, 3)
-                    self.say(f"{name}: {detail}")
-                    start = load.progress().requests  # then N more requests: late failures show here
-                    wait.until(
-                        lambda: load.progress().requests >= start + cfg.phase_requests,
-                        what=f"{cfg.phase_requests} load requests during phase {name!r}",
-                        timeout=cfg.step_timeout,
-                        interval=0.1,
-                        hint="Locust is not completing requests: see its log in "
-                        + str(self.out_dir / "load"),
-                    )
-                finally:  # the held connections end with the phase, whatever happened
-                    book.held[name] = [h.stop() for h in held]
-                book.read = read = self.read_versions(mesh, f"end of phase {name!r}")
-                detail["versions"] = read.compact()
-                book.step_mismatches += runs_to(read)
-                book.marks.append((name, kind, time.monotonic() - t0, detail))
+                self._phase(
+                    mesh,
+                    book,
+                    load,
+                    name,
+                    kind,
+                    step,
+                    runs_to,
+                    held,
+                    interval=0.1,
+                    hint="Locust is not completing requests: see its log in " + str(self.out_dir / "load"),
+                )
 
             url = httpx.URL(mesh.ingress_url())
             ingress = (url.host, url.port or 80)
