@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from harness.backends.base import Backend
     from harness.load import LoadRun
     from harness.load.chart import ChartWorker
+    from harness.load.shared import SharedLocust
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -269,6 +270,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    shared = item.config.stash.get(SHARED_LOAD_KEY, None)
+    if shared is not None and "load" not in getattr(item, "fixturenames", ()):
+        shared.pause()  # a test without load runs without the module's shared Locust's users
     if item.get_closest_marker("gameday") is not None and not item.config.getoption("gamedays"):
         pytest.skip("a long chaos game day: run with --gamedays (tox -e chaos)")
     marker = item.get_closest_marker("backend")
@@ -401,6 +405,33 @@ def load_charts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartWorke
             warnings.warn(problem, stacklevel=1)
 
 
+#: The module's shared Locust while it exists (so a test without load can pause it).
+SHARED_LOAD_KEY = pytest.StashKey["SharedLocust"]()
+
+
+@pytest.fixture(scope="module")
+def shared_locust(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedLocust]:
+    """The one Locust the ``load`` fixture's steady runs share within a module (local backend;
+    started by the first test that needs it, stopped after the module's last test): each test's
+    load is a :class:`~harness.load.shared.LoadSlice` of it. Between tests its users keep running
+    until a test needs quiet (see :func:`pytest_runtest_setup`)."""
+    from harness.load.shared import SharedLocust
+
+    shared = SharedLocust(tmp_path_factory.mktemp("shared-load"))
+    request.config.stash[SHARED_LOAD_KEY] = shared
+    try:
+        yield shared
+    finally:
+        del request.config.stash[SHARED_LOAD_KEY]
+        try:
+            shared.close()
+        except BaseException:
+            shared.abort()
+            raise
+
+
 @pytest.fixture
 def load(
     request: pytest.FixtureRequest,
@@ -422,7 +453,7 @@ def load(
     requests a ``load_headers`` fixture (a dict) has the load send those headers too (the
     marker's ``headers`` win).
     """
-    from harness.load import LoadConfig
+    from harness.load import LoadConfig, LocustRun
 
     marker = request.node.get_closest_marker("under_load")
     kwargs = dict(marker.kwargs) if marker is not None else {}
@@ -451,6 +482,15 @@ def load(
     except TypeError as e:
         pytest.fail(f"@pytest.mark.under_load: {e}", pytrace=False)
     run = mesh.load_runner(config, workdir=tmp_path / "load")
+    shared: SharedLocust = request.getfixturevalue("shared_locust")
+    if isinstance(run, LocustRun) and shared.shares(config):
+        # one Locust per module (local backend): this test's load is a slice of it, with its own
+        # phases and only the requests started inside it (harness.load.shared)
+        run = shared.slice(config, run.target, workdir=tmp_path / "load")
+        if not autostart:
+            shared.pause()  # the test sets its scenario up without load, then starts it
+    else:
+        shared.pause()  # a run of its own (a shape, a duration, in a cluster): no other load meanwhile
     if autostart:
         with run:
             yield run

@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from locust import FastHttpUser, LoadTestShape, events, task
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_RUNNING, MasterRunner, WorkerRunner
 from shapes import SHAPES, users_at
 
 DEFAULT_SERVICE = ("microservice-1", "sample", 3000)
@@ -74,6 +74,12 @@ def _options(parser: Any) -> None:
     )
     parser.add_argument("--mp-stop-file", default="", help="the run ends (cleanly) once this file exists")
     parser.add_argument(
+        "--mp-control",
+        default="",
+        help='a steady run follows this JSON file, {"epoch": k, "users": n, "rate": r}, read every tick; '
+        "each change is confirmed in <file>.done",
+    )
+    parser.add_argument(
         "--mp-log-exceptions",
         action="store_true",
         help="the master logs its workers' user exceptions when it quits (in-cluster runs)",
@@ -88,6 +94,7 @@ _host = [""]  # "<hostname>." before the pid in request ids, when the events go 
 _ids = itertools.count(1)
 _users = itertools.count(1)  # this process's users, numbered as they start
 _flushed = [0.0]  # when the event log was last flushed: the harness reads it live
+_environment: list[Any] = [None]  # Locust's Environment (set at init)
 
 
 def _die_with_parent() -> None:
@@ -101,9 +108,11 @@ def _die_with_parent() -> None:
 @events.init.add_listener
 def _on_init(environment: Any, **_kw: Any) -> None:
     global _events_file, _event_prefix
+    _environment[0] = environment
     opts = environment.parsed_options
     if isinstance(environment.runner, WorkerRunner):
         _die_with_parent()
+
     if opts is not None and opts.mp_events == "-":
         _events_file, _event_prefix = sys.stdout, "meshproof-event\t"
         _host[0] = f"{socket.gethostname()}."
@@ -115,8 +124,45 @@ def _on_init(environment: Any, **_kw: Any) -> None:
 
 @events.quit.add_listener
 def _on_quit(**_kw: Any) -> None:
+    _flush()
+
+
+def _flush() -> None:
     if _events_file is not None:
         _events_file.flush()
+        _flushed[0] = time.monotonic()
+
+
+# --------------------------------------------------------------------------- control (a shared run)
+
+_epoch = [0]  # the control file's epoch the shape last applied
+
+
+def _control(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None  # not written yet (the harness replaces it atomically)
+    return doc if isinstance(doc, dict) else None
+
+
+def _confirm(opts: Any, users: int) -> None:
+    """``<--mp-control>.done``: the epoch now in effect and the users running (written atomically)."""
+    done = f"{opts.mp_control}.done"
+    with open(done + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump({"epoch": _epoch[0], "users": int(users), "at": time.time()}, fh)
+    os.replace(done + ".tmp", done)
+
+
+@events.spawning_complete.add_listener
+def _on_spawned(user_count: int, **_kw: Any) -> None:
+    """A change of users has taken effect (fired by the master or the single process, after the
+    users it stopped are gone): the harness's wait for the change ends here."""
+    environment = _environment[0]
+    opts = environment.parsed_options if environment is not None else None
+    if opts is not None and opts.mp_control and not isinstance(environment.runner, WorkerRunner):
+        _confirm(opts, user_count)
 
 
 @events.quitting.add_listener
@@ -202,6 +248,9 @@ def _flags(headers: Any, context: dict[str, Any]) -> None:
 class IngressUser(FastHttpUser):
     """GET /api/greet (or --mp-path) through the ingress gateway."""
 
+    def on_stop(self) -> None:
+        _flush()  # a shared run's pause: its last requests are in the event log before it confirms
+
     weight = 1
     host = "http://ingress.invalid"  # replaced in on_start
 
@@ -237,6 +286,9 @@ class IngressUser(FastHttpUser):
 
 class MeshUser(FastHttpUser):
     """The client workload's app calls the service through its outbound sidecar (/api/call)."""
+
+    def on_stop(self) -> None:
+        _flush()
 
     weight = 1
     host = "http://client.invalid"
@@ -295,9 +347,12 @@ class MeshUser(FastHttpUser):
 
 
 class MeshproofShape(LoadTestShape):
-    """Drives -u/-r users over time according to --mp-shape; stops after --mp-duration (if set)."""
+    """Drives -u/-r users over time according to --mp-shape; stops after --mp-duration (if set).
+    With ``--mp-control`` a steady run takes its users and spawn rate from that file instead, so
+    one Locust serves one test after another (0 users: paused between them)."""
 
     use_common_options = True
+    _last: tuple[int, float] | None = None
 
     def tick(self) -> tuple[int, float] | None:
         opts = self.runner.environment.parsed_options  # type: ignore[union-attr]
@@ -309,6 +364,16 @@ class MeshproofShape(LoadTestShape):
             return None  # the harness asked for the end: Locust stops its users and writes its stats
         users = int(opts.num_users or 1)
         rate = float(opts.spawn_rate or users)
+        control = _control(opts.mp_control) if opts.mp_control and opts.mp_shape == "steady" else None
+        if control is not None:
+            users, rate = int(control["users"]), float(control["rate"])
         if opts.mp_shape != "steady":
             rate = max(rate, float(users))  # follow the shape within a second
-        return users_at(opts.mp_shape, users, duration, t), rate
+        value = (users_at(opts.mp_shape, users, duration, t), rate)
+        if control is not None and int(control["epoch"]) != _epoch[0]:
+            _epoch[0] = int(control["epoch"])
+            runner = self.runner
+            if value == self._last and runner is not None and runner.state == STATE_RUNNING:
+                _confirm(opts, runner.user_count)  # nothing to change: Locust starts no spawn to confirm it
+        self._last = value
+        return value

@@ -103,6 +103,10 @@ class LocustRun(PhaseClock):
         self._cpu_samples = 0
         self.run_id = f"mp-{uuid.uuid4().hex[:10]}"
         self.report: LoadReport | None = None
+        # a steady run's users now (resize() changes them) and the control file's epoch
+        self._running_users: tuple[int, float] = (config.users, config.rate)
+        self._epoch = 0
+        self.sink: Callable[[RequestRecord], None] | None = None  # also gets every record read
 
     # ---- paths
     @property
@@ -120,6 +124,17 @@ class LocustRun(PhaseClock):
     @property
     def stop_file(self) -> Path:
         return self.workdir / "stop"
+
+    @property
+    def control_path(self) -> Path:
+        """The users and spawn rate a steady run follows (:meth:`resize`); Locust confirms each
+        change in ``control.json.done``."""
+        return self.workdir / "control.json"
+
+    @property
+    def users(self) -> int:
+        """The users Locust runs now (a steady run's, as last confirmed)."""
+        return self._running_users[0]
 
     @property
     def exited(self) -> bool:
@@ -170,6 +185,8 @@ class LocustRun(PhaseClock):
             str(self.events_dir),
             "--mp-stop-file",
             str(self.stop_file),
+            "--mp-control",
+            str(self.control_path),
         ]
         if c.headers:
             argv += ["--mp-header", json.dumps(dict(c.headers))]
@@ -190,6 +207,8 @@ class LocustRun(PhaseClock):
         # an earlier run in this workdir (one interrupted before its report, say) left its stop file,
         # which would end this run at once, and its event files, which this run's report would count
         self.stop_file.unlink(missing_ok=True)
+        for stale in (self.control_path, self._done_path):
+            stale.unlink(missing_ok=True)
         for old in self.events_dir.glob(EVENT_FILES):
             old.unlink()
         argv = self.argv(free_port() if self.config.processes > 1 else 0)
@@ -233,6 +252,81 @@ class LocustRun(PhaseClock):
         if code is not None:
             raise LoadError(f"Locust exited {code} before spawning its users:\n{locust_message(text)}")
         return False
+
+    def resize(self, users: int, rate: float | None = None, *, timeout: float | None = None) -> None:
+        """Run ``users`` users from now on (0 pauses the load), started ``rate`` per second, without
+        restarting Locust: a steady run's shape reads :attr:`control_path` every tick (second)
+        and Locust confirms the change once the users it stopped are gone (each finishes its
+        request in flight) and the new ones are started. Returns after that confirmation."""
+        if self._state is not RunState.RUNNING:
+            raise LoadError(f"cannot resize a load that is {self._state.value}")
+        if self.config.shape != "steady" or self.config.duration_s > 0 or self.config.processes > 1:
+            # --processes: the master confirms a change before its workers have reported it
+            # (Locust 2.47 logs "report waittime is expired, but not all reports received")
+            raise LoadError("only a steady single-process run without a duration is resized")
+        if users < 0:
+            raise ValueError(f"users={users}: 0 or more")
+        wanted = (users, float(rate) if rate is not None else float(max(users, 1)))
+        if wanted == self._running_users:
+            return
+        self._epoch += 1
+        epoch = self._epoch
+        tmp = self.control_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"epoch": epoch, "users": wanted[0], "rate": wanted[1]}))
+        os.replace(tmp, self.control_path)
+
+        def confirmed() -> dict[str, object] | None:
+            self._sample_cpu()
+            try:
+                done = json.loads(self._done_path.read_text())
+            except (OSError, ValueError):
+                done = None
+            if isinstance(done, dict) and done.get("epoch") == epoch and done.get("users") == users:
+                return done
+            assert self._popen is not None
+            code = self._popen.poll()
+            if code is not None:
+                text = _read_text(self.log_path)
+                raise LoadError(
+                    f"Locust exited {code} while changing to {users} users:\n{locust_message(text)}"
+                )
+            return None
+
+        wait.until(
+            confirmed,
+            what=f"Locust to run {users} users (change {epoch}, {self.control_path})",
+            timeout=timeout if timeout is not None else self.config.spawn_timeout,
+            interval=0.05,
+            hint="the machine may be overloaded; see the Locust log",
+        )
+        self._running_users = wanted
+
+    def poll(self) -> None:
+        """Read the event logs' new lines (each record to :attr:`sink` too) and sample the CPU."""
+        self._read_events()
+        self._sample_cpu()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the Locust processes so far (sampled now)."""
+        self._sample_cpu(now=True)
+        return self._cpu_s
+
+    def problem(self) -> str:
+        """Why this run can serve no more load ("" while it is sound): Locust exited, or it
+        logged a traceback."""
+        if self._popen is None or self._state is not RunState.RUNNING:
+            return f"the load is {self._state.value}"
+        text = _read_text(self.log_path)
+        code = self._popen.poll()
+        if code is not None:
+            return f"Locust exited {code}:\n{locust_message(text)}"
+        if "Traceback (most recent call last)" in text:
+            return f"Locust logged a traceback ({self.log_path}):\n{locust_message(text)}"
+        return ""
+
+    @property
+    def _done_path(self) -> Path:
+        return self.control_path.with_name(self.control_path.name + ".done")
 
     def progress(self) -> Progress:
         """Figures so far (reads the new lines of the event logs)."""
@@ -342,6 +436,11 @@ class LocustRun(PhaseClock):
     def _abort(self) -> None:
         self._kill()
         self._state = RunState.STOPPED
+
+    def _keep(self, rec: RequestRecord) -> None:
+        super()._keep(rec)
+        if self.sink is not None:
+            self.sink(rec)
 
     # ---- internals
     def _kill(self) -> None:
