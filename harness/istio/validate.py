@@ -100,10 +100,12 @@ def validate_text(
 
 
 def default_runner(istio_version: str | None) -> analyzer.Runner:
-    """Istio's analyzer for ``istio_version`` from the meshproof cache (built on first use)."""
+    """Istio's analyzer for ``istio_version`` from the meshproof cache (built on first use); its
+    answers are kept beside it (:func:`analyzer.run_binary`)."""
     settings = from_env()
     version = istio_version or settings.istio_version
-    return analyzer.run_binary(istio_analyzer.ensure(settings.cache_dir, version))
+    binary = istio_analyzer.ensure(settings.cache_dir, version)
+    return analyzer.run_binary(binary, cache=settings.cache_dir / f"istio-{version}" / "analyses")
 
 
 def _validate(

@@ -160,3 +160,46 @@ def test_run_binary_speaks_json(tmp_path: Path) -> None:
     script.chmod(0o755)
     got = analyzer.run_binary(script)({"sources": []})
     assert got.messages[0].code == "IST0133" and got.messages[0].line == 3
+
+
+def _counting_analyzer(tmp_path: Path, code: str) -> tuple[Path, Path]:
+    """A fake binary that answers one message with ``code`` and appends a line to a file per run."""
+    runs = tmp_path / "runs"
+    script = tmp_path / "fake-analyze"
+    script.write_text(
+        f"#!/bin/sh\ncat >/dev/null\necho run >> {runs}\n"
+        f'echo \'{{"messages": [{{"code": "{code}", "level": "Warning", "message": "m", '
+        '"file": "doc-0.yaml"}], "sourceErrors": []}\'\n'
+    )
+    script.chmod(0o755)
+    return script, runs
+
+
+def test_run_binary_answers_a_request_it_saw_from_its_cache(tmp_path: Path) -> None:
+    script, runs = _counting_analyzer(tmp_path, "IST0133")
+    crd = tmp_path / "crd.json"
+    crd.write_text("{}")
+    cache = tmp_path / "analyses"
+    request = {"sources": [{"name": "doc-0.yaml", "text": "a"}], "crds": [str(crd)]}
+    first = analyzer.run_binary(script, cache=cache)(request)
+    again = analyzer.run_binary(script, cache=cache)(dict(request))  # another runner: another process
+    assert first == again and again.messages[0].code == "IST0133"
+    assert runs.read_text().count("run") == 1
+    assert len(list(cache.glob("*.json"))) == 1
+
+    # Negative controls: another request, an edited CRD file, a rebuilt binary each run it again.
+    analyzer.run_binary(script, cache=cache)({**request, "sources": [{"name": "doc-0.yaml", "text": "b"}]})
+    assert runs.read_text().count("run") == 2
+    crd.write_text('{"kind": "CustomResourceDefinition"}')
+    analyzer.run_binary(script, cache=cache)(request)
+    assert runs.read_text().count("run") == 3
+    script.write_text(script.read_text().replace("IST0133", "IST0106"))
+    rebuilt = analyzer.run_binary(script, cache=cache)(request)
+    assert runs.read_text().count("run") == 4 and rebuilt.messages[0].code == "IST0106"
+
+
+def test_run_binary_without_a_cache_runs_every_time(tmp_path: Path) -> None:
+    script, runs = _counting_analyzer(tmp_path, "IST0133")
+    for _ in range(2):
+        analyzer.run_binary(script)({"sources": []})
+    assert runs.read_text().count("run") == 2
