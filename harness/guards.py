@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import yamlio
+from harness import namespaces, yamlio
 from harness.backends.base import AppFault, Backend
 from harness.istio import Bundle, load_paths, load_text, validate_documents
 from harness.istio.crds import GATEWAY_API_GROUPS
@@ -117,7 +117,7 @@ class ConfigGuard:
         return self._manifests
 
     def original(self, kind: str, name: str, namespace: str = "sample") -> Body:
-        doc = self._manifests.find(kind, namespace, name)
+        doc = self._manifests.find(kind, namespaces.ns(namespace), name)  # a kube worker's copy: its own
         if doc is None:
             raise LookupError(f"the manifests have no {kind} {namespace}/{name}")
         return doc.body

@@ -180,12 +180,27 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, line in MARKERS.items():
         if name not in declared:
             config.addinivalue_line("markers", line)
+    if worker_id(config) is not None:
+        settings_for(config)  # a kube worker's copy of the sample: named before the suites are collected
     if parallel_workers(config) > 1 and worker_id(config) is None:
         settings = settings_for(config)
         why = ""
-        if settings.backend != "local":
-            why = f"backend {settings.backend} runs one cluster, which the workers would share"
-        elif (settings.state_dir / "backend.json").is_file():
+        running = (settings.state_dir / "backend.json").is_file()
+        if (
+            settings.backend != "local"
+        ):  # the workers share the cluster's mesh, each its own copy of the sample
+            if not running:
+                raise pytest.UsageError(
+                    f"-n {parallel_workers(config)}: backend {settings.backend} runs its workers on one mesh, "
+                    f"which must be up before they start. Fix: `meshproof up --backend {settings.backend} "
+                    f"--detach --state {settings.state_dir}` first, or run without -n"
+                )
+            if settings.traffic_api != "istio":
+                why = (
+                    f"the workers' copies of the sample route with Istio's API only, not {settings.traffic_api} "
+                    "(its Gateway is in istio-system, shared by every worker)"
+                )
+        elif running:
             why = (
                 f"a mesh runs at {settings.state_dir} (meshproof up --detach), which the workers would share"
             )
@@ -239,12 +254,31 @@ def settings_for(config: pytest.Config) -> Settings:
         except UserError as e:
             raise pytest.UsageError(str(e)) from e
         worker = worker_id(config)
-        if worker is not None:  # pytest-xdist: one mesh per worker, each in its own state dir
-            settings = config.stash[SETTINGS_KEY]
-            config.stash[SETTINGS_KEY] = settings.with_overrides(
-                state_dir=settings.state_dir / "workers" / worker
-            )
+        if worker is not None:
+            config.stash[SETTINGS_KEY] = _worker_settings(config, config.stash[SETTINGS_KEY], worker)
     return config.stash[SETTINGS_KEY]
+
+
+def _worker_settings(config: pytest.Config, settings: Settings, worker: str) -> Settings:
+    """pytest-xdist worker ``worker``'s settings. Local: a mesh of its own, in its own state dir.
+    kind/existing: the cluster's one mesh (the state dir's), and from the second worker on a copy of
+    the sample in namespaces of its own (:mod:`harness.namespaces`): its manifests are that copy,
+    and its suffix is in the environment before the suites are collected."""
+    import os
+
+    from harness import namespaces
+
+    if settings.backend == "local":
+        return settings.with_overrides(state_dir=settings.state_dir / "workers" / worker)
+    sfx = namespaces.suffix_for(worker)
+    if not sfx:
+        return settings
+    os.environ[namespaces.SUFFIX_ENV] = sfx
+    src = settings.manifests
+    if not src.is_absolute() and not src.exists():
+        src = config.rootpath / src
+    dest = settings.state_dir / "workers" / worker / "manifests"
+    return settings.with_overrides(manifests=namespaces.render_manifests(src, dest, sfx))
 
 
 def _duration(raw: str | None) -> float | None:
@@ -350,6 +384,8 @@ def mesh(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Backend
                     pytrace=False,
                 )
             _remember_mesh(request.config, running, settings)
+            if start_copy := getattr(running, "start_copy", None):  # kube: a worker's copy of the sample
+                start_copy()
             yield running  # someone else's mesh: leave it running
             return
     with create(settings) as backend:

@@ -14,6 +14,11 @@ the test id: the controller collects nothing and sees no markers).
 
 Scheduling changes only which worker runs a test and when: every test runs once, on a mesh of its
 own worker's, with the same statistics and verdicts.
+
+On a shared cluster (backends kind and existing) the workers share one mesh, each with a copy of
+the sample of its own (:mod:`harness.namespaces`); a test that changes what every worker's proxies
+share (``istio-system``'s Telemetry, its Gateway) is ``pinned``: only the first worker (``gw0``,
+which runs the sample ``up`` applied) gets it, before its other tests.
 """
 
 from __future__ import annotations
@@ -48,10 +53,15 @@ def pick(pending: Sequence[int], lanes: Sequence[str], others: Iterable[int], li
 
 
 def make_scheduler(
-    config: pytest.Config, log: Any, lane: Callable[[str], str], limit: int | None = None
+    config: pytest.Config,
+    log: Any,
+    lane: Callable[[str], str],
+    limit: int | None = None,
+    pinned: Callable[[str], bool] = lambda _nodeid: False,
 ) -> Any:
     """A pytest-xdist scheduler (``pytest_xdist_make_scheduler``) that sends tests by :func:`pick`,
-    at most ``limit`` busy tests at once (default :func:`busy_at_once`)."""
+    at most ``limit`` busy tests at once (default :func:`busy_at_once`); a ``pinned`` test only to
+    worker ``gw0``, which takes those first."""
     from xdist.scheduler.load import LoadScheduling  # type: ignore[import-untyped]
 
     class LaneScheduling(LoadScheduling):  # type: ignore[misc]
@@ -60,12 +70,25 @@ def make_scheduler(
         def __init__(self) -> None:
             super().__init__(config, log)
             self.lanes: list[str] = []
+            self.pinned: list[bool] = []
             self.limit = limit if limit is not None else busy_at_once()
 
         def schedule(self) -> None:
             if self.collection is None and self.collection_is_completed:
-                self.lanes = [lane(nodeid) for nodeid in next(iter(self.node2collection.values()))]
+                ids = next(iter(self.node2collection.values()))
+                self.lanes = [lane(nodeid) for nodeid in ids]
+                self.pinned = [pinned(nodeid) for nodeid in ids]
             super().schedule()  # validates the collections; sends a first chunk we take back below
+            for node in self.nodes:  # a worker that may run none of the tests left
+                if not node.shutting_down and not self.node2pending[node] and not self._open(node):
+                    node.shutdown()
+
+        def _open(self, node: Any) -> list[int]:
+            """Positions in ``pending`` of the tests ``node`` may run (gw0: its pinned ones first)."""
+            if getattr(node.gateway, "id", "") == "gw0":
+                first = [p for p, i in enumerate(self.pending) if self.pinned[i]]
+                return first or list(range(len(self.pending)))
+            return [p for p, i in enumerate(self.pending) if not self.pinned[i]]
 
         def _send_tests(self, node: Any, num: int) -> None:
             # A worker runs a test once it holds the next one too (pytest's nextitem): it holds two,
@@ -73,17 +96,19 @@ def make_scheduler(
             # (its first distribution) are cut to that.
             held = self.node2pending[node]
             for _ in range(min(num, max(1, 2 - len(held)))):
-                if not self.pending:
+                open_ = self._open(node)
+                if not open_:
                     return
                 others = [theirs[-1] for n, theirs in self.node2pending.items() if n is not node and theirs]
-                index = self.pending.pop(pick(self.pending, self.lanes, others, self.limit))
+                mine = [self.pending[p] for p in open_]
+                index = self.pending.pop(open_[pick(mine, self.lanes, others, self.limit)])
                 held.append(index)
                 node.send_runtest_some([index])
 
         def check_schedule(self, node: Any, duration: float = 0) -> None:
             if node.shutting_down:
                 return
-            if self.pending:
+            if self._open(node):
                 self._send_tests(node, 2 - len(self.node2pending[node]))
             else:
                 node.shutdown()

@@ -102,6 +102,17 @@ WAITING_SUITES = frozenset(
 )
 
 
+#: The suites that change what every worker's proxies share on a cluster (the mesh-wide Telemetry
+#: in istio-system, its Gateway API Gateway): on kind/existing only the first worker runs them
+#: (:mod:`harness.schedule`); each local worker has a mesh of its own.
+MESH_WIDE_SUITES = frozenset(("test_tracing.py", "test_gateway_api.py"))
+
+
+def mesh_wide(nodeid: str) -> bool:
+    """Whether a test (by its id) is of a :data:`MESH_WIDE_SUITES` suite."""
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in MESH_WIDE_SUITES
+
+
 def suite_lane(nodeid: str) -> str:
     """A test's lane for :mod:`harness.schedule`, from its id (``suites/test_x.py::test_y[...]``)."""
     from harness.schedule import BUSY, WAITS
@@ -117,7 +128,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-
         return None
     from harness.schedule import make_scheduler
 
-    return make_scheduler(config, log, suite_lane)
+    shared = _settings(config).backend != "local"  # one mesh, a copy of the sample per worker
+    return make_scheduler(config, log, suite_lane, pinned=mesh_wide if shared else lambda _nodeid: False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -404,13 +416,14 @@ def trace_pointers(mesh: Backend, since_us: int, limit: int = 3) -> str:
     url = mesh.trace_query_url()
     if url is None:
         return "traces: tracing is not deployed in this mesh"
+    from harness.namespaces import ns
     from harness.tracing.jaeger import JaegerClient, now_us
 
     try:
         with JaegerClient(url, timeout=3.0) as jaeger:
             ids = [
                 t.trace_id
-                for service in ("microservice-1.sample", "istio-ingressgateway.istio-system")
+                for service in (f"microservice-1.{ns('sample')}", "istio-ingressgateway.istio-system")
                 for t in jaeger.find_traces(service, start_us=since_us, end_us=now_us(), limit=limit)
             ][:limit]
     except Exception as e:  # evidence must never hide the test's own failure

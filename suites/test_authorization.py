@@ -25,16 +25,21 @@ from harness.backends.base import Backend
 from harness.errors import UnsupportedFeature
 from harness.istio import Bundle
 from harness.istio.model import labels_match
+from harness.namespaces import host, ref
 from harness.traffic.client import Sampler, SampleSpec
 from suites._support.authz import Cell, Outcome, Peer, Request, decide, matrix_check, outcome, selecting
 
 pytestmark = [pytest.mark.e2e]
 
-SOURCES = ("ingress", "trusted-namespace/client", "other-namespace/client")
+SOURCES = (
+    "ingress",
+    ref("trusted-namespace/client"),
+    ref("other-namespace/client"),
+)  # a worker's copy: its own
 METHODS = ("GET", "POST", "PUT", "DELETE")
 #: the app's path and a near miss (trailing slash: same handler in the app, another string to Envoy)
 PATHS = ("/api/greet", "/api/greet/")
-SERVICE = "microservice-1.sample.svc.cluster.local"
+SERVICE = host("microservice-1.sample.svc.cluster.local")
 CONCURRENCY = 32  # in flight across all cells at once
 
 
@@ -114,7 +119,9 @@ def test_authorization_matrix_matches_policy(
     cells = expected_cells(config.applied, mesh_backend)
     allowed = {c.label for c in cells if c.allow}
     # the design's policy, spelled out: only GET from ingress and other-namespace gets through
-    assert allowed == {f"{s} GET {p}" for s in ("ingress", "other-namespace/client") for p in PATHS}, allowed
+    assert allowed == {f"{s} GET {p}" for s in ("ingress", ref("other-namespace/client")) for p in PATHS}, (
+        allowed
+    )
     gate = settle(sampler, mesh_backend, cells, ingress_host)
     n = design.n_exact()
     outcomes = run_matrix(sampler, mesh_backend, cells, n, ingress_host)
@@ -148,7 +155,7 @@ def test_negative_mutant_policy_without_not_namespaces_fails_matrix(
     apply_s = config.apply(mutant, label="mutant-policy")
     running = expected_cells(config.applied, mesh_backend)
     flipped = {a.label for a, r in zip(asserted, running, strict=True) if a.allow != r.allow}
-    assert flipped == {f"trusted-namespace/client GET {p}" for p in PATHS}, flipped
+    assert flipped == {f"{ref('trusted-namespace/client')} GET {p}" for p in PATHS}, flipped
     gate = settle(sampler, mesh_backend, running, ingress_host)  # the mutant is live: its own matrix conforms
     # A mismatch is exact (one wrong answer fails the cell), and the mutant's flipped cells answer
     # wrongly every time: a tenth of the zero-rule sample shows it as surely as all of it.

@@ -30,6 +30,7 @@ from harness.errors import BackendError
 from harness.istio import Bundle
 from harness.istio.oracles import identity, mtls
 from harness.mesh import UNREACHED_HEADER
+from harness.namespaces import ref
 from harness.traffic.checks import CheckResult
 
 pytestmark = [pytest.mark.e2e]
@@ -231,6 +232,7 @@ def test_in_mesh_callers_carry_their_spiffe_identity(
     The expected IDs come from the manifests (the identity oracle: trust domain, namespace and
     ServiceAccount); the observed ones from the certificates the mesh's CA issued.
     """
+    source = ref(source)  # the id names the manifests' source; a worker's copy runs its own
     gateway = mesh_backend.workload("ingress") if source == "ingress" else None
     expected = expected_identity(manifests, source, gateway)
     check, n, wall = identity_check(
@@ -255,7 +257,7 @@ def test_negative_other_service_account_fails_the_identity_check(
     fail because the certificate the client's sidecar presents, and every request the server
     saw, carry the other ServiceAccount's SPIFFE ID.
     """
-    source = "other-namespace/client"
+    source = ref("other-namespace/client")
     namespace, _, name = source.partition("/")
     asserted = expected_identity(config.manifests, source)
     account = {

@@ -23,6 +23,7 @@ import pytest
 
 from harness.backends.base import Backend
 from harness.guards import ConfigGuard
+from harness.namespaces import host, ref
 from harness.traffic.checks import CheckResult
 from harness.traffic.client import Sampler
 from harness.traffic.design import Design
@@ -39,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 INGRESS_CONCURRENCY = 32
 MESH_CONCURRENCY = 16
-MESH_HOST = "microservice-1.sample.svc.cluster.local"
+MESH_HOST = host("microservice-1.sample.svc.cluster.local")  # a worker's copy: its own
 
 
 class RequestShape(TypedDict, total=False):
@@ -173,7 +174,7 @@ def test_in_mesh_split_matches_virtual_service(
         design,
         evidence,
         in_mesh,
-        source="other-namespace/client",
+        source=ref("other-namespace/client"),
         concurrency=MESH_CONCURRENCY,
     )
 
@@ -304,7 +305,7 @@ def test_negative_swapped_in_mesh_split_fails_the_check(
         asserted=original,
         negative=True,
         because=split_toward(running, original),
-        source="other-namespace/client",
+        source=ref("other-namespace/client"),
         concurrency=MESH_CONCURRENCY,
     )
 

@@ -235,9 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="local backend: N pytest processes, each with its own mesh (pytest-xdist); default "
-        f"{testrun.DEFAULT_WORKERS}, or 1 when a mesh runs in the state dir (the suites then use it) or "
-        "on kind/existing (one cluster)",
+        help="N pytest processes (pytest-xdist). local: each with its own mesh; default "
+        f"{testrun.DEFAULT_WORKERS}, or 1 when a mesh runs in the state dir (the suites then use it). "
+        "kind/existing: default 1; N shares the mesh `up --detach` made, each worker after the first "
+        "with a copy of the sample in namespaces of its own",
     )
     verb("down", lifecycle.cmd_down, "take down the mesh recorded in the state dir", cluster, keep)
     verb(

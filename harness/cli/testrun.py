@@ -96,20 +96,34 @@ def _workers(args: argparse.Namespace, settings: Settings, pytest_args: Sequence
         return 1  # the user decided for pytest: leave it to them
     if find_spec("xdist") is None:  # an environment set up before it was a dependency
         return 1
-    shared = settings.backend != "local" or (settings.state_dir / "backend.json").is_file()
-    wanted = args.workers if getattr(args, "workers", None) is not None else DEFAULT_WORKERS
+    running = (settings.state_dir / "backend.json").is_file()
+    given = getattr(args, "workers", None)
+    wanted = given if given is not None else DEFAULT_WORKERS
     if wanted < 1:
         raise UserError(f"--workers {wanted}: need at least 1. Fix: e.g. --workers 2")
-    if wanted > 1 and shared:
-        if getattr(args, "workers", None) is not None:
-            where = (
-                f"backend {settings.backend} runs one cluster"
-                if settings.backend != "local"
-                else f"a mesh runs at {settings.state_dir} (meshproof up --detach)"
-            )
+    if settings.backend != "local":
+        # the workers share the cluster's mesh, each (after the first) with a copy of the sample in
+        # namespaces of its own (harness.namespaces): only when asked, and on a mesh that is up
+        if given is None or wanted == 1:
+            return 1
+        if not running:
             raise UserError(
-                f"--workers {wanted}: {where}, which the workers would share. Fix: --workers 1, or "
-                "`meshproof down` first so each worker brings up its own mesh"
+                f"--workers {wanted}: backend {settings.backend}'s workers share one mesh, which must be up "
+                f"first. Fix: `meshproof up --backend {settings.backend} --detach --state {settings.state_dir}`, "
+                "then run the suites again"
+            )
+        if settings.traffic_api != "istio":
+            raise UserError(
+                f"--workers {wanted}: the workers' copies of the sample route with Istio's API only, not "
+                f"{settings.traffic_api}. Fix: --workers 1, or --traffic-api istio"
+            )
+        return wanted
+    if wanted > 1 and running:
+        if given is not None:
+            raise UserError(
+                f"--workers {wanted}: a mesh runs at {settings.state_dir} (meshproof up --detach), which the "
+                "workers would share. Fix: --workers 1, or `meshproof down` first so each worker brings up "
+                "its own mesh"
             )
         return 1
     return wanted

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict
 
 import aiohttp
 
-from harness import timeline
+from harness import namespaces, timeline
 from harness.errors import UserError
 from harness.mesh import Workload
 from harness.traffic.latency import latency_quantiles
@@ -628,7 +628,8 @@ class Sampler:
                 f"workload {workload.ref} has no app port to send from (role {workload.role}). "
                 "Fix: send from an app or client deployment, or from 'ingress'"
             )
-        url = backend.service_url(*target).rstrip("/") + path
+        service, namespace, port = target  # a kube worker's copy of the sample: its own namespace
+        url = backend.service_url(service, namespaces.ns(namespace), port).rstrip("/") + path
         params: list[tuple[str, str]] = [
             ("url", url),
             ("method", method),

@@ -435,7 +435,10 @@ def test_test_verb_runs_two_workers_each_in_its_own_state_dir(
         (["test", "-n", "4"], False, 1),  # the user decided for pytest
         (["test", "-p", "no:xdist"], False, 1),
         (["test"], True, 1),  # a detached mesh in the state dir: the suites use it, one process
-        (["test", "--backend", "kind"], False, 1),  # one cluster
+        (["test", "--backend", "kind"], False, 1),  # one cluster: one worker unless asked
+        (["test", "--backend", "kind"], True, 1),
+        (["test", "--backend", "kind", "--workers", "3"], True, 3),  # share the mesh, a copy each
+        (["test", "--backend", "existing", "--workers", "2"], True, 2),
     ],
 )
 def test_test_verb_picks_its_workers(
@@ -452,7 +455,12 @@ def test_test_verb_picks_its_workers(
 
 
 @pytest.mark.parametrize(
-    "argv", [["test", "--workers", "2", "--backend", "kind"], ["test", "--workers", "0"]]
+    "argv",
+    [
+        ["test", "--workers", "2", "--backend", "kind"],  # no mesh up yet: the workers would race to make one
+        ["test", "--workers", "2", "--backend", "kind", "--traffic-api", "gateway-api"],
+        ["test", "--workers", "0"],
+    ],
 )
 def test_test_verb_refuses_workers_that_would_share_a_mesh(argv: list[str], tmp_path: Path) -> None:
     from harness.cli.parser import build_parser
@@ -460,7 +468,11 @@ def test_test_verb_refuses_workers_that_would_share_a_mesh(argv: list[str], tmp_
     from harness.settings import from_env
 
     args, extra = build_parser().parse_known_args(argv)
-    settings = from_env({}).with_overrides(state_dir=tmp_path, backend=getattr(args, "backend", None))
+    settings = from_env({}).with_overrides(
+        state_dir=tmp_path, backend=getattr(args, "backend", None), traffic_api=args.traffic_api
+    )
+    if "--traffic-api" in argv:
+        (tmp_path / "backend.json").write_text("{}")
     with pytest.raises(UserError, match="--workers"):
         testrun._workers(args, settings, extra)  # noqa: SLF001
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -58,12 +59,18 @@ class Node:
         self.shutting_down = True
 
 
-def run(lanes: dict[str, str], workers: int, order: list[int], limit: int = 1) -> tuple[Any, list[Node]]:
+def run(
+    lanes: dict[str, str],
+    workers: int,
+    order: list[int],
+    limit: int = 1,
+    pinned: Callable[[str], bool] = lambda _nodeid: False,
+) -> tuple[Any, list[Node]]:
     """Schedule the collection ``lanes`` (test id -> lane) on ``workers`` fake nodes; then complete
     tests in turn, worker ``order[k % len(order)]`` each time, until every node shut down."""
     pytest.importorskip("xdist")
     ids = list(lanes)
-    sched = make_scheduler(cast("pytest.Config", Config(workers)), None, lanes.__getitem__, limit)
+    sched = make_scheduler(cast("pytest.Config", Config(workers)), None, lanes.__getitem__, limit, pinned)
     nodes = [Node(f"gw{i}") for i in range(workers)]
     for node in nodes:
         sched.add_node(node)
@@ -131,3 +138,33 @@ def test_the_suites_lanes() -> None:
     assert suite_lane("suites/test_under_load.py::test_y[a::b]") == BUSY
     assert suite_lane("test_tracing.py::test_z") == WAITS
     assert all((CHECKOUT / "suites" / name).is_file() for name in WAITING_SUITES)
+
+
+def test_pinned_tests_run_only_on_the_first_worker_and_first() -> None:
+    """On a shared cluster the mesh-wide suites (tracing, Gateway API) go to gw0 alone."""
+    from suites.conftest import mesh_wide
+
+    lanes = {f"suites/test_routing.py::t{i}": B for i in range(4)}
+    lanes |= {f"suites/test_tracing.py::t{i}": W for i in range(3)}
+    lanes |= {f"suites/test_outlier.py::t{i}": W for i in range(3)}
+    _sched, (a, b, c) = run(lanes, 3, [0, 1, 2], limit=2, pinned=mesh_wide)
+    ids = list(lanes)
+    tracing = [i for i, nodeid in enumerate(ids) if mesh_wide(nodeid)]
+    assert a.received[: len(tracing)] == tracing  # gw0 takes them before anything else
+    assert not set(tracing) & set(b.received + c.received)
+    assert sorted(a.received + b.received + c.received) == list(range(len(ids)))  # each test once
+    assert all(n.shutting_down for n in (a, b, c))
+
+
+def test_without_pinning_other_workers_take_mesh_wide_suites_too() -> None:
+    """Negative control: the local backend (a mesh per worker) pins nothing."""
+    lanes = {f"suites/test_tracing.py::t{i}": W for i in range(6)}
+    _sched, (a, b) = run(lanes, 2, [0, 1])
+    assert a.received and b.received
+
+
+def test_a_worker_with_only_pinned_tests_left_shuts_down() -> None:
+    lanes = {f"suites/test_tracing.py::t{i}": W for i in range(3)}
+    _sched, (a, b) = run(lanes, 2, [0, 1], pinned=lambda _nodeid: True)
+    assert sorted(a.received) == [0, 1, 2] and not b.received
+    assert a.shutting_down and b.shutting_down

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
-from harness import envoy, httpclient, proc, wait
-from harness.backends.kube import gateway_api, istio_install, netloss, portforward, propagation
+from harness import envoy, httpclient, namespaces, proc, wait
+from harness.backends.kube import gateway_api, istio_install, netloss, portforward, propagation, workercopy
 from harness.backends.kube.api import ClusterApi, KubeApi, ObjectRef
 from harness.backends.kube.apply import (
     GATEWAY_API_KINDS,
@@ -138,8 +138,13 @@ class KubeBackend:
         self._context = ""  # the kubeconfig context in use, once connected
         self._lock = threading.RLock()
         self._forwards = Forwards(lambda: self.api, self._http, lock=self._lock, clock=clock)
+        # a pytest-xdist worker's copy of the sample (workercopy.py): "" for the mesh `up` made
+        self._copy = namespaces.suffix()
+        selector = (
+            workercopy.gateway_label_selector(self._copy) if self._copy else self.cluster.gateway_selector
+        )
         self._discovery = Discovery(
-            lambda: self.api, self._forwards, lock=self._lock, gateway_selector=self.cluster.gateway_selector
+            lambda: self.api, self._forwards, lock=self._lock, gateway_selector=selector
         )
         self._sync = IstiodSync(
             self._discovery, self._forwards, self._http, ready_timeout=settings.ready_timeout, clock=clock
@@ -379,11 +384,16 @@ class KubeBackend:
         return find_workload(self.workloads(), ref)
 
     def apply(self, paths: Sequence[Path]) -> float:
+        return self.apply_all(read_objects(paths))
+
+    def apply_all(self, objs: list[dict[str, Any]]) -> float:
+        """:meth:`apply` of objects already read."""
         self._require_running()
-        objs = self.cluster.localized(read_objects(paths))
+        objs = self._localized(objs)
         t0 = self._clock.now()
         baseline = self._sync.push_counters()
-        self.cluster.record_new(self.api, objs)
+        if not self._copy:  # a worker's copy goes with its namespaces (workercopy.delete_copies)
+            self.cluster.record_new(self.api, objs)
         applied = apply_objects(self.api, objs)
         changed = [a for a in applied if a.changed]
         self._discovery.remember(objs)
@@ -393,6 +403,20 @@ class KubeBackend:
         if changed:
             self._sync.wait_converged(config_expectations(changed), baseline)
         return self._clock.now() - t0
+
+    def _localized(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``objs`` as this cluster runs them; in a worker's copy, its Gateways select its own gateway."""
+        return self.cluster.localized(workercopy.localized(objs, self._copy) if self._copy else objs)
+
+    def start_copy(self) -> None:
+        """pytest-xdist worker gwN (N >= 1): apply its copy of the sample (the settings' manifests,
+        renamed by the plugin) and its own ingress gateway, waiting as :meth:`apply` does (a copy
+        an earlier run left: only where it changed), then for its ingress to answer."""
+        if self._copy:  # its gateway is found by its labels, not as a Deployment of the sample
+            gateway = workercopy.gateway_objects(self._copy)
+            self.apply_all(self._manifests(quiet=True) + gateway)
+            self._discovery.forget([ref_of(o) for o in gateway])
+            self._wait_ingress()
 
     def delete(self, paths: Sequence[Path]) -> float:
         self._require_running()
@@ -427,6 +451,8 @@ class KubeBackend:
 
     # ---- addresses --------------------------------------------------------------------------
     def ingress_url(self) -> str:
+        if self._copy:  # the worker's own gateway, through a port-forward
+            return self._discovery.gateway_url()
         if url := self.cluster.ingress_url(self._info):
             return url
         return self._discovery.gateway_url()
@@ -447,18 +473,24 @@ class KubeBackend:
         """Locust's master and workers as Deployments inside the cluster (:mod:`.load_runner`), in
         ``MESHPROOF_LOCUST_IMAGE``, else the image built here (:attr:`locust_image`), else the pinned
         official one."""
+        from harness.backends.kube.load_objects import NAMESPACE as LOCUST_NAMESPACE
         from harness.backends.kube.load_objects import target_in_cluster
         from harness.backends.kube.load_runner import KubeLocustRun
+        from harness.load.config import DEFAULT_SERVICE
 
-        target = target_in_cluster(config.user_class, gateway_namespace=self.cluster.gateway_namespace)
+        name, service_ns, port = DEFAULT_SERVICE
+        gateway_ns = namespaces.ns("sample") if self._copy else self.cluster.gateway_namespace
+        target = target_in_cluster(
+            config.user_class, (name, namespaces.ns(service_ns), port), gateway_namespace=gateway_ns
+        )
         image = self.settings.locust_image or self.locust_image
         # its pods start like any (MESHPROOF_READY_TIMEOUT), never sooner than the run's own 300 s
         wait_s = max(300.0, self.settings.ready_timeout)
+        run = functools.partial(KubeLocustRun, config, api=self.api, workdir=workdir, target=target)
+        where = namespaces.ns(LOCUST_NAMESPACE)  # a worker's copy: its own other-namespace
         if image:
-            return KubeLocustRun(
-                config, api=self.api, workdir=workdir, target=target, image=image, ready_timeout=wait_s
-            )
-        return KubeLocustRun(config, api=self.api, workdir=workdir, target=target, ready_timeout=wait_s)
+            return run(namespace=where, image=image, ready_timeout=wait_s)
+        return run(namespace=where, ready_timeout=wait_s)
 
     def unavailable(self) -> dict[str, str]:
         """What this cluster lacks that a suite needs -> why (backend existing: e.g. no tracing provider);

@@ -364,11 +364,16 @@ class ExistingCluster(ClusterBase):
     def teardown(self, info: Mapping[str, Any], connect: Callable[[], KubeApi]) -> None:
         """Delete the objects this backend created (the record's ``created``), nothing else, and wait
         until they are gone: a Namespace stays (Terminating) until its contents are deleted, and a
-        cluster listed right after ``down`` must look as it did before ``up``."""
+        cluster listed right after ``down`` must look as it did before ``up``. First the pytest-xdist
+        workers' copies of the sample: their Namespaces (workercopy.py)."""
+        from harness.backends.kube import workercopy
+
         created = [ObjectRef(*k) for k in info.get("created") or []]
         if not created:
             return
         api = connect()
+        if copies := workercopy.delete_copies(api, timeout=self.settings.ready_timeout, clock=self._clock):
+            self._say(f"deleted the workers' copies of the sample: {', '.join(copies)}")
         objs = [
             {
                 "apiVersion": r.api_version,

@@ -31,10 +31,13 @@ SELECTOR = ",".join(f"{k}={v}" for k, v in {**ISTIO_SELECTOR, OWN_LABEL[0]: OWN_
 HTTP_TARGET_PORT = 8080  # the gateway template runs Envoy unprivileged
 
 
-def objects(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+def objects(namespace: str = NAMESPACE, selector: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Namespace (labelled for injection: the backend relabels it for the revision), ServiceAccount,
-    Deployment and Service of the gateway."""
-    selector = {**ISTIO_SELECTOR, OWN_LABEL[0]: OWN_LABEL[1]}
+    Deployment and Service of the gateway; its pods carry ``selector`` (default: ``istio:
+    ingressgateway`` and :data:`OWN_LABEL`; a pytest-xdist worker's copy: labels of its own,
+    :mod:`harness.backends.kube.workercopy`)."""
+    selector = dict(selector) if selector is not None else {**ISTIO_SELECTOR, OWN_LABEL[0]: OWN_LABEL[1]}
+    labels = {**LABELS, **selector}
     return [
         {
             "apiVersion": "v1",
@@ -49,14 +52,14 @@ def objects(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": GATEWAY_SERVICE, "namespace": namespace, "labels": dict(LABELS)},
+            "metadata": {"name": GATEWAY_SERVICE, "namespace": namespace, "labels": dict(labels)},
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": dict(selector)},
                 "template": {
                     "metadata": {
                         "annotations": {"inject.istio.io/templates": "gateway"},
-                        "labels": {**LABELS, "sidecar.istio.io/inject": "true"},
+                        "labels": {**labels, "sidecar.istio.io/inject": "true"},
                     },
                     "spec": {
                         "serviceAccountName": SERVICE_ACCOUNT,
@@ -73,7 +76,7 @@ def objects(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": GATEWAY_SERVICE, "namespace": namespace, "labels": dict(LABELS)},
+            "metadata": {"name": GATEWAY_SERVICE, "namespace": namespace, "labels": dict(labels)},
             "spec": {
                 "type": "ClusterIP",
                 "selector": dict(selector),
@@ -86,9 +89,13 @@ def objects(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
     ]
 
 
-def select_own(objs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def select_own(
+    objs: Sequence[Mapping[str, Any]], selector: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Copies of ``objs`` whose Istio Gateways selecting exactly ``istio: ingressgateway`` select
-    meshproof's own gateway instead (:data:`OWN_LABEL` added); every other object unchanged."""
+    meshproof's own gateway instead (:data:`OWN_LABEL` added; or ``selector``, a worker's gateway);
+    every other object unchanged."""
+    own = dict(selector) if selector is not None else {**ISTIO_SELECTOR, OWN_LABEL[0]: OWN_LABEL[1]}
     out = []
     for obj in objs:
         o = copy.deepcopy(dict(obj))
@@ -98,6 +105,6 @@ def select_own(objs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             and str(o.get("apiVersion", "")).startswith("networking.istio.io/")
             and spec.get("selector") == ISTIO_SELECTOR
         ):
-            spec["selector"] = {**ISTIO_SELECTOR, OWN_LABEL[0]: OWN_LABEL[1]}
+            spec["selector"] = dict(own)
         out.append(o)
     return out

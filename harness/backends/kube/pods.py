@@ -44,7 +44,10 @@ def container_ports(pod: Mapping[str, Any]) -> dict[str, int]:
 
 
 def is_gateway(pod: Mapping[str, Any]) -> bool:
-    return ((pod.get("metadata") or {}).get("labels") or {}).get("istio") == "ingressgateway"
+    """Istio's ingress gateway (``istio: ingressgateway``), or one of meshproof's own (its label
+    ``meshproof.dev/ingress``: on existing, and each pytest-xdist worker's copy)."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get("istio") == "ingressgateway" or "meshproof.dev/ingress" in labels
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:

@@ -330,7 +330,8 @@ class FakeCluster:
     def list(
         self, api_version: str, kind: str, namespace: str = "", label_selector: str = ""
     ) -> list[dict[str, Any]]:
-        want = dict(p.split("=", 1) for p in label_selector.split(",") if p)
+        want = dict(p.split("=", 1) for p in label_selector.split(",") if "=" in p)
+        present = [p for p in label_selector.split(",") if p and "=" not in p]  # `key`: the label exists
         out = []
         for (_g, k, ns, _n), o in sorted(self.objects.items()):
             labels = o["metadata"].get("labels") or {}
@@ -338,6 +339,7 @@ class FakeCluster:
                 k == kind
                 and (not namespace or ns == namespace)
                 and all(labels.get(a) == b for a, b in want.items())
+                and all(key in labels for key in present)
             ):
                 out.append(copy.deepcopy(o))
         return out
