@@ -68,3 +68,27 @@ def test_the_copys_gateways_select_only_its_own_gateway() -> None:
     (out,) = workercopy.localized([gw], "-w2")
     assert out["spec"]["selector"] == {"istio": "ingressgateway-w2", "meshproof.dev/ingress": "w2"}
     assert gw["spec"]["selector"] == {"istio": "ingressgateway"}  # the bundle's object is untouched
+
+
+def test_the_copys_pods_request_little_cpu() -> None:
+    """A second copy must fit a 2-CPU node: app containers request COPY_CPU_REQUEST; limits stay."""
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "sample-w2"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "a", "resources": {"requests": {"cpu": "50m"}, "limits": {"cpu": "1"}}},
+                        {"name": "b"},
+                    ]
+                }
+            }
+        },
+    }
+    (out,) = workercopy.localized([dep], "-w2")
+    a, b = out["spec"]["template"]["spec"]["containers"]
+    assert a["resources"] == {"requests": {"cpu": workercopy.COPY_CPU_REQUEST}, "limits": {"cpu": "1"}}
+    assert "resources" not in b
+    assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "50m"
