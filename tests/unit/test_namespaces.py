@@ -108,7 +108,8 @@ def test_a_kube_worker_after_the_first_gets_its_copy(tmp_path: Path, monkeypatch
     from harness.plugin import _worker_settings
     from harness.settings import from_env
 
-    monkeypatch.delenv(namespaces.SUFFIX_ENV, raising=False)
+    monkeypatch.setenv(namespaces.SUFFIX_ENV, "")  # recorded, so the suffix set below is undone after
+    monkeypatch.delenv(namespaces.SUFFIX_ENV)
     config: Any = SimpleNamespace(rootpath=CHECKOUT)
     base = from_env({}).with_overrides(state_dir=tmp_path / "st", manifests=Path("manifests"))
     local = _worker_settings(config, base, "gw1")
