@@ -476,10 +476,15 @@ def load(
     tmp_path: Path,
     load_charts: ChartWorker,
 ) -> Iterator[LoadRun]:
-    """Background load (Locust) for the duration of the test: the running run of the mesh's
-    :meth:`~harness.backends.base.Backend.load_runner` (local: :class:`~harness.load.LocustRun`, a
-    subprocess; kind/existing: master and workers inside the cluster). Mark phases with ``load.phase(name)``; the test's
-    teardown is phase ``teardown``. The report is ``load.report`` after the test, and in the
+    """Background load (Locust) for the duration of the test. On the local backend a steady
+    single-process load is a :class:`~harness.load.shared.LoadSlice` of the module's one Locust
+    (``shared_locust``: started by the module's first such test, resized to each test's users,
+    stopped after its last): the test's own phases and only the requests started inside its
+    window. Otherwise (a shape, a duration, ``--processes``, kind/existing) it is a run of its own
+    from the mesh's :meth:`~harness.backends.base.Backend.load_runner` (local:
+    :class:`~harness.load.LocustRun`, a subprocess; kind/existing: master and workers inside the
+    cluster), and the shared Locust is paused meanwhile. Mark phases with ``load.phase(name)``; the
+    test's teardown is phase ``teardown``. The report is ``load.report`` after the test, and in the
     test's report sections and ``user_properties``.
 
     Configured by the ``under_load(...)`` marker's keyword arguments (users, shape, user_class,
