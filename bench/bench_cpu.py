@@ -68,7 +68,7 @@ def _kind(comm: str, cmdline: list[str]) -> str:
         return comm
     text = " ".join(cmdline)
     for needle, kind in (
-        ("locust", "locust"),
+        ("-m locust ", "locust"),  # not "locust" anywhere: a checkout path may contain it
         ("harness.load.chart", "chart"),
         ("supervisor", "supervisor"),
         ("execnet", "pytest"),
