@@ -389,7 +389,8 @@ class KubeBackend:
     def apply_all(self, objs: list[dict[str, Any]]) -> float:
         """:meth:`apply` of objects already read."""
         self._require_running()
-        objs = self._localized(objs)
+        # as this cluster runs them; in a worker's copy, its Gateways select its own gateway
+        objs = self.cluster.localized(workercopy.localized(objs, self._copy) if self._copy else objs)
         t0 = self._clock.now()
         baseline = self._sync.push_counters()
         if not self._copy:  # a worker's copy goes with its namespaces (workercopy.delete_copies)
@@ -403,10 +404,6 @@ class KubeBackend:
         if changed:
             self._sync.wait_converged(config_expectations(changed), baseline)
         return self._clock.now() - t0
-
-    def _localized(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``objs`` as this cluster runs them; in a worker's copy, its Gateways select its own gateway."""
-        return self.cluster.localized(workercopy.localized(objs, self._copy) if self._copy else objs)
 
     def start_copy(self) -> None:
         """pytest-xdist worker gwN (N >= 1): apply its copy of the sample (the settings' manifests,
@@ -473,24 +470,13 @@ class KubeBackend:
         """Locust's master and workers as Deployments inside the cluster (:mod:`.load_runner`), in
         ``MESHPROOF_LOCUST_IMAGE``, else the image built here (:attr:`locust_image`), else the pinned
         official one."""
-        from harness.backends.kube.load_objects import NAMESPACE as LOCUST_NAMESPACE
-        from harness.backends.kube.load_objects import target_in_cluster
-        from harness.backends.kube.load_runner import KubeLocustRun
-        from harness.load.config import DEFAULT_SERVICE
+        from harness.backends.kube.load_runner import in_cluster
 
-        name, service_ns, port = DEFAULT_SERVICE
         gateway_ns = namespaces.ns("sample") if self._copy else self.cluster.gateway_namespace
-        target = target_in_cluster(
-            config.user_class, (name, namespaces.ns(service_ns), port), gateway_namespace=gateway_ns
-        )
         image = self.settings.locust_image or self.locust_image
         # its pods start like any (MESHPROOF_READY_TIMEOUT), never sooner than the run's own 300 s
         wait_s = max(300.0, self.settings.ready_timeout)
-        run = functools.partial(KubeLocustRun, config, api=self.api, workdir=workdir, target=target)
-        where = namespaces.ns(LOCUST_NAMESPACE)  # a worker's copy: its own other-namespace
-        if image:
-            return run(namespace=where, image=image, ready_timeout=wait_s)
-        return run(namespace=where, ready_timeout=wait_s)
+        return in_cluster(config, self.api, workdir, gateway_ns, image=image, ready_timeout=wait_s)
 
     def unavailable(self) -> dict[str, str]:
         """What this cluster lacks that a suite needs -> why (backend existing: e.g. no tracing provider);

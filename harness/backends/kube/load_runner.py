@@ -55,7 +55,7 @@ from typing import Any, Protocol, Self
 
 import httpx
 
-from harness import httpclient, wait
+from harness import httpclient, namespaces, wait
 from harness.backends.kube.api import KubeApi
 from harness.backends.kube.apply import apply_objects, delete_objects, ref_of, wait_gone
 from harness.backends.kube.load_objects import (
@@ -77,7 +77,7 @@ from harness.backends.kube.pods import live, name_of, pod_ready
 from harness.backends.kube.portforward import PortForward
 from harness.backends.kube.readiness import pod_problems
 from harness.errors import BackendError, LoadError
-from harness.load.config import LOCUSTFILE, LoadConfig, LoadTarget
+from harness.load.config import DEFAULT_SERVICE, LOCUSTFILE, LoadConfig, LoadTarget
 from harness.load.report import LoadReport, PhaseMark, build_report
 from harness.load.run import (
     FIRST_PHASE,
@@ -602,6 +602,38 @@ class KubeLocustRun(PhaseClock):
 
 
 # ---- pure helpers
+
+
+def in_cluster(
+    config: LoadConfig,
+    api: KubeApi,
+    workdir: Path,
+    gateway_namespace: str,
+    *,
+    image: str | None,
+    ready_timeout: float,
+) -> KubeLocustRun:
+    """The run :meth:`KubeBackend.load_runner` hands out: aimed at the sample (a pytest-xdist worker's
+    copy: its own names) through ``gateway_namespace``'s ingress, in its Locust namespace (a copy: its
+    own other-namespace), in ``image`` or else the pinned official one."""
+    name, service_ns, port = DEFAULT_SERVICE
+    target = target_in_cluster(
+        config.user_class, (name, namespaces.ns(service_ns), port), gateway_namespace=gateway_namespace
+    )
+    where = namespaces.ns(NAMESPACE)
+    if image:
+        return KubeLocustRun(
+            config,
+            api=api,
+            workdir=workdir,
+            target=target,
+            namespace=where,
+            image=image,
+            ready_timeout=ready_timeout,
+        )
+    return KubeLocustRun(
+        config, api=api, workdir=workdir, target=target, namespace=where, ready_timeout=ready_timeout
+    )
 
 
 def _role(pod: Mapping[str, Any]) -> str:
