@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Self
@@ -58,7 +58,7 @@ from harness.load.run import (
     Progress,
     RunState,
     locust_message,
-    users_past,
+    wait_users_past,
 )
 from harness.ports import free_port
 
@@ -345,18 +345,18 @@ class LocustRun(PhaseClock):
             if self.report is None:
                 raise LoadError("snapshot() of a load that is not running")
             return self.report
-        boundary = self._phases[-1].start
 
-        def settled() -> bool:
+        def newest() -> Mapping[str, float]:
             self._read_events()
-            return users_past(self._newest_start, boundary + settle_s, now=self._wall()) is None
+            return self._newest_start
 
-        wait.until(
-            settled,
+        wait_users_past(
+            newest,
+            self._phases[-1].start + settle_s,
+            wall=self._wall,
             what=f"every Locust process to log requests started {settle_s:g} s after the phase boundary",
             timeout=timeout,
             interval=0.1,
-            hint="is the load still running? see the Locust log",
         )
         return build_report(
             self.config,

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
+from harness import wait
 from harness.errors import LoadError
 from harness.load.config import LoadConfig, LoadTarget
 from harness.load.report import LoadReport, PhaseMark, RequestRecord
@@ -60,6 +61,26 @@ def users_past(newest: Mapping[str, float], cut: float, *, now: float) -> int | 
     if newest and all(t >= cut or t < quiet_since for t in newest.values()):
         return None
     return sum(t >= cut for t in newest.values())
+
+
+def wait_users_past(
+    read: Callable[[], Mapping[str, float]],
+    cut: float,
+    *,
+    wall: Callable[[], float],
+    what: str,
+    timeout: float,
+    interval: float,
+) -> None:
+    """Wait until :func:`users_past` says every user is past ``cut``; ``read`` takes in the records
+    logged since the last look (it may raise on a failed run) and returns each user's newest start."""
+    wait.until(
+        lambda: users_past(read(), cut, now=wall()) is None,
+        what=what,
+        timeout=timeout,
+        interval=interval,
+        hint="is the load still running? see the Locust log",
+    )
 
 
 class _Phased(Protocol):

@@ -31,16 +31,15 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, Self
 
-from harness import wait
 from harness.errors import LoadError
 from harness.load.config import LoadConfig, LoadTarget
 from harness.load.report import LoadReport, PhaseMark, RequestRecord, build_report
-from harness.load.run import FIRST_PHASE, SPAWN_PHASE, PhaseClock, Progress, RunState, users_past
+from harness.load.run import FIRST_PHASE, SPAWN_PHASE, PhaseClock, Progress, RunState, wait_users_past
 
 
 class SharableRun(Protocol):
@@ -210,18 +209,19 @@ class SharedLocust:
             return  # its run was discarded already (its error has been raised)
         try:
 
-            def settled() -> bool:
+            def newest() -> Mapping[str, float]:
                 run.poll()
                 if why := run.problem():
                     raise LoadError(why)
-                return users_past(sl._newest_start, ended_at, now=self._wall()) is None
+                return sl._newest_start
 
-            wait.until(
-                settled,
+            wait_users_past(
+                newest,
+                ended_at,
+                wall=self._wall,
                 what="every Locust user to log a request started after the test's load ended",
                 timeout=SETTLE_TIMEOUT_S,
                 interval=0.05,
-                hint="is the load still running? see the Locust log",
             )
         except BaseException:
             run.sink = None
@@ -334,18 +334,19 @@ class LoadSlice(PhaseClock):
             if self.report is None:
                 raise LoadError("snapshot() of a load that is not running")
             return self.report
-        run, boundary = self._run, self._phases[-1].start
+        run = self._run
 
-        def settled() -> bool:
+        def newest() -> Mapping[str, float]:
             run.poll()
-            return users_past(self._newest_start, boundary + settle_s, now=self._wall()) is None
+            return self._newest_start
 
-        wait.until(
-            settled,
+        wait_users_past(
+            newest,
+            self._phases[-1].start + settle_s,
+            wall=self._wall,
             what=f"every Locust process to log requests started {settle_s:g} s after the phase boundary",
             timeout=timeout,
             interval=0.1,
-            hint="is the load still running? see the Locust log",
         )
         return self._build(self._wall())
 
