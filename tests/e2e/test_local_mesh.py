@@ -31,3 +31,19 @@ def test_strict_mtls_refuses_plaintext_but_serves_mesh_clients(mesh: Backend) ->
     checks.assert_check(checks.allowed(other))
     checks.assert_check(checks.rbac_denied(trusted))
     assert all("URI=spiffe://cluster.local/ns/other-namespace/sa/client" in r.xfcc for r in other.responses)
+
+
+def test_every_proxy_runs_istios_drain_period(mesh: Backend) -> None:
+    """Every Envoy drains a replaced listener for Istio's default drainDuration (45 s, what pilot-agent
+    passes as --drain-time-s) with --drain-strategy immediate. At 1 s the sidecars closed the
+    ingress's kept-alive connections mid-request about a second after each policy change (503 UC
+    upstream_reset_before_response_started{connection_termination}; bench/bench_drain.py)."""
+    with httpx.Client(timeout=5, trust_env=False) as http:
+        options = {
+            w.ref: http.get(f"{w.proxy_admin_url}/server_info").json()["command_line_options"]
+            for w in [*mesh.workloads(), mesh.workload("ingress")]
+            if w.proxy_admin_url
+        }
+    assert len(options) >= 7, options.keys()  # every sidecar and the ingress gateway
+    seen = {ref: (o.get("drain_time"), o.get("drain_strategy")) for ref, o in options.items()}
+    assert set(seen.values()) == {("45s", "Immediate")}, seen

@@ -552,7 +552,10 @@ class Supervisor:
             "configPath": "./etc/istio/proxy",
             "proxyBootstrapTemplatePath": inst.bootstrap_template,
             "interceptionMode": "NONE",
-            "drainDuration": "1s",
+            # drainDuration stays Istio's (45 s): it is how long a listener or filter chain that a
+            # config change replaced keeps its connections before Envoy closes them, requests in
+            # flight or not; at 1 s the ingress saw 503 UC (connection_termination) right after a
+            # policy change (bench/bench_drain.py). Stopping a proxy is quick anyway:
             "terminationDrainDuration": "1s",
             "concurrency": 1,
             # Envoy sends buffered spans every 5 s unless 5 are waiting; flush at once so a
@@ -895,8 +898,16 @@ class Supervisor:
         }
 
     def _drain(self, admin: str) -> dict[str, Any]:
-        """Gracefully drain an Envoy and wait (bounded) until it holds no downstream connection."""
+        """Gracefully drain an Envoy and wait (bounded) until it holds no downstream connection.
+
+        ``/drain_listeners?graceful`` starts Envoy's drain (from then on HTTP/1 responses say
+        ``Connection: close`` and HTTP/2 connections get GOAWAY) but closes the listen sockets
+        only after the drain period (Istio's 45 s); the plain ``/drain_listeners`` that follows
+        closes them now, so new connections reach the successor's sockets (SO_REUSEPORT) while
+        the old connections finish their requests.
+        """
         self.http.post(f"{admin}/drain_listeners", params={"graceful": ""})
+        self.http.post(f"{admin}/drain_listeners")
 
         def stat(name: str) -> float:
             r = self.http.get(f"{admin}/stats", params={"filter": f"^{name}$"})
