@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -456,8 +457,11 @@ def test_negative_a_per_try_timeout_beyond_the_route_timeout_hides_nothing(
 @pytest.mark.negative
 def test_negative_a_loss_on_a_replica_nobody_calls_drops_nothing(mesh: Backend, settings: Settings) -> None:
     """Negative control: the victim is a client replica, which the load through the ingress never
-    reaches; its loss rule drops nothing, so drop_packets fails its proof (exit 1, the count seen) and
-    clients-did-not-see-the-loss FAILS for 0 packets dropped. The rule is gone afterwards."""
+    reaches; its loss rule drops far fewer packets than the probe's min_dropped (100), so
+    clients-did-not-see-the-loss FAILS, for that reason (the count it saw). drop_packets' proof needs
+    only one dropped packet: it fails with 0 in most runs, and a stray packet for the replica (seen
+    once in CI) can prove it, so either outcome is accepted, and a failure must name the count.
+    The rule is gone afterwards."""
     client = next(w for w in mesh.workloads() if w.role == "client")
     result = runner.run(
         ROOT / "experiments/replica-network-drops-packets.yaml",
@@ -466,10 +470,12 @@ def test_negative_a_loss_on_a_replica_nobody_calls_drops_nothing(mesh: Backend, 
     )
     assert result.exit_code == 1, runner.summary_lines(result)
     during = _failed_during(result)
-    assert any(
-        d.startswith("drop-packets-on-the-victims-network: failed:") and "its rule dropped 0 packets" in d
-        for d in during
-    ), during
     assert "clients-did-not-see-the-loss: did not hold" in during, during
+    runs = {r["activity"]["name"]: r for r in (result.journal or {}).get("run") or []}
+    why = runs["clients-did-not-see-the-loss"]["output"]["why_not"]
+    counts = [re.match(r"within 5 s the loss rule dropped (\d+) packets \(at least 100\)", w) for w in why]
+    assert any(m and int(m.group(1)) < 100 for m in counts), why
+    action = [d for d in during if d.startswith("drop-packets-on-the-victims-network:")]
+    assert all("its rule dropped 0 packets" in d for d in action), action
     assert mesh.network_dropped(client.ref) is None  # the rollback removed the rule
     assert result.residue["clean"], result.residue
