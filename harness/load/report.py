@@ -131,6 +131,7 @@ class LoadReport:
     locust_exit_code: int
     locust_cpu_s: float  # CPU seconds of the Locust processes (user + system)
     workdir: Path
+    locust_note: str = ""  # why Locust's own total may differ from the records (the records count)
     records: tuple[RequestRecord, ...] = field(default=(), repr=False)
 
     @property
@@ -230,6 +231,7 @@ class LoadReport:
                 "exit_code": self.locust_exit_code,
                 "cpu_s": round(self.locust_cpu_s, 3),
                 "cpu_share": round(self.cpu_share, 4),
+                **({"note": self.locust_note} if self.locust_note else {}),
             },
             "workdir": str(self.workdir),
         }
@@ -251,6 +253,7 @@ def build_report(
     locust_requests: int = -1,
     locust_exit_code: int = 0,
     locust_cpu_s: float = 0.0,
+    locust_note: str = "",
     workdir: Path = Path(),
 ) -> LoadReport:
     """Pure: the report of ``records`` split at ``phases`` (each request counts where it started)."""
@@ -294,6 +297,7 @@ def build_report(
         locust_requests=locust_requests,
         locust_exit_code=locust_exit_code,
         locust_cpu_s=locust_cpu_s,
+        locust_note=locust_note,
         workdir=workdir,
         records=recs,
     )

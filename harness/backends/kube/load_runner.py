@@ -89,6 +89,10 @@ from harness.load.run import (
     users_past,
 )
 
+#: what Locust's master logs when a worker's heartbeats stop (locust.runners.MasterRunner); the
+#: worker's last stats message may then never be counted, while its event log holds every request
+HEARTBEAT_LOST = "failed to send heartbeat, setting state to missing"
+
 
 class Forward(Protocol):
     """A local address for a pod port (a started PortForward)."""
@@ -519,7 +523,15 @@ class KubeLocustRun(PhaseClock):
             )
         if done.stats is None:
             raise LoadError(f"in-cluster Locust exited 0 but logged no stats ({self.log_path})")
-        if done.requests != len(self._records):
+        note = ""
+        if done.requests != len(self._records) and self._master_missed_a_stop(done):
+            note = (
+                f"Locust's master counted {done.requests} requests, its workers' logs hold "
+                f"{len(self._records)} records, each request id once: the master lost a worker's "
+                f"heartbeat ({HEARTBEAT_LOST!r} in its log) and missed that worker's last stats; "
+                "the report counts the records"
+            )
+        elif done.requests != len(self._records):
             raise LoadError(
                 f"in-cluster Locust counted {done.requests} requests, its workers' logs hold "
                 f"{len(self._records)} records ({self.log_path}): the report would be wrong. Was a worker's "
@@ -549,8 +561,15 @@ class KubeLocustRun(PhaseClock):
             request_id_prefix=self.run_id,
             locust_requests=done.requests,
             locust_exit_code=done.exit_code,
+            locust_note=note,
             workdir=self.workdir,
         )
+
+    def _master_missed_a_stop(self, done: MasterExit) -> bool:
+        """The master's total is short because it lost a worker's heartbeat, not a record lost: fewer
+        requests than records, every record a distinct request id, and Locust's own log line."""
+        ids = {r.request_id for r in self._records}
+        return done.requests < len(self._records) == len(ids) and HEARTBEAT_LOST in done.log
 
     # ---- cleanup and diagnostics
     def _cleanup(self) -> None:
