@@ -381,10 +381,14 @@ def run_step(
     from harness.backends.kube.readiness import deployment_status
 
     detail: dict[str, Any] = {}
+    kw = {"clock": clock} if clock is not None else {}
     if step.argv:
         run(list(step.argv), timeout=rollout_timeout + 300)
         detail["istioctl"] = " ".join(step.argv[1:3])
     if step.kind != "data-plane":
+        # istioctl returns once the new pods are Ready; the pods they replace (istiod, the gateway)
+        # still drain and exit after that, and what that costs belongs to this step's phase
+        detail["settled_s"] = _replaced_pods_gone(api, CONTROL_PLANE_NAMESPACE, rollout_timeout, kw)
         return detail
     if check_skew:
         cp = control_plane_version(step.revision if mode == "canary" else "")
@@ -407,7 +411,6 @@ def run_step(
         def rolled(ref: Any = ref) -> bool:
             return bool(deployment_status(api.get(ref) or {})[0])
 
-        kw = {"clock": clock} if clock is not None else {}
         wait.until(
             rolled,
             what=f"rollout of {ref}",
@@ -417,7 +420,48 @@ def run_step(
             **kw,
         )
     detail["restarted"] = restarted
+    detail["settled_s"] = _replaced_pods_gone(api, step.namespace, rollout_timeout, kw)
     return detail
+
+
+#: where istioctl replaces istiod and the default ingress gateway
+CONTROL_PLANE_NAMESPACE = "istio-system"
+
+
+def _replaced_pods_gone(api: Any, namespace: str, timeout: float, kw: Mapping[str, Any]) -> float:
+    """Wait until no pod of ``namespace`` is terminating; return the seconds waited. A Deployment
+    counts as rolled out while its old pods still drain (the sample's preStop sleep, Envoy's drain
+    on exit), and requests they lose then are the step's cost, not the next phase's."""
+    import time
+
+    from harness import wait
+
+    t0 = time.monotonic()
+
+    def gone() -> bool:
+        last = [
+            str((p.get("metadata") or {}).get("name"))
+            for p in api.list("v1", "Pod", namespace)
+            if (p.get("metadata") or {}).get("deletionTimestamp")
+        ]
+        if last:
+            raise _Terminating(f"still terminating: {', '.join(sorted(last))}")
+        return True
+
+    wait.until(
+        gone,
+        what=f"the pods the step replaced in {namespace} to be gone",
+        timeout=timeout,
+        interval=1.0,
+        hint=f"kubectl -n {namespace} get pods",
+        retry_on=(_Terminating,),
+        **kw,
+    )
+    return round(time.monotonic() - t0, 3)
+
+
+class _Terminating(Exception):
+    """Pods of the namespace still terminating (what the wait saw last)."""
 
 
 def run_plan(
