@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.kube.istio_install import image_version
 from harness.errors import SkewError, UserError
 from harness.upgrade import skew
+
+if TYPE_CHECKING:
+    from harness.wait import Clock
 
 REV_LABEL = "istio.io/rev"
 INJECTION_LABEL = "istio-injection"
@@ -381,14 +384,14 @@ def run_step(
     from harness.backends.kube.readiness import deployment_status
 
     detail: dict[str, Any] = {}
-    kw = {"clock": clock} if clock is not None else {}
+    clock = wait.REAL_CLOCK if clock is None else clock
     if step.argv:
         run(list(step.argv), timeout=rollout_timeout + 300)
         detail["istioctl"] = " ".join(step.argv[1:3])
     if step.kind != "data-plane":
         # istioctl returns once the new pods are Ready; the pods they replace (istiod, the gateway)
         # still drain and exit after that, and what that costs belongs to this step's phase
-        detail["settled_s"] = _replaced_pods_gone(api, CONTROL_PLANE_NAMESPACE, rollout_timeout, kw)
+        detail["settled_s"] = _replaced_pods_gone(api, CONTROL_PLANE_NAMESPACE, rollout_timeout, clock)
         return detail
     if check_skew:
         cp = control_plane_version(step.revision if mode == "canary" else "")
@@ -417,10 +420,10 @@ def run_step(
             timeout=rollout_timeout,
             interval=1.0,
             hint=f"kubectl -n {step.namespace} rollout status deployment/{name}",
-            **kw,
+            clock=clock,
         )
     detail["restarted"] = restarted
-    detail["settled_s"] = _replaced_pods_gone(api, step.namespace, rollout_timeout, kw)
+    detail["settled_s"] = _replaced_pods_gone(api, step.namespace, rollout_timeout, clock)
     return detail
 
 
@@ -428,19 +431,18 @@ def run_step(
 CONTROL_PLANE_NAMESPACE = "istio-system"
 
 
-def _replaced_pods_gone(api: Any, namespace: str, timeout: float, kw: Mapping[str, Any]) -> float:
+def _replaced_pods_gone(api: Any, namespace: str, timeout: float, clock: Clock) -> float:
     """Wait until no pod of ``namespace`` is terminating; return the seconds waited. A Deployment
     counts as rolled out while its old pods still drain (the sample's preStop sleep, Envoy's drain
     on exit), and requests they lose then are the step's cost, not the next phase's."""
-    import time
-
     from harness import wait
+    from harness.backends.kube.pods import name_of
 
-    t0 = time.monotonic()
+    t0 = clock.now()
 
     def gone() -> bool:
         last = [
-            str((p.get("metadata") or {}).get("name"))
+            name_of(p)
             for p in api.list("v1", "Pod", namespace)
             if (p.get("metadata") or {}).get("deletionTimestamp")
         ]
@@ -455,9 +457,9 @@ def _replaced_pods_gone(api: Any, namespace: str, timeout: float, kw: Mapping[st
         interval=1.0,
         hint=f"kubectl -n {namespace} get pods",
         retry_on=(_Terminating,),
-        **kw,
+        clock=clock,
     )
-    return round(time.monotonic() - t0, 3)
+    return round(clock.now() - t0, 3)
 
 
 class _Terminating(Exception):

@@ -7,6 +7,7 @@ import pytest
 from harness.errors import SkewError, UserError
 from harness.upgrade import kube
 from harness.wait import WaitTimeout
+from tests.unit.kube.fakes import FakeClock
 
 
 def pod(ns: str, name: str, image: str) -> dict[str, object]:
@@ -141,17 +142,6 @@ def test_run_plan_runs_istioctl_relabels_restarts_and_checks_skew_first() -> Non
     assert "settled_s" in results[0].detail  # the control plane's step waits for its old pods too
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
 class DrainingApi(FakeApi):
     """The restarted Deployment has rolled out, but an old pod of it terminates for ``polls`` looks."""
 
@@ -186,9 +176,10 @@ def test_a_step_ends_once_the_pods_it_replaced_are_gone() -> None:
         api,
         lambda argv, **kw: None,
         control_plane_version=lambda rev: "1.31.0",
-        clock=Clock(),
+        clock=FakeClock(),
     )
     assert detail["restarted"] == ["d"] and api.polls < 0
+    assert detail["settled_s"] > 0  # on the step's clock: the looks that still saw the old pod
 
 
 def test_a_pod_that_never_goes_fails_the_step_naming_it() -> None:
@@ -204,7 +195,7 @@ def test_a_pod_that_never_goes_fails_the_step_naming_it() -> None:
             lambda argv, **kw: None,
             control_plane_version=lambda rev: "1.31.0",
             rollout_timeout=30,
-            clock=Clock(),
+            clock=FakeClock(),
         )
 
 
