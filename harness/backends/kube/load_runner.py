@@ -524,18 +524,18 @@ class KubeLocustRun(PhaseClock):
         if done.stats is None:
             raise LoadError(f"in-cluster Locust exited 0 but logged no stats ({self.log_path})")
         note = ""
-        if done.requests != len(self._records) and self._master_missed_a_stop(done):
+        if done.requests != len(self._records):
+            if not self._master_missed_a_stop(done):
+                raise LoadError(
+                    f"in-cluster Locust counted {done.requests} requests, its workers' logs hold "
+                    f"{len(self._records)} records ({self.log_path}): the report would be wrong. Was a "
+                    "worker's log rotated before it was read (a very long run nobody looked at)?"
+                )
             note = (
                 f"Locust's master counted {done.requests} requests, its workers' logs hold "
                 f"{len(self._records)} records, each request id once: the master lost a worker's "
                 f"heartbeat ({HEARTBEAT_LOST!r} in its log) and missed that worker's last stats; "
                 "the report counts the records"
-            )
-        elif done.requests != len(self._records):
-            raise LoadError(
-                f"in-cluster Locust counted {done.requests} requests, its workers' logs hold "
-                f"{len(self._records)} records ({self.log_path}): the report would be wrong. Was a worker's "
-                "log rotated before it was read (a very long run nobody looked at)?"
             )
         starts = sorted(r.start for r in self._records)
         late = ended_at + STOP_TIMEOUT_S + AUTOQUIT_S + 60
