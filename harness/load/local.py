@@ -67,6 +67,15 @@ EVENT_FILES = "events-*.tsv"
 _SPAWNED = re.compile(r"All users spawned|Spawning is complete")
 
 
+def change_rate(users: int, running: int, rate: float | None) -> float:
+    """The spawn rate :meth:`LocustRun.resize` sends for a change from ``running`` users to
+    ``users``: ``rate`` (default: ``users`` per second) starts new users; Locust stops users at the
+    spawn rate too (a pause of 8 users at 1 per second took 7.2 s), so a change to fewer users
+    stops them all within one tick."""
+    wanted = float(rate) if rate is not None else float(max(users, 1))
+    return max(wanted, float(running)) if users < running else wanted
+
+
 class LocustRun(PhaseClock):
     """Locust headless as a subprocess; a context manager. Reuse after stop is refused."""
 
@@ -266,7 +275,7 @@ class LocustRun(PhaseClock):
             raise LoadError("only a steady single-process run without a duration is resized")
         if users < 0:
             raise ValueError(f"users={users}: 0 or more")
-        wanted = (users, float(rate) if rate is not None else float(max(users, 1)))
+        wanted = (users, change_rate(users, self._running_users[0], rate))
         if wanted == self._running_users:
             return
         self._epoch += 1
