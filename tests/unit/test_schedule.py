@@ -12,9 +12,10 @@ from harness.schedule import BUSY, WAITS, busy_at_once, make_scheduler, pick
 B, W = BUSY, WAITS
 
 
-def test_busy_at_once_is_one_per_core() -> None:
+def test_busy_at_once_is_one_per_two_cores() -> None:
     assert busy_at_once(1) == 1
-    assert busy_at_once(2) == 2
+    assert busy_at_once(2) == 1
+    assert busy_at_once(4) == 2
     assert busy_at_once(0) == 1
 
 
