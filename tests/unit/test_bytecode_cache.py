@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from harness.cli.testrun import compile_checkout
+from harness.cli.testrun import bytecode_env, compile_checkout
 
 
 def _package(tmp_path: Path) -> Path:
@@ -42,3 +44,17 @@ def test_nothing_is_compiled_where_bytecode_is_written_or_goes_elsewhere(
     monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "theirs"))
     assert not compile_checkout([pkg])
     assert not (pkg / "__pycache__").exists() and not (tmp_path / "theirs").exists()
+
+
+def test_a_compiled_checkout_runs_pytest_with_bytecode_written() -> None:
+    """pytest caches its rewritten modules only where Python writes bytecode."""
+    assert bytecode_env(False) == {}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **bytecode_env(True)}
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; print(sys.dont_write_bytecode)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"
