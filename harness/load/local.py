@@ -348,8 +348,8 @@ class LocustRun(PhaseClock):
         cut at this moment. Waits until each Locust user has logged a request that started
         ``settle_s`` after the last phase boundary: a user sends one request at a time, so every
         request of the closed phases is then logged, however slow it was (the event logs are
-        flushed every 0.1 s: the locustfile's ``FLUSH_S``). A user that has logged nothing for ``QUIET_USER_S`` (stopped by a
-        shape, or stuck) is not waited for."""
+        flushed every 0.1 s: the locustfile's ``FLUSH_S``). A user that has logged nothing for
+        ``QUIET_USER_S`` (stopped by a shape, or stuck) is not waited for."""
         if self._state is not RunState.RUNNING:
             if self.report is None:
                 raise LoadError("snapshot() of a load that is not running")
