@@ -39,7 +39,7 @@ def busy_at_once(cores: int | None = None) -> int:
     busy ones instead of together at the end. Measured on 2 cores with ``bench/bench_cpu.py``, three
     side-by-side pairs: one busy test at once left 25.4-25.7 idle core-seconds and ran 80.9, 83.9
     and 89.5 s (1.56-1.59x the mesh-CPU floor); one per core (two busy tests together, the waiting
-    tests left for the last ~27 s, 0.8 of their cores idle) 35.2-36.5 and 86.7, 90.3, 87.6 s
+    tests left for the last ~27 s, 0.8 of the 2 cores idle) 35.2-36.5 and 86.7, 90.3, 87.6 s
     (1.67-1.70x)."""
     return max(1, (cores if cores is not None else os.cpu_count() or 1) // 2)
 
