@@ -179,14 +179,47 @@ class Classified:
         }
 
 
+#: Why a sidecar's inbound cluster may name another of its pod's Services after a restart, any release
+#: pair (the same release's too): not a change the upgrade made.
+INBOUND_SERVICE_CHOICE = (
+    "istiod built this inbound cluster from another of the Services that select the pod: it takes the "
+    "first of the proxy's service targets for the port, an order Istio's own code calls arbitrary, and "
+    "applies that Service's DestinationRule inbound (its connection pool; metadata istio.config). "
+    "docs/FIDELITY.md, inbound-from-sidecar"
+)
+_INBOUND_SERVICES = "metadata.filter_metadata.istio.services["
+#: what follows from the Service istiod picked: its DestinationRule's connection pool and name
+_FROM_THE_CHOSEN_SERVICE = ("circuit_breakers.*", "metadata.filter_metadata.istio.config")
+
+
+def inbound_service_choice(d: Difference) -> bool:
+    """Whether ``d`` is only istiod naming another of the pod's Services on an inbound cluster: the
+    Services under ``metadata.filter_metadata.istio.services`` changed, and every other changed path
+    is what the chosen Service's DestinationRule sets there (the circuit breakers, ``istio.config``).
+    Any other changed field keeps the difference unexpected."""
+    if d.change != "changed" or not d.resource.startswith("cluster/inbound|"):
+        return False
+    if not any(p.path.startswith(_INBOUND_SERVICES) for p in d.paths):
+        return False
+    return all(
+        p.path.startswith(_INBOUND_SERVICES)
+        or any(fnmatch.fnmatchcase(p.path, g) for g in _FROM_THE_CHOSEN_SERVICE)
+        for p in d.paths
+    )
+
+
 def classify(
     diffs: Iterable[Difference], allowances: Sequence[Allowance]
 ) -> tuple[list[Difference], list[Difference]]:
     """(allowed, unexpected). A changed resource is allowed when one allowance covers every path,
-    or when each of its paths is covered by some allowance."""
+    or when each of its paths is covered by some allowance, or when it is only istiod's choice of
+    another Service for an inbound cluster (:func:`inbound_service_choice`, whatever the releases)."""
     allowed: list[Difference] = []
     unexpected: list[Difference] = []
     for d in diffs:
+        if inbound_service_choice(d):
+            allowed.append(Difference(d.proxy, d.resource, d.change, d.paths, INBOUND_SERVICE_CHOICE))
+            continue
         hit = next((a for a in allowances if a.covers(d)), None)
         if hit is None and d.change == "changed" and d.paths:
             per_path = [

@@ -100,3 +100,53 @@ def test_same_release_allows_nothing() -> None:
     table = {"1.30-dev->1.31-dev": [{"resource": "*", "reason": "r"}]}
     assert cd.allowances_for(table, "1.31-dev", "1.31-dev") == ()
     assert len(cd.allowances_for(table, "1.30-dev", "1.31-dev")) == 1
+
+
+def _inbound_swap(*extra: cd.PathChange) -> cd.Difference:
+    """The difference a fresh-clone CI run's in-place self-upgrade saw on microservice-1-v2-0 (2026-12-07)."""
+    svc = "metadata.filter_metadata.istio.services"
+    paths = (
+        cd.PathChange("circuit_breakers.thresholds[0].max_connections", "4294967295", "100"),
+        cd.PathChange("circuit_breakers.thresholds[0].max_requests", "4294967295", "100"),
+        cd.PathChange(
+            "metadata.filter_metadata.istio.config",
+            None,
+            '"/apis/networking.istio.io/v1/namespaces/sample/destination-rule/microservice-1"',
+        ),
+        cd.PathChange(f"{svc}[microservice-1-v2].name", '"microservice-1-v2"', None),
+        cd.PathChange(f"{svc}[microservice-1].name", None, '"microservice-1"'),
+        *extra,
+    )
+    return cd.Difference("sample/microservice-1-v2-0", "cluster/inbound|3000||", "changed", paths)
+
+
+def test_istiods_choice_of_another_service_for_an_inbound_cluster_is_allowed_for_any_pair() -> None:
+    allowed, unexpected = cd.classify([_inbound_swap()], ())
+    assert not unexpected
+    assert [d.allowed_by for d in allowed] == [cd.INBOUND_SERVICE_CHOICE]
+
+
+def test_an_inbound_change_beyond_the_chosen_services_policy_stays_unexpected() -> None:
+    extra = cd.PathChange("connect_timeout", '"10s"', '"1s"')
+    allowed, unexpected = cd.classify([_inbound_swap(extra)], ())
+    assert not allowed and len(unexpected) == 1
+
+
+def test_inbound_circuit_breakers_changed_without_another_service_stay_unexpected() -> None:
+    d = cd.Difference(
+        "sample/microservice-1-v2-0",
+        "cluster/inbound|3000||",
+        "changed",
+        (cd.PathChange("circuit_breakers.thresholds[0].max_connections", "4294967295", "100"),),
+    )
+    allowed, unexpected = cd.classify([d], ())
+    assert not allowed and unexpected == [d]
+
+
+def test_an_outbound_cluster_naming_another_service_stays_unexpected() -> None:
+    d = _inbound_swap()
+    outbound = cd.Difference(
+        d.proxy, "cluster/outbound|3000||microservice-1.sample.svc.cluster.local", d.change, d.paths
+    )
+    allowed, unexpected = cd.classify([outbound], ())
+    assert not allowed and unexpected == [outbound]
