@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harness.backends.kube.istio_install import image_version
+from harness.backends.kube.istio_install import ISTIO_NAMESPACE, image_version
 from harness.errors import SkewError, UserError
 from harness.upgrade import skew
 
@@ -389,9 +389,10 @@ def run_step(
         run(list(step.argv), timeout=rollout_timeout + 300)
         detail["istioctl"] = " ".join(step.argv[1:3])
     if step.kind != "data-plane":
-        # istioctl returns once the new pods are Ready; the pods they replace (istiod, the gateway)
-        # still drain and exit after that, and what that costs belongs to this step's phase
-        detail["settled_s"] = _replaced_pods_gone(api, CONTROL_PLANE_NAMESPACE, rollout_timeout, clock)
+        # istioctl returns once the new pods are Ready; the pods they replace (istiod, the gateway,
+        # in the namespace istioctl installs them into) still drain and exit after that, and what
+        # that costs belongs to this step's phase
+        detail["settled_s"] = _replaced_pods_gone(api, ISTIO_NAMESPACE, rollout_timeout, clock)
         return detail
     if check_skew:
         cp = control_plane_version(step.revision if mode == "canary" else "")
@@ -425,10 +426,6 @@ def run_step(
     detail["restarted"] = restarted
     detail["settled_s"] = _replaced_pods_gone(api, step.namespace, rollout_timeout, clock)
     return detail
-
-
-#: where istioctl replaces istiod and the default ingress gateway
-CONTROL_PLANE_NAMESPACE = "istio-system"
 
 
 def _replaced_pods_gone(api: Any, namespace: str, timeout: float, clock: Clock) -> float:
