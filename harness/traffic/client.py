@@ -22,25 +22,27 @@ Waiting for a split to take effect (configuration propagates asynchronously) is 
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import enum
-import functools
 import json
+import os
+import queue
 import re
+import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict
-
-import aiohttp
+from urllib.parse import urlencode
 
 from harness import namespaces, timeline
 from harness.errors import UserError
 from harness.mesh import Workload
+from harness.toolchain import sampler_engine
 from harness.traffic.latency import latency_quantiles
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BODY_TEXT_LIMIT",
+    "EngineDied",
     "RBAC_DENIED_BODY",
     "Response",
     "SampleOptions",
@@ -231,9 +234,34 @@ class _Plan:
     via_call: bool  # through a workload's /api/call
     source: str
 
-    @functools.cached_property
-    def aiohttp_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout)
+    @property
+    def wire_method(self) -> str:
+        """The method on the wire: ``/api/call`` is always a GET (the call's method is a parameter)."""
+        return "GET" if self.via_call else self.method
+
+    def wire_json(self) -> dict[str, Any]:
+        """The plan as the engine takes it (``go/sampler/main.go``): ``Host`` and ``Connection:
+        close`` become its host and close fields, the query string joins the URL."""
+        url = self.url + ("?" + urlencode(self.params) if self.params else "")
+        host = ""
+        close = False
+        headers = []
+        for name, value in self.headers.items():
+            lower = name.lower()
+            if lower == "host":
+                host = value
+            elif lower == "connection" and value.lower() == "close":
+                close = True
+            else:
+                headers.append((name, value))
+        return {
+            "method": self.wire_method,
+            "url": url,
+            "headers": headers,
+            "host": host,
+            "close": close,
+            "timeout_s": self.read_timeout,
+        }
 
 
 class SampleOptions(TypedDict, total=False):
@@ -263,15 +291,248 @@ class SampleSpec:
     fresh_connections: bool = False
 
 
-class Sampler:
-    """Sends batches of requests into the mesh over keep-alive connections, on asyncio.
+# --------------------------------------------------------------------------- wires
 
-    One event loop and one ``aiohttp`` connection pool live as long as the sampler; each
-    :meth:`sample` runs ``concurrency`` workers on that loop, so at most ``concurrency``
-    requests are in flight (a bounded window) and idle connections are reused across
-    batches. (``aiohttp`` rather than ``httpx.AsyncClient``: measured on this machine against
-    one Node server, aiohttp served about 2,000 requests/s at ~0.2 ms of client CPU each,
-    ``httpx.AsyncClient`` about 50 at ~4 ms; see docs/BENCHMARKS.md.)
+#: What one request saw on the wire: status (0: no response), the response headers the sampler
+#: reads (lower-case names), the body text, the latency in ms, and why there was no response.
+Raw = tuple[int, Mapping[str, str], str, float, str]
+#: Called with (batch, index, raw) for each finished request; True asks the wire to issue no more.
+OnRecord = Callable[[int, int, Raw], bool]
+
+
+def issue_order(counts: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """(batch, index) in the order requests are issued: round-robin over the batches, so every
+    batch is in flight from the start (one batch: 0, 1, 2 ...). The engine issues in this order."""
+    for i in range(max(counts, default=0)):
+        for k, n in enumerate(counts):
+            if i < n:
+                yield k, i
+
+
+class Wire(Protocol):
+    """Sends a run's requests, at most ``concurrency`` in flight, in :func:`issue_order`, and
+    hands each finished one to ``on_record`` in the calling thread. Once ``on_record`` returns
+    True it issues nothing more; requests in flight still finish and are handed over (their
+    return value is ignored). If ``on_record`` raises, the requests in flight finish unseen and
+    the exception propagates."""
+
+    def run(
+        self, plans: Sequence[_Plan], counts: Sequence[int], concurrency: int, on_record: OnRecord
+    ) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EngineDied(RuntimeError):
+    """The sampler's engine process exited in the middle of a run."""
+
+
+class _EngineWire:
+    """The wire of every real run: ``meshproof-sampler`` (:mod:`harness.toolchain.sampler_engine`,
+    Go's HTTP client), one process per sampler, started on first use. It keeps the sampler's pool
+    of keep-alive connections; measured on this machine it spends about a tenth of a millisecond
+    of CPU per request, where aiohttp spent 0.2-0.3 ms (docs/BENCHMARKS.md)."""
+
+    def __init__(self, *, connect_timeout: float, max_connections: int) -> None:
+        self._args = [f"{connect_timeout:g}", str(max_connections)]
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _process(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            binary = sampler_engine.ensure()
+            self._proc = subprocess.Popen(
+                [str(binary), *self._args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                # one OS thread runs the goroutines: measured cheaper per request than two
+                env={**os.environ, "GOMAXPROCS": "1"},
+            )
+        return self._proc
+
+    def _send(self, p: subprocess.Popen[bytes], doc: Mapping[str, Any]) -> None:
+        assert p.stdin is not None
+        try:
+            p.stdin.write(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
+            p.stdin.flush()
+        except OSError as e:
+            raise self._died(p) from e
+
+    def _read(self, p: subprocess.Popen[bytes]) -> dict[str, Any]:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if not line:
+            raise self._died(p)
+        doc: dict[str, Any] = json.loads(line)
+        return doc
+
+    def _died(self, p: subprocess.Popen[bytes]) -> EngineDied:
+        self._proc = None
+        try:
+            code = p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            code = p.wait()
+        err = p.stderr.read().decode(errors="replace").strip()[-500:] if p.stderr else ""
+        return EngineDied(f"the sampler's engine ({sampler_engine.BINARY}) exited with status {code}: {err}")
+
+    def run(
+        self, plans: Sequence[_Plan], counts: Sequence[int], concurrency: int, on_record: OnRecord
+    ) -> None:
+        p = self._process()
+        self._send(
+            p,
+            {
+                "op": "run",
+                "plans": [plan.wire_json() for plan in plans],
+                "counts": list(counts),
+                "concurrency": concurrency,
+            },
+        )
+        stopped = False
+        error: BaseException | None = None
+        while True:
+            doc = self._read(p)
+            if "done" in doc:
+                break
+            if error is not None:
+                continue
+            raw: Raw = (doc["s"], doc.get("h") or {}, doc["b"], doc["l"], doc.get("e", ""))
+            try:
+                if on_record(doc["k"], doc["i"], raw) and not stopped:
+                    stopped = True
+                    self._send(p, {"op": "stop"})
+            except BaseException as e:  # noqa: BLE001 - re-raised once the run has drained
+                error = e
+                if not stopped:
+                    stopped = True
+                    self._send(p, {"op": "stop"})
+        if error is not None:
+            raise error
+
+    def reset(self) -> None:
+        p = self._proc
+        if p is None:
+            return
+        self._send(p, {"op": "reset"})
+        self._read(p)
+
+    def close(self) -> None:
+        p, self._proc = self._proc, None
+        if p is None:
+            return
+        with contextlib.suppress(OSError):
+            assert p.stdin is not None
+            p.stdin.close()  # the engine exits at the end of its input
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        for stream in (p.stdout, p.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class _TransportWire:
+    """Tests only: an ``httpx`` transport (``httpx.MockTransport``) called from worker threads."""
+
+    def __init__(
+        self, transport: httpx.BaseTransport, *, timeout: float, connect_timeout: float, max_connections: int
+    ) -> None:
+        import httpx  # tests only: the production path never loads httpx
+
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections),
+            trust_env=False,
+            follow_redirects=False,
+        )
+        self._threads = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="sampler")
+
+    def run(
+        self, plans: Sequence[_Plan], counts: Sequence[int], concurrency: int, on_record: OnRecord
+    ) -> None:
+        finished: queue.SimpleQueue[tuple[int, int, Raw | BaseException]] = queue.SimpleQueue()
+        order = issue_order(counts)
+        in_flight = 0
+        stopped = False
+        error: BaseException | None = None
+
+        def issue() -> None:
+            nonlocal in_flight
+            while not stopped and in_flight < concurrency:
+                job = next(order, None)
+                if job is None:
+                    return
+                k, i = job
+                in_flight += 1
+                self._threads.submit(self._finish, finished, k, i, plans[k])
+
+        issue()
+        while in_flight:
+            k, i, raw = finished.get()
+            in_flight -= 1
+            if isinstance(raw, BaseException):
+                error, stopped = error or raw, True
+            elif error is None:
+                try:
+                    stopped = on_record(k, i, raw) or stopped
+                except BaseException as e:  # noqa: BLE001 - re-raised once the run has drained
+                    error, stopped = e, True
+            issue()
+        if error is not None:
+            raise error
+
+    def _finish(
+        self, finished: queue.SimpleQueue[tuple[int, int, Raw | BaseException]], k: int, i: int, plan: _Plan
+    ) -> None:
+        try:
+            raw: Raw | BaseException = self._send(plan)
+        except BaseException as e:  # noqa: BLE001 - a fake transport's bug: raised in the caller's thread
+            raw = e
+        finished.put((k, i, raw))
+
+    def _send(self, plan: _Plan) -> Raw:
+        import httpx
+
+        start = time.perf_counter()
+        try:
+            r = self._client.request(
+                plan.wire_method,
+                plan.url,
+                params=plan.params,
+                headers=plan.headers,
+                timeout=httpx.Timeout(plan.read_timeout, connect=plan.connect_timeout),
+            )
+        except httpx.HTTPError as e:
+            kind = "timeout" if isinstance(e, httpx.TimeoutException) else "connection failed"
+            latency = (time.perf_counter() - start) * 1000.0
+            return 0, {}, "", latency, f"{kind}: {type(e).__name__}: {e or type(e).__name__}"
+        latency = (time.perf_counter() - start) * 1000.0
+        return r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text, latency, ""
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._client.close()
+        self._threads.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------- sampler
+
+
+class Sampler:
+    """Sends batches of requests into the mesh over keep-alive connections.
+
+    The requests go out through the sampler's engine (``meshproof-sampler``, Go's HTTP client, one
+    process per sampler): it keeps the pool of connections across batches and records each
+    response; this class decides what is sent and what the answers mean. Each :meth:`sample`
+    keeps at most ``concurrency`` requests in flight (a bounded window).
 
     ``timeout`` bounds each measured request (for in-mesh sources it is passed to
     ``/api/call`` as ``timeout_ms``, and the harness waits ``CALL_MARGIN_S`` longer).
@@ -299,22 +560,14 @@ class Sampler:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
-        self._loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
-        self._session: aiohttp.ClientSession | None = None
-        self._client: httpx.Client | None = None
-        self._threads: ThreadPoolExecutor | None = None
-        if transport is not None:
-            import httpx  # tests only: the production path never loads httpx
-
-            self._client = httpx.Client(
-                transport=transport,
-                timeout=httpx.Timeout(timeout, connect=connect_timeout),
-                limits=httpx.Limits(max_connections=max_connections),
-                trust_env=False,
-                follow_redirects=False,
+        self._wire: Wire = (
+            _TransportWire(
+                transport, timeout=timeout, connect_timeout=connect_timeout, max_connections=max_connections
             )
-            self._threads = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="sampler")
+            if transport is not None
+            else _EngineWire(connect_timeout=connect_timeout, max_connections=max_connections)
+        )
         self._state = _State.OPEN
 
     def __enter__(self) -> Self:
@@ -326,21 +579,12 @@ class Sampler:
         self.close()
 
     def close(self) -> None:
-        """Close the connection pool and the event loop (idempotent)."""
+        """Close the connection pool and the engine (idempotent)."""
         with self._lock:
             if self._state is _State.CLOSED:
                 return
             self._state = _State.CLOSED
-            try:
-                if self._session is not None:
-                    self._loop.run_until_complete(self._session.close())
-                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            finally:
-                self._loop.close()
-                if self._client is not None:
-                    self._client.close()
-                if self._threads is not None:
-                    self._threads.shutdown(wait=True)
+            self._wire.close()
 
     def reset_connections(self) -> None:
         """Close the pooled keep-alive connections; the next batch opens new ones.
@@ -350,10 +594,9 @@ class Sampler:
         before the change with the old listener until they drain, so a pooled connection would
         measure the old configuration."""
         with self._lock:
-            if self._state is _State.CLOSED or self._session is None:
+            if self._state is _State.CLOSED:
                 return
-            session, self._session = self._session, None
-            self._loop.run_until_complete(session.close())
+            self._wire.reset()
 
     def sample(
         self,
@@ -413,7 +656,7 @@ class Sampler:
         with no gaps: a request that is still in flight hides everything issued after it. (In
         completion order, slow outcomes such as injected delays would arrive late and bias
         every look.) It is called whenever that prefix has grown by ``look_every`` and once
-        it holds all ``max_n``; returning True stops issuing. Requests already in flight then
+        it holds all ``max_n``; returning True stops issuing. Requests already issued then
         finish and are counted in :attr:`SampleResult.discarded`, not in ``responses``, which
         is exactly the prefix ``decide`` stopped on.
         """
@@ -438,28 +681,45 @@ class Sampler:
             host_header=host_header,
             fresh_connections=fresh_connections,
         )
+        n = max_n
+        slots: list[Response | None] = [None] * n
+        prefix = 0
+        stop_at: int | None = None
+        next_look = min(look_every, n)
+
+        def on_record(_k: int, index: int, raw: Raw) -> bool:
+            nonlocal prefix, stop_at, next_look
+            slots[index] = _decode(plan, raw)
+            while prefix < n and slots[prefix] is not None:
+                prefix += 1
+            if decide is None or stop_at is not None or prefix < next_look:
+                return False
+            if decide([r for r in slots[:prefix] if r is not None]) or prefix == n:
+                stop_at = prefix
+                return True
+            next_look = min(prefix + look_every, n)
+            return False
+
         with self._lock:
             if self._closed():  # closed by another thread meanwhile
                 raise RuntimeError("this Sampler is closed; create a new one")
             started, since = time.perf_counter(), time.time()
             try:
-                responses, discarded = self._loop.run_until_complete(
-                    self._run(plan, max_n, min(concurrency, max(1, max_n)), decide, look_every)
-                )
-            except BaseExceptionGroup as group:  # decide raised (in one worker or several): the first
-                raise group.exceptions[0] from None
+                if n:
+                    self._wire.run([plan], [n], min(concurrency, n), on_record)
             finally:
                 timeline.record(
                     "traffic", f"{plan.method} {path} from {plan.source}, concurrency {concurrency}", since
                 )
             wall_s = time.perf_counter() - started
+        used = n if stop_at is None else stop_at
         return SampleResult(
-            responses=responses,
+            responses=tuple(r for r in slots[:used] if r is not None),
             source=plan.source,
             method=plan.method,
             path=path,
             wall_s=wall_s,
-            discarded=discarded,
+            discarded=sum(1 for r in slots[used:] if r is not None),
         )
 
     def sample_many(
@@ -495,96 +755,36 @@ class Sampler:
                     fresh_connections=spec.fresh_connections,
                 )
             )
+        counts = [spec.n for spec in specs]
+        slots: list[list[Response | None]] = [[None] * n for n in counts]
+
+        def on_record(k: int, index: int, raw: Raw) -> bool:
+            slots[k][index] = _decode(plans[k], raw)
+            return False
+
         with self._lock:
             if self._closed():
                 raise RuntimeError("this Sampler is closed; create a new one")
             started, since = time.perf_counter(), time.time()
             try:
-                slots = self._loop.run_until_complete(
-                    self._run_many(plans, [spec.n for spec in specs], concurrency)
-                )
+                if sum(counts):
+                    self._wire.run(plans, counts, max(1, min(concurrency, sum(counts))), on_record)
             finally:
                 timeline.record("traffic", f"{len(specs)} batches, concurrency {concurrency}", since)
             wall_s = time.perf_counter() - started
         return [
             SampleResult(
-                responses=tuple(r), source=plan.source, method=plan.method, path=spec.path, wall_s=wall_s
+                responses=tuple(r for r in batch if r is not None),
+                source=plan.source,
+                method=plan.method,
+                path=spec.path,
+                wall_s=wall_s,
             )
-            for plan, spec, r in zip(plans, specs, slots, strict=True)
+            for plan, spec, batch in zip(plans, specs, slots, strict=True)
         ]
-
-    async def _run_many(
-        self, plans: Sequence[_Plan], counts: Sequence[int], concurrency: int
-    ) -> list[list[Response]]:
-        self._ensure_session()
-        slots: list[list[Response | None]] = [[None] * n for n in counts]
-        # round-robin over the batches, so every batch is in flight from the start
-        jobs = [(k, i) for i in range(max(counts, default=0)) for k in range(len(plans)) if i < counts[k]]
-        position = 0
-
-        async def worker() -> None:
-            nonlocal position
-            while position < len(jobs):
-                k, i = jobs[position]
-                position += 1
-                slots[k][i] = await self._one(plans[k])
-
-        async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, min(concurrency, len(jobs)))):
-                group.create_task(worker())
-        return [[r for r in batch if r is not None] for batch in slots]
-
-    def _ensure_session(self) -> None:
-        if self._client is None and self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, use_dns_cache=True),
-                timeout=aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.timeout),
-                trust_env=False,
-                auto_decompress=False,
-            )
 
     def _closed(self) -> bool:  # a method, so that type checkers do not narrow the state
         return self._state is _State.CLOSED
-
-    async def _run(
-        self,
-        plan: _Plan,
-        n: int,
-        concurrency: int,
-        decide: Callable[[Sequence[Response]], bool] | None,
-        look_every: int,
-    ) -> tuple[tuple[Response, ...], int]:
-        if n == 0:
-            return (), 0
-        self._ensure_session()
-        slots: list[Response | None] = [None] * n
-        issued = 0
-        prefix = 0
-        stop_at: int | None = None
-        next_look = min(look_every, n)
-
-        async def worker() -> None:
-            nonlocal issued, prefix, stop_at, next_look
-            while stop_at is None and issued < n:
-                index = issued
-                issued += 1
-                slots[index] = await self._one(plan)
-                while prefix < n and slots[prefix] is not None:
-                    prefix += 1
-                if decide is None or stop_at is not None or prefix < next_look:
-                    continue
-                done = [r for r in slots[:prefix] if r is not None]
-                if decide(done) or prefix == n:
-                    stop_at = prefix
-                next_look = min(prefix + look_every, n)
-
-        async with asyncio.TaskGroup() as group:  # an exception (e.g. in decide) cancels the others
-            for _ in range(concurrency):
-                group.create_task(worker())
-        used = n if stop_at is None else stop_at
-        responses = tuple(r for r in slots[:used] if r is not None)
-        discarded = sum(1 for r in slots[used:] if r is not None)
-        return responses, discarded
 
     def _plan(
         self,
@@ -650,64 +850,15 @@ class Sampler:
             source=source.ref,
         )
 
-    async def _one(self, plan: _Plan) -> Response:
-        start = time.perf_counter()
-        try:
-            if self._client is not None:
-                status, headers, text = await self._loop.run_in_executor(
-                    self._threads, self._send_httpx, plan
-                )
-            else:
-                status, headers, text = await self._send_aiohttp(plan)
-        except (_TransportError, aiohttp.ClientError, TimeoutError) as e:
-            latency = (time.perf_counter() - start) * 1000.0
-            return Response(status=0, latency_ms=latency, error=_describe(e))
-        latency = (time.perf_counter() - start) * 1000.0
-        if plan.via_call:
-            return _from_call(status, text, latency, plan.source)
-        return _response(status, headers, text, _json_object(text), latency)
 
-    async def _send_aiohttp(self, plan: _Plan) -> tuple[int, Mapping[str, str], str]:
-        assert self._session is not None
-        async with self._session.request(
-            "GET" if plan.via_call else plan.method,
-            plan.url,
-            params=plan.params or None,
-            headers=plan.headers,
-            allow_redirects=False,
-            timeout=plan.aiohttp_timeout,
-        ) as r:
-            body = await r.read()
-            return r.status, r.headers, body.decode(r.charset or "utf-8", errors="replace")
-
-    def _send_httpx(self, plan: _Plan) -> tuple[int, Mapping[str, str], str]:
-        import httpx
-
-        assert self._client is not None
-        try:
-            r = self._client.request(
-                "GET" if plan.via_call else plan.method,
-                plan.url,
-                params=plan.params,
-                headers=plan.headers,
-                timeout=httpx.Timeout(plan.read_timeout, connect=self.connect_timeout),
-            )
-        except httpx.HTTPError as e:
-            raise _TransportError(_describe(e, timeout=isinstance(e, httpx.TimeoutException))) from e
-        return r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text
-
-
-class _TransportError(Exception):
-    """A test transport's failure, already described."""
-
-
-def _describe(e: BaseException, *, timeout: bool = False) -> str:
-    if isinstance(e, _TransportError):
-        return str(e)
-    timeout = timeout or isinstance(e, TimeoutError | aiohttp.ServerTimeoutError)
-    kind = "timeout" if timeout else "connection failed"
-    detail = str(e) or type(e).__name__
-    return f"{kind}: {type(e).__name__}: {detail}"
+def _decode(plan: _Plan, raw: Raw) -> Response:
+    """What one request saw, from what the wire recorded."""
+    status, headers, text, latency, error = raw
+    if error:
+        return Response(status=0, latency_ms=latency, error=error)
+    if plan.via_call:
+        return _from_call(status, text, latency, plan.source)
+    return _response(status, headers, text, _json_object(text), latency)
 
 
 def _from_call(status: int, text: str, latency_ms: float, source: str) -> Response:

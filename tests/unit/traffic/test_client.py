@@ -1,9 +1,8 @@
 """Unit tests for harness.traffic.client: the sampler against httpx.MockTransport fakes, and its
-real (aiohttp) path against a small HTTP server on 127.0.0.1."""
+real path (the meshproof-sampler engine) against a small HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import json
 import socket
@@ -19,11 +18,13 @@ from harness.backends.base import Workload
 from harness.errors import UserError
 from harness.traffic.client import (
     RBAC_DENIED_BODY,
+    EngineDied,
     Response,
     Sampler,
     SampleResult,
     SampleSpec,
     Source,
+    issue_order,
 )
 from harness.wait import Clock
 
@@ -431,12 +432,13 @@ def test_sampler_ignores_proxy_environment(monkeypatch: pytest.MonkeyPatch, loca
     assert result.status_counts() == {200: 4}, result.errors()
 
 
-# --------------------------------------------------------------------------- the real (aiohttp) path
+# --------------------------------------------------------------------------- the real path: the engine
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     connections: ClassVar[set[tuple[str, int]]] = set()
+    requests: ClassVar[list[tuple[str, str, dict[str, str]]]] = []  # method, path, headers
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -446,6 +448,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).connections.add(self.client_address)
+        type(self).requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
         if self.path.startswith("/slow"):
             time.sleep(1.0)
         if self.path.startswith("/overloaded"):
@@ -453,6 +456,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         body = json.dumps(greet(pod=f"pod-{self.headers.get('Host', '')}")).encode()
         self._send(200, body, {"content-type": "application/json", "x-envoy-upstream-service-time": "7"})
+
+    do_POST = do_GET
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -470,6 +475,7 @@ def local_server() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     _Handler.connections = set()
+    _Handler.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -479,7 +485,7 @@ def local_server() -> Iterator[str]:
         server.server_close()
 
 
-def test_aiohttp_path_parses_responses_and_reuses_connections(local_server: str) -> None:
+def test_engine_path_parses_responses_and_reuses_connections(local_server: str) -> None:
     with Sampler(timeout=5.0) as s:
         result = s.sample(FakeBackend(ingress=local_server), n=40, concurrency=4, host_header="h.example")
         again = s.sample(FakeBackend(ingress=local_server), path="/overloaded", n=3, concurrency=1)
@@ -491,14 +497,14 @@ def test_aiohttp_path_parses_responses_and_reuses_connections(local_server: str)
     assert again.overloaded_count() == 3 and again.responses[0].server == "envoy"
 
 
-def test_aiohttp_path_fresh_connections(local_server: str) -> None:
+def test_engine_path_fresh_connections(local_server: str) -> None:
     with Sampler() as s:
         result = s.sample(FakeBackend(ingress=local_server), n=6, concurrency=2, fresh_connections=True)
     assert result.status_counts() == {200: 6}
     assert len(_Handler.connections) == 6
 
 
-def test_aiohttp_path_failures_are_status_zero(local_server: str) -> None:
+def test_engine_path_failures_are_status_zero(local_server: str) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -514,22 +520,58 @@ def test_aiohttp_path_failures_are_status_zero(local_server: str) -> None:
 # --------------------------------------------------------------------------- sample_until
 
 
-class ScriptedSampler(Sampler):
-    """The sampler with its one network call (``_one``) replaced by a coroutine: request ``k`` (in
-    issue order) answers after ``turns(k)`` turns of the event loop. Completion order is then
-    fixed by the script, not by threads or the machine's speed."""
+class ScriptedWire:
+    """A wire whose completion order is a script: the request issued ``k``-th answers after
+    ``turns(k)`` turns (each turn, the first request in flight with no turns left finishes, else
+    every request in flight loses one), so the order is fixed by the script, not by threads."""
 
     def __init__(self, turns: Callable[[int], int]) -> None:
-        super().__init__(transport=httpx.MockTransport(lambda _: httpx.Response(500)))  # never called
         self.turns = turns
         self.issued = 0
 
-    async def _one(self, plan: Any) -> Response:
-        k = self.issued
-        self.issued += 1
-        for _ in range(self.turns(k)):
-            await asyncio.sleep(0)
-        return Response(200, version="v1", pod=f"p{k}", latency_ms=1.0)
+    def run(self, plans: Any, counts: Sequence[int], concurrency: int, on_record: Any) -> None:
+        order = issue_order(counts)
+        flight: list[list[int]] = []  # [issued as, turns left, batch, index]
+        stopped = False
+
+        def issue() -> None:
+            while not stopped and len(flight) < concurrency:
+                job = next(order, None)
+                if job is None:
+                    return
+                flight.append([self.issued, self.turns(self.issued), *job])
+                self.issued += 1
+
+        issue()
+        while flight:
+            ready = next((f for f in flight if f[1] <= 0), None)
+            if ready is None:
+                for f in flight:
+                    f[1] -= 1
+                continue
+            flight.remove(ready)
+            body = json.dumps(greet(pod=f"p{ready[0]}"))
+            stopped = on_record(ready[2], ready[3], (200, {}, body, 1.0, "")) or stopped
+            issue()
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedSampler(Sampler):
+    """The sampler on a :class:`ScriptedWire`."""
+
+    def __init__(self, turns: Callable[[int], int]) -> None:
+        super().__init__(transport=httpx.MockTransport(lambda _: httpx.Response(500)))  # never called
+        self._wire.close()
+        self._wire = self.script = ScriptedWire(turns)
+
+    @property
+    def issued(self) -> int:
+        return self.script.issued
 
 
 def test_sample_until_stops_on_the_issue_order_prefix() -> None:
@@ -680,3 +722,89 @@ def test_reset_connections_makes_the_next_batch_open_new_connections(local_serve
         assert len(_Handler.connections - before) == 1, _Handler.connections  # one new connection, reused
         s.reset_connections()  # idempotent, also with no pool
         s.reset_connections()
+
+
+# --------------------------------------------------------------------------- the engine's protocol
+
+
+def test_engine_path_sends_method_headers_and_query(local_server: str) -> None:
+    with Sampler() as s:
+        result = s.sample(
+            FakeBackend(ingress=local_server),
+            method="post",
+            path="/x?a=1",
+            headers={"x-canary": "yes", "traceparent": "00-ab-cd-01"},
+            n=2,
+            concurrency=1,
+        )
+    assert result.status_counts() == {200: 2}, result.errors()
+    method, path, headers = _Handler.requests[0]
+    assert (method, path, headers["x-canary"], headers["traceparent"]) == (
+        "POST",
+        "/x?a=1",
+        "yes",
+        "00-ab-cd-01",
+    )
+    assert "accept-encoding" not in headers  # responses are never decompressed: none asked for
+
+
+def test_engine_path_stops_issuing_when_decide_says_stop(local_server: str) -> None:
+    looks: list[int] = []
+
+    def decide(prefix: Sequence[Response]) -> bool:
+        looks.append(len(prefix))
+        assert [r.status for r in prefix] == [200] * len(prefix)
+        return len(prefix) >= 40
+
+    with Sampler() as s:
+        result = s.sample_until(
+            FakeBackend(ingress=local_server), decide, max_n=5000, look_every=20, concurrency=4
+        )
+        after = s.sample(FakeBackend(ingress=local_server), n=3, concurrency=3)  # the next batch runs anew
+    assert looks[-1] == result.total >= 40
+    served = len(_Handler.requests)
+    assert served == result.total + result.discarded + 3
+    assert served < 1000, f"{served} requests served: the engine went on issuing after stop"
+    assert after.status_counts() == {200: 3}
+
+
+def test_engine_path_decide_error_drains_the_run_and_keeps_the_sampler(local_server: str) -> None:
+    def decide(prefix: Sequence[Response]) -> bool:
+        raise ZeroDivisionError("boom")
+
+    with Sampler() as s:
+        with pytest.raises(ZeroDivisionError, match="boom"):
+            s.sample_until(FakeBackend(ingress=local_server), decide, max_n=5000, look_every=5, concurrency=4)
+        assert s.sample(FakeBackend(ingress=local_server), n=7, concurrency=3).status_counts() == {200: 7}
+    assert len(_Handler.requests) < 1000
+
+
+def test_engine_path_sample_many_round_robin(local_server: str) -> None:
+    specs = [SampleSpec(n=3, path="/a"), SampleSpec(n=0, path="/b"), SampleSpec(n=2, path="/c")]
+    with Sampler() as s:
+        results = s.sample_many(FakeBackend(ingress=local_server), specs, concurrency=1)
+    assert [r.total for r in results] == [3, 0, 2]
+    assert [p for _m, p, _h in _Handler.requests] == ["/a", "/c", "/a", "/c", "/a"]
+    assert list(issue_order([3, 0, 2])) == [(0, 0), (2, 0), (0, 1), (2, 1), (0, 2)]
+
+
+def test_engine_that_dies_is_reported_and_replaced(local_server: str) -> None:
+    with Sampler() as s:
+        s.sample(FakeBackend(ingress=local_server), n=1, concurrency=1)
+        engine = s._wire._proc  # type: ignore[attr-defined]
+        engine.kill()
+        engine.wait()
+        with pytest.raises(EngineDied, match=r"meshproof-sampler\) exited with status -9"):
+            s.sample(FakeBackend(ingress=local_server), n=1, concurrency=1)
+        assert s.sample(FakeBackend(ingress=local_server), n=2, concurrency=1).status_counts() == {200: 2}
+        replacement = s._wire._proc  # type: ignore[attr-defined]
+    assert replacement.poll() is not None  # closed with the sampler: nothing left running
+
+
+def test_engine_path_in_mesh_call_is_a_get_of_api_call_naming_the_method(local_server: str) -> None:
+    with Sampler() as s:
+        result = s.sample(FakeBackend(app_url=local_server), source="sample/client", method="DELETE", n=1)
+    method, path, _headers = _Handler.requests[0]
+    assert method == "GET" and path.startswith("/api/call?url=")
+    assert "method=DELETE" in path
+    assert result.status_counts() == {0: 1}  # the fake server's answer is no /api/call document

@@ -1,0 +1,3 @@
+module meshproof.local/sampler
+
+go 1.22
