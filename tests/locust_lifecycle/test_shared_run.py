@@ -36,10 +36,17 @@ def _users(records: list) -> set[str]:  # type: ignore[type-arg]
     return {r.request_id.rsplit("-", 1)[0] for r in records}
 
 
-def _run_phase(load: LoadSlice, name: str, n: int = 40) -> None:
+def _run_phase(load: LoadSlice, name: str, n: int = 40, users: int = 1) -> None:
+    """Phase ``name`` until it holds ``n`` requests and requests of ``users`` users: on a fast local
+    server two users can send 40 requests before a third sends its first (a CI run saw 2 of 3)."""
     load.phase(name)
     have = load.progress().requests
     wait.until(lambda: load.progress().requests >= have + n, what=f"{n} requests in {name}", timeout=30)
+    wait.until(
+        lambda: len(_users(load.snapshot(settle_s=0.0).in_phase(name))) >= users,
+        what=f"requests of {users} users in {name}",
+        timeout=30,
+    )
     load.phase(f"after {name}")
 
 
@@ -50,7 +57,7 @@ def test_one_locust_serves_slices_each_with_its_own_requests(target: LoadTarget,
         for i, users in enumerate((3, 6, 2)):
             cfg = LoadConfig(users=users, spawn_rate=100, path="/ok")
             with shared.slice(cfg, target, workdir=tmp_path / f"t{i}") as load:
-                _run_phase(load, "x")
+                _run_phase(load, "x", users=users)
                 snap = load.snapshot(settle_s=0.0)
                 # exactly the slice's users send in its phases: the ones a decrease stopped are gone
                 assert len(_users(snap.in_phase("x"))) == users
