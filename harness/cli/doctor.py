@@ -36,12 +36,13 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int
         probe("npm", "all", "installing the sample service (npm ci)", "comes with Node.js", ["--version"]),
         probe(
             "go",
-            "local",
-            "building istiod and pilot-agent",
+            "all",
+            "building the traffic sampler's engine (every backend), istiod and pilot-agent (local)",
             "install Go >= 1.26",
             ["version"],
             pattern=r"go(\d[\w.]*)",
         ),
+        _sampler_engine(settings),
     ]
     notes: list[str] = []
     checked: dict[str, bool] = {}
@@ -99,3 +100,22 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, out: Output) -> int
     for n in notes:
         out.warn(n)
     return 0
+
+
+def _sampler_engine(settings: Settings) -> ToolStatus:
+    """The traffic sampler's engine: built by ``meshproof install`` or on first use (optional here:
+    with Go present the first traffic builds it)."""
+    from harness.doctor import ToolStatus
+    from harness.toolchain import sampler_engine
+
+    built = sampler_engine.installed(settings.cache_dir)
+    return ToolStatus(
+        sampler_engine.BINARY,
+        "all",
+        "sending the checks' traffic (built from harness/toolchain/go/sampler)",
+        built is not None,
+        "",
+        str(built or ""),
+        "meshproof install (or the first traffic builds it, with Go)",
+        optional=True,
+    )

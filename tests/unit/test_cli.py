@@ -211,7 +211,9 @@ def test_doctor_json_parses(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     names = {t["name"] for t in doc["tools"]}
-    assert {"python", "node", "npm", "go"} <= names
+    assert {"python", "node", "npm", "go", "meshproof-sampler"} <= names
+    engine = next(t for t in doc["tools"] if t["name"] == "meshproof-sampler")
+    assert engine["backend"] == "all" and engine["optional"] is True
     for t in doc["tools"]:
         assert set(t) >= {"name", "backend", "needed_for", "found", "version", "path", "how_to_get"}
     python = next(t for t in doc["tools"] if t["name"] == "python")
