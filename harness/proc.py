@@ -141,6 +141,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid`` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields[2]: pgrp; state Z: a zombie
+            pids.append(int(d.name))
+    return pids
+
+
 def tail(path: Path, lines: int = 20) -> str:
     """Last ``lines`` lines of a log file ('' if absent), for error notes."""
     try:

@@ -479,7 +479,7 @@ class LocustRun(PhaseClock):
             # done every tenth sample; in between its pids are read directly (Locust forks its
             # processes at start, and a pid no longer in the group is not counted).
             if not self._members or self._cpu_samples % 10 == 0:
-                self._members = _group_members(self._pgid)
+                self._members = proc.group_members(self._pgid)
             self._cpu_samples += 1
             self._cpu_s = max(self._cpu_s, _group_cpu_seconds(self._pgid, self._members))
             self._cpu_sampled_at = time.monotonic()
@@ -547,22 +547,8 @@ def _locust_total(path: Path) -> int:
     return sum(int(e.get("num_requests", 0)) for e in entries if isinstance(e, dict))
 
 
-def _group_members(pgid: int) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # fields[2]: pgrp; state Z: a zombie
-            pids.append(int(d.name))
-    return pids
-
-
 def _group_alive(pgid: int) -> bool:
-    return bool(_group_members(pgid))
+    return bool(proc.group_members(pgid))
 
 
 def _group_cpu_seconds(pgid: int, pids: list[int] | None = None) -> float:
@@ -570,7 +556,7 @@ def _group_cpu_seconds(pgid: int, pids: list[int] | None = None) -> float:
     the group) when given."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in _group_members(pgid) if pids is None else pids:
+    for pid in proc.group_members(pgid) if pids is None else pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness import wait
-from harness.backends.local.backend import group_members
+from harness.proc import group_members
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "harness.cli"]

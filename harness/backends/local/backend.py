@@ -32,22 +32,6 @@ if TYPE_CHECKING:  # loaded lazily: attaching to a mesh (`meshproof send`) needs
 Progress = Callable[[str], None]
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid``."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            out.append(int(d.name))
-    return out
-
-
 class LocalBackend:
     name = "local"
 
@@ -202,11 +186,11 @@ class LocalBackend:
                         timeout=30,
                         interval=0.05,
                     )
-            if pgid and group_members(pgid):
+            if pgid and proc.group_members(pgid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, signal.SIGKILL)
                 wait.until(
-                    lambda: not group_members(pgid),
+                    lambda: not proc.group_members(pgid),
                     what=f"process group {pgid} to be gone",
                     timeout=10,
                     interval=0.05,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
-from harness.load.local import _group_cpu_seconds, _group_members
+from harness.load.local import _group_cpu_seconds
+from harness.proc import group_members
 
 
 def test_the_known_members_count_as_a_scan_does() -> None:
     pgid = os.getpgrp()
-    members = _group_members(pgid)
+    members = group_members(pgid)
     assert os.getpid() in members
     sum(range(200_000))  # some CPU of our own
     assert _group_cpu_seconds(pgid, [os.getpid()]) > 0
