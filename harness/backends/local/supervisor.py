@@ -980,7 +980,10 @@ class Supervisor:
 
     def teardown(self) -> None:
         self.status("stopping", "tearing down")
-        self._quit_proxies()
+        deadline = time.monotonic() + QUIT_WAIT_S
+        for agent in self._quit_proxies():
+            with contextlib.suppress(subprocess.TimeoutExpired):  # terminated below, with its drain
+                agent.wait(max(0.05, deadline - time.monotonic()))
         order = (
             [n for n in self.children if n.startswith("proxy-")]
             + [n for n in self.children if n.startswith("app-")]
@@ -1001,6 +1004,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+        if left := kill_own_group():
+            print(f"teardown: killed {len(left)} leftover process(es) of the mesh: {left}", file=sys.stderr)
         if self.jwks is not None:
             self.jwks.stop()
         self.http.close()
@@ -1008,17 +1013,45 @@ class Supervisor:
         self.reservations.release()
         self.status("stopped", "all processes stopped")
 
-    def _quit_proxies(self) -> None:
-        """Ask every running pilot-agent to exit without draining (``POST /quitquitquit`` on its
-        status port, Istio's own way to end a proxy that has nothing to drain). On SIGTERM alone
-        pilot-agent first drains for ``terminationDrainDuration`` (1 s here) even with no traffic;
-        a teardown has none to protect. An agent that does not answer is still terminated below."""
+    def _quit_proxies(self) -> list[subprocess.Popen[bytes]]:
+        """Ask every running proxy's Envoy to exit (``POST /quitquitquit`` on its admin port);
+        the pilot-agents whose Envoy accepted, which then exit because their Envoy did.
+
+        On SIGTERM alone pilot-agent first drains for ``terminationDrainDuration`` (1 s here) even
+        with no traffic, and a teardown has none to protect. The agent's own ``/quitquitquit``
+        skips that drain too, but the agent can exit before it has killed its Envoy (which has no
+        parent-death signal): Envoy first, then its agent, leaves nothing behind. A proxy that
+        does not answer is terminated by the teardown as before."""
+        accepted = []
         for spec in self.proxy_specs.values():
             p = self.children.get(spec.child)
             if p is None or p.poll() is not None:
                 continue
-            with contextlib.suppress(httpx.HTTPError):
-                self.http.post(f"http://127.0.0.1:{spec.ports.agent_status}/quitquitquit", timeout=2.0)
+            try:
+                r = self.http.post(f"http://127.0.0.1:{spec.ports.admin}/quitquitquit", timeout=2.0)
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200:
+                accepted.append(p)
+        return accepted
+
+
+#: How long a teardown waits for the pilot-agents whose Envoy quit to exit.
+QUIT_WAIT_S = 5.0
+
+
+def kill_own_group() -> list[int]:
+    """SIGKILL what is left of this process's group but itself, when it leads the group (the
+    supervisor runs in a session of its own: every child, and theirs, started in its group; an
+    Envoy whose pilot-agent died first would be one). The pids killed; none when not the leader."""
+    me = os.getpid()
+    if os.getpgrp() != me:
+        return []
+    left = [pid for pid in proc.group_members(me) if pid != me]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
 
 
 #: How often the supervisor looks at its children where it cannot wait for their exit (no pidfd).
