@@ -21,6 +21,7 @@ with a fake ``go``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,6 +40,16 @@ DOWNLOAD_TIMEOUT = 900.0
 BUILD_ENV = {"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
 
 Run = Callable[..., proc.Completed]
+
+
+def source_digest(directory: Path, patterns: Sequence[str] = ("*.go",)) -> str:
+    """Digest of a Go program's sources in ``directory`` (the files matching ``patterns``, by name):
+    the stamp a build records, so that a change of the sources rebuilds it."""
+    h = hashlib.sha256()
+    for p in sorted({p for pattern in patterns for p in directory.glob(pattern)}):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def find_go(*, needed_for: str, how_to_get: str = GO_HINT, which: proc.Which = proc.which) -> str:

@@ -9,7 +9,6 @@ first use or by ``meshproof install``, with a stamp of the module version and of
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,11 +30,7 @@ Progress = Callable[[str], None]
 
 
 def _source_digest() -> str:
-    h = hashlib.sha256()
-    for p in sorted(SOURCE_DIR.glob("*.go")):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+    return gomod.source_digest(SOURCE_DIR)
 
 
 def binary_path(cache_dir: Path, istio_version: str) -> Path:

@@ -9,7 +9,6 @@ sources change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -30,12 +29,7 @@ Progress = Callable[[str], None]
 
 
 def _source_digest() -> str:
-    h = hashlib.sha256()
-    for p in sorted(SOURCE_DIR.iterdir()):
-        if p.suffix in (".go", ".mod"):
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
+    return gomod.source_digest(SOURCE_DIR, ("*.go", "go.mod"))
 
 
 def _root(cache_dir: Path) -> Path:
