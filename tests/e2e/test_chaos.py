@@ -96,22 +96,24 @@ def _mid_fault(conf: dict[str, str], cli: subprocess.Popen[bytes]) -> None:
     wait.until(faulted, what="the experiment to have injected its replica fault", timeout=120, interval=0.1)
 
 
+def _newest_of_runs(settings: Settings, name: str) -> Path | None:
+    """The newest ``name`` file (by mtime) among the chaos runs' directories, or None."""
+    found = sorted((settings.state_dir / "chaos" / "runs").glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def _latest_journal(settings: Settings) -> dict[str, object]:
-    runs = sorted(
-        (settings.state_dir / "chaos" / "runs").glob("*/journal.json"), key=lambda p: p.stat().st_mtime
-    )
-    assert runs, "no journal written"
-    return json.loads(runs[-1].read_text())
+    journal = _newest_of_runs(settings, "journal.json")
+    assert journal is not None, "no journal written"
+    return json.loads(journal.read_text())
 
 
 def _interruption_evidence(settings: Settings, journal: Mapping[str, Any], text: str) -> str:
     """What a run that was not marked interrupted did: its status, each activity of its method with
     its status and times, and the ends of Chaos Toolkit's log and of the wrapper's output (a CI run
     at 19e2151 saw status "completed" after SIGINT once; its evidence was gone with its basetemp)."""
-    logs = sorted(
-        (settings.state_dir / "chaos" / "runs").glob("*/chaostoolkit.log"), key=lambda p: p.stat().st_mtime
-    )
-    log = logs[-1].read_text(errors="replace")[-4000:] if logs else "(no chaostoolkit.log)"
+    path = _newest_of_runs(settings, "chaostoolkit.log")
+    log = path.read_text(errors="replace")[-4000:] if path is not None else "(no chaostoolkit.log)"
     activities = [
         (r["activity"]["name"], r["status"], r.get("start"), r.get("end")) for r in journal.get("run") or []
     ]
