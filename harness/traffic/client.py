@@ -376,6 +376,10 @@ class _EngineWire:
             p.kill()
             code = p.wait()
         err = p.stderr.read().decode(errors="replace").strip()[-500:] if p.stderr else ""
+        for stream in (p.stdin, p.stdout, p.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
         return EngineDied(f"the sampler's engine ({sampler_engine.BINARY}) exited with status {code}: {err}")
 
     def run(

@@ -796,6 +796,7 @@ def test_engine_that_dies_is_reported_and_replaced(local_server: str) -> None:
         engine.wait()
         with pytest.raises(EngineDied, match=r"meshproof-sampler\) exited with status -9"):
             s.sample(FakeBackend(ingress=local_server), n=1, concurrency=1)
+        assert engine.stdin.closed and engine.stdout.closed and engine.stderr.closed  # no fds kept
         assert s.sample(FakeBackend(ingress=local_server), n=2, concurrency=1).status_counts() == {200: 2}
         replacement = s._wire._proc  # type: ignore[attr-defined]
     assert replacement.poll() is not None  # closed with the sampler: nothing left running
