@@ -9,8 +9,8 @@ slowed by the other) and later their waiting tests together (the cores idle): th
 ``bench/bench_cpu.py`` reports. :class:`LaneScheduling` sends each worker one test ahead instead and
 picks it by lane: while the other workers hold :func:`busy_at_once` busy tests (one per two cores),
 the next is a waiting one if any is left; otherwise a busy one. Within a lane, tests keep their
-collection order (the workers sort the longest, under-load tests first). Which test is which lane is the suites' knowledge (a function of
-the test id: the controller collects nothing and sees no markers).
+collection order (the workers sort the longest, under-load tests first). Which test is which lane is
+the suites' knowledge (a function of the test id: the controller collects nothing and sees no markers).
 
 Scheduling changes only which worker runs a test and when: every test runs once, on a mesh of its
 own worker's, with the same statistics and verdicts.
